@@ -1,0 +1,503 @@
+//! The `amazon-ssm-agent.json` model: the upstream schema, its defaults and its clamping rules.
+//!
+//! Upstream loads the file with Go's `encoding/json`, which matches keys case-insensitively and
+//! ignores keys it does not know; an operator's existing file must keep working here, so this
+//! module does the same. Values outside their allowed range are clamped (or reset to the default)
+//! exactly where upstream's `appconfig_parser.go` does, and each such fix is logged.
+
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where amazon-ssm-agent keeps its configuration; ssm-lite reads the same file (drop-in).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/amazon/ssm/amazon-ssm-agent.json";
+
+/// The upstream agent version ssm-lite is protocol-compatible with, advertised as `AgentVersion`
+/// unless `Agent.Version` says otherwise (see README, "Agent name and version").
+pub const COMPATIBLE_AGENT_VERSION: &str = "3.3.1142.0";
+
+/// Configuration errors name the file and, for JSON errors, the line and column.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, error: std::io::Error },
+    Json { path: PathBuf, line: usize, column: usize, message: String },
+    Invalid { path: PathBuf, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(f, "cannot read config file {}: {error}", path.display())
+            }
+            ConfigError::Json { path, line, column, message } => write!(
+                f,
+                "config file {} is not valid JSON at line {line}, column {column}: {message}",
+                path.display()
+            ),
+            ConfigError::Invalid { path, message } => {
+                write!(f, "config file {}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileConfig {
+    pub share_creds: bool,
+    pub share_profile: String,
+    pub key_auto_rotate_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MdsConfig {
+    pub endpoint: String,
+    pub command_workers_limit: usize,
+    pub command_worker_buffer_limit: usize,
+    pub stop_timeout_millis: u64,
+    pub command_retry_limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsmConfig {
+    pub endpoint: String,
+    pub health_frequency_minutes: u64,
+    pub run_command_logs_retention_duration_hours: u64,
+    pub plugin_local_output_cleanup: String,
+    pub orchestration_directory_cleanup: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MgsConfig {
+    pub region: String,
+    pub endpoint: String,
+    pub stop_timeout_millis: u64,
+    pub session_workers_limit: usize,
+    pub denied_port_forwarding_remote_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub name: String,
+    /// Version advertised to the service; see [`COMPATIBLE_AGENT_VERSION`].
+    pub version: String,
+    pub region: String,
+    pub service_domain: String,
+    pub orchestration_root_dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OsConfig {
+    pub lang: String,
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EndpointConfig {
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KmsConfig {
+    pub endpoint: String,
+    pub require_kms_challenge_response: bool,
+}
+
+/// One entry of `Identity.CustomIdentities`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CustomIdentity {
+    pub instance_id: String,
+    pub region: String,
+    pub availability_zone: String,
+    pub availability_zone_id: String,
+    pub instance_type: String,
+    pub credentials_provider: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    pub consumption_order: Vec<String>,
+    pub custom_identities: Vec<CustomIdentity>,
+}
+
+/// The whole configuration, with upstream's defaults filled in and ranges enforced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub profile: ProfileConfig,
+    pub mds: MdsConfig,
+    pub ssm: SsmConfig,
+    pub mgs: MgsConfig,
+    pub agent: AgentConfig,
+    pub os: OsConfig,
+    pub s3: EndpointConfig,
+    pub kms: KmsConfig,
+    pub identity: IdentityConfig,
+}
+
+/// Upstream's default deny list for port forwarding (IMDS and the Amazon DNS/NTP/time addresses).
+const DEFAULT_DENIED_IPS: [&str; 5] = [
+    "169.254.169.254",
+    "fd00:ec2::254",
+    "169.254.169.253",
+    "fd00:ec2::253",
+    "169.254.169.123",
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            profile: ProfileConfig {
+                share_creds: true,
+                share_profile: String::new(),
+                key_auto_rotate_days: 0,
+            },
+            mds: MdsConfig {
+                endpoint: String::new(),
+                command_workers_limit: 5,
+                command_worker_buffer_limit: 5,
+                stop_timeout_millis: 20_000,
+                command_retry_limit: 15,
+            },
+            ssm: SsmConfig {
+                endpoint: String::new(),
+                health_frequency_minutes: 5,
+                run_command_logs_retention_duration_hours: 336,
+                plugin_local_output_cleanup: "default".into(),
+                orchestration_directory_cleanup: "default".into(),
+            },
+            mgs: MgsConfig {
+                region: String::new(),
+                endpoint: String::new(),
+                stop_timeout_millis: 20_000,
+                session_workers_limit: 1000,
+                denied_port_forwarding_remote_ips: DEFAULT_DENIED_IPS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            },
+            agent: AgentConfig {
+                name: "amazon-ssm-agent".into(),
+                version: COMPATIBLE_AGENT_VERSION.into(),
+                region: String::new(),
+                service_domain: String::new(),
+                orchestration_root_dir: "orchestration".into(),
+            },
+            os: OsConfig { lang: "en-US".into(), name: "linux".into(), version: "1".into() },
+            s3: EndpointConfig::default(),
+            kms: KmsConfig { endpoint: String::new(), require_kms_challenge_response: false },
+            identity: IdentityConfig {
+                consumption_order: vec!["OnPrem".into(), "EC2".into(), "CustomIdentity".into()],
+                custom_identities: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` if given; otherwise the upstream path when it exists; otherwise defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let default_path = Path::new(DEFAULT_CONFIG_PATH);
+        match path {
+            Some(p) => Config::from_file(p),
+            None if default_path.exists() => Config::from_file(default_path),
+            None => Ok(Config::default()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+        Config::from_json(&text).map_err(|e| match e {
+            JsonOrShape::Json { line, column, message } => {
+                ConfigError::Json { path: path.to_owned(), line, column, message }
+            }
+            JsonOrShape::Shape(message) => ConfigError::Invalid { path: path.to_owned(), message },
+        })
+    }
+
+    /// Parses the file's text over the defaults. Public for tests and for `run-document`.
+    pub fn from_json(text: &str) -> Result<Config, JsonOrShape> {
+        let root: Value = serde_json::from_str(text).map_err(|e| JsonOrShape::Json {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        if !root.is_object() {
+            return Err(JsonOrShape::Shape("the top level must be a JSON object".into()));
+        }
+        let mut c = Config::default();
+        let r = Reader { root: &root };
+        r.bool("Profile", "ShareCreds", &mut c.profile.share_creds)?;
+        r.string("Profile", "ShareProfile", &mut c.profile.share_profile)?;
+        r.uint("Profile", "KeyAutoRotateDays", &mut c.profile.key_auto_rotate_days)?;
+        r.string("Mds", "Endpoint", &mut c.mds.endpoint)?;
+        r.uint("Mds", "CommandWorkersLimit", &mut c.mds.command_workers_limit)?;
+        r.uint("Mds", "CommandWorkerBufferLimit", &mut c.mds.command_worker_buffer_limit)?;
+        r.uint("Mds", "StopTimeoutMillis", &mut c.mds.stop_timeout_millis)?;
+        r.uint("Mds", "CommandRetryLimit", &mut c.mds.command_retry_limit)?;
+        r.string("Ssm", "Endpoint", &mut c.ssm.endpoint)?;
+        r.uint("Ssm", "HealthFrequencyMinutes", &mut c.ssm.health_frequency_minutes)?;
+        r.uint(
+            "Ssm",
+            "RunCommandLogsRetentionDurationHours",
+            &mut c.ssm.run_command_logs_retention_duration_hours,
+        )?;
+        r.string("Ssm", "PluginLocalOutputCleanup", &mut c.ssm.plugin_local_output_cleanup)?;
+        r.string(
+            "Ssm",
+            "OrchestrationDirectoryCleanup",
+            &mut c.ssm.orchestration_directory_cleanup,
+        )?;
+        r.string("Mgs", "Region", &mut c.mgs.region)?;
+        r.string("Mgs", "Endpoint", &mut c.mgs.endpoint)?;
+        r.uint("Mgs", "StopTimeoutMillis", &mut c.mgs.stop_timeout_millis)?;
+        r.uint("Mgs", "SessionWorkersLimit", &mut c.mgs.session_workers_limit)?;
+        r.strings("Mgs", "DeniedPortForwardingRemoteIPs", &mut c.mgs.denied_port_forwarding_remote_ips)?;
+        r.string("Agent", "Name", &mut c.agent.name)?;
+        r.string("Agent", "Version", &mut c.agent.version)?;
+        r.string("Agent", "Region", &mut c.agent.region)?;
+        r.string("Agent", "ServiceDomain", &mut c.agent.service_domain)?;
+        r.string("Agent", "OrchestrationRootDir", &mut c.agent.orchestration_root_dir)?;
+        r.string("Os", "Lang", &mut c.os.lang)?;
+        r.string("Os", "Name", &mut c.os.name)?;
+        r.string("Os", "Version", &mut c.os.version)?;
+        r.string("S3", "Endpoint", &mut c.s3.endpoint)?;
+        r.string("Kms", "Endpoint", &mut c.kms.endpoint)?;
+        r.bool("Kms", "RequireKMSChallengeResponse", &mut c.kms.require_kms_challenge_response)?;
+        r.strings("Identity", "ConsumptionOrder", &mut c.identity.consumption_order)?;
+        if let Some(list) = r.get("Identity", "CustomIdentities") {
+            c.identity.custom_identities = custom_identities(list)?;
+        }
+        c.clamp();
+        Ok(c)
+    }
+
+    /// Upstream's `appconfig_parser.go` rules: out-of-range values fall back to a bound or default.
+    fn clamp(&mut self) {
+        fix_min("Mds.CommandWorkersLimit", &mut self.mds.command_workers_limit, 1, 5);
+        fix_min("Mds.CommandWorkerBufferLimit", &mut self.mds.command_worker_buffer_limit, 1, 5);
+        fix_range("Mds.StopTimeoutMillis", &mut self.mds.stop_timeout_millis, 10_000, 1_000_000, 20_000);
+        fix_range("Mds.CommandRetryLimit", &mut self.mds.command_retry_limit, 1, 100, 15);
+        fix_range("Ssm.HealthFrequencyMinutes", &mut self.ssm.health_frequency_minutes, 5, 60, 5);
+        fix_min(
+            "Ssm.RunCommandLogsRetentionDurationHours",
+            &mut self.ssm.run_command_logs_retention_duration_hours,
+            8,
+            336,
+        );
+        fix_range("Profile.KeyAutoRotateDays", &mut self.profile.key_auto_rotate_days, 0, 365, 0);
+        fix_min("Mgs.SessionWorkersLimit", &mut self.mgs.session_workers_limit, 1, 1000);
+        if self.agent.version.len() < 5 {
+            log::warn!(
+                "config: Agent.Version {:?} is shorter than the 5 characters the service requires; using {COMPATIBLE_AGENT_VERSION}",
+                self.agent.version
+            );
+            self.agent.version = COMPATIBLE_AGENT_VERSION.into();
+        }
+        if self.agent.orchestration_root_dir.is_empty() {
+            self.agent.orchestration_root_dir = "orchestration".into();
+        }
+        let allowed = ["OnPrem", "EC2", "CustomIdentity", "ECS"];
+        self.identity.consumption_order.retain(|name| {
+            let ok = allowed.contains(&name.as_str());
+            if !ok {
+                log::warn!("config: ignoring unknown identity {name:?} in Identity.ConsumptionOrder");
+            }
+            ok
+        });
+        if self.identity.consumption_order.is_empty() {
+            self.identity.consumption_order = Config::default().identity.consumption_order;
+        }
+    }
+}
+
+fn fix_min<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, default: T) {
+    if *v < min {
+        log::warn!("config: {key} = {v} is below {min}; using {default}");
+        *v = default;
+    }
+}
+
+fn fix_range<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, max: T, default: T) {
+    if *v < min || *v > max {
+        log::warn!("config: {key} = {v} is outside {min}..={max}; using {default}");
+        *v = default;
+    }
+}
+
+/// A parse failure: either the text is not JSON, or a known key has a value of the wrong type.
+#[derive(Debug)]
+pub enum JsonOrShape {
+    Json { line: usize, column: usize, message: String },
+    Shape(String),
+}
+
+/// Case-insensitive access to `Section.Key`, as Go's decoder does it.
+struct Reader<'a> {
+    root: &'a Value,
+}
+
+fn get_ci<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
+    let map = obj.as_object()?;
+    map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, section: &str, key: &str) -> Option<&'a Value> {
+        get_ci(self.root, section).and_then(|s| get_ci(s, key)).filter(|v| !v.is_null())
+    }
+
+    fn wrong(section: &str, key: &str, want: &str, got: &Value) -> JsonOrShape {
+        JsonOrShape::Shape(format!("{section}.{key} must be {want}, found {got}"))
+    }
+
+    fn string(&self, section: &str, key: &str, out: &mut String) -> Result<(), JsonOrShape> {
+        match self.get(section, key) {
+            None => Ok(()),
+            Some(Value::String(s)) => {
+                *out = s.clone();
+                Ok(())
+            }
+            Some(v) => Err(Self::wrong(section, key, "a string", v)),
+        }
+    }
+
+    fn bool(&self, section: &str, key: &str, out: &mut bool) -> Result<(), JsonOrShape> {
+        match self.get(section, key) {
+            None => Ok(()),
+            Some(Value::Bool(b)) => {
+                *out = *b;
+                Ok(())
+            }
+            Some(v) => Err(Self::wrong(section, key, "true or false", v)),
+        }
+    }
+
+    fn uint<T: TryFrom<u64>>(&self, section: &str, key: &str, out: &mut T) -> Result<(), JsonOrShape> {
+        match self.get(section, key) {
+            None => Ok(()),
+            Some(v) => {
+                // Negative numbers clamp like any other out-of-range value: to zero, then the rules.
+                let n = match (v.as_u64(), v.as_i64()) {
+                    (Some(n), _) => n,
+                    (None, Some(_)) => 0,
+                    _ => return Err(Self::wrong(section, key, "a whole number", v)),
+                };
+                *out = T::try_from(n)
+                    .map_err(|_| Self::wrong(section, key, "a smaller whole number", v))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn strings(&self, section: &str, key: &str, out: &mut Vec<String>) -> Result<(), JsonOrShape> {
+        match self.get(section, key) {
+            None => Ok(()),
+            Some(Value::Array(items)) => {
+                *out = items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| Self::wrong(section, key, "a list of strings", &Value::Array(items.clone())))?;
+                Ok(())
+            }
+            Some(v) => Err(Self::wrong(section, key, "a list of strings", v)),
+        }
+    }
+}
+
+fn custom_identities(list: &Value) -> Result<Vec<CustomIdentity>, JsonOrShape> {
+    let items = list.as_array().ok_or_else(|| {
+        JsonOrShape::Shape(format!("Identity.CustomIdentities must be a list, found {list}"))
+    })?;
+    items
+        .iter()
+        .map(|item| {
+            let field = |k: &str| get_ci(item, k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let id = CustomIdentity {
+                instance_id: field("InstanceID"),
+                region: field("Region"),
+                availability_zone: field("AvailabilityZone"),
+                availability_zone_id: field("AvailabilityZoneId"),
+                instance_type: field("InstanceType"),
+                credentials_provider: field("CredentialsProvider"),
+            };
+            if id.instance_id.is_empty() || id.region.is_empty() {
+                return Err(JsonOrShape::Shape(
+                    "each Identity.CustomIdentities entry needs InstanceID and Region".into(),
+                ));
+            }
+            Ok(id)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_gives_defaults() {
+        assert_eq!(Config::from_json("{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn keys_match_case_insensitively_and_unknown_keys_are_ignored() {
+        let c = Config::from_json(
+            r#"{"mds":{"commandworkerslimit":2,"Whatever":1},"Ssm":{"endpoint":"http://127.0.0.1:9"},"Extra":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.mds.command_workers_limit, 2);
+        assert_eq!(c.ssm.endpoint, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn out_of_range_values_are_clamped_as_upstream() {
+        let c = Config::from_json(
+            r#"{"Mds":{"CommandWorkersLimit":0,"StopTimeoutMillis":5,"CommandRetryLimit":1000},
+                "Ssm":{"HealthFrequencyMinutes":1,"RunCommandLogsRetentionDurationHours":2},
+                "Agent":{"Version":"1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.mds.command_workers_limit, 5);
+        assert_eq!(c.mds.stop_timeout_millis, 20_000);
+        assert_eq!(c.mds.command_retry_limit, 15);
+        assert_eq!(c.ssm.health_frequency_minutes, 5);
+        assert_eq!(c.ssm.run_command_logs_retention_duration_hours, 336);
+        assert_eq!(c.agent.version, COMPATIBLE_AGENT_VERSION);
+    }
+
+    #[test]
+    fn json_errors_carry_line_and_column() {
+        let dir = std::env::temp_dir().join(format!("ssm-lite-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.json");
+        std::fs::write(&path, "{\n  \"Mds\": {\n    \"CommandWorkersLimit\": ,\n  }\n}").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("bad.json") && err.contains("line 3"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn wrong_types_are_errors_naming_the_key() {
+        let err = match Config::from_json(r#"{"Mds":{"CommandWorkersLimit":"two"}}"#) {
+            Err(JsonOrShape::Shape(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(err.contains("Mds.CommandWorkersLimit"), "{err}");
+    }
+
+    #[test]
+    fn custom_identities_are_read() {
+        let c = Config::from_json(
+            r#"{"Identity":{"ConsumptionOrder":["CustomIdentity"],"CustomIdentities":[
+                {"InstanceID":"i-0123456789abcdef0","Region":"eu-west-1","CredentialsProvider":"DEFAULT"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.identity.consumption_order, vec!["CustomIdentity"]);
+        assert_eq!(c.identity.custom_identities[0].region, "eu-west-1");
+    }
+}

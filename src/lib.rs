@@ -1,0 +1,15 @@
+//! ssm-lite: a small, synchronous agent for AWS Systems Manager.
+//!
+//! Transports carry, one engine decides, `sys` touches the OS: `mds` (ec2messages) turns
+//! messages into jobs for `runcommand`, which runs `document` steps through `exec` on a fixed
+//! worker pool and hands replies back; `state` owns every byte on disk; `aws` signs and sends.
+
+pub mod aws;
+pub mod config;
+pub mod document;
+pub mod exec;
+pub mod health;
+pub mod random;
+pub mod shutdown;
+pub mod sys;
+pub mod timefmt;

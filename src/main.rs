@@ -1,0 +1,3 @@
+fn main() {
+    println!("ssm-lite {}", env!("CARGO_PKG_VERSION"));
+}

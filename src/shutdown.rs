@@ -1,0 +1,61 @@
+//! One shutdown flag shared by every thread: a `Condvar` so that waits end the moment it is set.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Cloneable handle; `trigger` wakes every thread blocked in `wait_timeout`.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    pub fn trigger(&self) {
+        let (lock, cvar) = &*self.inner;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps up to `d`; returns true when shutdown was triggered (before or during the wait).
+    pub fn wait_timeout(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let (lock, cvar) = &*self.inner;
+        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            done = cvar.wait_timeout(done, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_wakes_a_waiter() {
+        let s = Shutdown::new();
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait_timeout(Duration::from_secs(30)));
+        s.trigger();
+        assert!(t.join().unwrap());
+        assert!(s.is_triggered());
+    }
+
+    #[test]
+    fn wait_times_out_when_not_triggered() {
+        assert!(!Shutdown::new().wait_timeout(Duration::from_millis(10)));
+    }
+}
