@@ -4,12 +4,18 @@
 //! messages into jobs for `runcommand`, which runs `document` steps through `exec` on a fixed
 //! worker pool and hands replies back; `state` owns every byte on disk; `aws` signs and sends.
 
+pub mod agent;
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod document;
 pub mod exec;
 pub mod health;
+pub mod logging;
+pub mod mds;
 pub mod random;
+pub mod runcommand;
 pub mod shutdown;
+pub mod state;
 pub mod sys;
 pub mod timefmt;

@@ -1,3 +1,44 @@
-fn main() {
-    println!("ssm-lite {}", env!("CARGO_PKG_VERSION"));
+use ssm_lite::cli::{self, Command, USAGE};
+use ssm_lite::config::COMPATIBLE_AGENT_VERSION;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ssm-lite: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Version => {
+            println!("ssm-lite {} (protocol-compatible with amazon-ssm-agent {COMPATIBLE_AGENT_VERSION})", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::RunDocument(args) => {
+            ssm_lite::logging::init();
+            match ssm_lite::runcommand::local::run_document_cli(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("ssm-lite: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Run(args) => {
+            ssm_lite::logging::init();
+            match ssm_lite::agent::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }

@@ -1,10 +1,20 @@
 //! Runs one script step: `sh -c <script>` in its own process group, stdout/stderr straight into
 //! files, ended by exit, timeout, cancel or shutdown (the whole group gets SIGKILL).
-//! STUB: interface fixed; implementation in progress.
+//!
+//! A helper thread blocks until the shell exits (leaving it unreaped, so its group id stays
+//! reserved) and reports through the step's `StopToken`, whose condvar also wakes on `stop()`; the
+//! runner sleeps on that condvar until the deadline. No polling.
 
-use crate::sys::Pid;
+use crate::sys::{self, Pid, Signal};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Why a running step was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,21 +23,66 @@ pub enum StopReason {
     Shutdown,
 }
 
-/// Shared between the engine (which may stop a step) and the step's runner.
+/// Shared between the engine (which may stop a step) and the step's runner. Works with no process
+/// attached (a queued job is stopped before it starts) and across the steps of one job.
 #[derive(Clone, Default)]
-pub struct StopToken {}
+pub struct StopToken {
+    inner: Arc<(Mutex<Option<StopReason>>, Condvar)>,
+}
 
 impl StopToken {
     pub fn new() -> StopToken {
         StopToken::default()
     }
+
     /// Requests a stop; the first reason given wins. Wakes a runner that is waiting.
     pub fn stop(&self, reason: StopReason) {
-        let _ = reason;
-        todo!()
+        self.lock().get_or_insert(reason);
+        self.inner.1.notify_all();
     }
+
     pub fn reason(&self) -> Option<StopReason> {
-        todo!()
+        *self.lock()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<StopReason>> {
+        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets `exited` under the token's lock, so a runner between its check and its wait cannot
+    /// miss the wake-up.
+    fn mark_exited(&self, exited: &AtomicBool) {
+        let _guard = self.lock();
+        exited.store(true, Ordering::SeqCst);
+        self.inner.1.notify_all();
+    }
+
+    /// Sleeps until `exited` is set, a stop is requested or `deadline` passes (None: no deadline).
+    /// An exit wins over a stop requested at the same moment: the script did finish.
+    fn wait_end(&self, exited: &AtomicBool, deadline: Option<Instant>) -> End {
+        let mut reason = self.lock();
+        loop {
+            if exited.load(Ordering::SeqCst) {
+                return End::Exited;
+            }
+            if let Some(r) = *reason {
+                return End::Stopped(r);
+            }
+            reason = match deadline {
+                None => self.inner.1.wait(reason).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return End::TimedOut;
+                    }
+                    self.inner
+                        .1
+                        .wait_timeout(reason, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
     }
 }
 
@@ -36,6 +91,7 @@ pub struct ScriptSpec<'a> {
     pub working_dir: Option<&'a Path>,
     /// Added to (and overriding) the agent's own environment.
     pub env: &'a [(String, String)],
+    /// Must differ from `stderr`: each is created (mode 0600) or truncated on its own.
     pub stdout: &'a Path,
     pub stderr: &'a Path,
     pub timeout: Duration,
@@ -43,6 +99,8 @@ pub struct ScriptSpec<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The shell's exit code. A missing or non-executable script is reported by sh itself
+    /// (127 / 126), as upstream does.
     Exited(i32),
     /// Killed by a signal nobody here sent.
     Signaled(i32),
@@ -51,8 +109,427 @@ pub enum Outcome {
     FailedToStart(String),
 }
 
+/// How the wait ended, before the child is reaped.
+enum End {
+    Exited,
+    TimedOut,
+    Stopped(StopReason),
+    /// No helper thread could be started; the group has been killed.
+    Unwatched(String),
+}
+
 /// Runs the script to its end. `on_start` gets the process-group id right after the spawn.
-pub fn run_script(spec: &ScriptSpec<'_>, stop: &StopToken, on_start: &mut dyn FnMut(Pid)) -> Outcome {
-    let _ = (spec, stop, on_start);
-    todo!("exec::run_script")
+///
+/// On timeout or stop the whole group gets SIGKILL (also when the shell itself has just exited
+/// and only background children remain); the shell is always reaped before returning. Background
+/// children still running after a normal exit are left alone.
+pub fn run_script(
+    spec: &ScriptSpec<'_>,
+    stop: &StopToken,
+    on_start: &mut dyn FnMut(Pid),
+) -> Outcome {
+    if let Some(reason) = stop.reason() {
+        return Outcome::Stopped(reason);
+    }
+    let mut child = match spawn(spec) {
+        Ok(child) => child,
+        Err(message) => return Outcome::FailedToStart(message),
+    };
+    // pid_t values always fit in i32; std hands them out as u32.
+    let pid = Pid::from_raw(child.id() as i32);
+    on_start(pid);
+    let end = supervise(pid, stop, spec.timeout);
+    collect(&mut child, end, spec.script)
+}
+
+fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
+    let stdout = create_output(spec.stdout, spec.script)?;
+    let stderr = create_output(spec.stderr, spec.script)?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(spec.script)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    if let Some(dir) = spec.working_dir {
+        cmd.current_dir(dir);
+    }
+    cmd.spawn().map_err(|e| {
+        let dir = spec
+            .working_dir
+            .map_or_else(|| ".".into(), |d| d.display().to_string());
+        format!(
+            "cannot start script {} with sh in working directory {dir}: {e}",
+            spec.script.display()
+        )
+    })
+}
+
+fn create_output(path: &Path, script: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            let (path, script) = (path.display(), script.display());
+            format!("cannot create output file {path} for script {script}: {e}")
+        })
+}
+
+/// Waits for the end of the step and kills the group unless the shell exited by itself. Returns
+/// once the helper thread has seen the shell die (the shell is then a zombie, not yet reaped).
+fn supervise(pid: Pid, stop: &StopToken, timeout: Duration) -> End {
+    let exited = AtomicBool::new(false);
+    let deadline = Instant::now().checked_add(timeout);
+    thread::scope(|scope| {
+        let waiter = thread::Builder::new()
+            .name(format!("wait-{}", pid.as_raw()))
+            .spawn_scoped(scope, || {
+                if let Err(e) = sys::wait_for_exit(pid) {
+                    log::error!("{e}; treating the script as ended");
+                }
+                stop.mark_exited(&exited);
+            });
+        let end = match waiter {
+            Ok(_) => stop.wait_end(&exited, deadline),
+            Err(e) => End::Unwatched(format!("cannot start a thread to watch the script: {e}")),
+        };
+        if !matches!(end, End::Exited) {
+            kill(pid);
+        }
+        end
+    })
+}
+
+fn kill(group: Pid) {
+    match sys::kill_group(group, Signal::Kill) {
+        Ok(()) => {}
+        Err(e) if sys::is_gone(&e) => {}
+        Err(e) => log::error!("{e}; processes of the script may be left running"),
+    }
+}
+
+/// Reaps the shell and turns the way the wait ended into the step's outcome.
+fn collect(child: &mut Child, end: End, script: &Path) -> Outcome {
+    let status = child.wait();
+    let outcome = match end {
+        End::Exited => return exit_outcome(status, script),
+        End::TimedOut => Outcome::TimedOut,
+        End::Stopped(reason) => Outcome::Stopped(reason),
+        End::Unwatched(message) => Outcome::FailedToStart(message),
+    };
+    if let Err(e) = status {
+        log::warn!(
+            "cannot reap the killed shell of script {}: {e}",
+            script.display()
+        );
+    }
+    outcome
+}
+
+fn exit_outcome(status: std::io::Result<ExitStatus>, script: &Path) -> Outcome {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Outcome::Exited(code),
+            (None, Some(sig)) => Outcome::Signaled(sig),
+            (None, None) => Outcome::FailedToStart(format!(
+                "script {} ended with an unexpected status {s:?}",
+                script.display()
+            )),
+        },
+        Err(e) => Outcome::FailedToStart(format!(
+            "cannot collect the exit status of script {}: {e}",
+            script.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A scratch directory under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir()
+                .join(format!("ssm-lite-exec-{tag}-{}", crate::random::uuid_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        /// Writes `_script.sh` (0700, no shebang, as the engine writes it).
+        fn script(&self, body: &str) -> PathBuf {
+            let path = self.0.join("_script.sh");
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .mode(0o700)
+                .open(&path);
+            std::io::Write::write_all(f.as_mut().unwrap(), body.as_bytes()).unwrap();
+            path
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.0.join(name)).unwrap()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    struct Run<'a> {
+        scratch: &'a Scratch,
+        script: PathBuf,
+        working_dir: Option<PathBuf>,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    }
+
+    impl<'a> Run<'a> {
+        fn new(scratch: &'a Scratch, body: &str) -> Run<'a> {
+            let script = scratch.script(body);
+            Run {
+                scratch,
+                script,
+                working_dir: None,
+                env: Vec::new(),
+                timeout: Duration::from_secs(30),
+            }
+        }
+
+        /// Runs to the end; returns the outcome and the group id given to `on_start`.
+        fn go(&self, stop: &StopToken, on_start: &mut dyn FnMut(Pid)) -> Outcome {
+            let (stdout, stderr) = (self.scratch.0.join("stdout"), self.scratch.0.join("stderr"));
+            let spec = ScriptSpec {
+                script: &self.script,
+                working_dir: self.working_dir.as_deref(),
+                env: &self.env,
+                stdout: &stdout,
+                stderr: &stderr,
+                timeout: self.timeout,
+            };
+            run_script(&spec, stop, on_start)
+        }
+
+        fn outcome(&self) -> (Outcome, Pid) {
+            let mut group = None;
+            let outcome = self.go(&StopToken::new(), &mut |pid| group = Some(pid));
+            (outcome, group.expect("on_start was not called"))
+        }
+    }
+
+    /// Polls `cond` (every 20 ms, for up to 10 s). Only for facts the kernel signals to nobody but
+    /// the parent: killed orphans stay zombies until init reaps them, which can take seconds.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "still not true after 10 s: {what}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True when `pid` no longer runs: gone, a zombie, or reused by a process that is not `sleep`.
+    fn sleep_is_dead(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => !stat.contains("(sleep) ") || stat.contains(") Z "),
+        }
+    }
+
+    #[test]
+    fn stdout_and_stderr_land_in_their_own_files_and_the_exit_code_is_kept() {
+        let s = Scratch::new("out");
+        std::fs::write(s.0.join("stdout"), "old content that must be truncated\n").unwrap();
+        let run = Run::new(&s, "echo to-out\necho to-err >&2\nexit 2\n");
+        let (outcome, group) = run.outcome();
+        assert_eq!(outcome, Outcome::Exited(2));
+        assert_eq!(s.read("stdout"), "to-out\n");
+        assert_eq!(s.read("stderr"), "to-err\n");
+        let mode = std::fs::metadata(s.0.join("stderr")).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert!(
+            !sys::group_exists(group),
+            "the reaped shell was the group's only process"
+        );
+    }
+
+    #[test]
+    fn spec_env_is_added_to_and_overrides_the_agents_env() {
+        let s = Scratch::new("env");
+        let path = format!("{}:/spec-marker", std::env::var("PATH").unwrap_or_default());
+        let mut run = Run::new(&s, "echo \"$SSM_LITE_TEST|$PATH|$HOME\"\n");
+        run.env = vec![
+            ("SSM_LITE_TEST".into(), "from spec".into()),
+            ("PATH".into(), path.clone()),
+        ];
+        assert_eq!(run.outcome().0, Outcome::Exited(0));
+        let home = std::env::var("HOME").unwrap_or_default();
+        assert_eq!(s.read("stdout"), format!("from spec|{path}|{home}\n"));
+    }
+
+    #[test]
+    fn working_dir_is_honoured_and_defaults_to_the_agents_cwd() {
+        let s = Scratch::new("cwd");
+        let wd = s.0.join("wd");
+        std::fs::create_dir(&wd).unwrap();
+        let mut run = Run::new(&s, "pwd -P\n");
+        assert_eq!(run.outcome().0, Outcome::Exited(0));
+        let cwd = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(s.read("stdout"), format!("{}\n", cwd.display()));
+
+        run.working_dir = Some(wd.clone());
+        assert_eq!(run.outcome().0, Outcome::Exited(0));
+        assert_eq!(
+            s.read("stdout"),
+            format!("{}\n", wd.canonicalize().unwrap().display())
+        );
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group_and_reaps_the_shell() {
+        let s = Scratch::new("timeout");
+        let mut run = Run::new(&s, "sleep 60 &\necho $!\nsleep 60\nwait\n");
+        run.timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let (outcome, group) = run.outcome();
+        let took = started.elapsed();
+        assert_eq!(outcome, Outcome::TimedOut);
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        let background: i32 = s.read("stdout").trim().parse().unwrap();
+        eventually("background sleep killed", || sleep_is_dead(background));
+        eventually("process group gone", || !sys::group_exists(group));
+    }
+
+    #[test]
+    fn stop_from_another_thread_ends_a_running_script_promptly() {
+        let s = Scratch::new("cancel");
+        let fifo = s.0.join("ready");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut run = Run::new(&s, "sleep 60 &\necho $! > \"$READY\"\nwait\n");
+        run.env = vec![("READY".into(), fifo.display().to_string())];
+        run.timeout = Duration::from_secs(60);
+        let token = StopToken::new();
+        let stopper = {
+            let token = token.clone();
+            // Opening the fifo blocks until the script writes to it, i.e. until it really runs.
+            thread::spawn(move || {
+                let background = std::fs::read_to_string(fifo).unwrap();
+                token.stop(StopReason::Cancelled);
+                background.trim().parse::<i32>().unwrap()
+            })
+        };
+        let started = Instant::now();
+        let mut group = None;
+        let outcome = run.go(&token, &mut |pid| group = Some(pid));
+        assert_eq!(outcome, Outcome::Stopped(StopReason::Cancelled));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let background = stopper.join().unwrap();
+        eventually("background sleep killed", || sleep_is_dead(background));
+        eventually("process group gone", || !sys::group_exists(group.unwrap()));
+    }
+
+    #[test]
+    fn a_stop_before_the_start_spawns_nothing() {
+        let s = Scratch::new("prestop");
+        let run = Run::new(&s, "echo ran\n");
+        let token = StopToken::new();
+        token.stop(StopReason::Shutdown);
+        let outcome = run.go(&token, &mut |_| panic!("nothing may be spawned"));
+        assert_eq!(outcome, Outcome::Stopped(StopReason::Shutdown));
+        assert!(!s.0.join("stdout").exists());
+    }
+
+    #[test]
+    fn the_first_stop_reason_wins_and_clones_share_it() {
+        let token = StopToken::new();
+        assert_eq!(token.reason(), None);
+        let clone = token.clone();
+        clone.stop(StopReason::Cancelled);
+        token.stop(StopReason::Shutdown);
+        assert_eq!(token.reason(), Some(StopReason::Cancelled));
+        assert_eq!(clone.reason(), Some(StopReason::Cancelled));
+    }
+
+    #[test]
+    fn a_signal_from_elsewhere_is_reported_as_signaled() {
+        let s = Scratch::new("signal");
+        // dash runs the script in a forked child, so `kill -9 $$` would only make sh exit 137;
+        // the group leader (pid = field 5 of /proc/self/stat, the pgrp) is the process we watch.
+        let (outcome, _) = Run::new(&s, "set -- $(cat /proc/$$/stat)\nkill -9 \"$5\"\n").outcome();
+        assert_eq!(outcome, Outcome::Signaled(9));
+    }
+
+    #[test]
+    fn a_missing_script_is_reported_by_sh_as_127() {
+        let s = Scratch::new("noscript");
+        let mut run = Run::new(&s, "");
+        run.script = s.0.join("missing.sh");
+        assert_eq!(run.outcome().0, Outcome::Exited(127));
+        assert!(
+            s.read("stderr").contains("missing.sh"),
+            "{}",
+            s.read("stderr")
+        );
+    }
+
+    #[test]
+    fn a_missing_working_dir_or_output_dir_fails_to_start() {
+        let s = Scratch::new("nodir");
+        let mut run = Run::new(&s, "echo ran\n");
+        run.working_dir = Some(s.0.join("absent"));
+        let script = run.script.display().to_string();
+        match run.go(&StopToken::new(), &mut |_| panic!("nothing may be spawned")) {
+            Outcome::FailedToStart(m) => {
+                assert!(m.contains(&script) && m.contains("absent"), "{m}")
+            }
+            other => panic!("expected FailedToStart, got {other:?}"),
+        }
+
+        let (stdout, stderr) = (s.0.join("absent/stdout"), s.0.join("stderr"));
+        let spec = ScriptSpec {
+            script: &run.script,
+            working_dir: None,
+            env: &[],
+            stdout: &stdout,
+            stderr: &stderr,
+            timeout: Duration::from_secs(5),
+        };
+        match run_script(&spec, &StopToken::new(), &mut |_| {
+            panic!("nothing may be spawned")
+        }) {
+            Outcome::FailedToStart(m) => {
+                assert!(m.contains(&script) && m.contains("absent/stdout"), "{m}")
+            }
+            other => panic!("expected FailedToStart, got {other:?}"),
+        }
+    }
 }

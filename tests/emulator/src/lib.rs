@@ -1,1 +1,329 @@
-//! STUB
+//! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
+//! (UpdateInstanceInformation) and ec2messages — on one plain-HTTP port on 127.0.0.1.
+//!
+//! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
+//! it issued. Tests drive it in-process:
+//!
+//! ```no_run
+//! use ssm_emulator::{Emulator, Options, aws_run_shell_script_payload};
+//! use std::time::Duration;
+//! let emu = Emulator::start(Options::default());
+//! // … start the agent with AWS_EC2_METADATA_SERVICE_ENDPOINT=emu.url() …
+//! let id = emu.send_command(&aws_run_shell_script_payload("cmd-1", &["echo hi"], 60));
+//! let reply = emu.wait_final(&id, Duration::from_secs(30)).expect("final reply");
+//! assert_eq!(reply.document_status(), "Success");
+//! assert!(emu.signature_failures().is_empty());
+//! ```
+
+mod control;
+pub mod demo;
+mod faults;
+mod http;
+mod imds;
+mod mds;
+mod service;
+pub mod sigv4;
+mod state;
+mod util;
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub use faults::FaultTarget;
+pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
+pub use util::uuid_v4;
+
+/// `X-Amz-Target` values, for [`Emulator::count`].
+pub mod targets {
+    pub const GET_MESSAGES: &str = "EC2WindowsMessageDeliveryService.GetMessages";
+    pub const ACKNOWLEDGE_MESSAGE: &str = "EC2WindowsMessageDeliveryService.AcknowledgeMessage";
+    pub const SEND_REPLY: &str = "EC2WindowsMessageDeliveryService.SendReply";
+    pub const FAIL_MESSAGE: &str = "EC2WindowsMessageDeliveryService.FailMessage";
+    pub const DELETE_MESSAGE: &str = "EC2WindowsMessageDeliveryService.DeleteMessage";
+    pub const UPDATE_INSTANCE_INFORMATION: &str = "AmazonSSM.UpdateInstanceInformation";
+}
+
+/// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+/// How the emulator behaves; `Options::default()` suits most tests.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// 0 = an ephemeral port.
+    pub port: u16,
+    pub region: String,
+    pub instance_id: String,
+    pub instance_type: String,
+    /// `None` = the region followed by `a`.
+    pub availability_zone: Option<String>,
+    pub availability_zone_id: String,
+    pub account_id: String,
+    /// Instance-profile role served by IMDS; `None` = no role attached (404).
+    pub role_name: Option<String>,
+    /// How long an empty `GetMessages` is held before answering with no messages.
+    pub poll_hold: Duration,
+    /// Overrides the request's `VisibilityTimeoutInSeconds`.
+    pub visibility_timeout: Option<Duration>,
+    pub max_messages_per_poll: usize,
+    /// Lifetime of each set of IMDS role credentials.
+    pub credential_lifetime: Duration,
+    /// Serve IMDS GETs without a session token.
+    pub imds_v1_allowed: bool,
+    pub static_credentials: Vec<StaticKey>,
+    /// Which APIs injected faults apply to.
+    pub fault_target: FaultTarget,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: 0,
+            region: "us-east-1".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            instance_type: "t3.micro".into(),
+            availability_zone: None,
+            availability_zone_id: "use1-az1".into(),
+            account_id: "123456789012".into(),
+            role_name: Some("ssm-lite-emulator-role".into()),
+            poll_hold: Duration::from_secs(15),
+            visibility_timeout: None,
+            max_messages_per_poll: 10,
+            credential_lifetime: Duration::from_secs(6 * 3600),
+            imds_v1_allowed: false,
+            static_credentials: Vec::new(),
+            fault_target: FaultTarget::Any,
+        }
+    }
+}
+
+impl Options {
+    pub fn availability_zone(&self) -> String {
+        self.availability_zone.clone().unwrap_or_else(|| format!("{}a", self.region))
+    }
+}
+
+/// A running emulator. Stops (and unblocks held polls) on [`Emulator::stop`] or drop.
+pub struct Emulator {
+    shared: Arc<state::Shared>,
+    server: Mutex<Option<http::Server>>,
+    url: String,
+}
+
+impl Emulator {
+    /// Starts the emulator; panics if 127.0.0.1:`options.port` cannot be bound.
+    pub fn start(options: Options) -> Emulator {
+        let port = options.port;
+        Emulator::try_start(options)
+            .unwrap_or_else(|e| panic!("ssm-emulator could not listen on 127.0.0.1:{port}: {e}"))
+    }
+
+    pub fn try_start(options: Options) -> io::Result<Emulator> {
+        let shared = Arc::new(state::Shared::new(options.clone()));
+        let handler_state = shared.clone();
+        let handler: Arc<http::Handler> = Arc::new(move |req| service::handle(&handler_state, req));
+        let server = http::Server::start(options.port, handler)?;
+        let url = format!("http://{}", server.addr());
+        Ok(Emulator { shared, server: Mutex::new(Some(server)), url })
+    }
+
+    /// `http://127.0.0.1:PORT`: the IMDS endpoint and every service endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops serving, closes open connections and answers held polls. Idempotent.
+    pub fn stop(&self) {
+        self.shared.update(|st| st.stopping = true);
+        let server = self.server.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut s) = server {
+            s.stop();
+        }
+    }
+
+    /// Enqueues a send-command message; returns its MessageId `aws.ssm.<CommandId>.<instance>`
+    /// (CommandId from the payload, or a fresh UUID).
+    pub fn send_command(&self, payload: &Value) -> String {
+        mds::send_command(&self.shared, payload)
+    }
+
+    /// Enqueues a cancel-command message for `target_message_id`; returns the cancel's MessageId.
+    pub fn send_cancel(&self, target_message_id: &str) -> String {
+        mds::send_cancel(&self.shared, target_message_id)
+    }
+
+    /// Enqueues a message exactly as given (malformed payloads, odd topics, replays).
+    pub fn enqueue_raw(&self, topic: &str, payload: &str, message_id: &str) {
+        mds::enqueue_raw(&self.shared, topic, payload, message_id)
+    }
+
+    /// Reads anything from the state in one consistent view.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.shared.read(f)
+    }
+
+    /// Waits until `ready` holds; false on timeout. `ready` is re-checked on every change.
+    pub fn wait_until(&self, timeout: Duration, mut ready: impl FnMut(&State) -> bool) -> bool {
+        self.shared.wait_for(timeout, |st| ready(st).then_some(())).is_some()
+    }
+
+    /// Replies for `message_id` in arrival order (first arrival of each ReplyId).
+    pub fn replies(&self, message_id: &str) -> Vec<Reply> {
+        self.read(|st| st.replies(message_id).to_vec())
+    }
+
+    /// The first reply with a terminal documentStatus.
+    pub fn final_reply(&self, message_id: &str) -> Option<Reply> {
+        self.read(|st| st.final_reply(message_id).cloned())
+    }
+
+    pub fn wait_final(&self, message_id: &str, timeout: Duration) -> Option<Reply> {
+        self.shared.wait_for(timeout, |st| st.final_reply(message_id).cloned())
+    }
+
+    /// Waits until at least `n` replies arrived for `message_id`; returns all of them.
+    pub fn wait_replies(&self, message_id: &str, n: usize, timeout: Duration) -> Option<Vec<Reply>> {
+        self.shared.wait_for(timeout, |st| {
+            let r = st.replies(message_id);
+            (r.len() >= n).then(|| r.to_vec())
+        })
+    }
+
+    pub fn acks(&self) -> Vec<String> {
+        self.read(|st| st.acks().to_vec())
+    }
+
+    pub fn fails(&self) -> Vec<FailRecord> {
+        self.read(|st| st.fails().to_vec())
+    }
+
+    pub fn duplicate_replies(&self) -> Vec<String> {
+        self.read(|st| st.duplicate_replies().to_vec())
+    }
+
+    /// When `message_id` was delivered by `GetMessages`, one entry per delivery.
+    pub fn deliveries(&self, message_id: &str) -> Vec<Instant> {
+        self.read(|st| st.deliveries(message_id).to_vec())
+    }
+
+    pub fn health_pings(&self) -> Vec<HealthPing> {
+        self.read(|st| st.health_pings().to_vec())
+    }
+
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.read(|st| st.requests().to_vec())
+    }
+
+    pub fn signature_failures(&self) -> Vec<RequestRecord> {
+        self.read(|st| st.signature_failures().into_iter().cloned().collect())
+    }
+
+    /// Requests received for `target` (an `X-Amz-Target`, see [`targets`], or an IMDS path).
+    pub fn count(&self, target: &str) -> usize {
+        self.read(|st| st.count(target))
+    }
+
+    /// A JSON summary of replies, acks, fails, health pings and signature failures.
+    pub fn snapshot(&self) -> Value {
+        let mut snap = self.read(control::snapshot);
+        snap["url"] = json!(self.url);
+        snap
+    }
+
+    /// The next `n` signed calls are answered `status` with `{"__type": error_type}`.
+    pub fn fail_next(&self, n: u32, status: u16, error_type: &str) {
+        self.shared.update(|st| st.faults.fail_next(n, status, error_type));
+    }
+
+    /// Every signed call during the next `d` is answered `status` / `error_type`.
+    pub fn fail_for(&self, d: Duration, status: u16, error_type: &str) {
+        self.shared.update(|st| st.faults.fail_for(d, status, error_type));
+    }
+
+    /// The next `n` signed calls get their connection closed without an answer.
+    pub fn drop_next(&self, n: u32) {
+        self.shared.update(|st| st.faults.drop_next(n));
+    }
+
+    /// The next `n` signed calls are answered only after `d`.
+    pub fn delay_next(&self, n: u32, d: Duration) {
+        self.shared.update(|st| st.faults.delay_next(n, d));
+    }
+
+    /// Restricts injected faults to one API family (or lifts the restriction).
+    pub fn set_fault_target(&self, target: FaultTarget) {
+        self.shared.update(|st| st.faults.target = target);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `executionTimeout` pattern of the real AWS-RunShellScript document (1–172800 seconds).
+pub const EXECUTION_TIMEOUT_PATTERN: &str =
+    "([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})|(172800)";
+
+/// A send-command payload for AWS-RunShellScript (schema 1.2, the real parameter block) running
+/// `commands` with `executionTimeout` = `timeout_seconds`. Parameter values are shaped as the
+/// service sends them: String parameters as strings, StringList ones as arrays.
+pub fn aws_run_shell_script_payload(command_id: &str, commands: &[&str], timeout_seconds: u64) -> Value {
+    let document = json!({
+        "schemaVersion": "1.2",
+        "description": "Runs shell commands or a shell script.",
+        "parameters": {
+            "commands": {
+                "type": "StringList",
+                "description": "(Required) The commands or script to run.",
+                "minItems": 1,
+                "displayType": "textarea"
+            },
+            "workingDirectory": {
+                "type": "String",
+                "default": "",
+                "description": "(Optional) Directory to run the commands in.",
+                "maxChars": 4096
+            },
+            "executionTimeout": {
+                "type": "String",
+                "default": "3600",
+                "description": "(Optional) Seconds before the commands are stopped and reported \
+                                as failed; default 3600, at most 172800.",
+                "allowedPattern": EXECUTION_TIMEOUT_PATTERN
+            }
+        },
+        "runtimeConfig": {
+            "aws:runShellScript": {
+                "properties": [{
+                    "id": "0.aws:runShellScript",
+                    "runCommand": "{{ commands }}",
+                    "workingDirectory": "{{ workingDirectory }}",
+                    "timeoutSeconds": "{{ executionTimeout }}"
+                }]
+            }
+        }
+    });
+    json!({
+        "Parameters": {
+            "commands": commands,
+            "workingDirectory": "",
+            "executionTimeout": timeout_seconds.to_string()
+        },
+        "DocumentContent": document,
+        "CommandId": command_id,
+        "DocumentName": "AWS-RunShellScript",
+        "OutputS3KeyPrefix": "",
+        "OutputS3BucketName": "",
+        "CloudWatchLogGroupName": "",
+        "CloudWatchOutputEnabled": "false"
+    })
+}

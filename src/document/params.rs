@@ -1,0 +1,383 @@
+//! Document parameters (protocol.md §3.2): which values apply, `allowedPattern` checks, and
+//! `{{ name }}` substitution.
+//!
+//! `{{ssm:…}}` Parameter Store references are left in place here (not resolved yet), and values
+//! holding them are checked against `allowedPattern` as the literal text.
+
+use serde_json::{Map, Value};
+
+use super::pattern::Pattern;
+use super::{DocumentError, field, invalid, kind, string_field};
+
+/// Parameter name → value, after dropping invalid names and adding defaults.
+pub(crate) type Values = Map<String, Value>;
+
+/// One entry of the document's `parameters`.
+pub(crate) struct Declared {
+    name: String,
+    kind: String,
+    default: Value,
+    allowed_pattern: String,
+}
+
+/// Decodes the document's `parameters` object (absent or `null` means none).
+pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, DocumentError> {
+    let Some(parameters) = parameters else {
+        return Ok(Vec::new());
+    };
+    let Value::Object(parameters) = parameters else {
+        return Err(invalid("parameters", &format!("must be an object, found {}", kind(parameters))));
+    };
+    let mut out = Vec::with_capacity(parameters.len());
+    for (name, definition) in parameters {
+        let path = format!("parameters.{name}");
+        let definition = match definition {
+            Value::Object(definition) => definition,
+            Value::Null => &Map::new(),
+            other => return Err(invalid(&path, &format!("must be an object, found {}", kind(other)))),
+        };
+        let text = |key| string_field(definition, key).map_err(|why| invalid(&path, &why));
+        out.push(Declared {
+            name: name.clone(),
+            kind: text("type")?.unwrap_or_default().to_owned(),
+            default: field(definition, "default").cloned().unwrap_or(Value::Null),
+            allowed_pattern: text("allowedPattern")?.unwrap_or_default().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Supplied values with valid names, plus the default of every declared parameter not supplied.
+pub(crate) fn values(declared: &[Declared], supplied: &Map<String, Value>) -> Values {
+    let mut values = Values::new();
+    for (name, value) in supplied {
+        if valid_name(name) {
+            values.insert(name.clone(), value.clone());
+        } else {
+            log::warn!("document: ignoring parameter {name:?}: names may only contain letters and digits");
+        }
+    }
+    for parameter in declared {
+        values.entry(parameter.name.clone()).or_insert_with(|| parameter.default.clone());
+    }
+    values
+}
+
+/// Upstream's `^[a-zA-Z0-9]+$`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Checks every declared `allowedPattern` (unanchored, like Go's `MatchString`). Error messages
+/// name the parameter and the pattern, never the value.
+pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), DocumentError> {
+    let mut errors = Vec::new();
+    for parameter in declared.iter().filter(|p| !p.allowed_pattern.is_empty()) {
+        let pattern = match Pattern::parse(&parameter.allowed_pattern) {
+            Ok(pattern) => pattern,
+            Err(why) => {
+                // Outside our regex subset: skipping beats rejecting commands Go would accept.
+                log::warn!(
+                    "document: not checking parameter {:?} against allowedPattern /{}/: {why}",
+                    parameter.name,
+                    parameter.allowed_pattern
+                );
+                continue;
+            }
+        };
+        let value = values.get(&parameter.name).unwrap_or(&Value::Null);
+        if let Err(why) = check(parameter, &pattern, value) {
+            errors.push(format!(
+                "error thrown in 'AllowedRegexParamValidator' while validating parameter /{}/: {why}",
+                parameter.name
+            ));
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(DocumentError(format!(
+            "all errors during param validation errors: {}",
+            errors.join("\n")
+        ))),
+    }
+}
+
+/// Strings are matched as they are, list elements one by one (non-strings as JSON), maps as JSON;
+/// any other value (including a missing one) is an error, as upstream.
+fn check(parameter: &Declared, pattern: &Pattern, value: &Value) -> Result<(), String> {
+    match value {
+        Value::String(text) => check_text(parameter, pattern, text),
+        Value::Array(items) => items.iter().try_for_each(|item| match item {
+            Value::String(text) => check_text(parameter, pattern, text),
+            other => check_text(parameter, pattern, &go_json(other)),
+        }),
+        Value::Object(_) => check_text(parameter, pattern, &go_json(value)),
+        other => Err(format!(
+            "invalid parameter type {} with {} parameter value",
+            parameter.kind,
+            kind(other)
+        )),
+    }
+}
+
+fn check_text(parameter: &Declared, pattern: &Pattern, text: &str) -> Result<(), String> {
+    match pattern.is_match(text) {
+        true => Ok(()),
+        false => Err(format!(
+            "parameter value does not match the allowed pattern /{}/",
+            parameter.allowed_pattern
+        )),
+    }
+}
+
+/// Replaces parameter references in every string of `value` (array elements and object values,
+/// not keys). A string that is exactly `{{ name }}` becomes the value itself (any JSON type);
+/// otherwise each `{{ name }}` inside a string becomes the value as text (strings verbatim, other
+/// values as JSON) with `$$` collapsed to `$`. Single pass: substituted text is not re-scanned.
+/// Unknown names are left as they are.
+pub(crate) fn substitute(value: &Value, values: &Values) -> Value {
+    match value {
+        Value::String(text) => match whole_reference(text, values) {
+            Some(replacement) => replacement.clone(),
+            None => Value::String(substitute_text(text, values)),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(|item| substitute(item, values)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| (key.clone(), substitute(item, values)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The value of `text` when it is exactly `{{ name }}` for a known, validly named parameter.
+fn whole_reference<'v>(text: &str, values: &'v Values) -> Option<&'v Value> {
+    let inner = text.strip_prefix("{{")?.strip_suffix("}}")?;
+    let name = trim_go_space(inner);
+    valid_name(name).then(|| values.get(name)).flatten()
+}
+
+/// In-string substitution; also what precondition arguments use (always text).
+pub(crate) fn substitute_text(text: &str, values: &Values) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let known = after
+            .find("}}")
+            .and_then(|close| values.get(trim_go_space(&after[..close])).map(|value| (close, value)));
+        match known {
+            Some((close, value)) => {
+                out.push_str(&rest[..open]);
+                out.push_str(&as_text(value).replace("$$", "$"));
+                rest = &after[close + 2..];
+            }
+            None => {
+                // Not a reference here; one may still start at the next `{`.
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Go regexp `\s`.
+fn trim_go_space(text: &str) -> &str {
+    text.trim_matches(|c| matches!(c, '\t' | '\n' | '\x0C' | '\r' | ' '))
+}
+
+/// A value as upstream renders it inside a string: strings verbatim, the rest as JSON.
+pub(crate) fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => go_json(other),
+    }
+}
+
+/// JSON as Go's `json.Marshal` writes it: keys sorted (as `serde_json::Map` already is) and
+/// `<`, `>`, `&`, U+2028, U+2029 escaped. (Go also rewrites numbers via float64, e.g. `5.0` as
+/// `5`; numbers are kept as written here.)
+fn go_json(value: &Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        match c {
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn values_of(value: Value) -> Values {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn whole_value_reference_becomes_the_value_itself() {
+        let values = values_of(json!({"p1": ["echo hello", "ls"], "n": 5, "o": {"k": "v"}}));
+        assert_eq!(substitute(&json!("{{ p1 }}"), &values), json!(["echo hello", "ls"]));
+        assert_eq!(substitute(&json!("{{p1}}"), &values), json!(["echo hello", "ls"]));
+        assert_eq!(substitute(&json!("{{\t n \n}}"), &values), json!(5));
+        assert_eq!(substitute(&json!("{{ o }}"), &values), json!({"k": "v"}));
+        // Two references, or text around one, is in-string substitution.
+        assert_eq!(substitute(&json!("{{ n }}{{ n }}"), &values), json!("55"));
+        assert_eq!(substitute(&json!("a {{ n }}"), &values), json!("a 5"));
+    }
+
+    #[test]
+    fn in_string_substitution_matches_upstream_vectors() {
+        let values = values_of(json!({"p1": "name", "p2": "p2-value"}));
+        assert_eq!(substitute_text("A {{ p1 }}", &values), "A name");
+        assert_eq!(substitute_text("A {{p1 }} is a {{ p1}}", &values), "A name is a name");
+        assert_eq!(substitute_text("{{p1}} and {{p2}}", &values), "name and p2-value");
+        assert_eq!(substitute_text("there is no parameter", &values), "there is no parameter");
+        assert_eq!(
+            substitute_text(" we have {{p1}} and {{p2}}, but no {{p3}}", &values),
+            " we have name and p2-value, but no {{p3}}"
+        );
+        assert_eq!(substitute_text("{{{ p1 }}}", &values), "{name}");
+        assert_eq!(substitute_text("{{ {{p1}} }}", &values), "{{ name }}");
+        assert_eq!(substitute_text("{{ P1 }}", &values), "{{ P1 }}");
+    }
+
+    #[test]
+    fn dollars_collapse_and_no_re_expansion() {
+        let values = values_of(json!({
+            "Path": "C:\\$$Recycle.Bin", "Plain": "C:\\$Recycle.Bin", "p1": "{{p2}}", "p2": "p2-value"
+        }));
+        assert_eq!(substitute_text("Write-Host '{{ Path }}'", &values), "Write-Host 'C:\\$Recycle.Bin'");
+        assert_eq!(substitute_text("Write-Host '{{Plain}}'", &values), "Write-Host 'C:\\$Recycle.Bin'");
+        assert_eq!(
+            substitute_text(" embedded {{p1}} and {{p2}}, not {{p2}} twice", &values),
+            " embedded {{p2}} and p2-value, not p2-value twice"
+        );
+        // The whole-value form hands the value over untouched.
+        assert_eq!(substitute(&json!("{{ Path }}"), &values), json!("C:\\$$Recycle.Bin"));
+    }
+
+    #[test]
+    fn non_strings_render_as_go_json() {
+        let values = values_of(json!({
+            "list": ["a", "plane"], "n": 5, "obj": {"S": "p2-string", "I": 10}, "t": true, "nil": null,
+            "html": ["a > b && c < d"]
+        }));
+        assert_eq!(substitute_text("put {{ list }} here", &values), r#"put ["a","plane"] here"#);
+        assert_eq!(substitute_text("put {{ n }} here", &values), "put 5 here");
+        assert_eq!(substitute_text("{{obj}}", &values), r#"{"I":10,"S":"p2-string"}"#);
+        assert_eq!(substitute_text("{{t}}/{{nil}}", &values), "true/null");
+        assert_eq!(
+            substitute_text("x{{html}}", &values),
+            r#"x["a \u003e b \u0026\u0026 c \u003c d"]"#
+        );
+    }
+
+    #[test]
+    fn recursion_reaches_values_not_keys() {
+        let values = values_of(json!({"p": "v", "cmds": ["echo hello; ls; whoami;"], "wd": ""}));
+        let input = json!([{
+            "workingDirectory": "{{ workingDirectory }}",
+            "timeoutSeconds": "{{ timeoutSeconds }}",
+            "runCommand": "{{ cmds }}",
+            "{{ p }}": ["{{ p }}", {"deep": "x{{p}}y"}, 3, true, null],
+            "id": "0.aws:runScript"
+        }]);
+        let expected = json!([{
+            "workingDirectory": "{{ workingDirectory }}",
+            "timeoutSeconds": "{{ timeoutSeconds }}",
+            "runCommand": ["echo hello; ls; whoami;"],
+            "{{ p }}": ["v", {"deep": "xvy"}, 3, true, null],
+            "id": "0.aws:runScript"
+        }]);
+        assert_eq!(substitute(&input, &values), expected);
+    }
+
+    #[test]
+    fn invalid_names_are_dropped_and_defaults_fill_in() {
+        let declared = declared(Some(&json!({
+            "commands": {"type": "StringList"},
+            "workingDirectory": {"type": "String", "default": ""},
+            "executionTimeout": {"Type": "String", "Default": "3600"}
+        })))
+        .unwrap();
+        let supplied = values_of(json!({"commands": ["ls"], "bad-name": "x", "run Command": "y", "extra1": 1}));
+        let values = values(&declared, &supplied);
+        assert_eq!(
+            Value::Object(values),
+            json!({"commands": ["ls"], "workingDirectory": "", "executionTimeout": "3600", "extra1": 1})
+        );
+        let none = super::values(&declared, &Map::new());
+        assert_eq!(none.get("commands"), Some(&Value::Null));
+    }
+
+    #[test]
+    fn parameter_definitions_must_be_objects() {
+        let err = declared(Some(&json!({"p": "String"}))).err().unwrap();
+        assert!(err.0.contains("parameters.p") && err.0.contains("a string"), "{err}");
+        let err = declared(Some(&json!({"p": {"allowedPattern": 5}}))).err().unwrap();
+        assert!(err.0.contains("allowedPattern must be a string"), "{err}");
+        assert!(declared(Some(&json!([1]))).is_err());
+    }
+
+    const TIMEOUT_PATTERN: &str =
+        "([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})|(172800)";
+
+    fn validated(definition: Value, supplied: Value) -> Result<(), DocumentError> {
+        let declared = declared(Some(&definition))?;
+        let values = values(&declared, &values_of(supplied));
+        validate(&declared, &values)
+    }
+
+    #[test]
+    fn allowed_pattern_validation() {
+        let definition = json!({"executionTimeout": {"type": "String", "default": "3600", "allowedPattern": TIMEOUT_PATTERN}});
+        assert_eq!(validated(definition.clone(), json!({})), Ok(()));
+        assert_eq!(validated(definition.clone(), json!({"executionTimeout": "172800"})), Ok(()));
+        assert_eq!(validated(definition.clone(), json!({"executionTimeout": ["60", "90"]})), Ok(()));
+        let err = validated(definition.clone(), json!({"executionTimeout": "secret-x"})).unwrap_err();
+        assert_eq!(
+            err.0,
+            format!(
+                "all errors during param validation errors: error thrown in 'AllowedRegexParamValidator' \
+                 while validating parameter /executionTimeout/: parameter value does not match the allowed \
+                 pattern /{TIMEOUT_PATTERN}/"
+            )
+        );
+        assert!(!err.0.contains("secret"));
+        assert!(validated(definition.clone(), json!({"executionTimeout": ["60", "x"]})).is_err());
+        // Numbers, booleans and null are not checkable: an error, as upstream.
+        let err = validated(definition, json!({"executionTimeout": 60})).unwrap_err();
+        assert!(err.0.contains("invalid parameter type String with a number"), "{err}");
+    }
+
+    #[test]
+    fn maps_and_list_elements_are_matched_as_json() {
+        let definition = json!({"m": {"type": "StringMap", "allowedPattern": "^\\{\"k\":\"v\"\\}$"}});
+        assert_eq!(validated(definition.clone(), json!({"m": {"k": "v"}})), Ok(()));
+        assert!(validated(definition, json!({"m": {"k": "w"}})).is_err());
+        let definition = json!({"l": {"type": "StringList", "allowedPattern": "^\\d+$"}});
+        assert_eq!(validated(definition.clone(), json!({"l": ["1", 2]})), Ok(()));
+        assert!(validated(definition, json!({"l": [true]})).is_err());
+    }
+
+    #[test]
+    fn every_failure_is_reported_and_unsupported_patterns_are_skipped() {
+        let definition = json!({
+            "a": {"allowedPattern": "^x$"}, "b": {"allowedPattern": "^y$"}, "c": {"allowedPattern": "(?i)^z$"}
+        });
+        let err = validated(definition, json!({"a": "1", "b": "2", "c": "3"})).unwrap_err();
+        let lines: Vec<&str> = err.0.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(lines[0].contains("/a/") && lines[1].contains("/b/"), "{err}");
+    }
+}

@@ -1,0 +1,156 @@
+//! ec2messages (Message Delivery Service): long-polls `GetMessages`, dispatches each message by
+//! topic to the Run Command engine, and carries acks, failures and replies back through the
+//! ordered [`outbox::Outbox`]. It knows the wire, not processes.
+
+pub mod client;
+pub mod outbox;
+
+use crate::aws::http::HttpError;
+use crate::aws::jsonrpc::AwsError;
+use crate::runcommand::payload::parse_cancel;
+use crate::runcommand::reply::ReplyBuilder;
+use crate::runcommand::{Engine, Offer, ReplySink};
+use crate::shutdown::Shutdown;
+use client::{MdsClient, Message};
+use outbox::Outbox;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Back-off before retry number `attempt` (1-based): 2^(attempt-1) × 1.0–1.5 s, capped.
+pub fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let ms = crate::random::between(base, base + base / 2);
+    Duration::from_millis(ms).min(cap)
+}
+
+/// A poll answered this fast with no messages means the service is not holding polls; waiting a
+/// moment keeps the agent from spinning (upstream waits 2–2.5 s too).
+const QUICK_POLL: Duration = Duration::from_secs(1);
+/// An error after this long is the normal end of a long poll, not a fault (upstream: 10 s).
+const LONG_POLL_END: Duration = Duration::from_secs(10);
+const POLL_RETRY_CAP: Duration = Duration::from_secs(60);
+
+pub struct Poller {
+    pub client: MdsClient,
+    pub engine: Arc<Engine>,
+    pub outbox: Arc<Outbox>,
+    pub builder: ReplyBuilder,
+    pub shutdown: Shutdown,
+}
+
+impl Poller {
+    /// The poll loop; returns when shutdown is triggered.
+    pub fn run(&self) {
+        let mut errors: u32 = 0;
+        log::info!("ec2messages: polling for commands");
+        while !self.shutdown.is_triggered() {
+            let started = Instant::now();
+            match self.client.get_messages() {
+                Ok(messages) => {
+                    if errors > 0 {
+                        log::info!("ec2messages: connection restored after {errors} failed poll(s)");
+                    }
+                    errors = 0;
+                    let empty = messages.is_empty();
+                    for m in messages {
+                        self.process(m);
+                    }
+                    if empty && started.elapsed() < QUICK_POLL {
+                        self.shutdown.wait_timeout(Duration::from_millis(crate::random::between(2000, 2499)));
+                    }
+                }
+                Err(AwsError::Transport(HttpError::Timeout(_))) if started.elapsed() >= LONG_POLL_END => {
+                    log::debug!("ec2messages: long poll ended without an answer; polling again");
+                }
+                Err(e) => {
+                    errors += 1;
+                    let delay = backoff(errors, POLL_RETRY_CAP);
+                    if errors == 1 {
+                        log::warn!("ec2messages: connection lost: {e}; retrying with back-off");
+                    } else {
+                        log::debug!("ec2messages: poll failed again ({e}); next try in {} ms", delay.as_millis());
+                    }
+                    self.shutdown.wait_timeout(delay);
+                }
+            }
+        }
+        log::info!("ec2messages: polling stopped");
+    }
+
+    fn process(&self, m: Message) {
+        if !m.is_complete() {
+            log::warn!("ec2messages: ignoring a message without MessageId, Topic, Destination or CreatedDate");
+            return;
+        }
+        if m.topic.starts_with("aws.ssm.sendCommand") {
+            self.send_command(&m);
+        } else if m.topic.starts_with("aws.ssm.cancelCommand") {
+            self.cancel_command(&m);
+        } else {
+            log::warn!("ec2messages: message {} has unknown topic {:?}; reporting it failed", m.message_id, m.topic);
+            self.outbox.fail(&m.message_id);
+        }
+    }
+
+    fn send_command(&self, m: &Message) {
+        let mut waiting_logged = false;
+        loop {
+            match self.engine.offer(&m.message_id, &m.payload) {
+                Offer::Accepted | Offer::Closed => return,
+                Offer::Rejected => return self.outbox.ack(&m.message_id),
+                Offer::Duplicate { final_reply } => {
+                    log::info!(
+                        "command {}: delivered again; not running it twice{}",
+                        m.message_id,
+                        if final_reply.is_some() { " (re-sending its final reply)" } else { "" }
+                    );
+                    self.outbox.ack(&m.message_id);
+                    if let Some(reply) = final_reply {
+                        self.outbox.resend(&m.message_id, reply);
+                    }
+                    return;
+                }
+                Offer::Full => {
+                    if !waiting_logged {
+                        log::info!("command {}: all workers busy and the queue is full; waiting for room", m.message_id);
+                        waiting_logged = true;
+                    }
+                    if !self.engine.wait_for_room(Duration::from_secs(1)) && self.shutdown.is_triggered() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn cancel_command(&self, m: &Message) {
+        match parse_cancel(&m.payload) {
+            Ok(target) => {
+                if !self.engine.cancel(&target) {
+                    log::info!("cancel {}: command {target} is not queued or running; nothing to cancel", m.message_id);
+                }
+                // Upstream answers the cancel message itself with a receipt reply and an ack.
+                self.outbox.accepted(&m.message_id, self.builder.received());
+            }
+            Err(e) => {
+                log::warn!("cancel {}: {e}; reporting it failed", m.message_id);
+                self.outbox.fail(&m.message_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let cap = Duration::from_secs(60);
+        let first = backoff(1, cap);
+        assert!(first >= Duration::from_millis(1000) && first <= Duration::from_millis(1500), "{first:?}");
+        let third = backoff(3, cap);
+        assert!(third >= Duration::from_millis(4000) && third <= Duration::from_millis(6000), "{third:?}");
+        assert_eq!(backoff(30, cap), cap);
+    }
+}

@@ -1,0 +1,570 @@
+//! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
+//! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
+
+use super::payload::{SendCommand, command_id_of};
+use super::record::{CommandRecord, Phase, RunningStep, now_secs};
+use super::reply::{PluginResult, ReplyBuilder, Status, document_status};
+use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
+use super::ReplySink;
+use crate::document::{self, Document, ExitAction, Step, Verdict};
+use crate::exec::{StopReason, StopToken};
+use crate::state::{StateDir, safe_file_name};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Commands older than this are not resumed after a restart (upstream: 48 hours).
+const MAX_RESUME_AGE_SECS: u64 = 48 * 3600;
+/// How often finished records and their output are pruned at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+pub struct EngineConfig {
+    /// `Mds.CommandWorkersLimit`: steps running at once.
+    pub workers: usize,
+    /// `Mds.CommandWorkerBufferLimit`: accepted commands waiting for a worker.
+    pub queue_limit: usize,
+    /// `Mds.CommandRetryLimit`: how many agent starts a command may see before it is given up.
+    pub retry_limit: u32,
+    /// `Ssm.RunCommandLogsRetentionDurationHours`.
+    pub retention: Duration,
+    /// Added to every script's environment (AWS_SSM_INSTANCE_ID, AWS_SSM_REGION_NAME, …).
+    pub env: Vec<(String, String)>,
+    pub builder: ReplyBuilder,
+    /// Run after a step exits 194 (upstream: `shutdown -r +1`).
+    pub reboot_command: Vec<String>,
+}
+
+impl EngineConfig {
+    /// The engine settings of `config`, with the per-host environment for scripts.
+    pub fn from_config(config: &crate::config::Config, builder: ReplyBuilder, env: Vec<(String, String)>) -> EngineConfig {
+        EngineConfig {
+            workers: config.mds.command_workers_limit,
+            queue_limit: config.mds.command_worker_buffer_limit,
+            retry_limit: config.mds.command_retry_limit,
+            retention: Duration::from_secs(config.ssm.run_command_logs_retention_duration_hours * 3600),
+            env,
+            builder,
+            reboot_command: reboot_command(),
+        }
+    }
+}
+
+/// `SSM_LITE_REBOOT_COMMAND` (split on spaces) replaces `shutdown -r +1`, for containers and tests.
+fn reboot_command() -> Vec<String> {
+    match std::env::var("SSM_LITE_REBOOT_COMMAND") {
+        Ok(c) if !c.trim().is_empty() => c.split_whitespace().map(str::to_owned).collect(),
+        _ => vec!["shutdown".into(), "-r".into(), "+1".into()],
+    }
+}
+
+/// What happened to an offered message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Offer {
+    /// Stored and queued; the receipt reply went to the sink.
+    Accepted,
+    /// Seen before. `final_reply` is its terminal reply when it has finished.
+    Duplicate { final_reply: Option<String> },
+    /// The queue is full; try again after `wait_for_room`.
+    Full,
+    /// The payload or document is invalid; a `Failed` reply went to the sink.
+    Rejected,
+    /// The engine is shutting down.
+    Closed,
+}
+
+struct Job {
+    message_id: String,
+    document: Document,
+    env: Vec<(String, String)>,
+    stop: StopToken,
+    record: Mutex<CommandRecord>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Arc<Job>>,
+    /// Queued and running jobs by MessageId.
+    active: HashMap<String, Arc<Job>>,
+    closed: bool,
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    dir: StateDir,
+    sink: Arc<dyn ReplySink>,
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    last_prune: Mutex<Option<Instant>>,
+}
+
+pub struct Engine {
+    inner: Arc<Inner>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Recovers what an earlier run left on disk, then starts the worker threads.
+    pub fn start(cfg: EngineConfig, dir: StateDir, sink: Arc<dyn ReplySink>) -> Engine {
+        let workers = cfg.workers.max(1);
+        let inner = Arc::new(Inner {
+            cfg,
+            dir,
+            sink,
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+            last_prune: Mutex::new(None),
+        });
+        inner.recover();
+        inner.prune_if_due();
+        let handles = (0..workers)
+            .map(|i| {
+                let inner = Arc::clone(&inner);
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || inner.work())
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Engine { inner, workers: Mutex::new(handles) }
+    }
+
+    /// Offers a send-command message. Never blocks on the queue: a full queue says `Full`.
+    pub fn offer(&self, message_id: &str, payload: &str) -> Offer {
+        self.inner.offer(message_id, payload)
+    }
+
+    /// Cancels the command of `message_id`: a queued one never starts and is reported
+    /// `Cancelled` at once; a running one has its process group killed. False when unknown.
+    pub fn cancel(&self, message_id: &str) -> bool {
+        let inner = &self.inner;
+        let mut q = lock(&inner.queue);
+        if let Some(pos) = q.waiting.iter().position(|j| j.message_id == message_id) {
+            let job = q.waiting.remove(pos).expect("position is in range");
+            q.active.remove(message_id);
+            drop(q);
+            inner.changed.notify_all();
+            job.stop.stop(StopReason::Cancelled);
+            log::info!("command {message_id}: cancelled while queued; it will not run");
+            inner.finish_unstarted(&job, StopReason::Cancelled);
+            return true;
+        }
+        match q.active.get(message_id) {
+            Some(job) => {
+                log::info!("command {message_id}: cancel requested; stopping it");
+                job.stop.stop(StopReason::Cancelled);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Blocks until the queue has room (true) or `timeout` passes or the engine closes (false).
+    pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = lock(&self.inner.queue);
+        while !q.closed && q.waiting.len() >= self.inner.cfg.queue_limit {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self.inner.changed.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        !q.closed
+    }
+
+    /// Blocks until no job is queued or running, or `timeout` passes; true when idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = lock(&self.inner.queue);
+        while !q.active.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self.inner.changed.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+
+    /// Stops taking work, lets running steps go on for up to `grace`, then kills what is left
+    /// (reported as the agent stopping) and joins the workers. Queued commands stay on disk and
+    /// run after the next start.
+    pub fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        let running: Vec<Arc<Job>> = {
+            let mut q = lock(&inner.queue);
+            q.closed = true;
+            let queued: Vec<Arc<Job>> = q.waiting.drain(..).collect();
+            for job in queued {
+                q.active.remove(&job.message_id);
+            }
+            q.active.values().cloned().collect()
+        };
+        inner.changed.notify_all();
+        if !running.is_empty() {
+            log::info!("shutdown: waiting up to {} ms for {} running command(s)", grace.as_millis(), running.len());
+            if !self.wait_idle(grace) {
+                for job in lock(&inner.queue).active.values() {
+                    log::warn!("shutdown: stopping command {} that is still running", job.message_id);
+                    job.stop.stop(StopReason::Shutdown);
+                }
+            }
+        }
+        for h in lock(&self.workers).drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Inner {
+    fn offer(&self, message_id: &str, payload: &str) -> Offer {
+        let command_id = command_id_of(message_id).to_owned();
+        let mut q = lock(&self.queue);
+        if q.closed {
+            return Offer::Closed;
+        }
+        if q.active.contains_key(message_id) {
+            return Offer::Duplicate { final_reply: None };
+        }
+        let Some(file_id) = safe_file_name(&command_id) else {
+            drop(q);
+            self.reject(message_id, None, &format!("invalid CommandId {command_id:?} in MessageId {message_id:?}"));
+            return Offer::Rejected;
+        };
+        if let Some(rec) = CommandRecord::load(&self.dir.command_record(file_id)) {
+            return Offer::Duplicate { final_reply: rec.final_reply };
+        }
+        if q.waiting.len() >= self.cfg.queue_limit {
+            return Offer::Full;
+        }
+        let (command, document) = match parse(payload, &command_id) {
+            Ok(parsed) => parsed,
+            Err(trace) => {
+                drop(q);
+                log::warn!("command {message_id}: rejected: {trace}");
+                self.reject(message_id, Some(file_id), &trace);
+                return Offer::Rejected;
+            }
+        };
+        let record = CommandRecord::new(message_id, file_id, payload);
+        if let Err(e) = record.save(&self.dir, true) {
+            drop(q);
+            log::error!("command {message_id}: {e}");
+            self.reject(message_id, None, &format!("the agent could not store the command: {e}"));
+            return Offer::Rejected;
+        }
+        log::info!(
+            "command {message_id}: received {} ({} step(s), document {})",
+            command.command_id,
+            document.steps.len(),
+            if command.document_name.is_empty() { "<unnamed>" } else { &command.document_name }
+        );
+        self.sink.accepted(message_id, self.cfg.builder.received());
+        let job = Arc::new(self.job(record, document, &command));
+        q.active.insert(message_id.to_owned(), Arc::clone(&job));
+        q.waiting.push_back(job);
+        drop(q);
+        self.changed.notify_all();
+        Offer::Accepted
+    }
+
+    fn job(&self, record: CommandRecord, document: Document, command: &SendCommand) -> Job {
+        let mut env = self.cfg.env.clone();
+        env.push(("SSM_COMMAND_ID".into(), command.command_id.clone()));
+        Job {
+            message_id: record.message_id.clone(),
+            document,
+            env,
+            stop: StopToken::new(),
+            record: Mutex::new(record),
+        }
+    }
+
+    /// A `Failed` reply for a message that cannot run; remembered (when the id allows) so a
+    /// redelivery gets the same answer instead of another attempt.
+    fn reject(&self, message_id: &str, file_id: Option<&str>, trace: &str) {
+        let payload = self.cfg.builder.rejected(trace);
+        let ticket = self.sink.spool(message_id, payload.clone(), true);
+        if let Some(id) = file_id {
+            let mut rec = CommandRecord::new(message_id, id, "");
+            rec.phase = Phase::Done;
+            rec.final_reply = Some(payload);
+            if let Err(e) = rec.save(&self.dir, true) {
+                log::error!("command {message_id}: {e}");
+            }
+        }
+        self.sink.send(ticket);
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut q = lock(&self.queue);
+                loop {
+                    if q.closed {
+                        return;
+                    }
+                    if let Some(job) = q.waiting.pop_front() {
+                        break job;
+                    }
+                    q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            self.changed.notify_all();
+            self.run(&job);
+            lock(&self.queue).active.remove(&job.message_id);
+            self.changed.notify_all();
+        }
+    }
+
+    fn run(&self, job: &Job) {
+        let mut rec = lock(&job.record);
+        rec.phase = Phase::Running;
+        rec.run_count += 1;
+        self.save(&rec, true);
+        if let Some(interrupted) = rec.running.take() {
+            let step = &job.document.steps[interrupted.index.min(job.document.steps.len() - 1)];
+            let result = steps::without_running(step, Status::Failed, 1, &interrupted_message(&interrupted));
+            log::warn!("command {}: step {} was interrupted by an agent stop; reporting it Failed", job.message_id, step.id);
+            self.step_finished(job, &mut rec, step, result);
+        }
+        let dir = self.dir.orchestration_dir(&rec.command_id);
+        let total = job.document.steps.len();
+        while rec.next_step < total {
+            let index = rec.next_step;
+            let step = &job.document.steps[index];
+            let result = self.run_one(job, &mut rec, step, index, &dir);
+            if result.status == Status::SuccessAndReboot {
+                self.step_finished(job, &mut rec, step, result);
+                rec.results.pop();
+                rec.next_step = index;
+                rec.phase = Phase::RebootPending;
+                self.save(&rec, true);
+                request_reboot(&self.cfg.reboot_command, &job.message_id);
+                return;
+            }
+            self.step_finished(job, &mut rec, step, result);
+        }
+        self.finish(&mut rec);
+    }
+
+    /// Decides and runs step `index`: skipped after an exit condition, stopped before start,
+    /// the document's verdict, or a real run.
+    fn run_one(&self, job: &Job, rec: &mut CommandRecord, step: &Step, index: usize, dir: &std::path::Path) -> PluginResult {
+        let is_last = index + 1 == job.document.steps.len();
+        if rec.exit_condition && !(step.finally_step && is_last) {
+            let text = format!("Plugin with name {} and id {} skipped due to prior step with an exit condition", step.plugin, step.id);
+            return steps::without_running(step, Status::Skipped, 0, &text);
+        }
+        if let Some(reason) = job.stop.reason() {
+            return steps::stopped_before_start(step, reason);
+        }
+        match &step.verdict {
+            Verdict::Skip(text) => steps::without_running(step, Status::Skipped, 0, text),
+            Verdict::Fail(text) => steps::without_running(step, Status::Failed, 1, text),
+            Verdict::Run => {
+                let started = crate::timefmt::iso8601_ms(std::time::SystemTime::now());
+                rec.running = Some(RunningStep { index, process_group: None, started });
+                self.save(rec, true);
+                log::info!("command {}: step {} ({}) started", job.message_id, step.id, step.plugin);
+                let t0 = Instant::now();
+                let env = StepEnv { command_dir: dir, env: &job.env, stop: &job.stop };
+                let mut on_start = |pgid: crate::sys::Pid| {
+                    if let Some(r) = rec.running.as_mut() {
+                        r.process_group = Some(pgid.as_raw());
+                    }
+                    self.save(rec, false);
+                };
+                let result = steps::run_step(step, &env, &mut on_start);
+                log::info!(
+                    "command {}: step {} finished: {} (code {}) in {} ms",
+                    job.message_id,
+                    step.id,
+                    result.status.as_str(),
+                    result.code,
+                    t0.elapsed().as_millis()
+                );
+                result
+            }
+        }
+    }
+
+    /// Records a step's result, applies the document's control flow, sends the step reply.
+    fn step_finished(&self, job: &Job, rec: &mut CommandRecord, step: &Step, mut result: PluginResult) {
+        if apply_control_flow(step, &mut result) {
+            rec.exit_condition = true;
+        }
+        rec.results.push(result);
+        rec.next_step += 1;
+        rec.running = None;
+        let last = rec.results.last().expect("just pushed");
+        let ticket = self.sink.spool(&job.message_id, self.cfg.builder.step_done(&rec.results, last), false);
+        self.save(rec, false);
+        self.sink.send(ticket);
+    }
+
+    /// The terminal reply is spooled (durably) before the record says Done, and released to the
+    /// sender only after: a crash at any point leaves either a resumable command or a reply.
+    fn finish(&self, rec: &mut CommandRecord) {
+        let payload = self.cfg.builder.finished(&rec.results);
+        let ticket = self.sink.spool(&rec.message_id, payload.clone(), true);
+        rec.phase = Phase::Done;
+        rec.running = None;
+        rec.final_reply = Some(payload);
+        self.save(rec, true);
+        self.sink.send(ticket);
+        log::info!(
+            "command {}: finished: {} ({} step(s))",
+            rec.message_id,
+            document_status(&rec.results).as_str(),
+            rec.results.len()
+        );
+        self.prune_if_due();
+    }
+
+    /// A job that never started (cancelled while queued): every step reported stopped.
+    fn finish_unstarted(&self, job: &Job, reason: StopReason) {
+        let mut rec = lock(&job.record);
+        let results: Vec<PluginResult> = job.document.steps[rec.next_step.min(job.document.steps.len())..]
+            .iter()
+            .map(|s| steps::stopped_before_start(s, reason))
+            .collect();
+        rec.results.extend(results);
+        rec.next_step = job.document.steps.len();
+        self.finish(&mut rec);
+    }
+
+    fn save(&self, rec: &CommandRecord, durable: bool) {
+        if let Err(e) = rec.save(&self.dir, durable) {
+            log::error!("command {}: {e}", rec.message_id);
+        }
+    }
+
+    /// Loads every unfinished record an earlier run left and queues it, oldest first.
+    fn recover(&self) {
+        let mut pending: Vec<CommandRecord> = list_records(&self.dir)
+            .into_iter()
+            .filter(|r| r.phase != Phase::Done)
+            .collect();
+        pending.sort_by_key(|r| (r.phase == Phase::Queued, r.received_at));
+        for mut rec in pending {
+            if self.sink.has_terminal_reply(&rec.message_id) {
+                // The final reply was made just before the crash; only the record lagged.
+                rec.phase = Phase::Done;
+                self.save(&rec, true);
+                continue;
+            }
+            let (command, document) = match parse(&rec.payload, &rec.command_id) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::error!("command {}: stored payload no longer parses ({e}); reporting it Failed", rec.message_id);
+                    self.reject(&rec.message_id, Some(&rec.command_id.clone()), &e);
+                    continue;
+                }
+            };
+            let too_old = now_secs().saturating_sub(rec.received_at) > MAX_RESUME_AGE_SECS;
+            if too_old || rec.run_count >= self.cfg.retry_limit {
+                log::error!(
+                    "command {}: not resumed ({}); reporting it Failed",
+                    rec.message_id,
+                    if too_old { "older than 48 hours" } else { "started too many times" }
+                );
+                self.give_up(rec, &document);
+                continue;
+            }
+            log::info!("command {}: resuming after restart ({:?}, step {})", rec.message_id, rec.phase, rec.next_step);
+            let job = Arc::new(self.job(rec, document, &command));
+            let mut q = lock(&self.queue);
+            q.active.insert(job.message_id.clone(), Arc::clone(&job));
+            q.waiting.push_back(job);
+        }
+    }
+
+    fn give_up(&self, mut rec: CommandRecord, document: &Document) {
+        let text = "the agent restarted too often while this command ran, or the command is older than 48 hours; it was not resumed";
+        for step in &document.steps[rec.next_step.min(document.steps.len())..] {
+            rec.results.push(steps::without_running(step, Status::Failed, 1, text));
+        }
+        rec.next_step = document.steps.len();
+        self.finish(&mut rec);
+    }
+
+    /// Removes finished records and their output older than the retention period.
+    fn prune_if_due(&self) {
+        {
+            let mut last = lock(&self.last_prune);
+            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let cutoff = now_secs().saturating_sub(self.cfg.retention.as_secs());
+        for rec in list_records(&self.dir) {
+            if rec.phase == Phase::Done && rec.received_at < cutoff {
+                let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(&rec.command_id));
+                let _ = crate::state::remove_file(&self.dir.command_record(&rec.command_id));
+            }
+        }
+    }
+}
+
+fn parse(payload: &str, fallback_command_id: &str) -> Result<(SendCommand, Document), String> {
+    let command = SendCommand::parse(payload, fallback_command_id)?;
+    let document = document::parse(&command.document_content, &command.parameters).map_err(|e| e.0)?;
+    if document.steps.is_empty() {
+        return Err("Unsupported schema format".into());
+    }
+    Ok((command, document))
+}
+
+fn list_records(dir: &StateDir) -> Vec<CommandRecord> {
+    let Ok(entries) = std::fs::read_dir(dir.commands_dir()) else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| CommandRecord::load(&e.path()))
+        .collect()
+}
+
+fn interrupted_message(r: &RunningStep) -> String {
+    let group = r.process_group.map(|g| format!(" (process group {g})")).unwrap_or_default();
+    format!(
+        "The agent stopped while this step was running{group}, started {}; its outcome is unknown and it was not run again.",
+        r.started
+    )
+}
+
+/// Exit codes 168/169 and `onFailure`/`onSuccess` (§3.6); true when later steps are skipped.
+fn apply_control_flow(step: &Step, r: &mut PluginResult) -> bool {
+    if r.code == EXIT_SUCCESS_AND_STOP || r.code == EXIT_FAILURE_AND_STOP {
+        return true;
+    }
+    match (r.status, step.on_failure, step.on_success) {
+        (Status::Failed, Some(ExitAction::Exit), _) => {
+            r.output.push_str("\nStep was found to have onFailure property. Further document steps will be skipped.");
+            true
+        }
+        (Status::Failed, Some(ExitAction::SuccessAndExit), _) => {
+            r.status = Status::Success;
+            r.code = EXIT_SUCCESS_AND_STOP;
+            true
+        }
+        (Status::Success, _, Some(_)) => true,
+        _ => false,
+    }
+}
+
+fn request_reboot(command: &[String], message_id: &str) {
+    let Some((program, args)) = command.split_first() else { return };
+    log::warn!("command {message_id}: a step asked for a reboot (exit 194); running {command:?}");
+    match std::process::Command::new(program).args(args).status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => log::error!("reboot command {command:?} failed: {s}"),
+        Err(e) => log::error!("cannot run reboot command {command:?}: {e}"),
+    }
+}

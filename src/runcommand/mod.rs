@@ -1,0 +1,37 @@
+//! Run Command: the one engine every transport (ec2messages today, MGS next) and the
+//! `run-document` CLI share. A transport offers messages and carries replies back through a
+//! [`ReplySink`]; everything in between — parsing, queueing, running, reporting — happens here.
+
+pub mod engine;
+pub mod local;
+pub mod payload;
+pub mod record;
+pub mod reply;
+mod steps;
+
+pub use engine::{Engine, EngineConfig, Offer};
+
+/// A reply on its way out: spooled (when the sink keeps a spool), not yet handed to the sender.
+#[derive(Debug)]
+pub struct OutgoingReply {
+    pub message_id: String,
+    /// Unique per reply; re-sends of the same reply keep it (the service dedupes on it).
+    pub reply_id: String,
+    pub payload: String,
+    pub terminal: bool,
+    /// The sink's own handle on the stored copy (e.g. the spool entry).
+    pub stored: Option<crate::state::spool::SpoolEntry>,
+}
+
+/// Where a transport takes replies. Calls for one command arrive in the order they must be
+/// delivered; the receipt first, the terminal reply last.
+pub trait ReplySink: Send + Sync {
+    /// The command was stored and queued: send the receipt reply (and the transport's ack).
+    fn accepted(&self, message_id: &str, receipt: String);
+    /// Stores a reply. Terminal replies must be durable when this returns.
+    fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply;
+    /// Releases a stored reply to the sender.
+    fn send(&self, reply: OutgoingReply);
+    /// Whether a terminal reply for `message_id` is stored and not yet delivered (recovery).
+    fn has_terminal_reply(&self, message_id: &str) -> bool;
+}

@@ -1,0 +1,147 @@
+//! Send-command and cancel-command payloads (protocol §2.4, §2.5), decoded as Go does:
+//! keys matched case-insensitively, unknown keys ignored.
+
+use serde_json::{Map, Value};
+
+/// The largest payload ssm-lite accepts. SSM documents are limited to 64 KB and parameters to a
+/// few KB by the service, so anything near this size is not a real command.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// A parsed `aws.ssm.sendCommand` payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendCommand {
+    pub command_id: String,
+    pub document_name: String,
+    pub document_content: Value,
+    pub parameters: Map<String, Value>,
+    pub output_s3_bucket_name: String,
+    pub output_s3_key_prefix: String,
+}
+
+/// Case-insensitive lookup, preferring an exact match as Go's decoder does.
+pub fn get_ci<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    obj.get(key).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+}
+
+fn string_field(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
+    match get_ci(obj, key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(format!("json: cannot unmarshal {} into field {key} of type string", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn object(text: &str) -> Result<Map<String, Value>, String> {
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "payload is {} bytes, more than the {MAX_PAYLOAD_BYTES} bytes ssm-lite accepts",
+            text.len()
+        ));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(format!("payload is JSON {} where an object was expected", kind(&other))),
+        Err(e) => Err(format!("payload is not valid JSON: {e}")),
+    }
+}
+
+impl SendCommand {
+    /// Decodes the payload; the error text goes to the service as `documentTraceOutput`.
+    /// `fallback_command_id` is the id derived from the MessageId, used when the payload has none.
+    pub fn parse(text: &str, fallback_command_id: &str) -> Result<SendCommand, String> {
+        let m = object(text)?;
+        let document_content = match get_ci(&m, "DocumentContent") {
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(other) => {
+                return Err(format!("DocumentContent is JSON {} where an object was expected", kind(other)));
+            }
+            None => return Err("payload has no DocumentContent".into()),
+        };
+        let parameters = match get_ci(&m, "Parameters") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(p)) => p.clone(),
+            Some(other) => return Err(format!("Parameters is JSON {} where an object was expected", kind(other))),
+        };
+        let mut command_id = string_field(&m, "CommandId")?;
+        if command_id.is_empty() {
+            command_id = fallback_command_id.to_owned();
+        }
+        Ok(SendCommand {
+            command_id,
+            document_name: string_field(&m, "DocumentName")?,
+            document_content,
+            parameters,
+            output_s3_bucket_name: string_field(&m, "OutputS3BucketName")?,
+            output_s3_key_prefix: string_field(&m, "OutputS3KeyPrefix")?,
+        })
+    }
+}
+
+/// `{"CancelMessageId": "aws.ssm.<CommandId>.<InstanceId>"}`: returns the message id to cancel.
+pub fn parse_cancel(text: &str) -> Result<String, String> {
+    let m = object(text)?;
+    match string_field(&m, "CancelMessageId")? {
+        id if id.is_empty() => Err("cancel payload has no CancelMessageId".into()),
+        id => Ok(id),
+    }
+}
+
+/// CommandId from a MessageId `aws.ssm.<CommandId>.<InstanceId>` (upstream `GetCommandID`): the
+/// second-to-last dot-separated part; the whole id when it does not have that form.
+pub fn command_id_of(message_id: &str) -> &str {
+    let parts: Vec<&str> = message_id.split('.').collect();
+    if message_id.starts_with("aws.ssm.") && parts.len() >= 4 {
+        parts[parts.len() - 2]
+    } else {
+        message_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_id_comes_from_the_message_id() {
+        assert_eq!(
+            command_id_of("aws.ssm.2b196342-d7d4-436e-8f09-3883a1116ac3.i-57c0a7be"),
+            "2b196342-d7d4-436e-8f09-3883a1116ac3"
+        );
+        assert_eq!(command_id_of("something-else"), "something-else");
+    }
+
+    #[test]
+    fn keys_are_case_insensitive() {
+        let p = SendCommand::parse(
+            r#"{"commandid":"c-1","documentContent":{"schemaVersion":"2.2"},"PARAMETERS":{"a":"b"},"DocumentName":"AWS-RunShellScript","Other":1}"#,
+            "fallback",
+        )
+        .unwrap();
+        assert_eq!(p.command_id, "c-1");
+        assert_eq!(p.parameters["a"], "b");
+        assert_eq!(p.document_name, "AWS-RunShellScript");
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        assert!(SendCommand::parse("not json", "x").unwrap_err().contains("not valid JSON"));
+        assert!(SendCommand::parse("[1]", "x").unwrap_err().contains("array"));
+        assert!(SendCommand::parse("{}", "x").unwrap_err().contains("DocumentContent"));
+        let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_PAYLOAD_BYTES));
+        assert!(SendCommand::parse(&huge, "x").unwrap_err().contains("bytes"));
+        assert_eq!(SendCommand::parse(r#"{"DocumentContent":{}}"#, "fb").unwrap().command_id, "fb");
+        assert_eq!(parse_cancel(r#"{"cancelMessageId":"aws.ssm.c.i-1"}"#).unwrap(), "aws.ssm.c.i-1");
+        assert!(parse_cancel("{}").is_err());
+    }
+}

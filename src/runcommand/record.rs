@@ -1,0 +1,90 @@
+//! The on-disk record of one command: what arrived, how far it got, what each step reported.
+//! It is written before the message is acknowledged and after every step, which is what lets a
+//! restarted agent finish, resume or report every command exactly once.
+
+use super::reply::PluginResult;
+use crate::state::{StateDir, StateError, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Accepted, waiting for a worker.
+    Queued,
+    /// A worker owns it; `running` says whether a step process was live.
+    Running,
+    /// A step exited 194 and asked for a reboot; the step runs again after the restart.
+    RebootPending,
+    /// The final reply was made; the record stays for duplicate detection until retention ends.
+    Done,
+}
+
+/// The step that had a process running, so a restart can report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningStep {
+    pub index: usize,
+    pub process_group: Option<i32>,
+    pub started: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub message_id: String,
+    pub command_id: String,
+    /// The send-command payload as received (parsed again on restart).
+    pub payload: String,
+    /// Seconds since the epoch.
+    pub received_at: u64,
+    pub phase: Phase,
+    pub next_step: usize,
+    pub running: Option<RunningStep>,
+    pub results: Vec<PluginResult>,
+    /// A step ended the document early (168, 169, onFailure, onSuccess).
+    pub exit_condition: bool,
+    /// How many times the agent started on this command (crash-loop guard).
+    pub run_count: u32,
+    /// The terminal reply, re-sent when the service delivers the message again.
+    pub final_reply: Option<String>,
+}
+
+impl CommandRecord {
+    pub fn new(message_id: &str, command_id: &str, payload: &str) -> CommandRecord {
+        CommandRecord {
+            message_id: message_id.into(),
+            command_id: command_id.into(),
+            payload: payload.into(),
+            received_at: now_secs(),
+            phase: Phase::Queued,
+            next_step: 0,
+            running: None,
+            results: Vec::new(),
+            exit_condition: false,
+            run_count: 0,
+            final_reply: None,
+        }
+    }
+
+    /// Writes the record; `durable` flushes it to the device first.
+    pub fn save(&self, dir: &StateDir, durable: bool) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(self).expect("records always serialise");
+        write_atomic(&dir.command_record(&self.command_id), &bytes, durable)
+    }
+
+    pub fn load(path: &Path) -> Option<CommandRecord> {
+        let bytes = std::fs::read(path).ok()?;
+        match serde_json::from_slice(&bytes) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::error!("command record {} is unreadable ({e}); leaving it aside", path.display());
+                None
+            }
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

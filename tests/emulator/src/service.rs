@@ -1,0 +1,154 @@
+//! Routes every request (IMDS, control interface, JSON 1.1 APIs), verifies signatures, applies
+//! injected faults and writes the request log.
+
+use std::time::{Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::faults::{Api, Fault};
+use crate::http::{Outcome, Request, Response};
+use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
+use crate::{control, imds, mds, sigv4};
+
+const SSM_PREFIX: &str = "AmazonSSM";
+
+/// What one request led to, for the log.
+struct Handled {
+    outcome: Outcome,
+    target: String,
+    signature: SigCheck,
+    fault: Option<String>,
+}
+
+impl Handled {
+    fn plain(target: &str, resp: Response) -> Handled {
+        Handled {
+            outcome: Outcome::Respond(resp),
+            target: target.into(),
+            signature: SigCheck::NotChecked,
+            fault: None,
+        }
+    }
+}
+
+/// The server's request handler.
+pub(crate) fn handle(shared: &Shared, req: &Request) -> Outcome {
+    let handled = route(shared, req);
+    let status = match &handled.outcome {
+        Outcome::Respond(r) => r.status,
+        Outcome::Close => 0,
+    };
+    let record = RequestRecord {
+        at: Instant::now(),
+        method: req.method.clone(),
+        path: req.path.clone(),
+        target: handled.target,
+        status,
+        signature: handled.signature,
+        fault: handled.fault,
+    };
+    shared.update(|st| st.log.push(record));
+    handled.outcome
+}
+
+fn route(shared: &Shared, req: &Request) -> Handled {
+    if req.path.starts_with("/latest/") {
+        Handled::plain(&req.path, imds::handle(shared, req))
+    } else if req.path.starts_with("/_emulator/") {
+        Handled::plain(&req.path, control::handle(shared, req))
+    } else if req.method == "POST" && req.path == "/" {
+        json11(shared, req)
+    } else {
+        Handled::plain(&req.path, Response::text(404, format!("nothing at {}\n", req.path)))
+    }
+}
+
+/// The API family, operation and SigV4 service name of a known `X-Amz-Target`.
+fn classify(target: &str) -> Option<(Api, &str, &'static str)> {
+    let (prefix, op) = target.split_once('.')?;
+    match prefix {
+        mds::TARGET_PREFIX if mds::OPERATIONS.contains(&op) => Some((Api::Mds, op, "ec2messages")),
+        SSM_PREFIX if op == "UpdateInstanceInformation" => Some((Api::Ssm, op, "ssm")),
+        _ => None,
+    }
+}
+
+/// A signed AWS JSON 1.1 call: signature, then faults, then the operation.
+fn json11(shared: &Shared, req: &Request) -> Handled {
+    let target = req.header("X-Amz-Target").unwrap_or_default();
+    let Some((api, op, service)) = classify(target) else {
+        let msg = format!("X-Amz-Target {target:?} is not an operation this emulator knows");
+        let resp = Response::aws_error(400, "UnknownOperationException", &msg);
+        return Handled::plain(target, resp);
+    };
+    let mut handled = Handled::plain(target, Response::text(500, ""));
+    let now = SystemTime::now();
+    let verified = shared.read(|st| {
+        sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak))
+    });
+    if let Err(e) = verified {
+        handled.outcome = Outcome::Respond(Response::aws_error(403, e.code, &e.message));
+        handled.signature = SigCheck::Failed(e.message);
+        return handled;
+    }
+    handled.signature = SigCheck::Ok;
+    handled.outcome = apply_faults(shared, api, &mut handled.fault)
+        .unwrap_or_else(|| Outcome::Respond(operation(shared, api, op, &req.body)));
+    handled
+}
+
+/// Sleeps for an injected delay, then returns the injected failure or drop, if any.
+fn apply_faults(shared: &Shared, api: Api, noted: &mut Option<String>) -> Option<Outcome> {
+    if let Some(d) = shared.update(|st| st.faults.take_delay(api)) {
+        *noted = Some(format!("injected delay {d:?}"));
+        shared.sleep(d);
+    }
+    let fault = shared.update(|st| st.faults.take(api, Instant::now()))?;
+    let desc = fault.describe();
+    *noted = Some(noted.take().map_or(desc.clone(), |d| format!("{d}; {desc}")));
+    Some(match fault {
+        Fault::Drop => Outcome::Close,
+        Fault::Fail { status, error_type } => {
+            Outcome::Respond(Response::aws_error(status, &error_type, "injected by the emulator"))
+        }
+    })
+}
+
+fn operation(shared: &Shared, api: Api, op: &str, body: &[u8]) -> Response {
+    let body: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            let msg = "request body must be a JSON object";
+            return Response::aws_error(400, "SerializationException", msg);
+        }
+    };
+    match api {
+        Api::Mds => mds::handle(shared, op, &body),
+        Api::Ssm => update_instance_information(shared, body),
+    }
+}
+
+fn update_instance_information(shared: &Shared, body: Value) -> Response {
+    if let Err(resp) = required(&body, "InstanceId", 10) {
+        return resp;
+    }
+    let ping = HealthPing { arrived: Instant::now(), request: body };
+    shared.update(|st| st.health.push(ping));
+    Response::json(200, &json!({}))
+}
+
+pub(crate) fn validation(field: &str, min: usize) -> Response {
+    Response::aws_error(
+        400,
+        "ValidationException",
+        &format!(
+            "1 validation error detected: Value at '{field}' failed to satisfy constraint: \
+             Member must be a string of length greater than or equal to {min}"
+        ),
+    )
+}
+
+/// The string field `field` of `body`, at least `min` characters long.
+pub(crate) fn required<'a>(body: &'a Value, field: &str, min: usize) -> Result<&'a str, Response> {
+    body[field].as_str().filter(|s| s.chars().count() >= min).ok_or_else(|| validation(field, min))
+}
