@@ -224,16 +224,23 @@ fn build_agent(user_agent: &str, proxy: Option<Proxy>, tls: Arc<ClientConfig>) -
 }
 
 fn parse_proxy(value: &str) -> Result<Proxy, HttpError> {
-    let proxy = Proxy::new(value.trim()).map_err(|e| {
+    // Messages show the proxy without any `user:password@`.
+    let shown = value
+        .rsplit_once('@')
+        .map_or(value.to_string(), |(_, host)| {
+            format!("<credentials>@{host}")
+        });
+    let value = value.trim();
+    let proxy = Proxy::new(value).map_err(|e| {
         HttpError::Other(format!(
-            "proxy {value:?} is not a valid URL ({e}); use http://host:port"
+            "proxy {shown:?} is not a valid URL ({e}); use http://host:port"
         ))
     })?;
     if proxy.protocol() != ureq::ProxyProtocol::Http
         && proxy.protocol() != ureq::ProxyProtocol::Https
     {
         return Err(HttpError::Other(format!(
-            "proxy {value:?}: only HTTP CONNECT proxies (http:// or https://) are supported; \
+            "proxy {shown:?}: only HTTP CONNECT proxies (http:// or https://) are supported; \
              change or unset HTTPS_PROXY/HTTP_PROXY"
         )));
     }

@@ -21,7 +21,6 @@ mod shell;
 
 use serde_json::{Map, Value};
 
-
 /// What to do with a step, decided when the document is parsed (preconditions, plugin support).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -109,10 +108,13 @@ const KNOWN_PLUGINS: [&str; 21] = [
 /// `content` is the `DocumentContent` object; `parameters` the caller's values.
 pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Document, DocumentError> {
     let Value::Object(content) = content else {
-        return Err(invalid("the document", &format!("must be a JSON object, found {}", kind(content))));
+        return Err(invalid(
+            "DocumentContent",
+            &format!("must be a JSON object, found {}", kind(content)),
+        ));
     };
     let schema_version = string_field(content, "schemaVersion")
-        .map_err(|why| invalid("the document", &why))?
+        .map_err(|why| invalid("DocumentContent", &why))?
         .unwrap_or_default()
         .to_owned();
     if !SUPPORTED_SCHEMAS.contains(&schema_version.as_str()) {
@@ -130,15 +132,26 @@ pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Documen
     if steps.is_empty() {
         return Err(DocumentError("Unsupported schema format".to_owned()));
     }
-    Ok(Document { schema_version, steps })
+    Ok(Document {
+        schema_version,
+        steps,
+    })
 }
 
 /// One step per `runtimeConfig` entry; the plugin name is also the step id.
-fn steps_v1(runtime_config: Option<&Value>, values: &params::Values) -> Result<Vec<Step>, DocumentError> {
+fn steps_v1(
+    runtime_config: Option<&Value>,
+    values: &params::Values,
+) -> Result<Vec<Step>, DocumentError> {
     let plugins = match runtime_config {
         None => return Ok(Vec::new()),
         Some(Value::Object(plugins)) => plugins,
-        Some(other) => return Err(invalid("runtimeConfig", &format!("must be an object, found {}", kind(other)))),
+        Some(other) => {
+            return Err(invalid(
+                "runtimeConfig",
+                &format!("must be an object, found {}", kind(other)),
+            ));
+        }
     };
     let mut steps = Vec::with_capacity(plugins.len());
     for (plugin, config) in plugins {
@@ -147,33 +160,57 @@ fn steps_v1(runtime_config: Option<&Value>, values: &params::Values) -> Result<V
             Value::Null => None,
             other => {
                 let path = format!("runtimeConfig.{plugin}");
-                return Err(invalid(&path, &format!("must be an object, found {}", kind(other))));
+                return Err(invalid(
+                    &path,
+                    &format!("must be an object, found {}", kind(other)),
+                ));
             }
         };
         let verdict = verdict(false, plugin, plugin, &[], values);
-        steps.push(step(plugin.clone(), plugin.clone(), properties, values, verdict));
+        steps.push(step(
+            plugin.clone(),
+            plugin.clone(),
+            properties,
+            values,
+            verdict,
+        ));
     }
     Ok(steps)
 }
 
 /// One step per `mainSteps` entry, in order.
-fn steps_v2(main_steps: Option<&Value>, schema: &str, values: &params::Values) -> Result<Vec<Step>, DocumentError> {
+fn steps_v2(
+    main_steps: Option<&Value>,
+    schema: &str,
+    values: &params::Values,
+) -> Result<Vec<Step>, DocumentError> {
     let entries = match main_steps {
         None => return Ok(Vec::new()),
         Some(Value::Array(entries)) => entries,
-        Some(other) => return Err(invalid("mainSteps", &format!("must be an array, found {}", kind(other)))),
+        Some(other) => {
+            return Err(invalid(
+                "mainSteps",
+                &format!("must be an array, found {}", kind(other)),
+            ));
+        }
     };
     let preconditions_enabled = schema == PRECONDITION_SCHEMA;
     let mut steps = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let path = format!("mainSteps[{index}]");
         let Value::Object(entry) = entry else {
-            return Err(invalid(&path, &format!("must be an object, found {}", kind(entry))));
+            return Err(invalid(
+                &path,
+                &format!("must be an object, found {}", kind(entry)),
+            ));
         };
         let text = |key| string_field(entry, key).map_err(|why| invalid(&path, &why));
         let plugin = text("action")?.unwrap_or_default().to_owned();
         let id = text("name")?.unwrap_or_default().to_owned();
-        let preconditions = precondition::decode(field(entry, "precondition"), &format!("{path}.precondition"))?;
+        let preconditions = precondition::decode(
+            field(entry, "precondition"),
+            &format!("{path}.precondition"),
+        )?;
         let verdict = verdict(preconditions_enabled, &plugin, &id, &preconditions, values);
         steps.push(step(id, plugin, field(entry, "inputs"), values, verdict));
     }
@@ -181,7 +218,13 @@ fn steps_v2(main_steps: Option<&Value>, schema: &str, values: &params::Values) -
 }
 
 /// Substitutes parameters in the step's inputs, unrolls an array, and reads the control inputs.
-fn step(id: String, plugin: String, inputs: Option<&Value>, values: &params::Values, verdict: Verdict) -> Step {
+fn step(
+    id: String,
+    plugin: String,
+    inputs: Option<&Value>,
+    values: &params::Values,
+    verdict: Verdict,
+) -> Step {
     let inputs = inputs.map_or(Value::Null, |inputs| params::substitute(inputs, values));
     // Upstream reads the control inputs only from an object (so not from a 1.x properties list).
     let control = |key| match &inputs {
@@ -236,12 +279,18 @@ fn verdict(
             "Plugin with name {plugin} is not supported by this version of ssm agent, please update to latest version. Step name: {id}"
         ))
     };
-    let unsupported = || Verdict::Skip(format!("Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"));
+    let unsupported = || {
+        Verdict::Skip(format!(
+            "Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"
+        ))
+    };
     if !preconditions_enabled {
         return if !known {
             unknown()
         } else if !implemented {
-            Verdict::Fail(format!("Plugin with name {plugin} is not supported in current platform. Step name: {id}"))
+            Verdict::Fail(format!(
+                "Plugin with name {plugin} is not supported in current platform. Step name: {id}"
+            ))
         } else if !preconditions.is_empty() {
             Verdict::Fail(format!(
                 "Precondition is not supported for document schema version prior to 2.2. Step name: {id}"
@@ -261,14 +310,16 @@ fn verdict(
     }
     let outcome = precondition::evaluate(preconditions, values);
     let notes = outcome.notes.join(", ");
+    // A step meant for another platform reads as such, not as an unimplemented plugin: upstream
+    // on Linux registers aws:runPowerShellScript and so reports the precondition here too.
     if outcome.allowed && !known {
         unknown()
-    } else if !implemented {
-        unsupported()
     } else if !outcome.allowed {
         Verdict::Skip(format!(
             "Step execution skipped due to unsatisfied preconditions: '{notes}'. Step name: {id}"
         ))
+    } else if !implemented {
+        unsupported()
     } else if !notes.is_empty() {
         Verdict::Fail(format!(
             "Unrecognized precondition(s): '{notes}', please update agent to latest version. Step name: {id}"
@@ -302,12 +353,20 @@ pub struct ShellScriptInput {
 pub(crate) fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     object
         .get(key)
-        .or_else(|| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+        .or_else(|| {
+            object
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        })
         .filter(|value| !value.is_null())
 }
 
 /// [`field`] for a string; the error names the key and what was found instead.
-pub(crate) fn string_field<'a>(object: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+pub(crate) fn string_field<'a>(
+    object: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, String> {
     match field(object, key) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
@@ -329,5 +388,501 @@ pub(crate) fn kind(value: &Value) -> &'static str {
 
 /// A document whose shape cannot be decoded; `place` says where.
 pub(crate) fn invalid(place: &str, problem: &str) -> DocumentError {
-    DocumentError(format!("Invalid document content: {place}: {problem}; correct the document and send the command again"))
+    DocumentError(format!(
+        "Invalid document content: {place}: {problem}; correct the document and send the command again"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TIMEOUT_PATTERN: &str =
+        "([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})|(172800)";
+
+    /// Shaped like AWS-RunShellScript (schema 1.2) with its real parameter block.
+    fn run_shell_script_v12() -> Value {
+        json!({
+            "schemaVersion": "1.2",
+            "description": "Run a shell script or specify the commands to run.",
+            "parameters": {
+                "commands": {"type": "StringList", "description": "(Required) commands", "minItems": 1, "displayType": "textarea"},
+                "workingDirectory": {"type": "String", "default": "", "description": "(Optional) dir", "maxChars": 4096},
+                "executionTimeout": {"type": "String", "default": "3600", "description": "(Optional) seconds",
+                                     "allowedPattern": TIMEOUT_PATTERN}
+            },
+            "runtimeConfig": {
+                "aws:runShellScript": {
+                    "properties": [{
+                        "id": "0.aws:runShellScript",
+                        "runCommand": "{{ commands }}",
+                        "workingDirectory": "{{ workingDirectory }}",
+                        "timeoutSeconds": "{{ executionTimeout }}"
+                    }]
+                }
+            }
+        })
+    }
+
+    fn params(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn parsed(content: Value, supplied: Value) -> Document {
+        parse(&content, &params(supplied)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn error(content: Value, supplied: Value) -> String {
+        match parse(&content, &params(supplied)) {
+            Err(DocumentError(message)) => message,
+            Ok(document) => panic!("parsed: {document:?}"),
+        }
+    }
+
+    fn v22(steps: Value) -> Value {
+        json!({"schemaVersion": "2.2", "mainSteps": steps})
+    }
+
+    fn verdicts(document: &Document) -> Vec<&Verdict> {
+        document.steps.iter().map(|step| &step.verdict).collect()
+    }
+
+    #[test]
+    fn run_shell_script_v12_end_to_end() {
+        let document = parsed(
+            run_shell_script_v12(),
+            json!({"commands": ["echo This message goes to stdout", "echo This message goes to stderr >&2"]}),
+        );
+        assert_eq!(document.schema_version, "1.2");
+        let [step] = document.steps.as_slice() else {
+            panic!("{document:?}")
+        };
+        assert_eq!(
+            (step.id.as_str(), step.plugin.as_str()),
+            ("aws:runShellScript", "aws:runShellScript")
+        );
+        assert_eq!(step.verdict, Verdict::Run);
+        assert_eq!(
+            step.inputs,
+            [json!({
+                "id": "0.aws:runShellScript",
+                "runCommand": ["echo This message goes to stdout", "echo This message goes to stderr >&2"],
+                "workingDirectory": "",
+                "timeoutSeconds": "3600"
+            })]
+        );
+        assert_eq!(
+            (step.on_failure, step.on_success, step.finally_step),
+            (None, None, false)
+        );
+        let input = shell_script_input(&step.inputs[0]).unwrap();
+        assert_eq!(input.run_command.len(), 2);
+        assert_eq!(
+            (input.timeout_seconds, input.id.as_str()),
+            (3600, "0.aws:runShellScript")
+        );
+    }
+
+    #[test]
+    fn execution_timeout_is_validated_against_its_pattern() {
+        let ok = parsed(
+            run_shell_script_v12(),
+            json!({"commands": ["true"], "executionTimeout": "172800"}),
+        );
+        assert_eq!(ok.steps[0].inputs[0]["timeoutSeconds"], "172800");
+        let message = error(
+            run_shell_script_v12(),
+            json!({"commands": ["true"], "executionTimeout": "forever"}),
+        );
+        assert!(
+            message.starts_with("all errors during param validation errors: ")
+                && message.contains("/executionTimeout/")
+                && message.contains(TIMEOUT_PATTERN)
+                && !message.contains("forever"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn keys_match_case_insensitively() {
+        let document = parsed(
+            json!({
+                "SchemaVersion": "1.2",
+                "Parameters": {"cmd": {"Type": "StringList", "Default": ["uptime"]}},
+                "RuntimeConfig": {"aws:runShellScript": {"Properties": {"RunCommand": "{{ cmd }}", "OnFailure": "exit"}}}
+            }),
+            json!({}),
+        );
+        let [step] = document.steps.as_slice() else {
+            panic!("{document:?}")
+        };
+        // An object `properties` is one property set.
+        assert_eq!(
+            step.inputs,
+            [json!({"RunCommand": ["uptime"], "OnFailure": "exit"})]
+        );
+        assert_eq!(step.on_failure, Some(ExitAction::Exit));
+        let v2 = parsed(
+            json!({"schemaversion": "2.0", "MAINSTEPS": [{"Action": "aws:runShellScript", "NAME": "s1", "Inputs": {"runCommand": ["id"]}}]}),
+            json!({}),
+        );
+        assert_eq!(
+            (v2.steps[0].id.as_str(), v2.steps[0].verdict.clone()),
+            ("s1", Verdict::Run)
+        );
+    }
+
+    #[test]
+    fn properties_array_gives_one_input_per_element() {
+        let document = parsed(
+            json!({"schemaVersion": "1.0", "runtimeConfig": {"aws:runShellScript": {"properties": [
+                {"id": "0.aws:runShellScript", "runCommand": ["echo 0"]},
+                {"id": "1.aws:runShellScript", "runCommand": ["echo {{ word }}"]}
+            ]}}}),
+            json!({"word": "one"}),
+        );
+        let inputs = &document.steps[0].inputs;
+        assert_eq!(inputs.len(), 2);
+        assert_eq!(inputs[1]["runCommand"], json!(["echo one"]));
+        // 2.x inputs that are an array are unrolled the same way; absent inputs are one `null`.
+        let v2 = parsed(
+            v22(json!([
+                {"action": "aws:runShellScript", "name": "a", "inputs": [{"runCommand": ["x"]}, {"runCommand": ["y"]}]},
+                {"action": "aws:runShellScript", "name": "b"}
+            ])),
+            json!({}),
+        );
+        assert_eq!(v2.steps[0].inputs.len(), 2);
+        assert_eq!(v2.steps[1].inputs, [Value::Null]);
+    }
+
+    #[test]
+    fn runtime_config_entries_follow_map_order() {
+        let content = json!({"schemaVersion": "1.2", "runtimeConfig": {
+            "aws:runShellScript": {"properties": {}}, "aws:applications": {}, "aws:zzz": null
+        }});
+        let expected: Vec<&String> = content["runtimeConfig"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        let document = parsed(content.clone(), json!({}));
+        let ids: Vec<&String> = document.steps.iter().map(|step| &step.id).collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn unsupported_schema_versions_are_rejected_verbatim() {
+        for version in [
+            json!("1.1"),
+            json!("2.1"),
+            json!("9999.0"),
+            json!("2.2.0"),
+            json!(""),
+        ] {
+            let content = json!({"schemaVersion": version, "mainSteps": [{"action": "aws:runShellScript", "name": "a"}]});
+            assert_eq!(
+                error(content, json!({})),
+                format!(
+                    "Document with schema version {} is not supported by this version of ssm agent, please update to latest version",
+                    version.as_str().unwrap()
+                )
+            );
+        }
+        assert_eq!(
+            error(json!({"mainSteps": []}), json!({})),
+            "Document with schema version  is not supported by this version of ssm agent, please update to latest version"
+        );
+        for version in SUPPORTED_SCHEMAS {
+            let content = json!({"schemaVersion": version,
+                "runtimeConfig": {"aws:runShellScript": {}},
+                "mainSteps": [{"action": "aws:runShellScript", "name": "a"}]});
+            assert_eq!(parsed(content, json!({})).schema_version, version);
+        }
+    }
+
+    #[test]
+    fn empty_step_lists_are_an_unsupported_schema_format() {
+        for content in [
+            json!({"schemaVersion": "1.2", "runtimeConfig": {}}),
+            json!({"schemaVersion": "1.0"}),
+            json!({"schemaVersion": "2.2", "mainSteps": []}),
+            json!({"schemaVersion": "2.0", "mainSteps": null, "runtimeConfig": {"aws:runShellScript": {}}}),
+        ] {
+            assert_eq!(error(content, json!({})), "Unsupported schema format");
+        }
+    }
+
+    #[test]
+    fn impossible_shapes_are_clear_errors() {
+        for (content, place) in [
+            (
+                json!("schemaVersion: 2.2"),
+                "DocumentContent: must be a JSON object, found a string",
+            ),
+            (
+                json!({"schemaVersion": 2.2}),
+                "schemaVersion must be a string",
+            ),
+            (
+                json!({"schemaVersion": "2.2", "mainSteps": {"a": 1}}),
+                "mainSteps",
+            ),
+            (
+                json!({"schemaVersion": "2.2", "mainSteps": ["step"]}),
+                "mainSteps[0]",
+            ),
+            (
+                json!({"schemaVersion": "2.2", "mainSteps": [{"action": 1}]}),
+                "action must be a string",
+            ),
+            (
+                json!({"schemaVersion": "2.2", "mainSteps": [{"name": {}}]}),
+                "name must be a string",
+            ),
+            (
+                json!({"schemaVersion": "2.2", "mainSteps": [{"name": "a", "precondition": {"StringEquals": "x"}}]}),
+                "mainSteps[0].precondition.StringEquals",
+            ),
+            (
+                json!({"schemaVersion": "1.2", "runtimeConfig": []}),
+                "runtimeConfig",
+            ),
+            (
+                json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:runShellScript": "x"}}),
+                "runtimeConfig.aws:runShellScript",
+            ),
+            (
+                json!({"schemaVersion": "2.2", "parameters": {"p": 3}}),
+                "parameters.p",
+            ),
+        ] {
+            let message = error(content, json!({}));
+            assert!(
+                message.starts_with("Invalid document content: ") && message.contains(place),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn linux_step_runs_and_windows_step_is_skipped() {
+        let document = parsed(
+            v22(json!([
+                {"action": "aws:runShellScript", "name": "pluginLinux",
+                 "precondition": {"StringEquals": ["platformType", "Linux"]}, "inputs": {"runCommand": ["echo ship_it"]}},
+                {"action": "aws:runPowerShellScript", "name": "pluginWindows",
+                 "precondition": {"StringEquals": ["platformType", "Windows"]}, "inputs": {"runCommand": ["echo ship_it"]}},
+                {"action": "aws:runShellScript", "name": "shellOnWindows",
+                 "precondition": {"StringEquals": ["platformType", "Windows"]}}
+            ])),
+            json!({}),
+        );
+        assert_eq!(
+            verdicts(&document),
+            [
+                &Verdict::Run,
+                &Verdict::Skip(
+                    "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [platformType, Windows]'. \
+                     Step name: pluginWindows"
+                        .into()
+                ),
+                &Verdict::Skip(
+                    "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [platformType, Windows]'. \
+                     Step name: shellOnWindows"
+                        .into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn preconditions_with_parameters() {
+        let content = v22(json!([
+            {"action": "aws:runShellScript", "name": "param", "precondition": {"StringEquals": ["{{ mode }}", "install"]}},
+            {"action": "aws:runShellScript", "name": "twoParams", "precondition": {"StringEquals": ["{{ mode }}", "{{ other }}"]}},
+            {"action": "aws:runShellScript", "name": "literal", "precondition": {"StringEquals": ["a", "b"]}},
+            {"action": "aws:runShellScript", "name": "ssm", "precondition": {"StringEquals": ["{{ssm:/p}}", "{{ mode }}"]}},
+            {"action": "aws:runShellScript", "name": "operator", "precondition": {"StringLike": ["{{ mode }}", "i*"]}}
+        ]));
+        let mut content = content;
+        content["parameters"] =
+            json!({"mode": {"type": "String", "default": "install"}, "other": {"type": "String"}});
+        let document = parsed(content.clone(), json!({"other": "install"}));
+        let fail = |id: &str, notes: &str| {
+            Verdict::Fail(format!(
+                "Unrecognized precondition(s): '{notes}', please update agent to latest version. Step name: {id}"
+            ))
+        };
+        assert_eq!(
+            verdicts(&document),
+            [
+                &Verdict::Run,
+                &Verdict::Run,
+                &fail(
+                    "literal",
+                    "\"StringEquals\": at least one of operator's arguments must contain a valid document parameter"
+                ),
+                &fail(
+                    "ssm",
+                    "\"StringEquals\": operator's arguments can't contain SSM parameters"
+                ),
+                &fail("operator", "unrecognized operator: \"StringLike\""),
+            ]
+        );
+        let document = parsed(content, json!({"mode": "remove", "other": "install"}));
+        assert_eq!(
+            document.steps[1].verdict,
+            Verdict::Skip(
+                "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [{{ mode }}, {{ other }}]'. \
+                 Step name: twoParams"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn plugin_support_by_schema() {
+        let steps = json!([
+            {"action": "aws:runShellScript", "name": "shell"},
+            {"action": "aws:fancyNewThing", "name": "unknown"},
+            {"action": "aws:applications", "name": "known"},
+            {"action": "aws:runShellScript", "name": "guarded", "precondition": {"StringEquals": ["platformType", "Linux"]}}
+        ]);
+        let v20 = parsed(
+            json!({"schemaVersion": "2.0", "mainSteps": steps}),
+            json!({}),
+        );
+        assert_eq!(
+            verdicts(&v20),
+            [
+                &Verdict::Run,
+                &Verdict::Fail(
+                    "Plugin with name aws:fancyNewThing is not supported by this version of ssm agent, please update to latest version. Step name: unknown".into()
+                ),
+                &Verdict::Fail("Plugin with name aws:applications is not supported in current platform. Step name: known".into()),
+                &Verdict::Fail("Precondition is not supported for document schema version prior to 2.2. Step name: guarded".into()),
+            ]
+        );
+        let v12 = parsed(
+            json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:runScript": {}}}),
+            json!({}),
+        )
+        .steps;
+        assert!(
+            matches!(&v12[0].verdict, Verdict::Fail(m) if m.starts_with("Plugin with name aws:runScript is not supported by this version"))
+        );
+        let v22 = parsed(v22(steps), json!({}));
+        assert_eq!(v22.steps[0].verdict, Verdict::Run);
+        assert!(
+            matches!(&v22.steps[1].verdict, Verdict::Fail(m) if m.contains("please update to latest version. Step name: unknown"))
+        );
+        assert_eq!(
+            v22.steps[2].verdict,
+            Verdict::Skip("Step execution skipped due to unsupported plugin: aws:applications. Step name: known".into())
+        );
+        assert_eq!(v22.steps[3].verdict, Verdict::Run);
+    }
+
+    #[test]
+    fn unknown_plugin_in_22_fails_only_when_its_precondition_holds() {
+        let document = parsed(
+            v22(json!([
+                {"action": "aws:future", "name": "here", "precondition": {"StringEquals": ["platformType", "linux"]}},
+                {"action": "aws:future", "name": "elsewhere", "precondition": {"StringEquals": ["platformType", "macos"]}}
+            ])),
+            json!({}),
+        );
+        assert!(
+            matches!(&document.steps[0].verdict, Verdict::Fail(m) if m.starts_with("Plugin with name aws:future is not supported by this version"))
+        );
+        assert_eq!(
+            document.steps[1].verdict,
+            Verdict::Skip(
+                "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [platformType, macos]'. \
+                 Step name: elsewhere"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn control_inputs_are_read_after_substitution() {
+        let step = |inputs: Value| {
+            let document = parsed(
+                json!({"schemaVersion": "2.2", "parameters": {"mode": {"default": "successAndExit"}},
+                       "mainSteps": [{"action": "aws:runShellScript", "name": "s", "inputs": inputs}]}),
+                json!({}),
+            );
+            let step = &document.steps[0];
+            (step.on_failure, step.on_success, step.finally_step)
+        };
+        assert_eq!(
+            step(json!({"onFailure": "exit"})),
+            (Some(ExitAction::Exit), None, false)
+        );
+        assert_eq!(
+            step(json!({"onFailure": "{{ mode }}"})),
+            (Some(ExitAction::SuccessAndExit), None, false)
+        );
+        assert_eq!(
+            step(json!({"ONSUCCESS": "exit", "finallystep": true})),
+            (None, Some(ExitAction::Exit), true)
+        );
+        assert_eq!(step(json!({"finallyStep": "true"})), (None, None, true));
+        // Values compare exactly, as upstream; anything else means "no modifier".
+        assert_eq!(
+            step(
+                json!({"onFailure": "Exit", "onSuccess": "successAndExit", "finallyStep": "True"})
+            ),
+            (None, None, false)
+        );
+        assert_eq!(
+            step(json!({"onFailure": true, "finallyStep": 1})),
+            (None, None, false)
+        );
+        assert_eq!(step(json!([{"onFailure": "exit"}])), (None, None, false));
+    }
+
+    #[test]
+    fn parameter_handling_through_parse() {
+        let content = json!({"schemaVersion": "2.0", "parameters": {"commands": {"type": "StringList"}},
+        "mainSteps": [{"action": "aws:runShellScript", "name": "s", "inputs": {
+            "runCommand": "{{ commands }}",
+            "note": "{{ bad-name }} {{ count }} {{ p3 }} {{ssm:/app/value}} {{ commands }}",
+            "environment": {"COUNT": "n={{count}}"}
+        }}]});
+        let document = parsed(
+            content,
+            json!({"commands": ["echo $$HOME", "ls"], "bad-name": "x", "count": 3}),
+        );
+        let inputs = &document.steps[0].inputs[0];
+        assert_eq!(inputs["runCommand"], json!(["echo $$HOME", "ls"]));
+        assert_eq!(
+            inputs["note"],
+            r#"{{ bad-name }} 3 {{ p3 }} {{ssm:/app/value}} ["echo $HOME","ls"]"#
+        );
+        let input = shell_script_input(inputs).unwrap();
+        assert_eq!(input.environment, [("COUNT".to_owned(), "n=3".to_owned())]);
+        // Whole-value substitution keeps the number, which is not a valid environment value.
+        let mut whole = inputs.clone();
+        whole["environment"] =
+            params::substitute(&json!({"COUNT": "{{count}}"}), &params(json!({"count": 3})));
+        assert!(
+            shell_script_input(&whole)
+                .unwrap_err()
+                .ends_with("environment must be an object of strings, found a number")
+        );
+        // A declared parameter that nobody supplies and has no default substitutes as null.
+        let document = parsed(
+            json!({"schemaVersion": "2.0", "parameters": {"commands": {"type": "StringList"}},
+                   "mainSteps": [{"action": "aws:runShellScript", "name": "s", "inputs": {"runCommand": "{{ commands }}"}}]}),
+            json!({}),
+        );
+        assert_eq!(document.steps[0].inputs[0]["runCommand"], Value::Null);
+    }
 }

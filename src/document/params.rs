@@ -26,7 +26,10 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
         return Ok(Vec::new());
     };
     let Value::Object(parameters) = parameters else {
-        return Err(invalid("parameters", &format!("must be an object, found {}", kind(parameters))));
+        return Err(invalid(
+            "parameters",
+            &format!("must be an object, found {}", kind(parameters)),
+        ));
     };
     let mut out = Vec::with_capacity(parameters.len());
     for (name, definition) in parameters {
@@ -34,7 +37,12 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
         let definition = match definition {
             Value::Object(definition) => definition,
             Value::Null => &Map::new(),
-            other => return Err(invalid(&path, &format!("must be an object, found {}", kind(other)))),
+            other => {
+                return Err(invalid(
+                    &path,
+                    &format!("must be an object, found {}", kind(other)),
+                ));
+            }
         };
         let text = |key| string_field(definition, key).map_err(|why| invalid(&path, &why));
         out.push(Declared {
@@ -54,11 +62,15 @@ pub(crate) fn values(declared: &[Declared], supplied: &Map<String, Value>) -> Va
         if valid_name(name) {
             values.insert(name.clone(), value.clone());
         } else {
-            log::warn!("document: ignoring parameter {name:?}: names may only contain letters and digits");
+            log::warn!(
+                "document: ignoring parameter {name:?}: names may only contain letters and digits"
+            );
         }
     }
     for parameter in declared {
-        values.entry(parameter.name.clone()).or_insert_with(|| parameter.default.clone());
+        values
+            .entry(parameter.name.clone())
+            .or_insert_with(|| parameter.default.clone());
     }
     values
 }
@@ -141,7 +153,9 @@ pub(crate) fn substitute(value: &Value, values: &Values) -> Value {
             Some(replacement) => replacement.clone(),
             None => Value::String(substitute_text(text, values)),
         },
-        Value::Array(items) => Value::Array(items.iter().map(|item| substitute(item, values)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|item| substitute(item, values)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(key, item)| (key.clone(), substitute(item, values)))
@@ -164,9 +178,11 @@ pub(crate) fn substitute_text(text: &str, values: &Values) -> String {
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
         let after = &rest[open + 2..];
-        let known = after
-            .find("}}")
-            .and_then(|close| values.get(trim_go_space(&after[..close])).map(|value| (close, value)));
+        let known = after.find("}}").and_then(|close| {
+            values
+                .get(trim_go_space(&after[..close]))
+                .map(|value| (close, value))
+        });
         match known {
             Some((close, value)) => {
                 out.push_str(&rest[..open]);
@@ -204,7 +220,9 @@ fn go_json(value: &Value) -> String {
     let mut out = String::new();
     for c in value.to_string().chars() {
         match c {
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -226,8 +244,14 @@ mod tests {
     #[test]
     fn whole_value_reference_becomes_the_value_itself() {
         let values = values_of(json!({"p1": ["echo hello", "ls"], "n": 5, "o": {"k": "v"}}));
-        assert_eq!(substitute(&json!("{{ p1 }}"), &values), json!(["echo hello", "ls"]));
-        assert_eq!(substitute(&json!("{{p1}}"), &values), json!(["echo hello", "ls"]));
+        assert_eq!(
+            substitute(&json!("{{ p1 }}"), &values),
+            json!(["echo hello", "ls"])
+        );
+        assert_eq!(
+            substitute(&json!("{{p1}}"), &values),
+            json!(["echo hello", "ls"])
+        );
         assert_eq!(substitute(&json!("{{\t n \n}}"), &values), json!(5));
         assert_eq!(substitute(&json!("{{ o }}"), &values), json!({"k": "v"}));
         // Two references, or text around one, is in-string substitution.
@@ -239,9 +263,18 @@ mod tests {
     fn in_string_substitution_matches_upstream_vectors() {
         let values = values_of(json!({"p1": "name", "p2": "p2-value"}));
         assert_eq!(substitute_text("A {{ p1 }}", &values), "A name");
-        assert_eq!(substitute_text("A {{p1 }} is a {{ p1}}", &values), "A name is a name");
-        assert_eq!(substitute_text("{{p1}} and {{p2}}", &values), "name and p2-value");
-        assert_eq!(substitute_text("there is no parameter", &values), "there is no parameter");
+        assert_eq!(
+            substitute_text("A {{p1 }} is a {{ p1}}", &values),
+            "A name is a name"
+        );
+        assert_eq!(
+            substitute_text("{{p1}} and {{p2}}", &values),
+            "name and p2-value"
+        );
+        assert_eq!(
+            substitute_text("there is no parameter", &values),
+            "there is no parameter"
+        );
         assert_eq!(
             substitute_text(" we have {{p1}} and {{p2}}, but no {{p3}}", &values),
             " we have name and p2-value, but no {{p3}}"
@@ -256,14 +289,23 @@ mod tests {
         let values = values_of(json!({
             "Path": "C:\\$$Recycle.Bin", "Plain": "C:\\$Recycle.Bin", "p1": "{{p2}}", "p2": "p2-value"
         }));
-        assert_eq!(substitute_text("Write-Host '{{ Path }}'", &values), "Write-Host 'C:\\$Recycle.Bin'");
-        assert_eq!(substitute_text("Write-Host '{{Plain}}'", &values), "Write-Host 'C:\\$Recycle.Bin'");
+        assert_eq!(
+            substitute_text("Write-Host '{{ Path }}'", &values),
+            "Write-Host 'C:\\$Recycle.Bin'"
+        );
+        assert_eq!(
+            substitute_text("Write-Host '{{Plain}}'", &values),
+            "Write-Host 'C:\\$Recycle.Bin'"
+        );
         assert_eq!(
             substitute_text(" embedded {{p1}} and {{p2}}, not {{p2}} twice", &values),
             " embedded {{p2}} and p2-value, not p2-value twice"
         );
         // The whole-value form hands the value over untouched.
-        assert_eq!(substitute(&json!("{{ Path }}"), &values), json!("C:\\$$Recycle.Bin"));
+        assert_eq!(
+            substitute(&json!("{{ Path }}"), &values),
+            json!("C:\\$$Recycle.Bin")
+        );
     }
 
     #[test]
@@ -272,9 +314,15 @@ mod tests {
             "list": ["a", "plane"], "n": 5, "obj": {"S": "p2-string", "I": 10}, "t": true, "nil": null,
             "html": ["a > b && c < d"]
         }));
-        assert_eq!(substitute_text("put {{ list }} here", &values), r#"put ["a","plane"] here"#);
+        assert_eq!(
+            substitute_text("put {{ list }} here", &values),
+            r#"put ["a","plane"] here"#
+        );
         assert_eq!(substitute_text("put {{ n }} here", &values), "put 5 here");
-        assert_eq!(substitute_text("{{obj}}", &values), r#"{"I":10,"S":"p2-string"}"#);
+        assert_eq!(
+            substitute_text("{{obj}}", &values),
+            r#"{"I":10,"S":"p2-string"}"#
+        );
         assert_eq!(substitute_text("{{t}}/{{nil}}", &values), "true/null");
         assert_eq!(
             substitute_text("x{{html}}", &values),
@@ -310,7 +358,9 @@ mod tests {
             "executionTimeout": {"Type": "String", "Default": "3600"}
         })))
         .unwrap();
-        let supplied = values_of(json!({"commands": ["ls"], "bad-name": "x", "run Command": "y", "extra1": 1}));
+        let supplied = values_of(
+            json!({"commands": ["ls"], "bad-name": "x", "run Command": "y", "extra1": 1}),
+        );
         let values = values(&declared, &supplied);
         assert_eq!(
             Value::Object(values),
@@ -323,8 +373,13 @@ mod tests {
     #[test]
     fn parameter_definitions_must_be_objects() {
         let err = declared(Some(&json!({"p": "String"}))).err().unwrap();
-        assert!(err.0.contains("parameters.p") && err.0.contains("a string"), "{err}");
-        let err = declared(Some(&json!({"p": {"allowedPattern": 5}}))).err().unwrap();
+        assert!(
+            err.0.contains("parameters.p") && err.0.contains("a string"),
+            "{err}"
+        );
+        let err = declared(Some(&json!({"p": {"allowedPattern": 5}})))
+            .err()
+            .unwrap();
         assert!(err.0.contains("allowedPattern must be a string"), "{err}");
         assert!(declared(Some(&json!([1]))).is_err());
     }
@@ -342,9 +397,19 @@ mod tests {
     fn allowed_pattern_validation() {
         let definition = json!({"executionTimeout": {"type": "String", "default": "3600", "allowedPattern": TIMEOUT_PATTERN}});
         assert_eq!(validated(definition.clone(), json!({})), Ok(()));
-        assert_eq!(validated(definition.clone(), json!({"executionTimeout": "172800"})), Ok(()));
-        assert_eq!(validated(definition.clone(), json!({"executionTimeout": ["60", "90"]})), Ok(()));
-        let err = validated(definition.clone(), json!({"executionTimeout": "secret-x"})).unwrap_err();
+        assert_eq!(
+            validated(definition.clone(), json!({"executionTimeout": "172800"})),
+            Ok(())
+        );
+        assert_eq!(
+            validated(
+                definition.clone(),
+                json!({"executionTimeout": ["60", "90"]})
+            ),
+            Ok(())
+        );
+        let err =
+            validated(definition.clone(), json!({"executionTimeout": "secret-x"})).unwrap_err();
         assert_eq!(
             err.0,
             format!(
@@ -357,16 +422,27 @@ mod tests {
         assert!(validated(definition.clone(), json!({"executionTimeout": ["60", "x"]})).is_err());
         // Numbers, booleans and null are not checkable: an error, as upstream.
         let err = validated(definition, json!({"executionTimeout": 60})).unwrap_err();
-        assert!(err.0.contains("invalid parameter type String with a number"), "{err}");
+        assert!(
+            err.0
+                .contains("invalid parameter type String with a number"),
+            "{err}"
+        );
     }
 
     #[test]
     fn maps_and_list_elements_are_matched_as_json() {
-        let definition = json!({"m": {"type": "StringMap", "allowedPattern": "^\\{\"k\":\"v\"\\}$"}});
-        assert_eq!(validated(definition.clone(), json!({"m": {"k": "v"}})), Ok(()));
+        let definition =
+            json!({"m": {"type": "StringMap", "allowedPattern": "^\\{\"k\":\"v\"\\}$"}});
+        assert_eq!(
+            validated(definition.clone(), json!({"m": {"k": "v"}})),
+            Ok(())
+        );
         assert!(validated(definition, json!({"m": {"k": "w"}})).is_err());
         let definition = json!({"l": {"type": "StringList", "allowedPattern": "^\\d+$"}});
-        assert_eq!(validated(definition.clone(), json!({"l": ["1", 2]})), Ok(()));
+        assert_eq!(
+            validated(definition.clone(), json!({"l": ["1", 2]})),
+            Ok(())
+        );
         assert!(validated(definition, json!({"l": [true]})).is_err());
     }
 
@@ -378,6 +454,9 @@ mod tests {
         let err = validated(definition, json!({"a": "1", "b": "2", "c": "3"})).unwrap_err();
         let lines: Vec<&str> = err.0.lines().collect();
         assert_eq!(lines.len(), 2, "{err}");
-        assert!(lines[0].contains("/a/") && lines[1].contains("/b/"), "{err}");
+        assert!(
+            lines[0].contains("/a/") && lines[1].contains("/b/"),
+            "{err}"
+        );
     }
 }

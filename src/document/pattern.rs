@@ -500,7 +500,9 @@ impl Parser {
             self.pos = start;
         }
         match bounds {
-            Some((min, max)) if min > MAX_REPEAT || max.is_some_and(|m| m > MAX_REPEAT || m < min) => {
+            Some((min, max))
+                if min > MAX_REPEAT || max.is_some_and(|m| m > MAX_REPEAT || m < min) =>
+            {
                 Err(self.error("invalid repeat count"))
             }
             other => Ok(other),
@@ -530,7 +532,10 @@ impl Parser {
         }
         let digits: String = self.chars.get(start..self.pos)?.iter().collect();
         // Anything too long to parse is far above MAX_REPEAT anyway.
-        digits.parse().ok().or((!digits.is_empty()).then_some(u32::MAX))
+        digits
+            .parse()
+            .ok()
+            .or((!digits.is_empty()).then_some(u32::MAX))
     }
 }
 
@@ -557,7 +562,9 @@ mod tests {
             assert!(!matches(EXECUTION_TIMEOUT, bad), "{bad}");
         }
         let anchored = format!("^({EXECUTION_TIMEOUT})$");
-        for ok in ["1", "99999", "100000", "169999", "171999", "172799", "172800"] {
+        for ok in [
+            "1", "99999", "100000", "169999", "171999", "172799", "172800",
+        ] {
             assert!(matches(&anchored, ok), "{ok}");
         }
         for bad in ["172801", "180000", "0", "01", "1000000", "3600 "] {
@@ -604,7 +611,10 @@ mod tests {
         assert!(matches("^x(ab){0,2}y$", "xy"));
         // A `{` that is not a repeat count is a literal.
         assert!(matches("^a{,2}$", "a{,2}"));
-        assert!(matches(r"\{\{\s*ssm:[\w/-]+\s*\}\}", "x {{ ssm:/a/b-c }} y"));
+        assert!(matches(
+            r"\{\{\s*ssm:[\w/-]+\s*\}\}",
+            "x {{ ssm:/a/b-c }} y"
+        ));
     }
 
     #[test]

@@ -26,21 +26,33 @@ pub(crate) struct Outcome {
 }
 
 /// Decodes a `precondition` object (`null` arguments mean none, `null` elements are empty).
-pub(crate) fn decode(precondition: Option<&Value>, path: &str) -> Result<Preconditions, DocumentError> {
+pub(crate) fn decode(
+    precondition: Option<&Value>,
+    path: &str,
+) -> Result<Preconditions, DocumentError> {
     let operators = match precondition {
         None => return Ok(Vec::new()),
         Some(Value::Object(operators)) => operators,
         Some(other) => {
-            return Err(invalid(path, &format!("must be an object, found {}", kind(other))));
+            return Err(invalid(
+                path,
+                &format!("must be an object, found {}", kind(other)),
+            ));
         }
     };
     operators
         .iter()
-        .map(|(operator, arguments)| Ok((operator.clone(), arguments_of(arguments, path, operator)?)))
+        .map(|(operator, arguments)| {
+            Ok((operator.clone(), arguments_of(arguments, path, operator)?))
+        })
         .collect()
 }
 
-fn arguments_of(arguments: &Value, path: &str, operator: &str) -> Result<Vec<String>, DocumentError> {
+fn arguments_of(
+    arguments: &Value,
+    path: &str,
+    operator: &str,
+) -> Result<Vec<String>, DocumentError> {
     let wrong = |found: &Value| {
         invalid(
             &format!("{path}.{operator}"),
@@ -69,18 +81,24 @@ pub(crate) fn evaluate(preconditions: &[(String, Vec<String>)], values: &Values)
     };
     for (operator, arguments) in preconditions {
         if operator != STRING_EQUALS {
-            outcome.notes.push(format!("unrecognized operator: \"{operator}\""));
+            outcome
+                .notes
+                .push(format!("unrecognized operator: \"{operator}\""));
             continue;
         }
         let [first, second] = arguments.as_slice() else {
-            outcome.notes.push(format!("\"{operator}\": operator accepts exactly 2 arguments"));
+            outcome.notes.push(format!(
+                "\"{operator}\": operator accepts exactly 2 arguments"
+            ));
             continue;
         };
         match string_equals(first, second, values) {
             Comparison::Holds => {}
             Comparison::Fails => {
                 outcome.allowed = false;
-                outcome.notes.push(format!("\"{operator}\": [{first}, {second}]"));
+                outcome
+                    .notes
+                    .push(format!("\"{operator}\": [{first}, {second}]"));
             }
             Comparison::Unrecognized(why) => outcome.notes.push(format!("\"{operator}\": {why}")),
         }
@@ -103,13 +121,24 @@ fn string_equals(first: &str, second: &str, values: &Values) -> Comparison {
         });
     }
     if [first, second].iter().any(|a| contains_reference(a, "ssm")) {
-        return Comparison::Unrecognized("operator's arguments can't contain SSM parameters".to_owned());
+        return Comparison::Unrecognized(
+            "operator's arguments can't contain SSM parameters".to_owned(),
+        );
     }
-    if [first, second].iter().any(|a| contains_reference(a, "ssm-secure")) {
-        return Comparison::Unrecognized("operator's arguments can't contain secure SSM parameters".to_owned());
+    if [first, second]
+        .iter()
+        .any(|a| contains_reference(a, "ssm-secure"))
+    {
+        return Comparison::Unrecognized(
+            "operator's arguments can't contain secure SSM parameters".to_owned(),
+        );
     }
     if first == PLATFORM_VARIABLE || second == PLATFORM_VARIABLE {
-        let wanted = if first == PLATFORM_VARIABLE { second } else { first };
+        let wanted = if first == PLATFORM_VARIABLE {
+            second
+        } else {
+            first
+        };
         if !wanted.eq_ignore_ascii_case(&substitute_text(wanted, values)) {
             return Comparison::Unrecognized(
                 "the second argument for the platformType variable can't contain document parameters".to_owned(),
@@ -117,17 +146,25 @@ fn string_equals(first: &str, second: &str, values: &Values) -> Comparison {
         }
         return holds(wanted.to_lowercase() == PLATFORM_TYPE);
     }
-    let (first_value, second_value) = (substitute_text(first, values), substitute_text(second, values));
+    let (first_value, second_value) = (
+        substitute_text(first, values),
+        substitute_text(second, values),
+    );
     if first_value == first && second_value == second {
         return Comparison::Unrecognized(
-            "at least one of operator's arguments must contain a valid document parameter".to_owned(),
+            "at least one of operator's arguments must contain a valid document parameter"
+                .to_owned(),
         );
     }
     holds(first_value == second_value)
 }
 
 fn holds(equal: bool) -> Comparison {
-    if equal { Comparison::Holds } else { Comparison::Fails }
+    if equal {
+        Comparison::Holds
+    } else {
+        Comparison::Fails
+    }
 }
 
 /// Upstream's `{{\s*(ssm:[\w-/]+)\s*}}` (resp. `ssm-secure:`) test.
@@ -144,7 +181,9 @@ mod tests {
 
     fn run(precondition: Value, values: Value) -> Outcome {
         let preconditions = decode(Some(&precondition), "mainSteps[0].precondition").unwrap();
-        let Value::Object(values) = values else { panic!("values") };
+        let Value::Object(values) = values else {
+            panic!("values")
+        };
         evaluate(&preconditions, &values)
     }
 
@@ -154,19 +193,39 @@ mod tests {
             allowed: true,
             notes: vec![],
         };
-        assert_eq!(run(json!({"StringEquals": ["platformType", "Linux"]}), json!({})), ok);
-        assert_eq!(run(json!({"StringEquals": ["linux", "platformType"]}), json!({})), ok);
         assert_eq!(
-            run(json!({"StringEquals": ["platformType", "Windows"]}), json!({})),
+            run(
+                json!({"StringEquals": ["platformType", "Linux"]}),
+                json!({})
+            ),
+            ok
+        );
+        assert_eq!(
+            run(
+                json!({"StringEquals": ["linux", "platformType"]}),
+                json!({})
+            ),
+            ok
+        );
+        assert_eq!(
+            run(
+                json!({"StringEquals": ["platformType", "Windows"]}),
+                json!({})
+            ),
             Outcome {
                 allowed: false,
                 notes: vec!["\"StringEquals\": [platformType, Windows]".to_owned()]
             }
         );
-        let with_param = run(json!({"StringEquals": ["platformType", "{{ os }}"]}), json!({"os": "Linux"}));
+        let with_param = run(
+            json!({"StringEquals": ["platformType", "{{ os }}"]}),
+            json!({"os": "Linux"}),
+        );
         assert_eq!(
             with_param.notes,
-            ["\"StringEquals\": the second argument for the platformType variable can't contain document parameters"]
+            [
+                "\"StringEquals\": the second argument for the platformType variable can't contain document parameters"
+            ]
         );
         assert!(with_param.allowed);
     }
@@ -176,15 +235,23 @@ mod tests {
         let values = json!({"p1": "a", "p2": "a", "p3": "b"});
         let holds = run(json!({"StringEquals": ["{{ p1 }}", "a"]}), values.clone());
         assert_eq!((holds.allowed, holds.notes.len()), (true, 0));
-        let two = run(json!({"StringEquals": ["{{p1}}", "{{p2}}"]}), values.clone());
+        let two = run(
+            json!({"StringEquals": ["{{p1}}", "{{p2}}"]}),
+            values.clone(),
+        );
         assert_eq!((two.allowed, two.notes.len()), (true, 0));
-        let fails = run(json!({"StringEquals": ["{{ p1 }}", "{{ p3 }}"]}), values.clone());
+        let fails = run(
+            json!({"StringEquals": ["{{ p1 }}", "{{ p3 }}"]}),
+            values.clone(),
+        );
         assert_eq!(fails.notes, ["\"StringEquals\": [{{ p1 }}, {{ p3 }}]"]);
         assert!(!fails.allowed);
         let literals = run(json!({"StringEquals": ["a", "b"]}), values.clone());
         assert_eq!(
             literals.notes,
-            ["\"StringEquals\": at least one of operator's arguments must contain a valid document parameter"]
+            [
+                "\"StringEquals\": at least one of operator's arguments must contain a valid document parameter"
+            ]
         );
         let unknown = run(json!({"StringEquals": ["{{ nope }}", "a"]}), values);
         assert_eq!(unknown.notes.len(), 1);
@@ -217,20 +284,36 @@ mod tests {
             notes(json!({"StringEquals": ["{{ssm-secure:key}}", "{{ p1 }}"]})),
             ["\"StringEquals\": operator's arguments can't contain secure SSM parameters"]
         );
-        assert_eq!(notes(json!({"StringLike": ["a", "b"]})), ["unrecognized operator: \"StringLike\""]);
-        assert_eq!(notes(json!({"stringequals": ["platformType", "Linux"]})).len(), 1);
+        assert_eq!(
+            notes(json!({"StringLike": ["a", "b"]})),
+            ["unrecognized operator: \"StringLike\""]
+        );
+        assert_eq!(
+            notes(json!({"stringequals": ["platformType", "Linux"]})).len(),
+            1
+        );
     }
 
     #[test]
     fn decoding_rejects_impossible_types() {
         assert_eq!(decode(None, "p"), Ok(Vec::new()));
         assert!(decode(Some(&json!(["StringEquals"])), "p").is_err());
-        let err = decode(Some(&json!({"StringEquals": "platformType"})), "mainSteps[1].precondition").unwrap_err();
-        assert!(err.0.contains("mainSteps[1].precondition.StringEquals"), "{err}");
+        let err = decode(
+            Some(&json!({"StringEquals": "platformType"})),
+            "mainSteps[1].precondition",
+        )
+        .unwrap_err();
+        assert!(
+            err.0.contains("mainSteps[1].precondition.StringEquals"),
+            "{err}"
+        );
         assert!(decode(Some(&json!({"StringEquals": [1, 2]})), "p").is_err());
         assert_eq!(
             decode(Some(&json!({"StringEquals": [null, "a"]})), "p"),
-            Ok(vec![("StringEquals".to_owned(), vec![String::new(), "a".to_owned()])])
+            Ok(vec![(
+                "StringEquals".to_owned(),
+                vec![String::new(), "a".to_owned()]
+            )])
         );
         assert!(evaluate(&[], &Values::new()).allowed);
     }

@@ -13,7 +13,8 @@ const MIN_TIMEOUT_SECONDS: i64 = 5;
 const MAX_TIMEOUT_SECONDS: i64 = 172_800;
 
 pub(crate) fn decode(inputs: &Value) -> Result<ShellScriptInput, String> {
-    decode_fields(inputs).map_err(|why| format!("Invalid format in plugin properties {inputs};\nerror {why}"))
+    decode_fields(inputs)
+        .map_err(|why| format!("Invalid format in plugin properties {inputs};\nerror {why}"))
 }
 
 fn decode_fields(inputs: &Value) -> Result<ShellScriptInput, String> {
@@ -21,12 +22,19 @@ fn decode_fields(inputs: &Value) -> Result<ShellScriptInput, String> {
     let inputs = match inputs {
         Value::Object(inputs) => inputs,
         Value::Null => &empty,
-        other => return Err(format!("the properties must be an object, found {}", kind(other))),
+        other => {
+            return Err(format!(
+                "the properties must be an object, found {}",
+                kind(other)
+            ));
+        }
     };
     let id = string_field(inputs, "id")?.unwrap_or_default();
     Ok(ShellScriptInput {
         run_command: run_command(field(inputs, "runCommand"))?,
-        working_directory: string_field(inputs, "workingDirectory")?.unwrap_or_default().to_owned(),
+        working_directory: string_field(inputs, "workingDirectory")?
+            .unwrap_or_default()
+            .to_owned(),
         timeout_seconds: timeout_seconds(field(inputs, "timeoutSeconds")),
         // Such ids would put the script directory outside the orchestration directory.
         id: match id.starts_with("../") || id.starts_with("~/") {
@@ -38,7 +46,12 @@ fn decode_fields(inputs: &Value) -> Result<ShellScriptInput, String> {
 }
 
 fn run_command(value: Option<&Value>) -> Result<Vec<String>, String> {
-    let wrong = |found: &Value| format!("runCommand must be a list of strings, found {}", kind(found));
+    let wrong = |found: &Value| {
+        format!(
+            "runCommand must be a list of strings, found {}",
+            kind(found)
+        )
+    };
     match value {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -54,7 +67,12 @@ fn run_command(value: Option<&Value>) -> Result<Vec<String>, String> {
 }
 
 fn environment(value: Option<&Value>) -> Result<Vec<(String, String)>, String> {
-    let wrong = |found: &Value| format!("environment must be an object of strings, found {}", kind(found));
+    let wrong = |found: &Value| {
+        format!(
+            "environment must be an object of strings, found {}",
+            kind(found)
+        )
+    };
     match value {
         None => Ok(Vec::new()),
         Some(Value::Object(variables)) => variables
@@ -115,7 +133,11 @@ mod tests {
                 working_directory: "/tmp".into(),
                 timeout_seconds: 120,
                 id: "0.aws:runShellScript".into(),
-                environment: vec![("A".into(), "1".into()), ("B".into(), "2".into()), ("C".into(), String::new())],
+                environment: vec![
+                    ("A".into(), "1".into()),
+                    ("B".into(), "2".into()),
+                    ("C".into(), String::new())
+                ],
             }
         );
     }
@@ -138,7 +160,9 @@ mod tests {
         assert_eq!(decode(&json!({})), Ok(expected.clone()));
         assert_eq!(decode(&Value::Null), Ok(expected.clone()));
         assert_eq!(
-            decode(&json!({"runCommand": null, "workingDirectory": null, "id": null, "environment": null})),
+            decode(
+                &json!({"runCommand": null, "workingDirectory": null, "id": null, "environment": null})
+            ),
             Ok(expected.clone())
         );
         // `commands` is not an alias of `runCommand` (upstream ignores it too).
@@ -150,9 +174,11 @@ mod tests {
         let inputs = json!({"runCommand": "echo hi", "id": "0.x"});
         assert_eq!(
             decode(&inputs),
-            Err(r#"Invalid format in plugin properties {"id":"0.x","runCommand":"echo hi"};
+            Err(
+                r#"Invalid format in plugin properties {"id":"0.x","runCommand":"echo hi"};
 error runCommand must be a list of strings, found a string"#
-                .to_owned())
+                    .to_owned()
+            )
         );
         for bad in [
             json!({"runCommand": ["ok", 5]}),
@@ -165,13 +191,20 @@ error runCommand must be a list of strings, found a string"#
             json!([{"runCommand": ["ls"]}]),
         ] {
             let err = decode(&bad).unwrap_err();
-            assert!(err.starts_with("Invalid format in plugin properties "), "{err}");
+            assert!(
+                err.starts_with("Invalid format in plugin properties "),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn timeout_follows_validate_execution_timeout() {
-        let timeout = |v: Value| decode(&json!({ "timeoutSeconds": v })).unwrap().timeout_seconds;
+        let timeout = |v: Value| {
+            decode(&json!({ "timeoutSeconds": v }))
+                .unwrap()
+                .timeout_seconds
+        };
         for (value, expected) in [
             (json!("5"), 5),
             (json!("4"), 3600),

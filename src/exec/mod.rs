@@ -115,7 +115,7 @@ enum End {
     TimedOut,
     Stopped(StopReason),
     /// No helper thread could be started; the group has been killed.
-    Unwatched(String),
+    Unwatched(std::io::Error),
 }
 
 /// Runs the script to its end. `on_start` gets the process-group id right after the spawn.
@@ -196,7 +196,7 @@ fn supervise(pid: Pid, stop: &StopToken, timeout: Duration) -> End {
             });
         let end = match waiter {
             Ok(_) => stop.wait_end(&exited, deadline),
-            Err(e) => End::Unwatched(format!("cannot start a thread to watch the script: {e}")),
+            Err(e) => End::Unwatched(e),
         };
         if !matches!(end, End::Exited) {
             kill(pid);
@@ -220,7 +220,10 @@ fn collect(child: &mut Child, end: End, script: &Path) -> Outcome {
         End::Exited => return exit_outcome(status, script),
         End::TimedOut => Outcome::TimedOut,
         End::Stopped(reason) => Outcome::Stopped(reason),
-        End::Unwatched(message) => Outcome::FailedToStart(message),
+        End::Unwatched(e) => Outcome::FailedToStart(format!(
+            "cannot start a thread to watch script {} (it was killed): {e}",
+            script.display()
+        )),
     };
     if let Err(e) = status {
         log::warn!(
@@ -267,12 +270,12 @@ mod tests {
         /// Writes `_script.sh` (0700, no shebang, as the engine writes it).
         fn script(&self, body: &str) -> PathBuf {
             let path = self.0.join("_script.sh");
-            let mut f = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .write(true)
-                .create(true)
+                .create_new(true)
                 .mode(0o700)
                 .open(&path);
-            std::io::Write::write_all(f.as_mut().unwrap(), body.as_bytes()).unwrap();
+            std::io::Write::write_all(file.as_mut().unwrap(), body.as_bytes()).unwrap();
             path
         }
 

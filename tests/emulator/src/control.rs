@@ -20,18 +20,25 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
             Ok(payload) if payload.is_object() => {
                 json_ok(&json!({"MessageId": mds::send_command(shared, &payload)}))
             }
-            _ => Response::text(400, "body must be the send-command payload as a JSON object\n"),
+            _ => Response::text(
+                400,
+                "body must be the send-command payload as a JSON object\n",
+            ),
         },
         ("POST", "send-cancel") => match req.query_param("message_id") {
             Some(target) => json_ok(&json!({"MessageId": mds::send_cancel(shared, &target)})),
             None => Response::text(400, "send-cancel needs ?message_id=<target MessageId>\n"),
         },
         ("GET", "replies") => with_message_id(req, |id| {
-            let replies: Vec<Value> = shared.read(|st| st.replies(id).iter().map(reply_json).collect());
+            let replies: Vec<Value> =
+                shared.read(|st| st.replies(id).iter().map(reply_json).collect());
             json_ok(&Value::Array(replies))
         }),
         ("GET", "final") => with_message_id(req, |id| {
-            let ms = req.query_param("timeout_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let ms = req
+                .query_param("timeout_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let wait = Duration::from_millis(ms).min(MAX_WAIT);
             match shared.wait_for(wait, |st| st.final_reply(id).map(reply_json)) {
                 Some(r) => json_ok(&r),
@@ -39,7 +46,10 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
             }
         }),
         ("GET", "state") => json_ok(&shared.read(snapshot)),
-        _ => Response::text(404, format!("unknown control route {} {}\n", req.method, req.path)),
+        _ => Response::text(
+            404,
+            format!("unknown control route {} {}\n", req.method, req.path),
+        ),
     }
 }
 
@@ -67,17 +77,23 @@ pub(crate) fn reply_json(r: &Reply) -> Value {
 pub(crate) fn snapshot(st: &State) -> Value {
     let mut replies: Vec<&Reply> = st.mds.replies.values().flatten().collect();
     replies.sort_by_key(|r| r.arrived);
+    let fails: Vec<Value> = st
+        .fails()
+        .iter()
+        .map(|f| json!({"MessageId": f.message_id, "FailureType": f.failure_type}))
+        .collect();
+    let signature_failures: Vec<Value> = st
+        .signature_failures()
+        .iter()
+        .map(|r| json!({"target": r.target, "reason": r.signature.failure()}))
+        .collect();
     json!({
         "replies": replies.into_iter().map(reply_json).collect::<Vec<_>>(),
         "acks": st.acks(),
-        "fails": st.fails().iter().map(|f| json!({
-            "MessageId": f.message_id, "FailureType": f.failure_type
-        })).collect::<Vec<_>>(),
+        "fails": fails,
         "duplicate_replies": st.duplicate_replies(),
         "health_pings": st.health_pings().iter().map(|p| &p.request).collect::<Vec<_>>(),
         "requests": st.requests().len(),
-        "signature_failures": st.signature_failures().iter().map(|r| json!({
-            "target": r.target, "reason": format!("{:?}", r.signature)
-        })).collect::<Vec<_>>(),
+        "signature_failures": signature_failures,
     })
 }

@@ -21,7 +21,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<TempDir, String> {
-        let name = format!("ssm-emulator-demo-{}-{}", std::process::id(), random_string(8, b"abcdefgh"));
+        let name = format!(
+            "ssm-emulator-demo-{}-{}",
+            std::process::id(),
+            random_string(8, b"abcdefgh")
+        );
         let path = std::env::temp_dir().join(name);
         fs::create_dir_all(path.join("state"))
             .map_err(|e| format!("creating demo directory {}: {e}", path.display()))?;
@@ -56,12 +60,17 @@ fn write_config(dir: &Path, emu: &Emulator, region: &str) -> Result<PathBuf, Str
 
 fn spawn_agent(agent: &Path, config: &Path, state: &Path, emu: &Emulator) -> Result<Child, String> {
     let mut cmd = Command::new(agent);
-    cmd.arg("run").arg("--config").arg(config).arg("--state-dir").arg(state);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state);
     cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url());
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
-    cmd.spawn().map_err(|e| format!("starting agent {}: {e}", agent.display()))
+    cmd.spawn()
+        .map_err(|e| format!("starting agent {}: {e}", agent.display()))
 }
 
 /// Waits for the final reply while watching for the agent dying early.
@@ -72,16 +81,27 @@ fn await_final(emu: &Emulator, id: &str, exited: &mpsc::Receiver<String>) -> Res
             return Ok(reply);
         }
         if let Ok(status) = exited.try_recv() {
-            return Err(format!("the agent exited ({status}) before a final reply for {id}"));
+            return Err(format!(
+                "the agent exited ({status}) before a final reply for {id}"
+            ));
         }
     }
-    let seen: Vec<String> = emu.replies(id).iter().map(|r| r.document_status().to_string()).collect();
-    Err(format!("no final reply for {id} within {FINAL_TIMEOUT:?}; replies so far: {seen:?}"))
+    let seen: Vec<String> = emu
+        .replies(id)
+        .iter()
+        .map(|r| r.document_status().to_string())
+        .collect();
+    Err(format!(
+        "no final reply for {id} within {FINAL_TIMEOUT:?}; replies so far: {seen:?}"
+    ))
 }
 
 /// SIGTERM, then SIGKILL if the agent outlives the grace period.
 fn stop_agent(pid: u32, exited: &mpsc::Receiver<String>) {
-    if matches!(exited.try_recv(), Ok(_) | Err(mpsc::TryRecvError::Disconnected)) {
+    if matches!(
+        exited.try_recv(),
+        Ok(_) | Err(mpsc::TryRecvError::Disconnected)
+    ) {
         return; // already reaped: its pid may belong to someone else now
     }
     let signal = |sig: &str| {
@@ -107,7 +127,10 @@ fn print_reply(reply: &Reply) {
 /// Runs `command` through the agent at `agent`; Ok(true) when the final reply is `Success`.
 pub fn run(agent: &Path, command: &str) -> Result<bool, String> {
     // A short hold so the agent's poll ends soon after SIGTERM.
-    let options = Options { poll_hold: Duration::from_secs(5), ..Options::default() };
+    let options = Options {
+        poll_hold: Duration::from_secs(5),
+        ..Options::default()
+    };
     let region = options.region.clone();
     let emu = Emulator::try_start(options).map_err(|e| format!("starting the emulator: {e}"))?;
     let dir = TempDir::new()?;
@@ -116,7 +139,9 @@ pub fn run(agent: &Path, command: &str) -> Result<bool, String> {
     let pid = child.id();
     let (tx, exited) = mpsc::channel();
     thread::spawn(move || {
-        let status = child.wait().map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+        let status = child
+            .wait()
+            .map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
         let _ = tx.send(status);
     });
     eprintln!("demo: emulator at {}, agent pid {pid}", emu.url());

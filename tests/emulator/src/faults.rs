@@ -66,12 +66,19 @@ impl Faults {
     }
 
     pub fn fail_next(&mut self, n: u32, status: u16, error_type: &str) {
-        let fault = Fault::Fail { status, error_type: error_type.into() };
-        self.fail_next.extend(std::iter::repeat_n(fault, n as usize));
+        let fault = Fault::Fail {
+            status,
+            error_type: error_type.into(),
+        };
+        self.fail_next
+            .extend(std::iter::repeat_n(fault, n as usize));
     }
 
     pub fn fail_for(&mut self, d: Duration, status: u16, error_type: &str) {
-        let fault = Fault::Fail { status, error_type: error_type.into() };
+        let fault = Fault::Fail {
+            status,
+            error_type: error_type.into(),
+        };
         self.fail_until = Some((Instant::now() + d, fault));
     }
 
@@ -124,7 +131,10 @@ mod tests {
         let now = Instant::now();
         assert_eq!(f.take(Api::Ssm, now), None, "restricted to ec2messages");
         assert_eq!(f.take(Api::Mds, now), Some(Fault::Drop));
-        assert!(matches!(f.take(Api::Mds, now), Some(Fault::Fail { status: 503, .. })));
+        assert!(matches!(
+            f.take(Api::Mds, now),
+            Some(Fault::Fail { status: 503, .. })
+        ));
         assert_eq!(f.take(Api::Mds, now), None);
         f.fail_for(Duration::from_secs(60), 400, "ThrottlingException");
         assert!(f.take(Api::Mds, now).is_some());

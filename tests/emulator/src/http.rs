@@ -31,7 +31,10 @@ pub struct Request {
 impl Request {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Percent-decoded value of query parameter `name`.
@@ -49,7 +52,9 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(v)) => {
                 out.push(v);
@@ -93,7 +98,8 @@ impl Response {
     pub fn aws_error(status: u16, error_type: &str, message: &str) -> Response {
         let body = serde_json::json!({"__type": error_type, "message": message});
         let mut r = Response::json(status, &body);
-        r.headers.push(("X-Amzn-ErrorType".into(), error_type.into()));
+        r.headers
+            .push(("X-Amzn-ErrorType".into(), error_type.into()));
         r
     }
 
@@ -134,7 +140,12 @@ impl Server {
         let acceptor = thread::Builder::new()
             .name("emu-accept".into())
             .spawn(move || accept_loop(listener, handler, stop, conns))?;
-        Ok(Server { addr, stopping, connections, acceptor: Some(acceptor) })
+        Ok(Server {
+            addr,
+            stopping,
+            connections,
+            acceptor: Some(acceptor),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -150,9 +161,14 @@ impl Server {
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
-        let conns = self.connections.lock().unwrap_or_else(PoisonError::into_inner);
+        let conns = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for stream in conns.values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            // Only the read side: idle connections see end of stream and close, while a
+            // request being answered (a held poll woken by the stop) can still respond.
+            let _ = stream.shutdown(Shutdown::Read);
         }
     }
 }
@@ -176,15 +192,28 @@ fn accept_loop(
         }
         let Ok(stream) = stream else { continue };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let Ok(registered) = stream.try_clone() else { continue };
-        connections.lock().unwrap_or_else(PoisonError::into_inner).insert(id, registered);
+        let Ok(registered) = stream.try_clone() else {
+            continue;
+        };
+        connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, registered);
         let (handler, conns) = (handler.clone(), connections.clone());
-        let spawned = thread::Builder::new().name(format!("emu-conn-{id}")).spawn(move || {
-            serve_connection(stream, &*handler);
-            conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-        });
+        let spawned = thread::Builder::new()
+            .name(format!("emu-conn-{id}"))
+            .spawn(move || {
+                serve_connection(stream, &*handler);
+                conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            });
         if spawned.is_err() {
-            connections.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
         }
     }
 }
@@ -192,7 +221,9 @@ fn accept_loop(
 /// Answers requests on one connection until the client closes it, asks to close, or a fault
 /// closes it.
 fn serve_connection(stream: TcpStream, handler: &Handler) {
-    let Ok(mut writer) = stream.try_clone() else { return };
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(stream);
     loop {
         let request = match read_request(&mut reader, &mut writer) {
@@ -204,7 +235,9 @@ fn serve_connection(stream: TcpStream, handler: &Handler) {
                 return;
             }
         };
-        let close = request.header("Connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = request
+            .header("Connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         match handler(&request) {
             Outcome::Respond(resp) => {
                 if write_response(&mut writer, &resp, close).is_err() || close {
@@ -219,12 +252,17 @@ fn serve_connection(stream: TcpStream, handler: &Handler) {
 /// Reads one line (without CRLF); `None` at a clean end of stream.
 pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
-    let n = reader.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    let n = reader
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
     if n == 0 {
         return Ok(None);
     }
     if buf.last() != Some(&b'\n') {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long or truncated"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "line too long or truncated",
+        ));
     }
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
@@ -238,7 +276,9 @@ fn invalid(msg: String) -> io::Error {
 
 /// Reads one request; `Ok(None)` when the client closed the connection between requests.
 fn read_request(reader: &mut impl BufRead, writer: &mut impl Write) -> io::Result<Option<Request>> {
-    let Some(line) = read_line(reader)? else { return Ok(None) };
+    let Some(line) = read_line(reader)? else {
+        return Ok(None);
+    };
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -257,16 +297,24 @@ fn read_request(reader: &mut impl BufRead, writer: &mut impl Write) -> io::Resul
         body: Vec::new(),
     };
     if req.header("Transfer-Encoding").is_some() {
-        return Err(invalid("Transfer-Encoding is not supported; send Content-Length".into()));
+        return Err(invalid(
+            "Transfer-Encoding is not supported; send Content-Length".into(),
+        ));
     }
     let len = match req.header("Content-Length") {
         None => 0,
-        Some(v) => v.trim().parse::<usize>().map_err(|_| invalid(format!("Content-Length {v:?}")))?,
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| invalid(format!("Content-Length {v:?}")))?,
     };
     if len > MAX_BODY {
         return Err(invalid(format!("body of {len} bytes exceeds {MAX_BODY}")));
     }
-    if req.header("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+    if req
+        .header("Expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+    {
         writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
     req.body = vec![0; len];
@@ -283,13 +331,16 @@ pub(crate) fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String,
             return Ok(headers);
         }
         if line.starts_with([' ', '\t']) {
-            let last = headers.last_mut().ok_or_else(|| invalid("continuation first".into()))?;
+            let last = headers
+                .last_mut()
+                .ok_or_else(|| invalid("continuation first".into()))?;
             last.1.push(' ');
             last.1.push_str(line.trim());
             continue;
         }
-        let (name, value) =
-            line.split_once(':').ok_or_else(|| invalid(format!("malformed header {line:?}")))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("malformed header {line:?}")))?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
         if headers.len() > MAX_HEADERS {
             return Err(invalid(format!("more than {MAX_HEADERS} headers")));
@@ -341,13 +392,20 @@ mod tests {
         assert_eq!(req.query_param("y").as_deref(), Some("A B"));
         assert_eq!(req.header("x-multi"), Some("one two"));
         assert_eq!(req.body, b"abc");
-        assert!(read_request(&mut reader, &mut Vec::new()).is_err(), "garbage after the body");
+        assert!(
+            read_request(&mut reader, &mut Vec::new()).is_err(),
+            "garbage after the body"
+        );
     }
 
     #[test]
     fn rejects_chunked_and_eof_is_none() {
         let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(read_request(&mut BufReader::new(&raw[..]), &mut Vec::new()).is_err());
-        assert!(read_request(&mut BufReader::new(&b""[..]), &mut Vec::new()).unwrap().is_none());
+        assert!(
+            read_request(&mut BufReader::new(&b""[..]), &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
     }
 }

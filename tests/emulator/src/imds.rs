@@ -34,11 +34,14 @@ pub(crate) struct ImdsState {
 
 impl ImdsState {
     pub fn key_info(&self, access_key: &str) -> Option<KeyInfo> {
-        self.keys.iter().find(|k| k.access_key == access_key).map(|k| KeyInfo {
-            secret: k.secret.clone(),
-            session_token: Some(k.token.clone()),
-            expires: Some(k.expires),
-        })
+        self.keys
+            .iter()
+            .find(|k| k.access_key == access_key)
+            .map(|k| KeyInfo {
+                secret: k.secret.clone(),
+                session_token: Some(k.token.clone()),
+                expires: Some(k.expires),
+            })
     }
 }
 
@@ -53,7 +56,10 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
         };
     }
     if req.method != "GET" {
-        return Response::text(405, format!("{} is not allowed on IMDS paths\n", req.method));
+        return Response::text(
+            405,
+            format!("{} is not allowed on IMDS paths\n", req.method),
+        );
     }
     let mut st = shared.lock();
     if !authorised(&st, req) {
@@ -65,9 +71,14 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
 }
 
 fn issue_token(shared: &Shared, req: &Request) -> Response {
-    let ttl = req.header(TOKEN_TTL_HEADER).and_then(|v| v.trim().parse::<u64>().ok());
+    let ttl = req
+        .header(TOKEN_TTL_HEADER)
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let Some(ttl) = ttl.filter(|t| (1..=MAX_TOKEN_TTL).contains(t)) else {
-        return Response::text(400, format!("{TOKEN_TTL_HEADER} must be 1..={MAX_TOKEN_TTL}\n"));
+        return Response::text(
+            400,
+            format!("{TOKEN_TTL_HEADER} must be 1..={MAX_TOKEN_TTL}\n"),
+        );
     };
     let token = random_string(56, SECRET_CHARS);
     let until = Instant::now() + std::time::Duration::from_secs(ttl);
@@ -77,7 +88,11 @@ fn issue_token(shared: &Shared, req: &Request) -> Response {
 
 fn authorised(st: &State, req: &Request) -> bool {
     match req.header(TOKEN_HEADER) {
-        Some(t) => st.imds.tokens.get(t).is_some_and(|until| Instant::now() < *until),
+        Some(t) => st
+            .imds
+            .tokens
+            .get(t)
+            .is_some_and(|until| Instant::now() < *until),
         None => st.options.imds_v1_allowed,
     }
 }
@@ -102,7 +117,12 @@ fn metadata(st: &mut State, path: &str) -> Response {
                 None => return Response::text(404, "no role is attached to this instance\n"),
             }
         }
-        p if p.strip_prefix(creds_prefix).is_some_and(|r| Some(r) == role.as_deref()) => issue(st),
+        p if p
+            .strip_prefix(creds_prefix)
+            .is_some_and(|r| Some(r) == role.as_deref()) =>
+        {
+            issue(st)
+        }
         _ => return Response::text(404, format!("no metadata at /latest/{path}\n")),
     };
     Response::text(200, found)

@@ -24,6 +24,8 @@ mod mds;
 mod service;
 pub mod sigv4;
 mod state;
+#[cfg(test)]
+mod tests;
 mod util;
 
 use std::io;
@@ -106,7 +108,9 @@ impl Default for Options {
 
 impl Options {
     pub fn availability_zone(&self) -> String {
-        self.availability_zone.clone().unwrap_or_else(|| format!("{}a", self.region))
+        self.availability_zone
+            .clone()
+            .unwrap_or_else(|| format!("{}a", self.region))
     }
 }
 
@@ -131,7 +135,11 @@ impl Emulator {
         let handler: Arc<http::Handler> = Arc::new(move |req| service::handle(&handler_state, req));
         let server = http::Server::start(options.port, handler)?;
         let url = format!("http://{}", server.addr());
-        Ok(Emulator { shared, server: Mutex::new(Some(server)), url })
+        Ok(Emulator {
+            shared,
+            server: Mutex::new(Some(server)),
+            url,
+        })
     }
 
     /// `http://127.0.0.1:PORT`: the IMDS endpoint and every service endpoint.
@@ -142,7 +150,11 @@ impl Emulator {
     /// Stops serving, closes open connections and answers held polls. Idempotent.
     pub fn stop(&self) {
         self.shared.update(|st| st.stopping = true);
-        let server = self.server.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let server = self
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(mut s) = server {
             s.stop();
         }
@@ -171,7 +183,9 @@ impl Emulator {
 
     /// Waits until `ready` holds; false on timeout. `ready` is re-checked on every change.
     pub fn wait_until(&self, timeout: Duration, mut ready: impl FnMut(&State) -> bool) -> bool {
-        self.shared.wait_for(timeout, |st| ready(st).then_some(())).is_some()
+        self.shared
+            .wait_for(timeout, |st| ready(st).then_some(()))
+            .is_some()
     }
 
     /// Replies for `message_id` in arrival order (first arrival of each ReplyId).
@@ -185,11 +199,17 @@ impl Emulator {
     }
 
     pub fn wait_final(&self, message_id: &str, timeout: Duration) -> Option<Reply> {
-        self.shared.wait_for(timeout, |st| st.final_reply(message_id).cloned())
+        self.shared
+            .wait_for(timeout, |st| st.final_reply(message_id).cloned())
     }
 
     /// Waits until at least `n` replies arrived for `message_id`; returns all of them.
-    pub fn wait_replies(&self, message_id: &str, n: usize, timeout: Duration) -> Option<Vec<Reply>> {
+    pub fn wait_replies(
+        &self,
+        message_id: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<Vec<Reply>> {
         self.shared.wait_for(timeout, |st| {
             let r = st.replies(message_id);
             (r.len() >= n).then(|| r.to_vec())
@@ -239,12 +259,14 @@ impl Emulator {
 
     /// The next `n` signed calls are answered `status` with `{"__type": error_type}`.
     pub fn fail_next(&self, n: u32, status: u16, error_type: &str) {
-        self.shared.update(|st| st.faults.fail_next(n, status, error_type));
+        self.shared
+            .update(|st| st.faults.fail_next(n, status, error_type));
     }
 
     /// Every signed call during the next `d` is answered `status` / `error_type`.
     pub fn fail_for(&self, d: Duration, status: u16, error_type: &str) {
-        self.shared.update(|st| st.faults.fail_for(d, status, error_type));
+        self.shared
+            .update(|st| st.faults.fail_for(d, status, error_type));
     }
 
     /// The next `n` signed calls get their connection closed without an answer.
@@ -276,7 +298,11 @@ pub const EXECUTION_TIMEOUT_PATTERN: &str =
 /// A send-command payload for AWS-RunShellScript (schema 1.2, the real parameter block) running
 /// `commands` with `executionTimeout` = `timeout_seconds`. Parameter values are shaped as the
 /// service sends them: String parameters as strings, StringList ones as arrays.
-pub fn aws_run_shell_script_payload(command_id: &str, commands: &[&str], timeout_seconds: u64) -> Value {
+pub fn aws_run_shell_script_payload(
+    command_id: &str,
+    commands: &[&str],
+    timeout_seconds: u64,
+) -> Value {
     let document = json!({
         "schemaVersion": "1.2",
         "description": "Runs shell commands or a shell script.",

@@ -26,7 +26,10 @@ fn parse_flags(args: &[String], allowed: &[&str]) -> Result<Vec<(String, String)
 }
 
 fn serve(args: &[String]) -> Result<(), String> {
-    let flags = parse_flags(args, &["--port", "--region", "--instance-id", "--state-file"])?;
+    let flags = parse_flags(
+        args,
+        &["--port", "--region", "--instance-id", "--state-file"],
+    )?;
     let mut options = Options::default();
     let mut state_file = None;
     for (flag, value) in flags {
@@ -66,7 +69,12 @@ fn write_state_forever(emu: &Emulator, path: &std::path::Path) -> Result<(), Str
 
 fn run_demo(args: &[String]) -> Result<bool, String> {
     let flags = parse_flags(args, &["--agent", "--command"])?;
-    let pick = |name: &str| flags.iter().find(|(f, _)| f == name).map(|(_, v)| v.clone());
+    let pick = |name: &str| {
+        flags
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.clone())
+    };
     let agent = pick("--agent").ok_or("demo needs --agent PATH")?;
     let command = pick("--command").unwrap_or_else(|| demo::DEFAULT_COMMAND.to_string());
     demo::run(std::path::Path::new(&agent), &command)

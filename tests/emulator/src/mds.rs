@@ -12,8 +12,13 @@ use crate::state::{FailRecord, Reply, Shared};
 use crate::util::{iso8601_ms, sha256_hex, uuid_v4};
 
 pub(crate) const TARGET_PREFIX: &str = "EC2WindowsMessageDeliveryService";
-pub(crate) const OPERATIONS: [&str; 5] =
-    ["GetMessages", "AcknowledgeMessage", "SendReply", "FailMessage", "DeleteMessage"];
+pub(crate) const OPERATIONS: [&str; 5] = [
+    "GetMessages",
+    "AcknowledgeMessage",
+    "SendReply",
+    "FailMessage",
+    "DeleteMessage",
+];
 /// Visibility when neither the request nor the options name one (the agent always sends 10).
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(10);
 const FAILURE_TYPES: [&str; 2] = ["NoHandlerExists", "InternalHandlerException"];
@@ -69,13 +74,27 @@ impl MdsState {
 
     /// When the next invisible message for `destination` becomes visible again.
     fn next_visible(&self, destination: &str) -> Option<Instant> {
-        self.queue.iter().filter(|m| m.destination == destination).map(|m| m.visible_at).min()
+        self.queue
+            .iter()
+            .filter(|m| m.destination == destination)
+            .map(|m| m.visible_at)
+            .min()
     }
 
     /// Hands out up to `max` visible messages and hides them for `visibility`.
-    fn take_visible(&mut self, dest: &str, now: Instant, visibility: Duration, max: usize) -> Vec<Value> {
+    fn take_visible(
+        &mut self,
+        dest: &str,
+        now: Instant,
+        visibility: Duration,
+        max: usize,
+    ) -> Vec<Value> {
         let mut out = Vec::new();
-        for m in self.queue.iter_mut().filter(|m| m.destination == dest && m.visible_at <= now) {
+        for m in self
+            .queue
+            .iter_mut()
+            .filter(|m| m.destination == dest && m.visible_at <= now)
+        {
             if out.len() == max {
                 break;
             }
@@ -98,7 +117,9 @@ fn topic(kind: &str, region: &str) -> String {
 
 /// Enqueues a send-command message; the CommandId comes from the payload or is made up.
 pub(crate) fn send_command(shared: &Shared, payload: &Value) -> String {
-    let command_id = payload["CommandId"].as_str().map_or_else(uuid_v4, str::to_string);
+    let command_id = payload["CommandId"]
+        .as_str()
+        .map_or_else(uuid_v4, str::to_string);
     shared.update(|st| {
         let iid = st.options.instance_id.clone();
         let id = format!("aws.ssm.{command_id}.{iid}");
@@ -158,9 +179,15 @@ pub(crate) fn handle(shared: &Shared, op: &str, body: &Value) -> Response {
 fn get_messages(shared: &Shared, body: &Value) -> Result<Value, Response> {
     let dest = required(body, "Destination", 10)?;
     let request_id = required(body, "MessagesRequestId", 16)?;
-    let asked = body["VisibilityTimeoutInSeconds"].as_u64().map(Duration::from_secs);
+    let asked = body["VisibilityTimeoutInSeconds"]
+        .as_u64()
+        .map(Duration::from_secs);
     let mut st = shared.lock();
-    let visibility = st.options.visibility_timeout.or(asked).unwrap_or(DEFAULT_VISIBILITY);
+    let visibility = st
+        .options
+        .visibility_timeout
+        .or(asked)
+        .unwrap_or(DEFAULT_VISIBILITY);
     let deadline = Instant::now() + st.options.poll_hold;
     let max = st.options.max_messages_per_poll.max(1);
     let mut holding = false;
@@ -175,7 +202,10 @@ fn get_messages(shared: &Shared, body: &Value) -> Result<Value, Response> {
             st.mds.held_polls += 1;
             shared.touch(&mut st);
         }
-        let wake = st.mds.next_visible(dest).map_or(deadline, |t| t.min(deadline));
+        let wake = st
+            .mds
+            .next_visible(dest)
+            .map_or(deadline, |t| t.min(deadline));
         st = shared.wait(st, wake);
     };
     st.mds.held_polls -= usize::from(holding);
@@ -186,9 +216,15 @@ fn get_messages(shared: &Shared, body: &Value) -> Result<Value, Response> {
 fn send_reply(shared: &Shared, body: &Value) -> Result<Value, Response> {
     let message_id = required(body, "MessageId", 16)?;
     let reply_id = required(body, "ReplyId", 16)?;
-    let raw = body["Payload"].as_str().ok_or_else(|| validation("Payload", 1))?;
+    let raw = body["Payload"]
+        .as_str()
+        .ok_or_else(|| validation("Payload", 1))?;
     let payload: Value = serde_json::from_str(raw).map_err(|e| {
-        Response::aws_error(400, "ValidationException", &format!("Payload is not JSON: {e}"))
+        Response::aws_error(
+            400,
+            "ValidationException",
+            &format!("Payload is not JSON: {e}"),
+        )
     })?;
     shared.update(|st| {
         if !st.mds.reply_ids.insert(reply_id.into()) {
@@ -202,7 +238,11 @@ fn send_reply(shared: &Shared, body: &Value) -> Result<Value, Response> {
             arrived: Instant::now(),
             arrived_at: SystemTime::now(),
         };
-        st.mds.replies.entry(message_id.into()).or_default().push(reply);
+        st.mds
+            .replies
+            .entry(message_id.into())
+            .or_default()
+            .push(reply);
     });
     Ok(json!({
         "Description": "",
@@ -221,7 +261,10 @@ fn fail_message(shared: &Shared, body: &Value) -> Result<Value, Response> {
         return Err(Response::aws_error(400, "ValidationException", &msg));
     }
     shared.update(|st| {
-        let record = FailRecord { message_id: message_id.into(), failure_type: failure_type.into() };
+        let record = FailRecord {
+            message_id: message_id.into(),
+            failure_type: failure_type.into(),
+        };
         st.mds.fails.push(record);
         st.mds.remove(message_id);
     });

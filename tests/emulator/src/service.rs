@@ -59,7 +59,10 @@ fn route(shared: &Shared, req: &Request) -> Handled {
     } else if req.method == "POST" && req.path == "/" {
         json11(shared, req)
     } else {
-        Handled::plain(&req.path, Response::text(404, format!("nothing at {}\n", req.path)))
+        Handled::plain(
+            &req.path,
+            Response::text(404, format!("nothing at {}\n", req.path)),
+        )
     }
 }
 
@@ -83,9 +86,8 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
     };
     let mut handled = Handled::plain(target, Response::text(500, ""));
     let now = SystemTime::now();
-    let verified = shared.read(|st| {
-        sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak))
-    });
+    let verified = shared
+        .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak)));
     if let Err(e) = verified {
         handled.outcome = Outcome::Respond(Response::aws_error(403, e.code, &e.message));
         handled.signature = SigCheck::Failed(e.message);
@@ -105,12 +107,18 @@ fn apply_faults(shared: &Shared, api: Api, noted: &mut Option<String>) -> Option
     }
     let fault = shared.update(|st| st.faults.take(api, Instant::now()))?;
     let desc = fault.describe();
-    *noted = Some(noted.take().map_or(desc.clone(), |d| format!("{d}; {desc}")));
+    *noted = Some(
+        noted
+            .take()
+            .map_or(desc.clone(), |d| format!("{d}; {desc}")),
+    );
     Some(match fault {
         Fault::Drop => Outcome::Close,
-        Fault::Fail { status, error_type } => {
-            Outcome::Respond(Response::aws_error(status, &error_type, "injected by the emulator"))
-        }
+        Fault::Fail { status, error_type } => Outcome::Respond(Response::aws_error(
+            status,
+            &error_type,
+            "injected by the emulator",
+        )),
     })
 }
 
@@ -132,7 +140,10 @@ fn update_instance_information(shared: &Shared, body: Value) -> Response {
     if let Err(resp) = required(&body, "InstanceId", 10) {
         return resp;
     }
-    let ping = HealthPing { arrived: Instant::now(), request: body };
+    let ping = HealthPing {
+        arrived: Instant::now(),
+        request: body,
+    };
     shared.update(|st| st.health.push(ping));
     Response::json(200, &json!({}))
 }
@@ -150,5 +161,8 @@ pub(crate) fn validation(field: &str, min: usize) -> Response {
 
 /// The string field `field` of `body`, at least `min` characters long.
 pub(crate) fn required<'a>(body: &'a Value, field: &str, min: usize) -> Result<&'a str, Response> {
-    body[field].as_str().filter(|s| s.chars().count() >= min).ok_or_else(|| validation(field, min))
+    body[field]
+        .as_str()
+        .filter(|s| s.chars().count() >= min)
+        .ok_or_else(|| validation(field, min))
 }

@@ -30,11 +30,17 @@ pub struct SigError {
 }
 
 fn invalid(message: String) -> SigError {
-    SigError { code: "InvalidSignatureException", message }
+    SigError {
+        code: "InvalidSignatureException",
+        message,
+    }
 }
 
 fn unrecognized(message: &str) -> SigError {
-    SigError { code: "UnrecognizedClientException", message: message.to_string() }
+    SigError {
+        code: "UnrecognizedClientException",
+        message: message.to_string(),
+    }
 }
 
 /// The parsed `Authorization` header.
@@ -50,7 +56,10 @@ pub struct Authorization {
 
 impl Authorization {
     pub fn scope(&self) -> String {
-        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        format!(
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -60,7 +69,11 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, SigError> {
     let rest = value
         .strip_prefix(ALGORITHM)
         .filter(|r| r.starts_with(' '))
-        .ok_or_else(|| invalid(format!("Authorization must start with {ALGORITHM}: {value:?}")))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "Authorization must start with {ALGORITHM}: {value:?}"
+            ))
+        })?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let (k, v) = part.trim().split_once('=').unwrap_or((part.trim(), ""));
@@ -129,11 +142,18 @@ pub fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&percent_decode(k), false), uri_encode(&percent_decode(v), false))
+            (
+                uri_encode(&percent_decode(k), false),
+                uri_encode(&percent_decode(v), false),
+            )
         })
         .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Trims a header value and collapses inner runs of whitespace to one space.
@@ -152,7 +172,9 @@ pub fn canonical_request(req: &Request, signed: &[String]) -> Result<String, Sig
             .map(|(_, v)| canonical_value(v))
             .collect();
         if values.is_empty() {
-            return Err(invalid(format!("signed header {name:?} is not in the request")));
+            return Err(invalid(format!(
+                "signed header {name:?} is not in the request"
+            )));
         }
         headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
@@ -168,7 +190,10 @@ pub fn canonical_request(req: &Request, signed: &[String]) -> Result<String, Sig
 }
 
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
+    format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    )
 }
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
@@ -188,14 +213,20 @@ pub fn signature(secret: &str, auth: &Authorization, string_to_sign: &str) -> St
 
 /// Checks the SignedHeaders list: lower case, sorted, unique, and covering host and x-amz-date.
 fn check_signed_list(signed: &[String]) -> Result<(), SigError> {
-    let well_formed = signed.iter().all(|h| !h.is_empty() && h.to_ascii_lowercase() == *h)
+    let well_formed = signed
+        .iter()
+        .all(|h| !h.is_empty() && h.to_ascii_lowercase() == *h)
         && signed.windows(2).all(|w| w[0] < w[1]);
     if !well_formed {
-        return Err(invalid(format!("SignedHeaders must be lower case, sorted, unique: {signed:?}")));
+        return Err(invalid(format!(
+            "SignedHeaders must be lower case, sorted, unique: {signed:?}"
+        )));
     }
     for required in ["host", "x-amz-date"] {
         if !signed.iter().any(|h| h == required) {
-            return Err(invalid(format!("SignedHeaders {signed:?} must include {required}")));
+            return Err(invalid(format!(
+                "SignedHeaders {signed:?} must include {required}"
+            )));
         }
     }
     Ok(())
@@ -206,7 +237,10 @@ fn check_date(amz_date: &str, auth: &Authorization, now: SystemTime) -> Result<(
     let when = parse_amz_date(amz_date)
         .ok_or_else(|| invalid(format!("X-Amz-Date {amz_date:?} is not YYYYMMDDTHHMMSSZ")))?;
     if !amz_date.starts_with(&auth.date) {
-        return Err(invalid(format!("scope date {} does not match {amz_date}", auth.date)));
+        return Err(invalid(format!(
+            "scope date {} does not match {amz_date}",
+            auth.date
+        )));
     }
     let skew = now.duration_since(when).unwrap_or_else(|e| e.duration());
     if skew > MAX_SKEW {
@@ -234,10 +268,14 @@ pub fn verify(
     let key = lookup(&auth.access_key)
         .ok_or_else(|| unrecognized("The security token included in the request is invalid."))?;
     if key.expires.is_some_and(|e| e <= now) {
-        return Err(unrecognized("The security token included in the request is expired"));
+        return Err(unrecognized(
+            "The security token included in the request is expired",
+        ));
     }
     if key.session_token.as_deref() != req.header("X-Amz-Security-Token") {
-        return Err(unrecognized("X-Amz-Security-Token does not match the one issued for the key"));
+        return Err(unrecognized(
+            "X-Amz-Security-Token does not match the one issued for the key",
+        ));
     }
     if auth.region != region || auth.service != service {
         return Err(invalid(format!(
@@ -293,7 +331,11 @@ pub fn sign_for_tests(
         signature: String::new(),
     };
     let canonical = canonical_request(req, &auth.signed_headers).expect("signed headers present");
-    let sig = signature(secret, &auth, &string_to_sign(&amz_date, &auth.scope(), &canonical));
+    let sig = signature(
+        secret,
+        &auth,
+        &string_to_sign(&amz_date, &auth.scope(), &canonical),
+    );
     let value = format!(
         "{ALGORITHM} Credential={access_key}/{}, SignedHeaders={}, Signature={sig}",
         auth.scope(),
@@ -307,9 +349,9 @@ mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
 
-    /// The AWS SigV4 suite cases copied into testdata/sigv4 (header signing only).
+    /// The AWS SigV4 suite, as the workspace keeps it in tests/data/sigv4.
     fn suite_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sigv4")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sigv4")
     }
 
     fn read(case: &Path, file: &str) -> String {
@@ -365,18 +407,33 @@ mod tests {
 
     #[test]
     fn whole_vector_suite_verifies() {
-        let mut cases: Vec<PathBuf> =
-            std::fs::read_dir(suite_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+        // Unnormalised cases are S3's path rules, which ec2messages and ssm do not use.
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(suite_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir() && context(p)["normalize"] != false)
+            .collect();
         cases.sort();
-        assert!(cases.len() >= 20, "suite copied into testdata: {}", cases.len());
+        assert!(
+            cases.len() >= 20,
+            "suite cases found in tests/data/sigv4: {}",
+            cases.len()
+        );
         for case in cases {
             let ctx = context(&case);
             let signed = parse_suite_request(&read(&case, "header-signed-request.txt"));
             let original = parse_suite_request(&read(&case, "request.txt"));
-            let signed = Request { body: original.body, ..signed };
+            let signed = Request {
+                body: original.body,
+                ..signed
+            };
             let auth = parse_authorization(signed.header("Authorization").unwrap()).unwrap();
             let canonical = canonical_request(&signed, &auth.signed_headers).unwrap();
-            assert_eq!(canonical, read(&case, "header-canonical-request.txt"), "{case:?}");
+            assert_eq!(
+                canonical,
+                read(&case, "header-canonical-request.txt"),
+                "{case:?}"
+            );
             let key = key_from(&ctx);
             let result = verify(&signed, "us-east-1", "service", suite_time(&ctx), |ak| {
                 (ak == "AKIDEXAMPLE").then(|| key.clone())
@@ -418,7 +475,9 @@ mod tests {
     }
 
     fn check(req: &Request, key: &KeyInfo, now: SystemTime) -> Result<String, SigError> {
-        verify(req, "us-east-1", "service", now, |ak| (ak == "AKIDEXAMPLE").then(|| key.clone()))
+        verify(req, "us-east-1", "service", now, |ak| {
+            (ak == "AKIDEXAMPLE").then(|| key.clone())
+        })
     }
 
     #[test]
@@ -426,9 +485,18 @@ mod tests {
         let (req, key, now) = signed_vanilla();
         assert!(check(&req, &key, now).is_ok());
 
-        let tampered = Request { body: b"x".to_vec(), ..req.clone() };
-        assert_eq!(check(&tampered, &key, now).unwrap_err().code, "InvalidSignatureException");
-        let other_query = Request { query: "a=b".into(), ..req.clone() };
+        let tampered = Request {
+            body: b"x".to_vec(),
+            ..req.clone()
+        };
+        assert_eq!(
+            check(&tampered, &key, now).unwrap_err().code,
+            "InvalidSignatureException"
+        );
+        let other_query = Request {
+            query: "a=b".into(),
+            ..req.clone()
+        };
         assert!(check(&other_query, &key, now).is_err());
 
         let wrong_region = verify(&req, "eu-west-1", "service", now, |_| Some(key.clone()));
@@ -438,12 +506,29 @@ mod tests {
 
         let stale = check(&req, &key, now + MAX_SKEW + Duration::from_secs(1));
         assert!(stale.unwrap_err().message.starts_with("Signature expired"));
-        assert!(check(&req, &key, now - MAX_SKEW).is_ok(), "skew limit is inclusive");
+        assert!(
+            check(&req, &key, now - MAX_SKEW).is_ok(),
+            "skew limit is inclusive"
+        );
 
-        let expired = KeyInfo { expires: Some(now), ..key.clone() };
-        assert_eq!(check(&req, &expired, now).unwrap_err().code, "UnrecognizedClientException");
-        let other_token = KeyInfo { session_token: Some("other".into()), ..key };
-        assert!(check(&req, &other_token, now).unwrap_err().message.contains("Security-Token"));
+        let expired = KeyInfo {
+            expires: Some(now),
+            ..key.clone()
+        };
+        assert_eq!(
+            check(&req, &expired, now).unwrap_err().code,
+            "UnrecognizedClientException"
+        );
+        let other_token = KeyInfo {
+            session_token: Some("other".into()),
+            ..key
+        };
+        assert!(
+            check(&req, &other_token, now)
+                .unwrap_err()
+                .message
+                .contains("Security-Token")
+        );
     }
 
     #[test]

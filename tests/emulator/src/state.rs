@@ -39,8 +39,13 @@ impl Reply {
 
     /// The `standardOutput` of every plugin in `runtimeStatus`, concatenated in key order.
     pub fn standard_output(&self) -> String {
-        let Some(plugins) = self.payload["runtimeStatus"].as_object() else { return String::new() };
-        plugins.values().filter_map(|p| p["standardOutput"].as_str()).collect()
+        let Some(plugins) = self.payload["runtimeStatus"].as_object() else {
+            return String::new();
+        };
+        plugins
+            .values()
+            .filter_map(|p| p["standardOutput"].as_str())
+            .collect()
     }
 }
 
@@ -51,6 +56,16 @@ pub enum SigCheck {
     NotChecked,
     Ok,
     Failed(String),
+}
+
+impl SigCheck {
+    /// Why verification failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            SigCheck::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// One entry of the request log.
@@ -96,7 +111,11 @@ pub struct State {
 
 impl State {
     pub fn replies(&self, message_id: &str) -> &[Reply] {
-        self.mds.replies.get(message_id).map(Vec::as_slice).unwrap_or_default()
+        self.mds
+            .replies
+            .get(message_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     pub fn final_reply(&self, message_id: &str) -> Option<&Reply> {
@@ -124,7 +143,11 @@ impl State {
 
     /// When `message_id` was handed out by `GetMessages`, one entry per delivery.
     pub fn deliveries(&self, message_id: &str) -> &[Instant] {
-        self.mds.deliveries.get(message_id).map(Vec::as_slice).unwrap_or_default()
+        self.mds
+            .deliveries
+            .get(message_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// `GetMessages` calls being held open right now (the agent is polling).
@@ -146,7 +169,10 @@ impl State {
     }
 
     pub fn signature_failures(&self) -> Vec<&RequestRecord> {
-        self.log.iter().filter(|r| matches!(r.signature, SigCheck::Failed(_))).collect()
+        self.log
+            .iter()
+            .filter(|r| matches!(r.signature, SigCheck::Failed(_)))
+            .collect()
     }
 
     /// Credentials handed out by IMDS so far.
@@ -157,7 +183,11 @@ impl State {
     /// What was issued for `access_key`: IMDS role credentials or configured static keys.
     pub(crate) fn key_info(&self, access_key: &str) -> Option<KeyInfo> {
         self.imds.key_info(access_key).or_else(|| {
-            let k = self.options.static_credentials.iter().find(|k| k.access_key_id == access_key)?;
+            let k = self
+                .options
+                .static_credentials
+                .iter()
+                .find(|k| k.access_key_id == access_key)?;
             Some(KeyInfo {
                 secret: k.secret_access_key.clone(),
                 session_token: k.session_token.clone(),
@@ -189,7 +219,10 @@ impl Shared {
             stopping: false,
             version: 0,
         };
-        Shared { state: Mutex::new(state), changed: Condvar::new() }
+        Shared {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+        }
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -217,11 +250,18 @@ impl Shared {
     /// Waits on the condvar until `deadline` at the latest; returns the re-acquired guard.
     pub fn wait<'a>(&self, st: MutexGuard<'a, State>, deadline: Instant) -> MutexGuard<'a, State> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.changed.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0
+        self.changed
+            .wait_timeout(st, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
     }
 
     /// Waits until `f` yields a value, up to `timeout`.
-    pub fn wait_for<R>(&self, timeout: Duration, mut f: impl FnMut(&State) -> Option<R>) -> Option<R> {
+    pub fn wait_for<R>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&State) -> Option<R>,
+    ) -> Option<R> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {

@@ -23,14 +23,24 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// `len` random characters drawn from `alphabet` (which must be non-empty ASCII).
 pub fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut bytes = vec![0u8; len];
     fill_random(&mut bytes);
-    bytes.iter().map(|b| alphabet[usize::from(*b) % alphabet.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+        .collect()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -62,7 +72,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// Broken-down UTC time: (year, month, day, hour, minute, second, millisecond).
@@ -71,7 +89,15 @@ fn utc_parts(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let secs = since.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60, since.subsec_millis())
+    (
+        y,
+        m,
+        d,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis(),
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the service's timestamp format.
@@ -134,6 +160,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
-        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.chars()
+                .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 }

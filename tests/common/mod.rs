@@ -1,0 +1,220 @@
+//! Shared harness for the integration tests: the real `ssm-lite` binary as a child process,
+//! pointed at an in-process emulator on 127.0.0.1, with its own state dir.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use ssm_emulator::{Emulator, Options};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ssm-lite");
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!("ssm-lite-it-{tag}-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn emulator() -> Emulator {
+    Emulator::start(Options { poll_hold: Duration::from_secs(2), ..Options::default() })
+}
+
+/// Merges `extra` into `base`, section by section.
+fn merge(base: &mut Value, extra: &Value) {
+    if let (Some(b), Some(e)) = (base.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            match b.get_mut(k) {
+                Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                _ => {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The agent under test.
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: TempDir,
+    config: PathBuf,
+    url: String,
+    env: Vec<(String, String)>,
+    starts: usize,
+}
+
+impl Agent {
+    /// Starts the agent against `emu` with `extra` merged into its amazon-ssm-agent.json.
+    pub fn start(emu: &Emulator, extra: Value) -> Agent {
+        Agent::start_with_env(emu, extra, &[])
+    }
+
+    pub fn start_with_env(emu: &Emulator, extra: Value, env: &[(&str, &str)]) -> Agent {
+        let dir = TempDir::new("agent");
+        let mut config = json!({
+            "Mds": { "Endpoint": emu.url() },
+            "Ssm": { "Endpoint": emu.url() },
+            "Identity": { "ConsumptionOrder": ["EC2"] }
+        });
+        merge(&mut config, &extra);
+        let path = dir.path().join("amazon-ssm-agent.json");
+        fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let mut agent = Agent {
+            child: None,
+            dir,
+            config: path,
+            url: emu.url().to_owned(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            starts: 0,
+        };
+        agent.spawn();
+        agent
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Where a test's scripts may leave marks.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.dir.path().join("scratch");
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}.log"))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = fs::File::create(self.log_path(self.starts)).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &self.url)
+            .env("RUST_LOG", "debug,ureq=warn,rustls=warn,ureq_proto=warn")
+            .env("SSM_LITE_REBOOT_COMMAND", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("starting ssm-lite"));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
+    }
+
+    /// All log output of every start so far.
+    pub fn log(&self) -> String {
+        (1..=self.starts).map(|n| fs::read_to_string(self.log_path(n)).unwrap_or_default()).collect::<Vec<_>>().join("\n--- restart ---\n")
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Starts again after a clean stop or a crash.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "agent still running");
+        self.spawn();
+    }
+
+    /// SIGTERM and wait (up to `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within {limit:?} of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// True while any process of group `pgid` exists.
+pub fn group_alive(pgid: &str) -> bool {
+    Command::new("kill").args(["-0", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status().unwrap().success()
+}
+
+/// Waits for a file a script writes, returning its trimmed content.
+pub fn wait_file(path: &Path, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(s) = fs::read_to_string(path) {
+            if !s.is_empty() {
+                return Some(s.trim().to_owned());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// `ssm-lite run-document` with arguments; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("running ssm-lite");
+    let mut stderr = String::new();
+    out.stderr.as_slice().read_to_string(&mut stderr).unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// The one plugin entry of a single-plugin final reply.
+pub fn plugin(reply: &Value) -> &Value {
+    let rs = reply["runtimeStatus"].as_object().expect("runtimeStatus object");
+    assert_eq!(rs.len(), 1, "one plugin expected: {reply}");
+    rs.values().next().unwrap()
+}
