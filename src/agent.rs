@@ -43,8 +43,11 @@ pub fn user_agent(config: &Config) -> String {
 }
 
 pub fn http_client(config: &Config) -> Result<Arc<HttpClient>, String> {
-    let http = HttpClient::new(&HttpConfig { user_agent: user_agent(config), extra_ca_files: vec![PathBuf::from(AGENT_CA_FILE)] })
-        .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+    let http = HttpClient::new(&HttpConfig {
+        user_agent: user_agent(config),
+        extra_ca_files: vec![PathBuf::from(AGENT_CA_FILE)],
+    })
+    .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
     Ok(Arc::new(http))
 }
 
@@ -54,11 +57,19 @@ fn script_env(identity: &Identity, host: &HostFacts) -> Vec<(String, String)> {
         ("AWS_SSM_INSTANCE_ID".into(), identity.instance_id.clone()),
         ("AWS_SSM_REGION_NAME".into(), identity.region.clone()),
         ("AWS_SSM_PLATFORM_NAME".into(), host.platform_name.clone()),
-        ("AWS_SSM_PLATFORM_VERSION".into(), host.platform_version.clone()),
+        (
+            "AWS_SSM_PLATFORM_VERSION".into(),
+            host.platform_version.clone(),
+        ),
     ]
 }
 
-fn select_identity(config: &Config, http: &Arc<HttpClient>, env: &Env, shutdown: &Shutdown) -> Result<Identity, String> {
+fn select_identity(
+    config: &Config,
+    http: &Arc<HttpClient>,
+    env: &Env,
+    shutdown: &Shutdown,
+) -> Result<Identity, String> {
     let deadline = Instant::now() + IDENTITY_PATIENCE;
     let mut attempt = 0;
     loop {
@@ -68,7 +79,10 @@ fn select_identity(config: &Config, http: &Arc<HttpClient>, env: &Env, shutdown:
             Err(e) => {
                 attempt += 1;
                 let delay = crate::mds::backoff(attempt, Duration::from_secs(30));
-                log::warn!("no usable identity yet ({e}); trying again in {} s", delay.as_secs());
+                log::warn!(
+                    "no usable identity yet ({e}); trying again in {} s",
+                    delay.as_secs()
+                );
                 if shutdown.wait_timeout(delay) {
                     return Err("stopped before an identity was found".into());
                 }
@@ -78,7 +92,10 @@ fn select_identity(config: &Config, http: &Arc<HttpClient>, env: &Env, shutdown:
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
-    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| format!("cannot start thread {name}: {e}"))
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
 /// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
@@ -91,7 +108,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         config.agent.version
     );
     let shutdown = Shutdown::new();
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let signal_shutdown = shutdown.clone();
     let signal_handle = signals.handle();
     spawn("signals", move || {
@@ -104,44 +122,79 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let http = http_client(&config)?;
     let env = Env::capture();
     let identity = select_identity(&config, &http, &env, &shutdown)?;
-    let region = if config.agent.region.is_empty() { identity.region.clone() } else { config.agent.region.clone() };
-    let state = StateDir::open(&args.state_dir, &identity.instance_id).map_err(|e| e.to_string())?;
+    let region = if config.agent.region.is_empty() {
+        identity.region.clone()
+    } else {
+        config.agent.region.clone()
+    };
+    let state =
+        StateDir::open(&args.state_dir, &identity.instance_id).map_err(|e| e.to_string())?;
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
-    let mds_endpoint = endpoint::resolve(mds_client::SIGNING_NAME, &region, &config.mds.endpoint, &config.agent.service_domain)
-        .map_err(|e| format!("ec2messages endpoint: {e}"))?;
+    let mds_endpoint = endpoint::resolve(
+        mds_client::SIGNING_NAME,
+        &region,
+        &config.mds.endpoint,
+        &config.agent.service_domain,
+    )
+    .map_err(|e| format!("ec2messages endpoint: {e}"))?;
     log::info!("ec2messages endpoint {}", mds_endpoint.url);
     let poll_timeout = Duration::from_millis(config.mds.stop_timeout_millis);
     let mds = |timeout| {
-        let json = JsonClient::new(http.clone(), mds_endpoint.clone(), mds_client::TARGET_PREFIX, mds_client::SIGNING_NAME, identity.credentials.clone());
+        let json = JsonClient::new(
+            http.clone(),
+            mds_endpoint.clone(),
+            mds_client::TARGET_PREFIX,
+            mds_client::SIGNING_NAME,
+            identity.credentials.clone(),
+        );
         MdsClient::new(json, &identity.instance_id, timeout)
     };
 
     let (spool, leftovers) = ReplySpool::open(&state.replies_dir()).map_err(|e| e.to_string())?;
     let outbox = Outbox::open(spool, leftovers);
     // ssm-lite has no MGS transport yet, so it truthfully tells the service it could not open one.
-    let builder = ReplyBuilder { agent: AgentInfo::from_config(&config), able_to_open_mgs_connection: Some(false) };
-    let engine_cfg = EngineConfig::from_config(&config, builder.clone(), script_env(&identity, &host));
+    let builder = ReplyBuilder {
+        agent: AgentInfo::from_config(&config),
+        able_to_open_mgs_connection: Some(false),
+    };
+    let engine_cfg =
+        EngineConfig::from_config(&config, builder.clone(), script_env(&identity, &host));
     let engine = Arc::new(Engine::start(engine_cfg, state, outbox.clone()));
 
     let sender_client = mds(poll_timeout);
     let sender_outbox = outbox.clone();
     let sender = spawn("mds-replies", move || sender_outbox.run(&sender_client))?;
-    let poller = Poller { client: mds(poll_timeout), engine: engine.clone(), outbox: outbox.clone(), builder, shutdown: shutdown.clone() };
+    let poller = Poller {
+        client: mds(poll_timeout),
+        engine: engine.clone(),
+        outbox: outbox.clone(),
+        builder,
+        shutdown: shutdown.clone(),
+    };
     spawn("mds-poll", move || poller.run())?;
 
     let channel = ChannelHandle::default();
     match health::ssm_client(http.clone(), &identity, &config) {
         Ok(ssm) => {
-            Health::new(ssm, identity.clone(), config.clone(), channel, shutdown.clone())
-                .with_imds_placement(http.clone(), env)
-                .spawn()
-                .map_err(|e| format!("cannot start the health thread: {e}"))?;
+            Health::new(
+                ssm,
+                identity.clone(),
+                config.clone(),
+                channel,
+                shutdown.clone(),
+            )
+            .with_imds_placement(http.clone(), env)
+            .spawn()
+            .map_err(|e| format!("cannot start the health thread: {e}"))?;
         }
         Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
     }
 
-    log::info!("ssm-lite is running as {} in {region}", identity.instance_id);
+    log::info!(
+        "ssm-lite is running as {} in {region}",
+        identity.instance_id
+    );
     while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
 
     // The poll thread may sit in a long poll for up to Mds.StopTimeoutMillis; it is not joined.
@@ -151,7 +204,9 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let _ = sender.join();
     signal_handle.close();
     if !outbox.is_empty() {
-        log::warn!("some replies could not be sent before exit; they stay spooled and go out at the next start");
+        log::warn!(
+            "some replies could not be sent before exit; they stay spooled and go out at the next start"
+        );
     }
     log::info!("ssm-lite stopped");
     Ok(())

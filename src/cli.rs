@@ -58,7 +58,11 @@ impl std::fmt::Display for UsageError {
 }
 
 /// Splits `--flag=value`, and takes the value of `--flag value` from the iterator.
-fn flag_value(flag: &str, inline: Option<String>, rest: &mut impl Iterator<Item = String>) -> Result<String, UsageError> {
+fn flag_value(
+    flag: &str,
+    inline: Option<String>,
+    rest: &mut impl Iterator<Item = String>,
+) -> Result<String, UsageError> {
     match inline.or_else(|| rest.next()) {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(UsageError(format!("{flag} needs a value"))),
@@ -95,7 +99,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
         Some("run-document") => {
             let [file] = <[String; 1]>::try_from(positional)
                 .map_err(|_| UsageError("run-document needs exactly one FILE".into()))?;
-            Ok(Command::RunDocument(RunDocumentArgs { file: file.into(), parameters, config, state_dir }))
+            Ok(Command::RunDocument(RunDocumentArgs {
+                file: file.into(),
+                parameters,
+                config,
+                state_dir,
+            }))
         }
         _ => {
             if let Some(extra) = positional.first() {
@@ -120,12 +129,18 @@ mod tests {
 
     #[test]
     fn run_is_the_default() {
-        let want = Command::Run(RunArgs { config: None, state_dir: DEFAULT_STATE_DIR.into() });
+        let want = Command::Run(RunArgs {
+            config: None,
+            state_dir: DEFAULT_STATE_DIR.into(),
+        });
         assert_eq!(p(&[]).unwrap(), want);
         assert_eq!(p(&["run"]).unwrap(), want);
         assert_eq!(
             p(&["--config=/x.json", "--state-dir", "/s"]).unwrap(),
-            Command::Run(RunArgs { config: Some("/x.json".into()), state_dir: "/s".into() })
+            Command::Run(RunArgs {
+                config: Some("/x.json".into()),
+                state_dir: "/s".into()
+            })
         );
     }
 

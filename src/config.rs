@@ -19,9 +19,20 @@ pub const COMPATIBLE_AGENT_VERSION: &str = "3.3.1142.0";
 /// Configuration errors name the file and, for JSON errors, the line and column.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: PathBuf, error: std::io::Error },
-    Json { path: PathBuf, line: usize, column: usize, message: String },
-    Invalid { path: PathBuf, message: String },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Json {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    Invalid {
+        path: PathBuf,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -30,7 +41,12 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { path, error } => {
                 write!(f, "cannot read config file {}: {error}", path.display())
             }
-            ConfigError::Json { path, line, column, message } => write!(
+            ConfigError::Json {
+                path,
+                line,
+                column,
+                message,
+            } => write!(
                 f,
                 "config file {} is not valid JSON at line {line}, column {column}: {message}",
                 path.display()
@@ -185,9 +201,16 @@ impl Default for Config {
                 service_domain: String::new(),
                 orchestration_root_dir: "orchestration".into(),
             },
-            os: OsConfig { lang: "en-US".into(), name: "linux".into(), version: "1".into() },
+            os: OsConfig {
+                lang: "en-US".into(),
+                name: "linux".into(),
+                version: "1".into(),
+            },
             s3: EndpointConfig::default(),
-            kms: KmsConfig { endpoint: String::new(), require_kms_challenge_response: false },
+            kms: KmsConfig {
+                endpoint: String::new(),
+                require_kms_challenge_response: false,
+            },
             identity: IdentityConfig {
                 consumption_order: vec!["OnPrem".into(), "EC2".into(), "CustomIdentity".into()],
                 custom_identities: Vec::new(),
@@ -208,13 +231,25 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
         Config::from_json(&text).map_err(|e| match e {
-            JsonOrShape::Json { line, column, message } => {
-                ConfigError::Json { path: path.to_owned(), line, column, message }
-            }
-            JsonOrShape::Shape(message) => ConfigError::Invalid { path: path.to_owned(), message },
+            JsonOrShape::Json {
+                line,
+                column,
+                message,
+            } => ConfigError::Json {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            },
+            JsonOrShape::Shape(message) => ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
         })
     }
 
@@ -226,26 +261,48 @@ impl Config {
             message: e.to_string(),
         })?;
         if !root.is_object() {
-            return Err(JsonOrShape::Shape("the top level must be a JSON object".into()));
+            return Err(JsonOrShape::Shape(
+                "the top level must be a JSON object".into(),
+            ));
         }
         let mut c = Config::default();
         let r = Reader { root: &root };
         r.bool("Profile", "ShareCreds", &mut c.profile.share_creds)?;
         r.string("Profile", "ShareProfile", &mut c.profile.share_profile)?;
-        r.uint("Profile", "KeyAutoRotateDays", &mut c.profile.key_auto_rotate_days)?;
+        r.uint(
+            "Profile",
+            "KeyAutoRotateDays",
+            &mut c.profile.key_auto_rotate_days,
+        )?;
         r.string("Mds", "Endpoint", &mut c.mds.endpoint)?;
-        r.uint("Mds", "CommandWorkersLimit", &mut c.mds.command_workers_limit)?;
-        r.uint("Mds", "CommandWorkerBufferLimit", &mut c.mds.command_worker_buffer_limit)?;
+        r.uint(
+            "Mds",
+            "CommandWorkersLimit",
+            &mut c.mds.command_workers_limit,
+        )?;
+        r.uint(
+            "Mds",
+            "CommandWorkerBufferLimit",
+            &mut c.mds.command_worker_buffer_limit,
+        )?;
         r.uint("Mds", "StopTimeoutMillis", &mut c.mds.stop_timeout_millis)?;
         r.uint("Mds", "CommandRetryLimit", &mut c.mds.command_retry_limit)?;
         r.string("Ssm", "Endpoint", &mut c.ssm.endpoint)?;
-        r.uint("Ssm", "HealthFrequencyMinutes", &mut c.ssm.health_frequency_minutes)?;
+        r.uint(
+            "Ssm",
+            "HealthFrequencyMinutes",
+            &mut c.ssm.health_frequency_minutes,
+        )?;
         r.uint(
             "Ssm",
             "RunCommandLogsRetentionDurationHours",
             &mut c.ssm.run_command_logs_retention_duration_hours,
         )?;
-        r.string("Ssm", "PluginLocalOutputCleanup", &mut c.ssm.plugin_local_output_cleanup)?;
+        r.string(
+            "Ssm",
+            "PluginLocalOutputCleanup",
+            &mut c.ssm.plugin_local_output_cleanup,
+        )?;
         r.string(
             "Ssm",
             "OrchestrationDirectoryCleanup",
@@ -254,20 +311,40 @@ impl Config {
         r.string("Mgs", "Region", &mut c.mgs.region)?;
         r.string("Mgs", "Endpoint", &mut c.mgs.endpoint)?;
         r.uint("Mgs", "StopTimeoutMillis", &mut c.mgs.stop_timeout_millis)?;
-        r.uint("Mgs", "SessionWorkersLimit", &mut c.mgs.session_workers_limit)?;
-        r.strings("Mgs", "DeniedPortForwardingRemoteIPs", &mut c.mgs.denied_port_forwarding_remote_ips)?;
+        r.uint(
+            "Mgs",
+            "SessionWorkersLimit",
+            &mut c.mgs.session_workers_limit,
+        )?;
+        r.strings(
+            "Mgs",
+            "DeniedPortForwardingRemoteIPs",
+            &mut c.mgs.denied_port_forwarding_remote_ips,
+        )?;
         r.string("Agent", "Name", &mut c.agent.name)?;
         r.string("Agent", "Version", &mut c.agent.version)?;
         r.string("Agent", "Region", &mut c.agent.region)?;
         r.string("Agent", "ServiceDomain", &mut c.agent.service_domain)?;
-        r.string("Agent", "OrchestrationRootDir", &mut c.agent.orchestration_root_dir)?;
+        r.string(
+            "Agent",
+            "OrchestrationRootDir",
+            &mut c.agent.orchestration_root_dir,
+        )?;
         r.string("Os", "Lang", &mut c.os.lang)?;
         r.string("Os", "Name", &mut c.os.name)?;
         r.string("Os", "Version", &mut c.os.version)?;
         r.string("S3", "Endpoint", &mut c.s3.endpoint)?;
         r.string("Kms", "Endpoint", &mut c.kms.endpoint)?;
-        r.bool("Kms", "RequireKMSChallengeResponse", &mut c.kms.require_kms_challenge_response)?;
-        r.strings("Identity", "ConsumptionOrder", &mut c.identity.consumption_order)?;
+        r.bool(
+            "Kms",
+            "RequireKMSChallengeResponse",
+            &mut c.kms.require_kms_challenge_response,
+        )?;
+        r.strings(
+            "Identity",
+            "ConsumptionOrder",
+            &mut c.identity.consumption_order,
+        )?;
         if let Some(list) = r.get("Identity", "CustomIdentities") {
             c.identity.custom_identities = custom_identities(list)?;
         }
@@ -277,19 +354,58 @@ impl Config {
 
     /// Upstream's `appconfig_parser.go` rules: out-of-range values fall back to a bound or default.
     fn clamp(&mut self) {
-        fix_min("Mds.CommandWorkersLimit", &mut self.mds.command_workers_limit, 1, 5);
-        fix_min("Mds.CommandWorkerBufferLimit", &mut self.mds.command_worker_buffer_limit, 1, 5);
-        fix_range("Mds.StopTimeoutMillis", &mut self.mds.stop_timeout_millis, 10_000, 1_000_000, 20_000);
-        fix_range("Mds.CommandRetryLimit", &mut self.mds.command_retry_limit, 1, 100, 15);
-        fix_range("Ssm.HealthFrequencyMinutes", &mut self.ssm.health_frequency_minutes, 5, 60, 5);
+        fix_min(
+            "Mds.CommandWorkersLimit",
+            &mut self.mds.command_workers_limit,
+            1,
+            5,
+        );
+        fix_min(
+            "Mds.CommandWorkerBufferLimit",
+            &mut self.mds.command_worker_buffer_limit,
+            1,
+            5,
+        );
+        fix_range(
+            "Mds.StopTimeoutMillis",
+            &mut self.mds.stop_timeout_millis,
+            10_000,
+            1_000_000,
+            20_000,
+        );
+        fix_range(
+            "Mds.CommandRetryLimit",
+            &mut self.mds.command_retry_limit,
+            1,
+            100,
+            15,
+        );
+        fix_range(
+            "Ssm.HealthFrequencyMinutes",
+            &mut self.ssm.health_frequency_minutes,
+            5,
+            60,
+            5,
+        );
         fix_min(
             "Ssm.RunCommandLogsRetentionDurationHours",
             &mut self.ssm.run_command_logs_retention_duration_hours,
             8,
             336,
         );
-        fix_range("Profile.KeyAutoRotateDays", &mut self.profile.key_auto_rotate_days, 0, 365, 0);
-        fix_min("Mgs.SessionWorkersLimit", &mut self.mgs.session_workers_limit, 1, 1000);
+        fix_range(
+            "Profile.KeyAutoRotateDays",
+            &mut self.profile.key_auto_rotate_days,
+            0,
+            365,
+            0,
+        );
+        fix_min(
+            "Mgs.SessionWorkersLimit",
+            &mut self.mgs.session_workers_limit,
+            1,
+            1000,
+        );
         if self.agent.version.len() < 5 {
             log::warn!(
                 "config: Agent.Version {:?} is shorter than the 5 characters the service requires; using {COMPATIBLE_AGENT_VERSION}",
@@ -304,7 +420,9 @@ impl Config {
         self.identity.consumption_order.retain(|name| {
             let ok = allowed.contains(&name.as_str());
             if !ok {
-                log::warn!("config: ignoring unknown identity {name:?} in Identity.ConsumptionOrder");
+                log::warn!(
+                    "config: ignoring unknown identity {name:?} in Identity.ConsumptionOrder"
+                );
             }
             ok
         });
@@ -321,7 +439,13 @@ fn fix_min<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, de
     }
 }
 
-fn fix_range<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, max: T, default: T) {
+fn fix_range<T: PartialOrd + Copy + fmt::Display>(
+    key: &str,
+    v: &mut T,
+    min: T,
+    max: T,
+    default: T,
+) {
     if *v < min || *v > max {
         log::warn!("config: {key} = {v} is outside {min}..={max}; using {default}");
         *v = default;
@@ -331,7 +455,11 @@ fn fix_range<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, 
 /// A parse failure: either the text is not JSON, or a known key has a value of the wrong type.
 #[derive(Debug)]
 pub enum JsonOrShape {
-    Json { line: usize, column: usize, message: String },
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     Shape(String),
 }
 
@@ -342,12 +470,18 @@ struct Reader<'a> {
 
 fn get_ci<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
     let map = obj.as_object()?;
-    map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 impl<'a> Reader<'a> {
     fn get(&self, section: &str, key: &str) -> Option<&'a Value> {
-        get_ci(self.root, section).and_then(|s| get_ci(s, key)).filter(|v| !v.is_null())
+        get_ci(self.root, section)
+            .and_then(|s| get_ci(s, key))
+            .filter(|v| !v.is_null())
     }
 
     fn wrong(section: &str, key: &str, want: &str, got: &Value) -> JsonOrShape {
@@ -376,7 +510,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn uint<T: TryFrom<u64>>(&self, section: &str, key: &str, out: &mut T) -> Result<(), JsonOrShape> {
+    fn uint<T: TryFrom<u64>>(
+        &self,
+        section: &str,
+        key: &str,
+        out: &mut T,
+    ) -> Result<(), JsonOrShape> {
         match self.get(section, key) {
             None => Ok(()),
             Some(v) => {
@@ -401,7 +540,14 @@ impl<'a> Reader<'a> {
                     .iter()
                     .map(|i| i.as_str().map(str::to_owned))
                     .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| Self::wrong(section, key, "a list of strings", &Value::Array(items.clone())))?;
+                    .ok_or_else(|| {
+                        Self::wrong(
+                            section,
+                            key,
+                            "a list of strings",
+                            &Value::Array(items.clone()),
+                        )
+                    })?;
                 Ok(())
             }
             Some(v) => Err(Self::wrong(section, key, "a list of strings", v)),
@@ -411,12 +557,19 @@ impl<'a> Reader<'a> {
 
 fn custom_identities(list: &Value) -> Result<Vec<CustomIdentity>, JsonOrShape> {
     let items = list.as_array().ok_or_else(|| {
-        JsonOrShape::Shape(format!("Identity.CustomIdentities must be a list, found {list}"))
+        JsonOrShape::Shape(format!(
+            "Identity.CustomIdentities must be a list, found {list}"
+        ))
     })?;
     items
         .iter()
         .map(|item| {
-            let field = |k: &str| get_ci(item, k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let field = |k: &str| {
+                get_ci(item, k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
             let id = CustomIdentity {
                 instance_id: field("InstanceID"),
                 region: field("Region"),
@@ -475,7 +628,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ssm-lite-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.json");
-        std::fs::write(&path, "{\n  \"Mds\": {\n    \"CommandWorkersLimit\": ,\n  }\n}").unwrap();
+        std::fs::write(
+            &path,
+            "{\n  \"Mds\": {\n    \"CommandWorkersLimit\": ,\n  }\n}",
+        )
+        .unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("bad.json") && err.contains("line 3"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

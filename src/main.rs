@@ -12,7 +12,10 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Version => {
-            println!("ssm-lite {} (protocol-compatible with amazon-ssm-agent {COMPATIBLE_AGENT_VERSION})", env!("CARGO_PKG_VERSION"));
+            println!(
+                "ssm-lite {} (protocol-compatible with amazon-ssm-agent {COMPATIBLE_AGENT_VERSION})",
+                env!("CARGO_PKG_VERSION")
+            );
             ExitCode::SUCCESS
         }
         Command::Help => {

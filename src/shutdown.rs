@@ -34,7 +34,10 @@ impl Shutdown {
             if now >= deadline {
                 return false;
             }
-            done = cvar.wait_timeout(done, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            done = cvar
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }

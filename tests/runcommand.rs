@@ -15,14 +15,21 @@ fn run(emu: &ssm_emulator::Emulator, id: &str, commands: &[&str], timeout: u64) 
 }
 
 fn final_of(emu: &ssm_emulator::Emulator, msg: &str) -> Value {
-    emu.wait_final(msg, FINAL_WAIT).unwrap_or_else(|| panic!("no final reply for {msg}; replies: {:?}", emu.replies(msg))).payload
+    emu.wait_final(msg, FINAL_WAIT)
+        .unwrap_or_else(|| panic!("no final reply for {msg}; replies: {:?}", emu.replies(msg)))
+        .payload
 }
 
 #[test]
 fn echo_succeeds_with_replies_in_order_and_valid_signatures() {
     let emu = emulator();
     let agent = Agent::start(&emu, json!({}));
-    let msg = run(&emu, "11111111-1111-4111-8111-111111111111", &["echo hello from ssm-lite"], 3600);
+    let msg = run(
+        &emu,
+        "11111111-1111-4111-8111-111111111111",
+        &["echo hello from ssm-lite"],
+        3600,
+    );
     let reply = final_of(&emu, &msg);
     assert_eq!(reply["documentStatus"], "Success", "{reply}");
     let p = plugin(&reply);
@@ -40,11 +47,25 @@ fn echo_succeeds_with_replies_in_order_and_valid_signatures() {
     assert_eq!(statuses, ["InProgress", "InProgress", "Success"]);
     assert!(replies[0].payload["runtimeStatus"].is_null());
     let log = emu.request_log();
-    let pos = |target: &str, nth: usize| log.iter().filter(|r| r.target == target && r.status == 200).nth(nth).map(|r| r.at);
+    let pos = |target: &str, nth: usize| {
+        log.iter()
+            .filter(|r| r.target == target && r.status == 200)
+            .nth(nth)
+            .map(|r| r.at)
+    };
     let ack = pos(targets::ACKNOWLEDGE_MESSAGE, 0).expect("acked");
-    assert!(pos(targets::SEND_REPLY, 0).unwrap() <= ack && ack <= pos(targets::SEND_REPLY, 1).unwrap());
-    assert!(emu.signature_failures().is_empty(), "{:?}", emu.signature_failures());
-    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()), "a health ping at start");
+    assert!(
+        pos(targets::SEND_REPLY, 0).unwrap() <= ack && ack <= pos(targets::SEND_REPLY, 1).unwrap()
+    );
+    assert!(
+        emu.signature_failures().is_empty(),
+        "{:?}",
+        emu.signature_failures()
+    );
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()),
+        "a health ping at start"
+    );
     let ping = &emu.health_pings()[0].request;
     assert_eq!(ping["InstanceId"], "i-0123456789abcdef0");
     assert_eq!(ping["AgentStatus"], "Active");
@@ -56,26 +77,45 @@ fn echo_succeeds_with_replies_in_order_and_valid_signatures() {
 fn nonzero_exit_fails_with_its_code_and_separate_stderr() {
     let emu = emulator();
     let _agent = Agent::start(&emu, json!({}));
-    let msg = run(&emu, "22222222-2222-4222-8222-222222222222", &["echo out", "echo err >&2", "exit 2"], 3600);
+    let msg = run(
+        &emu,
+        "22222222-2222-4222-8222-222222222222",
+        &["echo out", "echo err >&2", "exit 2"],
+        3600,
+    );
     let reply = final_of(&emu, &msg);
     assert_eq!(reply["documentStatus"], "Failed");
     let p = plugin(&reply);
     assert_eq!(p["code"], 2);
     assert_eq!(p["standardOutput"], "out\n");
-    assert_eq!(p["standardError"], "err\n\nfailed to run commands: exit status 2");
-    assert_eq!(p["output"], "out\n\n----------ERROR-------\nerr\n\nfailed to run commands: exit status 2");
+    assert_eq!(
+        p["standardError"],
+        "err\n\nfailed to run commands: exit status 2"
+    );
+    assert_eq!(
+        p["output"],
+        "out\n\n----------ERROR-------\nerr\n\nfailed to run commands: exit status 2"
+    );
 }
 
 #[test]
 fn long_output_is_truncated_exactly() {
     let emu = emulator();
     let _agent = Agent::start(&emu, json!({}));
-    let msg = run(&emu, "33333333-3333-4333-8333-333333333333", &["i=1; while [ $i -le 3000 ]; do echo \"line $i\"; i=$((i+1)); done"], 3600);
+    let msg = run(
+        &emu,
+        "33333333-3333-4333-8333-333333333333",
+        &["i=1; while [ $i -le 3000 ]; do echo \"line $i\"; i=$((i+1)); done"],
+        3600,
+    );
     let reply = final_of(&emu, &msg);
     let full: String = (1..=3000).map(|i| format!("line {i}\n")).collect();
     let p = plugin(&reply);
     let output = p["output"].as_str().unwrap();
-    assert_eq!(output, format!("{}\n---Output truncated---", &full[..2500 - 23]));
+    assert_eq!(
+        output,
+        format!("{}\n---Output truncated---", &full[..2500 - 23])
+    );
     let std = p["standardOutput"].as_str().unwrap();
     assert_eq!(std, format!("{}--output truncated--", &full[..24000 - 20]));
 }
@@ -90,7 +130,11 @@ fn timeout_kills_the_whole_process_group() {
     let pgid = wait_file(&pgid_file, Duration::from_secs(10)).expect("script started");
     let started = Instant::now();
     let reply = final_of(&emu, &msg);
-    assert!(started.elapsed() < Duration::from_secs(7), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(reply["documentStatus"], "TimedOut");
     assert_eq!(plugin(&reply)["code"], 137);
     assert!(!group_alive(&pgid), "process group {pgid} must be gone");
@@ -100,11 +144,27 @@ fn timeout_kills_the_whole_process_group() {
 fn cancel_stops_a_running_command_and_a_queued_one_never_starts() {
     let emu = emulator();
     let agent = Agent::start(&emu, json!({ "Mds": { "CommandWorkersLimit": 1 } }));
-    let (running_mark, queued_mark) = (agent.scratch().join("running"), agent.scratch().join("queued"));
-    let first = run(&emu, "55555555-5555-4555-8555-555555555555", &[&format!("touch {}; sleep 60", running_mark.display())], 3600);
-    let second = run(&emu, "66666666-6666-4666-8666-666666666666", &[&format!("touch {}", queued_mark.display())], 3600);
+    let (running_mark, queued_mark) = (
+        agent.scratch().join("running"),
+        agent.scratch().join("queued"),
+    );
+    let first = run(
+        &emu,
+        "55555555-5555-4555-8555-555555555555",
+        &[&format!("touch {}; sleep 60", running_mark.display())],
+        3600,
+    );
+    let second = run(
+        &emu,
+        "66666666-6666-4666-8666-666666666666",
+        &[&format!("touch {}", queued_mark.display())],
+        3600,
+    );
     wait_file_exists(&running_mark);
-    assert!(emu.wait_until(FINAL_WAIT, |s| !s.replies(&second).is_empty()), "second command received");
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| !s.replies(&second).is_empty()),
+        "second command received"
+    );
     emu.send_cancel(&second);
     let reply = final_of(&emu, &second);
     assert_eq!(reply["documentStatus"], "Cancelled", "{reply}");
@@ -113,9 +173,17 @@ fn cancel_stops_a_running_command_and_a_queued_one_never_starts() {
     assert_eq!(reply["documentStatus"], "Cancelled");
     assert_eq!(plugin(&reply)["code"], 137);
     // The worker is free again: a new command runs, and the cancelled one still never ran.
-    let third = run(&emu, "77777777-7777-4777-8777-777777777777", &["true"], 3600);
+    let third = run(
+        &emu,
+        "77777777-7777-4777-8777-777777777777",
+        &["true"],
+        3600,
+    );
     assert_eq!(final_of(&emu, &third)["documentStatus"], "Success");
-    assert!(!queued_mark.exists(), "a cancelled queued command must never start");
+    assert!(
+        !queued_mark.exists(),
+        "a cancelled queued command must never start"
+    );
 }
 
 fn wait_file_exists(p: &std::path::Path) {
@@ -139,15 +207,32 @@ fn twenty_commands_never_run_more_than_the_worker_limit() {
         s = seen.display()
     );
     let ids: Vec<String> = (0..20)
-        .map(|i| run(&emu, &format!("88888888-8888-4888-8888-{i:012}"), &[&script], 3600))
+        .map(|i| {
+            run(
+                &emu,
+                &format!("88888888-8888-4888-8888-{i:012}"),
+                &[&script],
+                3600,
+            )
+        })
         .collect();
     for id in &ids {
         assert_eq!(final_of(&emu, id)["documentStatus"], "Success");
     }
-    let counts: Vec<u32> = fs::read_to_string(&seen).unwrap().lines().map(|l| l.trim().parse().unwrap()).collect();
+    let counts: Vec<u32> = fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
     assert_eq!(counts.len(), 20);
-    assert!(counts.iter().all(|&c| c <= 2), "more than 2 scripts ran at once: {counts:?}");
-    assert!(counts.contains(&2), "the two workers ran in parallel at least once: {counts:?}");
+    assert!(
+        counts.iter().all(|&c| c <= 2),
+        "more than 2 scripts ran at once: {counts:?}"
+    );
+    assert!(
+        counts.contains(&2),
+        "the two workers ran in parallel at least once: {counts:?}"
+    );
 }
 
 #[test]
@@ -174,12 +259,28 @@ fn schema_2_2_runs_the_linux_step_and_skips_the_windows_one() {
     let msg = emu.send_command(&payload);
     let reply = final_of(&emu, &msg);
     assert_eq!(reply["documentStatus"], "Success");
-    assert_eq!(reply["runtimeStatus"], json!({}), "several plugins: {{}} in the final reply");
-    let steps: Vec<Value> = emu.replies(&msg).iter().filter_map(|r| r.payload["runtimeStatus"].as_object().cloned()).flat_map(|m| m.into_values()).collect();
+    assert_eq!(
+        reply["runtimeStatus"],
+        json!({}),
+        "several plugins: {{}} in the final reply"
+    );
+    let steps: Vec<Value> = emu
+        .replies(&msg)
+        .iter()
+        .filter_map(|r| r.payload["runtimeStatus"].as_object().cloned())
+        .flat_map(|m| m.into_values())
+        .collect();
     assert_eq!(steps[0]["status"], "Success");
     assert_eq!(steps[0]["standardOutput"], "ship_it\n");
     assert_eq!(steps[1]["status"], "Skipped");
-    assert!(steps[1]["output"].as_str().unwrap().contains("unsatisfied preconditions"), "{}", steps[1]);
+    assert!(
+        steps[1]["output"]
+            .as_str()
+            .unwrap()
+            .contains("unsatisfied preconditions"),
+        "{}",
+        steps[1]
+    );
 }
 
 #[test]
@@ -192,7 +293,11 @@ fn bad_messages_get_upstream_failures_and_good_ones_still_run() {
         emu.send_command(&p)
     };
     let not_json = "aws.ssm.aaaaaaaa-0000-4000-8000-000000000002.i-0123456789abcdef0";
-    emu.enqueue_raw("aws.ssm.sendCommand.us.east.1.1", "{this is not json", not_json);
+    emu.enqueue_raw(
+        "aws.ssm.sendCommand.us.east.1.1",
+        "{this is not json",
+        not_json,
+    );
     let unknown_topic = "aws.ssm.aaaaaaaa-0000-4000-8000-000000000003.i-0123456789abcdef0";
     emu.enqueue_raw("aws.ssm.somethingElse", "{}", unknown_topic);
     let unknown_plugin = {
@@ -206,39 +311,91 @@ fn bad_messages_get_upstream_failures_and_good_ones_still_run() {
         p["Parameters"]["commands"] = json!(["x".repeat(5 * 1024 * 1024)]);
         emu.send_command(&p)
     };
-    let good = run(&emu, "aaaaaaaa-0000-4000-8000-000000000006", &["echo still here"], 3600);
+    let good = run(
+        &emu,
+        "aaaaaaaa-0000-4000-8000-000000000006",
+        &["echo still here"],
+        3600,
+    );
 
     let r = final_of(&emu, &schema);
     assert_eq!(r["documentStatus"], "Failed");
-    assert_eq!(r["documentTraceOutput"], "Document with schema version 9999.0 is not supported by this version of ssm agent, please update to latest version");
+    assert_eq!(
+        r["documentTraceOutput"],
+        "Document with schema version 9999.0 is not supported by this version of ssm agent, please update to latest version"
+    );
     let r = final_of(&emu, not_json);
     assert_eq!(r["documentStatus"], "Failed");
-    assert!(r["documentTraceOutput"].as_str().unwrap().contains("not valid JSON"));
-    assert!(emu.wait_until(FINAL_WAIT, |s| s.fails().iter().any(|f| f.message_id == unknown_topic && f.failure_type == "InternalHandlerException")));
+    assert!(
+        r["documentTraceOutput"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| s.fails().iter().any(|f| f.message_id
+            == unknown_topic
+            && f.failure_type == "InternalHandlerException"))
+    );
     let r = final_of(&emu, &unknown_plugin);
     assert_eq!(r["documentStatus"], "Failed");
-    assert!(plugin(&r)["output"].as_str().unwrap().contains("Plugin with name aws:noSuchPlugin is not supported by this version of ssm agent"), "{r}");
+    assert!(
+        plugin(&r)["output"].as_str().unwrap().contains(
+            "Plugin with name aws:noSuchPlugin is not supported by this version of ssm agent"
+        ),
+        "{r}"
+    );
     let r = final_of(&emu, &huge);
     assert_eq!(r["documentStatus"], "Failed");
-    assert!(r["documentTraceOutput"].as_str().unwrap().contains("bytes"), "{}", r["documentTraceOutput"]);
-    assert_eq!(plugin(&final_of(&emu, &good))["standardOutput"], "still here\n");
+    assert!(
+        r["documentTraceOutput"].as_str().unwrap().contains("bytes"),
+        "{}",
+        r["documentTraceOutput"]
+    );
+    assert_eq!(
+        plugin(&final_of(&emu, &good))["standardOutput"],
+        "still here\n"
+    );
 }
 
 #[test]
 fn an_outage_loses_no_reply_and_backs_off() {
     let emu = emulator();
     let _agent = Agent::start(&emu, json!({}));
-    let warm = run(&emu, "bbbbbbbb-0000-4000-8000-000000000001", &["true"], 3600);
+    let warm = run(
+        &emu,
+        "bbbbbbbb-0000-4000-8000-000000000001",
+        &["true"],
+        3600,
+    );
     final_of(&emu, &warm);
     let before = emu.request_log().len();
     emu.fail_for(Duration::from_secs(30), 503, "ServiceUnavailable");
-    let msg = run(&emu, "bbbbbbbb-0000-4000-8000-000000000002", &["echo after the outage"], 3600);
-    let reply = emu.wait_final(&msg, Duration::from_secs(90)).expect("final reply after the outage").payload;
+    let msg = run(
+        &emu,
+        "bbbbbbbb-0000-4000-8000-000000000002",
+        &["echo after the outage"],
+        3600,
+    );
+    let reply = emu
+        .wait_final(&msg, Duration::from_secs(90))
+        .expect("final reply after the outage")
+        .payload;
     assert_eq!(plugin(&reply)["standardOutput"], "after the outage\n");
-    let during = emu.request_log()[before..].iter().filter(|r| r.status == 503).count();
-    assert!((1..=25).contains(&during), "{during} requests hit the 30 s outage: back-off must bound them");
+    let during = emu.request_log()[before..]
+        .iter()
+        .filter(|r| r.status == 503)
+        .count();
+    assert!(
+        (1..=25).contains(&during),
+        "{during} requests hit the 30 s outage: back-off must bound them"
+    );
     let replies = emu.replies(&msg);
-    assert_eq!(replies.last().unwrap().document_status(), "Success", "the final reply is the last one");
+    assert_eq!(
+        replies.last().unwrap().document_status(),
+        "Success",
+        "the final reply is the last one"
+    );
 }
 
 #[test]
@@ -247,22 +404,69 @@ fn a_crash_loses_nothing_and_runs_nothing_twice() {
     let mut agent = Agent::start(&emu, json!({ "Mds": { "CommandWorkersLimit": 1 } }));
     let scratch = agent.scratch();
     let (runs_a, runs_b) = (scratch.join("a-runs"), scratch.join("b-runs"));
-    let a = run(&emu, "cccccccc-0000-4000-8000-000000000001", &[&format!("echo run >> {}; sleep 60", runs_a.display())], 3600);
-    let b = run(&emu, "cccccccc-0000-4000-8000-000000000002", &[&format!("echo run >> {}", runs_b.display())], 3600);
+    let a = run(
+        &emu,
+        "cccccccc-0000-4000-8000-000000000001",
+        &[&format!("echo run >> {}; sleep 60", runs_a.display())],
+        3600,
+    );
+    let b = run(
+        &emu,
+        "cccccccc-0000-4000-8000-000000000002",
+        &[&format!("echo run >> {}", runs_b.display())],
+        3600,
+    );
     wait_file(&runs_a, FINAL_WAIT).expect("first command started");
-    assert!(emu.wait_until(FINAL_WAIT, |s| s.acks().contains(&b)), "second command acknowledged while queued");
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| s.acks().contains(&b)),
+        "second command acknowledged while queued"
+    );
     agent.kill9();
     agent.start_again();
     let ra = final_of(&emu, &a);
     assert_eq!(ra["documentStatus"], "Failed");
-    assert!(plugin(&ra)["output"].as_str().unwrap().contains("agent stopped"), "{ra}");
+    assert!(
+        plugin(&ra)["output"]
+            .as_str()
+            .unwrap()
+            .contains("agent stopped"),
+        "{ra}"
+    );
     assert_eq!(final_of(&emu, &b)["documentStatus"], "Success");
     // The service delivers the finished command again: it is acked and answered, not re-run.
-    emu.enqueue_raw("aws.ssm.sendCommand.us.east.1.1", &shell_payload("cccccccc-0000-4000-8000-000000000002", &["echo never"], 3600).to_string(), &b);
-    assert!(emu.wait_until(FINAL_WAIT, |s| s.acks().iter().filter(|m| **m == b).count() >= 2));
-    assert!(emu.wait_until(FINAL_WAIT, |s| s.replies(&b).iter().filter(|r| r.is_final()).count() >= 2), "final reply re-sent");
-    assert_eq!(fs::read_to_string(&runs_a).unwrap().lines().count(), 1, "the interrupted step is not re-run");
-    assert_eq!(fs::read_to_string(&runs_b).unwrap().lines().count(), 1, "the queued command ran exactly once");
+    emu.enqueue_raw(
+        "aws.ssm.sendCommand.us.east.1.1",
+        &shell_payload(
+            "cccccccc-0000-4000-8000-000000000002",
+            &["echo never"],
+            3600,
+        )
+        .to_string(),
+        &b,
+    );
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| s.acks().iter().filter(|m| **m == b).count()
+            >= 2)
+    );
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| s
+            .replies(&b)
+            .iter()
+            .filter(|r| r.is_final())
+            .count()
+            >= 2),
+        "final reply re-sent"
+    );
+    assert_eq!(
+        fs::read_to_string(&runs_a).unwrap().lines().count(),
+        1,
+        "the interrupted step is not re-run"
+    );
+    assert_eq!(
+        fs::read_to_string(&runs_b).unwrap().lines().count(),
+        1,
+        "the queued command ran exactly once"
+    );
 }
 
 #[test]
@@ -270,7 +474,12 @@ fn sigterm_stops_cleanly_and_reports_the_running_step() {
     let emu = emulator();
     let mut agent = Agent::start(&emu, json!({ "Mds": { "StopTimeoutMillis": 10000 } }));
     let mark = agent.scratch().join("started");
-    let msg = run(&emu, "dddddddd-0000-4000-8000-000000000001", &[&format!("touch {}; sleep 60", mark.display())], 3600);
+    let msg = run(
+        &emu,
+        "dddddddd-0000-4000-8000-000000000001",
+        &[&format!("touch {}; sleep 60", mark.display())],
+        3600,
+    );
     wait_file_exists(&mark);
     let status = agent.terminate(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "clean exit");
@@ -285,7 +494,12 @@ fn run_document_runs_1_2_and_2_2_documents() {
     let v12 = dir.path().join("v12.json");
     let doc = shell_payload("x", &["echo one"], 3600)["DocumentContent"].clone();
     fs::write(&v12, doc.to_string()).unwrap();
-    let (code, out, err) = run_cli(&["run-document", v12.to_str().unwrap(), "--parameters", r#"{"commands":["echo from 1.2"]}"#]);
+    let (code, out, err) = run_cli(&[
+        "run-document",
+        v12.to_str().unwrap(),
+        "--parameters",
+        r#"{"commands":["echo from 1.2"]}"#,
+    ]);
     assert_eq!(code, 0, "{err}");
     let reply: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(plugin(&reply)["standardOutput"], "from 1.2\n");
@@ -308,7 +522,10 @@ fn run_document_runs_1_2_and_2_2_documents() {
 fn bad_command_lines_exit_2_with_usage() {
     let (code, _, err) = run_cli(&["--no-such-flag"]);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown option --no-such-flag") && err.contains("usage:"), "{err}");
+    assert!(
+        err.contains("unknown option --no-such-flag") && err.contains("usage:"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(&["--config"]);
     assert_eq!(code, 2, "{err}");
     let (code, out, _) = run_cli(&["--version"]);
@@ -321,7 +538,16 @@ fn an_invalid_config_file_is_named_with_its_position() {
     let dir = TempDir::new("badcfg");
     let cfg = dir.path().join("amazon-ssm-agent.json");
     fs::write(&cfg, "{\n  \"Mds\": {,\n}").unwrap();
-    let (code, _, err) = run_cli(&["run", "--config", cfg.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()]);
+    let (code, _, err) = run_cli(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("amazon-ssm-agent.json") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("amazon-ssm-agent.json") && err.contains("line 2"),
+        "{err}"
+    );
 }

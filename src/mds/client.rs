@@ -21,7 +21,14 @@ pub struct Message {
 impl Message {
     /// Upstream ignores a message that lacks any of these (no ack, no reply).
     pub fn is_complete(&self) -> bool {
-        ![&self.message_id, &self.topic, &self.created_date, &self.destination].iter().any(|s| s.is_empty())
+        ![
+            &self.message_id,
+            &self.topic,
+            &self.created_date,
+            &self.destination,
+        ]
+        .iter()
+        .any(|s| s.is_empty())
     }
 }
 
@@ -33,12 +40,19 @@ pub struct MdsClient {
 }
 
 fn text(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 impl MdsClient {
     pub fn new(json: JsonClient, destination: &str, timeout: Duration) -> MdsClient {
-        MdsClient { json, destination: destination.to_owned(), timeout }
+        MdsClient {
+            json,
+            destination: destination.to_owned(),
+            timeout,
+        }
     }
 
     /// One long poll. Returns the delivered messages (often none).
@@ -52,7 +66,11 @@ impl MdsClient {
         let messages = match out.get("Messages") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(m)) => m,
-            Some(other) => return Err(AwsError::Decode(format!("GetMessages: Messages is not a list: {other}"))),
+            Some(other) => {
+                return Err(AwsError::Decode(format!(
+                    "GetMessages: Messages is not a list: {other}"
+                )));
+            }
         };
         Ok(messages
             .iter()
@@ -67,16 +85,29 @@ impl MdsClient {
     }
 
     pub fn acknowledge(&self, message_id: &str) -> Result<(), AwsError> {
-        self.json.call("AcknowledgeMessage", &json!({ "MessageId": message_id }), self.timeout).map(drop)
+        self.json
+            .call(
+                "AcknowledgeMessage",
+                &json!({ "MessageId": message_id }),
+                self.timeout,
+            )
+            .map(drop)
     }
 
-    pub fn send_reply(&self, message_id: &str, reply_id: &str, payload: &str) -> Result<(), AwsError> {
+    pub fn send_reply(
+        &self,
+        message_id: &str,
+        reply_id: &str,
+        payload: &str,
+    ) -> Result<(), AwsError> {
         let input = json!({ "MessageId": message_id, "Payload": payload, "ReplyId": reply_id });
         self.json.call("SendReply", &input, self.timeout).map(drop)
     }
 
     pub fn fail_message(&self, message_id: &str) -> Result<(), AwsError> {
         let input = json!({ "FailureType": "InternalHandlerException", "MessageId": message_id });
-        self.json.call("FailMessage", &input, self.timeout).map(drop)
+        self.json
+            .call("FailMessage", &input, self.timeout)
+            .map(drop)
     }
 }

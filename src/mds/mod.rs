@@ -48,7 +48,9 @@ impl Poller {
             match self.client.get_messages() {
                 Ok(messages) => {
                     if errors > 0 {
-                        log::info!("ec2messages: connection restored after {errors} failed poll(s)");
+                        log::info!(
+                            "ec2messages: connection restored after {errors} failed poll(s)"
+                        );
                     }
                     errors = 0;
                     let empty = messages.is_empty();
@@ -56,10 +58,15 @@ impl Poller {
                         self.process(m);
                     }
                     if empty && started.elapsed() < QUICK_POLL {
-                        self.shutdown.wait_timeout(Duration::from_millis(crate::random::between(2000, 2499)));
+                        self.shutdown
+                            .wait_timeout(Duration::from_millis(crate::random::between(
+                                2000, 2499,
+                            )));
                     }
                 }
-                Err(AwsError::Transport(HttpError::Timeout(_))) if started.elapsed() >= LONG_POLL_END => {
+                Err(AwsError::Transport(HttpError::Timeout(_)))
+                    if started.elapsed() >= LONG_POLL_END =>
+                {
                     log::debug!("ec2messages: long poll ended without an answer; polling again");
                 }
                 Err(e) => {
@@ -68,7 +75,10 @@ impl Poller {
                     if errors == 1 {
                         log::warn!("ec2messages: connection lost: {e}; retrying with back-off");
                     } else {
-                        log::debug!("ec2messages: poll failed again ({e}); next try in {} ms", delay.as_millis());
+                        log::debug!(
+                            "ec2messages: poll failed again ({e}); next try in {} ms",
+                            delay.as_millis()
+                        );
                     }
                     self.shutdown.wait_timeout(delay);
                 }
@@ -79,7 +89,9 @@ impl Poller {
 
     fn process(&self, m: Message) {
         if !m.is_complete() {
-            log::warn!("ec2messages: ignoring a message without MessageId, Topic, Destination or CreatedDate");
+            log::warn!(
+                "ec2messages: ignoring a message without MessageId, Topic, Destination or CreatedDate"
+            );
             return;
         }
         if m.topic.starts_with("aws.ssm.sendCommand") {
@@ -87,7 +99,11 @@ impl Poller {
         } else if m.topic.starts_with("aws.ssm.cancelCommand") {
             self.cancel_command(&m);
         } else {
-            log::warn!("ec2messages: message {} has unknown topic {:?}; reporting it failed", m.message_id, m.topic);
+            log::warn!(
+                "ec2messages: message {} has unknown topic {:?}; reporting it failed",
+                m.message_id,
+                m.topic
+            );
             self.outbox.fail(&m.message_id);
         }
     }
@@ -102,7 +118,11 @@ impl Poller {
                     log::info!(
                         "command {}: delivered again; not running it twice{}",
                         m.message_id,
-                        if final_reply.is_some() { " (re-sending its final reply)" } else { "" }
+                        if final_reply.is_some() {
+                            " (re-sending its final reply)"
+                        } else {
+                            ""
+                        }
                     );
                     self.outbox.ack(&m.message_id);
                     if let Some(reply) = final_reply {
@@ -112,10 +132,15 @@ impl Poller {
                 }
                 Offer::Full => {
                     if !waiting_logged {
-                        log::info!("command {}: all workers busy and the queue is full; waiting for room", m.message_id);
+                        log::info!(
+                            "command {}: all workers busy and the queue is full; waiting for room",
+                            m.message_id
+                        );
                         waiting_logged = true;
                     }
-                    if !self.engine.wait_for_room(Duration::from_secs(1)) && self.shutdown.is_triggered() {
+                    if !self.engine.wait_for_room(Duration::from_secs(1))
+                        && self.shutdown.is_triggered()
+                    {
                         return;
                     }
                 }
@@ -127,7 +152,10 @@ impl Poller {
         match parse_cancel(&m.payload) {
             Ok(target) => {
                 if !self.engine.cancel(&target) {
-                    log::info!("cancel {}: command {target} is not queued or running; nothing to cancel", m.message_id);
+                    log::info!(
+                        "cancel {}: command {target} is not queued or running; nothing to cancel",
+                        m.message_id
+                    );
                 }
                 // Upstream answers the cancel message itself with a receipt reply and an ack.
                 self.outbox.accepted(&m.message_id, self.builder.received());
@@ -148,9 +176,15 @@ mod tests {
     fn backoff_grows_with_jitter_and_caps() {
         let cap = Duration::from_secs(60);
         let first = backoff(1, cap);
-        assert!(first >= Duration::from_millis(1000) && first <= Duration::from_millis(1500), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(1000) && first <= Duration::from_millis(1500),
+            "{first:?}"
+        );
         let third = backoff(3, cap);
-        assert!(third >= Duration::from_millis(4000) && third <= Duration::from_millis(6000), "{third:?}");
+        assert!(
+            third >= Duration::from_millis(4000) && third <= Duration::from_millis(6000),
+            "{third:?}"
+        );
         assert_eq!(backoff(30, cap), cap);
     }
 }

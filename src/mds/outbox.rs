@@ -46,7 +46,11 @@ impl Outbox {
         let mut q = Queue::default();
         for entry in leftovers {
             if now.saturating_sub(entry.reply.created_at) > MAX_REPLY_AGE_SECS {
-                log::warn!("reply {} for {} is older than 48 hours; dropping it unsent", entry.reply.reply_id, entry.reply.message_id);
+                log::warn!(
+                    "reply {} for {} is older than 48 hours; dropping it unsent",
+                    entry.reply.reply_id,
+                    entry.reply.message_id
+                );
                 let _ = spool.remove(&entry);
                 continue;
             }
@@ -59,9 +63,16 @@ impl Outbox {
             }));
         }
         if !q.items.is_empty() {
-            log::info!("re-sending {} reply(ies) spooled by an earlier run", q.items.len());
+            log::info!(
+                "re-sending {} reply(ies) spooled by an earlier run",
+                q.items.len()
+            );
         }
-        Arc::new(Outbox { spool, queue: Mutex::new(q), changed: Condvar::new() })
+        Arc::new(Outbox {
+            spool,
+            queue: Mutex::new(q),
+            changed: Condvar::new(),
+        })
     }
 
     fn push(&self, item: Item) {
@@ -101,7 +112,9 @@ impl Outbox {
             let item = {
                 let mut q = lock(&self.queue);
                 loop {
-                    if q.stop_at.is_some_and(|t| Instant::now() >= t) || (q.stop_at.is_some() && q.items.is_empty()) {
+                    if q.stop_at.is_some_and(|t| Instant::now() >= t)
+                        || (q.stop_at.is_some() && q.items.is_empty())
+                    {
                         return;
                     }
                     if let Some(item) = q.items.pop_front() {
@@ -118,7 +131,9 @@ impl Outbox {
             match result {
                 Ok(()) => {
                     if failures > 0 {
-                        log::info!("ec2messages: sending works again after {failures} failed attempt(s)");
+                        log::info!(
+                            "ec2messages: sending works again after {failures} failed attempt(s)"
+                        );
                     }
                     failures = 0;
                     self.done(&item);
@@ -126,7 +141,10 @@ impl Outbox {
                 Err(e) if e.is_retryable() => {
                     failures += 1;
                     if failures == 1 {
-                        log::warn!("ec2messages: cannot send {} ({e}); will retry with back-off", describe(&item));
+                        log::warn!(
+                            "ec2messages: cannot send {} ({e}); will retry with back-off",
+                            describe(&item)
+                        );
                     }
                     lock(&self.queue).items.push_front(item);
                     if !self.pause(super::backoff(failures, RETRY_CAP)) {
@@ -134,7 +152,10 @@ impl Outbox {
                     }
                 }
                 Err(e) => {
-                    log::error!("ec2messages refused {} for good: {e}; dropping it", describe(&item));
+                    log::error!(
+                        "ec2messages refused {} for good: {e}; dropping it",
+                        describe(&item)
+                    );
                     self.done(&item);
                 }
             }
@@ -153,14 +174,22 @@ impl Outbox {
             if now >= wake {
                 return true;
             }
-            q = self.changed.wait_timeout(q, wake - now).unwrap_or_else(|e| e.into_inner()).0;
+            q = self
+                .changed
+                .wait_timeout(q, wake - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
     fn done(&self, item: &Item) {
         match item {
             Item::Reply(r) => {
-                log::info!("reply sent for {} ({})", r.message_id, if r.terminal { "final" } else { "progress" });
+                log::info!(
+                    "reply sent for {} ({})",
+                    r.message_id,
+                    if r.terminal { "final" } else { "progress" }
+                );
                 if let Some(entry) = &r.stored {
                     if let Err(e) = self.spool.remove(entry) {
                         log::error!("{e}");
@@ -209,7 +238,13 @@ impl ReplySink for Outbox {
             },
             Err(e) => {
                 log::error!("reply for {message_id} kept in memory only: {e}");
-                OutgoingReply { message_id: record.message_id, reply_id: record.reply_id, payload: record.payload, terminal, stored: None }
+                OutgoingReply {
+                    message_id: record.message_id,
+                    reply_id: record.reply_id,
+                    payload: record.payload,
+                    terminal,
+                    stored: None,
+                }
             }
         }
     }

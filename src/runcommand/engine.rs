@@ -1,11 +1,11 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
+use super::ReplySink;
 use super::payload::{SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
-use super::ReplySink;
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, safe_file_name};
@@ -37,12 +37,18 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// The engine settings of `config`, with the per-host environment for scripts.
-    pub fn from_config(config: &crate::config::Config, builder: ReplyBuilder, env: Vec<(String, String)>) -> EngineConfig {
+    pub fn from_config(
+        config: &crate::config::Config,
+        builder: ReplyBuilder,
+        env: Vec<(String, String)>,
+    ) -> EngineConfig {
         EngineConfig {
             workers: config.mds.command_workers_limit,
             queue_limit: config.mds.command_worker_buffer_limit,
             retry_limit: config.mds.command_retry_limit,
-            retention: Duration::from_secs(config.ssm.run_command_logs_retention_duration_hours * 3600),
+            retention: Duration::from_secs(
+                config.ssm.run_command_logs_retention_duration_hours * 3600,
+            ),
             env,
             builder,
             reboot_command: reboot_command(),
@@ -130,7 +136,10 @@ impl Engine {
                     .expect("spawning a worker thread")
             })
             .collect();
-        Engine { inner, workers: Mutex::new(handles) }
+        Engine {
+            inner,
+            workers: Mutex::new(handles),
+        }
     }
 
     /// Offers a send-command message. Never blocks on the queue: a full queue says `Full`.
@@ -172,7 +181,12 @@ impl Engine {
             if now >= deadline {
                 return false;
             }
-            q = self.inner.changed.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            q = self
+                .inner
+                .changed
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         !q.closed
     }
@@ -186,7 +200,12 @@ impl Engine {
             if now >= deadline {
                 return false;
             }
-            q = self.inner.changed.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            q = self
+                .inner
+                .changed
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         true
     }
@@ -207,10 +226,17 @@ impl Engine {
         };
         inner.changed.notify_all();
         if !running.is_empty() {
-            log::info!("shutdown: waiting up to {} ms for {} running command(s)", grace.as_millis(), running.len());
+            log::info!(
+                "shutdown: waiting up to {} ms for {} running command(s)",
+                grace.as_millis(),
+                running.len()
+            );
             if !self.wait_idle(grace) {
                 for job in lock(&inner.queue).active.values() {
-                    log::warn!("shutdown: stopping command {} that is still running", job.message_id);
+                    log::warn!(
+                        "shutdown: stopping command {} that is still running",
+                        job.message_id
+                    );
                     job.stop.stop(StopReason::Shutdown);
                 }
             }
@@ -233,11 +259,17 @@ impl Inner {
         }
         let Some(file_id) = safe_file_name(&command_id) else {
             drop(q);
-            self.reject(message_id, None, &format!("invalid CommandId {command_id:?} in MessageId {message_id:?}"));
+            self.reject(
+                message_id,
+                None,
+                &format!("invalid CommandId {command_id:?} in MessageId {message_id:?}"),
+            );
             return Offer::Rejected;
         };
         if let Some(rec) = CommandRecord::load(&self.dir.command_record(file_id)) {
-            return Offer::Duplicate { final_reply: rec.final_reply };
+            return Offer::Duplicate {
+                final_reply: rec.final_reply,
+            };
         }
         if q.waiting.len() >= self.cfg.queue_limit {
             return Offer::Full;
@@ -255,14 +287,22 @@ impl Inner {
         if let Err(e) = record.save(&self.dir, true) {
             drop(q);
             log::error!("command {message_id}: {e}");
-            self.reject(message_id, None, &format!("the agent could not store the command: {e}"));
+            self.reject(
+                message_id,
+                None,
+                &format!("the agent could not store the command: {e}"),
+            );
             return Offer::Rejected;
         }
         log::info!(
             "command {message_id}: received {} ({} step(s), document {})",
             command.command_id,
             document.steps.len(),
-            if command.document_name.is_empty() { "<unnamed>" } else { &command.document_name }
+            if command.document_name.is_empty() {
+                "<unnamed>"
+            } else {
+                &command.document_name
+            }
         );
         self.sink.accepted(message_id, self.cfg.builder.received());
         let job = Arc::new(self.job(record, document, &command));
@@ -329,8 +369,13 @@ impl Inner {
         self.save(&rec, true);
         if let Some(interrupted) = rec.running.take() {
             let step = &job.document.steps[interrupted.index.min(job.document.steps.len() - 1)];
-            let result = steps::without_running(step, Status::Failed, 1, &interrupted_message(&interrupted));
-            log::warn!("command {}: step {} was interrupted by an agent stop; reporting it Failed", job.message_id, step.id);
+            let result =
+                steps::without_running(step, Status::Failed, 1, &interrupted_message(&interrupted));
+            log::warn!(
+                "command {}: step {} was interrupted by an agent stop; reporting it Failed",
+                job.message_id,
+                step.id
+            );
             self.step_finished(job, &mut rec, step, result);
         }
         let dir = self.dir.orchestration_dir(&rec.command_id);
@@ -355,10 +400,20 @@ impl Inner {
 
     /// Decides and runs step `index`: skipped after an exit condition, stopped before start,
     /// the document's verdict, or a real run.
-    fn run_one(&self, job: &Job, rec: &mut CommandRecord, step: &Step, index: usize, dir: &std::path::Path) -> PluginResult {
+    fn run_one(
+        &self,
+        job: &Job,
+        rec: &mut CommandRecord,
+        step: &Step,
+        index: usize,
+        dir: &std::path::Path,
+    ) -> PluginResult {
         let is_last = index + 1 == job.document.steps.len();
         if rec.exit_condition && !(step.finally_step && is_last) {
-            let text = format!("Plugin with name {} and id {} skipped due to prior step with an exit condition", step.plugin, step.id);
+            let text = format!(
+                "Plugin with name {} and id {} skipped due to prior step with an exit condition",
+                step.plugin, step.id
+            );
             return steps::without_running(step, Status::Skipped, 0, &text);
         }
         if let Some(reason) = job.stop.reason() {
@@ -369,11 +424,24 @@ impl Inner {
             Verdict::Fail(text) => steps::without_running(step, Status::Failed, 1, text),
             Verdict::Run => {
                 let started = crate::timefmt::iso8601_ms(std::time::SystemTime::now());
-                rec.running = Some(RunningStep { index, process_group: None, started });
+                rec.running = Some(RunningStep {
+                    index,
+                    process_group: None,
+                    started,
+                });
                 self.save(rec, true);
-                log::info!("command {}: step {} ({}) started", job.message_id, step.id, step.plugin);
+                log::info!(
+                    "command {}: step {} ({}) started",
+                    job.message_id,
+                    step.id,
+                    step.plugin
+                );
                 let t0 = Instant::now();
-                let env = StepEnv { command_dir: dir, env: &job.env, stop: &job.stop };
+                let env = StepEnv {
+                    command_dir: dir,
+                    env: &job.env,
+                    stop: &job.stop,
+                };
                 let mut on_start = |pgid: crate::sys::Pid| {
                     if let Some(r) = rec.running.as_mut() {
                         r.process_group = Some(pgid.as_raw());
@@ -395,7 +463,13 @@ impl Inner {
     }
 
     /// Records a step's result, applies the document's control flow, sends the step reply.
-    fn step_finished(&self, job: &Job, rec: &mut CommandRecord, step: &Step, mut result: PluginResult) {
+    fn step_finished(
+        &self,
+        job: &Job,
+        rec: &mut CommandRecord,
+        step: &Step,
+        mut result: PluginResult,
+    ) {
         if apply_control_flow(step, &mut result) {
             rec.exit_condition = true;
         }
@@ -403,7 +477,11 @@ impl Inner {
         rec.next_step += 1;
         rec.running = None;
         let last = rec.results.last().expect("just pushed");
-        let ticket = self.sink.spool(&job.message_id, self.cfg.builder.step_done(&rec.results, last), false);
+        let ticket = self.sink.spool(
+            &job.message_id,
+            self.cfg.builder.step_done(&rec.results, last),
+            false,
+        );
         self.save(rec, false);
         self.sink.send(ticket);
     }
@@ -430,7 +508,8 @@ impl Inner {
     /// A job that never started (cancelled while queued): every step reported stopped.
     fn finish_unstarted(&self, job: &Job, reason: StopReason) {
         let mut rec = lock(&job.record);
-        let results: Vec<PluginResult> = job.document.steps[rec.next_step.min(job.document.steps.len())..]
+        let results: Vec<PluginResult> = job.document.steps
+            [rec.next_step.min(job.document.steps.len())..]
             .iter()
             .map(|s| steps::stopped_before_start(s, reason))
             .collect();
@@ -462,7 +541,10 @@ impl Inner {
             let (command, document) = match parse(&rec.payload, &rec.command_id) {
                 Ok(p) => p,
                 Err(e) => {
-                    log::error!("command {}: stored payload no longer parses ({e}); reporting it Failed", rec.message_id);
+                    log::error!(
+                        "command {}: stored payload no longer parses ({e}); reporting it Failed",
+                        rec.message_id
+                    );
                     self.reject(&rec.message_id, Some(&rec.command_id.clone()), &e);
                     continue;
                 }
@@ -472,12 +554,21 @@ impl Inner {
                 log::error!(
                     "command {}: not resumed ({}); reporting it Failed",
                     rec.message_id,
-                    if too_old { "older than 48 hours" } else { "started too many times" }
+                    if too_old {
+                        "older than 48 hours"
+                    } else {
+                        "started too many times"
+                    }
                 );
                 self.give_up(rec, &document);
                 continue;
             }
-            log::info!("command {}: resuming after restart ({:?}, step {})", rec.message_id, rec.phase, rec.next_step);
+            log::info!(
+                "command {}: resuming after restart ({:?}, step {})",
+                rec.message_id,
+                rec.phase,
+                rec.next_step
+            );
             let job = Arc::new(self.job(rec, document, &command));
             let mut q = lock(&self.queue);
             q.active.insert(job.message_id.clone(), Arc::clone(&job));
@@ -488,7 +579,8 @@ impl Inner {
     fn give_up(&self, mut rec: CommandRecord, document: &Document) {
         let text = "the agent restarted too often while this command ran, or the command is older than 48 hours; it was not resumed";
         for step in &document.steps[rec.next_step.min(document.steps.len())..] {
-            rec.results.push(steps::without_running(step, Status::Failed, 1, text));
+            rec.results
+                .push(steps::without_running(step, Status::Failed, 1, text));
         }
         rec.next_step = document.steps.len();
         self.finish(&mut rec);
@@ -515,7 +607,8 @@ impl Inner {
 
 fn parse(payload: &str, fallback_command_id: &str) -> Result<(SendCommand, Document), String> {
     let command = SendCommand::parse(payload, fallback_command_id)?;
-    let document = document::parse(&command.document_content, &command.parameters).map_err(|e| e.0)?;
+    let document =
+        document::parse(&command.document_content, &command.parameters).map_err(|e| e.0)?;
     if document.steps.is_empty() {
         return Err("Unsupported schema format".into());
     }
@@ -523,7 +616,9 @@ fn parse(payload: &str, fallback_command_id: &str) -> Result<(SendCommand, Docum
 }
 
 fn list_records(dir: &StateDir) -> Vec<CommandRecord> {
-    let Ok(entries) = std::fs::read_dir(dir.commands_dir()) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir.commands_dir()) else {
+        return Vec::new();
+    };
     entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
@@ -532,7 +627,10 @@ fn list_records(dir: &StateDir) -> Vec<CommandRecord> {
 }
 
 fn interrupted_message(r: &RunningStep) -> String {
-    let group = r.process_group.map(|g| format!(" (process group {g})")).unwrap_or_default();
+    let group = r
+        .process_group
+        .map(|g| format!(" (process group {g})"))
+        .unwrap_or_default();
     format!(
         "The agent stopped while this step was running{group}, started {}; its outcome is unknown and it was not run again.",
         r.started
@@ -560,7 +658,9 @@ fn apply_control_flow(step: &Step, r: &mut PluginResult) -> bool {
 }
 
 fn request_reboot(command: &[String], message_id: &str) {
-    let Some((program, args)) = command.split_first() else { return };
+    let Some((program, args)) = command.split_first() else {
+        return;
+    };
     log::warn!("command {message_id}: a step asked for a reboot (exit 194); running {command:?}");
     match std::process::Command::new(program).args(args).status() {
         Ok(s) if s.success() => {}

@@ -13,19 +13,34 @@ pub struct MemorySink {
 
 impl MemorySink {
     pub fn replies(&self) -> Vec<(String, bool)> {
-        self.replies.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
 impl ReplySink for MemorySink {
     fn accepted(&self, _message_id: &str, receipt: String) {
-        self.replies.lock().unwrap_or_else(|e| e.into_inner()).push((receipt, false));
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((receipt, false));
     }
     fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
-        OutgoingReply { message_id: message_id.into(), reply_id: crate::random::uuid_v4(), payload, terminal, stored: None }
+        OutgoingReply {
+            message_id: message_id.into(),
+            reply_id: crate::random::uuid_v4(),
+            payload,
+            terminal,
+            stored: None,
+        }
     }
     fn send(&self, reply: OutgoingReply) {
-        self.replies.lock().unwrap_or_else(|e| e.into_inner()).push((reply.payload, reply.terminal));
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((reply.payload, reply.terminal));
     }
     fn has_terminal_reply(&self, _message_id: &str) -> bool {
         false
@@ -63,27 +78,47 @@ pub fn run_document_cli(args: &crate::cli::RunDocumentArgs) -> Result<bool, Stri
         .map_err(|e| format!("document {} is not valid JSON: {e}", args.file.display()))?;
     let parameters: Map<String, Value> = match &args.parameters {
         None => Map::new(),
-        Some(p) => serde_json::from_str(p).map_err(|e| format!("--parameters is not a JSON object: {e}"))?,
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| format!("--parameters is not a JSON object: {e}"))?,
     };
     let command_id = crate::random::uuid_v4();
-    let is_payload = doc.as_object().is_some_and(|o| super::payload::get_ci(o, "DocumentContent").is_some());
-    let mut payload = if is_payload { doc } else { json!({ "DocumentContent": doc }) };
+    let is_payload = doc
+        .as_object()
+        .is_some_and(|o| super::payload::get_ci(o, "DocumentContent").is_some());
+    let mut payload = if is_payload {
+        doc
+    } else {
+        json!({ "DocumentContent": doc })
+    };
     if let Some(obj) = payload.as_object_mut() {
         obj.insert("CommandId".into(), Value::String(command_id.clone()));
         if !parameters.is_empty() {
             obj.insert("Parameters".into(), Value::Object(parameters));
         }
     }
-    let temp = args.state_dir.is_none().then(|| std::env::temp_dir().join(format!("ssm-lite-run-{command_id}")));
-    let root = args.state_dir.clone().or_else(|| temp.clone()).expect("one of the two is set");
+    let temp = args
+        .state_dir
+        .is_none()
+        .then(|| std::env::temp_dir().join(format!("ssm-lite-run-{command_id}")));
+    let root = args
+        .state_dir
+        .clone()
+        .or_else(|| temp.clone())
+        .expect("one of the two is set");
     let dir = StateDir::open(&root, "local").map_err(|e| e.to_string())?;
-    let builder = super::reply::ReplyBuilder { agent: super::reply::AgentInfo::from_config(&config), able_to_open_mgs_connection: None };
+    let builder = super::reply::ReplyBuilder {
+        agent: super::reply::AgentInfo::from_config(&config),
+        able_to_open_mgs_connection: None,
+    };
     let cfg = EngineConfig::from_config(&config, builder, Vec::new());
     let reply = run_payload(cfg, dir, &command_id, &payload.to_string());
     if let Some(t) = temp {
         let _ = std::fs::remove_dir_all(t);
     }
     let value: Value = serde_json::from_str(&reply).unwrap_or(Value::String(reply));
-    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
     Ok(value["documentStatus"] == "Success")
 }

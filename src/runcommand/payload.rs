@@ -20,14 +20,21 @@ pub struct SendCommand {
 
 /// Case-insensitive lookup, preferring an exact match as Go's decoder does.
 pub fn get_ci<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
-    obj.get(key).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 fn string_field(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
     match get_ci(obj, key) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(format!("json: cannot unmarshal {} into field {key} of type string", kind(other))),
+        Some(other) => Err(format!(
+            "json: cannot unmarshal {} into field {key} of type string",
+            kind(other)
+        )),
     }
 }
 
@@ -51,7 +58,10 @@ fn object(text: &str) -> Result<Map<String, Value>, String> {
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(format!("payload is JSON {} where an object was expected", kind(&other))),
+        Ok(other) => Err(format!(
+            "payload is JSON {} where an object was expected",
+            kind(&other)
+        )),
         Err(e) => Err(format!("payload is not valid JSON: {e}")),
     }
 }
@@ -64,14 +74,22 @@ impl SendCommand {
         let document_content = match get_ci(&m, "DocumentContent") {
             Some(v @ Value::Object(_)) => v.clone(),
             Some(other) => {
-                return Err(format!("DocumentContent is JSON {} where an object was expected", kind(other)));
+                return Err(format!(
+                    "DocumentContent is JSON {} where an object was expected",
+                    kind(other)
+                ));
             }
             None => return Err("payload has no DocumentContent".into()),
         };
         let parameters = match get_ci(&m, "Parameters") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(p)) => p.clone(),
-            Some(other) => return Err(format!("Parameters is JSON {} where an object was expected", kind(other))),
+            Some(other) => {
+                return Err(format!(
+                    "Parameters is JSON {} where an object was expected",
+                    kind(other)
+                ));
+            }
         };
         let mut command_id = string_field(&m, "CommandId")?;
         if command_id.is_empty() {
@@ -135,13 +153,37 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_why() {
-        assert!(SendCommand::parse("not json", "x").unwrap_err().contains("not valid JSON"));
-        assert!(SendCommand::parse("[1]", "x").unwrap_err().contains("array"));
-        assert!(SendCommand::parse("{}", "x").unwrap_err().contains("DocumentContent"));
+        assert!(
+            SendCommand::parse("not json", "x")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(
+            SendCommand::parse("[1]", "x")
+                .unwrap_err()
+                .contains("array")
+        );
+        assert!(
+            SendCommand::parse("{}", "x")
+                .unwrap_err()
+                .contains("DocumentContent")
+        );
         let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_PAYLOAD_BYTES));
-        assert!(SendCommand::parse(&huge, "x").unwrap_err().contains("bytes"));
-        assert_eq!(SendCommand::parse(r#"{"DocumentContent":{}}"#, "fb").unwrap().command_id, "fb");
-        assert_eq!(parse_cancel(r#"{"cancelMessageId":"aws.ssm.c.i-1"}"#).unwrap(), "aws.ssm.c.i-1");
+        assert!(
+            SendCommand::parse(&huge, "x")
+                .unwrap_err()
+                .contains("bytes")
+        );
+        assert_eq!(
+            SendCommand::parse(r#"{"DocumentContent":{}}"#, "fb")
+                .unwrap()
+                .command_id,
+            "fb"
+        );
+        assert_eq!(
+            parse_cancel(r#"{"cancelMessageId":"aws.ssm.c.i-1"}"#).unwrap(),
+            "aws.ssm.c.i-1"
+        );
         assert!(parse_cancel("{}").is_err());
     }
 }

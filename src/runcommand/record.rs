@@ -75,7 +75,10 @@ impl CommandRecord {
         match serde_json::from_slice(&bytes) {
             Ok(r) => Some(r),
             Err(e) => {
-                log::error!("command record {} is unreadable ({e}); leaving it aside", path.display());
+                log::error!(
+                    "command record {} is unreadable ({e}); leaving it aside",
+                    path.display()
+                );
                 None
             }
         }

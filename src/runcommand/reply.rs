@@ -49,7 +49,11 @@ impl Status {
     }
 
     pub fn merge(self, other: Status) -> Status {
-        if other.merge_rank() > self.merge_rank() { other } else { self }
+        if other.merge_rank() > self.merge_rank() {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -97,7 +101,10 @@ struct AdditionalInfo<'a> {
     date_time: String,
     run_id: &'a str,
     runtime_status_counts: Option<BTreeMap<&'static str, usize>>,
-    #[serde(rename = "ableToOpenMGSConnection", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ableToOpenMGSConnection",
+        skip_serializing_if = "Option::is_none"
+    )]
     able_to_open_mgs_connection: Option<bool>,
 }
 
@@ -125,7 +132,11 @@ impl<'a> RuntimeStatus<'a> {
         RuntimeStatus {
             status: r.status.as_str(),
             // Upstream forces a non-zero code onto a Failed result.
-            code: if r.status == Status::Failed && r.code == 0 { 1 } else { r.code },
+            code: if r.status == Status::Failed && r.code == 0 {
+                1
+            } else {
+                r.code
+            },
             name: &r.plugin_name,
             output: &r.output,
             start_date_time: &r.start,
@@ -205,24 +216,44 @@ impl ReplyBuilder {
     /// The final reply: aggregated status; every plugin when there is at most one, else `{}`.
     pub fn finished(&self, results: &[PluginResult]) -> String {
         let runtime = if results.len() <= 1 {
-            results.iter().map(|r| (r.plugin_id.as_str(), RuntimeStatus::of(r))).collect()
+            results
+                .iter()
+                .map(|r| (r.plugin_id.as_str(), RuntimeStatus::of(r)))
+                .collect()
         } else {
             BTreeMap::new()
         };
-        self.render(document_status(results), "", Some(counts(results)), Some(runtime))
+        self.render(
+            document_status(results),
+            "",
+            Some(counts(results)),
+            Some(runtime),
+        )
     }
 }
 
 /// Upstream `DocumentResultAggregator`, checked in its order.
 pub fn document_status(results: &[PluginResult]) -> Status {
     let any = |s: Status| results.iter().any(|r| r.status == s);
-    for s in [Status::SuccessAndReboot, Status::Failed, Status::TimedOut, Status::Cancelled] {
+    for s in [
+        Status::SuccessAndReboot,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+    ] {
         if any(s) {
             return s;
         }
     }
-    let done = results.iter().filter(|r| matches!(r.status, Status::Success | Status::Skipped)).count();
-    if done == results.len() { Status::Success } else { Status::InProgress }
+    let done = results
+        .iter()
+        .filter(|r| matches!(r.status, Status::Success | Status::Skipped))
+        .count();
+    if done == results.len() {
+        Status::Success
+    } else {
+        Status::InProgress
+    }
 }
 
 /// The start of a stream and its full length: truncation needs no more than that.
@@ -234,7 +265,10 @@ pub struct Head {
 
 impl Head {
     pub fn whole(bytes: &[u8]) -> Head {
-        Head { bytes: bytes.to_vec(), len: bytes.len() }
+        Head {
+            bytes: bytes.to_vec(),
+            len: bytes.len(),
+        }
     }
 
     fn take(&self, n: usize) -> &[u8] {
@@ -317,13 +351,33 @@ mod tests {
             ("", "", ""),
             ("sample output", "", "sample output"),
             ("", "sample error", "\n----------ERROR-------\nsample error"),
-            ("sample output", "sample error", "sample output\n----------ERROR-------\nsample error"),
-            (&long, "", "This is a sample text. This is a sample text. This is a sample text. This is \n---Output truncated---"),
-            ("", &long, "\n----------ERROR-------\nThis is a sample text. This is a sample text. This is\n---Error truncated----"),
-            (&long, &long, "This is a sampl\n---Output truncated---\n----------ERROR-------\nThis is a sampl\n---Error truncated----"),
+            (
+                "sample output",
+                "sample error",
+                "sample output\n----------ERROR-------\nsample error",
+            ),
+            (
+                &long,
+                "",
+                "This is a sample text. This is a sample text. This is a sample text. This is \n---Output truncated---",
+            ),
+            (
+                "",
+                &long,
+                "\n----------ERROR-------\nThis is a sample text. This is a sample text. This is\n---Error truncated----",
+            ),
+            (
+                &long,
+                &long,
+                "This is a sampl\n---Output truncated---\n----------ERROR-------\nThis is a sampl\n---Error truncated----",
+            ),
         ];
         for (i, (out, err, want)) in cases.iter().enumerate() {
-            let got = truncate_output(&Head::whole(out.as_bytes()), &Head::whole(err.as_bytes()), 100);
+            let got = truncate_output(
+                &Head::whole(out.as_bytes()),
+                &Head::whole(err.as_bytes()),
+                100,
+            );
             assert_eq!(&got, want, "case {i}");
         }
     }
@@ -331,11 +385,17 @@ mod tests {
     #[test]
     fn truncation_works_from_heads_of_long_streams() {
         let big = vec![b'x'; 3000];
-        let head = Head { bytes: big[..2500].to_vec(), len: 1_000_000 };
+        let head = Head {
+            bytes: big[..2500].to_vec(),
+            len: 1_000_000,
+        };
         let s = truncate_output(&head, &Head::default(), OUTPUT_CAPACITY);
         assert_eq!(s.len(), OUTPUT_CAPACITY);
         assert!(s.ends_with("\n---Output truncated---"));
-        let std = truncate_stream(&Head { bytes: vec![b'y'; STREAM_CAPACITY], len: 50_000 });
+        let std = truncate_stream(&Head {
+            bytes: vec![b'y'; STREAM_CAPACITY],
+            len: 50_000,
+        });
         assert_eq!(std.len(), STREAM_CAPACITY);
         assert!(std.ends_with("--output truncated--"));
         assert_eq!(truncate_stream(&Head::whole(b"short")), "short");
@@ -376,35 +436,70 @@ mod tests {
     #[test]
     fn final_reply_lists_one_plugin_but_not_several() {
         let b = builder();
-        let one: Value = serde_json::from_str(&b.finished(&[result("aws:runShellScript", Status::Success, 0)])).unwrap();
+        let one: Value =
+            serde_json::from_str(&b.finished(&[result("aws:runShellScript", Status::Success, 0)]))
+                .unwrap();
         let rs = &one["runtimeStatus"]["aws:runShellScript"];
         let keys: Vec<_> = rs.as_object().unwrap().keys().cloned().collect();
         let mut want = vec![
-            "code", "endDateTime", "name", "output", "outputS3BucketName", "outputS3KeyPrefix",
-            "standardError", "standardOutput", "startDateTime", "status", "stepName",
+            "code",
+            "endDateTime",
+            "name",
+            "output",
+            "outputS3BucketName",
+            "outputS3KeyPrefix",
+            "standardError",
+            "standardOutput",
+            "startDateTime",
+            "status",
+            "stepName",
         ];
         want.sort();
         assert_eq!(keys, want);
         assert_eq!(one["additionalInfo"]["runtimeStatusCounts"]["Success"], 1);
-        let two = b.finished(&[result("a", Status::Success, 0), result("b", Status::Skipped, 0)]);
+        let two = b.finished(&[
+            result("a", Status::Success, 0),
+            result("b", Status::Skipped, 0),
+        ]);
         let two: Value = serde_json::from_str(&two).unwrap();
         assert_eq!(two["runtimeStatus"], serde_json::json!({}));
         assert_eq!(two["documentStatus"], "Success");
-        let raw = b.step_done(&[result("a", Status::Failed, 0)], &result("a", Status::Failed, 0));
+        let raw = b.step_done(
+            &[result("a", Status::Failed, 0)],
+            &result("a", Status::Failed, 0),
+        );
         let v: Value = serde_json::from_str(&raw).unwrap();
         assert_eq!(v["documentStatus"], "InProgress");
-        assert_eq!(v["runtimeStatus"]["a"]["code"], 1, "Failed with code 0 is reported as 1");
+        assert_eq!(
+            v["runtimeStatus"]["a"]["code"], 1,
+            "Failed with code 0 is reported as 1"
+        );
         assert!(raw.find("\"status\"").unwrap() < raw.find("\"standardError\"").unwrap());
     }
 
     #[test]
     fn aggregation_follows_upstream_order() {
         let r = |s| result("x", s, 0);
-        assert_eq!(document_status(&[r(Status::Failed), r(Status::SuccessAndReboot)]), Status::SuccessAndReboot);
-        assert_eq!(document_status(&[r(Status::TimedOut), r(Status::Failed)]), Status::Failed);
-        assert_eq!(document_status(&[r(Status::Cancelled), r(Status::TimedOut)]), Status::TimedOut);
-        assert_eq!(document_status(&[r(Status::Success), r(Status::Cancelled)]), Status::Cancelled);
-        assert_eq!(document_status(&[r(Status::Success), r(Status::InProgress)]), Status::InProgress);
+        assert_eq!(
+            document_status(&[r(Status::Failed), r(Status::SuccessAndReboot)]),
+            Status::SuccessAndReboot
+        );
+        assert_eq!(
+            document_status(&[r(Status::TimedOut), r(Status::Failed)]),
+            Status::Failed
+        );
+        assert_eq!(
+            document_status(&[r(Status::Cancelled), r(Status::TimedOut)]),
+            Status::TimedOut
+        );
+        assert_eq!(
+            document_status(&[r(Status::Success), r(Status::Cancelled)]),
+            Status::Cancelled
+        );
+        assert_eq!(
+            document_status(&[r(Status::Success), r(Status::InProgress)]),
+            Status::InProgress
+        );
         assert_eq!(Status::Success.merge(Status::Failed), Status::Failed);
         assert_eq!(Status::TimedOut.merge(Status::Cancelled), Status::TimedOut);
     }

@@ -1,7 +1,9 @@
 //! Runs one document step and turns what happened into a `PluginResult`: the script file, the
 //! process, exit-code semantics (§3.5, §3.6, §9.1) and the output fields (§2.8).
 
-use super::reply::{Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream};
+use super::reply::{
+    Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream,
+};
 use crate::document::{ShellScriptInput, Step, shell_script_input};
 use crate::exec::{Outcome, ScriptSpec, StopReason, StopToken, run_script};
 use crate::state::{ensure_private_dir, step_dir_name};
@@ -38,14 +40,23 @@ struct Run {
 
 impl Run {
     fn failed(message: String) -> Run {
-        Run { status: Status::Failed, code: 1, stdout: Head::default(), stderr: Head::whole(message.as_bytes()) }
+        Run {
+            status: Status::Failed,
+            code: 1,
+            stdout: Head::default(),
+            stderr: Head::whole(message.as_bytes()),
+        }
     }
 }
 
 /// A result that needs no process: skipped, failed before start, cancelled before start.
 pub fn without_running(step: &Step, status: Status, code: i32, output: &str) -> PluginResult {
     let now = iso8601_ms(SystemTime::now());
-    let (out, err) = if status == Status::Failed { ("", output) } else { (output, "") };
+    let (out, err) = if status == Status::Failed {
+        ("", output)
+    } else {
+        (output, "")
+    };
     PluginResult {
         plugin_id: step.id.clone(),
         plugin_name: step.plugin.clone(),
@@ -76,7 +87,15 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
     for (i, inputs) in step.inputs.iter().enumerate() {
         if let Some(reason) = env.stop.reason() {
             let r = stopped_before_start(step, reason);
-            merged = Some(merge(merged, Run { status: r.status, code: r.code, stdout: Head::default(), stderr: Head::default() }));
+            merged = Some(merge(
+                merged,
+                Run {
+                    status: r.status,
+                    code: r.code,
+                    stdout: Head::default(),
+                    stderr: Head::default(),
+                },
+            ));
             break;
         }
         let run = if step.plugin == SHELL_PLUGIN {
@@ -85,11 +104,19 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
                 Err(message) => Run::failed(message),
             }
         } else {
-            Run::failed(format!("Plugin with name {} not found. Step name: {}", step.plugin, step.id))
+            Run::failed(format!(
+                "Plugin with name {} not found. Step name: {}",
+                step.plugin, step.id
+            ))
         };
         merged = Some(merge(merged, run));
     }
-    let run = merged.unwrap_or(Run { status: Status::Success, code: 0, stdout: Head::default(), stderr: Head::default() });
+    let run = merged.unwrap_or(Run {
+        status: Status::Success,
+        code: 0,
+        stdout: Head::default(),
+        stderr: Head::default(),
+    });
     render(step, run, start)
 }
 
@@ -99,7 +126,10 @@ fn merge(acc: Option<Run>, next: Run) -> Run {
     if next.code != 0 {
         acc.code = next.code;
     }
-    for (a, b) in [(&mut acc.stdout, next.stdout), (&mut acc.stderr, next.stderr)] {
+    for (a, b) in [
+        (&mut acc.stdout, next.stdout),
+        (&mut acc.stderr, next.stderr),
+    ] {
         a.bytes.extend_from_slice(&b.bytes);
         a.bytes.truncate(STREAM_CAPACITY);
         a.len += b.len;
@@ -108,7 +138,11 @@ fn merge(acc: Option<Run>, next: Run) -> Run {
 }
 
 fn render(step: &Step, run: Run, start: String) -> PluginResult {
-    let stderr = if run.code == EXIT_SUCCESS_AND_STOP { Head::default() } else { run.stderr };
+    let stderr = if run.code == EXIT_SUCCESS_AND_STOP {
+        Head::default()
+    } else {
+        run.stderr
+    };
     PluginResult {
         plugin_id: step.id.clone(),
         plugin_name: step.plugin.clone(),
@@ -130,7 +164,9 @@ fn run_dir(step: &Step, index: usize, input: &ShellScriptInput, command_dir: &Pa
         (true, false) => step.id.clone(),
         (true, true) => format!("{index}.{}", step.id),
     };
-    command_dir.join(step_dir_name(&step.plugin)).join(step_dir_name(&name))
+    command_dir
+        .join(step_dir_name(&step.plugin))
+        .join(step_dir_name(&name))
 }
 
 fn run_shell(
@@ -141,7 +177,11 @@ fn run_shell(
     on_start: &mut dyn FnMut(Pid),
 ) -> Run {
     let dir = run_dir(step, index, input, env.command_dir);
-    let (script, stdout, stderr) = (dir.join("_script.sh"), dir.join("stdout"), dir.join("stderr"));
+    let (script, stdout, stderr) = (
+        dir.join("_script.sh"),
+        dir.join("stdout"),
+        dir.join("stderr"),
+    );
     if let Err(e) = write_script(&dir, &script, &input.run_command) {
         return Run::failed(format!("cannot write the script for step {}: {e}", step.id));
     }
@@ -162,7 +202,10 @@ fn run_shell(
         append_line(&stderr, &note);
     }
     match code {
-        EXIT_SUCCESS_AND_STOP => append_line(&stdout, "Step exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped."),
+        EXIT_SUCCESS_AND_STOP => append_line(
+            &stdout,
+            "Step exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.",
+        ),
         EXIT_FAILURE_AND_STOP => {
             let text = "Step exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.";
             append_line(&stdout, text);
@@ -170,20 +213,43 @@ fn run_shell(
         }
         _ => {}
     }
-    Run { status, code, stdout: read_head(&stdout), stderr: read_head(&stderr) }
+    Run {
+        status,
+        code,
+        stdout: read_head(&stdout),
+        stderr: read_head(&stderr),
+    }
 }
 
 /// Exit code → status, code, and the line upstream appends to stderr (§3.5, §9.1).
 fn classify(outcome: &Outcome) -> (Status, i32, Option<String>) {
     match outcome {
-        Outcome::Exited(0) | Outcome::Exited(EXIT_SUCCESS_AND_STOP) => (Status::Success, outcome_code(outcome), None),
+        Outcome::Exited(0) | Outcome::Exited(EXIT_SUCCESS_AND_STOP) => {
+            (Status::Success, outcome_code(outcome), None)
+        }
         Outcome::Exited(EXIT_REBOOT) => (Status::SuccessAndReboot, EXIT_REBOOT, None),
-        Outcome::Exited(c) => (Status::Failed, *c, Some(format!("failed to run commands: exit status {c}"))),
-        Outcome::Signaled(sig) => (Status::Failed, 128 + sig, Some(format!("failed to run commands: killed by signal {sig}"))),
+        Outcome::Exited(c) => (
+            Status::Failed,
+            *c,
+            Some(format!("failed to run commands: exit status {c}")),
+        ),
+        Outcome::Signaled(sig) => (
+            Status::Failed,
+            128 + sig,
+            Some(format!("failed to run commands: killed by signal {sig}")),
+        ),
         Outcome::TimedOut => (Status::TimedOut, EXIT_KILLED, None),
         Outcome::Stopped(StopReason::Cancelled) => (Status::Cancelled, EXIT_KILLED, None),
-        Outcome::Stopped(StopReason::Shutdown) => (Status::Failed, EXIT_KILLED, Some("the agent stopped while this step ran".into())),
-        Outcome::FailedToStart(m) => (Status::Failed, 1, Some(format!("failed to run commands: {m}"))),
+        Outcome::Stopped(StopReason::Shutdown) => (
+            Status::Failed,
+            EXIT_KILLED,
+            Some("the agent stopped while this step ran".into()),
+        ),
+        Outcome::FailedToStart(m) => (
+            Status::Failed,
+            1,
+            Some(format!("failed to run commands: {m}")),
+        ),
     }
 }
 
@@ -209,15 +275,29 @@ fn write_script(dir: &Path, script: &Path, lines: &[String]) -> std::io::Result<
     ensure_private_dir(dir).map_err(|e| e.error)?;
     let mut text = lines.join("\n");
     text.push('\n');
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o700).open(script)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o700)
+        .open(script)?;
     f.write_all(text.as_bytes())
 }
 
 /// Appends `line` to an output file, on a new line when the file has text already.
 fn append_line(path: &Path, line: &str) {
     let non_empty = fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
-    let text = if non_empty { format!("\n{line}") } else { line.to_owned() };
-    let res = OpenOptions::new().append(true).create(true).mode(0o600).open(path).and_then(|mut f| f.write_all(text.as_bytes()));
+    let text = if non_empty {
+        format!("\n{line}")
+    } else {
+        line.to_owned()
+    };
+    let res = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = res {
         log::warn!("cannot append to {}: {e}", path.display());
     }
@@ -225,11 +305,16 @@ fn append_line(path: &Path, line: &str) {
 
 /// The first `STREAM_CAPACITY` bytes of an output file and its length (never the whole file).
 fn read_head(path: &Path) -> Head {
-    let Ok(f) = File::open(path) else { return Head::default() };
+    let Ok(f) = File::open(path) else {
+        return Head::default();
+    };
     let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
     let mut bytes = Vec::with_capacity(len.min(STREAM_CAPACITY));
     if let Err(e) = f.take(STREAM_CAPACITY as u64).read_to_end(&mut bytes) {
         log::warn!("cannot read {}: {e}", path.display());
     }
-    Head { len: len.max(bytes.len()), bytes }
+    Head {
+        len: len.max(bytes.len()),
+        bytes,
+    }
 }

@@ -41,14 +41,29 @@ impl std::fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
-pub(crate) fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
-    move |error| StateError { path: path.to_owned(), what, error }
+pub(crate) fn err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |error| StateError {
+        path: path.to_owned(),
+        what,
+        error,
+    }
 }
 
 /// Creates `dir` and its missing parents with mode 0700, and tightens an existing `dir` to 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err("create directory", dir))?;
-    let mode = fs::metadata(dir).map_err(err("inspect", dir))?.permissions().mode() & 0o777;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err("create directory", dir))?;
+    let mode = fs::metadata(dir)
+        .map_err(err("inspect", dir))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode != 0o700 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err("chmod", dir))?;
     }
@@ -82,7 +97,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Stat
 
 /// Flushes a directory's entries (a rename or unlink in it) to the device.
 pub fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err("flush directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err("flush directory", dir))
 }
 
 /// Removes a file; a file that is already gone is not an error.
@@ -99,7 +116,9 @@ pub fn safe_file_name(id: &str) -> Option<&str> {
     let ok = !id.is_empty()
         && id.len() <= 200
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     ok.then_some(id)
 }
 
@@ -110,10 +129,20 @@ pub fn step_dir_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
         .filter(|&c| c != ':')
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(200)
         .collect();
-    if cleaned.is_empty() || cleaned.starts_with('.') { format!("_{cleaned}") } else { cleaned }
+    if cleaned.is_empty() || cleaned.starts_with('.') {
+        format!("_{cleaned}")
+    } else {
+        cleaned
+    }
 }
 
 /// The agent's directories for one instance id.
@@ -131,7 +160,9 @@ impl StateDir {
             error: io::Error::new(io::ErrorKind::InvalidInput, "unsafe characters in the id"),
         })?;
         ensure_private_dir(state_dir)?;
-        let s = StateDir { root: state_dir.join(id) };
+        let s = StateDir {
+            root: state_dir.join(id),
+        };
         for dir in [s.commands_dir(), s.replies_dir(), s.orchestration_root()] {
             ensure_private_dir(&dir)?;
         }
@@ -168,7 +199,8 @@ pub(crate) mod testdir {
 
     impl TestDir {
         pub fn new(tag: &str) -> TestDir {
-            let p = std::env::temp_dir().join(format!("ssm-lite-{tag}-{}", crate::random::uuid_v4()));
+            let p =
+                std::env::temp_dir().join(format!("ssm-lite-{tag}-{}", crate::random::uuid_v4()));
             std::fs::create_dir_all(&p).unwrap();
             TestDir(p)
         }
@@ -196,7 +228,10 @@ mod tests {
         write_atomic(&p, b"one", true).unwrap();
         write_atomic(&p, b"two", false).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(t.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file may be left behind");
     }
@@ -205,15 +240,27 @@ mod tests {
     fn state_dir_layout_is_private() {
         let t = TestDir::new("state");
         let s = StateDir::open(&t.path().join("st"), "i-0123456789abcdef0").unwrap();
-        for d in [s.commands_dir(), s.replies_dir(), s.orchestration_root(), t.path().join("st")] {
-            assert_eq!(fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700, "{d:?}");
+        for d in [
+            s.commands_dir(),
+            s.replies_dir(),
+            s.orchestration_root(),
+            t.path().join("st"),
+        ] {
+            assert_eq!(
+                fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+                0o700,
+                "{d:?}"
+            );
         }
         assert!(StateDir::open(t.path(), "../etc").is_err());
     }
 
     #[test]
     fn network_ids_cannot_escape() {
-        assert_eq!(safe_file_name("2b196342-d7d4-436e-8f09-3883a1116ac3"), Some("2b196342-d7d4-436e-8f09-3883a1116ac3"));
+        assert_eq!(
+            safe_file_name("2b196342-d7d4-436e-8f09-3883a1116ac3"),
+            Some("2b196342-d7d4-436e-8f09-3883a1116ac3")
+        );
         for bad in ["", "..", "../x", "a/b", ".hidden", "a b"] {
             assert_eq!(safe_file_name(bad), None, "{bad}");
         }

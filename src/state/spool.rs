@@ -53,7 +53,10 @@ impl ReplySpool {
         let next = names.last().map_or(0, |(s, _)| s + 1);
         let mut entries = Vec::with_capacity(names.len());
         for (_, path) in names {
-            match fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            match fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
                 Some(reply) => entries.push(SpoolEntry { path, reply }),
                 None => {
                     log::error!("reply spool: {} is unreadable; removing it", path.display());
@@ -61,7 +64,13 @@ impl ReplySpool {
                 }
             }
         }
-        Ok((ReplySpool { dir: dir.to_owned(), next_seq: AtomicU64::new(next) }, entries))
+        Ok((
+            ReplySpool {
+                dir: dir.to_owned(),
+                next_seq: AtomicU64::new(next),
+            },
+            entries,
+        ))
     }
 
     /// Stores a reply. Terminal replies are flushed to the device before this returns; the
@@ -82,7 +91,10 @@ impl ReplySpool {
     /// The terminal reply of `message_id` still waiting in the spool, if any (crash recovery).
     pub fn terminal_reply_for(&self, message_id: &str) -> Option<SpooledReply> {
         let (_, entries) = ReplySpool::open(&self.dir).ok()?;
-        entries.into_iter().map(|e| e.reply).find(|r| r.terminal && r.message_id == message_id)
+        entries
+            .into_iter()
+            .map(|e| e.reply)
+            .find(|r| r.terminal && r.message_id == message_id)
     }
 }
 
@@ -116,7 +128,10 @@ mod tests {
         assert_eq!(ids, ["r-b", "r-c"]);
         let d = spool.add(reply("r-d", false)).unwrap();
         assert!(d.path > left[1].path, "new entries sort after old ones");
-        assert_eq!(spool.terminal_reply_for("aws.ssm.c.i-1").unwrap().reply_id, "r-c");
+        assert_eq!(
+            spool.terminal_reply_for("aws.ssm.c.i-1").unwrap().reply_id,
+            "r-c"
+        );
     }
 
     #[test]
@@ -125,6 +140,12 @@ mod tests {
         fs::write(t.path().join("00000000000000000007_x.json"), b"{not json").unwrap();
         let (spool, left) = ReplySpool::open(t.path()).unwrap();
         assert!(left.is_empty());
-        assert!(spool.add(reply("r", false)).unwrap().path.ends_with("00000000000000000008_r.json"));
+        assert!(
+            spool
+                .add(reply("r", false))
+                .unwrap()
+                .path
+                .ends_with("00000000000000000008_r.json")
+        );
     }
 }

@@ -17,8 +17,12 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let p = std::env::temp_dir().join(format!("ssm-lite-it-{tag}-{}-{nanos}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p =
+            std::env::temp_dir().join(format!("ssm-lite-it-{tag}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -34,7 +38,10 @@ impl Drop for TempDir {
 }
 
 pub fn emulator() -> Emulator {
-    Emulator::start(Options { poll_hold: Duration::from_secs(2), ..Options::default() })
+    Emulator::start(Options {
+        poll_hold: Duration::from_secs(2),
+        ..Options::default()
+    })
 }
 
 /// Merges `extra` into `base`, section by section.
@@ -82,7 +89,10 @@ impl Agent {
             dir,
             config: path,
             url: emu.url().to_owned(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
         };
         agent.spawn();
@@ -131,7 +141,10 @@ impl Agent {
 
     /// All log output of every start so far.
     pub fn log(&self) -> String {
-        (1..=self.starts).map(|n| fs::read_to_string(self.log_path(n)).unwrap_or_default()).collect::<Vec<_>>().join("\n--- restart ---\n")
+        (1..=self.starts)
+            .map(|n| fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
     }
 
     /// SIGKILL: the crash case.
@@ -164,7 +177,10 @@ impl Agent {
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
-                panic!("agent did not exit within {limit:?} of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "agent did not exit within {limit:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -181,13 +197,23 @@ impl Drop for Agent {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "kill -{sig} {pid}");
 }
 
 /// True while any process of group `pgid` exists.
 pub fn group_alive(pgid: &str) -> bool {
-    Command::new("kill").args(["-0", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status().unwrap().success()
+    Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }
 
 /// Waits for a file a script writes, returning its trimmed content.
@@ -206,15 +232,24 @@ pub fn wait_file(path: &Path, limit: Duration) -> Option<String> {
 
 /// `ssm-lite run-document` with arguments; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("running ssm-lite");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running ssm-lite");
     let mut stderr = String::new();
     out.stderr.as_slice().read_to_string(&mut stderr).unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
 }
 
 /// The one plugin entry of a single-plugin final reply.
 pub fn plugin(reply: &Value) -> &Value {
-    let rs = reply["runtimeStatus"].as_object().expect("runtimeStatus object");
+    let rs = reply["runtimeStatus"]
+        .as_object()
+        .expect("runtimeStatus object");
     assert_eq!(rs.len(), 1, "one plugin expected: {reply}");
     rs.values().next().unwrap()
 }
