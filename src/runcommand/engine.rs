@@ -174,40 +174,15 @@ impl Engine {
 
     /// Blocks until the queue has room (true) or `timeout` passes or the engine closes (false).
     pub fn wait_for_room(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut q = lock(&self.inner.queue);
-        while !q.closed && q.waiting.len() >= self.inner.cfg.queue_limit {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            q = self
-                .inner
-                .changed
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        !q.closed
+        let limit = self.inner.cfg.queue_limit;
+        self.inner
+            .wait_until(timeout, |q| q.closed || q.waiting.len() < limit)
+            && !lock(&self.inner.queue).closed
     }
 
     /// Blocks until no job is queued or running, or `timeout` passes; true when idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut q = lock(&self.inner.queue);
-        while !q.active.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            q = self
-                .inner
-                .changed
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        self.inner.wait_until(timeout, |q| q.active.is_empty())
     }
 
     /// Stops taking work, lets running steps go on for up to `grace`, then kills what is left
@@ -248,6 +223,24 @@ impl Engine {
 }
 
 impl Inner {
+    /// Waits on the queue's condvar until `ready` holds (true) or `timeout` passes (false).
+    fn wait_until(&self, timeout: Duration, ready: impl Fn(&Queue) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut q = lock(&self.queue);
+        while !ready(&q) {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self
+                .changed
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
     fn offer(&self, message_id: &str, payload: &str) -> Offer {
         let command_id = command_id_of(message_id).to_owned();
         let mut q = lock(&self.queue);
@@ -666,5 +659,185 @@ fn request_reboot(command: &[String], message_id: &str) {
         Ok(s) if s.success() => {}
         Ok(s) => log::error!("reboot command {command:?} failed: {s}"),
         Err(e) => log::error!("cannot run reboot command {command:?}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runcommand::local::MemorySink;
+    use crate::runcommand::reply::AgentInfo;
+    use crate::state::testdir::TestDir;
+    use serde_json::{Value, json};
+
+    fn config(reboot: &[&str]) -> EngineConfig {
+        EngineConfig {
+            workers: 2,
+            queue_limit: 5,
+            retry_limit: 15,
+            retention: Duration::from_secs(3600),
+            env: vec![],
+            builder: ReplyBuilder {
+                agent: AgentInfo::from_config(&crate::config::Config::default()),
+                able_to_open_mgs_connection: None,
+            },
+            reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn payload(steps: Value) -> String {
+        json!({ "DocumentContent": { "schemaVersion": "2.2", "mainSteps": steps } }).to_string()
+    }
+
+    fn step(name: &str, commands: &[&str], extra: Value) -> Value {
+        let mut inputs = json!({ "runCommand": commands });
+        inputs
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "action": "aws:runShellScript", "name": name, "inputs": inputs })
+    }
+
+    /// Runs `payload` to the end on a fresh engine and returns every reply, parsed.
+    fn run(dir: &StateDir, cfg: EngineConfig, message_id: &str, payload: &str) -> Vec<Value> {
+        let sink = Arc::new(MemorySink::default());
+        let engine = Engine::start(cfg, dir.clone(), sink.clone());
+        if !payload.is_empty() {
+            assert_eq!(engine.offer(message_id, payload), Offer::Accepted);
+        }
+        assert!(engine.wait_idle(Duration::from_secs(30)));
+        engine.shutdown(Duration::ZERO);
+        sink.replies()
+            .iter()
+            .map(|(p, _)| serde_json::from_str(p).unwrap())
+            .collect()
+    }
+
+    fn step_results(replies: &[Value]) -> Vec<Value> {
+        replies
+            .iter()
+            .filter_map(|r| r["runtimeStatus"].as_object())
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    #[test]
+    fn exit_168_skips_later_steps_but_not_a_final_finally_step() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let p = payload(json!([
+            step("stop", &["echo first", "exit 168"], json!({})),
+            step("skipped", &["echo never"], json!({})),
+            step("cleanup", &["echo cleanup"], json!({ "finallyStep": true })),
+        ]));
+        let replies = run(&dir, config(&[]), "aws.ssm.c-168.i-1", &p);
+        let steps = step_results(&replies);
+        assert_eq!(steps[0]["status"], "Success");
+        assert_eq!(steps[0]["code"], 168);
+        assert!(
+            steps[0]["standardOutput"]
+                .as_str()
+                .unwrap()
+                .ends_with("Further document steps will be skipped.")
+        );
+        assert_eq!(steps[1]["status"], "Skipped");
+        assert!(
+            steps[1]["output"]
+                .as_str()
+                .unwrap()
+                .contains("skipped due to prior step with an exit condition")
+        );
+        assert_eq!(steps[2]["standardOutput"], "cleanup\n");
+        assert_eq!(replies.last().unwrap()["documentStatus"], "Success");
+    }
+
+    #[test]
+    fn on_failure_success_and_exit_reports_success_168() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let p = payload(json!([
+            step(
+                "fails",
+                &["exit 5"],
+                json!({ "onFailure": "successAndExit" })
+            ),
+            step("after", &["echo never"], json!({})),
+        ]));
+        let replies = run(&dir, config(&[]), "aws.ssm.c-of.i-1", &p);
+        let steps = step_results(&replies);
+        assert_eq!(
+            (steps[0]["status"].as_str(), steps[0]["code"].as_i64()),
+            (Some("Success"), Some(168))
+        );
+        assert_eq!(steps[1]["status"], "Skipped");
+        assert_eq!(replies.last().unwrap()["documentStatus"], "Success");
+    }
+
+    #[test]
+    fn a_reboot_step_runs_again_after_the_restart_and_the_document_completes() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(&t.path().join("state"), "i-1").unwrap();
+        let (runs, mark) = (t.path().join("runs"), t.path().join("rebooted"));
+        let script = format!(
+            "echo run >> {r}; [ -f {m} ] && exit 0; touch {m}; exit 194",
+            r = runs.display(),
+            m = mark.display()
+        );
+        let p = payload(json!([
+            step("reboot", &[&script], json!({})),
+            step("after", &["echo after"], json!({}))
+        ]));
+        let before = run(&dir, config(&["true"]), "aws.ssm.c-194.i-1", &p);
+        assert!(
+            before.iter().all(|r| r["documentStatus"] == "InProgress"),
+            "no final reply before the reboot"
+        );
+        assert_eq!(step_results(&before)[0]["status"], "SuccessAndReboot");
+        let after = run(&dir, config(&["true"]), "", "");
+        let steps = step_results(&after);
+        assert_eq!(
+            steps
+                .iter()
+                .map(|s| s["status"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["Success", "Success"]
+        );
+        assert_eq!(after.last().unwrap()["documentStatus"], "Success");
+        assert_eq!(
+            std::fs::read_to_string(&runs).unwrap().lines().count(),
+            2,
+            "the reboot step ran again, once"
+        );
+    }
+
+    #[test]
+    fn a_step_interrupted_by_a_crash_is_reported_failed_and_the_rest_runs() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let p = payload(json!([
+            step("one", &["sleep 60"], json!({})),
+            step("two", &["echo two"], json!({}))
+        ]));
+        let mut rec = CommandRecord::new("aws.ssm.c-crash.i-1", "c-crash", &p);
+        rec.phase = Phase::Running;
+        rec.running = Some(RunningStep {
+            index: 0,
+            process_group: Some(4242),
+            started: "2026-01-01T00:00:00.000Z".into(),
+        });
+        rec.save(&dir, true).unwrap();
+        let replies = run(&dir, config(&[]), "", "");
+        let steps = step_results(&replies);
+        assert_eq!(steps[0]["status"], "Failed");
+        assert!(
+            steps[0]["output"]
+                .as_str()
+                .unwrap()
+                .contains("process group 4242")
+        );
+        assert_eq!(steps[1]["standardOutput"], "two\n");
+        assert_eq!(replies.last().unwrap()["documentStatus"], "Failed");
+        let stored = CommandRecord::load(&dir.command_record("c-crash")).unwrap();
+        assert_eq!(stored.phase, Phase::Done);
     }
 }
