@@ -253,3 +253,16 @@ pub fn plugin(reply: &Value) -> &Value {
     assert_eq!(rs.len(), 1, "one plugin expected: {reply}");
     rs.values().next().unwrap()
 }
+
+/// Waits until group `pgid` is gone. Killed orphans become zombies of PID 1, which reaps them on
+/// its own schedule (seconds on some hosts), so "gone" is a condition to wait for, not a sample.
+pub fn group_gone_within(pgid: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while group_alive(pgid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
