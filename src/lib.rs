@@ -13,6 +13,7 @@ pub mod exec;
 pub mod health;
 pub mod logging;
 pub mod mds;
+pub mod mgs;
 pub mod random;
 pub mod runcommand;
 pub mod shutdown;

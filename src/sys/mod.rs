@@ -1,5 +1,8 @@
 //! Every `unsafe` block and libc call of ssm-lite, behind small typed, safe functions.
 
+pub mod poll;
+pub mod pty;
+
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
