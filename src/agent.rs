@@ -12,7 +12,7 @@ use crate::health::{self, ChannelHandle, Health, HostFacts};
 use crate::mds::client::{self as mds_client, MdsClient};
 use crate::mds::{Poller, outbox::Outbox};
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
-use crate::runcommand::{Engine, EngineConfig};
+use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::shutdown::Shutdown;
 use crate::state::{ReplySpool, StateDir};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -158,9 +158,9 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         agent: AgentInfo::from_config(&config),
         able_to_open_mgs_connection: Some(false),
     };
-    let engine_cfg =
-        EngineConfig::from_config(&config, builder.clone(), script_env(&identity, &host));
-    let engine = Arc::new(Engine::start(engine_cfg, state, outbox.clone()));
+    let engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
+    let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![(Transport::Mds, outbox.clone())];
+    let engine = Arc::new(Engine::start(engine_cfg, state, sinks));
 
     let sender_client = mds(poll_timeout);
     let sender_outbox = outbox.clone();

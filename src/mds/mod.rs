@@ -9,7 +9,7 @@ use crate::aws::http::HttpError;
 use crate::aws::jsonrpc::AwsError;
 use crate::runcommand::payload::parse_cancel;
 use crate::runcommand::reply::ReplyBuilder;
-use crate::runcommand::{Engine, Offer, ReplySink};
+use crate::runcommand::{Engine, Offer, ReplySink, Transport};
 use crate::shutdown::Shutdown;
 use client::{MdsClient, Message};
 use outbox::Outbox;
@@ -111,7 +111,7 @@ impl Poller {
     fn send_command(&self, m: &Message) {
         let mut waiting_logged = false;
         loop {
-            match self.engine.offer(&m.message_id, &m.payload) {
+            match self.engine.offer(Transport::Mds, &m.message_id, &m.payload) {
                 Offer::Accepted | Offer::Closed => return,
                 Offer::Rejected => return self.outbox.ack(&m.message_id),
                 Offer::Duplicate { final_reply } => {

@@ -1,11 +1,11 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
-use super::ReplySink;
 use super::payload::{SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
-use super::reply::{PluginResult, ReplyBuilder, Status, document_status};
+use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
+use super::{ReplySink, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, safe_file_name};
@@ -30,18 +30,15 @@ pub struct EngineConfig {
     pub retention: Duration,
     /// Added to every script's environment (AWS_SSM_INSTANCE_ID, AWS_SSM_REGION_NAME, …).
     pub env: Vec<(String, String)>,
-    pub builder: ReplyBuilder,
+    /// `additionalInfo.agent` of every reply.
+    pub agent: AgentInfo,
     /// Run after a step exits 194 (upstream: `shutdown -r +1`).
     pub reboot_command: Vec<String>,
 }
 
 impl EngineConfig {
     /// The engine settings of `config`, with the per-host environment for scripts.
-    pub fn from_config(
-        config: &crate::config::Config,
-        builder: ReplyBuilder,
-        env: Vec<(String, String)>,
-    ) -> EngineConfig {
+    pub fn from_config(config: &crate::config::Config, env: Vec<(String, String)>) -> EngineConfig {
         EngineConfig {
             workers: config.mds.command_workers_limit,
             queue_limit: config.mds.command_worker_buffer_limit,
@@ -50,7 +47,7 @@ impl EngineConfig {
                 config.ssm.run_command_logs_retention_duration_hours * 3600,
             ),
             env,
-            builder,
+            agent: AgentInfo::from_config(config),
             reboot_command: reboot_command(),
         }
     }
@@ -80,6 +77,7 @@ pub enum Offer {
 }
 
 struct Job {
+    transport: Transport,
     message_id: String,
     document: Document,
     env: Vec<(String, String)>,
@@ -98,7 +96,7 @@ struct Queue {
 struct Inner {
     cfg: EngineConfig,
     dir: StateDir,
-    sink: Arc<dyn ReplySink>,
+    sinks: Vec<(Transport, Arc<dyn ReplySink>)>,
     queue: Mutex<Queue>,
     changed: Condvar,
     last_prune: Mutex<Option<Instant>>,
@@ -114,13 +112,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    /// Recovers what an earlier run left on disk, then starts the worker threads.
-    pub fn start(cfg: EngineConfig, dir: StateDir, sink: Arc<dyn ReplySink>) -> Engine {
+    /// Recovers what an earlier run left on disk, then starts the worker threads. `sinks` carry
+    /// the replies of each transport; the first one also takes those of a transport not given.
+    pub fn start(
+        cfg: EngineConfig,
+        dir: StateDir,
+        sinks: Vec<(Transport, Arc<dyn ReplySink>)>,
+    ) -> Engine {
+        assert!(
+            !sinks.is_empty(),
+            "the engine needs somewhere to send replies"
+        );
         let workers = cfg.workers.max(1);
         let inner = Arc::new(Inner {
             cfg,
             dir,
-            sink,
+            sinks,
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
             last_prune: Mutex::new(None),
@@ -143,8 +150,8 @@ impl Engine {
     }
 
     /// Offers a send-command message. Never blocks on the queue: a full queue says `Full`.
-    pub fn offer(&self, message_id: &str, payload: &str) -> Offer {
-        self.inner.offer(message_id, payload)
+    pub fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
+        self.inner.offer(transport, message_id, payload)
     }
 
     /// Cancels the command of `message_id`: a queued one never starts and is reported
@@ -241,7 +248,19 @@ impl Inner {
         true
     }
 
-    fn offer(&self, message_id: &str, payload: &str) -> Offer {
+    fn sink(&self, transport: Transport) -> &Arc<dyn ReplySink> {
+        let found = self.sinks.iter().find(|(t, _)| *t == transport);
+        &found.unwrap_or(&self.sinks[0]).1
+    }
+
+    fn builder(&self, transport: Transport) -> ReplyBuilder {
+        ReplyBuilder {
+            agent: self.cfg.agent.clone(),
+            able_to_open_mgs_connection: self.sink(transport).able_to_open_mgs_connection(),
+        }
+    }
+
+    fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
         let command_id = command_id_of(message_id).to_owned();
         let mut q = lock(&self.queue);
         if q.closed {
@@ -253,6 +272,7 @@ impl Inner {
         let Some(file_id) = safe_file_name(&command_id) else {
             drop(q);
             self.reject(
+                transport,
                 message_id,
                 None,
                 &format!("invalid CommandId {command_id:?} in MessageId {message_id:?}"),
@@ -272,15 +292,16 @@ impl Inner {
             Err(trace) => {
                 drop(q);
                 log::warn!("command {message_id}: rejected: {trace}");
-                self.reject(message_id, Some(file_id), &trace);
+                self.reject(transport, message_id, Some(file_id), &trace);
                 return Offer::Rejected;
             }
         };
-        let record = CommandRecord::new(message_id, file_id, payload);
+        let record = CommandRecord::new(transport, message_id, file_id, payload);
         if let Err(e) = record.save(&self.dir, true) {
             drop(q);
             log::error!("command {message_id}: {e}");
             self.reject(
+                transport,
                 message_id,
                 None,
                 &format!("the agent could not store the command: {e}"),
@@ -297,7 +318,8 @@ impl Inner {
                 &command.document_name
             }
         );
-        self.sink.accepted(message_id, self.cfg.builder.received());
+        self.sink(transport)
+            .accepted(message_id, self.builder(transport).received());
         let job = Arc::new(self.job(record, document, &command));
         q.active.insert(message_id.to_owned(), Arc::clone(&job));
         q.waiting.push_back(job);
@@ -310,6 +332,7 @@ impl Inner {
         let mut env = self.cfg.env.clone();
         env.push(("SSM_COMMAND_ID".into(), command.command_id.clone()));
         Job {
+            transport: record.transport,
             message_id: record.message_id.clone(),
             document,
             env,
@@ -320,18 +343,19 @@ impl Inner {
 
     /// A `Failed` reply for a message that cannot run; remembered (when the id allows) so a
     /// redelivery gets the same answer instead of another attempt.
-    fn reject(&self, message_id: &str, file_id: Option<&str>, trace: &str) {
-        let payload = self.cfg.builder.rejected(trace);
-        let ticket = self.sink.spool(message_id, payload.clone(), true);
+    fn reject(&self, transport: Transport, message_id: &str, file_id: Option<&str>, trace: &str) {
+        let payload = self.builder(transport).rejected(trace);
+        let sink = self.sink(transport);
+        let ticket = sink.spool(message_id, payload.clone(), true);
         if let Some(id) = file_id {
-            let mut rec = CommandRecord::new(message_id, id, "");
+            let mut rec = CommandRecord::new(transport, message_id, id, "");
             rec.phase = Phase::Done;
             rec.final_reply = Some(payload);
             if let Err(e) = rec.save(&self.dir, true) {
                 log::error!("command {message_id}: {e}");
             }
         }
-        self.sink.send(ticket);
+        sink.send(ticket);
     }
 
     fn work(&self) {
@@ -470,25 +494,27 @@ impl Inner {
         rec.next_step += 1;
         rec.running = None;
         let last = rec.results.last().expect("just pushed");
-        let ticket = self.sink.spool(
+        let sink = self.sink(job.transport);
+        let ticket = sink.spool(
             &job.message_id,
-            self.cfg.builder.step_done(&rec.results, last),
+            self.builder(job.transport).step_done(&rec.results, last),
             false,
         );
         self.save(rec, false);
-        self.sink.send(ticket);
+        sink.send(ticket);
     }
 
     /// The terminal reply is spooled (durably) before the record says Done, and released to the
     /// sender only after: a crash at any point leaves either a resumable command or a reply.
     fn finish(&self, rec: &mut CommandRecord) {
-        let payload = self.cfg.builder.finished(&rec.results);
-        let ticket = self.sink.spool(&rec.message_id, payload.clone(), true);
+        let payload = self.builder(rec.transport).finished(&rec.results);
+        let sink = self.sink(rec.transport);
+        let ticket = sink.spool(&rec.message_id, payload.clone(), true);
         rec.phase = Phase::Done;
         rec.running = None;
         rec.final_reply = Some(payload);
         self.save(rec, true);
-        self.sink.send(ticket);
+        sink.send(ticket);
         log::info!(
             "command {}: finished: {} ({} step(s))",
             rec.message_id,
@@ -525,7 +551,7 @@ impl Inner {
             .collect();
         pending.sort_by_key(|r| (r.phase == Phase::Queued, r.received_at));
         for mut rec in pending {
-            if self.sink.has_terminal_reply(&rec.message_id) {
+            if self.sink(rec.transport).has_terminal_reply(&rec.message_id) {
                 // The final reply was made just before the crash; only the record lagged.
                 rec.phase = Phase::Done;
                 self.save(&rec, true);
@@ -538,7 +564,12 @@ impl Inner {
                         "command {}: stored payload no longer parses ({e}); reporting it Failed",
                         rec.message_id
                     );
-                    self.reject(&rec.message_id, Some(&rec.command_id.clone()), &e);
+                    self.reject(
+                        rec.transport,
+                        &rec.message_id,
+                        Some(&rec.command_id.clone()),
+                        &e,
+                    );
                     continue;
                 }
             };
@@ -677,10 +708,7 @@ mod tests {
             retry_limit: 15,
             retention: Duration::from_secs(3600),
             env: vec![],
-            builder: ReplyBuilder {
-                agent: AgentInfo::from_config(&crate::config::Config::default()),
-                able_to_open_mgs_connection: None,
-            },
+            agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -701,9 +729,12 @@ mod tests {
     /// Runs `payload` to the end on a fresh engine and returns every reply, parsed.
     fn run(dir: &StateDir, cfg: EngineConfig, message_id: &str, payload: &str) -> Vec<Value> {
         let sink = Arc::new(MemorySink::default());
-        let engine = Engine::start(cfg, dir.clone(), sink.clone());
+        let engine = Engine::start(cfg, dir.clone(), vec![(Transport::Local, sink.clone())]);
         if !payload.is_empty() {
-            assert_eq!(engine.offer(message_id, payload), Offer::Accepted);
+            assert_eq!(
+                engine.offer(Transport::Local, message_id, payload),
+                Offer::Accepted
+            );
         }
         assert!(engine.wait_idle(Duration::from_secs(30)));
         engine.shutdown(Duration::ZERO);
@@ -818,7 +849,7 @@ mod tests {
             step("one", &["sleep 60"], json!({})),
             step("two", &["echo two"], json!({}))
         ]));
-        let mut rec = CommandRecord::new("aws.ssm.c-crash.i-1", "c-crash", &p);
+        let mut rec = CommandRecord::new(Transport::Local, "aws.ssm.c-crash.i-1", "c-crash", &p);
         rec.phase = Phase::Running;
         rec.running = Some(RunningStep {
             index: 0,

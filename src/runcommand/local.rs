@@ -1,6 +1,6 @@
 //! `ssm-lite run-document`: the engine with a sink that keeps replies in memory.
 
-use super::{Engine, EngineConfig, Offer, OutgoingReply, ReplySink};
+use super::{Engine, EngineConfig, Offer, OutgoingReply, ReplySink, Transport};
 use crate::state::StateDir;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,9 +50,9 @@ impl ReplySink for MemorySink {
 /// Runs one send-command payload to its end and returns the terminal reply payload.
 pub fn run_payload(cfg: EngineConfig, dir: StateDir, command_id: &str, payload: &str) -> String {
     let sink = Arc::new(MemorySink::default());
-    let engine = Engine::start(cfg, dir, sink.clone());
+    let engine = Engine::start(cfg, dir, vec![(Transport::Local, sink.clone())]);
     let message_id = format!("aws.ssm.{command_id}.local");
-    let offer = engine.offer(&message_id, payload);
+    let offer = engine.offer(Transport::Local, &message_id, payload);
     if offer == Offer::Accepted {
         while !engine.wait_idle(Duration::from_secs(3600)) {}
     }
@@ -106,11 +106,7 @@ pub fn run_document_cli(args: &crate::cli::RunDocumentArgs) -> Result<bool, Stri
         .or_else(|| temp.clone())
         .expect("one of the two is set");
     let dir = StateDir::open(&root, "local").map_err(|e| e.to_string())?;
-    let builder = super::reply::ReplyBuilder {
-        agent: super::reply::AgentInfo::from_config(&config),
-        able_to_open_mgs_connection: None,
-    };
-    let cfg = EngineConfig::from_config(&config, builder, Vec::new());
+    let cfg = EngineConfig::from_config(&config, Vec::new());
     let reply = run_payload(cfg, dir, &command_id, &payload.to_string());
     if let Some(t) = temp {
         let _ = std::fs::remove_dir_all(t);

@@ -11,6 +11,21 @@ mod steps;
 
 pub use engine::{Engine, EngineConfig, Offer};
 
+/// Which channel a command arrived on, and so where its replies go. Kept in the command record so
+/// that a command recovered after a restart answers on the channel it came from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum Transport {
+    /// ec2messages.
+    #[default]
+    Mds,
+    /// ssmmessages control channel.
+    Mgs,
+    /// `ssm-lite run-document`.
+    Local,
+}
+
 /// A reply on its way out: spooled (when the sink keeps a spool), not yet handed to the sender.
 #[derive(Debug)]
 pub struct OutgoingReply {
@@ -34,4 +49,8 @@ pub trait ReplySink: Send + Sync {
     fn send(&self, reply: OutgoingReply);
     /// Whether a terminal reply for `message_id` is stored and not yet delivered (recovery).
     fn has_terminal_reply(&self, message_id: &str) -> bool;
+    /// `additionalInfo.ableToOpenMGSConnection` for this transport's replies (MDS only).
+    fn able_to_open_mgs_connection(&self) -> Option<bool> {
+        None
+    }
 }

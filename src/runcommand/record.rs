@@ -2,6 +2,7 @@
 //! It is written before the message is acknowledged and after every step, which is what lets a
 //! restarted agent finish, resume or report every command exactly once.
 
+use super::Transport;
 use super::reply::PluginResult;
 use crate::state::{StateDir, StateError, write_atomic};
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct RunningStep {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandRecord {
+    /// Records written before MGS existed have no transport: they came over ec2messages.
+    #[serde(default)]
+    pub transport: Transport,
     pub message_id: String,
     pub command_id: String,
     /// The send-command payload as received (parsed again on restart).
@@ -48,8 +52,14 @@ pub struct CommandRecord {
 }
 
 impl CommandRecord {
-    pub fn new(message_id: &str, command_id: &str, payload: &str) -> CommandRecord {
+    pub fn new(
+        transport: Transport,
+        message_id: &str,
+        command_id: &str,
+        payload: &str,
+    ) -> CommandRecord {
         CommandRecord {
+            transport,
             message_id: message_id.into(),
             command_id: command_id.into(),
             payload: payload.into(),

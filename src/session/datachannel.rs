@@ -1,0 +1,296 @@
+//! The data channel's stream protocol (protocol §4.6.2) as a pure state machine: sequence
+//! numbers, acknowledgements, retransmission with an adaptive timeout, pause/resume, and in-order
+//! delivery of the client's input. No I/O here: the session loop feeds it frames and the clock,
+//! and sends what it returns.
+
+use crate::mgs::message::{AgentMessage, FLAG_SYN};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+pub const OUTPUT_STREAM: &str = "output_stream_data";
+pub const INPUT_STREAM: &str = "input_stream_data";
+pub const ACKNOWLEDGE: &str = "acknowledge";
+
+/// Payload types (§4.6.1).
+pub mod payload_type {
+    pub const OUTPUT: u32 = 1;
+    pub const SIZE: u32 = 3;
+    pub const HANDSHAKE_REQUEST: u32 = 5;
+    pub const HANDSHAKE_RESPONSE: u32 = 6;
+    pub const HANDSHAKE_COMPLETE: u32 = 7;
+    pub const ENC_CHALLENGE_REQUEST: u32 = 8;
+    pub const ENC_CHALLENGE_RESPONSE: u32 = 9;
+    pub const FLAG: u32 = 10;
+    pub const STDERR: u32 = 11;
+    pub const EXIT_CODE: u32 = 12;
+}
+
+/// Retransmission constants of upstream (§4 intro): RTO starts at 200 ms, at most 1 s.
+const INITIAL_RTO: Duration = Duration::from_millis(200);
+const MAX_RTO: Duration = Duration::from_secs(1);
+const CLOCK_GRANULARITY: Duration = Duration::from_millis(10);
+/// How many input messages may wait for an earlier one.
+const MAX_BUFFERED_INPUT: usize = 10_000;
+
+/// `AcknowledgeContent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    #[serde(rename = "AcknowledgedMessageType")]
+    pub message_type: String,
+    #[serde(rename = "AcknowledgedMessageId")]
+    pub message_id: String,
+    #[serde(rename = "AcknowledgedMessageSequenceNumber")]
+    pub sequence_number: i64,
+    #[serde(rename = "IsSequentialMessage")]
+    pub is_sequential: bool,
+}
+
+impl Ack {
+    /// The `acknowledge` frame for a received stream message (flags 3, sequence 0, as upstream).
+    pub fn frame_for(msg: &AgentMessage) -> AgentMessage {
+        let ack = Ack {
+            message_type: msg.message_type.clone(),
+            message_id: msg.message_id.clone(),
+            sequence_number: msg.sequence_number,
+            is_sequential: true,
+        };
+        AgentMessage::new(ACKNOWLEDGE, 0, 3, 0, serde_json::to_vec(&ack).expect("acks serialise"))
+    }
+
+    /// Reads an `acknowledge` payload; key case is tolerated as Go's decoder does.
+    pub fn parse(payload: &[u8]) -> Option<Ack> {
+        let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let obj = v.as_object()?;
+        let get = |k: &str| crate::runcommand::payload::get_ci(obj, k);
+        Some(Ack {
+            message_type: get("AcknowledgedMessageType")?.as_str()?.to_owned(),
+            message_id: get("AcknowledgedMessageId").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            sequence_number: get("AcknowledgedMessageSequenceNumber")?.as_i64()?,
+            is_sequential: get("IsSequentialMessage").and_then(|v| v.as_bool()).unwrap_or(true),
+        })
+    }
+}
+
+struct Unacked {
+    sequence: i64,
+    frame: Vec<u8>,
+    last_sent: Option<Instant>,
+}
+
+/// The agent's outgoing stream: every `output_stream_data` is kept until acknowledged.
+pub struct Outgoing {
+    next_sequence: i64,
+    unacked: VecDeque<Unacked>,
+    paused: bool,
+    srtt: Duration,
+    rttvar: Duration,
+    rto: Duration,
+}
+
+impl Default for Outgoing {
+    fn default() -> Self {
+        Outgoing {
+            next_sequence: 0,
+            unacked: VecDeque::new(),
+            paused: false,
+            srtt: Duration::from_millis(100),
+            rttvar: Duration::ZERO,
+            rto: INITIAL_RTO,
+        }
+    }
+}
+
+impl Outgoing {
+    /// Sequences a stream message. Returns the frame to send now, or `None` while paused (it
+    /// then goes out through `due_resends` once publication resumes).
+    pub fn push(&mut self, payload_type: u32, payload: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let flags = if sequence == 0 { FLAG_SYN } else { 0 };
+        let frame = AgentMessage::new(OUTPUT_STREAM, sequence, flags, payload_type, payload).encode();
+        let send_now = !self.paused;
+        self.unacked.push_back(Unacked { sequence, frame: frame.clone(), last_sent: send_now.then_some(now) });
+        send_now.then_some(frame)
+    }
+
+    /// An `acknowledge` for one of ours: forget it and update the round-trip estimate (§4.6.2).
+    pub fn acknowledged(&mut self, sequence: i64, now: Instant) {
+        let Some(pos) = self.unacked.iter().position(|u| u.sequence == sequence) else { return };
+        let acked = self.unacked.remove(pos).expect("position is in range");
+        if let Some(sent) = acked.last_sent {
+            self.update_rto(now.saturating_duration_since(sent));
+        }
+        self.paused = false;
+    }
+
+    fn update_rto(&mut self, rtt: Duration) {
+        let diff = if self.srtt > rtt { self.srtt - rtt } else { rtt - self.srtt };
+        self.rttvar = self.rttvar.mul_f64(0.75) + diff.mul_f64(0.25);
+        self.srtt = self.srtt.mul_f64(0.875) + rtt.mul_f64(0.125);
+        self.rto = (self.srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).min(MAX_RTO);
+    }
+
+    /// Frames whose timeout has passed, oldest first, at most `limit` (never while paused).
+    /// Upstream resends only the oldest one per scan, which turns a few lost frames in a large
+    /// transfer into minutes of trickle; every overdue frame goes again here instead.
+    pub fn due_resends(&mut self, now: Instant, limit: usize) -> Vec<Vec<u8>> {
+        if self.paused {
+            return Vec::new();
+        }
+        let rto = self.rto;
+        self.unacked
+            .iter_mut()
+            .filter(|u| u.last_sent.is_none_or(|t| now.saturating_duration_since(t) >= rto))
+            .take(limit)
+            .map(|u| {
+                u.last_sent = Some(now);
+                u.frame.clone()
+            })
+            .collect()
+    }
+
+    /// When `due_resends` may next have something, for the session loop's wait.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.paused {
+            return None;
+        }
+        let earliest = self.unacked.iter().map(|u| u.last_sent).min()?;
+        Some(earliest.map_or_else(Instant::now, |t| t + self.rto))
+    }
+
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    pub fn rto(&self) -> Duration {
+        self.rto
+    }
+}
+
+/// What to do with an incoming stream message.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Acknowledgements to send (at most one).
+    pub ack: Option<AgentMessage>,
+    /// Messages now deliverable, in sequence order.
+    pub deliver: Vec<AgentMessage>,
+}
+
+/// The client's input stream, delivered in sequence order exactly once.
+#[derive(Default)]
+pub struct Incoming {
+    expected: i64,
+    buffered: BTreeMap<i64, AgentMessage>,
+}
+
+impl Incoming {
+    /// Handles one `input_stream_data`. When the plugin is not `ready` the message is neither
+    /// delivered nor acknowledged, so the client sends it again (§4.6.2).
+    pub fn receive(&mut self, msg: AgentMessage, ready: bool) -> Received {
+        let seq = msg.sequence_number;
+        if seq < self.expected {
+            return Received { ack: Some(Ack::frame_for(&msg)), deliver: Vec::new() };
+        }
+        if !ready {
+            return Received::default();
+        }
+        if seq > self.expected {
+            if self.buffered.len() >= MAX_BUFFERED_INPUT && !self.buffered.contains_key(&seq) {
+                return Received::default();
+            }
+            let ack = Ack::frame_for(&msg);
+            self.buffered.insert(seq, msg);
+            return Received { ack: Some(ack), deliver: Vec::new() };
+        }
+        let ack = Ack::frame_for(&msg);
+        let mut deliver = vec![msg];
+        self.expected += 1;
+        while let Some(next) = self.buffered.remove(&self.expected) {
+            deliver.push(next);
+            self.expected += 1;
+        }
+        Received { ack: Some(ack), deliver }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(seq: i64, data: &str) -> AgentMessage {
+        AgentMessage::new(INPUT_STREAM, seq, 0, payload_type::OUTPUT, data.as_bytes().to_vec())
+    }
+
+    fn acked_seq(r: &Received) -> Option<i64> {
+        r.ack.as_ref().map(|a| Ack::parse(&a.payload).unwrap().sequence_number)
+    }
+
+    #[test]
+    fn input_is_delivered_in_order_once() {
+        let mut inc = Incoming::default();
+        let r = inc.receive(input(1, "b"), true);
+        assert_eq!(acked_seq(&r), Some(1), "out-of-order input is acked and buffered");
+        assert!(r.deliver.is_empty());
+        let r = inc.receive(input(0, "a"), true);
+        let got: Vec<_> = r.deliver.iter().map(|m| m.payload.clone()).collect();
+        assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
+        let r = inc.receive(input(0, "a"), true);
+        assert_eq!(acked_seq(&r), Some(0), "a duplicate is acked again");
+        assert!(r.deliver.is_empty(), "and not delivered twice");
+        let r = inc.receive(input(2, "c"), false);
+        assert!(r.ack.is_none() && r.deliver.is_empty(), "not ready: neither acked nor delivered");
+        assert_eq!(inc.receive(input(2, "c"), true).deliver.len(), 1);
+    }
+
+    #[test]
+    fn output_is_sequenced_and_kept_until_acked() {
+        let mut out = Outgoing::default();
+        let t0 = Instant::now();
+        let first = AgentMessage::decode(&out.push(payload_type::OUTPUT, b"hi".to_vec(), t0).unwrap()).unwrap();
+        assert_eq!((first.sequence_number, first.flags), (0, FLAG_SYN));
+        let second = AgentMessage::decode(&out.push(payload_type::OUTPUT, b"there".to_vec(), t0).unwrap()).unwrap();
+        assert_eq!((second.sequence_number, second.flags), (1, 0));
+        assert_eq!(out.unacked(), 2);
+        assert!(out.due_resends(t0 + Duration::from_millis(50), 10).is_empty());
+        let again = out.due_resends(t0 + Duration::from_millis(250), 10);
+        assert_eq!(again.len(), 2, "every overdue frame goes again");
+        assert_eq!(AgentMessage::decode(&again[0]).unwrap().message_id, first.message_id, "same bytes, same id");
+        assert_eq!(out.due_resends(t0 + Duration::from_millis(250), 10).len(), 0, "not twice in one RTO");
+        out.acknowledged(0, t0 + Duration::from_millis(260));
+        out.acknowledged(1, t0 + Duration::from_millis(260));
+        assert_eq!(out.unacked(), 0);
+        assert!(out.next_deadline().is_none());
+        assert!(out.rto() <= MAX_RTO);
+    }
+
+    #[test]
+    fn paused_output_waits_and_then_trickles_through_resend() {
+        let mut out = Outgoing::default();
+        let t0 = Instant::now();
+        out.pause();
+        assert!(out.push(payload_type::OUTPUT, b"x".to_vec(), t0).is_none());
+        assert!(out.due_resends(t0 + Duration::from_secs(5), 10).is_empty());
+        out.resume();
+        assert_eq!(out.due_resends(t0 + Duration::from_secs(5), 10).len(), 1, "never-sent messages go out at once");
+    }
+
+    #[test]
+    fn ack_payload_round_trips_and_tolerates_key_case() {
+        let a = Ack::parse(br#"{"acknowledgedmessagetype":"output_stream_data","AcknowledgedMessageId":"x","AcknowledgedMessageSequenceNumber":7}"#).unwrap();
+        assert_eq!(a.sequence_number, 7);
+        assert!(Ack::parse(b"not json").is_none());
+    }
+}
