@@ -469,12 +469,7 @@ struct Reader<'a> {
 }
 
 fn get_ci<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
-    let map = obj.as_object()?;
-    map.get(key).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+    crate::document::field(obj.as_object()?, key)
 }
 
 impl<'a> Reader<'a> {

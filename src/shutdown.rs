@@ -3,10 +3,12 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Cloneable handle; `trigger` wakes every thread blocked in `wait_timeout`.
+/// Cloneable handle; `trigger` wakes every thread blocked in `wait_timeout`, and every `poll`
+/// loop that registered its waker with `wake_on_trigger`.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     inner: Arc<(Mutex<bool>, Condvar)>,
+    wakers: Arc<Mutex<Vec<crate::sys::poll::Waker>>>,
 }
 
 impl Shutdown {
@@ -18,6 +20,20 @@ impl Shutdown {
         let (lock, cvar) = &*self.inner;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cvar.notify_all();
+        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            w.wake();
+        }
+    }
+
+    /// Has `waker` woken when shutdown is triggered (at once if it already was).
+    pub fn wake_on_trigger(&self, waker: crate::sys::poll::Waker) {
+        if self.is_triggered() {
+            waker.wake();
+        }
+        self.wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(waker);
     }
 
     pub fn is_triggered(&self) -> bool {

@@ -105,6 +105,23 @@ const KNOWN_PLUGINS: [&str; 21] = [
     "Port",
 ];
 
+/// Parameter handling for documents that are not Command documents (session documents):
+/// the document's `parameters` declarations (`declarations`), the caller's values, validation,
+/// then substitution into each of `targets`, returned in order.
+pub fn substitute_parameters(
+    declarations: Option<&Value>,
+    supplied: &Map<String, Value>,
+    targets: &[&Value],
+) -> Result<Vec<Value>, DocumentError> {
+    let declared = params::declared(declarations)?;
+    let values = params::values(&declared, supplied);
+    params::validate(&declared, &values)?;
+    Ok(targets
+        .iter()
+        .map(|t| params::substitute(t, &values))
+        .collect())
+}
+
 /// `content` is the `DocumentContent` object; `parameters` the caller's values.
 pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Document, DocumentError> {
     let Value::Object(content) = content else {
@@ -350,7 +367,7 @@ pub struct ShellScriptInput {
 
 /// Go-style key lookup in a decoded object: the exact key, else the first key equal to it ignoring
 /// ASCII case; `null` counts as absent.
-pub(crate) fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     object
         .get(key)
         .or_else(|| {

@@ -18,14 +18,7 @@ pub struct SendCommand {
     pub output_s3_key_prefix: String,
 }
 
-/// Case-insensitive lookup, preferring an exact match as Go's decoder does.
-pub fn get_ci<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
-    obj.get(key).or_else(|| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
+pub use crate::document::field as get_ci;
 
 fn string_field(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
     match get_ci(obj, key) {
