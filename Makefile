@@ -22,8 +22,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench:
-	$(CARGO) build --release --workspace --bins
-	$(CARGO) run --release -p ssm-emulator --bin ssm-bench -- --agent target/release/ssm-lite
+	$(CARGO) build --release --bin ssm-lite
+	$(CARGO) bench -p ssm-lite --bench agent
 
 clean:
 	$(CARGO) clean

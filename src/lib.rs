@@ -16,6 +16,7 @@ pub mod mds;
 pub mod mgs;
 pub mod random;
 pub mod runcommand;
+pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod sys;

@@ -111,6 +111,10 @@ pub struct HttpClient {
     via_https_proxy: Option<Agent>,
     via_http_proxy: Option<Agent>,
     no_proxy: Vec<NoProxyRule>,
+    // Kept for connections made outside ureq (the MGS websockets).
+    tls: Arc<ClientConfig>,
+    https_proxy: Option<Proxy>,
+    http_proxy: Option<Proxy>,
 }
 
 impl HttpClient {
@@ -124,28 +128,47 @@ impl HttpClient {
         proxies: &ProxySettings,
     ) -> Result<HttpClient, HttpError> {
         let tls = Arc::new(tls_config(&ca_files(&config.extra_ca_files))?);
-        let agent = |proxy: Option<&String>| -> Result<Agent, HttpError> {
-            let proxy = proxy.map(|p| parse_proxy(p)).transpose()?;
-            Ok(build_agent(&config.user_agent, proxy, tls.clone()))
-        };
+        let agent =
+            |proxy: Option<&Proxy>| build_agent(&config.user_agent, proxy.cloned(), tls.clone());
+        let https_proxy = proxies
+            .https_proxy
+            .as_deref()
+            .map(parse_proxy)
+            .transpose()?;
+        let http_proxy = proxies.http_proxy.as_deref().map(parse_proxy).transpose()?;
         Ok(HttpClient {
-            direct: agent(None)?,
-            via_https_proxy: proxies
-                .https_proxy
-                .as_ref()
-                .map(|p| agent(Some(p)))
-                .transpose()?,
-            via_http_proxy: proxies
-                .http_proxy
-                .as_ref()
-                .map(|p| agent(Some(p)))
-                .transpose()?,
+            direct: agent(None),
+            via_https_proxy: https_proxy.as_ref().map(|p| agent(Some(p))),
+            via_http_proxy: http_proxy.as_ref().map(|p| agent(Some(p))),
             no_proxy: proxies
                 .no_proxy
                 .as_deref()
                 .map(NoProxyRule::parse_list)
                 .unwrap_or_default(),
+            tls,
+            https_proxy,
+            http_proxy,
         })
+    }
+
+    /// The TLS settings (roots, protocol versions) of every connection this client makes.
+    pub(crate) fn tls_config(&self) -> Arc<ClientConfig> {
+        self.tls.clone()
+    }
+
+    /// The CONNECT proxy for a connection to `host`: the HTTPS proxy when the connection will
+    /// use TLS, else the HTTP proxy; none when `NO_PROXY` exempts the host.
+    pub(crate) fn proxy_for(&self, tls: bool, host: &str) -> Option<&Proxy> {
+        let proxy = if tls {
+            &self.https_proxy
+        } else {
+            &self.http_proxy
+        };
+        proxy.as_ref().filter(|_| !self.bypasses_proxy(host))
+    }
+
+    fn bypasses_proxy(&self, host: &str) -> bool {
+        self.no_proxy.iter().any(|r| r.matches(host))
     }
 
     /// Sends one request; 4xx/5xx are returned as responses, not errors.
@@ -202,7 +225,7 @@ impl HttpClient {
         };
         let host = uri.as_ref().and_then(|u| u.host()).unwrap_or_default();
         match proxied {
-            Some(agent) if !self.no_proxy.iter().any(|r| r.matches(host)) => agent,
+            Some(agent) if !self.bypasses_proxy(host) => agent,
             _ => &self.direct,
         }
     }
@@ -547,13 +570,15 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// Plain-TCP HTTP/1.1 servers on 127.0.0.1 for this module's and the JSON client's tests.
+/// HTTP/1.1 servers, a CONNECT proxy and a test CA on 127.0.0.1 for the tests of this module,
+/// the JSON client and the MGS websockets.
 #[cfg(test)]
 pub(crate) mod test_server {
-    use std::io::{BufRead, BufReader, Write};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    use std::io::{self, BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, mpsc};
+    use std::sync::{Arc, Mutex, mpsc};
     use std::thread;
 
     /// One request as received.
@@ -661,6 +686,81 @@ pub(crate) mod test_server {
         }
     }
 
+    // A test CA and a leaf for localhost/127.0.0.1 it signed (P-256, valid until 2126), made with
+    // `openssl req -x509` and `openssl x509 -req` for these tests only.
+    pub const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBnTCCAUOgAwIBAgIUCxIl3MgeQeLPyZgx/HsSnruvfL4wCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQc3NtLWxpdGUgdGVzdCBDQTAgFw0yNjExMjIwMTU3MTBaGA8y
+MTI2MTAyOTAxNTcxMFowGzEZMBcGA1UEAwwQc3NtLWxpdGUgdGVzdCBDQTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABLPTYZI7QVy9bLZWYuLvfvS+dEQUMkTf2xfk
+ZYKSAtU19mmXMyAbQdkBgTS8OfOhMkFmt4bxbiMDtDRXDFyCKqajYzBhMB0GA1Ud
+DgQWBBSARySBqbOGp7uaOH9b/7+p6R4XKDAfBgNVHSMEGDAWgBSARySBqbOGp7ua
+OH9b/7+p6R4XKDAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwICBDAKBggq
+hkjOPQQDAgNIADBFAiEAqF+gHeHMqKi0bJdcFd45+cbm8F82KwVM5IzbAMgPjy4C
+IDmNh24cZHnXASI+RNryHSS+jGhqUX1UyzAdRi/dwfLO
+-----END CERTIFICATE-----
+";
+    pub const TEST_LEAF: &str = "-----BEGIN CERTIFICATE-----
+MIIBsTCCAVegAwIBAgIUM/L/YybLTTPIQvAl12WJBMltge8wCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQc3NtLWxpdGUgdGVzdCBDQTAgFw0yNjExMjIwMTU3MTBaGA8y
+MTI2MTAyOTAxNTcxMFowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0C
+AQYIKoZIzj0DAQcDQgAE3zbkHPMdaEUP/NkrLNR3TrEPbm9Asa4w/JSdfVp734Df
+dBgdnGVBVkY7MI1K/pR4ubmSrnN225+uBcSLFPv2/aN+MHwwGgYDVR0RBBMwEYIJ
+bG9jYWxob3N0hwR/AAABMAkGA1UdEwQCMAAwEwYDVR0lBAwwCgYIKwYBBQUHAwEw
+HQYDVR0OBBYEFGM7WrdolaNaZyZ1o6sAwR30ZkiWMB8GA1UdIwQYMBaAFIBHJIGp
+s4anu5o4f1v/v6npHhcoMAoGCCqGSM49BAMCA0gAMEUCIQCdI82SQM4KAp2bCQ4z
+d8Vh9B47w5VnKD5ngkGEudi45QIgOOfXf1MhmziMAZa2uCB90cnWxmD+pkWfxUQ5
+84QmFUk=
+-----END CERTIFICATE-----
+";
+    pub const TEST_LEAF_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgeGRGsGXWE1DqTTPG
+/IPcg+EkD9QIrD7dbxiL1EVYjlKhRANCAATfNuQc8x1oRQ/82Sss1HdOsQ9ub0Cx
+rjD8lJ19WnvfgN90GB2cZUFWRjswjUr+lHi5uZKuc3bbn64FxIsU+/b9
+-----END PRIVATE KEY-----
+";
+
+    /// A server config with the test leaf certificate (trusted via [`TEST_CA`]).
+    pub fn tls_server_config() -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = vec![CertificateDer::from_pem_slice(TEST_LEAF.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(TEST_LEAF_KEY.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// A CONNECT proxy that records each CONNECT line and then tunnels bytes both ways.
+    pub fn connect_proxy() -> (Server, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let server = serve_raw(move |client| {
+            let Some(req) = read_request(&mut BufReader::new(client.try_clone().unwrap())) else {
+                return;
+            };
+            log.lock().unwrap().push(req.request_line.clone());
+            let target = req
+                .request_line
+                .split(' ')
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let Ok(upstream) = TcpStream::connect(&target) else {
+                return;
+            };
+            let _ = (&client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            let (mut c_read, mut u_write) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || io::copy(&mut c_read, &mut u_write));
+            let _ = io::copy(&mut &upstream, &mut &client);
+        });
+        (server, seen)
+    }
+
     /// A complete HTTP/1.1 response with a `Content-Length`.
     pub fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
@@ -676,10 +776,12 @@ pub(crate) mod test_server {
 
 #[cfg(test)]
 mod tests {
-    use super::test_server::{Server, read_request, response, serve, serve_raw};
+    use super::test_server::{
+        Server, TEST_CA, connect_proxy, read_request, response, serve, serve_raw, tls_server_config,
+    };
     use super::*;
     use std::io::BufReader;
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpListener;
     use std::sync::Mutex;
     use std::time::Instant;
 
@@ -850,53 +952,9 @@ mod tests {
         }
     }
 
-    // A test CA and a leaf for localhost/127.0.0.1 it signed (P-256, valid until 2126), made with
-    // `openssl req -x509` and `openssl x509 -req` for these tests only.
-    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBnTCCAUOgAwIBAgIUCxIl3MgeQeLPyZgx/HsSnruvfL4wCgYIKoZIzj0EAwIw
-GzEZMBcGA1UEAwwQc3NtLWxpdGUgdGVzdCBDQTAgFw0yNjExMjIwMTU3MTBaGA8y
-MTI2MTAyOTAxNTcxMFowGzEZMBcGA1UEAwwQc3NtLWxpdGUgdGVzdCBDQTBZMBMG
-ByqGSM49AgEGCCqGSM49AwEHA0IABLPTYZI7QVy9bLZWYuLvfvS+dEQUMkTf2xfk
-ZYKSAtU19mmXMyAbQdkBgTS8OfOhMkFmt4bxbiMDtDRXDFyCKqajYzBhMB0GA1Ud
-DgQWBBSARySBqbOGp7uaOH9b/7+p6R4XKDAfBgNVHSMEGDAWgBSARySBqbOGp7ua
-OH9b/7+p6R4XKDAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwICBDAKBggq
-hkjOPQQDAgNIADBFAiEAqF+gHeHMqKi0bJdcFd45+cbm8F82KwVM5IzbAMgPjy4C
-IDmNh24cZHnXASI+RNryHSS+jGhqUX1UyzAdRi/dwfLO
------END CERTIFICATE-----
-";
-    const TEST_LEAF: &str = "-----BEGIN CERTIFICATE-----
-MIIBsTCCAVegAwIBAgIUM/L/YybLTTPIQvAl12WJBMltge8wCgYIKoZIzj0EAwIw
-GzEZMBcGA1UEAwwQc3NtLWxpdGUgdGVzdCBDQTAgFw0yNjExMjIwMTU3MTBaGA8y
-MTI2MTAyOTAxNTcxMFowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0C
-AQYIKoZIzj0DAQcDQgAE3zbkHPMdaEUP/NkrLNR3TrEPbm9Asa4w/JSdfVp734Df
-dBgdnGVBVkY7MI1K/pR4ubmSrnN225+uBcSLFPv2/aN+MHwwGgYDVR0RBBMwEYIJ
-bG9jYWxob3N0hwR/AAABMAkGA1UdEwQCMAAwEwYDVR0lBAwwCgYIKwYBBQUHAwEw
-HQYDVR0OBBYEFGM7WrdolaNaZyZ1o6sAwR30ZkiWMB8GA1UdIwQYMBaAFIBHJIGp
-s4anu5o4f1v/v6npHhcoMAoGCCqGSM49BAMCA0gAMEUCIQCdI82SQM4KAp2bCQ4z
-d8Vh9B47w5VnKD5ngkGEudi45QIgOOfXf1MhmziMAZa2uCB90cnWxmD+pkWfxUQ5
-84QmFUk=
------END CERTIFICATE-----
-";
-    const TEST_LEAF_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgeGRGsGXWE1DqTTPG
-/IPcg+EkD9QIrD7dbxiL1EVYjlKhRANCAATfNuQc8x1oRQ/82Sss1HdOsQ9ub0Cx
-rjD8lJ19WnvfgN90GB2cZUFWRjswjUr+lHi5uZKuc3bbn64FxIsU+/b9
------END PRIVATE KEY-----
-";
-
     /// An HTTPS server on 127.0.0.1 with the test leaf certificate, answering `secure`.
     fn tls_server() -> Server {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = vec![CertificateDer::from_pem_slice(TEST_LEAF.as_bytes()).unwrap()];
-        let key =
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(TEST_LEAF_KEY.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        let config = Arc::new(config);
+        let config = tls_server_config();
         serve_raw(move |tcp| {
             let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
                 return;
@@ -936,33 +994,6 @@ rjD8lJ19WnvfgN90GB2cZUFWRjswjUr+lHi5uZKuc3bbn64FxIsU+/b9
         let err = get(&client(&ProxySettings::default()), &url, 5 * SECOND).unwrap_err();
         assert!(matches!(err, HttpError::Tls(_)), "{err}");
         std::fs::remove_file(&ca).unwrap();
-    }
-
-    /// A CONNECT proxy that records each CONNECT line and then tunnels bytes both ways.
-    fn connect_proxy() -> (Server, Arc<Mutex<Vec<String>>>) {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let server = serve_raw(move |client| {
-            let Some(req) = read_request(&mut BufReader::new(client.try_clone().unwrap())) else {
-                return;
-            };
-            log.lock().unwrap().push(req.request_line.clone());
-            let target = req
-                .request_line
-                .split(' ')
-                .nth(1)
-                .unwrap_or_default()
-                .to_string();
-            let Ok(upstream) = TcpStream::connect(&target) else {
-                return;
-            };
-            let _ = (&client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-            let (mut c_read, mut u_write) =
-                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-            std::thread::spawn(move || io::copy(&mut c_read, &mut u_write));
-            let _ = io::copy(&mut &upstream, &mut &client);
-        });
-        (server, seen)
     }
 
     #[test]

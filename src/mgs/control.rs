@@ -56,7 +56,10 @@ impl ControlSender {
 
     /// Queues `message`; it goes out on the current connection or the next one.
     pub fn send(&self, message: &AgentMessage) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(message.encode());
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(message.encode());
         self.waker.wake();
     }
 
@@ -65,7 +68,11 @@ impl ControlSender {
     }
 
     fn take(&self) -> Vec<Vec<u8>> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect()
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
     }
 }
 
@@ -95,7 +102,9 @@ impl ControlChannel {
             match self.connect() {
                 Ok(mut conn) => {
                     if failures > 0 {
-                        log::info!("control channel: connected again after {failures} failed attempt(s)");
+                        log::info!(
+                            "control channel: connected again after {failures} failed attempt(s)"
+                        );
                     } else {
                         log::info!("control channel: connected");
                     }
@@ -107,21 +116,33 @@ impl ControlChannel {
                     self.sender.connected.store(false, Ordering::SeqCst);
                     match end {
                         End::Shutdown => return,
-                        End::Lost(why) => log::warn!("control channel: connection lost: {why}; reconnecting"),
+                        End::Lost(why) => {
+                            log::warn!("control channel: connection lost: {why}; reconnecting")
+                        }
                     }
                     // A short random pause before reconnecting, so a fleet does not stampede.
-                    if self.shutdown.wait_timeout(Duration::from_millis(crate::random::between(0, 2500))) {
+                    if self
+                        .shutdown
+                        .wait_timeout(Duration::from_millis(crate::random::between(0, 2500)))
+                    {
                         return;
                     }
                 }
                 Err(e) => {
                     failures += 1;
-                    if let MgsError::Refused { access_denied: true, .. } = e {
+                    if let MgsError::Refused {
+                        access_denied: true,
+                        ..
+                    } = e
+                    {
                         // §0: only an explicit AccessDenied switches Run Command back to ec2messages.
                         self.channel.set(Channel::Ec2Messages);
                     }
                     let delay = retry_delay(failures);
-                    log::warn!("control channel: cannot connect ({e}); next attempt in {} s", delay.as_secs());
+                    log::warn!(
+                        "control channel: cannot connect ({e}); next attempt in {} s",
+                        delay.as_secs()
+                    );
                     if self.shutdown.wait_timeout(delay) {
                         return;
                     }
@@ -132,8 +153,16 @@ impl ControlChannel {
 
     fn connect(&self) -> Result<Connection, MgsError> {
         let id = &self.instance_id;
-        let token = rest::create_control_channel(&self.http, &self.endpoint, self.credentials.as_ref(), id)?;
-        let url = rest::websocket_url(&self.endpoint, &format!("/v1/control-channel/{id}?role=subscribe&stream=input"));
+        let token = rest::create_control_channel(
+            &self.http,
+            &self.endpoint,
+            self.credentials.as_ref(),
+            id,
+        )?;
+        let url = rest::websocket_url(
+            &self.endpoint,
+            &format!("/v1/control-channel/{id}?role=subscribe&stream=input"),
+        );
         let headers = rest::upgrade_headers(&self.endpoint, self.credentials.as_ref(), &url)?;
         let mut conn = Connection::connect(&self.http, &url, &headers, CONNECT_TIMEOUT)
             .map_err(|e| MgsError::Transport(e.to_string()))?;
@@ -145,7 +174,8 @@ impl ControlChannel {
             "AgentVersion": self.agent_version,
             "PlatformType": "linux",
         });
-        conn.send_text(open.to_string()).map_err(|e| MgsError::Transport(e.to_string()))?;
+        conn.send_text(open.to_string())
+            .map_err(|e| MgsError::Transport(e.to_string()))?;
         Ok(conn)
     }
 
@@ -183,9 +213,19 @@ impl ControlChannel {
                     Err(e) => return End::Lost(e.to_string()),
                 }
             }
-            let deadline = [Some(next_ping), handler.next_deadline()].into_iter().flatten().min().unwrap_or(next_ping);
-            let mut fds = [PollFd::new(conn.fd(), true, conn.wants_write()), PollFd::new(self.sender.waker.fd(), true, false)];
-            match poll(&mut fds, Some(deadline.saturating_duration_since(Instant::now()))) {
+            let deadline = [Some(next_ping), handler.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(next_ping);
+            let mut fds = [
+                PollFd::new(conn.fd(), true, conn.wants_write()),
+                PollFd::new(self.sender.waker.fd(), true, false),
+            ];
+            match poll(
+                &mut fds,
+                Some(deadline.saturating_duration_since(Instant::now())),
+            ) {
                 Ok(_) => {}
                 Err(e) => return End::Lost(format!("poll failed: {e}")),
             }
@@ -203,7 +243,10 @@ impl ControlChannel {
     fn dispatch(&self, bytes: &[u8], handler: &dyn ControlHandler) {
         match AgentMessage::decode(bytes) {
             Ok(message) => handler.message(message, &self.sender),
-            Err(e) => log::warn!("control channel: dropping a malformed frame of {} bytes: {e}", bytes.len()),
+            Err(e) => log::warn!(
+                "control channel: dropping a malformed frame of {} bytes: {e}",
+                bytes.len()
+            ),
         }
     }
 }
@@ -223,7 +266,10 @@ mod tests {
     #[test]
     fn retry_delay_starts_at_five_seconds_and_caps() {
         let d = retry_delay(1);
-        assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(5) && d <= Duration::from_secs(15),
+            "{d:?}"
+        );
         assert_eq!(retry_delay(40), RETRY_CAP);
     }
 }

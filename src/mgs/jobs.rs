@@ -81,7 +81,12 @@ fn reply_frame(reply_id: &str, job_id: &str, content: &str, topic: &str) -> Agen
 
 impl MgsJobs {
     /// Loads replies an earlier run left unacknowledged; they go out once connected.
-    pub fn new(sender: ControlSender, spool: ReplySpool, leftovers: Vec<SpoolEntry>, builder: ReplyBuilder) -> Arc<MgsJobs> {
+    pub fn new(
+        sender: ControlSender,
+        spool: ReplySpool,
+        leftovers: Vec<SpoolEntry>,
+        builder: ReplyBuilder,
+    ) -> Arc<MgsJobs> {
         let jobs = MgsJobs {
             engine: OnceLock::new(),
             sender,
@@ -92,9 +97,22 @@ impl MgsJobs {
         };
         for entry in leftovers {
             let r = &entry.reply;
-            let frame = reply_frame(&r.reply_id, &r.message_id, &r.payload, "aws.ssm.sendCommand");
-            let pending = Pending { job_id: r.message_id.clone(), frame, stored: Some(entry), sent_at: None };
-            lock(&jobs.queues).entry(pending.job_id.clone()).or_default().push_back(pending);
+            let frame = reply_frame(
+                &r.reply_id,
+                &r.message_id,
+                &r.payload,
+                "aws.ssm.sendCommand",
+            );
+            let pending = Pending {
+                job_id: r.message_id.clone(),
+                frame,
+                stored: Some(entry),
+                sent_at: None,
+            };
+            lock(&jobs.queues)
+                .entry(pending.job_id.clone())
+                .or_default()
+                .push_back(pending);
         }
         Arc::new(jobs)
     }
@@ -106,7 +124,9 @@ impl MgsJobs {
 
     fn ack(&self, job_id: &str, received: &Received, code: AckCode) {
         let (status, name) = code.code_and_name();
-        let created = crate::timefmt::iso8601_ms(std::time::UNIX_EPOCH + Duration::from_millis(received.created_date));
+        let created = crate::timefmt::iso8601_ms(
+            std::time::UNIX_EPOCH + Duration::from_millis(received.created_date),
+        );
         let body = json!({
             "jobId": job_id,
             "acknowledgedMessageId": received.message_id,
@@ -114,21 +134,47 @@ impl MgsJobs {
             "statusCode": status,
             "errorMessage": name,
         });
-        self.sender.send(&AgentMessage::new("agent_job_ack", 0, 0, 0, body.to_string().into_bytes()));
+        self.sender.send(&AgentMessage::new(
+            "agent_job_ack",
+            0,
+            0,
+            0,
+            body.to_string().into_bytes(),
+        ));
     }
 
     /// An untracked reply (receipts), sent once.
     fn reply_now(&self, job_id: &str, content: &str, topic: &str) {
-        self.sender.send(&reply_frame(&crate::random::uuid_v4(), job_id, content, topic));
+        self.sender.send(&reply_frame(
+            &crate::random::uuid_v4(),
+            job_id,
+            content,
+            topic,
+        ));
     }
 
     fn handle_job(&self, message: &AgentMessage) {
-        let received = Received { message_id: message.message_id.clone(), created_date: message.created_date };
+        let received = Received {
+            message_id: message.message_id.clone(),
+            created_date: message.created_date,
+        };
         let job: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-        let field = |k: &str| job.as_object().and_then(|o| get_ci(o, k)).and_then(Value::as_str).map(str::to_owned);
+        let field = |k: &str| {
+            job.as_object()
+                .and_then(|o| get_ci(o, k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let (Some(job_id), Some(content)) = (field("JobId"), field("Content")) else {
-            log::warn!("control channel: agent_job {} has no JobId or Content; refusing it", message.message_id);
-            self.ack(&field("JobId").unwrap_or_default(), &received, AckCode::AgentJobMessageParseError);
+            log::warn!(
+                "control channel: agent_job {} has no JobId or Content; refusing it",
+                message.message_id
+            );
+            self.ack(
+                &field("JobId").unwrap_or_default(),
+                &received,
+                AckCode::AgentJobMessageParseError,
+            );
             return;
         };
         let topic = field("Topic").unwrap_or_default();
@@ -141,7 +187,11 @@ impl MgsJobs {
         if !topic.starts_with("aws.ssm.sendCommand") {
             log::warn!("control channel: job {job_id} has unknown topic {topic:?}");
             self.ack(&job_id, &received, AckCode::AgentJobMessageParseError);
-            return self.reply_now(&job_id, &self.builder.rejected(&format!("unknown topic {topic:?}")), "aws.ssm.sendCommand");
+            return self.reply_now(
+                &job_id,
+                &self.builder.rejected(&format!("unknown topic {topic:?}")),
+                "aws.ssm.sendCommand",
+            );
         }
         lock(&self.received).insert(job_id.clone(), received.clone());
         let code = match engine.offer(Transport::Mgs, &job_id, &content) {
@@ -152,7 +202,10 @@ impl MgsJobs {
         };
         if let Some(code) = code {
             lock(&self.received).remove(&job_id);
-            log::info!("command {job_id}: answered {:?} on the control channel", code);
+            log::info!(
+                "command {job_id}: answered {:?} on the control channel",
+                code
+            );
             self.ack(&job_id, &received, code);
         }
     }
@@ -175,10 +228,18 @@ impl MgsJobs {
 
     fn reply_acked(&self, message: &AgentMessage) {
         let v: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-        let field = |k: &str| v.as_object().and_then(|o| get_ci(o, k)).and_then(Value::as_str).unwrap_or("").to_owned();
+        let field = |k: &str| {
+            v.as_object()
+                .and_then(|o| get_ci(o, k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         let (job_id, acked) = (field("jobId"), field("acknowledgedMessageId"));
         let mut queues = lock(&self.queues);
-        let Some(queue) = queues.get_mut(&job_id) else { return };
+        let Some(queue) = queues.get_mut(&job_id) else {
+            return;
+        };
         if queue.front().is_none_or(|p| p.frame.message_id != acked) {
             return;
         }
@@ -205,7 +266,10 @@ impl MgsJobs {
 }
 
 fn now_millis() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
 }
 
 impl ReplySink for MgsJobs {
@@ -224,24 +288,52 @@ impl ReplySink for MgsJobs {
             terminal,
             created_at: crate::runcommand::record::now_secs(),
         };
-        let stored = self.spool.add(record.clone()).map_err(|e| log::error!("reply for {job_id} kept in memory only: {e}")).ok();
-        OutgoingReply { message_id: record.message_id, reply_id: record.reply_id, payload: record.payload, terminal, stored }
+        let stored = self
+            .spool
+            .add(record.clone())
+            .map_err(|e| log::error!("reply for {job_id} kept in memory only: {e}"))
+            .ok();
+        OutgoingReply {
+            message_id: record.message_id,
+            reply_id: record.reply_id,
+            payload: record.payload,
+            terminal,
+            stored,
+        }
     }
 
     fn send(&self, reply: OutgoingReply) {
         if let Some(received) = lock(&self.received).remove(&reply.message_id) {
             // Only a rejected job reaches here unacknowledged: upstream's parse-error answer.
-            self.ack(&reply.message_id, &received, AckCode::AgentJobMessageParseError);
+            self.ack(
+                &reply.message_id,
+                &received,
+                AckCode::AgentJobMessageParseError,
+            );
         }
         if reply.payload.len() > MAX_REPLY_CONTENT {
-            log::error!("reply for {} is {} bytes, over the service's {MAX_REPLY_CONTENT}; dropping it", reply.message_id, reply.payload.len());
+            log::error!(
+                "reply for {} is {} bytes, over the service's {MAX_REPLY_CONTENT}; dropping it",
+                reply.message_id,
+                reply.payload.len()
+            );
             if let Some(entry) = &reply.stored {
                 let _ = self.spool.remove(entry);
             }
             return;
         }
-        let frame = reply_frame(&reply.reply_id, &reply.message_id, &reply.payload, "aws.ssm.sendCommand");
-        let mut pending = Pending { job_id: reply.message_id.clone(), stored: reply.stored, frame, sent_at: None };
+        let frame = reply_frame(
+            &reply.reply_id,
+            &reply.message_id,
+            &reply.payload,
+            "aws.ssm.sendCommand",
+        );
+        let mut pending = Pending {
+            job_id: reply.message_id.clone(),
+            stored: reply.stored,
+            frame,
+            sent_at: None,
+        };
         let mut queues = lock(&self.queues);
         let queue = queues.entry(pending.job_id.clone()).or_default();
         if queue.is_empty() {
@@ -273,15 +365,25 @@ impl ControlHandler for MgsJobs {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        lock(&self.queues).values().filter_map(|q| q.front()?.sent_at).min().map(|t| t + RESEND_AFTER)
+        lock(&self.queues)
+            .values()
+            .filter_map(|q| q.front()?.sent_at)
+            .min()
+            .map(|t| t + RESEND_AFTER)
     }
 
     fn tick(&self, _sender: &ControlSender) {
         let now = Instant::now();
         for queue in lock(&self.queues).values_mut() {
             if let Some(head) = queue.front_mut() {
-                if head.sent_at.is_none_or(|t| now.saturating_duration_since(t) >= RESEND_AFTER) {
-                    log::info!("reply for {} not acknowledged yet; sending it again", head.job_id);
+                if head
+                    .sent_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= RESEND_AFTER)
+                {
+                    log::info!(
+                        "reply for {} not acknowledged yet; sending it again",
+                        head.job_id
+                    );
                     self.transmit(head);
                 }
             }

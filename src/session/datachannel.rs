@@ -55,7 +55,13 @@ impl Ack {
             sequence_number: msg.sequence_number,
             is_sequential: true,
         };
-        AgentMessage::new(ACKNOWLEDGE, 0, 3, 0, serde_json::to_vec(&ack).expect("acks serialise"))
+        AgentMessage::new(
+            ACKNOWLEDGE,
+            0,
+            3,
+            0,
+            serde_json::to_vec(&ack).expect("acks serialise"),
+        )
     }
 
     /// Reads an `acknowledge` payload; key case is tolerated as Go's decoder does.
@@ -65,9 +71,14 @@ impl Ack {
         let get = |k: &str| crate::runcommand::payload::get_ci(obj, k);
         Some(Ack {
             message_type: get("AcknowledgedMessageType")?.as_str()?.to_owned(),
-            message_id: get("AcknowledgedMessageId").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+            message_id: get("AcknowledgedMessageId")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned(),
             sequence_number: get("AcknowledgedMessageSequenceNumber")?.as_i64()?,
-            is_sequential: get("IsSequentialMessage").and_then(|v| v.as_bool()).unwrap_or(true),
+            is_sequential: get("IsSequentialMessage")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true),
         })
     }
 }
@@ -108,15 +119,22 @@ impl Outgoing {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let flags = if sequence == 0 { FLAG_SYN } else { 0 };
-        let frame = AgentMessage::new(OUTPUT_STREAM, sequence, flags, payload_type, payload).encode();
+        let frame =
+            AgentMessage::new(OUTPUT_STREAM, sequence, flags, payload_type, payload).encode();
         let send_now = !self.paused;
-        self.unacked.push_back(Unacked { sequence, frame: frame.clone(), last_sent: send_now.then_some(now) });
+        self.unacked.push_back(Unacked {
+            sequence,
+            frame: frame.clone(),
+            last_sent: send_now.then_some(now),
+        });
         send_now.then_some(frame)
     }
 
     /// An `acknowledge` for one of ours: forget it and update the round-trip estimate (§4.6.2).
     pub fn acknowledged(&mut self, sequence: i64, now: Instant) {
-        let Some(pos) = self.unacked.iter().position(|u| u.sequence == sequence) else { return };
+        let Some(pos) = self.unacked.iter().position(|u| u.sequence == sequence) else {
+            return;
+        };
         let acked = self.unacked.remove(pos).expect("position is in range");
         if let Some(sent) = acked.last_sent {
             self.update_rto(now.saturating_duration_since(sent));
@@ -125,7 +143,11 @@ impl Outgoing {
     }
 
     fn update_rto(&mut self, rtt: Duration) {
-        let diff = if self.srtt > rtt { self.srtt - rtt } else { rtt - self.srtt };
+        let diff = if self.srtt > rtt {
+            self.srtt - rtt
+        } else {
+            rtt - self.srtt
+        };
         self.rttvar = self.rttvar.mul_f64(0.75) + diff.mul_f64(0.25);
         self.srtt = self.srtt.mul_f64(0.875) + rtt.mul_f64(0.125);
         self.rto = (self.srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).min(MAX_RTO);
@@ -141,7 +163,10 @@ impl Outgoing {
         let rto = self.rto;
         self.unacked
             .iter_mut()
-            .filter(|u| u.last_sent.is_none_or(|t| now.saturating_duration_since(t) >= rto))
+            .filter(|u| {
+                u.last_sent
+                    .is_none_or(|t| now.saturating_duration_since(t) >= rto)
+            })
             .take(limit)
             .map(|u| {
                 u.last_sent = Some(now);
@@ -157,6 +182,13 @@ impl Outgoing {
         }
         let earliest = self.unacked.iter().map(|u| u.last_sent).min()?;
         Some(earliest.map_or_else(Instant::now, |t| t + self.rto))
+    }
+
+    /// After a reconnect: every unacknowledged frame is due again at once.
+    pub fn resend_all(&mut self) {
+        for u in &mut self.unacked {
+            u.last_sent = None;
+        }
     }
 
     pub fn pause(&mut self) {
@@ -202,7 +234,10 @@ impl Incoming {
     pub fn receive(&mut self, msg: AgentMessage, ready: bool) -> Received {
         let seq = msg.sequence_number;
         if seq < self.expected {
-            return Received { ack: Some(Ack::frame_for(&msg)), deliver: Vec::new() };
+            return Received {
+                ack: Some(Ack::frame_for(&msg)),
+                deliver: Vec::new(),
+            };
         }
         if !ready {
             return Received::default();
@@ -213,7 +248,10 @@ impl Incoming {
             }
             let ack = Ack::frame_for(&msg);
             self.buffered.insert(seq, msg);
-            return Received { ack: Some(ack), deliver: Vec::new() };
+            return Received {
+                ack: Some(ack),
+                deliver: Vec::new(),
+            };
         }
         let ack = Ack::frame_for(&msg);
         let mut deliver = vec![msg];
@@ -222,7 +260,10 @@ impl Incoming {
             deliver.push(next);
             self.expected += 1;
         }
-        Received { ack: Some(ack), deliver }
+        Received {
+            ack: Some(ack),
+            deliver,
+        }
     }
 }
 
@@ -231,18 +272,30 @@ mod tests {
     use super::*;
 
     fn input(seq: i64, data: &str) -> AgentMessage {
-        AgentMessage::new(INPUT_STREAM, seq, 0, payload_type::OUTPUT, data.as_bytes().to_vec())
+        AgentMessage::new(
+            INPUT_STREAM,
+            seq,
+            0,
+            payload_type::OUTPUT,
+            data.as_bytes().to_vec(),
+        )
     }
 
     fn acked_seq(r: &Received) -> Option<i64> {
-        r.ack.as_ref().map(|a| Ack::parse(&a.payload).unwrap().sequence_number)
+        r.ack
+            .as_ref()
+            .map(|a| Ack::parse(&a.payload).unwrap().sequence_number)
     }
 
     #[test]
     fn input_is_delivered_in_order_once() {
         let mut inc = Incoming::default();
         let r = inc.receive(input(1, "b"), true);
-        assert_eq!(acked_seq(&r), Some(1), "out-of-order input is acked and buffered");
+        assert_eq!(
+            acked_seq(&r),
+            Some(1),
+            "out-of-order input is acked and buffered"
+        );
         assert!(r.deliver.is_empty());
         let r = inc.receive(input(0, "a"), true);
         let got: Vec<_> = r.deliver.iter().map(|m| m.payload.clone()).collect();
@@ -251,7 +304,10 @@ mod tests {
         assert_eq!(acked_seq(&r), Some(0), "a duplicate is acked again");
         assert!(r.deliver.is_empty(), "and not delivered twice");
         let r = inc.receive(input(2, "c"), false);
-        assert!(r.ack.is_none() && r.deliver.is_empty(), "not ready: neither acked nor delivered");
+        assert!(
+            r.ack.is_none() && r.deliver.is_empty(),
+            "not ready: neither acked nor delivered"
+        );
         assert_eq!(inc.receive(input(2, "c"), true).deliver.len(), 1);
     }
 
@@ -259,16 +315,33 @@ mod tests {
     fn output_is_sequenced_and_kept_until_acked() {
         let mut out = Outgoing::default();
         let t0 = Instant::now();
-        let first = AgentMessage::decode(&out.push(payload_type::OUTPUT, b"hi".to_vec(), t0).unwrap()).unwrap();
+        let first =
+            AgentMessage::decode(&out.push(payload_type::OUTPUT, b"hi".to_vec(), t0).unwrap())
+                .unwrap();
         assert_eq!((first.sequence_number, first.flags), (0, FLAG_SYN));
-        let second = AgentMessage::decode(&out.push(payload_type::OUTPUT, b"there".to_vec(), t0).unwrap()).unwrap();
+        let second = AgentMessage::decode(
+            &out.push(payload_type::OUTPUT, b"there".to_vec(), t0)
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!((second.sequence_number, second.flags), (1, 0));
         assert_eq!(out.unacked(), 2);
-        assert!(out.due_resends(t0 + Duration::from_millis(50), 10).is_empty());
+        assert!(
+            out.due_resends(t0 + Duration::from_millis(50), 10)
+                .is_empty()
+        );
         let again = out.due_resends(t0 + Duration::from_millis(250), 10);
         assert_eq!(again.len(), 2, "every overdue frame goes again");
-        assert_eq!(AgentMessage::decode(&again[0]).unwrap().message_id, first.message_id, "same bytes, same id");
-        assert_eq!(out.due_resends(t0 + Duration::from_millis(250), 10).len(), 0, "not twice in one RTO");
+        assert_eq!(
+            AgentMessage::decode(&again[0]).unwrap().message_id,
+            first.message_id,
+            "same bytes, same id"
+        );
+        assert_eq!(
+            out.due_resends(t0 + Duration::from_millis(250), 10).len(),
+            0,
+            "not twice in one RTO"
+        );
         out.acknowledged(0, t0 + Duration::from_millis(260));
         out.acknowledged(1, t0 + Duration::from_millis(260));
         assert_eq!(out.unacked(), 0);
@@ -284,7 +357,11 @@ mod tests {
         assert!(out.push(payload_type::OUTPUT, b"x".to_vec(), t0).is_none());
         assert!(out.due_resends(t0 + Duration::from_secs(5), 10).is_empty());
         out.resume();
-        assert_eq!(out.due_resends(t0 + Duration::from_secs(5), 10).len(), 1, "never-sent messages go out at once");
+        assert_eq!(
+            out.due_resends(t0 + Duration::from_secs(5), 10).len(),
+            1,
+            "never-sent messages go out at once"
+        );
     }
 
     #[test]

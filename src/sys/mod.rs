@@ -25,6 +25,7 @@ pub enum Signal {
     Kill,
     Term,
     Int,
+    Quit,
 }
 
 impl Signal {
@@ -33,6 +34,7 @@ impl Signal {
             Signal::Kill => libc::SIGKILL,
             Signal::Term => libc::SIGTERM,
             Signal::Int => libc::SIGINT,
+            Signal::Quit => libc::SIGQUIT,
         }
     }
 }

@@ -124,36 +124,63 @@ fn print_reply(reply: &Reply) {
     println!("standardOutput:\n{}", reply.standard_output());
 }
 
+/// The emulator with a real agent process attached to it, in a temporary directory.
+pub(crate) struct AgentRun {
+    pub emu: Emulator,
+    _dir: TempDir,
+    pid: u32,
+    pub exited: mpsc::Receiver<String>,
+}
+
+impl AgentRun {
+    /// Starts the emulator and the agent at `agent`, configured to use only the emulator.
+    pub fn start(agent: &Path, tag: &str) -> Result<AgentRun, String> {
+        // A short hold so the agent's poll ends soon after SIGTERM.
+        let options = Options {
+            poll_hold: Duration::from_secs(5),
+            ..Options::default()
+        };
+        let region = options.region.clone();
+        let emu =
+            Emulator::try_start(options).map_err(|e| format!("starting the emulator: {e}"))?;
+        let dir = TempDir::new()?;
+        let config = write_config(&dir.0, &emu, &region)?;
+        let mut child = spawn_agent(agent, &config, &dir.0.join("state"), &emu)?;
+        let pid = child.id();
+        let (tx, exited) = mpsc::channel();
+        thread::spawn(move || {
+            let status = child
+                .wait()
+                .map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+            let _ = tx.send(status);
+        });
+        eprintln!("{tag}: emulator at {}, agent pid {pid}", emu.url());
+        Ok(AgentRun {
+            emu,
+            _dir: dir,
+            pid,
+            exited,
+        })
+    }
+
+    /// Stops the agent (SIGTERM, then SIGKILL) and the emulator; warns about bad signatures.
+    pub fn stop(self, tag: &str) {
+        stop_agent(self.pid, &self.exited);
+        let failures = self.emu.signature_failures().len();
+        if failures > 0 {
+            eprintln!("{tag}: warning: {failures} request(s) failed signature verification");
+        }
+        self.emu.stop();
+    }
+}
+
 /// Runs `command` through the agent at `agent`; Ok(true) when the final reply is `Success`.
 pub fn run(agent: &Path, command: &str) -> Result<bool, String> {
-    // A short hold so the agent's poll ends soon after SIGTERM.
-    let options = Options {
-        poll_hold: Duration::from_secs(5),
-        ..Options::default()
-    };
-    let region = options.region.clone();
-    let emu = Emulator::try_start(options).map_err(|e| format!("starting the emulator: {e}"))?;
-    let dir = TempDir::new()?;
-    let config = write_config(&dir.0, &emu, &region)?;
-    let mut child = spawn_agent(agent, &config, &dir.0.join("state"), &emu)?;
-    let pid = child.id();
-    let (tx, exited) = mpsc::channel();
-    thread::spawn(move || {
-        let status = child
-            .wait()
-            .map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
-        let _ = tx.send(status);
-    });
-    eprintln!("demo: emulator at {}, agent pid {pid}", emu.url());
+    let run = AgentRun::start(agent, "demo")?;
     let payload = aws_run_shell_script_payload(&uuid_v4(), &[command], COMMAND_TIMEOUT_SECONDS);
-    let id = emu.send_command(&payload);
-    let outcome = await_final(&emu, &id, &exited);
-    stop_agent(pid, &exited);
-    let failures = emu.signature_failures().len();
-    if failures > 0 {
-        eprintln!("demo: warning: {failures} request(s) failed signature verification");
-    }
-    emu.stop();
+    let id = run.emu.send_command(&payload);
+    let outcome = await_final(&run.emu, &id, &run.exited);
+    run.stop("demo");
     let reply = outcome?;
     print_reply(&reply);
     Ok(reply.document_status() == "Success")

@@ -1,6 +1,6 @@
 //! A small HTTP/1.1 server on std::net: one thread per connection, keep-alive, Content-Length
 //! bodies. Hand-written so that faults (dropped connections, slow answers) are easy to inject and
-//! so a connection can later be handed over to a WebSocket upgrade.
+//! so a connection can be handed over to a WebSocket after an upgrade ([`Outcome::Upgrade`]).
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -109,11 +109,17 @@ impl Response {
     }
 }
 
+/// Runs a connection after a protocol switch: the stream, and the bytes the HTTP reader had
+/// already buffered past the request (they belong to the new protocol).
+pub type Takeover = Box<dyn FnOnce(TcpStream, Vec<u8>) + Send>;
+
 /// What the handler wants done with a request.
 pub enum Outcome {
     Respond(Response),
     /// Close the connection without answering (fault injection).
     Close,
+    /// Answer with this `101 Switching Protocols` response, then hand the connection over.
+    Upgrade(Response, Takeover),
 }
 
 pub type Handler = dyn Fn(&Request) -> Outcome + Send + Sync;
@@ -245,6 +251,13 @@ fn serve_connection(stream: TcpStream, handler: &Handler) {
                 }
             }
             Outcome::Close => return,
+            Outcome::Upgrade(resp, takeover) => {
+                if write_response(&mut writer, &resp, false).is_ok() {
+                    let buffered = reader.buffer().to_vec();
+                    takeover(reader.into_inner(), buffered);
+                }
+                return;
+            }
         }
     }
 }
@@ -350,6 +363,7 @@ pub(crate) fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String,
 
 fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
         400 => "Bad Request",
@@ -368,7 +382,10 @@ fn write_response(w: &mut impl Write, resp: &Response, close: bool) -> io::Resul
     for (name, value) in &resp.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    // A 1xx answer has no body and must not announce one.
+    if resp.status >= 200 {
+        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+    }
     if close {
         head.push_str("Connection: close\r\n");
     }

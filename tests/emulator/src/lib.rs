@@ -15,18 +15,25 @@
 //! assert!(emu.signature_failures().is_empty());
 //! ```
 
+pub mod agentmessage;
+pub mod attach;
 mod control;
 pub mod demo;
 mod faults;
 mod http;
 mod imds;
 mod mds;
+mod mgs;
+#[cfg(test)]
+mod mgs_tests;
 mod service;
+mod session;
 pub mod sigv4;
 mod state;
 #[cfg(test)]
 mod tests;
 mod util;
+mod ws;
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,9 +41,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub use agentmessage::AgentMessage;
 pub use faults::FaultTarget;
+pub use mgs::{AckPolicy, JobAck, MgsRecord, TaskComplete};
+pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
 pub use util::uuid_v4;
+pub use ws::{Incoming, WsConn};
 
 /// `X-Amz-Target` values, for [`Emulator::count`].
 pub mod targets {

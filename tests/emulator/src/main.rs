@@ -1,14 +1,16 @@
-//! `ssm-emulator serve …` and `ssm-emulator demo …`; see `usage()`.
+//! `ssm-emulator serve|demo|shell|port …`; see `usage()`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ssm_emulator::{Emulator, Options, demo};
+use ssm_emulator::{Emulator, Options, attach, demo};
 
 fn usage() -> &'static str {
     "usage:\n  ssm-emulator serve [--port N] [--region R] [--instance-id I] [--state-file F]\n  \
-     ssm-emulator demo --agent PATH [--command CMD]"
+     ssm-emulator demo --agent PATH [--command CMD]\n  \
+     ssm-emulator shell --agent PATH\n  \
+     ssm-emulator port --agent PATH --local-port L --remote-port R"
 }
 
 /// `--name value` pairs after the subcommand.
@@ -80,11 +82,42 @@ fn run_demo(args: &[String]) -> Result<bool, String> {
     demo::run(std::path::Path::new(&agent), &command)
 }
 
+/// The value of `name` among parsed flags.
+fn flag(flags: &[(String, String)], name: &str) -> Option<String> {
+    flags
+        .iter()
+        .find(|(f, _)| f == name)
+        .map(|(_, v)| v.clone())
+}
+
+fn port_number(flags: &[(String, String)], name: &str) -> Result<u16, String> {
+    let v = flag(flags, name).ok_or_else(|| format!("port needs {name} N"))?;
+    v.parse()
+        .map_err(|_| format!("{name} {v:?} is not a port number"))
+}
+
+fn run_attach(mode: &str, args: &[String]) -> Result<bool, String> {
+    let flags = if mode == "shell" {
+        parse_flags(args, &["--agent"])?
+    } else {
+        parse_flags(args, &["--agent", "--local-port", "--remote-port"])?
+    };
+    let agent = flag(&flags, "--agent").ok_or_else(|| format!("{mode} needs --agent PATH"))?;
+    let agent = std::path::Path::new(&agent);
+    if mode == "shell" {
+        return attach::shell(agent);
+    }
+    let local = port_number(&flags, "--local-port")?;
+    let remote = port_number(&flags, "--remote-port")?;
+    attach::port(agent, local, remote)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]).map(|()| true),
         Some("demo") => run_demo(&args[1..]),
+        Some(mode @ ("shell" | "port")) => run_attach(mode, &args[1..]),
         _ => Err(usage().to_string()),
     };
     match result {

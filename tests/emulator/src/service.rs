@@ -1,6 +1,7 @@
 //! Routes every request (IMDS, control interface, JSON 1.1 APIs), verifies signatures, applies
 //! injected faults and writes the request log.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
-use crate::{control, imds, mds, sigv4};
+use crate::{control, imds, mds, mgs, sigv4};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -32,11 +33,12 @@ impl Handled {
 }
 
 /// The server's request handler.
-pub(crate) fn handle(shared: &Shared, req: &Request) -> Outcome {
+pub(crate) fn handle(shared: &Arc<Shared>, req: &Request) -> Outcome {
     let handled = route(shared, req);
     let status = match &handled.outcome {
         Outcome::Respond(r) => r.status,
         Outcome::Close => 0,
+        Outcome::Upgrade(r, _) => r.status,
     };
     let record = RequestRecord {
         at: Instant::now(),
@@ -51,8 +53,16 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Outcome {
     handled.outcome
 }
 
-fn route(shared: &Shared, req: &Request) -> Handled {
-    if req.path.starts_with("/latest/") {
+fn route(shared: &Arc<Shared>, req: &Request) -> Handled {
+    if let Some((outcome, signature)) = mgs::route(shared, req) {
+        let target = format!("{} {}", req.method, req.path);
+        Handled {
+            outcome,
+            target,
+            signature,
+            fault: None,
+        }
+    } else if req.path.starts_with("/latest/") {
         Handled::plain(&req.path, imds::handle(shared, req))
     } else if req.path.starts_with("/_emulator/") {
         Handled::plain(&req.path, control::handle(shared, req))

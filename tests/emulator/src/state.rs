@@ -10,6 +10,7 @@ use crate::Options;
 use crate::faults::Faults;
 use crate::imds::ImdsState;
 use crate::mds::MdsState;
+use crate::mgs::MgsState;
 use crate::sigv4::KeyInfo;
 
 /// One `SendReply` as stored (first arrival of its ReplyId).
@@ -102,6 +103,7 @@ pub struct State {
     pub(crate) options: Options,
     pub(crate) imds: ImdsState,
     pub(crate) mds: MdsState,
+    pub(crate) mgs: MgsState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -212,6 +214,7 @@ impl Shared {
         let state = State {
             imds: ImdsState::default(),
             mds: MdsState::default(),
+            mgs: MgsState::default(),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),

@@ -1,0 +1,184 @@
+//! `NonInteractiveCommands` (protocol §4.7): a command without a terminal. Output streams as it
+//! comes — stdout as type 1 and, with `separateOutputStream`, stderr as type 11 (each chunk with
+//! its prefix) and `EXIT_CODE: <n>` as type 12 at the end. Ctrl-C and Ctrl-\ from the client
+//! become SIGINT and SIGQUIT; other input is ignored.
+//!
+//! Upstream splits the command with shell-words rules and runs it without a shell; ssm-lite runs
+//! it with `sh -c`, which gives the same result for plain commands and also lets pipes work.
+
+use super::datachannel::payload_type;
+use super::plugin::{Ended, Event, Interest, Plugin, ReadResult, read_chunk};
+use super::runas::SessionUser;
+use crate::sys::{Pid, Signal, kill_group};
+use std::os::fd::AsRawFd;
+use std::process::{Child, ChildStderr, ChildStdout};
+
+pub struct Commands {
+    child: Child,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    separate: bool,
+    stdout_prefix: Vec<u8>,
+    stderr_prefix: Vec<u8>,
+    ended: bool,
+}
+
+/// Upstream accepts prefixes of at most 30 characters from `[0-9a-zA-Z\r\n_:-]`.
+fn valid_prefix(p: &str) -> bool {
+    p.len() <= 30
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"\r\n_:-".contains(&b))
+}
+
+impl Commands {
+    pub fn start(
+        user: &SessionUser,
+        commands: &str,
+        separate: bool,
+        stdout_prefix: &str,
+        stderr_prefix: &str,
+    ) -> Result<Commands, String> {
+        if commands.trim().is_empty() {
+            return Err("Commands cannot be empty for session type NonInteractiveCommands".into());
+        }
+        for p in [stdout_prefix, stderr_prefix] {
+            if !valid_prefix(p) {
+                return Err(format!(
+                    "invalid output prefix {p:?}: at most 30 characters of [0-9a-zA-Z\\r\\n_:-]"
+                ));
+            }
+        }
+        let mut env = vec![("USER".to_owned(), user.name.clone())];
+        if let Some(home) = &user.home {
+            env.push(("HOME".into(), home.clone()));
+        }
+        let mut child =
+            crate::sys::pty::spawn_piped("sh", &["-c", commands], &env, user.run_as.as_ref())
+                .map_err(|e| format!("failed to start the command: {e}"))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        for fd in [
+            stdout.as_ref().map(|s| s.as_raw_fd()),
+            stderr.as_ref().map(|s| s.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::sys::pty::set_nonblocking(fd, true)
+                .map_err(|e| format!("failed to set up the command's output: {e}"))?;
+        }
+        Ok(Commands {
+            child,
+            stdout,
+            stderr,
+            separate,
+            stdout_prefix: stdout_prefix.as_bytes().to_vec(),
+            stderr_prefix: stderr_prefix.as_bytes().to_vec(),
+            ended: false,
+        })
+    }
+
+    fn group(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn exited(&mut self, events: &mut Vec<Event>) {
+        let status = self.child.wait();
+        self.ended = true;
+        if self.separate {
+            let code = status.ok().and_then(|s| {
+                s.code()
+                    .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|n| 128 + n))
+            });
+            let text = format!("EXIT_CODE: {}", code.unwrap_or(1));
+            events.push(Event::Output(payload_type::EXIT_CODE, text.into_bytes()));
+        }
+        // §9 item 6: the session succeeded whatever the command's exit code; the client has the code.
+        events.push(Event::End(Ended::Success));
+    }
+}
+
+impl Plugin for Commands {
+    fn interests(&self, reading: bool) -> Vec<Interest> {
+        [
+            self.stdout.as_ref().map(|s| s.as_raw_fd()),
+            self.stderr.as_ref().map(|s| s.as_raw_fd()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|fd| Interest {
+            fd,
+            read: reading,
+            write: false,
+        })
+        .collect()
+    }
+
+    fn ready(&mut self, fd: i32, readable: bool, _writable: bool, events: &mut Vec<Event>) {
+        if !readable || self.ended {
+            return;
+        }
+        let is_stdout = self.stdout.as_ref().is_some_and(|s| s.as_raw_fd() == fd);
+        let result = match (is_stdout, &mut self.stdout, &mut self.stderr) {
+            (true, Some(out), _) => read_chunk(out),
+            (false, _, Some(err)) => read_chunk(err),
+            _ => return,
+        };
+        match result {
+            Ok(ReadResult::Data(data)) => {
+                let (kind, prefix) = match (is_stdout, self.separate) {
+                    (true, _) => (payload_type::OUTPUT, &self.stdout_prefix),
+                    (false, true) => (payload_type::STDERR, &self.stderr_prefix),
+                    (false, false) => (payload_type::OUTPUT, &self.stdout_prefix),
+                };
+                let mut chunk = if self.separate {
+                    prefix.clone()
+                } else {
+                    Vec::new()
+                };
+                chunk.extend_from_slice(&data);
+                events.push(Event::Output(kind, chunk));
+            }
+            Ok(ReadResult::WouldBlock) => {}
+            Ok(ReadResult::Eof) | Err(_) => {
+                if is_stdout {
+                    self.stdout = None
+                } else {
+                    self.stderr = None
+                }
+                if self.stdout.is_none() && self.stderr.is_none() {
+                    self.exited(events);
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, kind: u32, data: &[u8], _events: &mut Vec<Event>) {
+        if kind != payload_type::OUTPUT {
+            return;
+        }
+        for b in data {
+            let signal = match b {
+                0x03 => Signal::Int,
+                0x1c => Signal::Quit,
+                _ => continue,
+            };
+            if let Err(e) = kill_group(self.group(), signal) {
+                log::debug!("session: cannot forward {signal:?}: {e}");
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if !self.ended {
+            let _ = kill_group(self.group(), Signal::Kill);
+            let _ = self.child.wait();
+            self.ended = true;
+        }
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

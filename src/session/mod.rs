@@ -1,0 +1,299 @@
+//! Session Manager (protocol §4.5.3–§4.8): each `interactive_shell` from the control channel
+//! becomes one thread that owns the session's data channel and its plugin — a shell on a PTY, a
+//! command, or a port forward — and reports `agent_task_complete` when it ends.
+
+pub mod commands;
+pub mod datachannel;
+pub mod plugin;
+pub mod port;
+pub mod run;
+pub mod runas;
+pub mod shell;
+pub mod task;
+
+use crate::mgs::control::{ControlHandler, ControlSender};
+use crate::mgs::message::AgentMessage;
+use plugin::{Ended, Plugin};
+use run::{SessionEnv, Stop, StopKind};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use task::{SessionTask, SessionType};
+
+/// `agent_task_complete` is sent up to this many times, a second apart, until acknowledged.
+const COMPLETE_TRIES: u32 = 3;
+const COMPLETE_RETRY: Duration = Duration::from_secs(1);
+
+/// Starts the plugin of `task`; `client_version` comes from the handshake when there was one.
+pub fn start_plugin(
+    env: &SessionEnv,
+    task: &SessionTask,
+    _client_version: Option<&str>,
+) -> Result<Box<dyn Plugin>, String> {
+    let user = || {
+        let req = runas::Request {
+            run_as_enabled: task.run_as_enabled,
+            run_as_user: &task.run_as_user,
+            run_as_default_user: &task.run_as_default_user,
+            run_as_elevated: task.run_as_elevated,
+        };
+        runas::resolve(&req, &env.users)
+    };
+    Ok(match task.session_type {
+        SessionType::StandardStream => {
+            Box::new(shell::Shell::start(&user()?, None, &task.shell_profile)?)
+        }
+        SessionType::InteractiveCommands => {
+            if task.commands.trim().is_empty() {
+                return Err("Commands cannot be empty for session type InteractiveCommands".into());
+            }
+            Box::new(shell::Shell::start(&user()?, Some(&task.commands), "")?)
+        }
+        SessionType::NonInteractiveCommands => Box::new(commands::Commands::start(
+            &user()?,
+            &task.commands,
+            task.separate_output_stream,
+            &task.stdout_prefix,
+            &task.stderr_prefix,
+        )?),
+        SessionType::Port => Box::new(port::Port::start(port::destination(
+            &task.host,
+            &task.port_number,
+            &env.denied_ips,
+        )?)?),
+    })
+}
+
+struct Completion {
+    session_id: String,
+    status: &'static str,
+    output: String,
+    tries: u32,
+    last_sent: Instant,
+}
+
+struct Shared {
+    env: SessionEnv,
+    limit: usize,
+    sender: ControlSender,
+    active: Mutex<HashMap<String, Arc<Stop>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    completions: Mutex<Vec<Completion>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sessions of this agent; also the control channel's handler for session messages.
+pub struct Sessions {
+    shared: Arc<Shared>,
+}
+
+impl Sessions {
+    pub fn new(env: SessionEnv, limit: usize, sender: ControlSender) -> Sessions {
+        Sessions {
+            shared: Arc::new(Shared {
+                env,
+                limit,
+                sender,
+                active: Mutex::default(),
+                threads: Mutex::default(),
+                completions: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Ends every session (reported as stopped by the agent) and waits for their threads.
+    pub fn shutdown(&self, limit: Duration) {
+        for stop in lock(&self.shared.active).values() {
+            stop.stop(StopKind::Shutdown);
+        }
+        let deadline = Instant::now() + limit;
+        for handle in lock(&self.shared.threads).drain(..) {
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+    }
+
+    /// Sessions running now.
+    pub fn active(&self) -> usize {
+        lock(&self.shared.active).len()
+    }
+
+    fn start(&self, payload: &[u8]) {
+        let task = match task::parse(payload) {
+            Ok(t) => t,
+            Err(e) => return log::warn!("session: cannot start: {e}"),
+        };
+        let shared = Arc::clone(&self.shared);
+        let stop = match Stop::new() {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                return shared.complete(
+                    &task.session_id,
+                    &Ended::Failed(format!("cannot start: {e}")),
+                );
+            }
+        };
+        {
+            let mut active = lock(&shared.active);
+            if active.contains_key(&task.session_id) {
+                return log::info!(
+                    "session {}: already running; ignoring the repeated start",
+                    task.session_id
+                );
+            }
+            if active.len() >= shared.limit {
+                drop(active);
+                let why = format!(
+                    "the agent already runs {} sessions (Mgs.SessionWorkersLimit)",
+                    shared.limit
+                );
+                return shared.complete(&task.session_id, &Ended::Failed(why));
+            }
+            active.insert(task.session_id.clone(), Arc::clone(&stop));
+        }
+        log::info!(
+            "session {}: starting {}",
+            task.session_id,
+            task.session_type.as_str()
+        );
+        let name = format!(
+            "session-{}",
+            task.session_id.chars().take(12).collect::<String>()
+        );
+        let thread_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let t0 = Instant::now();
+            let ended = run::run(&thread_shared.env, &task, &stop);
+            log::info!(
+                "session {}: ended {:?} after {} s",
+                task.session_id,
+                ended,
+                t0.elapsed().as_secs()
+            );
+            lock(&thread_shared.active).remove(&task.session_id);
+            thread_shared.complete(&task.session_id, &ended);
+        });
+        match spawned {
+            Ok(h) => {
+                let mut threads = lock(&shared.threads);
+                threads.retain(|t| !t.is_finished());
+                threads.push(h);
+            }
+            Err(e) => log::error!("session: cannot start a thread: {e}"),
+        }
+    }
+
+    fn terminate(&self, payload: &[u8]) {
+        let Some(id) = task::closed_session_id(payload) else {
+            return;
+        };
+        match lock(&self.shared.active).get(&id) {
+            Some(stop) => {
+                log::info!("session {id}: terminated by the service");
+                stop.stop(StopKind::Terminated);
+            }
+            None => log::debug!("session {id}: channel_closed for a session that is not running"),
+        }
+    }
+}
+
+impl Shared {
+    /// Queues `agent_task_complete` for `session_id` and sends it the first time.
+    fn complete(&self, session_id: &str, ended: &Ended) {
+        let (status, output) = match ended {
+            Ended::Success => ("Success", String::new()),
+            Ended::Failed(why) => ("Failed", why.clone()),
+        };
+        let mut c = Completion {
+            session_id: session_id.to_owned(),
+            status,
+            output,
+            tries: 0,
+            last_sent: Instant::now(),
+        };
+        self.send_completion(&mut c);
+        lock(&self.completions).push(c);
+    }
+
+    fn send_completion(&self, c: &mut Completion) {
+        c.tries += 1;
+        c.last_sent = Instant::now();
+        let body = json!({
+            "SchemaVersion": 1,
+            "TaskId": c.session_id,
+            "Topic": "agent_task_complete",
+            "FinalTaskStatus": c.status,
+            "IsRoutingFailure": false,
+            "AwsAccountId": "",
+            "InstanceId": self.env.instance_id,
+            "Output": c.output,
+            "S3Bucket": "",
+            "S3UrlSuffix": "",
+            "CwlGroup": "",
+            "CwlStream": "",
+            "RetryNumber": c.tries,
+        });
+        self.sender.send(&AgentMessage::new(
+            "agent_task_complete",
+            0,
+            0,
+            0,
+            body.to_string().into_bytes(),
+        ));
+    }
+}
+
+impl ControlHandler for Sessions {
+    fn connected(&self, _sender: &ControlSender) {}
+
+    fn message(&self, message: AgentMessage, _sender: &ControlSender) {
+        match message.message_type.as_str() {
+            "interactive_shell" => self.start(&message.payload),
+            "channel_closed" => self.terminate(&message.payload),
+            "agent_task_acknowledge" => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&message.payload).unwrap_or_default();
+                let id = v
+                    .as_object()
+                    .and_then(|o| crate::document::field(o, "TaskId"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                lock(&self.shared.completions).retain(|c| c.session_id != id);
+            }
+            other => log::debug!("control channel: ignoring {other}"),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        lock(&self.shared.completions)
+            .iter()
+            .map(|c| c.last_sent + COMPLETE_RETRY)
+            .min()
+    }
+
+    fn tick(&self, _sender: &ControlSender) {
+        let now = Instant::now();
+        let mut completions = lock(&self.shared.completions);
+        for c in completions
+            .iter_mut()
+            .filter(|c| now.saturating_duration_since(c.last_sent) >= COMPLETE_RETRY)
+        {
+            if c.tries < COMPLETE_TRIES {
+                self.shared.send_completion(c);
+            }
+        }
+        completions.retain(|c| {
+            c.tries < COMPLETE_TRIES || now.saturating_duration_since(c.last_sent) < COMPLETE_RETRY
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! What a session plugin looks like to the session loop: fds to wait on, bytes in, bytes out.
+//! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
+
+/// The largest payload of one output message, as upstream (`StreamDataPayloadSize`).
+pub const CHUNK: usize = 1024;
+
+/// How a session ended, for `agent_task_complete.FinalTaskStatus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Success,
+    Failed(String),
+}
+
+/// Something for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A stream message: payload type (§4.6.1) and bytes.
+    Output(u32, Vec<u8>),
+    End(Ended),
+}
+
+/// One fd the loop should wait on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest {
+    pub fd: RawFd,
+    pub read: bool,
+    pub write: bool,
+}
+
+pub trait Plugin: Send {
+    /// The fds to wait on now. `reading` is false while the client cannot take more output
+    /// (publication paused, too much unacknowledged): then only write interest matters.
+    fn interests(&self, reading: bool) -> Vec<Interest>;
+    /// `fd` is ready: read output into `events` and/or write pending input.
+    fn ready(&mut self, fd: RawFd, readable: bool, writable: bool, events: &mut Vec<Event>);
+    /// Client input of `payload_type` (1 data, 3 size, 10 flag).
+    fn input(&mut self, payload_type: u32, data: &[u8], events: &mut Vec<Event>);
+    /// Ends whatever the plugin runs (terminate, shutdown). Idempotent.
+    fn stop(&mut self);
+}
+
+/// Input that did not fit into a non-blocking fd yet.
+#[derive(Default)]
+pub struct Pending {
+    bytes: VecDeque<u8>,
+}
+
+impl Pending {
+    pub fn push(&mut self, data: &[u8]) {
+        self.bytes.extend(data);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Writes what `w` takes now; WouldBlock leaves the rest queued.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<()> {
+        while !self.bytes.is_empty() {
+            let (front, _) = self.bytes.as_slices();
+            match w.write(front) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => drop(self.bytes.drain(..n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one non-blocking read gave.
+pub enum ReadResult {
+    Data(Vec<u8>),
+    WouldBlock,
+    Eof,
+}
+
+/// Reads up to `CHUNK` bytes. EIO (a PTY whose child exited) counts as end of file.
+pub fn read_chunk(r: &mut impl Read) -> io::Result<ReadResult> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        return match r.read(&mut buf) {
+            Ok(0) => Ok(ReadResult::Eof),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(ReadResult::Data(buf))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if crate::sys::pty::is_closed(&e) => Ok(ReadResult::Eof),
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// Splits off an incomplete UTF-8 sequence at the end of `buf` so that a multi-byte character
+/// cut by a read boundary goes out whole in the next message (invalid bytes pass through).
+pub fn hold_incomplete_utf8(buf: &mut Vec<u8>) -> Vec<u8> {
+    let n = buf.len();
+    for back in 1..=3.min(n) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead byte
+        }
+        let needed = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return Vec::new(),
+        };
+        return if needed > back {
+            buf.split_off(n - back)
+        } else {
+            Vec::new()
+        };
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_utf8_is_held_back() {
+        let text = "é€😀".as_bytes().to_vec();
+        for cut in 0..=text.len() {
+            let mut head = text[..cut].to_vec();
+            let carried = hold_incomplete_utf8(&mut head);
+            assert!(std::str::from_utf8(&head).is_ok(), "cut {cut}");
+            let mut rest = carried;
+            rest.extend_from_slice(&text[cut..]);
+            assert!(std::str::from_utf8(&rest).is_ok(), "cut {cut}");
+        }
+        let mut invalid = vec![b'a', 0xFF];
+        assert!(
+            hold_incomplete_utf8(&mut invalid).is_empty(),
+            "invalid bytes pass through"
+        );
+    }
+
+    #[test]
+    fn pending_input_survives_would_block() {
+        struct Tiny(Vec<u8>, usize);
+        impl Write for Tiny {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.1 == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = b.len().min(self.1);
+                self.1 -= n;
+                self.0.extend_from_slice(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut p = Pending::default();
+        p.push(b"hello world");
+        let mut w = Tiny(Vec::new(), 5);
+        p.write_to(&mut w).unwrap();
+        assert!(!p.is_empty());
+        w.1 = 100;
+        p.write_to(&mut w).unwrap();
+        assert_eq!(w.0, b"hello world");
+        assert!(p.is_empty());
+    }
+}

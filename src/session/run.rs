@@ -1,0 +1,492 @@
+//! One session, start to end, on its own thread: open the data channel (§4.6.3), run the
+//! handshake when the plugin needs one, then a single `poll` loop over the websocket, the
+//! plugin's fds and a stop waker — sequencing output, acknowledging input, resending what the
+//! client has not acknowledged — until the plugin ends or the session is terminated.
+
+use super::datachannel::{ACKNOWLEDGE, Ack, INPUT_STREAM, Incoming, Outgoing, payload_type};
+use super::plugin::{Ended, Event, Plugin};
+use super::task::{SessionTask, SessionType};
+use crate::aws::credentials::CredentialsProvider;
+use crate::aws::endpoint::Endpoint;
+use crate::aws::http::HttpClient;
+use crate::mgs::message::AgentMessage;
+use crate::mgs::rest;
+use crate::mgs::websocket::{Connection, Frame};
+use crate::sys::poll::{PollFd, Waker, poll};
+use serde_json::{Value, json};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a finished session waits for the client to acknowledge the last output.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Output frames in flight before the plugin is no longer read (bounds memory per session).
+const WINDOW: usize = 512;
+const RESENDS_PER_SCAN: usize = 64;
+const RECONNECT_ATTEMPTS: u32 = 5;
+
+/// What the session needs from the agent.
+pub struct SessionEnv {
+    pub http: std::sync::Arc<HttpClient>,
+    pub endpoint: Endpoint,
+    pub credentials: std::sync::Arc<dyn CredentialsProvider>,
+    pub instance_id: String,
+    pub agent_version: String,
+    pub denied_ips: Vec<String>,
+    pub users: super::runas::Host,
+}
+
+/// Why a session is being ended from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopKind {
+    /// `channel_closed` or a terminate request: a user-ended session is a successful one.
+    Terminated,
+    Shutdown,
+}
+
+/// Lets another thread end a session and wake its loop.
+pub struct Stop {
+    pub waker: Waker,
+    kind: Mutex<Option<StopKind>>,
+}
+
+impl Stop {
+    pub fn new() -> std::io::Result<Stop> {
+        Ok(Stop {
+            waker: Waker::new()?,
+            kind: Mutex::new(None),
+        })
+    }
+
+    pub fn stop(&self, kind: StopKind) {
+        self.kind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(kind);
+        self.waker.wake();
+    }
+
+    fn kind(&self) -> Option<StopKind> {
+        *self.kind.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The websocket of one session, with its stream state.
+struct DataChannel<'a> {
+    env: &'a SessionEnv,
+    session_id: &'a str,
+    conn: Connection,
+    out: Outgoing,
+    inc: Incoming,
+}
+
+impl<'a> DataChannel<'a> {
+    fn open(env: &'a SessionEnv, session_id: &'a str) -> Result<DataChannel<'a>, String> {
+        let conn = connect(env, session_id)?;
+        Ok(DataChannel {
+            env,
+            session_id,
+            conn,
+            out: Outgoing::default(),
+            inc: Incoming::default(),
+        })
+    }
+
+    /// CreateDataChannel + websocket again, then everything unacknowledged goes out again.
+    fn reconnect(&mut self) -> Result<(), String> {
+        let mut delay = Duration::from_millis(crate::random::between(100, 199));
+        let mut last = String::new();
+        for attempt in 1..=RECONNECT_ATTEMPTS {
+            match connect(self.env, self.session_id) {
+                Ok(conn) => {
+                    log::info!(
+                        "session {}: data channel reconnected (attempt {attempt})",
+                        self.session_id
+                    );
+                    self.conn = conn;
+                    self.out.resend_all();
+                    return Ok(());
+                }
+                Err(e) if e.contains("Session is already terminated") => return Err(e),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        Err(format!(
+            "data channel lost and not reopened after {RECONNECT_ATTEMPTS} attempts: {last}"
+        ))
+    }
+
+    /// A message outside the stream (`agent_session_state`): flags 3, sequence 0.
+    fn send_state(&mut self, state: &str) {
+        let body =
+            json!({ "SchemaVersion": 1, "SessionState": state, "SessionId": self.session_id });
+        let msg = AgentMessage::new(
+            "agent_session_state",
+            0,
+            3,
+            0,
+            body.to_string().into_bytes(),
+        );
+        let _ = self.conn.send_binary(msg.encode());
+    }
+
+    fn stream(&mut self, kind: u32, payload: Vec<u8>) -> Result<(), String> {
+        if let Some(frame) = self.out.push(kind, payload, Instant::now()) {
+            self.conn.send_binary(frame).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn connect(env: &SessionEnv, session_id: &str) -> Result<Connection, String> {
+    let token = rest::create_data_channel(
+        &env.http,
+        &env.endpoint,
+        env.credentials.as_ref(),
+        session_id,
+    )
+    .map_err(|e| e.to_string())?;
+    let url = rest::websocket_url(
+        &env.endpoint,
+        &format!("/v1/data-channel/{session_id}?role=publish_subscribe"),
+    );
+    let headers = rest::upgrade_headers(&env.endpoint, env.credentials.as_ref(), &url)
+        .map_err(|e| e.to_string())?;
+    let mut conn = Connection::connect(&env.http, &url, &headers, CONNECT_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let open = json!({
+        "MessageSchemaVersion": "1.0",
+        "RequestId": crate::random::uuid_v4(),
+        "TokenValue": token,
+        "ClientInstanceId": env.instance_id,
+        "ClientId": "",
+    });
+    conn.send_text(open.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+/// Where the session is.
+enum Phase {
+    /// Waiting for the client's HandshakeResponse (§4.6.3).
+    Handshake {
+        since: Instant,
+    },
+    Running,
+    /// The plugin ended; waiting for the client to acknowledge what is left.
+    Draining {
+        until: Instant,
+        ended: Ended,
+    },
+}
+
+/// Runs a session to its end and says how it ended.
+pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
+    let mut ch = match DataChannel::open(env, &task.session_id) {
+        Ok(ch) => ch,
+        Err(e) => return Ended::Failed(format!("cannot open the data channel: {e}")),
+    };
+    ch.send_state("Connected");
+    let mut plugin: Option<Box<dyn Plugin>> = None;
+    let mut phase = if task.session_type.needs_handshake() {
+        if let Err(e) = ch.stream(
+            payload_type::HANDSHAKE_REQUEST,
+            handshake_request(task, &env.agent_version),
+        ) {
+            return Ended::Failed(e);
+        }
+        Phase::Handshake {
+            since: Instant::now(),
+        }
+    } else {
+        match super::start_plugin(env, task, None) {
+            Ok(p) => plugin = Some(p),
+            Err(e) => return fail_visibly(&mut ch, e),
+        }
+        Phase::Running
+    };
+    let ended = session_loop(&mut ch, task, env, stop, &mut plugin, &mut phase);
+    if let Some(p) = plugin.as_mut() {
+        p.stop();
+    }
+    ch.send_state("Terminating");
+    let _ = ch.conn.flush();
+    ended
+}
+
+/// Tells the client why the session cannot run, then fails it.
+fn fail_visibly(ch: &mut DataChannel<'_>, message: String) -> Ended {
+    log::warn!("session {}: {message}", ch.session_id);
+    let _ = ch.stream(payload_type::OUTPUT, format!("{message}\r\n").into_bytes());
+    drain(ch, Instant::now() + DRAIN_TIMEOUT);
+    ch.send_state("Terminating");
+    Ended::Failed(message)
+}
+
+/// Waits (bounded) for the client to acknowledge everything sent.
+fn drain(ch: &mut DataChannel<'_>, until: Instant) {
+    while ch.out.unacked() > 0 && Instant::now() < until {
+        let mut fds = [PollFd::new(ch.conn.fd(), true, ch.conn.wants_write())];
+        let _ = poll(&mut fds, Some(Duration::from_millis(100)));
+        let _ = ch.conn.flush();
+        while let Ok(Some(frame)) = ch.conn.read() {
+            if let Frame::Binary(b) = frame {
+                if let Ok(m) = AgentMessage::decode(&b) {
+                    if m.message_type == ACKNOWLEDGE {
+                        if let Some(a) = Ack::parse(&m.payload) {
+                            ch.out.acknowledged(a.sequence_number, Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+        for f in ch.out.due_resends(Instant::now(), RESENDS_PER_SCAN) {
+            let _ = ch.conn.send_binary(f);
+        }
+    }
+}
+
+fn handshake_request(task: &SessionTask, agent_version: &str) -> Vec<u8> {
+    let properties = match task.session_type {
+        SessionType::Port => {
+            json!({ "portNumber": task.port_number, "type": task.port_type, "host": task.host })
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "AgentVersion": agent_version,
+        "RequestedClientActions": [{
+            "ActionType": "SessionType",
+            "ActionParameters": { "SessionType": task.session_type.as_str(), "Properties": properties },
+        }],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Checks the client's HandshakeResponse; returns its ClientVersion.
+fn handshake_response(data: &[u8]) -> Result<String, String> {
+    let v: Value =
+        serde_json::from_slice(data).map_err(|e| format!("HandshakeResponse is not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("HandshakeResponse is not an object")?;
+    let field = |k: &str| crate::document::field(obj, k);
+    for action in field("ProcessedClientActions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let a = action.as_object();
+        let status = a
+            .and_then(|a| crate::document::field(a, "ActionStatus"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if status != 1 {
+            let error = a
+                .and_then(|a| crate::document::field(a, "Error"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return Err(format!(
+                "the client could not complete the handshake: {error}"
+            ));
+        }
+    }
+    Ok(field("ClientVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned())
+}
+
+#[allow(clippy::too_many_lines)]
+fn session_loop(
+    ch: &mut DataChannel<'_>,
+    task: &SessionTask,
+    env: &SessionEnv,
+    stop: &Stop,
+    plugin: &mut Option<Box<dyn Plugin>>,
+    phase: &mut Phase,
+) -> Ended {
+    let mut events = Vec::new();
+    loop {
+        if let Some(kind) = stop.kind() {
+            return match kind {
+                StopKind::Terminated => Ended::Success,
+                StopKind::Shutdown => Ended::Failed("the agent stopped during the session".into()),
+            };
+        }
+        let now = Instant::now();
+        match phase {
+            Phase::Handshake { since }
+                if now.saturating_duration_since(*since) > HANDSHAKE_TIMEOUT =>
+            {
+                return fail_visibly(ch, "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".into());
+            }
+            Phase::Draining { until, ended } if ch.out.unacked() == 0 || now >= *until => {
+                return ended.clone();
+            }
+            _ => {}
+        }
+        for frame in ch.out.due_resends(now, RESENDS_PER_SCAN) {
+            if ch.conn.send_binary(frame).is_err() {
+                break;
+            }
+        }
+        let reading =
+            matches!(phase, Phase::Running) && !ch.out.is_paused() && ch.out.unacked() < WINDOW;
+        let interests = plugin
+            .as_ref()
+            .map(|p| p.interests(reading))
+            .unwrap_or_default();
+        let mut fds: Vec<PollFd> = vec![
+            PollFd::new(ch.conn.fd(), true, ch.conn.wants_write()),
+            PollFd::new(stop.waker.fd(), true, false),
+        ];
+        fds.extend(
+            interests
+                .iter()
+                .filter(|i| i.read || i.write)
+                .map(|i| PollFd::new(i.fd, i.read, i.write)),
+        );
+        let mut deadline = ch.out.next_deadline();
+        if let Phase::Handshake { since } = phase {
+            deadline = Some(deadline.map_or(*since + HANDSHAKE_TIMEOUT, |d| {
+                d.min(*since + HANDSHAKE_TIMEOUT)
+            }));
+        }
+        if let Phase::Draining { until, .. } = phase {
+            deadline = Some(deadline.map_or(*until, |d| d.min(*until)));
+        }
+        if let Err(e) = poll(
+            &mut fds,
+            deadline.map(|d| d.saturating_duration_since(Instant::now())),
+        ) {
+            return Ended::Failed(format!("poll failed: {e}"));
+        }
+        if fds[1].readable {
+            stop.waker.reset();
+        }
+        if fds[0].writable && ch.conn.flush().is_err() && ch.reconnect().is_err() {
+            return Ended::Failed("data channel lost".into());
+        }
+        // Websocket frames.
+        loop {
+            let frame = match ch.conn.read() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("session {}: data channel error: {e}", task.session_id);
+                    Frame::Closed
+                }
+            };
+            let bytes = match frame {
+                Frame::Binary(b) => b,
+                Frame::Text(t) => t.into_bytes(),
+                Frame::Closed => {
+                    if let Err(e) = ch.reconnect() {
+                        return Ended::Failed(e);
+                    }
+                    break;
+                }
+            };
+            let msg = match AgentMessage::decode(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    log::warn!(
+                        "session {}: dropping a malformed frame: {e}",
+                        task.session_id
+                    );
+                    continue;
+                }
+            };
+            match msg.message_type.as_str() {
+                INPUT_STREAM => {
+                    let received = ch.inc.receive(msg, true);
+                    if let Some(ack) = received.ack {
+                        let _ = ch.conn.send_binary(ack.encode());
+                    }
+                    for m in received.deliver {
+                        match phase {
+                            Phase::Handshake { .. }
+                                if m.payload_type == payload_type::HANDSHAKE_RESPONSE =>
+                            {
+                                let client = match handshake_response(&m.payload) {
+                                    Ok(v) => v,
+                                    Err(e) => return fail_visibly(ch, e),
+                                };
+                                match super::start_plugin(env, task, Some(&client)) {
+                                    Ok(p) => *plugin = Some(p),
+                                    Err(e) => return fail_visibly(ch, e),
+                                }
+                                let done =
+                                    json!({ "HandshakeTimeToComplete": 0, "CustomerMessage": "" });
+                                if let Err(e) = ch.stream(
+                                    payload_type::HANDSHAKE_COMPLETE,
+                                    done.to_string().into_bytes(),
+                                ) {
+                                    return Ended::Failed(e);
+                                }
+                                *phase = Phase::Running;
+                            }
+                            Phase::Running => {
+                                if let Some(p) = plugin.as_mut() {
+                                    p.input(m.payload_type, &m.payload, &mut events);
+                                }
+                            }
+                            // Before the handshake completes (and after the end) input is dropped.
+                            _ => {}
+                        }
+                    }
+                    ch.out.resume();
+                }
+                ACKNOWLEDGE => {
+                    if let Some(a) = Ack::parse(&msg.payload) {
+                        ch.out.acknowledged(a.sequence_number, Instant::now());
+                    }
+                }
+                "pause_publication" => ch.out.pause(),
+                "start_publication" => ch.out.resume(),
+                "channel_closed" => return Ended::Success,
+                other => log::debug!("session {}: ignoring {other}", task.session_id),
+            }
+        }
+        // Plugin fds.
+        if let Some(p) = plugin.as_mut() {
+            for f in fds.iter().skip(2).filter(|f| f.readable || f.writable) {
+                p.ready(f.fd, f.readable, f.writable, &mut events);
+            }
+        }
+        for event in events.drain(..) {
+            match event {
+                Event::Output(kind, bytes) => {
+                    if let Err(e) = ch.stream(kind, bytes) {
+                        log::warn!("session {}: cannot send output: {e}", task.session_id);
+                    }
+                }
+                Event::End(ended) => {
+                    if !matches!(phase, Phase::Draining { .. }) {
+                        *phase = Phase::Draining {
+                            until: Instant::now() + DRAIN_TIMEOUT,
+                            ended,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_responses_are_checked() {
+        let ok = br#"{"ClientVersion":"1.2.463.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1}],"Errors":[]}"#;
+        assert_eq!(handshake_response(ok).unwrap(), "1.2.463.0");
+        let bad = br#"{"ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":3,"Error":"unsupported"}]}"#;
+        assert!(handshake_response(bad).unwrap_err().contains("unsupported"));
+        assert!(handshake_response(b"[").is_err());
+    }
+}

@@ -1,0 +1,537 @@
+//! Which OS user a shell session runs as (protocol.md §4.8), and creating `ssm-user` for it.
+//!
+//! Accounts are read from `/etc/passwd` and `/etc/group` directly (users known only through NSS,
+//! e.g. LDAP, are not seen). The session's HOME is the user's home directory from passwd, or
+//! `/home/<user>` (what the reference agent always uses) when passwd leaves it empty.
+
+use crate::sys::pty::RunAs;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The account created for sessions when the document names none.
+pub const SSM_USER: &str = "ssm-user";
+const SUDOERS_FILE: &str = "ssm-agent-users";
+const SUDOERS_RULES: &str = "# User rules for ssm-user\nssm-user ALL=(ALL) NOPASSWD:ALL\n";
+
+/// What the session document and the start payload say about the user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// `inputs.runAsEnabled`.
+    pub run_as_enabled: bool,
+    /// `RunAsUser` of the start payload (the IAM principal's user); overrides the default.
+    pub run_as_user: &'a str,
+    /// `inputs.runAsDefaultUser`.
+    pub run_as_default_user: &'a str,
+    /// `properties.linux.runAsElevated`.
+    pub run_as_elevated: bool,
+}
+
+/// Where accounts live and who the agent is; [`Host::system`] outside tests.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+    pub sudoers_dir: PathBuf,
+    pub agent_uid: u32,
+}
+
+impl Host {
+    pub fn system() -> Host {
+        Host {
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+            sudoers_dir: PathBuf::from("/etc/sudoers.d"),
+            agent_uid: crate::sys::pty::effective_uid(),
+        }
+    }
+}
+
+/// The user a session runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub name: String,
+    /// Credentials to switch to; `None`: the shell keeps the agent's.
+    pub run_as: Option<RunAs>,
+    /// HOME for the shell; `None`: it keeps the agent's.
+    pub home: Option<String>,
+}
+
+/// The decision of §4.8, before any account is looked at.
+#[derive(Debug, PartialEq, Eq)]
+enum Choice {
+    /// Stay the agent's user; `elevated` sets HOME=/root.
+    Agent { elevated: bool },
+    /// Switch to this existing user.
+    Named(String),
+    /// Switch to ssm-user, creating it first if needed.
+    SsmUser,
+}
+
+fn choose(req: &Request<'_>, agent_is_root: bool) -> Result<Choice, String> {
+    if req.run_as_elevated {
+        return Ok(Choice::Agent { elevated: true });
+    }
+    if req.run_as_enabled {
+        let user = match req.run_as_user.trim() {
+            "" => req.run_as_default_user.trim(),
+            user => user,
+        };
+        if user.is_empty() {
+            return Err("please set the RunAs default user".to_string());
+        }
+        if !agent_is_root {
+            return Err(format!(
+                "cannot run the session as RunAs user {user}: the agent is not running as root; \
+                 run the agent as root or disable runAsEnabled in the session preferences"
+            ));
+        }
+        return Ok(Choice::Named(user.to_string()));
+    }
+    Ok(if agent_is_root {
+        Choice::SsmUser
+    } else {
+        Choice::Agent { elevated: false }
+    })
+}
+
+/// Decides the session user for `req` on `host`, creating ssm-user when it is needed and missing.
+pub fn resolve(req: &Request<'_>, host: &Host) -> Result<SessionUser, String> {
+    match choose(req, host.agent_uid == 0)? {
+        Choice::Agent { elevated } => {
+            let accounts = Accounts::load(host)?;
+            let name = accounts
+                .user_by_uid(host.agent_uid)
+                .map_or_else(|| host.agent_uid.to_string(), |u| u.name.to_string());
+            let home = elevated.then(|| "/root".to_string());
+            Ok(SessionUser {
+                name,
+                run_as: None,
+                home,
+            })
+        }
+        Choice::Named(name) => {
+            let accounts = Accounts::load(host)?;
+            if accounts.user(&name)?.is_none() {
+                return Err(format!(
+                    "failed to start pty since RunAs user {name} does not exist"
+                ));
+            }
+            switch_to(&accounts, &name)
+        }
+        Choice::SsmUser => {
+            ensure_ssm_user(host)?;
+            switch_to(&Accounts::load(host)?, SSM_USER)
+        }
+    }
+}
+
+/// The credentials and HOME of the existing, non-root user `name`.
+fn switch_to(accounts: &Accounts, name: &str) -> Result<SessionUser, String> {
+    let user = accounts
+        .user(name)?
+        .ok_or_else(|| format!("user {name} is not in {}", accounts.passwd_path))?;
+    if user.uid == 0 || user.gid == 0 {
+        return Err(format!(
+            "refusing to run the session as {name} (uid {}, gid {}): that is root; set \
+             runAsElevated in the session document to run as root",
+            user.uid, user.gid
+        ));
+    }
+    let home = if user.home.is_empty() {
+        format!("/home/{name}")
+    } else {
+        user.home.to_string()
+    };
+    Ok(SessionUser {
+        name: name.to_string(),
+        run_as: Some(RunAs {
+            uid: user.uid,
+            gid: user.gid,
+            groups: accounts.groups_of(name, user.gid),
+        }),
+        home: Some(home),
+    })
+}
+
+/// Serialises the check-then-create of ssm-user between sessions starting together.
+static CREATING: Mutex<()> = Mutex::new(());
+
+/// Creates ssm-user with sudo rights unless it exists.
+fn ensure_ssm_user(host: &Host) -> Result<(), String> {
+    let _guard = CREATING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if Accounts::load(host)?.user(SSM_USER)?.is_some() {
+        return Ok(());
+    }
+    create_user(SSM_USER)?;
+    log::info!("created user {SSM_USER} for Session Manager sessions");
+    write_sudoers(&host.sudoers_dir)
+}
+
+/// Adds the local user `name` with a home directory, with `useradd` or else busybox `adduser`.
+fn create_user(name: &str) -> Result<(), String> {
+    let mut cmd = if in_path("useradd") {
+        let mut cmd = Command::new("useradd");
+        cmd.args(["-m", name]);
+        cmd
+    } else if in_path("adduser") {
+        let mut cmd = Command::new("adduser");
+        cmd.args(["-D", name]);
+        cmd
+    } else {
+        return Err(format!(
+            "cannot create user {name}: neither useradd nor adduser is in PATH; create the \
+             user yourself or enable RunAs in the session preferences"
+        ));
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?} to create user {name}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+fn in_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Gives ssm-user password-less sudo: writes `<dir>/ssm-agent-users` unless it exists, and makes
+/// it 0440 (sudo ignores writable rule files) in either case. Without `dir` sudo is not set up
+/// here, and that is only logged.
+fn write_sudoers(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        log::warn!(
+            "{} does not exist: {SSM_USER} gets no sudo rights",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let path = dir.join(SUDOERS_FILE);
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o440)
+        .open(&path);
+    match created {
+        Ok(mut file) => file
+            .write_all(SUDOERS_RULES.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    }
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o440))
+        .map_err(|e| format!("cannot chmod 0440 {}: {e}", path.display()))
+}
+
+/// The contents of the passwd and group files.
+struct Accounts {
+    passwd_path: String,
+    passwd: String,
+    group: String,
+}
+
+/// One passwd entry.
+#[derive(Debug, PartialEq, Eq)]
+struct User<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+impl Accounts {
+    fn load(host: &Host) -> Result<Accounts, String> {
+        let read = |path: &Path| {
+            fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        Ok(Accounts {
+            passwd_path: host.passwd.display().to_string(),
+            passwd: read(&host.passwd)?,
+            group: read(&host.group)?,
+        })
+    }
+
+    /// The entry of `name`; an error if that entry is malformed.
+    fn user(&self, name: &str) -> Result<Option<User<'_>>, String> {
+        let Some((number, line)) = entries(&self.passwd).find(|(_, l)| field(l, 0) == Some(name))
+        else {
+            return Ok(None);
+        };
+        parse_user(line).map(Some).ok_or_else(|| {
+            format!(
+                "malformed entry for {name} at line {number} of {}: {line:?}",
+                self.passwd_path
+            )
+        })
+    }
+
+    fn user_by_uid(&self, uid: u32) -> Option<User<'_>> {
+        entries(&self.passwd)
+            .filter_map(|(_, line)| parse_user(line))
+            .find(|user| user.uid == uid)
+    }
+
+    /// `primary` and the gid of every group that lists `name` as a member.
+    fn groups_of(&self, name: &str, primary: u32) -> Vec<u32> {
+        let mut groups = vec![primary];
+        for (_, line) in entries(&self.group) {
+            let is_member = field(line, 3).is_some_and(|m| m.split(',').any(|m| m.trim() == name));
+            let gid = field(line, 2).and_then(|g| g.parse().ok());
+            if let (true, Some(gid)) = (is_member, gid)
+                && !groups.contains(&gid)
+            {
+                groups.push(gid);
+            }
+        }
+        groups
+    }
+}
+
+/// Numbered account lines, without blanks, comments and NIS `+`/`-` entries.
+fn entries(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim_end()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with(['#', '+', '-']))
+}
+
+fn field(line: &str, index: usize) -> Option<&str> {
+    line.split(':').nth(index)
+}
+
+/// `name:password:uid:gid:gecos:home:shell`.
+fn parse_user(line: &str) -> Option<User<'_>> {
+    let fields: Vec<&str> = line.split(':').collect();
+    let [name, _, uid, gid, _, home, _] = fields.as_slice() else {
+        return None;
+    };
+    Some(User {
+        name,
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+        home,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "\
+root:x:0:0:root:/root:/bin/bash
+# a comment
+
++nisuser::::::
+alice:x:1000:1000:Alice:/srv/alice:/bin/sh
+bob:x:1001:1001::/home/bob:/bin/sh
+nohome:x:1002:1002:::/bin/sh
+ssm-user:x:1003:1003::/home/ssm-user:/bin/sh
+wheelie:x:1004:0::/home/wheelie:/bin/sh
+broken:x:notanumber:1005::/home/broken:/bin/sh
+agent:x:1500:1500::/var/lib/agent:/bin/sh
+";
+    const GROUP: &str = "\
+root:x:0:
+wheel:x:10:alice, bob
+docker:x:998:alice
+alice:x:1000:
+bob:x:1001:
+users:x:100:bob,alice
+bad:x:nonnumeric:alice
+";
+
+    /// A temp dir with the fixture passwd and group files and an empty sudoers.d.
+    fn fixture(agent_uid: u32) -> Host {
+        let dir = std::env::temp_dir().join(format!("ssm-lite-runas-{}", crate::random::uuid_v4()));
+        fs::create_dir_all(dir.join("sudoers.d")).unwrap();
+        fs::write(dir.join("passwd"), PASSWD).unwrap();
+        fs::write(dir.join("group"), GROUP).unwrap();
+        Host {
+            passwd: dir.join("passwd"),
+            group: dir.join("group"),
+            sudoers_dir: dir.join("sudoers.d"),
+            agent_uid,
+        }
+    }
+
+    fn request(enabled: bool, user: &'static str, default: &'static str) -> Request<'static> {
+        Request {
+            run_as_enabled: enabled,
+            run_as_user: user,
+            run_as_default_user: default,
+            run_as_elevated: false,
+        }
+    }
+
+    #[test]
+    fn the_decision_table_of_section_4_8() {
+        let elevated = Request {
+            run_as_elevated: true,
+            ..request(true, "alice", "bob")
+        };
+        let named = |n: &str| Ok(Choice::Named(n.to_string()));
+        let cases = [
+            (elevated, true, Ok(Choice::Agent { elevated: true })),
+            (elevated, false, Ok(Choice::Agent { elevated: true })),
+            (request(true, "alice", "bob"), true, named("alice")),
+            (request(true, "  ", "bob"), true, named("bob")),
+            (request(true, "", " bob "), true, named("bob")),
+            (
+                request(true, " ", ""),
+                true,
+                Err("please set the RunAs default user".to_string()),
+            ),
+            (request(false, "alice", "bob"), true, Ok(Choice::SsmUser)),
+            (
+                request(false, "alice", "bob"),
+                false,
+                Ok(Choice::Agent { elevated: false }),
+            ),
+        ];
+        for (req, root, want) in cases {
+            assert_eq!(choose(&req, root), want, "{req:?} root={root}");
+        }
+        let err = choose(&request(true, "alice", ""), false).unwrap_err();
+        assert!(
+            err.contains("alice") && err.contains("not running as root"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_runas_user_gets_its_ids_groups_and_passwd_home() {
+        let host = fixture(0);
+        let user = resolve(&request(true, "alice", "bob"), &host).unwrap();
+        let want = RunAs {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 10, 998, 100],
+        };
+        assert_eq!(user.name, "alice");
+        assert_eq!(user.run_as, Some(want));
+        assert_eq!(user.home.as_deref(), Some("/srv/alice"));
+        let user = resolve(&request(true, "", "nohome"), &host).unwrap();
+        assert_eq!(user.home.as_deref(), Some("/home/nohome"));
+        assert_eq!(user.run_as.unwrap().groups, vec![1002]);
+    }
+
+    #[test]
+    fn unknown_root_and_malformed_users_are_refused() {
+        let host = fixture(0);
+        let err = resolve(&request(true, "carol", ""), &host).unwrap_err();
+        assert_eq!(
+            err,
+            "failed to start pty since RunAs user carol does not exist"
+        );
+        for (name, needle) in [
+            ("root", "uid 0"),
+            ("wheelie", "gid 0"),
+            ("broken", "line 10"),
+        ] {
+            let err = resolve(&request(true, name, ""), &host).unwrap_err();
+            assert!(err.contains(name) && err.contains(needle), "{err}");
+        }
+        let gone = Host {
+            passwd: "/nonexistent/passwd".into(),
+            ..host
+        };
+        let err = resolve(&request(true, "alice", ""), &gone).unwrap_err();
+        assert!(err.contains("/nonexistent/passwd"), "{err}");
+    }
+
+    #[test]
+    fn a_root_agent_uses_an_existing_ssm_user_without_touching_sudoers() {
+        let host = fixture(0);
+        let user = resolve(&Request::default(), &host).unwrap();
+        assert_eq!(user.name, SSM_USER);
+        assert_eq!(user.run_as.map(|r| r.uid), Some(1003));
+        assert_eq!(user.home.as_deref(), Some("/home/ssm-user"));
+        assert_eq!(fs::read_dir(&host.sudoers_dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_non_root_or_elevated_session_does_not_switch() {
+        let host = fixture(1500);
+        let user = resolve(&Request::default(), &host).unwrap();
+        let agent = SessionUser {
+            name: "agent".to_string(),
+            run_as: None,
+            home: None,
+        };
+        assert_eq!(user, agent);
+        let elevated = Request {
+            run_as_elevated: true,
+            ..Request::default()
+        };
+        let user = resolve(&elevated, &fixture(0)).unwrap();
+        assert_eq!(user.name, "root");
+        assert_eq!((user.run_as, user.home.as_deref()), (None, Some("/root")));
+        let unnamed = resolve(&Request::default(), &fixture(4321)).unwrap();
+        assert_eq!(unnamed.name, "4321");
+    }
+
+    #[test]
+    fn the_sudoers_file_is_written_once_and_always_0440() {
+        let host = fixture(0);
+        let path = host.sudoers_dir.join(SUDOERS_FILE);
+        write_sudoers(&host.sudoers_dir).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), SUDOERS_RULES);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o440);
+
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, "# edited by the admin\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_sudoers(&host.sudoers_dir).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# edited by the admin\n"
+        );
+        assert_eq!(mode(&path), 0o440);
+
+        let missing = host.sudoers_dir.join("absent");
+        write_sudoers(&missing).unwrap();
+        assert!(!missing.exists());
+    }
+
+    /// Creates a real user: only as root with useradd, and removed again at the end.
+    #[test]
+    fn create_user_adds_a_real_account() {
+        const NAME: &str = "ssm-lite-test-user";
+        if crate::sys::pty::effective_uid() != 0 || !in_path("useradd") {
+            eprintln!("skipped: creating {NAME} needs root and useradd");
+            return;
+        }
+        let host = Host::system();
+        let delete = || Command::new("userdel").args(["-r", NAME]).output();
+        let _ = delete();
+        create_user(NAME).unwrap();
+        let user = resolve(&request(true, NAME, ""), &host);
+        let home_made = Path::new("/home").join(NAME).is_dir();
+        let err = create_user(NAME).unwrap_err();
+        let removed = delete().unwrap();
+        assert!(removed.status.success(), "{removed:?}");
+        let user = user.unwrap();
+        let run_as = user.run_as.unwrap();
+        assert!(run_as.uid > 0 && run_as.gid > 0, "{run_as:?}");
+        assert_eq!(user.home.as_deref(), Some("/home/ssm-lite-test-user"));
+        assert!(home_made, "useradd -m made no home directory");
+        assert!(err.contains("useradd") && err.contains(NAME), "{err}");
+    }
+}

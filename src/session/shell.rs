@@ -1,0 +1,175 @@
+//! `Standard_Stream` and `InteractiveCommands` (protocol §4.7): `sh` (or `sh -c <commands>`) on a
+//! PTY as the session user; keystrokes in, terminal output out in UTF-8-safe chunks.
+
+use super::datachannel::payload_type;
+use super::plugin::{
+    Ended, Event, Interest, Pending, Plugin, ReadResult, hold_incomplete_utf8, read_chunk,
+};
+use super::runas::SessionUser;
+use crate::sys::pty::{self, Pty};
+use std::os::fd::AsRawFd;
+use std::process::Child;
+
+pub struct Shell {
+    child: Child,
+    pty: Pty,
+    input: Pending,
+    carry: Vec<u8>,
+    ended: bool,
+}
+
+/// The terminal size until the client sends its own.
+const DEFAULT_SIZE: (u16, u16) = (80, 24);
+
+impl Shell {
+    /// Starts the shell; `commands` set → `sh -c <commands>` (InteractiveCommands).
+    pub fn start(
+        user: &SessionUser,
+        commands: Option<&str>,
+        profile: &str,
+    ) -> Result<Shell, String> {
+        let mut env = vec![("TERM".to_owned(), "xterm-256color".to_owned())];
+        if std::env::var_os("LANG").is_none() {
+            env.push(("LANG".into(), "C.UTF-8".into()));
+        }
+        if let Some(home) = &user.home {
+            env.push(("HOME".into(), home.clone()));
+        }
+        env.push(("USER".into(), user.name.clone()));
+        let args: Vec<&str> = commands.map(|c| vec!["-c", c]).unwrap_or_default();
+        let (cols, rows) = DEFAULT_SIZE;
+        let (child, pty) = pty::spawn("sh", &args, &env, user.run_as.as_ref(), cols, rows)
+            .map_err(|e| format!("failed to start the shell: {e}"))?;
+        pty.set_nonblocking(true)
+            .map_err(|e| format!("failed to set up the terminal: {e}"))?;
+        let mut shell = Shell {
+            child,
+            pty,
+            input: Pending::default(),
+            carry: Vec::new(),
+            ended: false,
+        };
+        if commands.is_none() && !profile.is_empty() {
+            shell.input.push(profile.as_bytes());
+            shell.input.push(b"\n");
+        }
+        Ok(shell)
+    }
+
+    fn finish(&mut self, events: &mut Vec<Event>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if !self.carry.is_empty() {
+            events.push(Event::Output(
+                payload_type::OUTPUT,
+                std::mem::take(&mut self.carry),
+            ));
+        }
+        let _ = self.child.wait();
+        events.push(Event::End(Ended::Success));
+    }
+}
+
+impl Plugin for Shell {
+    fn interests(&self, reading: bool) -> Vec<Interest> {
+        if self.ended {
+            return Vec::new();
+        }
+        vec![Interest {
+            fd: self.pty.master.as_raw_fd(),
+            read: reading,
+            write: !self.input.is_empty(),
+        }]
+    }
+
+    fn ready(&mut self, _fd: i32, readable: bool, writable: bool, events: &mut Vec<Event>) {
+        if writable {
+            if let Err(e) = self.input.write_to(&mut self.pty.master) {
+                log::debug!("session: terminal write failed: {e}");
+            }
+        }
+        if !readable || self.ended {
+            return;
+        }
+        match read_chunk(&mut self.pty.master) {
+            Ok(ReadResult::Data(mut data)) => {
+                let mut chunk = std::mem::take(&mut self.carry);
+                chunk.append(&mut data);
+                self.carry = hold_incomplete_utf8(&mut chunk);
+                if !chunk.is_empty() {
+                    events.push(Event::Output(payload_type::OUTPUT, chunk));
+                }
+            }
+            Ok(ReadResult::WouldBlock) => {}
+            Ok(ReadResult::Eof) => self.finish(events),
+            Err(e) => {
+                log::warn!("session: terminal read failed: {e}");
+                self.finish(events);
+            }
+        }
+    }
+
+    fn input(&mut self, kind: u32, data: &[u8], _events: &mut Vec<Event>) {
+        match kind {
+            payload_type::OUTPUT => {
+                self.input.push(data);
+                if let Err(e) = self.input.write_to(&mut self.pty.master) {
+                    log::debug!("session: terminal write failed: {e}");
+                }
+            }
+            payload_type::SIZE => {
+                if let Some((cols, rows)) = parse_size(data) {
+                    if let Err(e) = self.pty.resize(cols, rows) {
+                        log::debug!("session: resize failed: {e}");
+                    }
+                }
+            }
+            other => log::debug!("session: ignoring input of payload type {other}"),
+        }
+    }
+
+    fn stop(&mut self) {
+        if !self.ended {
+            // The shell leads its own session and process group: end all of it.
+            let _ = crate::sys::kill_group(
+                crate::sys::Pid::from_raw(self.child.id() as i32),
+                crate::sys::Signal::Kill,
+            );
+            let _ = self.child.wait();
+            self.ended = true;
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `{"cols": N, "rows": M}`.
+pub fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let obj = v.as_object()?;
+    let get = |k: &str| {
+        crate::document::field(obj, k)?
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+    };
+    Some((get("cols")?, get("rows")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_messages_parse() {
+        assert_eq!(parse_size(br#"{"cols":120,"rows":40}"#), Some((120, 40)));
+        assert_eq!(parse_size(br#"{"Cols":1,"Rows":2}"#), Some((1, 2)));
+        assert_eq!(parse_size(b"{}"), None);
+        assert_eq!(parse_size(br#"{"cols":99999999,"rows":1}"#), None);
+    }
+}

@@ -1,0 +1,946 @@
+//! Session Manager sessions: what to start ([`SessionSpec`]), and the client's role on the data
+//! channel as session-manager-plugin plays it (protocol.md §4.6, §8.2):
+//!
+//! * every `output_stream_data` is acknowledged by sequence number, duplicates included (the
+//!   earlier ack may have been lost); output is delivered in sequence order, out-of-order
+//!   messages are buffered and duplicates dropped;
+//! * input (`input_stream_data`) is numbered from 0 across all payload types and re-sent every
+//!   [`RETRANSMIT`] until acknowledged, because the agent drops input it cannot process yet
+//!   without acking it;
+//! * sessions with a handshake (NonInteractiveCommands, Port, or a KMS key) hold ordinary input
+//!   back until HandshakeComplete, since the agent discards (after acking) input that arrives
+//!   before it; the HandshakeResponse itself goes out at once.
+//!
+//! KMS encryption is not emulated: a KMSEncryption action is answered `ActionStatus` 2 (Failed).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Emulator;
+use crate::agentmessage::{AgentMessage, FLAG_FIN, FLAG_SYN, payload_types as pt, types};
+use crate::mgs::{self, TaskComplete};
+use crate::state::{Shared, State};
+use crate::util::random_string;
+use crate::ws::{Incoming, WsConn};
+
+/// How long unacknowledged input waits before it is sent again.
+pub const RETRANSMIT: Duration = Duration::from_millis(200);
+/// Largest input payload per message, like the plugin's `StreamDataPayloadSize`.
+pub const INPUT_CHUNK: usize = 1024;
+/// Client version announced in HandshakeResponse (a current session-manager-plugin).
+pub const DEFAULT_CLIENT_VERSION: &str = "1.2.707.0";
+
+/// Port-forwarding Flag values (PayloadType 10).
+pub mod flags {
+    pub const DISCONNECT_TO_PORT: u32 = 1;
+    pub const TERMINATE_SESSION: u32 = 2;
+    pub const CONNECT_TO_PORT_ERROR: u32 = 3;
+}
+
+/// What `start_session` sends in `interactive_shell`.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub session_id: String,
+    pub document_name: String,
+    /// `Standard_Stream`, `InteractiveCommands`, `NonInteractiveCommands` or `Port`.
+    pub session_type: String,
+    /// `DocumentContent.inputs` (SessionInputs).
+    pub inputs: Value,
+    /// `DocumentContent.properties`.
+    pub properties: Value,
+    /// The payload's `Parameters`.
+    pub parameters: Value,
+    pub run_as_user: String,
+    pub session_owner: String,
+    /// Sent as `ClientVersion` in the HandshakeResponse.
+    pub client_version: String,
+    /// A Size message (PayloadType 3) sent as input 0, like the plugin does for shells.
+    pub initial_size: Option<(u32, u32)>,
+    /// How long `start_session` waits for the agent's data channel.
+    pub connect_timeout: Duration,
+}
+
+fn default_inputs() -> Value {
+    json!({
+        "s3BucketName": "",
+        "s3KeyPrefix": "",
+        "s3EncryptionEnabled": true,
+        "cloudWatchLogGroupName": "",
+        "cloudWatchEncryptionEnabled": true,
+        "cloudWatchStreamingEnabled": false,
+        "kmsKeyId": "",
+        "runAsEnabled": false,
+        "runAsDefaultUser": "",
+        "idleSessionTimeout": "20",
+        "maxSessionDuration": "",
+        "shellProfile": {"windows": "", "linux": ""}
+    })
+}
+
+fn shell_properties(commands: &str, separate: bool) -> Value {
+    let os = json!({
+        "commands": commands,
+        "runAsElevated": false,
+        "separateOutputStream": separate,
+        "stdOutSeparatorPrefix": "",
+        "stdErrSeparatorPrefix": ""
+    });
+    json!({"windows": os, "linux": os, "macos": os})
+}
+
+impl SessionSpec {
+    fn new(session_type: &str, document_name: &str, properties: Value) -> SessionSpec {
+        let shell = matches!(session_type, "Standard_Stream" | "InteractiveCommands");
+        SessionSpec {
+            session_id: format!("emulator-{}", random_string(17, b"0123456789abcdef")),
+            document_name: document_name.into(),
+            session_type: session_type.into(),
+            inputs: default_inputs(),
+            properties,
+            parameters: json!({}),
+            run_as_user: String::new(),
+            session_owner: "arn:aws:iam::123456789012:user/emulator".into(),
+            client_version: DEFAULT_CLIENT_VERSION.into(),
+            initial_size: shell.then_some((80, 24)),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// An interactive shell (AWS's default `SSM-SessionManagerRunShell`).
+    pub fn standard_stream() -> SessionSpec {
+        SessionSpec::new("Standard_Stream", "SSM-SessionManagerRunShell", Value::Null)
+    }
+
+    /// `commands` run in a PTY (`AWS-StartInteractiveCommand`).
+    pub fn interactive_commands(commands: &str) -> SessionSpec {
+        let props = shell_properties(commands, false);
+        SessionSpec::new("InteractiveCommands", "AWS-StartInteractiveCommand", props)
+    }
+
+    /// `commands` run without a PTY; `separate_streams` asks for stdout (1), stderr (11) and
+    /// the exit code (12) apart.
+    pub fn non_interactive_commands(commands: &str, separate_streams: bool) -> SessionSpec {
+        let props = shell_properties(commands, separate_streams);
+        SessionSpec::new(
+            "NonInteractiveCommands",
+            "AWS-StartNonInteractiveCommand",
+            props,
+        )
+    }
+
+    /// Port forwarding to `host` (default: the agent's localhost) : `port`. With
+    /// `local_port_forwarding` the properties say `type: LocalPortForwarding`, which makes an
+    /// agent multiplex with smux when the client version is ≥ 1.1.70 (see [`Self::client_version`];
+    /// this emulator speaks the basic, unmultiplexed mode only).
+    pub fn port(port: u16, host: Option<&str>, local_port_forwarding: bool) -> SessionSpec {
+        let mut props = json!({"portNumber": port.to_string()});
+        if let Some(h) = host {
+            props["host"] = json!(h);
+        }
+        if local_port_forwarding {
+            props["type"] = json!("LocalPortForwarding");
+        }
+        SessionSpec::new("Port", "AWS-StartPortForwardingSession", props)
+    }
+
+    /// Sets `inputs.kmsKeyId` (the agent then asks for KMS encryption, except for Port).
+    pub fn kms_key_id(mut self, key_id: &str) -> SessionSpec {
+        self.inputs["kmsKeyId"] = json!(key_id);
+        self
+    }
+
+    pub fn client_version(mut self, version: &str) -> SessionSpec {
+        self.client_version = version.into();
+        self
+    }
+
+    /// `RunAsUser` in the payload and `inputs.runAsEnabled`.
+    pub fn run_as(mut self, user: &str, enabled: bool) -> SessionSpec {
+        self.run_as_user = user.into();
+        self.inputs["runAsEnabled"] = json!(enabled);
+        self
+    }
+
+    pub fn session_id(mut self, id: &str) -> SessionSpec {
+        self.session_id = id.into();
+        self
+    }
+
+    /// Whether the agent will run a handshake for this session (protocol.md §4.6.3).
+    pub fn needs_handshake(&self) -> bool {
+        let kms = self.inputs["kmsKeyId"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty());
+        match self.session_type.as_str() {
+            "NonInteractiveCommands" | "Port" => true,
+            _ => kms,
+        }
+    }
+
+    /// The AgentTaskPayload (the `Content` of `interactive_shell`).
+    pub fn task_payload(&self) -> Value {
+        json!({
+            "SessionId": self.session_id,
+            "DocumentName": self.document_name,
+            "DocumentContent": {
+                "schemaVersion": "1.0",
+                "description": format!("{} session started by ssm-emulator", self.session_type),
+                "sessionType": self.session_type,
+                "inputs": self.inputs,
+                "parameters": {},
+                "properties": self.properties,
+            },
+            "Parameters": self.parameters,
+            "RunAsUser": self.run_as_user,
+            "SessionOwner": self.session_owner,
+        })
+    }
+}
+
+/// Input sent and waiting for its acknowledgement.
+struct Outgoing {
+    message: AgentMessage,
+    last_sent: Option<Instant>,
+}
+
+/// Counters for assertions about the reliability logic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Data channels the agent opened for this session.
+    pub connects: u32,
+    /// Input messages numbered so far (the next sequence number).
+    pub inputs_sequenced: i64,
+    /// Input messages sent again because no ack came within [`RETRANSMIT`].
+    pub input_retransmissions: u64,
+    /// Input messages still waiting for their ack.
+    pub inputs_unacked: usize,
+    /// `output_stream_data` frames received (including dropped and duplicate ones).
+    pub output_frames: u64,
+    /// Output messages that arrived again after they had been delivered or buffered.
+    pub output_duplicates: u64,
+    /// Output messages that arrived ahead of a gap and waited in the buffer.
+    pub output_out_of_order: u64,
+    /// The next output sequence number expected.
+    pub output_expected: i64,
+}
+
+/// The client's view of one session, kept in the emulator's state.
+pub(crate) struct SessionState {
+    spec: SessionSpec,
+    conn: Option<u64>,
+    open_message: Option<Value>,
+    expected: i64,
+    early: BTreeMap<i64, AgentMessage>,
+    output: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_code: Option<i32>,
+    states: Vec<String>,
+    handshake_request: Option<Value>,
+    handshake_complete: Option<Value>,
+    drop_every: u64,
+    /// Output frames seen since `drop_every` was set.
+    drop_count: u64,
+    dropped: BTreeSet<i64>,
+    next_seq: i64,
+    /// Input not numbered yet (waiting for the handshake to complete).
+    held: VecDeque<(u32, Vec<u8>)>,
+    unacked: BTreeMap<i64, Outgoing>,
+    /// Unnumbered messages to write (acks, channel_closed, publication control).
+    outbox: Vec<AgentMessage>,
+    drop_requested: bool,
+    pub(crate) closed_by_service: bool,
+    stats: SessionStats,
+}
+
+/// What the data-channel thread should do after a tick.
+enum Next {
+    Send(Vec<AgentMessage>),
+    Drop,
+    Stop,
+}
+
+impl SessionState {
+    fn new(spec: SessionSpec) -> SessionState {
+        let mut held = VecDeque::new();
+        if let Some((cols, rows)) = spec.initial_size {
+            held.push_back((pt::SIZE, size_payload(cols, rows)));
+        }
+        SessionState {
+            spec,
+            conn: None,
+            open_message: None,
+            expected: 0,
+            early: BTreeMap::new(),
+            output: Vec::new(),
+            stderr: Vec::new(),
+            exit_code: None,
+            states: Vec::new(),
+            handshake_request: None,
+            handshake_complete: None,
+            drop_every: 0,
+            drop_count: 0,
+            dropped: BTreeSet::new(),
+            next_seq: 0,
+            held,
+            unacked: BTreeMap::new(),
+            outbox: Vec::new(),
+            drop_requested: false,
+            closed_by_service: false,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// A data channel for this session was opened with `open_message`.
+    pub(crate) fn attach(&mut self, conn: u64, open_message: Value) {
+        self.conn = Some(conn);
+        self.open_message = Some(open_message);
+        self.stats.connects += 1;
+        // A new connection: everything unacked goes out again at once.
+        for o in self.unacked.values_mut() {
+            o.last_sent = None;
+        }
+    }
+
+    /// The service or the agent ended the session; no new data channel is accepted.
+    pub(crate) fn terminated(&self) -> bool {
+        self.closed_by_service || self.states.iter().any(|s| s == "Terminating")
+    }
+
+    fn input_ready(&self) -> bool {
+        !self.spec.needs_handshake() || self.handshake_complete.is_some()
+    }
+
+    fn queue_input(&mut self, payload_type: u32, bytes: Vec<u8>) {
+        self.held.push_back((payload_type, bytes));
+    }
+
+    /// Numbers an input message and puts it in the retransmission buffer.
+    fn sequence(&mut self, payload_type: u32, bytes: Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let flags = if seq == 0 { FLAG_SYN } else { 0 };
+        let message = AgentMessage::new(types::INPUT_STREAM_DATA, bytes)
+            .with_sequence(seq, flags)
+            .with_payload_type(payload_type);
+        self.unacked.insert(
+            seq,
+            Outgoing {
+                message,
+                last_sent: None,
+            },
+        );
+    }
+
+    fn tick(&mut self, conn: u64, now: Instant) -> Next {
+        if self.conn != Some(conn) {
+            return Next::Stop;
+        }
+        if std::mem::take(&mut self.drop_requested) {
+            self.conn = None;
+            return Next::Drop;
+        }
+        while self.input_ready() {
+            let Some((t, bytes)) = self.held.pop_front() else {
+                break;
+            };
+            self.sequence(t, bytes);
+        }
+        let mut out = std::mem::take(&mut self.outbox);
+        for o in self.unacked.values_mut() {
+            let due = o
+                .last_sent
+                .is_none_or(|t| now.duration_since(t) >= RETRANSMIT);
+            if due {
+                if o.last_sent.is_some() {
+                    self.stats.input_retransmissions += 1;
+                }
+                o.last_sent = Some(now);
+                out.push(o.message.clone());
+            }
+        }
+        Next::Send(out)
+    }
+
+    fn on_message(&mut self, m: AgentMessage, errors: &mut Vec<String>) {
+        match m.message_type.as_str() {
+            types::OUTPUT_STREAM_DATA => self.on_output(m, errors),
+            types::ACKNOWLEDGE => self.on_ack(&m, errors),
+            types::AGENT_SESSION_STATE => {
+                expect_flags(&m, 0, FLAG_SYN | FLAG_FIN, errors);
+                match serde_json::from_slice::<Value>(&m.payload) {
+                    Ok(v) => {
+                        let state = v["SessionState"].as_str().unwrap_or_default();
+                        if v["SessionId"].as_str() != Some(&self.spec.session_id) {
+                            errors.push(format!("agent_session_state names another session: {v}"));
+                        }
+                        self.states.push(state.to_string());
+                    }
+                    Err(e) => errors.push(format!("agent_session_state is not JSON: {e}")),
+                }
+            }
+            other => errors.push(format!("unexpected {other} from the agent")),
+        }
+    }
+
+    fn on_output(&mut self, m: AgentMessage, errors: &mut Vec<String>) {
+        let seq = m.sequence_number;
+        let syn = if seq == 0 { FLAG_SYN } else { 0 };
+        expect_flags(&m, seq, syn, errors);
+        self.stats.output_frames += 1;
+        self.drop_count += 1;
+        let n = self.drop_every;
+        if n > 0 && self.drop_count.is_multiple_of(n) && self.dropped.insert(seq) {
+            return; // injected loss: neither processed nor acked
+        }
+        let ack = json!({
+            "AcknowledgedMessageType": types::OUTPUT_STREAM_DATA,
+            "AcknowledgedMessageId": m.message_id,
+            "AcknowledgedMessageSequenceNumber": seq,
+            "IsSequentialMessage": true,
+        });
+        let ack = AgentMessage::new(types::ACKNOWLEDGE, ack.to_string().into_bytes())
+            .with_sequence(0, FLAG_SYN | FLAG_FIN);
+        self.outbox.push(ack);
+        if seq < self.expected || self.early.contains_key(&seq) {
+            self.stats.output_duplicates += 1;
+            return;
+        }
+        if seq > self.expected {
+            self.stats.output_out_of_order += 1;
+            self.early.insert(seq, m);
+            return;
+        }
+        self.deliver(m, errors);
+        self.expected += 1;
+        while let Some(next) = self.early.remove(&self.expected) {
+            self.deliver(next, errors);
+            self.expected += 1;
+        }
+        self.stats.output_expected = self.expected;
+    }
+
+    fn deliver(&mut self, m: AgentMessage, errors: &mut Vec<String>) {
+        match m.payload_type {
+            pt::OUTPUT => self.output.extend_from_slice(&m.payload),
+            pt::STDERR => self.stderr.extend_from_slice(&m.payload),
+            pt::EXIT_CODE => {
+                let text = m.payload_text();
+                let code = text
+                    .trim()
+                    .strip_prefix("EXIT_CODE:")
+                    .and_then(|c| c.trim().parse().ok());
+                if code.is_none() {
+                    errors.push(format!("ExitCode payload {text:?} is not `EXIT_CODE: <n>`"));
+                }
+                self.exit_code = code;
+            }
+            pt::HANDSHAKE_REQUEST => match serde_json::from_slice::<Value>(&m.payload) {
+                Ok(req) => self.answer_handshake(req, errors),
+                Err(e) => errors.push(format!("HandshakeRequest is not JSON: {e}")),
+            },
+            pt::HANDSHAKE_COMPLETE => match serde_json::from_slice(&m.payload) {
+                Ok(v) => self.handshake_complete = Some(v),
+                Err(e) => errors.push(format!("HandshakeComplete is not JSON: {e}")),
+            },
+            pt::ENC_CHALLENGE_REQUEST => {
+                errors.push("EncChallengeRequest: KMS encryption is not emulated".into())
+            }
+            other => errors.push(format!(
+                "output_stream_data {} has PayloadType {other}, not one the agent sends",
+                m.sequence_number
+            )),
+        }
+    }
+
+    fn answer_handshake(&mut self, req: Value, errors: &mut Vec<String>) {
+        let actions = req["RequestedClientActions"].as_array().cloned();
+        let mut processed = Vec::new();
+        for a in actions.unwrap_or_default() {
+            let kind = a["ActionType"].as_str().unwrap_or_default();
+            let (status, error) = match kind {
+                "SessionType" => {
+                    let asked = &a["ActionParameters"]["SessionType"];
+                    if asked != self.spec.session_type.as_str() {
+                        errors.push(format!(
+                            "HandshakeRequest SessionType {asked} but the session is {}",
+                            self.spec.session_type
+                        ));
+                    }
+                    (1, "")
+                }
+                "KMSEncryption" => (2, "KMS encryption is not emulated by ssm-emulator"),
+                _ => (3, "unsupported action"),
+            };
+            processed.push(json!({
+                "ActionType": kind,
+                "ActionStatus": status,
+                "ActionResult": null,
+                "Error": error,
+            }));
+        }
+        let response = json!({
+            "ClientVersion": self.spec.client_version,
+            "ProcessedClientActions": processed,
+            "Errors": [],
+        });
+        self.handshake_request = Some(req);
+        self.sequence(pt::HANDSHAKE_RESPONSE, response.to_string().into_bytes());
+    }
+
+    fn on_ack(&mut self, m: &AgentMessage, errors: &mut Vec<String>) {
+        expect_flags(m, 0, FLAG_SYN | FLAG_FIN, errors);
+        let v: Value = match serde_json::from_slice(&m.payload) {
+            Ok(v) => v,
+            Err(e) => return errors.push(format!("acknowledge is not JSON: {e}")),
+        };
+        if v["AcknowledgedMessageType"] != types::INPUT_STREAM_DATA {
+            errors.push(format!("acknowledge for an unexpected type: {v}"));
+        }
+        let Some(seq) = v["AcknowledgedMessageSequenceNumber"].as_i64() else {
+            return errors.push(format!("acknowledge without a sequence number: {v}"));
+        };
+        if let Some(o) = self.unacked.remove(&seq)
+            && v["AcknowledgedMessageId"] != o.message.message_id.as_str()
+        {
+            errors.push(format!(
+                "acknowledge of input {seq} names MessageId {} instead of {}",
+                v["AcknowledgedMessageId"], o.message.message_id
+            ));
+        }
+    }
+
+    fn stats(&self) -> SessionStats {
+        SessionStats {
+            inputs_sequenced: self.next_seq,
+            inputs_unacked: self.unacked.len(),
+            output_expected: self.expected,
+            ..self.stats.clone()
+        }
+    }
+}
+
+fn expect_flags(m: &AgentMessage, seq: i64, flags: u64, errors: &mut Vec<String>) {
+    if m.sequence_number != seq || m.flags != flags {
+        errors.push(format!(
+            "{} {} has SequenceNumber {} Flags {} (expected {seq}, {flags})",
+            m.message_type, m.message_id, m.sequence_number, m.flags
+        ));
+    }
+}
+
+fn size_payload(cols: u32, rows: u32) -> Vec<u8> {
+    json!({"cols": cols, "rows": rows}).to_string().into_bytes()
+}
+
+fn publication(message_type: &str) -> AgentMessage {
+    AgentMessage::new(message_type, b"{}".to_vec()).with_sequence(0, FLAG_SYN | FLAG_FIN)
+}
+
+/// Runs one data channel until it ends, is replaced, or a fault drops it.
+pub(crate) fn data_loop(shared: &Shared, mut conn: WsConn, conn_id: u64, sid: &str) {
+    loop {
+        let bytes = match conn.poll() {
+            Ok(Incoming::Idle) => None,
+            Ok(Incoming::Binary(b)) => Some(b),
+            Ok(Incoming::Text(t)) => Some(t.into_bytes()),
+            Err(_) => break,
+        };
+        if let Some(b) = bytes {
+            shared.update(|st| on_data_frame(st, sid, &b));
+        }
+        let next = {
+            let mut st = shared.lock();
+            let stopping = st.stopping;
+            let next = match st.mgs.sessions.get_mut(sid) {
+                Some(s) if !stopping => s.tick(conn_id, Instant::now()),
+                _ => Next::Stop,
+            };
+            if let Next::Send(out) = &next
+                && !out.is_empty()
+            {
+                for m in out {
+                    st.mgs.record(sid, false, m.clone());
+                }
+                shared.touch(&mut st);
+            }
+            next
+        };
+        match next {
+            Next::Send(out) => {
+                if out
+                    .into_iter()
+                    .any(|m| conn.send_binary(m.encode()).is_err())
+                {
+                    break;
+                }
+            }
+            Next::Drop => {
+                conn.abort();
+                return;
+            }
+            Next::Stop => break,
+        }
+    }
+    conn.abort();
+    shared.update(|st| {
+        if let Some(s) = st.mgs.sessions.get_mut(sid)
+            && s.conn == Some(conn_id)
+        {
+            s.conn = None;
+        }
+    });
+}
+
+fn on_data_frame(st: &mut State, sid: &str, bytes: &[u8]) {
+    let m = match AgentMessage::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => return st.mgs.error(format!("data channel {sid}: {e}")),
+    };
+    let mut errors = m.problems();
+    st.mgs.record(sid, true, m.clone());
+    if let Some(s) = st.mgs.sessions.get_mut(sid) {
+        s.on_message(m, &mut errors);
+    }
+    for e in errors {
+        st.mgs.error(format!("data channel {sid}: {e}"));
+    }
+}
+
+/// The client end of one session. Cheap to clone; all clones drive the same session.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+    id: String,
+}
+
+impl Session {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn view<R>(&self, f: impl FnOnce(&SessionState) -> R) -> Option<R> {
+        self.shared.read(|st| st.mgs.sessions.get(&self.id).map(f))
+    }
+
+    fn change<R>(&self, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
+        self.shared
+            .update(|st| st.mgs.sessions.get_mut(&self.id).map(f))
+    }
+
+    fn wait<R>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut(&State, &SessionState) -> Option<R>,
+    ) -> Option<R> {
+        self.shared
+            .wait_for(timeout, |st| f(st, st.mgs.sessions.get(&self.id)?))
+    }
+
+    /// Waits until the agent has this session's data channel open.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        self.wait(timeout, |_, s| s.conn.map(|_| ())).is_some()
+    }
+
+    /// The data channel's open message (`{…,"ClientInstanceId":…,"ClientId":""}`).
+    pub fn open_message(&self) -> Option<Value> {
+        self.view(|s| s.open_message.clone()).flatten()
+    }
+
+    /// Queues keystrokes / stdin / TCP bytes (PayloadType 1) in chunks of [`INPUT_CHUNK`].
+    pub fn send_input(&self, bytes: &[u8]) {
+        self.change(|s| {
+            for chunk in bytes.chunks(INPUT_CHUNK) {
+                s.queue_input(pt::OUTPUT, chunk.to_vec());
+            }
+        });
+    }
+
+    /// A terminal size message (PayloadType 3).
+    pub fn resize(&self, cols: u32, rows: u32) {
+        self.change(|s| s.queue_input(pt::SIZE, size_payload(cols, rows)));
+    }
+
+    /// A Flag message (PayloadType 10, big-endian u32; see [`flags`]).
+    pub fn send_flag(&self, flag: u32) {
+        self.change(|s| s.queue_input(pt::FLAG, flag.to_be_bytes().to_vec()));
+    }
+
+    /// Output (PayloadType 1) delivered so far, in sequence order.
+    pub fn output(&self) -> Vec<u8> {
+        self.view(|s| s.output.clone()).unwrap_or_default()
+    }
+
+    pub fn output_string(&self) -> String {
+        String::from_utf8_lossy(&self.output()).into_owned()
+    }
+
+    /// Standard error (PayloadType 11) delivered so far.
+    pub fn stderr(&self) -> Vec<u8> {
+        self.view(|s| s.stderr.clone()).unwrap_or_default()
+    }
+
+    /// The exit code from an ExitCode message (PayloadType 12), once one arrived.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.view(|s| s.exit_code).flatten()
+    }
+
+    /// `agent_session_state` values in arrival order (`Connected`, `Terminating`).
+    pub fn session_state(&self) -> Vec<String> {
+        self.view(|s| s.states.clone()).unwrap_or_default()
+    }
+
+    pub fn handshake_request(&self) -> Option<Value> {
+        self.view(|s| s.handshake_request.clone()).flatten()
+    }
+
+    pub fn handshake_complete(&self) -> Option<Value> {
+        self.view(|s| s.handshake_complete.clone()).flatten()
+    }
+
+    /// Waits until `ready(output so far)` holds.
+    pub fn wait_output(&self, timeout: Duration, mut ready: impl FnMut(&[u8]) -> bool) -> bool {
+        self.wait(timeout, |_, s| ready(&s.output).then_some(()))
+            .is_some()
+    }
+
+    /// Waits until the output contains `pattern`; Ok(all output so far) or Err(a message with
+    /// the output so far).
+    pub fn read_output_until(&self, pattern: &str, timeout: Duration) -> Result<String, String> {
+        let needle = pattern.as_bytes();
+        let found = self.wait_output(timeout, |out| {
+            needle.is_empty() || out.windows(needle.len()).any(|w| w == needle)
+        });
+        let out = self.output_string();
+        if found {
+            Ok(out)
+        } else {
+            Err(format!(
+                "session {}: no {pattern:?} in the output within {timeout:?}; output so far: \
+                 {out:?}; states {:?}",
+                self.id,
+                self.session_state()
+            ))
+        }
+    }
+
+    /// Waits until every input queued so far has been acknowledged.
+    pub fn wait_input_acked(&self, timeout: Duration) -> bool {
+        self.wait(timeout, |_, s| {
+            (s.held.is_empty() && s.unacked.is_empty()).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Waits until the session is over: the agent sent `Terminating` and closed the data
+    /// channel, or reported the task complete.
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let id = self.id.clone();
+        self.wait(timeout, |st, s| {
+            let ended = s.conn.is_none() && s.states.iter().any(|x| x == "Terminating");
+            (ended || !st.mgs.task_completes(&id).is_empty()).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Sends `channel_closed` on the data channel (the agent ends the session).
+    pub fn send_channel_closed(&self) {
+        self.shared.update(|st| {
+            let m = mgs::channel_closed(st, &self.id).with_sequence(0, FLAG_SYN | FLAG_FIN);
+            if let Some(s) = st.mgs.sessions.get_mut(&self.id) {
+                s.closed_by_service = true;
+                s.outbox.push(m);
+            }
+        });
+    }
+
+    pub fn pause_publication(&self) {
+        self.change(|s| s.outbox.push(publication(types::PAUSE_PUBLICATION)));
+    }
+
+    pub fn start_publication(&self) {
+        self.change(|s| s.outbox.push(publication(types::START_PUBLICATION)));
+    }
+
+    /// Drops (neither processes nor acks) every `n`th incoming output frame, each sequence
+    /// number at most once, so the agent has to re-send it; 0 turns this off. Counting starts
+    /// at this call.
+    pub fn drop_every_nth_output(&self, n: u64) {
+        self.change(|s| {
+            s.drop_every = n;
+            s.drop_count = 0;
+        });
+    }
+
+    /// Sequence numbers of the output frames dropped so far.
+    pub fn dropped_output(&self) -> Vec<i64> {
+        self.view(|s| s.dropped.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes the data channel's TCP connection abruptly (the agent should reconnect).
+    pub fn drop_data_channel(&self) {
+        self.change(|s| s.drop_requested = s.conn.is_some());
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        self.view(SessionState::stats).unwrap_or_default()
+    }
+
+    /// The first `agent_task_complete` for this session.
+    pub fn task_complete(&self) -> Option<TaskComplete> {
+        self.shared.read(|st| {
+            st.mgs
+                .task_completes(&self.id)
+                .first()
+                .map(|t| (*t).clone())
+        })
+    }
+
+    pub fn wait_task_complete(&self, timeout: Duration) -> Option<TaskComplete> {
+        let id = self.id.clone();
+        self.wait(timeout, |st, _| {
+            st.mgs.task_completes(&id).first().map(|t| (*t).clone())
+        })
+    }
+
+    /// A byte stream over a basic-mode Port session: reads consume the session's output.
+    pub fn port_stream(&self) -> PortStream {
+        PortStream {
+            session: self.clone(),
+            read_timeout: None,
+        }
+    }
+}
+
+/// Read/Write over a Port session's data (basic mode). `read` returns 0 once the session is
+/// over and its output is drained.
+pub struct PortStream {
+    session: Session,
+    read_timeout: Option<Duration>,
+}
+
+impl PortStream {
+    /// `None` = block until data or the end of the session.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Another handle on the same stream (e.g. for a writer thread).
+    pub fn try_clone(&self) -> PortStream {
+        PortStream {
+            session: self.session.clone(),
+            read_timeout: self.read_timeout,
+        }
+    }
+
+    /// Sends Flag TerminateSession: the agent closes the port connection and ends the session.
+    pub fn terminate(&self) {
+        self.session.send_flag(flags::TERMINATE_SESSION);
+    }
+}
+
+impl io::Read for PortStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Wait in slices so a forever-blocking read still notices a stopped emulator.
+        let deadline = self.read_timeout.map(|t| Instant::now() + t);
+        let id = self.session.id.clone();
+        loop {
+            let got = self.session.shared.update(|st| {
+                let stopping = st.stopping;
+                let ended = !st.mgs.task_completes(&id).is_empty();
+                let s = st.mgs.sessions.get_mut(&id)?;
+                if !s.output.is_empty() {
+                    let n = buf.len().min(s.output.len());
+                    buf[..n].copy_from_slice(&s.output[..n]);
+                    s.output.drain(..n);
+                    return Some(n);
+                }
+                let over = s.conn.is_none() && s.terminated();
+                (stopping || ended || over).then_some(0)
+            });
+            if let Some(n) = got {
+                return Ok(n);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no port data in time",
+                ));
+            }
+            let slice = Duration::from_millis(200);
+            let wait = deadline.map_or(slice, |d| {
+                d.saturating_duration_since(Instant::now()).min(slice)
+            });
+            let version = self.session.shared.read(State::version);
+            self.session
+                .shared
+                .wait_for(wait, |st| (st.version() != version).then_some(()));
+        }
+    }
+}
+
+impl io::Write for PortStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.session.send_input(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Session Manager: starting sessions.
+impl Emulator {
+    /// Sends `interactive_shell` for `spec` on the control channel (queued while it is down)
+    /// without waiting for the agent.
+    pub fn open_session(&self, spec: SessionSpec) -> Session {
+        let id = spec.session_id.clone();
+        let content = spec.task_payload().to_string();
+        let payload = json!({
+            "Content": content,
+            "TaskId": id,
+            "Topic": "aws.ssm.startSession",
+            "SchemaVersion": 1,
+        });
+        let m = AgentMessage::new(types::INTERACTIVE_SHELL, payload.to_string().into_bytes());
+        self.shared.update(|st| {
+            st.mgs.sessions.insert(id.clone(), SessionState::new(spec));
+            st.mgs.send_control(m);
+        });
+        Session {
+            shared: self.shared.clone(),
+            id,
+        }
+    }
+
+    /// Like [`Emulator::open_session`], then waits `spec.connect_timeout` for the agent's data
+    /// channel.
+    pub fn start_session(&self, spec: SessionSpec) -> Result<Session, String> {
+        let timeout = spec.connect_timeout;
+        let session = self.open_session(spec);
+        if session.wait_connected(timeout) {
+            return Ok(session);
+        }
+        Err(format!(
+            "session {}: the agent opened no data channel within {timeout:?} (control channel \
+             connected: {}); MGS errors: {:?}",
+            session.id,
+            self.mgs_connected(),
+            self.mgs_errors()
+        ))
+    }
+
+    /// A handle on a session started earlier.
+    pub fn session(&self, session_id: &str) -> Option<Session> {
+        self.read(|st| st.mgs.sessions.contains_key(session_id))
+            .then(|| Session {
+                shared: self.shared.clone(),
+                id: session_id.to_string(),
+            })
+    }
+}
