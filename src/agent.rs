@@ -11,8 +11,13 @@ use crate::config::{COMPATIBLE_AGENT_VERSION, Config};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
 use crate::mds::client::{self as mds_client, MdsClient};
 use crate::mds::{Poller, outbox::Outbox};
+use crate::mgs::Dispatcher;
+use crate::mgs::control::{ControlChannel, ControlSender};
+use crate::mgs::jobs::MgsJobs;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
+use crate::session::run::SessionEnv;
+use crate::session::{Sessions, runas};
 use crate::shutdown::Shutdown;
 use crate::state::{ReplySpool, StateDir};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -98,6 +103,111 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
+/// What the transports share.
+struct Context<'a> {
+    config: &'a Config,
+    http: &'a Arc<HttpClient>,
+    identity: &'a Identity,
+    region: &'a str,
+    channel: &'a ChannelHandle,
+    shutdown: &'a Shutdown,
+}
+
+/// ec2messages: the reply sender thread (returned, joined at shutdown) and the poll thread.
+fn start_mds(
+    ctx: &Context<'_>,
+    engine: &Arc<Engine>,
+    outbox: &Arc<Outbox>,
+) -> Result<JoinHandle<()>, String> {
+    let (config, identity) = (ctx.config, ctx.identity);
+    let endpoint = endpoint::resolve(
+        mds_client::SIGNING_NAME,
+        ctx.region,
+        &config.mds.endpoint,
+        &config.agent.service_domain,
+    )
+    .map_err(|e| format!("ec2messages endpoint: {e}"))?;
+    log::info!("ec2messages endpoint {}", endpoint.url);
+    let timeout = Duration::from_millis(config.mds.stop_timeout_millis);
+    let client = || {
+        let json = JsonClient::new(
+            ctx.http.clone(),
+            endpoint.clone(),
+            mds_client::TARGET_PREFIX,
+            mds_client::SIGNING_NAME,
+            identity.credentials.clone(),
+        );
+        MdsClient::new(json, &identity.instance_id, timeout)
+    };
+    let (sender_client, sender_outbox) = (client(), outbox.clone());
+    let sender = spawn("mds-replies", move || sender_outbox.run(&sender_client))?;
+    let poller = Poller {
+        client: client(),
+        channel: ctx.channel.clone(),
+        engine: engine.clone(),
+        outbox: outbox.clone(),
+        builder: ReplyBuilder {
+            agent: AgentInfo::from_config(config),
+            able_to_open_mgs_connection: Some(false),
+        },
+        shutdown: ctx.shutdown.clone(),
+    };
+    spawn("mds-poll", move || poller.run())?;
+    Ok(sender)
+}
+
+/// ssmmessages: the control channel thread, carrying Run Command jobs and sessions.
+fn start_mgs(
+    ctx: &Context<'_>,
+    jobs: Arc<MgsJobs>,
+    control: ControlSender,
+) -> Result<Arc<Sessions>, String> {
+    let config = ctx.config;
+    let region = if config.mgs.region.is_empty() {
+        ctx.region
+    } else {
+        &config.mgs.region
+    };
+    let endpoint = endpoint::resolve(
+        "ssmmessages",
+        region,
+        &config.mgs.endpoint,
+        &config.agent.service_domain,
+    )
+    .map_err(|e| format!("ssmmessages endpoint: {e}"))?;
+    log::info!("ssmmessages endpoint {}", endpoint.url);
+    let env = SessionEnv {
+        http: ctx.http.clone(),
+        endpoint: endpoint.clone(),
+        credentials: ctx.identity.credentials.clone(),
+        instance_id: ctx.identity.instance_id.clone(),
+        agent_version: config.agent.version.clone(),
+        denied_ips: config.mgs.denied_port_forwarding_remote_ips.clone(),
+        users: runas::Host::system(),
+    };
+    let sessions = Arc::new(Sessions::new(
+        env,
+        config.mgs.session_workers_limit,
+        control.clone(),
+    ));
+    let channel = ControlChannel {
+        http: ctx.http.clone(),
+        endpoint,
+        credentials: ctx.identity.credentials.clone(),
+        instance_id: ctx.identity.instance_id.clone(),
+        agent_version: config.agent.version.clone(),
+        channel: ctx.channel.clone(),
+        sender: control,
+        shutdown: ctx.shutdown.clone(),
+    };
+    let dispatcher = Dispatcher {
+        jobs,
+        sessions: Some(sessions.clone()),
+    };
+    spawn("mgs-control", move || channel.run(&dispatcher))?;
+    Ok(sessions)
+}
+
 /// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
@@ -131,57 +241,44 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         StateDir::open(&args.state_dir, &identity.instance_id).map_err(|e| e.to_string())?;
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
-    let mds_endpoint = endpoint::resolve(
-        mds_client::SIGNING_NAME,
-        &region,
-        &config.mds.endpoint,
-        &config.agent.service_domain,
-    )
-    .map_err(|e| format!("ec2messages endpoint: {e}"))?;
-    log::info!("ec2messages endpoint {}", mds_endpoint.url);
-    let poll_timeout = Duration::from_millis(config.mds.stop_timeout_millis);
-    let mds = |timeout| {
-        let json = JsonClient::new(
-            http.clone(),
-            mds_endpoint.clone(),
-            mds_client::TARGET_PREFIX,
-            mds_client::SIGNING_NAME,
-            identity.credentials.clone(),
-        );
-        MdsClient::new(json, &identity.instance_id, timeout)
-    };
-
+    let channel = ChannelHandle::default();
     let (spool, leftovers) = ReplySpool::open(&state.replies_dir()).map_err(|e| e.to_string())?;
-    let outbox = Outbox::open(spool, leftovers);
-    // ssm-lite has no MGS transport yet, so it truthfully tells the service it could not open one.
+    let outbox = Outbox::open(spool, leftovers, channel.clone());
+    let (mgs_spool, mgs_leftovers) =
+        ReplySpool::open(&state.mgs_replies_dir()).map_err(|e| e.to_string())?;
+    let control =
+        ControlSender::new().map_err(|e| format!("cannot set up the control channel: {e}"))?;
     let builder = ReplyBuilder {
         agent: AgentInfo::from_config(&config),
-        able_to_open_mgs_connection: Some(false),
+        able_to_open_mgs_connection: None,
     };
+    let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
-    let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![(Transport::Mds, outbox.clone())];
+    let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
+        (Transport::Mds, outbox.clone()),
+        (Transport::Mgs, jobs.clone()),
+    ];
     let engine = Arc::new(Engine::start(engine_cfg, state, sinks));
+    jobs.attach(engine.clone());
 
-    let sender_client = mds(poll_timeout);
-    let sender_outbox = outbox.clone();
-    let sender = spawn("mds-replies", move || sender_outbox.run(&sender_client))?;
-    let poller = Poller {
-        client: mds(poll_timeout),
-        engine: engine.clone(),
-        outbox: outbox.clone(),
-        builder,
-        shutdown: shutdown.clone(),
+    let ctx = Context {
+        config: &config,
+        http: &http,
+        identity: &identity,
+        region: &region,
+        channel: &channel,
+        shutdown: &shutdown,
     };
-    spawn("mds-poll", move || poller.run())?;
+    let sender = start_mds(&ctx, &engine, &outbox)?;
+    let sessions = start_mgs(&ctx, jobs, control)?;
 
-    let channel = ChannelHandle::default();
     match health::ssm_client(http.clone(), &identity, &config) {
         Ok(ssm) => {
             Health::new(
                 ssm,
                 identity.clone(),
                 config.clone(),
-                channel,
+                channel.clone(),
                 shutdown.clone(),
             )
             .with_imds_placement(http.clone(), env)
@@ -199,7 +296,9 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 
     // The poll thread may sit in a long poll for up to Mds.StopTimeoutMillis; it is not joined.
     // Anything it receives from now on is refused by the closed engine and redelivered later.
-    engine.shutdown(Duration::from_millis(config.mds.stop_timeout_millis));
+    let grace = Duration::from_millis(config.mds.stop_timeout_millis);
+    sessions.shutdown(grace);
+    engine.shutdown(grace);
     outbox.close(Instant::now() + REPLY_FLUSH);
     let _ = sender.join();
     signal_handle.close();

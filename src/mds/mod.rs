@@ -29,9 +29,14 @@ const QUICK_POLL: Duration = Duration::from_secs(1);
 /// An error after this long is the normal end of a long poll, not a fault (upstream: 10 s).
 const LONG_POLL_END: Duration = Duration::from_secs(10);
 const POLL_RETRY_CAP: Duration = Duration::from_secs(60);
+/// How long ec2messages keeps polling after the control channel opened (upstream: 1 minute).
+const MGS_GRACE: Duration = Duration::from_secs(60);
+const MGS_RECHECK: Duration = Duration::from_secs(5);
 
 pub struct Poller {
     pub client: MdsClient,
+    /// While MGS carries Run Command, polling pauses (after upstream's one-minute grace).
+    pub channel: crate::health::ChannelHandle,
     pub engine: Arc<Engine>,
     pub outbox: Arc<Outbox>,
     pub builder: ReplyBuilder,
@@ -42,8 +47,23 @@ impl Poller {
     /// The poll loop; returns when shutdown is triggered.
     pub fn run(&self) {
         let mut errors: u32 = 0;
+        let mut mgs_since: Option<Instant> = None;
         log::info!("ec2messages: polling for commands");
         while !self.shutdown.is_triggered() {
+            if self.channel.get() == crate::health::Channel::SsmMessages {
+                let since = *mgs_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= MGS_GRACE {
+                    if since.elapsed() < MGS_GRACE + MGS_RECHECK {
+                        log::info!(
+                            "ec2messages: polling paused; Run Command arrives over ssmmessages"
+                        );
+                    }
+                    self.shutdown.wait_timeout(MGS_RECHECK);
+                    continue;
+                }
+            } else if mgs_since.take().is_some() {
+                log::info!("ec2messages: polling again; ssmmessages is not available");
+            }
             let started = Instant::now();
             match self.client.get_messages() {
                 Ok(messages) => {

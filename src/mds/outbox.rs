@@ -31,6 +31,8 @@ struct Queue {
 
 pub struct Outbox {
     spool: ReplySpool,
+    /// Which channel carries Run Command: MDS replies say whether MGS could be opened.
+    channel: crate::health::ChannelHandle,
     queue: Mutex<Queue>,
     changed: Condvar,
 }
@@ -41,7 +43,11 @@ fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 
 impl Outbox {
     /// Opens the spool and queues what an earlier run left unsent, oldest first.
-    pub fn open(spool: ReplySpool, leftovers: Vec<SpoolEntry>) -> Arc<Outbox> {
+    pub fn open(
+        spool: ReplySpool,
+        leftovers: Vec<SpoolEntry>,
+        channel: crate::health::ChannelHandle,
+    ) -> Arc<Outbox> {
         let now = crate::runcommand::record::now_secs();
         let mut q = Queue::default();
         for entry in leftovers {
@@ -70,6 +76,7 @@ impl Outbox {
         }
         Arc::new(Outbox {
             spool,
+            channel,
             queue: Mutex::new(q),
             changed: Condvar::new(),
         })
@@ -255,5 +262,9 @@ impl ReplySink for Outbox {
 
     fn has_terminal_reply(&self, message_id: &str) -> bool {
         self.spool.terminal_reply_for(message_id).is_some()
+    }
+
+    fn able_to_open_mgs_connection(&self) -> Option<bool> {
+        Some(self.channel.get() == crate::health::Channel::SsmMessages)
     }
 }

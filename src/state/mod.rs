@@ -5,6 +5,7 @@
 //! ```text
 //! <instance-id>/commands/<CommandId>.json        one record per command (queue, progress, dedupe)
 //! <instance-id>/replies/<seq>_<ReplyId>.json     replies not yet accepted by the service, in order
+//! <instance-id>/replies_mgs/<seq>_<MessageId>.json  the same for replies sent over MGS
 //! <instance-id>/document/orchestration/<CommandId>/…   scripts and full stdout/stderr
 //! ```
 //! Every file is replaced atomically: written to a temporary file in the same directory, flushed,
@@ -163,7 +164,12 @@ impl StateDir {
         let s = StateDir {
             root: state_dir.join(id),
         };
-        for dir in [s.commands_dir(), s.replies_dir(), s.orchestration_root()] {
+        for dir in [
+            s.commands_dir(),
+            s.replies_dir(),
+            s.mgs_replies_dir(),
+            s.orchestration_root(),
+        ] {
             ensure_private_dir(&dir)?;
         }
         Ok(s)
@@ -175,6 +181,11 @@ impl StateDir {
 
     pub fn replies_dir(&self) -> PathBuf {
         self.root.join("replies")
+    }
+
+    /// Run Command replies made for the MGS control channel, until the service acknowledges them.
+    pub fn mgs_replies_dir(&self) -> PathBuf {
+        self.root.join("replies_mgs")
     }
 
     pub fn orchestration_root(&self) -> PathBuf {

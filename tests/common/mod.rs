@@ -79,6 +79,7 @@ impl Agent {
         let mut config = json!({
             "Mds": { "Endpoint": emu.url() },
             "Ssm": { "Endpoint": emu.url() },
+            "Mgs": { "Endpoint": emu.url() },
             "Identity": { "ConsumptionOrder": ["EC2"] }
         });
         merge(&mut config, &extra);
