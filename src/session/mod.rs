@@ -9,6 +9,7 @@ pub mod port;
 pub mod run;
 pub mod runas;
 pub mod shell;
+pub mod smux;
 pub mod task;
 
 use crate::mgs::control::{ControlHandler, ControlSender};
@@ -30,7 +31,7 @@ const COMPLETE_RETRY: Duration = Duration::from_secs(1);
 pub fn start_plugin(
     env: &SessionEnv,
     task: &SessionTask,
-    _client_version: Option<&str>,
+    client_version: Option<&str>,
 ) -> Result<Box<dyn Plugin>, String> {
     let user = || {
         let req = runas::Request {
@@ -58,12 +59,42 @@ pub fn start_plugin(
             &task.stdout_prefix,
             &task.stderr_prefix,
         )?),
-        SessionType::Port => Box::new(port::Port::start(port::destination(
-            &task.host,
-            &task.port_number,
-            &env.denied_ips,
-        )?)?),
+        SessionType::Port => {
+            let dest = port::destination(&task.host, &task.port_number, &env.denied_ips)?;
+            match client_version {
+                // As upstream `port.go`: multiplexing for local forwarding by clients that know it.
+                Some(client)
+                    if task.port_type == "LocalPortForwarding"
+                        && version_cmp(client, smux::MIN_CLIENT_VERSION).is_ge() =>
+                {
+                    let keepalive = version_cmp(client, smux::KEEPALIVE_OFF_AFTER_CLIENT)
+                        .is_le()
+                        .then_some(smux::KEEPALIVE_INTERVAL);
+                    Box::new(smux::PortMux::start(dest, keepalive)?)
+                }
+                _ => Box::new(port::Port::start(dest)?),
+            }
+        }
     })
+}
+
+/// Orders dotted versions component by component, numerically where both components are
+/// numbers and as text otherwise; a missing component counts as 0 (`1.2` = `1.2.0`).
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut xs, mut ys) = (a.trim().split('.'), b.trim().split('.'));
+    loop {
+        let (x, y) = match (xs.next(), ys.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (x, y) => (x.unwrap_or("0"), y.unwrap_or("0")),
+        };
+        let order = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
 }
 
 struct Completion {
@@ -295,5 +326,22 @@ impl ControlHandler for Sessions {
         completions.retain(|c| {
             c.tries < COMPLETE_TRIES || now.saturating_duration_since(c.last_sent) < COMPLETE_RETRY
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_cmp;
+    use std::cmp::Ordering::{Equal, Greater, Less};
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert_eq!(version_cmp("1.2.463.0", "1.1.70"), Greater);
+        assert_eq!(version_cmp("1.1.9", "1.1.70"), Less);
+        assert_eq!(version_cmp("1.1.70.0", "1.1.70"), Equal);
+        assert_eq!(version_cmp("1.2.331.0", "1.2.331.0"), Equal);
+        assert_eq!(version_cmp("1.10.0", "1.9.99"), Greater);
+        assert_eq!(version_cmp("", "1.1.70"), Less);
+        assert_eq!(version_cmp("abc", "1.1.70"), Greater); // text orders after digits, as upstream
     }
 }

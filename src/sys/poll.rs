@@ -44,7 +44,7 @@ pub fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<usize> 
         .collect();
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let wait_ms = deadline.map_or(-1, |d| millis_until(d));
+        let wait_ms = deadline.map_or(-1, millis_until);
         // SAFETY: `raw` is a valid, writable array of `raw.len()` pollfd structs for the call.
         let rc = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, wait_ms) };
         if rc >= 0 {

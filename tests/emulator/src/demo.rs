@@ -42,12 +42,12 @@ impl Drop for TempDir {
 /// Agent configuration pointing every endpoint at the emulator, so nothing leaves 127.0.0.1.
 fn write_config(dir: &Path, emu: &Emulator, region: &str) -> Result<PathBuf, String> {
     let url = emu.url();
-    let host = url.trim_start_matches("http://");
     let config = serde_json::json!({
         "Agent": {"Region": region},
         "Mds": {"Endpoint": url},
         "Ssm": {"Endpoint": url},
-        "Mgs": {"Endpoint": host, "Region": region},
+        // A scheme-less MGS endpoint means https/wss to an agent; the emulator speaks plain http/ws.
+        "Mgs": {"Endpoint": url, "Region": region},
         "Kms": {"Endpoint": url},
         "S3": {"Endpoint": url},
         "Identity": {"ConsumptionOrder": ["EC2"]},

@@ -1,5 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
-//! (UpdateInstanceInformation) and ec2messages — on one plain-HTTP port on 127.0.0.1.
+//! (UpdateInstanceInformation), ec2messages and ssmmessages (MGS REST + WebSockets, see `mgs.rs`
+//! and `session.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's `Mgs.Endpoint`
+//! at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
 //! it issued. Tests drive it in-process:
@@ -43,7 +45,7 @@ use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
 pub use faults::FaultTarget;
-pub use mgs::{AckPolicy, JobAck, MgsRecord, TaskComplete};
+pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
 pub use util::uuid_v4;

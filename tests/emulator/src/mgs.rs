@@ -79,7 +79,7 @@ pub(crate) struct Job {
 }
 
 #[derive(Default)]
-pub(crate) struct MgsState {
+pub struct MgsState {
     tokens: HashMap<String, Channel>,
     next_conn: u64,
     /// The live control channel: (connection id, instance id from the URL).
@@ -92,11 +92,11 @@ pub(crate) struct MgsState {
     pub refuse_data: Option<u16>,
     pub reply_acks: AckPolicy,
     pub task_acks: AckPolicy,
-    pub jobs: HashMap<String, Job>,
+    pub(crate) jobs: HashMap<String, Job>,
     reply_ids: HashSet<String>,
     pub duplicate_job_replies: Vec<String>,
     pub task_completes: Vec<TaskComplete>,
-    pub sessions: HashMap<String, SessionState>,
+    pub(crate) sessions: HashMap<String, SessionState>,
     pub log: Vec<MgsRecord>,
     /// Protocol violations by the agent (bad tokens, malformed frames, wrong header values…).
     pub errors: Vec<String>,
@@ -628,6 +628,11 @@ impl Emulator {
     /// Sends any AgentMessage on the control channel (queued while it is down).
     pub fn send_control_message(&self, message: AgentMessage) {
         self.shared.update(|st| st.mgs.send_control(message));
+    }
+
+    /// Sends raw bytes as one binary frame on the control channel (malformed-frame tests).
+    pub fn send_control_raw(&self, bytes: Vec<u8>) {
+        self.shared.update(|st| st.mgs.control_outbox.push(bytes));
     }
 
     pub fn job_acks(&self, job_id: &str) -> Vec<JobAck> {

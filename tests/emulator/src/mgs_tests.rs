@@ -579,11 +579,7 @@ fn handshake_holds_input_and_separate_streams_arrive() {
     agent.ack_input(&held);
     agent.output(2, pt::STDERR, b"ls: /nope: No such file\n");
     agent.output(3, pt::EXIT_CODE, b"EXIT_CODE: 2");
-    let deadline = Instant::now() + WAIT;
-    while session.exit_code().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(session.exit_code(), Some(2));
+    assert_eq!(session.wait_exit_code(WAIT), Some(2));
     assert_eq!(session.stderr(), b"ls: /nope: No such file\n");
     assert!(session.handshake_complete().is_some());
     assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());

@@ -688,6 +688,11 @@ impl Session {
         self.view(|s| s.exit_code).flatten()
     }
 
+    /// Waits for the ExitCode message (NonInteractiveCommands with separate streams).
+    pub fn wait_exit_code(&self, timeout: Duration) -> Option<i32> {
+        self.wait(timeout, |_, s| s.exit_code)
+    }
+
     /// `agent_session_state` values in arrival order (`Connected`, `Terminating`).
     pub fn session_state(&self) -> Vec<String> {
         self.view(|s| s.states.clone()).unwrap_or_default()

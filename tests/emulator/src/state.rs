@@ -112,6 +112,11 @@ pub struct State {
 }
 
 impl State {
+    /// The ssmmessages side: control channel, jobs, sessions.
+    pub fn mgs(&self) -> &crate::mgs::MgsState {
+        &self.mgs
+    }
+
     pub fn replies(&self, message_id: &str) -> &[Reply] {
         self.mds
             .replies

@@ -1,0 +1,150 @@
+//! Run Command over the MGS control channel (agent_job): the same engine as over ec2messages.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use ssm_emulator::aws_run_shell_script_payload as shell_payload;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn agent(emu: &ssm_emulator::Emulator, extra: Value) -> Agent {
+    let agent = Agent::start(emu, extra);
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel connected; log:\n{}",
+        agent.log()
+    );
+    agent
+}
+
+fn final_of(emu: &ssm_emulator::Emulator, job: &str) -> Value {
+    emu.wait_job_final(job, WAIT)
+        .unwrap_or_else(|| panic!("no final reply for {job}: {:?}", emu.job_replies(job)))
+        .payload
+}
+
+#[test]
+fn a_job_is_acked_and_replied_in_order() {
+    let emu = emulator();
+    let _agent = agent(&emu, json!({}));
+    let job = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000001",
+        &["echo over mgs"],
+        3600,
+    ));
+    let reply = final_of(&emu, &job);
+    assert_eq!(reply["documentStatus"], "Success");
+    assert_eq!(plugin(&reply)["standardOutput"], "over mgs\n");
+    assert!(
+        reply["additionalInfo"]
+            .get("ableToOpenMGSConnection")
+            .is_none(),
+        "MGS replies do not carry it"
+    );
+    let acks = emu.job_acks(&job);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].status_code, "200");
+    let statuses: Vec<String> = emu
+        .job_replies(&job)
+        .iter()
+        .map(|r| r.document_status().to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["InProgress", "InProgress", "Success"],
+        "receipt, step, final: the final one last"
+    );
+    assert!(emu.signature_failures().is_empty());
+}
+
+#[test]
+fn duplicates_full_queues_and_cancels_get_their_ack_codes() {
+    let emu = emulator();
+    let agent = agent(
+        &emu,
+        json!({ "Mds": { "CommandWorkersLimit": 1, "CommandWorkerBufferLimit": 1 } }),
+    );
+    let mark = agent.scratch().join("running");
+    let long = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000002",
+        &[&format!("touch {}; sleep 60", mark.display())],
+        3600,
+    ));
+    wait_file_exists(&mark);
+    let queued = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000003",
+        &["true"],
+        3600,
+    ));
+    assert_eq!(emu.wait_job_ack(&queued, WAIT).unwrap().status_code, "200");
+    let full = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000004",
+        &["true"],
+        3600,
+    ));
+    assert_eq!(emu.wait_job_ack(&full, WAIT).unwrap().status_code, "51402");
+    emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000003",
+        &["true"],
+        3600,
+    ));
+    assert!(
+        emu.wait_until(WAIT, |s| s.mgs().job_acks(&queued).len() >= 2),
+        "duplicate acked"
+    );
+    assert_eq!(emu.job_acks(&queued)[1].status_code, "51405");
+    emu.send_agent_cancel(&queued);
+    assert_eq!(
+        final_of(&emu, &queued)["documentStatus"],
+        "Cancelled",
+        "a queued job reports Cancelled"
+    );
+    emu.send_agent_cancel(&long);
+    assert_eq!(final_of(&emu, &long)["documentStatus"], "Cancelled");
+}
+
+#[test]
+fn a_reply_survives_a_control_channel_drop() {
+    let emu = emulator();
+    let agent = agent(&emu, json!({}));
+    let mark = agent.scratch().join("started");
+    let job = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000005",
+        &[&format!("touch {}; sleep 2; echo finished", mark.display())],
+        3600,
+    ));
+    wait_file_exists(&mark);
+    let connects = emu.mgs_connects();
+    emu.drop_control_channel();
+    let reply = final_of(&emu, &job);
+    assert_eq!(plugin(&reply)["standardOutput"], "finished\n");
+    assert!(emu.mgs_connects() > connects, "the agent reconnected");
+}
+
+#[test]
+fn unacknowledged_replies_are_sent_again_with_the_same_id() {
+    let emu = emulator();
+    let _agent = agent(&emu, json!({}));
+    emu.set_reply_acks(ssm_emulator::AckPolicy::Withhold);
+    let job = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-000000000006",
+        &["true"],
+        3600,
+    ));
+    assert!(
+        emu.wait_until(WAIT, |s| !s.mgs().duplicate_job_replies.is_empty()),
+        "a reply was re-sent"
+    );
+    emu.set_reply_acks(ssm_emulator::AckPolicy::Ack);
+    assert_eq!(final_of(&emu, &job)["documentStatus"], "Success");
+}
+
+fn wait_file_exists(p: &std::path::Path) {
+    let deadline = Instant::now() + WAIT;
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,278 @@
+//! Session Manager end to end: the real agent, the emulator as service and client, a real PTY.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use ssm_emulator::SessionSpec;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn connected_agent(emu: &ssm_emulator::Emulator) -> Agent {
+    let agent = Agent::start(emu, json!({}));
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel connected; log:\n{}",
+        agent.log()
+    );
+    agent
+}
+
+#[test]
+fn a_shell_session_runs_as_the_run_as_user_resizes_and_ends_with_success() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let s = emu
+        .start_session(SessionSpec::standard_stream().run_as("nobody", true))
+        .expect("session starts");
+    s.send_input(b"echo $((6*7))\r");
+    s.read_output_until("42", WAIT).expect("the shell answers");
+    s.resize(100, 30);
+    s.send_input(b"stty size; id -un\r");
+    s.read_output_until("30 100", WAIT)
+        .expect("resize seen by stty");
+    s.read_output_until("nobody", WAIT)
+        .expect("runs as the RunAs user");
+    s.send_input(b"exit\r");
+    assert!(s.wait_closed(WAIT), "exit ends the session");
+    let done = emu
+        .wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
+    assert_eq!(done.final_status, "Success");
+    assert!(s.session_state().iter().any(|st| st == "Terminating"));
+}
+
+#[test]
+fn twenty_megabytes_arrive_whole_through_drops_and_a_pause() {
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let file = agent.scratch().join("big.txt");
+    let make = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 15000000 /dev/urandom | base64 > {}",
+            file.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(make.success());
+    let expected = std::fs::read(&file).unwrap();
+    assert!(expected.len() >= 20_000_000);
+    let s = emu
+        .start_session(SessionSpec::non_interactive_commands(
+            &format!("cat {}", file.display()),
+            false,
+        ))
+        .unwrap();
+    s.drop_every_nth_output(50);
+    assert!(
+        s.wait_output(WAIT, |out| out.len() > 5_000_000),
+        "output flowing"
+    );
+    s.pause_publication();
+    std::thread::sleep(Duration::from_secs(2)); // the pause itself is what is being tested
+    s.start_publication();
+    assert!(
+        s.wait_output(Duration::from_secs(120), |out| out.len() >= expected.len()),
+        "got {} of {} bytes",
+        s.output().len(),
+        expected.len()
+    );
+    assert!(s.output() == expected, "output differs from the file");
+    assert!(
+        !s.dropped_output().is_empty(),
+        "the emulator did drop frames"
+    );
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}
+
+#[test]
+fn non_interactive_commands_keep_streams_and_exit_code_apart() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let s = emu
+        .start_session(SessionSpec::non_interactive_commands(
+            "echo out; echo err >&2; exit 3",
+            true,
+        ))
+        .unwrap();
+    assert_eq!(s.wait_exit_code(WAIT), Some(3));
+    assert_eq!(s.output_string(), "out\n");
+    assert_eq!(String::from_utf8_lossy(&s.stderr()), "err\n");
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}
+
+/// A TCP echo server on 127.0.0.1, one thread per connection.
+fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = [0u8; 16384];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn port_forwarding_basic_mode_echoes_and_denied_addresses_are_refused() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let port = echo_server();
+    let s = emu
+        .start_session(SessionSpec::port(port, None, false))
+        .unwrap();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    s.send_input(&payload);
+    assert!(
+        s.wait_output(WAIT, |out| out.len() >= payload.len()),
+        "echo came back"
+    );
+    assert_eq!(s.output(), payload);
+    s.send_flag(2); // TerminateSession
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+
+    let denied = emu
+        .start_session(SessionSpec::port(80, Some("169.254.169.254"), false))
+        .unwrap();
+    let done = emu
+        .wait_task_complete(denied.id(), WAIT)
+        .expect("refused session completes");
+    assert_eq!(done.final_status, "Failed");
+    assert!(
+        denied.read_output_until("not allowed", WAIT).is_ok(),
+        "the client is told why"
+    );
+}
+
+#[test]
+fn terminating_from_the_service_kills_the_shell_and_reports_success() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let s = emu
+        .start_session(SessionSpec::standard_stream().run_as("nobody", true))
+        .unwrap();
+    s.send_input(b"echo pid=$$=\r");
+    // The terminal echoes the typed line too: wait for the answer, where digits follow `pid=`.
+    let pid_in = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        text.split("pid=").skip(1).find_map(|t| {
+            t.split('=')
+                .next()
+                .filter(|p| p.parse::<u32>().is_ok())
+                .map(str::to_owned)
+        })
+    };
+    assert!(
+        s.wait_output(WAIT, |out| pid_in(out).is_some()),
+        "the shell printed its pid"
+    );
+    let pid = pid_in(&s.output()).unwrap();
+    emu.send_channel_closed(s.id());
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+    assert!(
+        group_gone_within(&pid, Duration::from_secs(10)),
+        "the shell's group is gone"
+    );
+}
+
+/// Threads of the agent process.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Live (non-zombie) children of the agent process.
+fn children(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|c| {
+            !std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        })
+        .count()
+}
+
+#[test]
+fn fifty_concurrent_shells_echo_and_leave_nothing_behind() {
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let baseline = thread_count(agent.pid());
+    let sessions: Vec<_> = (0..50)
+        .map(|_| {
+            emu.start_session(SessionSpec::standard_stream().run_as("nobody", true))
+                .unwrap()
+        })
+        .collect();
+    for (i, s) in sessions.iter().enumerate() {
+        s.send_input(format!("echo marker-$((1000+{i}))\r").as_bytes());
+    }
+    for (i, s) in sessions.iter().enumerate() {
+        s.read_output_until(&format!("marker-{}", 1000 + i), WAIT)
+            .expect("each session answers");
+    }
+    for s in &sessions {
+        s.send_input(b"exit\r");
+    }
+    for s in &sessions {
+        assert_eq!(
+            emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+            "Success"
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    while (thread_count(agent.pid()) > baseline || children(agent.pid()) > 0)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        thread_count(agent.pid()),
+        baseline,
+        "session threads all ended"
+    );
+    assert_eq!(children(agent.pid()), 0, "no shell left");
+}
+
+#[test]
+fn malformed_control_frames_are_dropped_and_sessions_still_work() {
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    emu.send_control_raw(b"\x00\x00\x00\x01garbage".to_vec());
+    emu.send_control_raw(vec![0u8; 3]);
+    let s = emu
+        .start_session(SessionSpec::non_interactive_commands("echo alive", true))
+        .unwrap();
+    assert_eq!(s.wait_exit_code(WAIT), Some(0));
+    assert_eq!(s.output_string(), "alive\n");
+    assert!(
+        agent.log().contains("malformed"),
+        "the bad frames were logged"
+    );
+}
