@@ -17,7 +17,7 @@ use crate::mgs::jobs::MgsJobs;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
-use crate::session::{Sessions, runas};
+use crate::session::{Sessions, crypto, runas};
 use crate::shutdown::Shutdown;
 use crate::state::{ReplySpool, StateDir};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -184,6 +184,14 @@ fn start_mgs(
         agent_version: config.agent.version.clone(),
         denied_ips: config.mgs.denied_port_forwarding_remote_ips.clone(),
         users: runas::Host::system(),
+        kms: crypto::kms_client(
+            ctx.http.clone(),
+            ctx.region,
+            config,
+            ctx.identity.credentials.clone(),
+        )
+        .map_err(|e| format!("kms endpoint: {e}"))?,
+        require_kms_challenge: config.kms.require_kms_challenge_response,
     };
     let sessions = Arc::new(Sessions::new(
         env,

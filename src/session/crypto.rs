@@ -64,7 +64,7 @@ pub fn decrypt_data_key(
     instance_id: &str,
     challenge_b64: Option<&str>,
 ) -> Result<[u8; DATA_KEY_LEN], String> {
-    let blob = base64_decode(ciphertext_b64)
+    let blob = crate::base64::decode(ciphertext_b64)
         .map_err(|e| format!("the client's KMSCipherTextKey is not base64: {e}"))?;
     if blob.is_empty() {
         return Err("the client sent an empty KMSCipherTextKey".into());
@@ -76,7 +76,7 @@ pub fn decrypt_data_key(
         context.insert("aws:ssm:RandomChallenge".into(), challenge.into());
     }
     let input = json!({
-        "CiphertextBlob": base64_encode(&blob),
+        "CiphertextBlob": crate::base64::encode(&blob),
         "KeyId": key_id,
         "EncryptionContext": context,
     });
@@ -91,7 +91,7 @@ pub fn decrypt_data_key(
         .get("Plaintext")
         .and_then(Value::as_str)
         .ok_or("kms:Decrypt answered without a Plaintext string")?;
-    let key = base64_decode(plaintext)
+    let key = crate::base64::decode(plaintext)
         .map_err(|e| format!("kms:Decrypt returned a Plaintext that is not base64: {e}"))?;
     <[u8; DATA_KEY_LEN]>::try_from(key.as_slice()).map_err(|_| {
         format!(
@@ -215,7 +215,7 @@ impl SessionCipher {
 /// A fresh handshake challenge: 16 random bytes, base64. It goes into the `KMSEncryption` action
 /// and, when the client acknowledges it, into the KMS encryption context.
 pub fn random_challenge() -> Result<String, String> {
-    random_bytes::<HANDSHAKE_CHALLENGE_LEN>().map(|b| base64_encode(&b))
+    random_bytes::<HANDSHAKE_CHALLENGE_LEN>().map(|b| crate::base64::encode(&b))
 }
 
 /// The HandshakeRequest's `RequestedClientActions` entry asking the client to encrypt.
@@ -261,7 +261,7 @@ pub fn challenge_request(
 ) -> Result<(Vec<u8>, [u8; CHALLENGE_LEN]), String> {
     let challenge: [u8; CHALLENGE_LEN] = random_bytes()?;
     let sealed = cipher.encrypt(&challenge)?;
-    let payload = json!({ "Challenge": base64_encode(&sealed) });
+    let payload = json!({ "Challenge": crate::base64::encode(&sealed) });
     Ok((payload.to_string().into_bytes(), challenge))
 }
 
@@ -282,7 +282,7 @@ pub fn check_challenge_response(
     let challenge = string_field(obj, "Challenge")
         .map_err(|e| format!("{what}: {e}"))?
         .ok_or_else(|| format!("{what} has no Challenge"))?;
-    let sealed = base64_decode(challenge).map_err(|e| format!("{what}: Challenge: {e}"))?;
+    let sealed = crate::base64::decode(challenge).map_err(|e| format!("{what}: Challenge: {e}"))?;
     let plain = cipher
         .decrypt(&sealed)
         .map_err(|e| format!("{what}: {e}"))?;
@@ -302,105 +302,12 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
     Ok(bytes)
 }
 
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 (RFC 4648 §4) with `=` padding, as Go's `[]byte` JSON fields and AWS blobs use.
-pub(crate) fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in group.iter().enumerate() {
-            n |= u32::from(*b) << (16 - 8 * i);
-        }
-        // A group of k bytes fills k + 1 characters; padding completes the four.
-        for i in 0..4 {
-            if i <= group.len() {
-                let sextet = (n >> (18 - 6 * i)) & 63;
-                out.push(char::from(BASE64_ALPHABET[sextet as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decodes standard padded base64; errors say where the input is wrong without echoing it (it
-/// may be key material).
-pub(crate) fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
-    let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
-        return Err(format!(
-            "{} characters is not a multiple of 4 (padded base64 expected)",
-            bytes.len()
-        ));
-    }
-    let groups = bytes.len() / 4;
-    let mut out = Vec::with_capacity(groups * 3);
-    for (g, group) in bytes.chunks_exact(4).enumerate() {
-        let padding = group.iter().rev().take_while(|&&b| b == b'=').count();
-        if padding > 2 || (padding > 0 && g + 1 != groups) {
-            return Err(format!("misplaced '=' padding near offset {}", g * 4));
-        }
-        let mut n = 0u32;
-        for (i, c) in group.iter().take(4 - padding).enumerate() {
-            let sextet = base64_value(*c)
-                .ok_or_else(|| format!("invalid base64 character at offset {}", g * 4 + i))?;
-            n |= u32::from(sextet) << (18 - 6 * i);
-        }
-        out.extend(n.to_be_bytes().into_iter().skip(1).take(3 - padding));
-    }
-    Ok(out)
-}
-
-fn base64_value(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aws::credentials::{Credentials, StaticCredentials};
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{Received, Server, response, serve};
-
-    const RFC_4648: [(&str, &str); 7] = [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-    ];
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (plain, encoded) in RFC_4648 {
-            assert_eq!(base64_encode(plain.as_bytes()), encoded);
-            assert_eq!(base64_decode(encoded).unwrap(), plain.as_bytes());
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
-        assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
-    }
-
-    #[test]
-    fn base64_rejects_malformed_input() {
-        for bad in ["Zg=", "Zg", "Z===", "Zg==Zg==", "Zm9v!A==", "Zm=v", "Zm 9v"] {
-            assert!(base64_decode(bad).is_err(), "{bad:?} decoded");
-        }
-        let err = base64_decode("Zm9v!A==").unwrap_err();
-        assert!(err.contains("offset 4"), "{err}");
-    }
 
     #[test]
     fn nonces_count_up_with_carry() {
@@ -496,10 +403,10 @@ mod tests {
     /// What the Session Manager client does with an EncChallengeRequest.
     fn client_answer(client: &mut SessionCipher, request: &[u8]) -> Vec<u8> {
         let v: Value = serde_json::from_slice(request).unwrap();
-        let sealed = base64_decode(v["Challenge"].as_str().unwrap()).unwrap();
+        let sealed = crate::base64::decode(v["Challenge"].as_str().unwrap()).unwrap();
         let plain = client.decrypt(&sealed).unwrap();
         let resealed = client.encrypt(&plain).unwrap();
-        json!({ "Challenge": base64_encode(&resealed) })
+        json!({ "Challenge": crate::base64::encode(&resealed) })
             .to_string()
             .into_bytes()
     }
@@ -529,7 +436,7 @@ mod tests {
     #[test]
     fn handshake_action_and_result() {
         let challenge = random_challenge().unwrap();
-        assert_eq!(base64_decode(&challenge).unwrap().len(), 16);
+        assert_eq!(crate::base64::decode(&challenge).unwrap().len(), 16);
         assert_ne!(challenge, random_challenge().unwrap());
         assert_eq!(
             kms_action("alias/ssm", &challenge),
@@ -586,7 +493,7 @@ mod tests {
         serve(move |_| {
             let body = json!({
                 "KeyId": "arn:aws:kms:eu-west-1:111122223333:key/test",
-                "Plaintext": base64_encode(&plaintext),
+                "Plaintext": crate::base64::encode(&plaintext),
                 "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
             });
             Some(response(200, &[], body.to_string().as_bytes()))

@@ -143,11 +143,7 @@ impl Outgoing {
     }
 
     fn update_rto(&mut self, rtt: Duration) {
-        let diff = if self.srtt > rtt {
-            self.srtt - rtt
-        } else {
-            rtt - self.srtt
-        };
+        let diff = self.srtt.abs_diff(rtt);
         self.rttvar = self.rttvar.mul_f64(0.75) + diff.mul_f64(0.25);
         self.srtt = self.srtt.mul_f64(0.875) + rtt.mul_f64(0.125);
         self.rto = (self.srtt + CLOCK_GRANULARITY.max(self.rttvar * 4)).min(MAX_RTO);

@@ -3,6 +3,7 @@
 //! command, or a port forward — and reports `agent_task_complete` when it ends.
 
 pub mod commands;
+pub mod crypto;
 pub mod datachannel;
 pub mod plugin;
 pub mod port;

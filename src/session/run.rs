@@ -3,6 +3,7 @@
 //! plugin's fds and a stop waker — sequencing output, acknowledging input, resending what the
 //! client has not acknowledged — until the plugin ends or the session is terminated.
 
+use super::crypto::{self, SessionCipher};
 use super::datachannel::{ACKNOWLEDGE, Ack, INPUT_STREAM, Incoming, Outgoing, payload_type};
 use super::plugin::{Ended, Event, Plugin};
 use super::task::{SessionTask, SessionType};
@@ -35,6 +36,10 @@ pub struct SessionEnv {
     pub agent_version: String,
     pub denied_ips: Vec<String>,
     pub users: super::runas::Host,
+    /// `kms:Decrypt` for encrypted sessions.
+    pub kms: crate::aws::jsonrpc::JsonClient,
+    /// `Kms.RequireKMSChallengeResponse`.
+    pub require_kms_challenge: bool,
 }
 
 /// Why a session is being ended from outside.
@@ -79,6 +84,10 @@ struct DataChannel<'a> {
     conn: Connection,
     out: Outgoing,
     inc: Incoming,
+    /// Set once a KMS-encrypted session's keys are agreed.
+    cipher: Option<SessionCipher>,
+    /// The client's version, from its HandshakeResponse (smux needs it).
+    client_version: String,
 }
 
 impl<'a> DataChannel<'a> {
@@ -90,6 +99,8 @@ impl<'a> DataChannel<'a> {
             conn,
             out: Outgoing::default(),
             inc: Incoming::default(),
+            cipher: None,
+            client_version: String::new(),
         })
     }
 
@@ -133,7 +144,16 @@ impl<'a> DataChannel<'a> {
         let _ = self.conn.send_binary(msg.encode());
     }
 
+    /// Sends a stream message; session data (types 1, 11, 12) is encrypted once keys are agreed.
     fn stream(&mut self, kind: u32, payload: Vec<u8>) -> Result<(), String> {
+        let data = matches!(
+            kind,
+            payload_type::OUTPUT | payload_type::STDERR | payload_type::EXIT_CODE
+        );
+        let payload = match self.cipher.as_mut() {
+            Some(c) if data && !payload.is_empty() => c.encrypt(&payload)?,
+            _ => payload,
+        };
         if let Some(frame) = self.out.push(kind, payload, Instant::now()) {
             self.conn.send_binary(frame).map_err(|e| e.to_string())?;
         }
@@ -175,6 +195,11 @@ enum Phase {
     Handshake {
         since: Instant,
     },
+    /// Encrypted sessions: waiting for the client to answer the encryption challenge.
+    Challenge {
+        since: Instant,
+        expected: Box<[u8; crypto::CHALLENGE_LEN]>,
+    },
     Running,
     /// The plugin ended; waiting for the client to acknowledge what is left.
     Draining {
@@ -191,11 +216,14 @@ pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
     };
     ch.send_state("Connected");
     let mut plugin: Option<Box<dyn Plugin>> = None;
-    let mut phase = if task.session_type.needs_handshake() {
-        if let Err(e) = ch.stream(
-            payload_type::HANDSHAKE_REQUEST,
-            handshake_request(task, &env.agent_version),
-        ) {
+    let encrypt = !task.kms_key_id.is_empty() && task.session_type != SessionType::Port;
+    let challenge = match encrypt.then(crypto::random_challenge).transpose() {
+        Ok(c) => c,
+        Err(e) => return Ended::Failed(e),
+    };
+    let mut phase = if task.session_type.needs_handshake() || encrypt {
+        let request = handshake_request(task, &env.agent_version, challenge.as_deref());
+        if let Err(e) = ch.stream(payload_type::HANDSHAKE_REQUEST, request) {
             return Ended::Failed(e);
         }
         Phase::Handshake {
@@ -208,7 +236,15 @@ pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
         }
         Phase::Running
     };
-    let ended = session_loop(&mut ch, task, env, stop, &mut plugin, &mut phase);
+    let ended = session_loop(
+        &mut ch,
+        task,
+        env,
+        stop,
+        &mut plugin,
+        &mut phase,
+        challenge.as_deref(),
+    );
     if let Some(p) = plugin.as_mut() {
         p.stop();
     }
@@ -249,54 +285,121 @@ fn drain(ch: &mut DataChannel<'_>, until: Instant) {
     }
 }
 
-fn handshake_request(task: &SessionTask, agent_version: &str) -> Vec<u8> {
+fn handshake_request(
+    task: &SessionTask,
+    agent_version: &str,
+    kms_challenge: Option<&str>,
+) -> Vec<u8> {
     let properties = match task.session_type {
         SessionType::Port => {
             json!({ "portNumber": task.port_number, "type": task.port_type, "host": task.host })
         }
         _ => Value::Null,
     };
-    json!({
-        "AgentVersion": agent_version,
-        "RequestedClientActions": [{
-            "ActionType": "SessionType",
-            "ActionParameters": { "SessionType": task.session_type.as_str(), "Properties": properties },
-        }],
-    })
-    .to_string()
-    .into_bytes()
+    let mut actions = vec![json!({
+        "ActionType": "SessionType",
+        "ActionParameters": { "SessionType": task.session_type.as_str(), "Properties": properties },
+    })];
+    if let Some(challenge) = kms_challenge {
+        actions.push(crypto::kms_action(&task.kms_key_id, challenge));
+    }
+    json!({ "AgentVersion": agent_version, "RequestedClientActions": actions })
+        .to_string()
+        .into_bytes()
 }
 
-/// Checks the client's HandshakeResponse; returns its ClientVersion.
-fn handshake_response(data: &[u8]) -> Result<String, String> {
+/// The client's answer to the handshake.
+#[derive(Debug)]
+struct HandshakeResponse {
+    client_version: String,
+    /// `ActionResult` of the KMSEncryption action, when there was one.
+    kms_result: Option<Value>,
+}
+
+/// Checks the client's HandshakeResponse: every requested action must have succeeded.
+fn handshake_response(data: &[u8]) -> Result<HandshakeResponse, String> {
     let v: Value =
         serde_json::from_slice(data).map_err(|e| format!("HandshakeResponse is not JSON: {e}"))?;
     let obj = v.as_object().ok_or("HandshakeResponse is not an object")?;
     let field = |k: &str| crate::document::field(obj, k);
+    let mut kms_result = None;
     for action in field("ProcessedClientActions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
         let a = action.as_object();
-        let status = a
-            .and_then(|a| crate::document::field(a, "ActionStatus"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if status != 1 {
-            let error = a
-                .and_then(|a| crate::document::field(a, "Error"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+        let get = |k: &str| a.and_then(|a| crate::document::field(a, k));
+        if get("ActionStatus").and_then(Value::as_u64) != Some(1) {
+            let error = get("Error").and_then(Value::as_str).unwrap_or("");
             return Err(format!(
                 "the client could not complete the handshake: {error}"
             ));
         }
+        if get("ActionType").and_then(Value::as_str) == Some("KMSEncryption") {
+            kms_result = Some(get("ActionResult").cloned().unwrap_or(Value::Null));
+        }
     }
-    Ok(field("ClientVersion")
+    let client_version = field("ClientVersion")
         .and_then(Value::as_str)
         .unwrap_or("")
-        .to_owned())
+        .to_owned();
+    Ok(HandshakeResponse {
+        client_version,
+        kms_result,
+    })
+}
+
+/// Agrees the session keys (§4.6.4): KMS decrypts the client's data key; the agent then
+/// challenges the client to prove it holds the same keys. Returns what the answer must contain.
+fn start_encryption(
+    ch: &mut DataChannel<'_>,
+    env: &SessionEnv,
+    task: &SessionTask,
+    result: Option<&Value>,
+    challenge: &str,
+) -> Result<Box<[u8; crypto::CHALLENGE_LEN]>, String> {
+    let result = result
+        .ok_or("the client did not accept KMS encryption; update the session manager plugin")?;
+    let (key, acknowledged) = crypto::parse_kms_result(result)?;
+    if !acknowledged && env.require_kms_challenge {
+        return Err("client does not support required encryption context random challenge".into());
+    }
+    let challenge = acknowledged.then_some(challenge);
+    let data_key = crypto::decrypt_data_key(
+        &env.kms,
+        &key,
+        &task.kms_key_id,
+        &task.session_id,
+        &env.instance_id,
+        challenge,
+    )?;
+    let mut cipher = SessionCipher::new(&data_key)?;
+    let (payload, expected) = crypto::challenge_request(&mut cipher)?;
+    ch.stream(payload_type::ENC_CHALLENGE_REQUEST, payload)?;
+    ch.cipher = Some(cipher);
+    Ok(Box::new(expected))
+}
+
+/// Starts the plugin and tells the client the handshake is complete.
+fn complete_handshake(
+    ch: &mut DataChannel<'_>,
+    env: &SessionEnv,
+    task: &SessionTask,
+    client_version: &str,
+) -> Result<Box<dyn Plugin>, String> {
+    let plugin = super::start_plugin(env, task, Some(client_version))?;
+    let message = if ch.cipher.is_some() {
+        "This session is encrypted using AWS KMS."
+    } else {
+        ""
+    };
+    let done = json!({ "HandshakeTimeToComplete": 0, "CustomerMessage": message });
+    ch.stream(
+        payload_type::HANDSHAKE_COMPLETE,
+        done.to_string().into_bytes(),
+    )?;
+    Ok(plugin)
 }
 
 #[allow(clippy::too_many_lines)]
@@ -307,6 +410,7 @@ fn session_loop(
     stop: &Stop,
     plugin: &mut Option<Box<dyn Plugin>>,
     phase: &mut Phase,
+    challenge: Option<&str>,
 ) -> Ended {
     let mut events = Vec::new();
     loop {
@@ -322,6 +426,11 @@ fn session_loop(
                 if now.saturating_duration_since(*since) > HANDSHAKE_TIMEOUT =>
             {
                 return fail_visibly(ch, "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".into());
+            }
+            Phase::Challenge { since, .. }
+                if now.saturating_duration_since(*since) > HANDSHAKE_TIMEOUT =>
+            {
+                return fail_visibly(ch, "Timed out waiting for encryption challenge.".into());
             }
             Phase::Draining { until, ended } if ch.out.unacked() == 0 || now >= *until => {
                 return ended.clone();
@@ -350,7 +459,7 @@ fn session_loop(
                 .map(|i| PollFd::new(i.fd, i.read, i.write)),
         );
         let mut deadline = ch.out.next_deadline();
-        if let Phase::Handshake { since } = phase {
+        if let Phase::Handshake { since } | Phase::Challenge { since, .. } = phase {
             deadline = Some(deadline.map_or(*since + HANDSHAKE_TIMEOUT, |d| {
                 d.min(*since + HANDSHAKE_TIMEOUT)
             }));
@@ -407,35 +516,10 @@ fn session_loop(
                         let _ = ch.conn.send_binary(ack.encode());
                     }
                     for m in received.deliver {
-                        match phase {
-                            Phase::Handshake { .. }
-                                if m.payload_type == payload_type::HANDSHAKE_RESPONSE =>
-                            {
-                                let client = match handshake_response(&m.payload) {
-                                    Ok(v) => v,
-                                    Err(e) => return fail_visibly(ch, e),
-                                };
-                                match super::start_plugin(env, task, Some(&client)) {
-                                    Ok(p) => *plugin = Some(p),
-                                    Err(e) => return fail_visibly(ch, e),
-                                }
-                                let done =
-                                    json!({ "HandshakeTimeToComplete": 0, "CustomerMessage": "" });
-                                if let Err(e) = ch.stream(
-                                    payload_type::HANDSHAKE_COMPLETE,
-                                    done.to_string().into_bytes(),
-                                ) {
-                                    return Ended::Failed(e);
-                                }
-                                *phase = Phase::Running;
-                            }
-                            Phase::Running => {
-                                if let Some(p) = plugin.as_mut() {
-                                    p.input(m.payload_type, &m.payload, &mut events);
-                                }
-                            }
-                            // Before the handshake completes (and after the end) input is dropped.
-                            _ => {}
+                        if let Err(e) =
+                            deliver(ch, env, task, plugin, phase, challenge, m, &mut events)
+                        {
+                            return fail_visibly(ch, e);
                         }
                     }
                     ch.out.resume();
@@ -477,6 +561,72 @@ fn session_loop(
     }
 }
 
+/// One in-order input message, by phase.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    ch: &mut DataChannel<'_>,
+    env: &SessionEnv,
+    task: &SessionTask,
+    plugin: &mut Option<Box<dyn Plugin>>,
+    phase: &mut Phase,
+    challenge: Option<&str>,
+    m: AgentMessage,
+    events: &mut Vec<Event>,
+) -> Result<(), String> {
+    match phase {
+        Phase::Handshake { .. } if m.payload_type == payload_type::HANDSHAKE_RESPONSE => {
+            let response = handshake_response(&m.payload)?;
+            if let Some(challenge) = challenge {
+                let expected =
+                    start_encryption(ch, env, task, response.kms_result.as_ref(), challenge)?;
+                *phase = Phase::Challenge {
+                    since: Instant::now(),
+                    expected,
+                };
+                // The client version is needed again once the challenge is answered.
+                ch.client_version = response.client_version;
+            } else {
+                *plugin = Some(complete_handshake(ch, env, task, &response.client_version)?);
+                *phase = Phase::Running;
+            }
+        }
+        Phase::Challenge { expected, .. }
+            if m.payload_type == payload_type::ENC_CHALLENGE_RESPONSE =>
+        {
+            let cipher = ch
+                .cipher
+                .as_ref()
+                .ok_or("encryption challenge without keys")?;
+            crypto::check_challenge_response(cipher, &m.payload, expected)?;
+            let client_version = std::mem::take(&mut ch.client_version);
+            *plugin = Some(complete_handshake(ch, env, task, &client_version)?);
+            *phase = Phase::Running;
+        }
+        Phase::Running => {
+            let Some(p) = plugin.as_mut() else {
+                return Ok(());
+            };
+            let data = match (&ch.cipher, m.payload_type) {
+                (Some(c), payload_type::OUTPUT) => match c.decrypt(&m.payload) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        log::warn!(
+                            "session {}: dropping input that does not decrypt: {e}",
+                            task.session_id
+                        );
+                        return Ok(());
+                    }
+                },
+                _ => m.payload,
+            };
+            p.input(m.payload_type, &data, events);
+        }
+        // Before the handshake completes (and after the end) other input is dropped.
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,7 +634,7 @@ mod tests {
     #[test]
     fn handshake_responses_are_checked() {
         let ok = br#"{"ClientVersion":"1.2.463.0","ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":1}],"Errors":[]}"#;
-        assert_eq!(handshake_response(ok).unwrap(), "1.2.463.0");
+        assert_eq!(handshake_response(ok).unwrap().client_version, "1.2.463.0");
         let bad = br#"{"ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":3,"Error":"unsupported"}]}"#;
         assert!(handshake_response(bad).unwrap_err().contains("unsupported"));
         assert!(handshake_response(b"[").is_err());

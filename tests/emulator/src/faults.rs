@@ -1,4 +1,4 @@
-//! Injected faults for the signed JSON 1.1 APIs (ec2messages and ssm).
+//! Injected faults for the signed JSON 1.1 APIs (ec2messages, ssm and kms).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,8 @@ pub enum FaultTarget {
     Mds,
     /// Only `AmazonSSM.*`.
     Ssm,
+    /// Only `TrentService.*` (kms).
+    Kms,
 }
 
 /// The API family of a JSON 1.1 request.
@@ -18,6 +20,7 @@ pub enum FaultTarget {
 pub enum Api {
     Mds,
     Ssm,
+    Kms,
 }
 
 /// What to do instead of (or before) answering normally.
@@ -62,6 +65,7 @@ impl Faults {
             FaultTarget::Any => true,
             FaultTarget::Mds => api == Api::Mds,
             FaultTarget::Ssm => api == Api::Ssm,
+            FaultTarget::Kms => api == Api::Kms,
         }
     }
 

@@ -1,6 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
-//! (UpdateInstanceInformation), ec2messages and ssmmessages (MGS REST + WebSockets, see `mgs.rs`
-//! and `session.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's `Mgs.Endpoint`
+//! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
+//! and `session.rs`) and `kms` (Decrypt of session data keys, see `kms.rs`) — on one plain-HTTP
+//! port on 127.0.0.1. Point the agent's `Mgs.Endpoint`
 //! at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
@@ -19,11 +20,13 @@
 
 pub mod agentmessage;
 pub mod attach;
+mod cipher;
 mod control;
 pub mod demo;
 mod faults;
 mod http;
 mod imds;
+mod kms;
 mod mds;
 mod mgs;
 #[cfg(test)]
@@ -45,6 +48,7 @@ use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
 pub use faults::FaultTarget;
+pub use kms::KmsDecrypt;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
@@ -59,6 +63,7 @@ pub mod targets {
     pub const FAIL_MESSAGE: &str = "EC2WindowsMessageDeliveryService.FailMessage";
     pub const DELETE_MESSAGE: &str = "EC2WindowsMessageDeliveryService.DeleteMessage";
     pub const UPDATE_INSTANCE_INFORMATION: &str = "AmazonSSM.UpdateInstanceInformation";
+    pub const KMS_DECRYPT: &str = "TrentService.Decrypt";
 }
 
 /// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
@@ -244,6 +249,12 @@ impl Emulator {
     /// When `message_id` was delivered by `GetMessages`, one entry per delivery.
     pub fn deliveries(&self, message_id: &str) -> Vec<Instant> {
         self.read(|st| st.deliveries(message_id).to_vec())
+    }
+
+    /// `TrentService.Decrypt` calls that reached the operation (signature verified, no injected
+    /// fault), in order, with what was answered.
+    pub fn kms_decrypts(&self) -> Vec<KmsDecrypt> {
+        self.read(|st| st.kms_decrypts().to_vec())
     }
 
     pub fn health_pings(&self) -> Vec<HealthPing> {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
-use crate::{control, imds, mds, mgs, sigv4};
+use crate::{control, imds, kms, mds, mgs, sigv4};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -82,6 +82,7 @@ fn classify(target: &str) -> Option<(Api, &str, &'static str)> {
     match prefix {
         mds::TARGET_PREFIX if mds::OPERATIONS.contains(&op) => Some((Api::Mds, op, "ec2messages")),
         SSM_PREFIX if op == "UpdateInstanceInformation" => Some((Api::Ssm, op, "ssm")),
+        kms::TARGET_PREFIX if op == "Decrypt" => Some((Api::Kms, op, kms::SERVICE)),
         _ => None,
     }
 }
@@ -143,6 +144,7 @@ fn operation(shared: &Shared, api: Api, op: &str, body: &[u8]) -> Response {
     match api {
         Api::Mds => mds::handle(shared, op, &body),
         Api::Ssm => update_instance_information(shared, body),
+        Api::Kms => shared.update(|st| kms::decrypt(st, &body)),
     }
 }
 

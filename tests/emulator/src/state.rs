@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::Options;
 use crate::faults::Faults;
 use crate::imds::ImdsState;
+use crate::kms::{KmsDecrypt, KmsState};
 use crate::mds::MdsState;
 use crate::mgs::MgsState;
 use crate::sigv4::KeyInfo;
@@ -104,6 +105,7 @@ pub struct State {
     pub(crate) imds: ImdsState,
     pub(crate) mds: MdsState,
     pub(crate) mgs: MgsState,
+    pub(crate) kms: KmsState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -160,6 +162,11 @@ impl State {
     /// `GetMessages` calls being held open right now (the agent is polling).
     pub fn held_polls(&self) -> usize {
         self.mds.held_polls
+    }
+
+    /// `TrentService.Decrypt` calls that reached the operation, in order.
+    pub fn kms_decrypts(&self) -> &[KmsDecrypt] {
+        &self.kms.decrypts
     }
 
     pub fn health_pings(&self) -> &[HealthPing] {
@@ -220,6 +227,7 @@ impl Shared {
             imds: ImdsState::default(),
             mds: MdsState::default(),
             mgs: MgsState::default(),
+            kms: KmsState::default(),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),
