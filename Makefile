@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build release demo test lint bench clean
+.PHONY: all build release demo demo-shell demo-port test lint bench clean
 
 all: build
 
@@ -13,6 +13,18 @@ build:
 demo:
 	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
 	$(CARGO) run --quiet -p ssm-emulator -- demo --agent target/debug/ssm-lite
+
+# An interactive shell on this machine through the agent and the emulator's Session Manager.
+demo-shell:
+	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
+	$(CARGO) run --quiet -p ssm-emulator -- shell --agent target/debug/ssm-lite
+
+# Forwards 127.0.0.1:$(LOCAL) through a Port session to 127.0.0.1:$(REMOTE) on this machine.
+LOCAL ?= 8022
+REMOTE ?= 22
+demo-port:
+	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
+	$(CARGO) run --quiet -p ssm-emulator -- port --agent target/debug/ssm-lite --local-port $(LOCAL) --remote-port $(REMOTE)
 
 test:
 	$(CARGO) test --workspace

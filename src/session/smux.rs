@@ -189,9 +189,9 @@ impl Mailbox {
         if self.tx.send(mail).is_err() {
             return false;
         }
-        match (&*self.wake).write(&[1]) {
+        match (&*self.wake).write_all(&[1]) {
             // A full socket already holds a wake-up.
-            Ok(_) => true,
+            Ok(()) => true,
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
         }
     }

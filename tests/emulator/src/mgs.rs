@@ -118,7 +118,7 @@ impl MgsState {
     }
 
     /// The instance id the agent connected with, else the configured one.
-    fn instance_id(&self, fallback: &str) -> String {
+    pub(crate) fn instance_id(&self, fallback: &str) -> String {
         self.control
             .as_ref()
             .map_or_else(|| fallback.to_string(), |(_, iid)| iid.clone())

@@ -9,9 +9,11 @@
 //!   without acking it;
 //! * sessions with a handshake (NonInteractiveCommands, Port, or a KMS key) hold ordinary input
 //!   back until HandshakeComplete, since the agent discards (after acking) input that arrives
-//!   before it; the HandshakeResponse itself goes out at once.
-//!
-//! KMS encryption is not emulated: a KMSEncryption action is answered `ActionStatus` 2 (Failed).
+//!   before it; the HandshakeResponse itself goes out at once;
+//! * a KMSEncryption action is accepted as the plugin does (§4.6.3, §4.6.4): the client makes up
+//!   a 64-byte data key and its "ciphertext", which the emulator's KMS (`kms.rs`) decrypts for
+//!   the agent, answers the EncChallengeRequest, and from then on decrypts output (PayloadTypes
+//!   1, 11, 12) with bytes 0..32 and encrypts input (PayloadType 1) with bytes 32..64.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -19,9 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::Emulator;
 use crate::agentmessage::{AgentMessage, FLAG_FIN, FLAG_SYN, payload_types as pt, types};
+use crate::cipher::{Cipher, b64, unb64};
+use crate::kms::KmsState;
 use crate::mgs::{self, TaskComplete};
 use crate::state::{Shared, State};
 use crate::util::random_string;
@@ -241,6 +246,10 @@ pub(crate) struct SessionState {
     states: Vec<String>,
     handshake_request: Option<Value>,
     handshake_complete: Option<Value>,
+    /// Set once the client accepted a KMSEncryption action.
+    cipher: Option<Cipher>,
+    /// An EncChallengeResponse was queued.
+    challenge_answered: bool,
     drop_every: u64,
     /// Output frames seen since `drop_every` was set.
     drop_count: u64,
@@ -254,6 +263,13 @@ pub(crate) struct SessionState {
     drop_requested: bool,
     pub(crate) closed_by_service: bool,
     stats: SessionStats,
+}
+
+/// The emulator's KMS as the session client uses it: where its data keys are registered, and
+/// the instance (`aws:ssm:TargetId`) they are bound to.
+struct KmsClient<'a> {
+    state: &'a mut KmsState,
+    target_id: &'a str,
 }
 
 /// What the data-channel thread should do after a tick.
@@ -281,6 +297,8 @@ impl SessionState {
             states: Vec::new(),
             handshake_request: None,
             handshake_complete: None,
+            cipher: None,
+            challenge_answered: false,
             drop_every: 0,
             drop_count: 0,
             dropped: BTreeSet::new(),
@@ -347,6 +365,10 @@ impl SessionState {
             let Some((t, bytes)) = self.held.pop_front() else {
                 break;
             };
+            let bytes = match &mut self.cipher {
+                Some(c) if t == pt::OUTPUT => c.encrypt(&bytes),
+                _ => bytes,
+            };
             self.sequence(t, bytes);
         }
         let mut out = std::mem::take(&mut self.outbox);
@@ -365,9 +387,9 @@ impl SessionState {
         Next::Send(out)
     }
 
-    fn on_message(&mut self, m: AgentMessage, errors: &mut Vec<String>) {
+    fn on_message(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
         match m.message_type.as_str() {
-            types::OUTPUT_STREAM_DATA => self.on_output(m, errors),
+            types::OUTPUT_STREAM_DATA => self.on_output(m, kms, errors),
             types::ACKNOWLEDGE => self.on_ack(&m, errors),
             types::AGENT_SESSION_STATE => {
                 expect_flags(&m, 0, FLAG_SYN | FLAG_FIN, errors);
@@ -386,7 +408,7 @@ impl SessionState {
         }
     }
 
-    fn on_output(&mut self, m: AgentMessage, errors: &mut Vec<String>) {
+    fn on_output(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
         let seq = m.sequence_number;
         let syn = if seq == 0 { FLAG_SYN } else { 0 };
         expect_flags(&m, seq, syn, errors);
@@ -414,21 +436,34 @@ impl SessionState {
             self.early.insert(seq, m);
             return;
         }
-        self.deliver(m, errors);
+        self.deliver(m, kms, errors);
         self.expected += 1;
         while let Some(next) = self.early.remove(&self.expected) {
-            self.deliver(next, errors);
+            self.deliver(next, kms, errors);
             self.expected += 1;
         }
         self.stats.output_expected = self.expected;
     }
 
-    fn deliver(&mut self, m: AgentMessage, errors: &mut Vec<String>) {
+    fn deliver(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
+        let payload = match (&self.cipher, m.payload_type) {
+            (Some(c), pt::OUTPUT | pt::STDERR | pt::EXIT_CODE) => match c.decrypt(&m.payload) {
+                Ok(plain) => plain,
+                Err(e) => {
+                    return errors.push(format!(
+                        "output {} (PayloadType {}) of an encrypted session does not decrypt \
+                         with the data key's bytes 0..32: {e}",
+                        m.sequence_number, m.payload_type
+                    ));
+                }
+            },
+            _ => m.payload,
+        };
         match m.payload_type {
-            pt::OUTPUT => self.output.extend_from_slice(&m.payload),
-            pt::STDERR => self.stderr.extend_from_slice(&m.payload),
+            pt::OUTPUT => self.output.extend_from_slice(&payload),
+            pt::STDERR => self.stderr.extend_from_slice(&payload),
             pt::EXIT_CODE => {
-                let text = m.payload_text();
+                let text = String::from_utf8_lossy(&payload);
                 let code = text
                     .trim()
                     .strip_prefix("EXIT_CODE:")
@@ -438,16 +473,27 @@ impl SessionState {
                 }
                 self.exit_code = code;
             }
-            pt::HANDSHAKE_REQUEST => match serde_json::from_slice::<Value>(&m.payload) {
-                Ok(req) => self.answer_handshake(req, errors),
+            pt::HANDSHAKE_REQUEST => match serde_json::from_slice::<Value>(&payload) {
+                Ok(req) => self.answer_handshake(req, kms, errors),
                 Err(e) => errors.push(format!("HandshakeRequest is not JSON: {e}")),
             },
-            pt::HANDSHAKE_COMPLETE => match serde_json::from_slice(&m.payload) {
-                Ok(v) => self.handshake_complete = Some(v),
+            pt::HANDSHAKE_COMPLETE => match serde_json::from_slice(&payload) {
+                Ok(v) => {
+                    if self.cipher.is_some() && !self.challenge_answered {
+                        errors.push(
+                            "HandshakeComplete of an encrypted session came without an \
+                             EncChallengeRequest: the agent never checked the client's key"
+                                .into(),
+                        );
+                    }
+                    self.handshake_complete = Some(v);
+                }
                 Err(e) => errors.push(format!("HandshakeComplete is not JSON: {e}")),
             },
             pt::ENC_CHALLENGE_REQUEST => {
-                errors.push("EncChallengeRequest: KMS encryption is not emulated".into())
+                if let Err(e) = self.answer_challenge(&payload) {
+                    errors.push(format!("EncChallengeRequest: {e}"));
+                }
             }
             other => errors.push(format!(
                 "output_stream_data {} has PayloadType {other}, not one the agent sends",
@@ -456,12 +502,14 @@ impl SessionState {
         }
     }
 
-    fn answer_handshake(&mut self, req: Value, errors: &mut Vec<String>) {
+    fn answer_handshake(&mut self, req: Value, kms: &mut KmsClient, errors: &mut Vec<String>) {
         let actions = req["RequestedClientActions"].as_array().cloned();
+        let actions = actions.unwrap_or_default();
+        self.check_kms_requested(&actions, errors);
         let mut processed = Vec::new();
-        for a in actions.unwrap_or_default() {
+        for a in actions {
             let kind = a["ActionType"].as_str().unwrap_or_default();
-            let (status, error) = match kind {
+            let (status, result, error) = match kind {
                 "SessionType" => {
                     let asked = &a["ActionParameters"]["SessionType"];
                     if asked != self.spec.session_type.as_str() {
@@ -470,15 +518,21 @@ impl SessionState {
                             self.spec.session_type
                         ));
                     }
-                    (1, "")
+                    (1, Value::Null, String::new())
                 }
-                "KMSEncryption" => (2, "KMS encryption is not emulated by ssm-emulator"),
-                _ => (3, "unsupported action"),
+                "KMSEncryption" => match self.accept_kms(&a["ActionParameters"], kms) {
+                    Ok(result) => (1, result, String::new()),
+                    Err(e) => {
+                        errors.push(format!("HandshakeRequest: {e}"));
+                        (2, Value::Null, e)
+                    }
+                },
+                _ => (3, Value::Null, "unsupported action".into()),
             };
             processed.push(json!({
                 "ActionType": kind,
                 "ActionStatus": status,
-                "ActionResult": null,
+                "ActionResult": result,
                 "Error": error,
             }));
         }
@@ -489,6 +543,65 @@ impl SessionState {
         });
         self.handshake_request = Some(req);
         self.sequence(pt::HANDSHAKE_RESPONSE, response.to_string().into_bytes());
+    }
+
+    /// The agent must ask for encryption exactly when the session has a KMS key and is not Port
+    /// (protocol.md §4.6.3).
+    fn check_kms_requested(&self, actions: &[Value], errors: &mut Vec<String>) {
+        let key = self.spec.inputs["kmsKeyId"].as_str().unwrap_or_default();
+        let expected = !key.is_empty() && self.spec.session_type != "Port";
+        let asked = actions.iter().any(|a| a["ActionType"] == "KMSEncryption");
+        if asked != expected {
+            errors.push(format!(
+                "HandshakeRequest {} KMSEncryption for a {} session with kmsKeyId {key:?}",
+                if asked { "asks for" } else { "lacks" },
+                self.spec.session_type
+            ));
+        }
+    }
+
+    /// Makes up the data key (registered with the emulator's KMS under the session's encryption
+    /// context) and returns the action's `ActionResult`.
+    fn accept_kms(&mut self, params: &Value, kms: &mut KmsClient) -> Result<Value, String> {
+        let key_id = params["KMSKeyId"]
+            .as_str()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| format!("KMSEncryption action without a KMSKeyId: {params}"))?;
+        let challenge = params["Challenge"].as_str().filter(|c| !c.is_empty());
+        let mut context = BTreeMap::from([
+            ("aws:ssm:SessionId".to_string(), self.spec.session_id.clone()),
+            ("aws:ssm:TargetId".to_string(), kms.target_id.to_string()),
+        ]);
+        if let Some(c) = challenge {
+            context.insert("aws:ssm:RandomChallenge".into(), c.into());
+        }
+        let (blob, data_key) = kms.state.generate_data_key(key_id, context);
+        self.cipher = Some(Cipher::client(&data_key));
+        Ok(json!({
+            "KMSCipherTextKey": b64(&blob),
+            "KMSCipherTextHash": b64(&Sha256::digest(&blob)),
+            "ChallengeAcknowledgement": challenge.is_some(),
+        }))
+    }
+
+    /// Opens the agent's challenge with the agent's key and seals it with the client's: the
+    /// EncChallengeResponse (never itself encrypted as a payload).
+    fn answer_challenge(&mut self, payload: &[u8]) -> Result<(), String> {
+        let cipher = self
+            .cipher
+            .as_mut()
+            .ok_or("arrived, but the client accepted no KMSEncryption action")?;
+        let v: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+        let sealed = v["Challenge"]
+            .as_str()
+            .ok_or_else(|| format!("no Challenge string in {v}"))?;
+        let plain = cipher
+            .decrypt(&unb64(sealed)?)
+            .map_err(|e| format!("Challenge does not decrypt with the data key's bytes 0..32: {e}"))?;
+        let answer = json!({"Challenge": b64(&cipher.encrypt(&plain))});
+        self.challenge_answered = true;
+        self.sequence(pt::ENC_CHALLENGE_RESPONSE, answer.to_string().into_bytes());
+        Ok(())
     }
 
     fn on_ack(&mut self, m: &AgentMessage, errors: &mut Vec<String>) {
@@ -602,8 +715,13 @@ fn on_data_frame(st: &mut State, sid: &str, bytes: &[u8]) {
     };
     let mut errors = m.problems();
     st.mgs.record(sid, true, m.clone());
+    let target_id = st.mgs.instance_id(&st.options.instance_id);
+    let mut kms = KmsClient {
+        state: &mut st.kms,
+        target_id: &target_id,
+    };
     if let Some(s) = st.mgs.sessions.get_mut(sid) {
-        s.on_message(m, &mut errors);
+        s.on_message(m, &mut kms, &mut errors);
     }
     for e in errors {
         st.mgs.error(format!("data channel {sid}: {e}"));
@@ -704,6 +822,14 @@ impl Session {
 
     pub fn handshake_complete(&self) -> Option<Value> {
         self.view(|s| s.handshake_complete.clone()).flatten()
+    }
+
+    /// Whether the session runs KMS-encrypted: the client accepted a KMSEncryption action and
+    /// the handshake completed. [`Session::output`] and friends are plaintext either way; the
+    /// wire payloads are in [`crate::MgsState::log`].
+    pub fn encrypted(&self) -> bool {
+        self.view(|s| s.cipher.is_some() && s.handshake_complete.is_some())
+            .unwrap_or(false)
     }
 
     /// Waits until `ready(output so far)` holds.
