@@ -7,7 +7,7 @@
 //! it with `sh -c`, which gives the same result for plain commands and also lets pipes work.
 
 use super::datachannel::payload_type;
-use super::plugin::{Ended, Event, Interest, Plugin, ReadResult, read_chunk};
+use super::plugin::{CHUNK, Ended, Event, Interest, Plugin, ReadResult, read_chunk};
 use super::runas::SessionUser;
 use crate::sys::{Pid, Signal, kill_group};
 use std::os::fd::AsRawFd;
@@ -119,8 +119,8 @@ impl Plugin for Commands {
         }
         let is_stdout = self.stdout.as_ref().is_some_and(|s| s.as_raw_fd() == fd);
         let result = match (is_stdout, &mut self.stdout, &mut self.stderr) {
-            (true, Some(out), _) => read_chunk(out),
-            (false, _, Some(err)) => read_chunk(err),
+            (true, Some(out), _) => read_chunk(out, CHUNK),
+            (false, _, Some(err)) => read_chunk(err, CHUNK),
             _ => return,
         };
         match result {

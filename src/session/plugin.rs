@@ -81,9 +81,9 @@ pub enum ReadResult {
     Eof,
 }
 
-/// Reads up to `CHUNK` bytes. EIO (a PTY whose child exited) counts as end of file.
-pub fn read_chunk(r: &mut impl Read) -> io::Result<ReadResult> {
-    let mut buf = vec![0u8; CHUNK];
+/// Reads up to `max` bytes. EIO (a PTY whose child exited) counts as end of file.
+pub fn read_chunk(r: &mut impl Read, max: usize) -> io::Result<ReadResult> {
+    let mut buf = vec![0u8; max];
     loop {
         return match r.read(&mut buf) {
             Ok(0) => Ok(ReadResult::Eof),

@@ -5,14 +5,15 @@
 //! refused, after name resolution, so a session cannot reach them under another name.
 
 use super::datachannel::payload_type;
-use super::plugin::{Ended, Event, Interest, Pending, Plugin, ReadResult, read_chunk};
+use super::plugin::{CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult, read_chunk};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// Flag values (§4.6.1).
-const FLAG_DISCONNECT_TO_PORT: u32 = 1;
-const FLAG_TERMINATE_SESSION: u32 = 2;
+pub const FLAG_DISCONNECT_TO_PORT: u32 = 1;
+pub const FLAG_TERMINATE_SESSION: u32 = 2;
+pub const FLAG_CONNECT_TO_PORT_ERROR: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a Port session goes, resolved and checked.
@@ -54,6 +55,27 @@ pub fn destination(host: &str, port: &str, denied: &[String]) -> Result<Destinat
     Ok(Destination { addrs, label })
 }
 
+/// Tries the destination's addresses in order; the connection comes back non-blocking.
+pub fn connect(dest: &Destination) -> Result<TcpStream, String> {
+    let mut last = String::from("no address");
+    for addr in &dest.addrs {
+        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
+            Ok(conn) => {
+                conn.set_nonblocking(true).map_err(|e| {
+                    format!(
+                        "cannot make the connection to {} non-blocking: {e}",
+                        dest.label
+                    )
+                })?;
+                let _ = conn.set_nodelay(true);
+                return Ok(conn);
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(format!("cannot connect to {} ({last})", dest.label))
+}
+
 /// Basic mode: one TCP connection at a time.
 pub struct Port {
     dest: Destination,
@@ -75,16 +97,8 @@ impl Port {
     }
 
     fn connect(&mut self) -> Result<(), String> {
-        let stream = self
-            .dest
-            .addrs
-            .iter()
-            .find_map(|a| TcpStream::connect_timeout(a, CONNECT_TIMEOUT).ok())
-            .ok_or_else(|| format!("cannot connect to {}", self.dest.label))?;
-        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
+        self.conn = Some(connect(&self.dest)?);
         log::info!("session: connected to {}", self.dest.label);
-        self.conn = Some(stream);
         Ok(())
     }
 
@@ -122,7 +136,7 @@ impl Plugin for Port {
         if !readable {
             return;
         }
-        match read_chunk(conn) {
+        match read_chunk(conn, CHUNK) {
             Ok(ReadResult::Data(data)) => events.push(Event::Output(payload_type::OUTPUT, data)),
             Ok(ReadResult::WouldBlock) => {}
             // The server closed: in basic mode that ends the forwarded connection, and the session.

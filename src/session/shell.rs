@@ -3,7 +3,7 @@
 
 use super::datachannel::payload_type;
 use super::plugin::{
-    Ended, Event, Interest, Pending, Plugin, ReadResult, hold_incomplete_utf8, read_chunk,
+    CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult, hold_incomplete_utf8, read_chunk,
 };
 use super::runas::SessionUser;
 use crate::sys::pty::{self, Pty};
@@ -93,7 +93,7 @@ impl Plugin for Shell {
         if !readable || self.ended {
             return;
         }
-        match read_chunk(&mut self.pty.master) {
+        match read_chunk(&mut self.pty.master, CHUNK) {
             Ok(ReadResult::Data(mut data)) => {
                 let mut chunk = std::mem::take(&mut self.carry);
                 chunk.append(&mut data);

@@ -26,11 +26,12 @@
 //! here (the data channel has its own liveness).
 
 use super::datachannel::payload_type;
+use super::plugin::read_chunk;
 use super::plugin::{CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult};
-use super::port::Destination;
+use super::port::{Destination, FLAG_CONNECT_TO_PORT_ERROR, FLAG_TERMINATE_SESSION, connect};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -51,10 +52,7 @@ pub const KEEPALIVE_OFF_AFTER_CLIENT: &str = "1.2.331.0";
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Streams open at once; more SYNs are answered with FIN (bounds fds and connect threads).
 const MAX_STREAMS: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Flag values (§4.6.1).
-const FLAG_TERMINATE_SESSION: u32 = 2;
-const FLAG_CONNECT_TO_PORT_ERROR: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
@@ -238,7 +236,7 @@ impl Stream {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        match read_some(conn, MAX_READ)? {
+        match read_chunk(conn, MAX_READ)? {
             ReadResult::Data(data) if !self.client_fin => {
                 events.push(output(encode_psh(id, &data)))
             }
@@ -266,40 +264,6 @@ fn output(frames: Vec<u8>) -> Event {
 }
 
 /// One non-blocking read of at most `max` bytes.
-fn read_some(conn: &mut TcpStream, max: usize) -> io::Result<ReadResult> {
-    let mut buf = vec![0u8; max];
-    loop {
-        return match conn.read(&mut buf) {
-            Ok(0) => Ok(ReadResult::Eof),
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(ReadResult::Data(buf))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-    }
-}
-
-/// Tries `addrs` in order; the connection comes back non-blocking.
-fn connect(addrs: &[SocketAddr], label: &str) -> Result<TcpStream, String> {
-    let mut last = String::from("no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
-            Ok(conn) => {
-                conn.set_nonblocking(true).map_err(|e| {
-                    format!("cannot make the connection to {label} non-blocking: {e}")
-                })?;
-                let _ = conn.set_nodelay(true);
-                return Ok(conn);
-            }
-            Err(e) => last = format!("{addr}: {e}"),
-        }
-    }
-    Err(format!("cannot connect to {label} ({last})"))
-}
-
 /// The multiplexed Port plugin: many TCP connections behind one smux session.
 pub struct PortMux {
     dest: Destination,
@@ -386,11 +350,11 @@ impl PortMux {
         }
         self.streams.insert(id, Stream::default());
         let mailbox = self.mailbox.clone();
-        let (addrs, label) = (self.dest.addrs.clone(), self.dest.label.clone());
+        let dest = self.dest.clone();
         let spawned = std::thread::Builder::new()
             .name("port-connect".into())
             .spawn(move || {
-                mailbox.post(Mail::Connected(id, connect(&addrs, &label)));
+                mailbox.post(Mail::Connected(id, connect(&dest)));
             });
         if let Err(e) = spawned {
             self.connected(

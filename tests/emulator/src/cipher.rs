@@ -43,7 +43,8 @@ impl Cipher {
     pub fn new(seal: &[u8; HALF], open: &[u8; HALF]) -> Cipher {
         let mut start = [0u8; NONCE_LEN];
         fill_random(&mut start);
-        let word = |i: usize| u32::from_le_bytes([start[i], start[i + 1], start[i + 2], start[i + 3]]);
+        let word =
+            |i: usize| u32::from_le_bytes([start[i], start[i + 1], start[i + 2], start[i + 3]]);
         Cipher {
             seal: aes_key(seal),
             open: aes_key(open),
@@ -76,17 +77,27 @@ impl Cipher {
         let nonce = self.next_nonce();
         let mut sealed = plaintext.to_vec();
         self.seal
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut sealed,
+            )
             .expect("session payloads are far below AES-GCM's length limit");
         [&nonce[..], &sealed].concat()
     }
 
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, String> {
         let Some((nonce, sealed)) = data.split_first_chunk::<NONCE_LEN>() else {
-            return Err(format!("{} bytes are too short for nonce and tag", data.len()));
+            return Err(format!(
+                "{} bytes are too short for nonce and tag",
+                data.len()
+            ));
         };
         if sealed.len() < TAG_LEN {
-            return Err(format!("{} bytes are too short for nonce and tag", data.len()));
+            return Err(format!(
+                "{} bytes are too short for nonce and tag",
+                data.len()
+            ));
         }
         let mut buf = sealed.to_vec();
         let n = self
@@ -148,9 +159,15 @@ mod tests {
         let second = c.encrypt(b"");
         let word0 = |m: &[u8]| u32::from_le_bytes(m[..4].try_into().unwrap());
         assert_eq!(word0(&second), word0(&first).wrapping_add(1));
-        assert_ne!(Cipher::client(&key()).encrypt(b"")[..NONCE_LEN], first[..NONCE_LEN]);
+        assert_ne!(
+            Cipher::client(&key()).encrypt(b"")[..NONCE_LEN],
+            first[..NONCE_LEN]
+        );
         c.counter = [u32::MAX, u32::MAX, 5];
-        assert_eq!(c.next_nonce(), [255, 255, 255, 255, 255, 255, 255, 255, 5, 0, 0, 0]);
+        assert_eq!(
+            c.next_nonce(),
+            [255, 255, 255, 255, 255, 255, 255, 255, 5, 0, 0, 0]
+        );
         assert_eq!(c.next_nonce(), [0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0]);
     }
 

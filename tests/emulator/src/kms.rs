@@ -75,12 +75,19 @@ impl KmsState {
     }
 
     /// The data key for `body`, or the error type and message KMS would answer.
-    fn decrypt(&self, body: &Value) -> Result<(String, [u8; DATA_KEY_LEN]), (&'static str, String)> {
+    fn decrypt(
+        &self,
+        body: &Value,
+    ) -> Result<(String, [u8; DATA_KEY_LEN]), (&'static str, String)> {
         let invalid = |msg: String| ("InvalidCiphertextException", msg);
-        let blob = body["CiphertextBlob"]
-            .as_str()
-            .ok_or_else(|| ("ValidationException", "CiphertextBlob must be a base64 string".into()))?;
-        let blob = unb64(blob).map_err(|e| ("ValidationException", format!("CiphertextBlob: {e}")))?;
+        let blob = body["CiphertextBlob"].as_str().ok_or_else(|| {
+            (
+                "ValidationException",
+                "CiphertextBlob must be a base64 string".into(),
+            )
+        })?;
+        let blob =
+            unb64(blob).map_err(|e| ("ValidationException", format!("CiphertextBlob: {e}")))?;
         let issued = self
             .issued
             .get(&blob)
@@ -93,9 +100,8 @@ impl KmsState {
             );
             return Err(("IncorrectKeyException", msg));
         }
-        let context = string_map(&body["EncryptionContext"]).ok_or_else(|| {
-            invalid("EncryptionContext must be an object of strings".into())
-        })?;
+        let context = string_map(&body["EncryptionContext"])
+            .ok_or_else(|| invalid("EncryptionContext must be an object of strings".into()))?;
         if context != issued.context {
             return Err(invalid(format!(
                 "EncryptionContext {context:?} differs from the one the data key was encrypted \
@@ -125,7 +131,10 @@ pub(crate) fn decrypt(st: &mut State, body: &Value) -> Response {
     st.kms.decrypts.push(KmsDecrypt {
         at: Instant::now(),
         request: body.clone(),
-        error: result.as_ref().err().map(|(t, m)| (t.to_string(), m.clone())),
+        error: result
+            .as_ref()
+            .err()
+            .map(|(t, m)| (t.to_string(), m.clone())),
     });
     match result {
         Ok((key_id, data_key)) => Response::json(
@@ -147,7 +156,10 @@ mod tests {
     fn context(sid: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("aws:ssm:SessionId".to_string(), sid.to_string()),
-            ("aws:ssm:TargetId".to_string(), "i-0123456789abcdef0".to_string()),
+            (
+                "aws:ssm:TargetId".to_string(),
+                "i-0123456789abcdef0".to_string(),
+            ),
         ])
     }
 
@@ -158,24 +170,39 @@ mod tests {
         let (other_blob, other_key) = kms.generate_data_key("alias/ssm", context("s-2"));
         assert_ne!(key, other_key);
         assert_eq!(blob.len(), BLOB_LEN);
-        let body = |blob: &[u8], key_id: &str, sid: &str| {
-            json!({"CiphertextBlob": b64(blob), "KeyId": key_id, "EncryptionContext": context(sid)})
-        };
+        let body = |blob: &[u8], key_id: &str, sid: &str| json!({"CiphertextBlob": b64(blob), "KeyId": key_id, "EncryptionContext": context(sid)});
         assert_eq!(
             kms.decrypt(&body(&blob, "alias/ssm", "s-1")).unwrap(),
             ("alias/ssm".to_string(), key)
         );
-        assert_eq!(kms.decrypt(&body(&other_blob, "alias/ssm", "s-2")).unwrap().1, other_key);
+        assert_eq!(
+            kms.decrypt(&body(&other_blob, "alias/ssm", "s-2"))
+                .unwrap()
+                .1,
+            other_key
+        );
         let error_type = |b: Value| kms.decrypt(&b).unwrap_err().0;
-        assert_eq!(error_type(body(&blob, "alias/ssm", "s-2")), "InvalidCiphertextException");
-        assert_eq!(error_type(body(&blob, "alias/other", "s-1")), "IncorrectKeyException");
-        assert_eq!(error_type(body(&[1, 2, 3], "alias/ssm", "s-1")), "InvalidCiphertextException");
+        assert_eq!(
+            error_type(body(&blob, "alias/ssm", "s-2")),
+            "InvalidCiphertextException"
+        );
+        assert_eq!(
+            error_type(body(&blob, "alias/other", "s-1")),
+            "IncorrectKeyException"
+        );
+        assert_eq!(
+            error_type(body(&[1, 2, 3], "alias/ssm", "s-1")),
+            "InvalidCiphertextException"
+        );
         let mut extra = body(&blob, "alias/ssm", "s-1");
         extra["EncryptionContext"]["aws:ssm:RandomChallenge"] = json!("AAAA");
         assert_eq!(error_type(extra), "InvalidCiphertextException");
         let mut missing = body(&blob, "alias/ssm", "s-1");
         missing.as_object_mut().unwrap().remove("EncryptionContext");
         assert_eq!(error_type(missing), "InvalidCiphertextException");
-        assert_eq!(error_type(json!({"CiphertextBlob": "%%"})), "ValidationException");
+        assert_eq!(
+            error_type(json!({"CiphertextBlob": "%%"})),
+            "ValidationException"
+        );
     }
 }

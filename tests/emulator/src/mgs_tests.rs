@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::agentmessage::{FLAG_FIN, FLAG_SYN, payload_types as pt, types};
 use crate::http::{Request, read_headers};
@@ -617,5 +618,232 @@ fn port_stream_reads_and_writes_bytes() {
     assert_eq!(
         (flag.payload_type, &flag.payload[..]),
         (pt::FLAG, &[0, 0, 0, 2][..])
+    );
+}
+
+/// `TrentService.Decrypt` with `body`, signed for `service`; (status, JSON answer).
+fn kms_decrypt(emu: &Emulator, body: &Value, service: &str) -> (u16, Value) {
+    let mut req = Request {
+        method: "POST".into(),
+        path: "/".into(),
+        query: String::new(),
+        headers: vec![
+            ("Host".into(), host(emu)),
+            ("Content-Type".into(), "application/x-amz-json-1.1".into()),
+            ("X-Amz-Target".into(), targets::KMS_DECRYPT.into()),
+        ],
+        body: body.to_string().into_bytes(),
+    };
+    let now = SystemTime::now();
+    sign_for_tests(
+        &mut req,
+        KEY,
+        SECRET,
+        Some("tok"),
+        "us-east-1",
+        service,
+        now,
+    );
+    let (status, text) = post(emu, &req);
+    (status, serde_json::from_str(&text).unwrap())
+}
+
+/// The next input message numbered above `seq` (retransmissions of earlier ones are skipped).
+fn input_after(agent: &mut FakeAgent, seq: i64) -> AgentMessage {
+    loop {
+        let m = agent.input();
+        if m.sequence_number > seq {
+            return m;
+        }
+    }
+}
+
+/// The agent's side of a KMS-encrypted shell, built from the emulator's cipher primitives with
+/// the key halves the agent's way round: the client's data key reaches the agent only through
+/// the emulator's KMS, and the challenge, input and output all cross the wire encrypted.
+#[test]
+fn kms_encrypted_session_round_trip() {
+    let emu = emulator();
+    let spec = SessionSpec::standard_stream().kms_key_id("alias/ssm-test");
+    let (session, _control, mut agent, task) = session_with_agent(&emu, spec);
+    assert_eq!(
+        task["DocumentContent"]["inputs"]["kmsKeyId"],
+        "alias/ssm-test"
+    );
+    session.send_input(b"echo hi\r");
+    let challenge = cipher::b64(b"0123456789abcdef");
+    let req = json!({"AgentVersion": "0.1.0", "RequestedClientActions": [
+        {"ActionType": "SessionType", "ActionParameters": {"SessionType": "Standard_Stream", "Properties": null}},
+        {"ActionType": "KMSEncryption", "ActionParameters": {"KMSKeyId": "alias/ssm-test", "Challenge": challenge}}]});
+    agent.output(0, pt::HANDSHAKE_REQUEST, req.to_string().as_bytes());
+    let resp = agent.input();
+    assert_eq!(
+        (resp.sequence_number, resp.payload_type),
+        (0, pt::HANDSHAKE_RESPONSE)
+    );
+    agent.ack_input(&resp);
+    let v: Value = serde_json::from_slice(&resp.payload).unwrap();
+    let actions = v["ProcessedClientActions"].as_array().unwrap();
+    assert_eq!(actions.len(), 2, "{v}");
+    assert_eq!(actions[0]["ActionStatus"], 1);
+    let kms_action = &actions[1];
+    assert_eq!(
+        (
+            &kms_action["ActionType"],
+            &kms_action["ActionStatus"],
+            &kms_action["Error"]
+        ),
+        (&json!("KMSEncryption"), &json!(1), &json!(""))
+    );
+    let result = &kms_action["ActionResult"];
+    let blob = result["KMSCipherTextKey"].as_str().unwrap();
+    let blob_bytes = cipher::unb64(blob).unwrap();
+    assert_eq!(
+        result["KMSCipherTextHash"],
+        cipher::b64(&Sha256::digest(&blob_bytes))
+    );
+    assert_eq!(result["ChallengeAcknowledgement"], true);
+    assert!(!session.encrypted(), "not before HandshakeComplete");
+
+    // KMS: signed for kms only; the key comes back only for the session's exact context.
+    let context = json!({"aws:ssm:SessionId": session.id(),
+        "aws:ssm:TargetId": "i-0123456789abcdef0", "aws:ssm:RandomChallenge": challenge});
+    let good =
+        json!({"CiphertextBlob": blob, "KeyId": "alias/ssm-test", "EncryptionContext": context});
+    let (status, _) = kms_decrypt(&emu, &good, "ssmmessages");
+    assert_eq!(status, 403);
+    let mut no_challenge = good.clone();
+    no_challenge["EncryptionContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("aws:ssm:RandomChallenge");
+    let (status, err) = kms_decrypt(&emu, &no_challenge, "kms");
+    assert_eq!(
+        (status, &err["__type"]),
+        (400, &json!("InvalidCiphertextException"))
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("RandomChallenge"),
+        "{err}"
+    );
+    let mut other_key = good.clone();
+    other_key["KeyId"] = json!("alias/other");
+    let (status, err) = kms_decrypt(&emu, &other_key, "kms");
+    assert_eq!(
+        (status, &err["__type"]),
+        (400, &json!("IncorrectKeyException"))
+    );
+    let (status, ok) = kms_decrypt(&emu, &good, "kms");
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["KeyId"], "alias/ssm-test");
+    let data_key = cipher::unb64(ok["Plaintext"].as_str().unwrap()).unwrap();
+    assert_eq!(data_key.len(), 64);
+    let decrypts = emu.kms_decrypts();
+    let outcomes: Vec<bool> = decrypts.iter().map(KmsDecrypt::succeeded).collect();
+    assert_eq!(outcomes, [false, false, true], "the 403 never reached KMS");
+    assert_eq!(decrypts[2].encryption_context(), &context);
+    assert_eq!(emu.count(targets::KMS_DECRYPT), 4);
+
+    // The encryption challenge: sealed by the agent, returned sealed by the client.
+    let (agent_half, client_half) = data_key.split_at(32);
+    let mut agent_cipher = cipher::Cipher::new(
+        agent_half.try_into().unwrap(),
+        client_half.try_into().unwrap(),
+    );
+    let secret = [0x5au8; 64];
+    let request = json!({"Challenge": cipher::b64(&agent_cipher.encrypt(&secret))});
+    agent.output(1, pt::ENC_CHALLENGE_REQUEST, request.to_string().as_bytes());
+    let answer = input_after(&mut agent, 0);
+    assert_eq!(
+        (answer.sequence_number, answer.payload_type),
+        (1, pt::ENC_CHALLENGE_RESPONSE)
+    );
+    agent.ack_input(&answer);
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    let sealed = cipher::unb64(answer["Challenge"].as_str().unwrap()).unwrap();
+    assert_eq!(agent_cipher.decrypt(&sealed).unwrap(), secret);
+    assert!(
+        agent.recv(Duration::from_millis(300)).is_none(),
+        "input still waits for HandshakeComplete"
+    );
+
+    // After HandshakeComplete: the size stays plain, keystrokes and output are encrypted.
+    let complete = json!({"HandshakeTimeToComplete": 1000,
+        "CustomerMessage": "This session is encrypted using AWS KMS."});
+    agent.output(2, pt::HANDSHAKE_COMPLETE, complete.to_string().as_bytes());
+    let size = input_after(&mut agent, 1);
+    assert_eq!((size.sequence_number, size.payload_type), (2, pt::SIZE));
+    assert_eq!(&size.payload[..], br#"{"cols":80,"rows":24}"#);
+    agent.ack_input(&size);
+    let keys = input_after(&mut agent, 2);
+    assert_eq!((keys.sequence_number, keys.payload_type), (3, pt::OUTPUT));
+    agent.ack_input(&keys);
+    assert_eq!(keys.payload.len(), 12 + 8 + 16);
+    assert_eq!(agent_cipher.decrypt(&keys.payload).unwrap(), b"echo hi\r");
+    agent.output(3, pt::OUTPUT, &agent_cipher.encrypt(b"hi\r\n"));
+    assert_eq!(session.read_output_until("hi\r\n", WAIT).unwrap(), "hi\r\n");
+    assert!(session.encrypted());
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+
+    // Plaintext output in an encrypted session is an agent bug: reported, not delivered.
+    agent.output(4, pt::OUTPUT, b"leak");
+    while agent.acked_output(1) != [4] {} // the ack of output 3 may still be unread
+    let errors = emu.mgs_errors();
+    assert!(
+        errors.len() == 1 && errors[0].contains("output 4 (PayloadType 1)"),
+        "{errors:?}"
+    );
+    assert_eq!(session.output(), b"hi\r\n");
+}
+
+#[test]
+fn kms_action_without_challenge_or_key_is_checked() {
+    let emu = emulator();
+    // An older agent: no Challenge, so none in the context and no acknowledgement.
+    let spec = SessionSpec::interactive_commands("top").kms_key_id("k-1");
+    let (session, _control, mut agent, _) = session_with_agent(&emu, spec);
+    let req = json!({"RequestedClientActions": [
+        {"ActionType": "SessionType", "ActionParameters": {"SessionType": "InteractiveCommands"}},
+        {"ActionType": "KMSEncryption", "ActionParameters": {"KMSKeyId": "k-1"}}]});
+    agent.output(0, pt::HANDSHAKE_REQUEST, req.to_string().as_bytes());
+    let resp: Value = serde_json::from_slice(&agent.input().payload).unwrap();
+    let result = &resp["ProcessedClientActions"][1]["ActionResult"];
+    assert_eq!(result["ChallengeAcknowledgement"], false);
+    let body = json!({"CiphertextBlob": result["KMSCipherTextKey"], "KeyId": "k-1",
+        "EncryptionContext": {"aws:ssm:SessionId": session.id(), "aws:ssm:TargetId": "i-0123456789abcdef0"}});
+    assert_eq!(kms_decrypt(&emu, &body, "kms").0, 200);
+    // HandshakeComplete without the challenge exchange is flagged.
+    agent.output(1, pt::HANDSHAKE_COMPLETE, b"{}");
+    assert!(emu.wait_until(WAIT, |st| !st.mgs().errors.is_empty()));
+    assert!(
+        emu.mgs_errors()[0].contains("without an EncChallengeRequest"),
+        "{:?}",
+        emu.mgs_errors()
+    );
+
+    // A session without a key: the agent must not ask; when it does, the action is still
+    // answered (a client cannot tell), but the mismatch is reported.
+    let (_, _control2, mut agent2, _) = session_with_agent(&emu, SessionSpec::standard_stream());
+    let req = json!({"RequestedClientActions": [
+        {"ActionType": "KMSEncryption", "ActionParameters": {"KMSKeyId": ""}}]});
+    agent2.output(0, pt::HANDSHAKE_REQUEST, req.to_string().as_bytes());
+    let mut resp = agent2.input();
+    while resp.payload_type != pt::HANDSHAKE_RESPONSE {
+        resp = agent2.input(); // the terminal size goes out at once without a key
+    }
+    let resp: Value = serde_json::from_slice(&resp.payload).unwrap();
+    let action = &resp["ProcessedClientActions"][0];
+    assert_eq!(action["ActionStatus"], 2);
+    assert!(
+        action["Error"]
+            .as_str()
+            .unwrap()
+            .contains("without a KMSKeyId"),
+        "{action}"
+    );
+    let errors = emu.mgs_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("asks for KMSEncryption")),
+        "{errors:?}"
     );
 }

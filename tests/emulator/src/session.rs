@@ -569,7 +569,10 @@ impl SessionState {
             .ok_or_else(|| format!("KMSEncryption action without a KMSKeyId: {params}"))?;
         let challenge = params["Challenge"].as_str().filter(|c| !c.is_empty());
         let mut context = BTreeMap::from([
-            ("aws:ssm:SessionId".to_string(), self.spec.session_id.clone()),
+            (
+                "aws:ssm:SessionId".to_string(),
+                self.spec.session_id.clone(),
+            ),
             ("aws:ssm:TargetId".to_string(), kms.target_id.to_string()),
         ]);
         if let Some(c) = challenge {
@@ -595,9 +598,9 @@ impl SessionState {
         let sealed = v["Challenge"]
             .as_str()
             .ok_or_else(|| format!("no Challenge string in {v}"))?;
-        let plain = cipher
-            .decrypt(&unb64(sealed)?)
-            .map_err(|e| format!("Challenge does not decrypt with the data key's bytes 0..32: {e}"))?;
+        let plain = cipher.decrypt(&unb64(sealed)?).map_err(|e| {
+            format!("Challenge does not decrypt with the data key's bytes 0..32: {e}")
+        })?;
         let answer = json!({"Challenge": b64(&cipher.encrypt(&plain))});
         self.challenge_answered = true;
         self.sequence(pt::ENC_CHALLENGE_RESPONSE, answer.to_string().into_bytes());
