@@ -276,3 +276,23 @@ fn malformed_control_frames_are_dropped_and_sessions_still_work() {
         "the bad frames were logged"
     );
 }
+
+#[test]
+fn a_dropped_data_channel_reconnects_and_the_session_goes_on() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let s = emu
+        .start_session(SessionSpec::standard_stream().run_as("nobody", true))
+        .unwrap();
+    s.send_input(b"echo before-$((1+1))\r");
+    s.read_output_until("before-2", WAIT).expect("first answer");
+    s.drop_data_channel();
+    s.send_input(b"echo after-$((2+2))\r");
+    s.read_output_until("after-4", WAIT)
+        .expect("the session answers after the reconnect");
+    s.send_input(b"exit\r");
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}
