@@ -148,3 +148,64 @@ fn wait_file_exists(p: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn bad_jobs_get_parse_error_acks_and_failed_replies() {
+    let emu = emulator();
+    let _agent = agent(&emu, json!({}));
+    let not_json = "aws.ssm.ffffffff-0000-4000-8000-000000000001.i-0123456789abcdef0";
+    emu.send_agent_job_raw(not_json, "aws.ssm.sendCommand", "{not json");
+    assert_eq!(
+        emu.wait_job_ack(not_json, WAIT).unwrap().status_code,
+        "51408"
+    );
+    let r = final_of(&emu, not_json);
+    assert_eq!(r["documentStatus"], "Failed");
+    assert!(
+        r["documentTraceOutput"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let mut p = shell_payload("ffffffff-0000-4000-8000-000000000002", &["true"], 3600);
+    p["DocumentContent"]["schemaVersion"] = json!("9999.0");
+    let schema = emu.send_agent_job(&p);
+    assert!(
+        final_of(&emu, &schema)["documentTraceOutput"]
+            .as_str()
+            .unwrap()
+            .contains("schema version 9999.0")
+    );
+    let good = emu.send_agent_job(&shell_payload(
+        "ffffffff-0000-4000-8000-000000000003",
+        &["exit 2"],
+        3600,
+    ));
+    let r = final_of(&emu, &good);
+    assert_eq!(r["documentStatus"], "Failed");
+    assert_eq!(plugin(&r)["code"], 2);
+}
+
+#[test]
+fn a_job_interrupted_by_a_crash_is_reported_over_mgs_after_restart() {
+    let emu = emulator();
+    let mut agent = agent(&emu, json!({}));
+    let mark = agent.scratch().join("started");
+    let job = emu.send_agent_job(&shell_payload(
+        "ffffffff-0000-4000-8000-000000000004",
+        &[&format!("touch {}; sleep 60", mark.display())],
+        3600,
+    ));
+    wait_file_exists(&mark);
+    agent.kill9();
+    agent.start_again();
+    let r = final_of(&emu, &job);
+    assert_eq!(r["documentStatus"], "Failed");
+    assert!(
+        plugin(&r)["output"]
+            .as_str()
+            .unwrap()
+            .contains("agent stopped"),
+        "{r}"
+    );
+}
