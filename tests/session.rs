@@ -296,3 +296,39 @@ fn a_dropped_data_channel_reconnects_and_the_session_goes_on() {
         "Success"
     );
 }
+
+#[test]
+fn a_kms_encrypted_shell_session_works() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let spec = SessionSpec::standard_stream()
+        .run_as("nobody", true)
+        .kms_key_id("alias/ssm-lite-test");
+    let s = emu.start_session(spec).unwrap();
+    s.send_input(b"echo secret-$((6*7))\r");
+    s.read_output_until("secret-42", WAIT)
+        .expect("the encrypted shell answers");
+    assert!(s.encrypted(), "keys agreed and the challenge answered");
+    let decrypts = emu.kms_decrypts();
+    assert_eq!(decrypts.len(), 1);
+    assert!(decrypts[0].succeeded());
+    assert!(
+        decrypts[0]
+            .encryption_context()
+            .get("aws:ssm:RandomChallenge")
+            .is_some()
+    );
+    let complete = s.handshake_complete().expect("HandshakeComplete");
+    assert!(
+        complete["CustomerMessage"]
+            .as_str()
+            .unwrap()
+            .contains("encrypted using AWS KMS")
+    );
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+    s.send_input(b"exit\r");
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}

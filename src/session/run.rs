@@ -88,6 +88,8 @@ struct DataChannel<'a> {
     cipher: Option<SessionCipher>,
     /// The client's version, from its HandshakeResponse (smux needs it).
     client_version: String,
+    /// When the HandshakeRequest went out (HandshakeComplete reports the duration).
+    handshake_started: Option<Instant>,
 }
 
 impl<'a> DataChannel<'a> {
@@ -101,6 +103,7 @@ impl<'a> DataChannel<'a> {
             inc: Incoming::default(),
             cipher: None,
             client_version: String::new(),
+            handshake_started: None,
         })
     }
 
@@ -226,6 +229,7 @@ pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
         if let Err(e) = ch.stream(payload_type::HANDSHAKE_REQUEST, request) {
             return Ended::Failed(e);
         }
+        ch.handshake_started = Some(Instant::now());
         Phase::Handshake {
             since: Instant::now(),
         }
@@ -394,7 +398,10 @@ fn complete_handshake(
     } else {
         ""
     };
-    let done = json!({ "HandshakeTimeToComplete": 0, "CustomerMessage": message });
+    let nanos = ch
+        .handshake_started
+        .map_or(0, |t| t.elapsed().as_nanos() as u64);
+    let done = json!({ "HandshakeTimeToComplete": nanos, "CustomerMessage": message });
     ch.stream(
         payload_type::HANDSHAKE_COMPLETE,
         done.to_string().into_bytes(),

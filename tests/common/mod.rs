@@ -80,6 +80,7 @@ impl Agent {
             "Mds": { "Endpoint": emu.url() },
             "Ssm": { "Endpoint": emu.url() },
             "Mgs": { "Endpoint": emu.url() },
+            "Kms": { "Endpoint": emu.url() },
             "Identity": { "ConsumptionOrder": ["EC2"] }
         });
         merge(&mut config, &extra);
