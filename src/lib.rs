@@ -15,6 +15,7 @@ pub mod health;
 pub mod logging;
 pub mod mds;
 pub mod mgs;
+pub mod onprem;
 pub mod random;
 pub mod runcommand;
 pub mod session;
