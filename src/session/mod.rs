@@ -111,6 +111,8 @@ struct Shared {
     limit: usize,
     sender: ControlSender,
     active: Mutex<HashMap<String, Arc<Stop>>>,
+    /// Notified whenever a session leaves `active`.
+    ended: std::sync::Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
     completions: Mutex<Vec<Completion>>,
 }
@@ -132,6 +134,7 @@ impl Sessions {
                 limit,
                 sender,
                 active: Mutex::default(),
+                ended: std::sync::Condvar::new(),
                 threads: Mutex::default(),
                 completions: Mutex::default(),
             }),
@@ -144,13 +147,28 @@ impl Sessions {
             stop.stop(StopKind::Shutdown);
         }
         let deadline = Instant::now() + limit;
-        for handle in lock(&self.shared.threads).drain(..) {
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        let mut active = lock(&self.shared.active);
+        while !active.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                log::warn!("shutdown: {} session(s) did not end in time", active.len());
+                break;
             }
-            if handle.is_finished() {
-                let _ = handle.join();
-            }
+            active = self
+                .shared
+                .ended
+                .wait_timeout(active, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(active);
+        // A session leaves `active` as the last thing its thread does; a thread still stuck
+        // past the deadline is left to the process exit rather than waited for.
+        for handle in lock(&self.shared.threads)
+            .drain(..)
+            .filter(|h| h.is_finished())
+        {
+            let _ = handle.join();
         }
     }
 
@@ -211,8 +229,9 @@ impl Sessions {
                 ended,
                 t0.elapsed().as_secs()
             );
-            lock(&thread_shared.active).remove(&task.session_id);
             thread_shared.complete(&task.session_id, &ended);
+            lock(&thread_shared.active).remove(&task.session_id);
+            thread_shared.ended.notify_all();
         });
         match spawned {
             Ok(h) => {
