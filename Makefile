@@ -36,6 +36,7 @@ lint:
 bench:
 	$(CARGO) build --release --bin ssm-lite
 	$(CARGO) bench -p ssm-lite --bench agent
+	$(CARGO) bench -p ssm-lite --bench sessions
 
 clean:
 	$(CARGO) clean

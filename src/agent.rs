@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 use crate::state::{ReplySpool, StateDir};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -73,14 +73,15 @@ fn select_identity(
     config: &Config,
     http: &Arc<HttpClient>,
     env: &Env,
+    state_dir: &Path,
     shutdown: &Shutdown,
 ) -> Result<Identity, String> {
     let deadline = Instant::now() + IDENTITY_PATIENCE;
     let mut attempt = 0;
     loop {
-        match identity::select(config, http.clone(), env) {
+        match identity::select(config, http.clone(), env, state_dir) {
             Ok(id) => return Ok(id),
-            Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+            Err(e) if e.fatal || Instant::now() >= deadline => return Err(e.to_string()),
             Err(e) => {
                 attempt += 1;
                 let delay = crate::mds::backoff(attempt, Duration::from_secs(30));
@@ -239,7 +240,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 
     let http = http_client(&config)?;
     let env = Env::capture();
-    let identity = select_identity(&config, &http, &env, &shutdown)?;
+    let identity = select_identity(&config, &http, &env, &args.state_dir, &shutdown)?;
     let region = if config.agent.region.is_empty() {
         identity.region.clone()
     } else {

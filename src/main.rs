@@ -33,6 +33,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Register(args) => {
+            ssm_lite::logging::init();
+            ExitCode::from(ssm_lite::onprem::register::run_cli(&args))
+        }
         Command::Run(args) => {
             ssm_lite::logging::init();
             match ssm_lite::agent::run(&args) {

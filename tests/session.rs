@@ -332,3 +332,61 @@ fn a_kms_encrypted_shell_session_works() {
         "Success"
     );
 }
+
+#[test]
+fn port_forwarding_smux_mode_carries_ten_parallel_connections() {
+    const STREAMS: u32 = 10;
+    const LEN: usize = 1 << 20;
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let port = echo_server();
+    let started = Instant::now();
+    let s = emu
+        .start_session(SessionSpec::port(port, None, true))
+        .unwrap();
+    // Distinct per stream: a different multiplier and offset for each.
+    let payload = |k: u32| -> Vec<u8> {
+        (0..LEN as u32)
+            .map(|i| (i.wrapping_mul(2 * k + 1).wrapping_add(k * 37) >> 3) as u8)
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        for k in 0..STREAMS {
+            let mut stream = s.smux_open().expect("smux stream opens");
+            scope.spawn(move || {
+                let sent = payload(k);
+                let mut writer = stream.try_clone();
+                let data = sent.clone();
+                let writing = std::thread::spawn(move || writer.write_all(&data));
+                stream.set_read_timeout(Some(WAIT));
+                let mut echoed = vec![0u8; LEN];
+                stream.read_exact(&mut echoed).expect("the echo comes back");
+                writing.join().unwrap().expect("all bytes written");
+                assert!(echoed == sent, "stream {} echoed other bytes", stream.id());
+                stream.shutdown().unwrap();
+                assert_eq!(
+                    stream.read(&mut [0u8; 16]).unwrap(),
+                    0,
+                    "the agent answers FIN with FIN"
+                );
+            });
+        }
+    });
+    let stats = s.smux_stats();
+    assert_eq!(
+        (stats.streams_opened, stats.fins_received),
+        (STREAMS, u64::from(STREAMS))
+    );
+    s.send_flag(2); // TerminateSession
+    let done = emu
+        .wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
+    assert_eq!(done.final_status, "Success");
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+    eprintln!(
+        "smux: {STREAMS} × {LEN} bytes echoed in {:?}; {:?}; agent log {} bytes",
+        started.elapsed(),
+        s.stats(),
+        agent.log().len()
+    );
+}

@@ -1,11 +1,16 @@
 //! The identity the agent runs as, chosen by `Identity.ConsumptionOrder` (protocol.md §5.1):
-//! EC2 (IMDS) and CustomIdentity now; OnPrem (hybrid activation) plugs in at [`onprem_identity`].
+//! OnPrem (a hybrid-activation registration under the state dir), EC2 (IMDS), CustomIdentity.
 
 use super::credentials::{self, CredentialsError, CredentialsProvider, Env, RefreshingCredentials};
+use super::endpoint;
 use super::http::HttpClient;
 use super::imds::{ImdsClient, ImdsError};
 use crate::config::Config;
+use crate::onprem::credentials::{self as onprem_credentials, SsmService};
+use crate::onprem::rsasign::{self, RsaClient};
+use crate::onprem::store::RegistrationStore;
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,10 +51,16 @@ impl fmt::Debug for Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityError {
     pub tried: Vec<(String, String)>,
+    /// The last one tried is configured but broken (an unreadable registration): selection
+    /// stopped there, and retrying will not help.
+    pub fatal: bool,
 }
 
 impl fmt::Display for IdentityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (true, Some((name, why))) = (self.fatal, self.tried.last()) {
+            return write!(f, "identity {name} is configured but cannot be used: {why}");
+        }
         f.write_str("no identity is usable; tried Identity.ConsumptionOrder:")?;
         for (name, why) in &self.tried {
             write!(f, " {name}: {why};")?;
@@ -72,36 +83,61 @@ pub struct Placement {
     pub availability_zone_id: String,
 }
 
+/// Why one entry of the consumption order was not chosen.
+enum Rejected {
+    /// Not available on this host: try the next one.
+    Unusable(String),
+    /// Present but broken: stop, as falling back to another identity would hide it.
+    Broken(String),
+}
+
+impl From<String> for Rejected {
+    fn from(why: String) -> Rejected {
+        Rejected::Unusable(why)
+    }
+}
+
+/// On-prem instances report this as availability zone and instance type (protocol.md §5.4).
+const ONPREM: &str = "OnPrem";
+
 /// The placement probe must not delay a host without IMDS: one attempt, one second.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Tries each identity of `Identity.ConsumptionOrder` in turn; the first usable one wins.
-/// `env` supplies the IMDS endpoint switches and the default credential chain's variables.
+/// Tries each identity of `Identity.ConsumptionOrder` in turn; the first usable one wins, and a
+/// broken one (an unreadable registration) stops the search with a fatal error. `env` supplies
+/// the IMDS endpoint switches and the default credential chain's variables; `state_dir` holds
+/// the on-prem registration.
 pub fn select(
     config: &Config,
     http: Arc<HttpClient>,
     env: &Env,
+    state_dir: &Path,
 ) -> Result<Identity, IdentityError> {
     select_in_order(&config.identity.consumption_order, |name| match name {
-        "OnPrem" => onprem_identity(config).ok_or_else(|| {
-            "no hybrid activation registration (not supported by ssm-lite yet)".to_owned()
-        }),
+        "OnPrem" => match onprem_identity(config, http.clone(), state_dir) {
+            Ok(Some(identity)) => Ok(identity),
+            Ok(None) => Err(Rejected::Unusable(format!(
+                "not registered (nothing under {}); register with `ssm-lite register --code C --id I --region R`",
+                state_dir.display()
+            ))),
+            Err(why) => Err(Rejected::Broken(why)),
+        },
         "EC2" => ec2_identity(config, Arc::new(ImdsClient::new(http.clone(), env)))
-            .map_err(|e| e.to_string()),
-        "CustomIdentity" => custom_identity(config, env),
+            .map_err(|e| e.to_string().into()),
+        "CustomIdentity" => custom_identity(config, env).map_err(Rejected::from),
         "ECS" => {
             log::warn!(
                 "identity: ECS in Identity.ConsumptionOrder is not supported by ssm-lite; skipping it"
             );
-            Err("not supported by ssm-lite".to_owned())
+            Err("not supported by ssm-lite".to_owned().into())
         }
-        other => Err(format!("unknown identity {other:?}")),
+        other => Err(format!("unknown identity {other:?}").into()),
     })
 }
 
 fn select_in_order(
     order: &[String],
-    mut try_one: impl FnMut(&str) -> Result<Identity, String>,
+    mut try_one: impl FnMut(&str) -> Result<Identity, Rejected>,
 ) -> Result<Identity, IdentityError> {
     let mut tried = Vec::new();
     for name in order {
@@ -114,19 +150,70 @@ fn select_in_order(
                 );
                 return Ok(identity);
             }
-            Err(why) => {
+            Err(Rejected::Unusable(why)) => {
                 log::info!("identity: {name} is not usable: {why}");
                 tried.push((name.clone(), why));
             }
+            Err(Rejected::Broken(why)) => {
+                tried.push((name.clone(), why));
+                return Err(IdentityError { tried, fatal: true });
+            }
         }
     }
-    Err(IdentityError { tried })
+    Err(IdentityError {
+        tried,
+        fatal: false,
+    })
 }
 
-/// SEAM for hybrid activation (a later issue): read the registration (protocol.md §5.4) and
-/// return an `OnPrem` identity with RSA-signed credential refresh. Until then nothing is registered.
-pub fn onprem_identity(_config: &Config) -> Option<Identity> {
-    None
+/// The `OnPrem` identity when `state_dir` holds a registration (protocol.md §5.4), with
+/// credentials from RSA-signed role-token requests (§5.5); `Ok(None)` when not registered.
+/// `Err` when a registration exists but cannot be used: the agent must stop and say so rather
+/// than run as another identity or register again.
+pub fn onprem_identity(
+    config: &Config,
+    http: Arc<HttpClient>,
+    state_dir: &Path,
+) -> Result<Option<Identity>, String> {
+    let store = RegistrationStore::new(state_dir);
+    let registration = store.load().map_err(|e| {
+        format!(
+            "the registration under {} cannot be read: {e}; restore it from a backup, or clear it              (`ssm-lite register --clear`) and register again",
+            state_dir.display()
+        )
+    })?;
+    let Some(registration) = registration else {
+        return Ok(None);
+    };
+    let region = region(config, &registration.region);
+    let endpoint = endpoint::resolve(
+        rsasign::SIGNING_NAME,
+        &region,
+        &config.ssm.endpoint,
+        &config.agent.service_domain,
+    )
+    .map_err(|e| format!("SSM endpoint for {}: {e}", registration.instance_id))?;
+    let instance_id = registration.instance_id.clone();
+    let service = SsmService::new(RsaClient::new(http, endpoint, &instance_id));
+    let rotate_days = config.profile.key_auto_rotate_days;
+    let credentials =
+        onprem_credentials::provider(registration, store, Box::new(service), rotate_days).map_err(
+            |e| {
+                format!(
+                    "the new key of an interrupted key rotation under {} cannot be read: {e}",
+                    state_dir.display()
+                )
+            },
+        )?;
+    Ok(Some(Identity {
+        kind: IdentityKind::OnPrem,
+        instance_id,
+        region,
+        availability_zone: ONPREM.to_owned(),
+        availability_zone_id: String::new(),
+        instance_type: ONPREM.to_owned(),
+        credentials: Arc::new(credentials),
+    }))
 }
 
 /// `Agent.Region` overrides the region the identity discovered (protocol.md §1.1).
@@ -212,7 +299,12 @@ pub fn probe_placement(http: Arc<HttpClient>, env: &Env) -> Option<Placement> {
 mod tests {
     use super::*;
     use crate::aws::http::HttpConfig;
+    use crate::aws::http::test_server::{Server, response, serve};
     use crate::aws::imds::fake;
+    use crate::onprem::keys::KeyPair;
+    use crate::onprem::rsasign::test_key;
+    use crate::onprem::store::Registration;
+    use std::path::PathBuf;
 
     fn config(json: &str) -> Config {
         match Config::from_json(json) {
@@ -260,7 +352,7 @@ mod tests {
             if name == "EC2" {
                 Ok(fake_identity("i-0ec2"))
             } else {
-                Err("no".into())
+                Err(Rejected::Unusable("no".into()))
             }
         })
         .unwrap();
@@ -271,8 +363,9 @@ mod tests {
     #[test]
     fn the_error_lists_every_attempt_and_what_to_configure() {
         let order: Vec<String> = ["OnPrem", "ECS"].map(String::from).to_vec();
-        let err = select_in_order(&order, |name| Err(format!("{name} failed"))).unwrap_err();
+        let err = select_in_order(&order, |name| Err(format!("{name} failed").into())).unwrap_err();
         assert_eq!(err.tried.len(), 2);
+        assert!(!err.fatal);
         let text = err.to_string();
         assert!(
             text.contains("OnPrem: OnPrem failed;") && text.contains("ECS: ECS failed;"),
@@ -327,8 +420,131 @@ mod tests {
     }
 
     #[test]
-    fn onprem_is_a_seam_that_finds_nothing_yet() {
-        assert!(onprem_identity(&Config::default()).is_none());
+    fn a_broken_identity_stops_the_search() {
+        let order: Vec<String> = ["OnPrem", "EC2"].map(String::from).to_vec();
+        let mut asked = Vec::new();
+        let err = select_in_order(&order, |name| {
+            asked.push(name.to_owned());
+            Err(Rejected::Broken("registration unreadable".into()))
+        })
+        .unwrap_err();
+        assert_eq!(asked, ["OnPrem"]);
+        assert!(err.fatal);
+        assert_eq!(
+            err.to_string(),
+            "identity OnPrem is configured but cannot be used: registration unreadable"
+        );
+    }
+
+    /// A fresh, empty state dir for one test.
+    fn state_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ssm-lite-identity-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const MI: &str = "mi-0a1b2c3d4e5f60718";
+
+    /// Registers the test key as `MI` in eu-north-1 under `dir`.
+    fn register(dir: &Path) -> Registration {
+        let registration = Registration {
+            instance_id: MI.into(),
+            region: "eu-north-1".into(),
+            key: KeyPair::from_private_b64(test_key::PRIVATE_PKCS1_B64).unwrap(),
+            key_created: 1_700_000_000,
+            fingerprint: crate::random::uuid_v4(),
+        };
+        RegistrationStore::new(dir).save(&registration).unwrap();
+        registration
+    }
+
+    /// A fake SSM that answers role-token requests whose RSA signature verifies.
+    fn fake_ssm() -> Server {
+        let public = test_key::key().public_pkcs1();
+        serve(move |r| {
+            match test_key::check_request(r, "eu-north-1", &public) {
+            Ok(who) if who == MI => Some(response(
+                200,
+                &[],
+                br#"{"AccessKeyId":"ASIAONPREM","SecretAccessKey":"s","SessionToken":"t","TokenExpirationDate":4102444800}"#,
+            )),
+            _ => Some(response(400, &[], br#"{"__type":"AccessDeniedException"}"#)),
+        }
+        })
+    }
+
+    #[test]
+    fn a_registration_gives_the_onprem_identity_with_rsa_signed_credentials() {
+        let dir = state_dir("registered");
+        let registration = register(&dir);
+        let server = fake_ssm();
+        let c = config(&CUSTOM.replacen(
+            '{',
+            &format!(r#"{{"Ssm":{{"Endpoint":"{}"}},"#, server.url()),
+            1,
+        ));
+        let env = key_env(&[("AWS_EC2_METADATA_DISABLED", "true")]);
+        let id = select(&c, http(), &env, &dir).unwrap();
+        assert_eq!(id.kind, IdentityKind::OnPrem);
+        assert_eq!(
+            (id.instance_id.as_str(), id.region.as_str()),
+            (MI, "eu-north-1")
+        );
+        assert_eq!(
+            (id.availability_zone.as_str(), id.instance_type.as_str()),
+            ("OnPrem", "OnPrem")
+        );
+        assert_eq!(id.availability_zone_id, "");
+        assert_eq!(server.connections(), 0, "no network call to select it");
+        assert_eq!(
+            id.credentials.credentials().unwrap().access_key_id,
+            "ASIAONPREM"
+        );
+        let r = server.requests.recv().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"Fingerprint": registration.fingerprint})
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Overwrites every file under `dir` with bytes no store can read.
+    fn corrupt(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                corrupt(&path);
+            } else {
+                std::fs::write(&path, b"\x00 not a registration").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_registration_stops_the_agent_instead_of_falling_back() {
+        let dir = state_dir("corrupt");
+        register(&dir);
+        corrupt(&dir);
+        let env = key_env(&[("AWS_EC2_METADATA_DISABLED", "true")]);
+        let err = select(&config(CUSTOM), http(), &env, &dir).unwrap_err();
+        assert!(err.fatal, "{err}");
+        assert_eq!(
+            err.tried.len(),
+            1,
+            "CustomIdentity was usable but must not be tried"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "identity OnPrem is configured but cannot be used: the registration under"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(&dir.display().to_string()), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -344,7 +560,8 @@ mod tests {
             ),
         ]);
         let env = key_env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.url.as_str())]);
-        let id = select(&config(CUSTOM), http(), &env).unwrap();
+        let dir = state_dir("ec2");
+        let id = select(&config(CUSTOM), http(), &env, &dir).unwrap();
         assert_eq!(id.kind, IdentityKind::Ec2);
         assert_eq!(
             (id.instance_id.as_str(), id.region.as_str()),
@@ -362,17 +579,20 @@ mod tests {
             id.credentials.credentials().unwrap().access_key_id,
             "ASIAEC2"
         );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn without_imds_the_custom_identity_is_chosen() {
         let env = key_env(&[("AWS_EC2_METADATA_DISABLED", "true")]);
-        let id = select(&config(CUSTOM), http(), &env).unwrap();
+        let dir = state_dir("unregistered");
+        let id = select(&config(CUSTOM), http(), &env, &dir).unwrap();
         assert_eq!(id.kind, IdentityKind::Custom);
         let err = select(
             &config(CUSTOM),
             http(),
             &Env::from_pairs(&[("AWS_EC2_METADATA_DISABLED", "true")]),
+            &dir,
         )
         .err()
         .unwrap();
@@ -382,6 +602,9 @@ mod tests {
             err.tried[1].1.contains("AWS_EC2_METADATA_DISABLED"),
             "{err}"
         );
+        assert!(err.tried[0].1.starts_with("not registered"), "{err}");
+        assert!(!err.fatal);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

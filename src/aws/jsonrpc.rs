@@ -106,11 +106,7 @@ impl JsonClient {
             .map_err(AwsError::Credentials)?;
         let target = format!("{}.{operation}", self.target_prefix);
         let body = input.to_string().into_bytes();
-        let mut headers = vec![
-            ("Host".to_string(), self.endpoint.host.clone()),
-            ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
-            ("X-Amz-Target".to_string(), target.clone()),
-        ];
+        let mut headers = request_headers(&self.endpoint, &target);
         let (region, service) = (&self.endpoint.region, self.signing_name);
         sigv4::sign(
             "POST",
@@ -122,24 +118,44 @@ impl JsonClient {
             service,
             SystemTime::now(),
         );
-        let url = format!("{}/", self.endpoint.url);
-        let request = HttpRequest {
-            method: "POST",
-            url: &url,
-            headers,
-            body: &body,
-            timeout,
-        };
-        let response = self.http.send(request).map_err(AwsError::Transport)?;
-        debug!(
-            "{target} at {}: HTTP {}",
-            self.endpoint.url, response.status
-        );
-        if (200..300).contains(&response.status) {
-            decode_success(&target, &response.body)
-        } else {
-            Err(service_error(&response))
-        }
+        send(&self.http, &self.endpoint, &target, headers, &body, timeout)
+    }
+}
+
+/// The headers of a JSON 1.1 call before signing: `Host`, `Content-Type`, `X-Amz-Target`.
+/// Shared with the on-prem RSA signer, which signs the same request differently.
+pub fn request_headers(endpoint: &Endpoint, target: &str) -> Vec<(String, String)> {
+    vec![
+        ("Host".to_string(), endpoint.host.clone()),
+        ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
+        ("X-Amz-Target".to_string(), target.to_string()),
+    ]
+}
+
+/// Sends a signed `POST /` to `endpoint` and decodes the answer: the response object, or the
+/// service's error.
+pub fn send(
+    http: &HttpClient,
+    endpoint: &Endpoint,
+    target: &str,
+    headers: Vec<(String, String)>,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Value, AwsError> {
+    let url = format!("{}/", endpoint.url);
+    let request = HttpRequest {
+        method: "POST",
+        url: &url,
+        headers,
+        body,
+        timeout,
+    };
+    let response = http.send(request).map_err(AwsError::Transport)?;
+    debug!("{target} at {}: HTTP {}", endpoint.url, response.status);
+    if (200..300).contains(&response.status) {
+        decode_success(target, &response.body)
+    } else {
+        Err(service_error(&response))
     }
 }
 

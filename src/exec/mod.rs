@@ -1,4 +1,4 @@
-//! Runs one script step: `sh -c <script>` in its own process group, stdout/stderr straight into
+//! Runs one script step: `sh <script>` in its own process group, stdout/stderr straight into
 //! files, ended by exit, timeout, cancel or shutdown (the whole group gets SIGKILL).
 //!
 //! A helper thread blocks until the shell exits (leaving it unreaped, so its group id stays
@@ -99,8 +99,8 @@ pub struct ScriptSpec<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The shell's exit code. A missing or non-executable script is reported by sh itself
-    /// (127 / 126), as upstream does.
+    /// The shell's exit code. A missing script is reported by sh itself (2 from dash, 127 from
+    /// bash).
     Exited(i32),
     /// Killed by a signal nobody here sent.
     Signaled(i32),
@@ -145,9 +145,11 @@ pub fn run_script(
 fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
     let stdout = create_output(spec.stdout, spec.script)?;
     let stderr = create_output(spec.stderr, spec.script)?;
+    // `sh <script>` reads the file. Upstream's `sh -c <script>` makes sh exec the file (and, as
+    // it has no #! line, start a second sh), which fails with ETXTBSY when another worker's
+    // fork briefly holds a write fd to a script being created: a real race under load.
     let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(spec.script)
+    cmd.arg(spec.script)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -492,11 +494,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_script_is_reported_by_sh_as_127() {
+    fn a_missing_script_is_reported_by_sh() {
         let s = Scratch::new("noscript");
         let mut run = Run::new(&s, "");
         run.script = s.0.join("missing.sh");
-        assert_eq!(run.outcome().0, Outcome::Exited(127));
+        assert!(matches!(run.outcome().0, Outcome::Exited(c) if c != 0));
         assert!(
             s.read("stderr").contains("missing.sh"),
             "{}",

@@ -28,6 +28,9 @@ use tungstenite::{Bytes, Error as WsLibError, Message, WebSocket};
 /// payload is capped at 1 MiB), so anything bigger is a broken or hostile peer.
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// Bytes that may wait for a slow peer before sending fails instead of queuing more.
+/// Read buffer per connection; larger frames still arrive, over several reads.
+const READ_BUFFER: usize = 16 * 1024;
+
 pub const MAX_QUEUED: usize = 16 * 1024 * 1024;
 /// How much of a refused upgrade's body an error shows.
 const BODY_SHOWN: usize = 1000;
@@ -455,7 +458,10 @@ fn upgrade(
         let value = HeaderValue::from_str(value).map_err(|_| bad())?;
         request.headers_mut().insert(name, value);
     }
+    // tungstenite fills its whole read buffer up front (128 KiB by default): with one websocket
+    // per session that is most of a session's memory, and MGS frames are about 1 KiB.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
         .max_write_buffer_size(MAX_QUEUED);

@@ -2,5 +2,11 @@
 //! pair, RSA-signed role-token requests, key rotation, and import from amazon-ssm-agent.
 //! STUB: interfaces fixed; implementation in progress.
 
+pub mod credentials;
+pub mod fingerprint;
 pub mod keys;
+pub mod register;
+pub mod rotation;
+pub mod rsasign;
 pub mod store;
+pub mod vault;

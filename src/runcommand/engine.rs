@@ -383,7 +383,9 @@ impl Inner {
         let mut rec = lock(&job.record);
         rec.phase = Phase::Running;
         rec.run_count += 1;
-        self.save(&rec, true);
+        // Not flushed: the step about to start is (with this phase in it); lost to a power cut,
+        // the command is merely still queued, and nothing has run yet.
+        self.save(&rec, false);
         if let Some(interrupted) = rec.running.take() {
             let step = &job.document.steps[interrupted.index.min(job.document.steps.len() - 1)];
             let result =

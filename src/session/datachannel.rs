@@ -87,6 +87,8 @@ struct Unacked {
     sequence: i64,
     frame: Vec<u8>,
     last_sent: Option<Instant>,
+    /// How often it went out: an ack of a re-sent frame says nothing about the round trip.
+    sends: u32,
 }
 
 /// The agent's outgoing stream: every `output_stream_data` is kept until acknowledged.
@@ -126,6 +128,7 @@ impl Outgoing {
             sequence,
             frame: frame.clone(),
             last_sent: send_now.then_some(now),
+            sends: u32::from(send_now),
         });
         send_now.then_some(frame)
     }
@@ -136,7 +139,9 @@ impl Outgoing {
             return;
         };
         let acked = self.unacked.remove(pos).expect("position is in range");
-        if let Some(sent) = acked.last_sent {
+        // Karn's rule: only a frame sent once gives a true round-trip sample; timing a re-sent
+        // one from its last send shrinks the timeout and feeds a storm of re-sends.
+        if let (Some(sent), 1) = (acked.last_sent, acked.sends) {
             self.update_rto(now.saturating_duration_since(sent));
         }
         self.paused = false;
@@ -166,6 +171,7 @@ impl Outgoing {
             .take(limit)
             .map(|u| {
                 u.last_sent = Some(now);
+                u.sends += 1;
                 u.frame.clone()
             })
             .collect()

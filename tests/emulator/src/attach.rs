@@ -6,6 +6,8 @@
 //!   changes, checked once a second). Ends when the shell exits.
 //! * `port --agent PATH --local-port L --remote-port R`: every connection to 127.0.0.1:L gets
 //!   its own Port session to the agent's localhost:R (basic mode, no smux).
+//! * `port … --mux`: one multiplexed (LocalPortForwarding) Port session; every connection to
+//!   127.0.0.1:L is one smux stream in it.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -166,8 +168,25 @@ fn forward_connection(emu: &Emulator, local: TcpStream, remote_port: u16) -> Res
     Ok(())
 }
 
-/// `ssm-emulator port`: serves until the process is interrupted.
-pub fn port(agent: &Path, local_port: u16, remote_port: u16) -> Result<bool, String> {
+/// Relays one local connection through its own smux stream of `session`.
+fn forward_over_smux(session: &Session, local: TcpStream) -> Result<(), String> {
+    let mut to_agent = session.smux_open()?;
+    let mut from_agent = to_agent.try_clone();
+    let mut reader = local.try_clone().map_err(|e| e.to_string())?;
+    let upstream = thread::spawn(move || {
+        let _ = io::copy(&mut reader, &mut to_agent);
+        let _ = to_agent.shutdown();
+    });
+    let mut writer = local;
+    let _ = io::copy(&mut from_agent, &mut writer);
+    let _ = writer.shutdown(Shutdown::Both);
+    let _ = upstream.join();
+    Ok(())
+}
+
+/// `ssm-emulator port`: serves until the process is interrupted. With `mux`, one multiplexed
+/// session carries every connection.
+pub fn port(agent: &Path, local_port: u16, remote_port: u16, mux: bool) -> Result<bool, String> {
     let listener = TcpListener::bind(("127.0.0.1", local_port))
         .map_err(|e| format!("listening on 127.0.0.1:{local_port}: {e}"))?;
     let run = AgentRun::start(agent, "port")?;
@@ -179,11 +198,27 @@ pub fn port(agent: &Path, local_port: u16, remote_port: u16) -> Result<bool, Str
         "port: forwarding 127.0.0.1:{local_port} to the agent's localhost:{remote_port}; Ctrl-C stops"
     );
     let emu = &run.emu;
+    let session = if mux {
+        match emu.start_session(SessionSpec::port(remote_port, None, true)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                run.stop("port");
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     thread::scope(|scope| {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
+            let session = session.as_ref();
             scope.spawn(move || {
-                if let Err(e) = forward_connection(emu, conn, remote_port) {
+                let relayed = match session {
+                    Some(s) => forward_over_smux(s, conn),
+                    None => forward_connection(emu, conn, remote_port),
+                };
+                if let Err(e) = relayed {
                     eprintln!("port: {e}");
                 }
             });

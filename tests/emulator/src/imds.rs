@@ -1,7 +1,7 @@
 //! EC2 instance metadata (IMDSv2 tokens, identity, role credentials) under `/latest/`.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -17,12 +17,32 @@ const MAX_TOKEN_TTL: u64 = 21_600;
 const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Credentials handed out through the role path.
+/// Credentials handed out through the role path (and as hybrid-activation role tokens).
 pub(crate) struct IssuedKey {
     pub access_key: String,
     pub secret: String,
     pub token: String,
     pub expires: SystemTime,
+}
+
+impl IssuedKey {
+    /// Fresh temporary credentials valid for `lifetime` from now.
+    pub fn new(lifetime: Duration) -> IssuedKey {
+        IssuedKey {
+            access_key: format!("ASIA{}", random_string(16, UPPER_ALNUM)),
+            secret: random_string(40, SECRET_CHARS),
+            token: random_string(120, SECRET_CHARS),
+            expires: SystemTime::now() + lifetime,
+        }
+    }
+
+    pub fn key_info(&self) -> KeyInfo {
+        KeyInfo {
+            secret: self.secret.clone(),
+            session_token: Some(self.token.clone()),
+            expires: Some(self.expires),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -37,11 +57,7 @@ impl ImdsState {
         self.keys
             .iter()
             .find(|k| k.access_key == access_key)
-            .map(|k| KeyInfo {
-                secret: k.secret.clone(),
-                session_token: Some(k.token.clone()),
-                expires: Some(k.expires),
-            })
+            .map(IssuedKey::key_info)
     }
 }
 
@@ -81,7 +97,7 @@ fn issue_token(shared: &Shared, req: &Request) -> Response {
         );
     };
     let token = random_string(56, SECRET_CHARS);
-    let until = Instant::now() + std::time::Duration::from_secs(ttl);
+    let until = Instant::now() + Duration::from_secs(ttl);
     shared.update(|st| st.imds.tokens.insert(token.clone(), until));
     Response::text(200, token).with_header(TOKEN_TTL_HEADER, ttl.to_string())
 }
@@ -162,16 +178,10 @@ fn iam_info(st: &State) -> String {
 
 /// Issues fresh credentials (every call gets new keys) and returns the credential document.
 fn issue(st: &mut State) -> String {
-    let now = SystemTime::now();
-    let key = IssuedKey {
-        access_key: format!("ASIA{}", random_string(16, UPPER_ALNUM)),
-        secret: random_string(40, SECRET_CHARS),
-        token: random_string(120, SECRET_CHARS),
-        expires: now + st.options.credential_lifetime,
-    };
+    let key = IssuedKey::new(st.options.credential_lifetime);
     let doc = json!({
         "Code": "Success",
-        "LastUpdated": iso8601(now),
+        "LastUpdated": iso8601(SystemTime::now()),
         "Type": "AWS-HMAC",
         "AccessKeyId": key.access_key,
         "SecretAccessKey": key.secret,

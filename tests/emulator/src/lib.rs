@@ -1,8 +1,8 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
 //! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
-//! and `session.rs`) and `kms` (Decrypt of session data keys, see `kms.rs`) — on one plain-HTTP
-//! port on 127.0.0.1. Point the agent's `Mgs.Endpoint`
-//! at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
+//! and `session.rs`; smux for multiplexed port forwarding in `smux.rs`) and `kms` (Decrypt of
+//! session data keys, see `kms.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
+//! `Mgs.Endpoint` at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
 //! it issued. Tests drive it in-process:
@@ -34,6 +34,7 @@ mod mgs_tests;
 mod service;
 mod session;
 pub mod sigv4;
+mod smux;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ pub use faults::FaultTarget;
 pub use kms::KmsDecrypt;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
+pub use smux::{SmuxStats, SmuxStream};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
 pub use util::uuid_v4;
 pub use ws::{Incoming, WsConn};

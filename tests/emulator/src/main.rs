@@ -10,7 +10,7 @@ fn usage() -> &'static str {
     "usage:\n  ssm-emulator serve [--port N] [--region R] [--instance-id I] [--state-file F]\n  \
      ssm-emulator demo --agent PATH [--command CMD]\n  \
      ssm-emulator shell --agent PATH\n  \
-     ssm-emulator port --agent PATH --local-port L --remote-port R"
+     ssm-emulator port --agent PATH --local-port L --remote-port R [--mux]"
 }
 
 /// `--name value` pairs after the subcommand.
@@ -97,10 +97,17 @@ fn port_number(flags: &[(String, String)], name: &str) -> Result<u16, String> {
 }
 
 fn run_attach(mode: &str, args: &[String]) -> Result<bool, String> {
+    // `--mux` is the one flag without a value.
+    let mux = mode == "port" && args.iter().any(|a| a == "--mux");
+    let args: Vec<String> = args
+        .iter()
+        .filter(|a| !mux || *a != "--mux")
+        .cloned()
+        .collect();
     let flags = if mode == "shell" {
-        parse_flags(args, &["--agent"])?
+        parse_flags(&args, &["--agent"])?
     } else {
-        parse_flags(args, &["--agent", "--local-port", "--remote-port"])?
+        parse_flags(&args, &["--agent", "--local-port", "--remote-port"])?
     };
     let agent = flag(&flags, "--agent").ok_or_else(|| format!("{mode} needs --agent PATH"))?;
     let agent = std::path::Path::new(&agent);
@@ -109,7 +116,7 @@ fn run_attach(mode: &str, args: &[String]) -> Result<bool, String> {
     }
     let local = port_number(&flags, "--local-port")?;
     let remote = port_number(&flags, "--remote-port")?;
-    attach::port(agent, local, remote)
+    attach::port(agent, local, remote, mux)
 }
 
 fn main() -> ExitCode {

@@ -13,7 +13,12 @@
 //! * a KMSEncryption action is accepted as the plugin does (§4.6.3, §4.6.4): the client makes up
 //!   a 64-byte data key and its "ciphertext", which the emulator's KMS (`kms.rs`) decrypts for
 //!   the agent, answers the EncChallengeRequest, and from then on decrypts output (PayloadTypes
-//!   1, 11, 12) with bytes 0..32 and encrypts input (PayloadType 1) with bytes 32..64.
+//!   1, 11, 12) with bytes 0..32 and encrypts input (PayloadType 1) with bytes 32..64;
+//! * a multiplexed Port session ([`SessionSpec::multiplexed`]) carries smux v1 in its type-1
+//!   payloads (`smux.rs`): output goes to the streams' inboxes instead of [`Session::output`],
+//!   writes on a [`SmuxStream`] wait while [`SMUX_WINDOW`] input messages are in flight (the
+//!   plugin, too, blocks when its outgoing buffer is full), and a NOP goes out every
+//!   [`SessionSpec::smux_keepalive`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
@@ -28,6 +33,7 @@ use crate::agentmessage::{AgentMessage, FLAG_FIN, FLAG_SYN, payload_types as pt,
 use crate::cipher::{Cipher, b64, unb64};
 use crate::kms::KmsState;
 use crate::mgs::{self, TaskComplete};
+use crate::smux::{self, SmuxStats, SmuxStream};
 use crate::state::{Shared, State};
 use crate::util::random_string;
 use crate::ws::{Incoming, WsConn};
@@ -38,6 +44,10 @@ pub const RETRANSMIT: Duration = Duration::from_millis(200);
 pub const INPUT_CHUNK: usize = 1024;
 /// Client version announced in HandshakeResponse (a current session-manager-plugin).
 pub const DEFAULT_CLIENT_VERSION: &str = "1.2.707.0";
+/// Clients from this version on multiplex `LocalPortForwarding` sessions with smux.
+pub const SMUX_MIN_CLIENT_VERSION: &str = "1.1.70";
+/// Input messages (sent or held) beyond which smux writes wait for acknowledgements.
+pub const SMUX_WINDOW: usize = 256;
 
 /// Port-forwarding Flag values (PayloadType 10).
 pub mod flags {
@@ -67,6 +77,8 @@ pub struct SessionSpec {
     pub initial_size: Option<(u32, u32)>,
     /// How long `start_session` waits for the agent's data channel.
     pub connect_timeout: Duration,
+    /// How often a multiplexed session sends an smux NOP.
+    pub smux_keepalive: Duration,
 }
 
 fn default_inputs() -> Value {
@@ -112,6 +124,7 @@ impl SessionSpec {
             client_version: DEFAULT_CLIENT_VERSION.into(),
             initial_size: shell.then_some((80, 24)),
             connect_timeout: Duration::from_secs(30),
+            smux_keepalive: smux::KEEPALIVE_INTERVAL,
         }
     }
 
@@ -139,8 +152,8 @@ impl SessionSpec {
 
     /// Port forwarding to `host` (default: the agent's localhost) : `port`. With
     /// `local_port_forwarding` the properties say `type: LocalPortForwarding`, which makes an
-    /// agent multiplex with smux when the client version is ≥ 1.1.70 (see [`Self::client_version`];
-    /// this emulator speaks the basic, unmultiplexed mode only).
+    /// agent multiplex with smux when the client version is ≥ 1.1.70 (the default; see
+    /// [`Self::multiplexed`] and [`Session::smux_open`]).
     pub fn port(port: u16, host: Option<&str>, local_port_forwarding: bool) -> SessionSpec {
         let mut props = json!({"portNumber": port.to_string()});
         if let Some(h) = host {
@@ -175,6 +188,14 @@ impl SessionSpec {
         self
     }
 
+    /// Whether the session carries smux: Port with `type: LocalPortForwarding` and a client
+    /// version ≥ [`SMUX_MIN_CLIENT_VERSION`].
+    pub fn multiplexed(&self) -> bool {
+        self.session_type == "Port"
+            && self.properties["type"] == "LocalPortForwarding"
+            && version_at_least(&self.client_version, SMUX_MIN_CLIENT_VERSION)
+    }
+
     /// Whether the agent will run a handshake for this session (protocol.md §4.6.3).
     pub fn needs_handshake(&self) -> bool {
         let kms = self.inputs["kmsKeyId"]
@@ -204,6 +225,16 @@ impl SessionSpec {
             "SessionOwner": self.session_owner,
         })
     }
+}
+
+/// Dotted versions compared number by number (a missing or non-numeric part counts as 0).
+fn version_at_least(version: &str, min: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    let (mut v, mut m) = (parts(version), parts(min));
+    let len = v.len().max(m.len());
+    v.resize(len, 0);
+    m.resize(len, 0);
+    v >= m
 }
 
 /// Input sent and waiting for its acknowledgement.
@@ -263,6 +294,8 @@ pub(crate) struct SessionState {
     drop_requested: bool,
     pub(crate) closed_by_service: bool,
     stats: SessionStats,
+    /// The smux client of a multiplexed session.
+    smux: Option<Arc<smux::Client>>,
 }
 
 /// The emulator's KMS as the session client uses it: where its data keys are registered, and
@@ -286,6 +319,7 @@ impl SessionState {
             held.push_back((pt::SIZE, size_payload(cols, rows)));
         }
         SessionState {
+            smux: spec.multiplexed().then(Arc::default),
             spec,
             conn: None,
             open_message: None,
@@ -334,6 +368,18 @@ impl SessionState {
 
     fn queue_input(&mut self, payload_type: u32, bytes: Vec<u8>) {
         self.held.push_back((payload_type, bytes));
+    }
+
+    /// Type-1 bytes in messages of at most [`INPUT_CHUNK`].
+    fn queue_data(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(INPUT_CHUNK) {
+            self.queue_input(pt::OUTPUT, chunk.to_vec());
+        }
+    }
+
+    /// Input messages not yet acknowledged, sent or not.
+    fn in_flight(&self) -> usize {
+        self.held.len() + self.unacked.len()
     }
 
     /// Numbers an input message and puts it in the retransmission buffer.
@@ -460,7 +506,10 @@ impl SessionState {
             _ => m.payload,
         };
         match m.payload_type {
-            pt::OUTPUT => self.output.extend_from_slice(&payload),
+            pt::OUTPUT => match &self.smux {
+                Some(client) => errors.extend(client.receive(&payload)),
+                None => self.output.extend_from_slice(&payload),
+            },
             pt::STDERR => self.stderr.extend_from_slice(&payload),
             pt::EXIT_CODE => {
                 let text = String::from_utf8_lossy(&payload);
@@ -731,6 +780,18 @@ fn on_data_frame(st: &mut State, sid: &str, bytes: &[u8]) {
     }
 }
 
+/// No more data will come: the emulator stops, the agent reported the task complete, or the
+/// session was terminated and its data channel is gone (or it is unknown).
+fn session_over(st: &State, id: &str) -> bool {
+    st.stopping
+        || !st.mgs.task_completes(id).is_empty()
+        || st
+            .mgs
+            .sessions
+            .get(id)
+            .is_none_or(|s| s.conn.is_none() && s.terminated())
+}
+
 /// The client end of one session. Cheap to clone; all clones drive the same session.
 #[derive(Clone)]
 pub struct Session {
@@ -773,11 +834,7 @@ impl Session {
 
     /// Queues keystrokes / stdin / TCP bytes (PayloadType 1) in chunks of [`INPUT_CHUNK`].
     pub fn send_input(&self, bytes: &[u8]) {
-        self.change(|s| {
-            for chunk in bytes.chunks(INPUT_CHUNK) {
-                s.queue_input(pt::OUTPUT, chunk.to_vec());
-            }
-        });
+        self.change(|s| s.queue_data(bytes));
     }
 
     /// A terminal size message (PayloadType 3).
@@ -941,6 +998,87 @@ impl Session {
         })
     }
 
+    /// Opens an smux stream on a multiplexed Port session ([`SessionSpec::multiplexed`]): a
+    /// SYN with the next odd stream id goes out (after the handshake). Streams work from any
+    /// thread, many at once.
+    pub fn smux_open(&self) -> Result<SmuxStream, String> {
+        let opened = self.shared.update(|st| {
+            if session_over(st, &self.id) {
+                return Err(format!("session {} is over", self.id));
+            }
+            let s = st
+                .mgs
+                .sessions
+                .get_mut(&self.id)
+                .ok_or_else(|| format!("no session {}", self.id))?;
+            let client = s.smux.clone().ok_or_else(|| {
+                format!(
+                    "session {} is not multiplexed: smux needs a Port session with \
+                     LocalPortForwarding (SessionSpec::port(_, _, true)) and client version ≥ \
+                     {SMUX_MIN_CLIENT_VERSION} (it has {})",
+                    self.id, s.spec.client_version
+                )
+            })?;
+            let id = client.open()?;
+            s.queue_data(&smux::encode(smux::Cmd::Syn, id, &[]));
+            Ok((client, id))
+        });
+        let (client, id) = opened?;
+        Ok(SmuxStream::new(self.clone(), client, id))
+    }
+
+    /// Counters of the session's smux client (default for an unmultiplexed session).
+    pub fn smux_stats(&self) -> SmuxStats {
+        self.view(|s| s.smux.as_ref().map(|c| c.stats()))
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Queues smux frames as type-1 input in one piece, so frames from different threads never
+    /// interleave. With `wait_window`, first waits until fewer than [`SMUX_WINDOW`] input
+    /// messages are in flight.
+    pub(crate) fn send_smux(&self, frames: &[u8], wait_window: bool) -> io::Result<()> {
+        let mut st = self.shared.lock();
+        loop {
+            if session_over(&st, &self.id) {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    format!("session {} is over", self.id),
+                ));
+            }
+            if let Some(s) = st.mgs.sessions.get_mut(&self.id)
+                && (!wait_window || s.in_flight() < SMUX_WINDOW)
+            {
+                s.queue_data(frames);
+                self.shared.touch(&mut st);
+                return Ok(());
+            }
+            // Acks change the state; the slice bounds the wait if none come.
+            st = self
+                .shared
+                .wait(st, Instant::now() + Duration::from_millis(200));
+        }
+    }
+
+    /// Whether no more data will come (see `session_over`).
+    pub(crate) fn is_over(&self) -> bool {
+        self.shared.read(|st| session_over(st, &self.id))
+    }
+
+    /// Waits up to `timeout` for the session to be over; whether it is.
+    pub(crate) fn wait_over(&self, timeout: Duration) -> bool {
+        self.shared
+            .wait_for(timeout, |st| session_over(st, &self.id).then_some(()))
+            .is_some()
+    }
+
+    /// Input not sent yet (all of it before the handshake): (PayloadType, payload) per message.
+    #[cfg(test)]
+    pub(crate) fn held_input(&self) -> Vec<(u32, Vec<u8>)> {
+        self.view(|s| s.held.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// A byte stream over a basic-mode Port session: reads consume the session's output.
     pub fn port_stream(&self) -> PortStream {
         PortStream {
@@ -984,8 +1122,7 @@ impl io::Read for PortStream {
         let id = self.session.id.clone();
         loop {
             let got = self.session.shared.update(|st| {
-                let stopping = st.stopping;
-                let ended = !st.mgs.task_completes(&id).is_empty();
+                let over = session_over(st, &id);
                 let s = st.mgs.sessions.get_mut(&id)?;
                 if !s.output.is_empty() {
                     let n = buf.len().min(s.output.len());
@@ -993,8 +1130,7 @@ impl io::Read for PortStream {
                     s.output.drain(..n);
                     return Some(n);
                 }
-                let over = s.conn.is_none() && s.terminated();
-                (stopping || ended || over).then_some(0)
+                over.then_some(0)
             });
             if let Some(n) = got {
                 return Ok(n);
@@ -1042,14 +1178,23 @@ impl Emulator {
             "SchemaVersion": 1,
         });
         let m = AgentMessage::new(types::INTERACTIVE_SHELL, payload.to_string().into_bytes());
+        let keepalive = spec.multiplexed().then_some(spec.smux_keepalive);
         self.shared.update(|st| {
             st.mgs.sessions.insert(id.clone(), SessionState::new(spec));
             st.mgs.send_control(m);
         });
-        Session {
+        let session = Session {
             shared: self.shared.clone(),
             id,
+        };
+        if let Some(every) = keepalive {
+            let s = session.clone();
+            std::thread::Builder::new()
+                .name("smux-keepalive".into())
+                .spawn(move || smux::keepalive(&s, every))
+                .expect("cannot start the smux keep-alive thread");
         }
+        session
     }
 
     /// Like [`Emulator::open_session`], then waits `spec.connect_timeout` for the agent's data

@@ -1,11 +1,15 @@
 //! SigV4 verification, written independently of the agent's signer: the canonical request is
 //! rebuilt from what arrived on the wire and the HMAC chain is computed with the hmac/sha2 crates.
+//! The RSA variant of managed instances ([`verify_rsa`]) checks RSA-PSS with ring; the emulator's
+//! tests sign those with a different RSA implementation.
 
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
+use ring::signature::{RSA_PSS_2048_8192_SHA256, UnparsedPublicKey};
 use sha2::Sha256;
 
+use crate::cipher::unb64;
 use crate::http::{Request, percent_decode};
 use crate::util::{hex, parse_amz_date, sha256_hex};
 
@@ -252,6 +256,29 @@ fn check_date(amz_date: &str, auth: &Authorization, now: SystemTime) -> Result<(
     Ok(())
 }
 
+/// Checks the scope, SignedHeaders and date of a request whose key is known, then rebuilds what
+/// it signed: (canonical request, string to sign).
+fn signed_strings(
+    req: &Request,
+    auth: &Authorization,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+) -> Result<(String, String), SigError> {
+    if auth.region != region || auth.service != service {
+        return Err(invalid(format!(
+            "credential scope {} must name region {region:?} and service {service:?}",
+            auth.scope()
+        )));
+    }
+    check_signed_list(&auth.signed_headers)?;
+    let amz_date = req.header("X-Amz-Date").unwrap_or_default();
+    check_date(amz_date, auth, now)?;
+    let canonical = canonical_request(req, &auth.signed_headers)?;
+    let sts = string_to_sign(amz_date, &auth.scope(), &canonical);
+    Ok((canonical, sts))
+}
+
 /// Verifies a SigV4-signed request for `region`/`service` at time `now`; `lookup` returns what
 /// was issued for an access key. Returns the access key on success.
 pub fn verify(
@@ -277,17 +304,7 @@ pub fn verify(
             "X-Amz-Security-Token does not match the one issued for the key",
         ));
     }
-    if auth.region != region || auth.service != service {
-        return Err(invalid(format!(
-            "credential scope {} must name region {region:?} and service {service:?}",
-            auth.scope()
-        )));
-    }
-    check_signed_list(&auth.signed_headers)?;
-    let amz_date = req.header("X-Amz-Date").unwrap_or_default();
-    check_date(amz_date, &auth, now)?;
-    let canonical = canonical_request(req, &auth.signed_headers)?;
-    let sts = string_to_sign(amz_date, &auth.scope(), &canonical);
+    let (canonical, sts) = signed_strings(req, &auth, region, service, now)?;
     if signature(&key.secret, &auth, &sts) != auth.signature {
         return Err(invalid(format!(
             "The request signature we calculated does not match the signature you provided. \
@@ -295,6 +312,62 @@ pub fn verify(
         )));
     }
     Ok(auth.access_key)
+}
+
+/// Verifies the RSA variant of SigV4 that managed instances use for their private `ssm` calls
+/// (protocol.md §5.5): the same canonical request and string to sign, the managed instance id as
+/// access key, no session token, and `Signature=` base64 RSASSA-PSS-SHA256 (salt 32) over the
+/// string to sign instead of hex HMAC. `lookup` gives the public key registered for the instance
+/// as PKCS#1 RSAPublicKey DER. Returns the instance id.
+pub fn verify_rsa(
+    req: &Request,
+    region: &str,
+    service: &str,
+    now: SystemTime,
+    lookup: impl FnOnce(&str) -> Option<Vec<u8>>,
+) -> Result<String, SigError> {
+    let header = req
+        .header("Authorization")
+        .ok_or_else(|| invalid("request has no Authorization header".into()))?;
+    let auth = parse_authorization(header)?;
+    let public_key = lookup(&auth.access_key).ok_or_else(|| {
+        unrecognized(&format!(
+            "{:?} in the Credential is not a registered managed instance",
+            auth.access_key
+        ))
+    })?;
+    if req.header("X-Amz-Security-Token").is_some() {
+        return Err(invalid(
+            "an RSA-signed call carries no X-Amz-Security-Token (it has no session)".into(),
+        ));
+    }
+    check_content_sha256(req)?;
+    let (canonical, sts) = signed_strings(req, &auth, region, service, now)?;
+    let signature = unb64(&auth.signature).map_err(|e| {
+        invalid(format!(
+            "the RSA variant's Signature must be base64 of the RSA-PSS signature: {e}"
+        ))
+    })?;
+    UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public_key)
+        .verify(sts.as_bytes(), &signature)
+        .map_err(|_| {
+            invalid(format!(
+                "the RSA-PSS-SHA256 signature does not verify with the public key registered \
+                 for {}. Canonical request:\n{canonical}\nString to sign:\n{sts}",
+                auth.access_key
+            ))
+        })?;
+    Ok(auth.access_key)
+}
+
+/// An `X-Amz-Content-Sha256` header (sent unsigned beside RSA signatures) must be the body's hash.
+fn check_content_sha256(req: &Request) -> Result<(), SigError> {
+    match req.header("X-Amz-Content-Sha256") {
+        Some(sent) if sent != sha256_hex(&req.body) => Err(invalid(format!(
+            "X-Amz-Content-Sha256 {sent:?} is not the SHA-256 of the body"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A test-side signer built from the same vector-checked primitives: adds `X-Amz-Date`,
@@ -309,9 +382,38 @@ pub fn sign_for_tests(
     service: &str,
     now: SystemTime,
 ) {
-    let amz_date = crate::util::amz_date(now);
+    let scope = Scope {
+        access_key,
+        token,
+        region,
+        service,
+        now,
+    };
+    sign_with(req, &scope, |auth, sts| signature(secret, auth, sts));
+}
+
+/// Who signs a test request, for what and when.
+#[cfg(test)]
+pub struct Scope<'a> {
+    pub access_key: &'a str,
+    pub token: Option<&'a str>,
+    pub region: &'a str,
+    pub service: &'a str,
+    pub now: SystemTime,
+}
+
+/// Signs `req` as [`sign_for_tests`] does, with `sign` turning (authorization so far, string to
+/// sign) into the `Signature=` value: hex HMAC, or base64 RSA-PSS for the managed-instance
+/// variant.
+#[cfg(test)]
+pub fn sign_with(
+    req: &mut Request,
+    scope: &Scope,
+    sign: impl FnOnce(&Authorization, &str) -> String,
+) {
+    let amz_date = crate::util::amz_date(scope.now);
     req.headers.push(("X-Amz-Date".into(), amz_date.clone()));
-    if let Some(t) = token {
+    if let Some(t) = scope.token {
         req.headers.push(("X-Amz-Security-Token".into(), t.into()));
     }
     let mut signed: Vec<String> = req
@@ -323,21 +425,18 @@ pub fn sign_for_tests(
     signed.sort();
     signed.dedup();
     let auth = Authorization {
-        access_key: access_key.into(),
+        access_key: scope.access_key.into(),
         date: amz_date[..8].into(),
-        region: region.into(),
-        service: service.into(),
+        region: scope.region.into(),
+        service: scope.service.into(),
         signed_headers: signed,
         signature: String::new(),
     };
     let canonical = canonical_request(req, &auth.signed_headers).expect("signed headers present");
-    let sig = signature(
-        secret,
-        &auth,
-        &string_to_sign(&amz_date, &auth.scope(), &canonical),
-    );
+    let sig = sign(&auth, &string_to_sign(&amz_date, &auth.scope(), &canonical));
     let value = format!(
-        "{ALGORITHM} Credential={access_key}/{}, SignedHeaders={}, Signature={sig}",
+        "{ALGORITHM} Credential={}/{}, SignedHeaders={}, Signature={sig}",
+        scope.access_key,
         auth.scope(),
         auth.signed_headers.join(";")
     );

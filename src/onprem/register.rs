@@ -1,0 +1,592 @@
+//! `ssm-lite register` (protocol §5.4): a hybrid activation (code, id, region) becomes a managed
+//! instance `mi-…` with its own RSA key; or amazon-ssm-agent's registration is taken over; or
+//! the registration is removed.
+//!
+//! `RegisterManagedInstance` is the one SSM call made without credentials: the activation code
+//! is the proof. Nothing is replaced on disk until the service has answered, so a failed or
+//! refused registration leaves the previous one working.
+
+use super::fingerprint::{self, Hardware};
+use super::keys::KeyPair;
+use super::store::{KEY_TYPE, Registration, RegistrationStore, StoreError};
+use super::vault;
+use crate::aws::endpoint::{self, Endpoint};
+use crate::aws::http::HttpClient;
+use crate::aws::jsonrpc::{self, AwsError};
+use crate::cli::{Activation, RegisterArgs};
+use crate::config::Config;
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const TARGET: &str = "AmazonSSM.RegisterManagedInstance";
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// amazon-ssm-agent keeps its registration here (§5.4 vault layout).
+pub const AMAZON_SSM_AGENT_VAULT: &str = "/var/lib/amazon/ssm/Vault";
+const OVERRIDE_QUESTION: &str = "Instance already registered. Would you like to override existing \
+     with new registration information? [Yes/No]: ";
+
+/// Upstream's back-off for registration: 100 ms doubling up to 30 s, ±20 % jitter, 5 retries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max_interval: Duration,
+    pub retries: u32,
+}
+
+pub const REGISTER_RETRY: RetryPolicy = RetryPolicy {
+    initial: Duration::from_millis(100),
+    max_interval: Duration::from_secs(30),
+    retries: 5,
+};
+
+impl RetryPolicy {
+    /// The wait before retry `n` (0-based): `initial × 2ⁿ`, capped, then ±20 %.
+    fn delay(&self, n: u32) -> Duration {
+        let base = self
+            .initial
+            .saturating_mul(1 << n.min(20))
+            .min(self.max_interval);
+        let ms = base.as_millis() as u64;
+        Duration::from_millis(crate::random::between(ms - ms / 5, ms + ms / 5))
+    }
+}
+
+/// A registration that failed, in words for the person at the terminal.
+#[derive(Debug)]
+pub struct RegisterError(pub String);
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+impl From<StoreError> for RegisterError {
+    fn from(e: StoreError) -> RegisterError {
+        RegisterError(e.0)
+    }
+}
+
+/// Where and how `RegisterManagedInstance` is sent.
+pub struct Service<'a> {
+    pub http: &'a HttpClient,
+    pub endpoint: Endpoint,
+    pub retry: RetryPolicy,
+}
+
+/// Registers with `activation`: new key pair, fingerprint, `RegisterManagedInstance`, then the
+/// registration is saved (replacing any previous one) and returned.
+pub fn register(
+    store: &RegistrationStore,
+    hardware: &Hardware,
+    service: &Service<'_>,
+    activation: &Activation,
+) -> Result<Registration, RegisterError> {
+    let key = KeyPair::generate().map_err(RegisterError)?;
+    let key_created = unix_now();
+    // Also proves the state dir is writable before the service hears of the new key.
+    let fingerprint = fingerprint::instance_fingerprint(store, hardware)?;
+    let body = json!({
+        "ActivationCode": activation.code,
+        "ActivationId": activation.id,
+        "Fingerprint": fingerprint,
+        "PublicKey": key.public_b64(),
+        "PublicKeyType": KEY_TYPE,
+    });
+    let answer = call_with_retry(service, &body)?;
+    let instance_id = instance_id_from(&answer)?;
+    let registration = Registration {
+        instance_id,
+        region: activation.region.clone(),
+        key,
+        key_created,
+        fingerprint,
+    };
+    store.save(&registration)?;
+    store.clear_pending_key()?;
+    Ok(registration)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One unsigned JSON 1.1 call, retried on transport errors and `TooManyUpdates` (§5.4).
+fn call_with_retry(service: &Service<'_>, body: &Value) -> Result<Value, RegisterError> {
+    let body = body.to_string().into_bytes();
+    let mut retry = 0;
+    loop {
+        let headers = jsonrpc::request_headers(&service.endpoint, TARGET);
+        let result = jsonrpc::send(
+            service.http,
+            &service.endpoint,
+            TARGET,
+            headers,
+            &body,
+            CALL_TIMEOUT,
+        );
+        match result {
+            Err(e) if retry < service.retry.retries && worth_retrying(&e) => {
+                let delay = service.retry.delay(retry);
+                retry += 1;
+                log::warn!(
+                    "RegisterManagedInstance failed ({}); retry {retry} of {} in {} ms",
+                    short(&e),
+                    service.retry.retries,
+                    delay.as_millis()
+                );
+                std::thread::sleep(delay);
+            }
+            Err(e) => return Err(explain(&e, &service.endpoint)),
+            Ok(answer) => return Ok(answer),
+        }
+    }
+}
+
+fn worth_retrying(e: &AwsError) -> bool {
+    match e {
+        AwsError::Transport(_) => true,
+        AwsError::Service { code, .. } => code == "TooManyUpdates",
+        AwsError::Credentials(_) | AwsError::Decode(_) => false,
+    }
+}
+
+fn short(e: &AwsError) -> String {
+    match e {
+        AwsError::Service { code, message, .. } => format!("{code}: {message}"),
+        AwsError::Transport(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The service's refusal in plain words, with its own code and message kept for support.
+fn explain(e: &AwsError, endpoint: &Endpoint) -> RegisterError {
+    let AwsError::Service { code, .. } = e else {
+        return RegisterError(format!(
+            "cannot reach Systems Manager at {} ({}); check the network, the region and any \
+             HTTPS_PROXY setting",
+            endpoint.url,
+            short(e)
+        ));
+    };
+    let meaning = match code.as_str() {
+        "InvalidActivation" | "InvalidActivationId" => {
+            "the activation code or id is not valid, or the activation has expired or is used up"
+        }
+        "TooManyUpdates" => "the service is busy with this activation; try again in a minute",
+        "AccessDeniedException" | "UnrecognizedClientException" => {
+            "the service refused the activation in this region; check --region"
+        }
+        "InternalServerError" | "InternalFailure" | "ServiceUnavailable" => {
+            "the service failed; try again later"
+        }
+        _ => "the service refused the registration",
+    };
+    RegisterError(format!("{meaning} (service said {})", short(e)))
+}
+
+fn instance_id_from(answer: &Value) -> Result<String, RegisterError> {
+    let id = answer.get("InstanceId").and_then(Value::as_str);
+    match id {
+        Some(id) if id.starts_with("mi-") && crate::state::safe_file_name(id).is_some() => {
+            Ok(id.to_string())
+        }
+        _ => Err(RegisterError(
+            "RegisterManagedInstance answered without a usable InstanceId (expected mi-…); \
+             nothing was saved, run register again"
+                .into(),
+        )),
+    }
+}
+
+/// Whether an existing registration may be replaced: `--yes`, or the person at the terminal
+/// says so; without a terminal, no.
+pub fn may_replace(
+    yes: bool,
+    interactive: bool,
+    input: &mut impl BufRead,
+    output: &mut impl Write,
+) -> Result<bool, RegisterError> {
+    if yes {
+        return Ok(true);
+    }
+    if !interactive {
+        return Err(RegisterError(
+            "this machine is already registered; add --yes (or -y) to replace the registration, \
+             or run `ssm-lite register --clear` first"
+                .into(),
+        ));
+    }
+    let io_err = |e: std::io::Error| RegisterError(format!("cannot ask on the terminal: {e}"));
+    output
+        .write_all(OVERRIDE_QUESTION.as_bytes())
+        .map_err(io_err)?;
+    output.flush().map_err(io_err)?;
+    let mut answer = String::new();
+    input.read_line(&mut answer).map_err(io_err)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "yes" | "y"
+    ))
+}
+
+/// What `ssm-lite register` does with parsed arguments; the exit code (0 ok, 1 failure).
+pub fn run_cli(args: &RegisterArgs) -> u8 {
+    let store = RegistrationStore::new(&args.state_dir);
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let result = run(
+        args,
+        &store,
+        &Hardware::system(),
+        Path::new(AMAZON_SSM_AGENT_VAULT),
+        &mut |yes| may_replace(yes, interactive, &mut stdin.lock(), &mut std::io::stderr()),
+    );
+    match result {
+        Ok(Some(instance_id)) => {
+            println!("{instance_id}");
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            eprintln!("ssm-lite register: {e}");
+            1
+        }
+    }
+}
+
+/// The register command against injectable places: returns the instance id registered or
+/// imported, `None` when the command only cleared.
+pub fn run(
+    args: &RegisterArgs,
+    store: &RegistrationStore,
+    hardware: &Hardware,
+    vault_dir: &Path,
+    confirm: &mut dyn FnMut(bool) -> Result<bool, RegisterError>,
+) -> Result<Option<String>, RegisterError> {
+    if args.clear {
+        store.clear()?;
+        eprintln!(
+            "ssm-lite register: registration removed from {}",
+            store.dir().display()
+        );
+    }
+    if args.activation.is_none() && !args.import_amazon_ssm_agent {
+        return Ok(None);
+    }
+    // A corrupt registration stops here too: it is replaced only on purpose, with --clear.
+    if store.load()?.is_some() && !confirm(args.yes)? {
+        return Err(RegisterError("the existing registration was kept".into()));
+    }
+    let registration = match &args.activation {
+        Some(activation) => {
+            let config =
+                Config::load(args.config.as_deref()).map_err(|e| RegisterError(e.to_string()))?;
+            let http = crate::agent::http_client(&config).map_err(RegisterError)?;
+            let endpoint = endpoint::resolve(
+                "ssm",
+                &activation.region,
+                &config.ssm.endpoint,
+                &config.agent.service_domain,
+            )
+            .map_err(|e| RegisterError(e.0))?;
+            let service = Service {
+                http: &http,
+                endpoint,
+                retry: REGISTER_RETRY,
+            };
+            register(store, hardware, &service, activation)?
+        }
+        None => vault::import(vault_dir, store, hardware).map_err(RegisterError)?,
+    };
+    Ok(Some(registration.instance_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::http::HttpConfig;
+    use crate::aws::http::test_server::{Received, Server, response, serve};
+    use crate::onprem::fingerprint::tests::fake_machine;
+    use crate::onprem::keys::test_key;
+    use crate::state::testdir::TestDir;
+    use std::io::Cursor;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const FAST: RetryPolicy = RetryPolicy {
+        initial: Duration::from_millis(1),
+        max_interval: Duration::from_millis(4),
+        retries: 5,
+    };
+    const MI: &str = "mi-0123456789abcdef0";
+
+    fn ok_answer() -> Vec<u8> {
+        let body = format!(r#"{{"InstanceId":"{MI}"}}"#);
+        response(200, &[], body.as_bytes())
+    }
+
+    fn error_answer(code: &str, message: &str) -> Vec<u8> {
+        let body = json!({"__type": code, "message": message}).to_string();
+        response(400, &[], body.as_bytes())
+    }
+
+    /// Answers from `answers` in turn (the last one repeats); `None` closes the connection.
+    fn fake_ssm(answers: Vec<Option<Vec<u8>>>) -> Server {
+        let next = AtomicUsize::new(0);
+        serve(move |_| {
+            let i = next.fetch_add(1, Ordering::SeqCst).min(answers.len() - 1);
+            answers[i].clone()
+        })
+    }
+
+    fn requests(server: &Server) -> Vec<Received> {
+        server.requests.try_iter().collect()
+    }
+
+    struct Setup {
+        t: TestDir,
+        store: RegistrationStore,
+        hardware: Hardware,
+        http: HttpClient,
+    }
+
+    fn setup() -> Setup {
+        let t = TestDir::new("register");
+        fake_machine(&t.path().join("root"));
+        let config = HttpConfig {
+            user_agent: "ssm-lite-test".into(),
+            extra_ca_files: vec![],
+        };
+        Setup {
+            store: RegistrationStore::new(&t.path().join("state")),
+            hardware: Hardware::under(&t.path().join("root")),
+            http: HttpClient::with_proxies(&config, &Default::default()).unwrap(),
+            t,
+        }
+    }
+
+    fn activation() -> Activation {
+        Activation {
+            code: "Zx9+code/123".into(),
+            id: "2e6b2c7a-1111-4444-8888-0123456789ab".into(),
+            region: "eu-west-1".into(),
+        }
+    }
+
+    fn register_with(s: &Setup, server: &Server) -> Result<Registration, RegisterError> {
+        let service = Service {
+            http: &s.http,
+            endpoint: endpoint::resolve("ssm", "eu-west-1", &server.url(), "").unwrap(),
+            retry: FAST,
+        };
+        register(&s.store, &s.hardware, &service, &activation())
+    }
+
+    fn existing() -> Registration {
+        Registration {
+            instance_id: "mi-00000000000000001".into(),
+            region: "us-east-1".into(),
+            key: test_key().clone(),
+            key_created: 1,
+            fingerprint: "old".into(),
+        }
+    }
+
+    #[test]
+    fn registers_unsigned_and_stores_the_key_the_service_was_given() {
+        let s = setup();
+        let server = fake_ssm(vec![Some(ok_answer())]);
+        let registration = register_with(&s, &server).unwrap();
+        assert_eq!(registration.instance_id, MI);
+        assert_eq!(registration.region, "eu-west-1");
+
+        let [request] = <[Received; 1]>::try_from(requests(&server)).unwrap();
+        assert_eq!(request.request_line, "POST / HTTP/1.1");
+        assert_eq!(
+            request.header("x-amz-target"),
+            Some("AmazonSSM.RegisterManagedInstance")
+        );
+        assert_eq!(
+            request.header("content-type"),
+            Some("application/x-amz-json-1.1")
+        );
+        assert_eq!(request.header("authorization"), None);
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["ActivationCode"], "Zx9+code/123");
+        assert_eq!(body["ActivationId"], activation().id);
+        assert_eq!(body["PublicKeyType"], "Rsa");
+        assert_eq!(body["Fingerprint"], registration.fingerprint.as_str());
+        let public = body["PublicKey"].as_str().unwrap();
+        assert!(public.len() >= 392, "{}", public.len());
+
+        let stored = s.store.load().unwrap().unwrap();
+        assert_eq!(stored, registration);
+        assert_eq!(stored.key.public_b64(), public);
+        assert!(stored.key_created > 1_700_000_000);
+        // The fingerprint sent is the one kept for this machine.
+        assert_eq!(
+            fingerprint::instance_fingerprint(&s.store, &s.hardware).unwrap(),
+            stored.fingerprint
+        );
+    }
+
+    #[test]
+    fn too_many_updates_and_dropped_connections_are_retried() {
+        let s = setup();
+        let busy = Some(error_answer("TooManyUpdates", "slow down"));
+        let server = fake_ssm(vec![busy, None, Some(ok_answer())]);
+        assert_eq!(register_with(&s, &server).unwrap().instance_id, MI);
+        assert_eq!(requests(&server).len(), 3);
+    }
+
+    #[test]
+    fn retries_stop_after_five() {
+        let s = setup();
+        let server = fake_ssm(vec![Some(error_answer("TooManyUpdates", "busy"))]);
+        let err = register_with(&s, &server).unwrap_err().0;
+        assert_eq!(requests(&server).len(), 6);
+        assert!(err.contains("TooManyUpdates: busy"), "{err}");
+        assert!(s.store.load().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_wrong_activation_is_explained_once_and_keeps_the_old_registration() {
+        let s = setup();
+        s.store.save(&existing()).unwrap();
+        let server = fake_ssm(vec![Some(error_answer(
+            "InvalidActivation",
+            "Activation ID is not valid",
+        ))]);
+        let err = register_with(&s, &server).unwrap_err().0;
+        assert_eq!(requests(&server).len(), 1);
+        assert!(
+            err.starts_with("the activation code or id is not valid"),
+            "{err}"
+        );
+        assert!(
+            err.contains("(service said InvalidActivation: Activation ID is not valid)"),
+            "{err}"
+        );
+        assert_eq!(s.store.load().unwrap(), Some(existing()));
+    }
+
+    #[test]
+    fn unusable_answers_save_nothing() {
+        let s = setup();
+        for body in [r#"{}"#, r#"{"InstanceId":"mi-../../etc"}"#, "not json"] {
+            let server = fake_ssm(vec![Some(response(200, &[], body.as_bytes()))]);
+            assert!(register_with(&s, &server).is_err(), "{body}");
+        }
+        assert!(s.store.load().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unreachable_service_is_a_network_error() {
+        let s = setup();
+        let server = fake_ssm(vec![None]);
+        let err = register_with(&s, &server).unwrap_err().0;
+        assert!(err.starts_with("cannot reach Systems Manager"), "{err}");
+        assert_eq!(requests(&server).len(), 6);
+    }
+
+    #[test]
+    fn replacing_asks_on_a_terminal_and_refuses_without_one() {
+        let mut out = Vec::new();
+        let mut nothing = Cursor::new(Vec::new());
+        assert!(may_replace(true, false, &mut nothing, &mut out).unwrap());
+        assert!(out.is_empty());
+        let err = may_replace(false, false, &mut nothing, &mut out)
+            .unwrap_err()
+            .0;
+        assert!(err.contains("--yes"), "{err}");
+        for (answer, want) in [("Yes\n", true), ("y\n", true), ("No\n", false), ("", false)] {
+            let mut out = Vec::new();
+            let mut input = Cursor::new(answer.as_bytes().to_vec());
+            assert_eq!(
+                may_replace(false, true, &mut input, &mut out).unwrap(),
+                want
+            );
+            assert_eq!(String::from_utf8(out).unwrap(), OVERRIDE_QUESTION);
+        }
+    }
+
+    fn args(s: &Setup, config: Option<&Path>) -> RegisterArgs {
+        RegisterArgs {
+            activation: Some(activation()),
+            import_amazon_ssm_agent: false,
+            clear: false,
+            yes: false,
+            config: config.map(Path::to_owned),
+            state_dir: s.t.path().join("state"),
+        }
+    }
+
+    /// A config file pointing `Ssm.Endpoint` at the fake service.
+    fn config_for(s: &Setup, server: &Server) -> std::path::PathBuf {
+        let path = s.t.path().join("amazon-ssm-agent.json");
+        let config = json!({"Ssm": {"Endpoint": server.url()}});
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_command_asks_before_replacing_a_registration() {
+        let s = setup();
+        let server = fake_ssm(vec![Some(ok_answer())]);
+        let config = config_for(&s, &server);
+        let vault = s.t.path().join("no-vault");
+        s.store.save(&existing()).unwrap();
+        let mut asked = Vec::new();
+        let mut refuse = |yes| {
+            asked.push(yes);
+            Ok(false)
+        };
+        let err = run(
+            &args(&s, Some(&config)),
+            &s.store,
+            &s.hardware,
+            &vault,
+            &mut refuse,
+        );
+        assert!(err.unwrap_err().0.contains("kept"));
+        assert_eq!(asked, [false]);
+        assert!(requests(&server).is_empty());
+        assert_eq!(s.store.load().unwrap(), Some(existing()));
+
+        let mut agree = |yes: bool| Ok(yes);
+        let yes = RegisterArgs {
+            yes: true,
+            ..args(&s, Some(&config))
+        };
+        let id = run(&yes, &s.store, &s.hardware, &vault, &mut agree).unwrap();
+        assert_eq!(id.as_deref(), Some(MI));
+        assert_eq!(s.store.load().unwrap().unwrap().instance_id, MI);
+    }
+
+    #[test]
+    fn the_command_clears_and_refuses_over_a_corrupt_registration() {
+        let s = setup();
+        let vault = s.t.path().join("no-vault");
+        s.store.save(&existing()).unwrap();
+        std::fs::write(s.store.dir().join("registration.json"), "{").unwrap();
+        let mut never = |_| -> Result<bool, RegisterError> { panic!("must not ask") };
+        // Registering over a corrupt file is refused with the way out...
+        let err = run(&args(&s, None), &s.store, &s.hardware, &vault, &mut never);
+        assert!(err.unwrap_err().0.contains("register --clear"));
+        // ...which is --clear.
+        let clear = RegisterArgs {
+            activation: None,
+            clear: true,
+            ..args(&s, None)
+        };
+        let done = run(&clear, &s.store, &s.hardware, &vault, &mut never).unwrap();
+        assert_eq!(done, None);
+        assert!(s.store.load().unwrap().is_none());
+    }
+}
