@@ -178,17 +178,17 @@ fn non_empty_lines(values: BTreeSet<String>) -> Option<String> {
     (!values.is_empty()).then(|| values.into_iter().collect::<Vec<_>>().join("\n"))
 }
 
-/// Percent of the values named in either hash that are equal in both (0 when both are empty).
+/// Percent of the stored values that are the same now. With nothing stored, 100 when nothing
+/// can be read now either (so the fingerprint stays put), else 0.
 pub fn similarity_percent(saved: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> u32 {
-    let names: BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
-    if names.is_empty() {
-        return 0;
+    if saved.is_empty() {
+        return if now.is_empty() { 100 } else { 0 };
     }
-    let matching = names
+    let matching = saved
         .iter()
-        .filter(|n| saved.get(**n).is_some_and(|v| now.get(**n) == Some(v)))
+        .filter(|(name, value)| now.get(*name) == Some(*value))
         .count();
-    (matching * 100 / names.len()) as u32
+    (matching * 100 / saved.len()) as u32
 }
 
 /// The fingerprint to send now: the stored one while the hardware is similar enough, otherwise
@@ -324,7 +324,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn similarity_counts_the_union_of_names() {
+    fn similarity_is_the_share_of_stored_values_still_the_same() {
         let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs
                 .iter()
@@ -337,10 +337,11 @@ pub(crate) mod tests {
         assert_eq!(similarity_percent(&saved, &now), 40);
         let now = m(&[("a", "1"), ("b", "x"), ("c", "x"), ("d", "x"), ("e", "x")]);
         assert_eq!(similarity_percent(&saved, &now), 20);
-        // A value gone and a new one both count against.
+        // A value no longer readable counts against; a newly readable one does not count.
         let now = m(&[("a", "1"), ("b", "2"), ("f", "6")]);
-        assert_eq!(similarity_percent(&saved, &now), 33);
-        assert_eq!(similarity_percent(&m(&[]), &m(&[])), 0);
+        assert_eq!(similarity_percent(&saved, &now), 40);
+        assert_eq!(similarity_percent(&m(&[]), &m(&[])), 100);
+        assert_eq!(similarity_percent(&m(&[]), &now), 0);
     }
 
     #[test]

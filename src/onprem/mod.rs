@@ -1,6 +1,5 @@
 //! On-premises (hybrid activation) identity: registration with an activation code, the RSA key
 //! pair, RSA-signed role-token requests, key rotation, and import from amazon-ssm-agent.
-//! STUB: interfaces fixed; implementation in progress.
 
 pub mod credentials;
 pub mod fingerprint;

@@ -3,8 +3,8 @@
 //! the registration is removed.
 //!
 //! `RegisterManagedInstance` is the one SSM call made without credentials: the activation code
-//! is the proof. Nothing is replaced on disk until the service has answered, so a failed or
-//! refused registration leaves the previous one working.
+//! is the proof. The registration on disk is replaced only once the service has answered, so a
+//! failed or refused registration leaves the previous one working.
 
 use super::fingerprint::{self, Hardware};
 use super::keys::KeyPair;

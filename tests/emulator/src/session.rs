@@ -47,7 +47,7 @@ pub const DEFAULT_CLIENT_VERSION: &str = "1.2.707.0";
 /// Clients from this version on multiplex `LocalPortForwarding` sessions with smux.
 pub const SMUX_MIN_CLIENT_VERSION: &str = "1.1.70";
 /// Input messages (sent or held) beyond which smux writes wait for acknowledgements.
-pub const SMUX_WINDOW: usize = 256;
+pub const SMUX_WINDOW: usize = 32;
 
 /// Port-forwarding Flag values (PayloadType 10).
 pub mod flags {

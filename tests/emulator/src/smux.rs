@@ -182,10 +182,10 @@ impl Demux {
         if inbox.data.is_empty() {
             return inbox.agent_fin.then_some(0);
         }
-        let n = buf.len().min(inbox.data.len());
-        for (dst, src) in buf.iter_mut().zip(inbox.data.drain(..n)) {
-            *dst = src;
-        }
+        let (front, _) = inbox.data.as_slices();
+        let n = buf.len().min(front.len());
+        buf[..n].copy_from_slice(&front[..n]);
+        inbox.data.drain(..n);
         Some(n)
     }
 }
@@ -225,6 +225,8 @@ impl Client {
         }
         let mut errors = Vec::new();
         match d.decoder.push(bytes) {
+            // Readers wake only when whole frames arrived.
+            Ok(frames) if frames.is_empty() => return errors,
             Ok(frames) => {
                 for f in frames {
                     if let Err(e) = d.frame(f) {
