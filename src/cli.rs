@@ -9,7 +9,7 @@ usage: ssm-lite [run] [--config PATH] [--state-dir DIR]
        ssm-lite run-document FILE [--parameters JSON] [--config PATH] [--state-dir DIR]
        ssm-lite register --code CODE --id ID --region REGION [--yes] [--clear]
                 [--config PATH] [--state-dir DIR]
-       ssm-lite register --import-amazon-ssm-agent [--yes] [--state-dir DIR]
+       ssm-lite register --import-amazon-ssm-agent [--amazon-ssm-agent-vault DIR] [--yes] [--state-dir DIR]
        ssm-lite register --clear [--state-dir DIR]
        ssm-lite -register -code CODE -id ID -region REGION [-y] [-clear]   (amazon-ssm-agent's form)
        ssm-lite --version | --help
@@ -68,6 +68,8 @@ pub struct RegisterArgs {
     pub yes: bool,
     pub config: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// Where amazon-ssm-agent's vault is, for the import (default: its standard place).
+    pub vault_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +172,7 @@ struct RegisterFlags {
     yes: bool,
     config: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    vault_dir: Option<PathBuf>,
 }
 
 fn parse_register(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
@@ -191,6 +194,7 @@ fn parse_register(args: impl IntoIterator<Item = String>) -> Result<Command, Usa
             "--yes" | "-y" => flags.yes = true,
             "--clear" => flags.clear = true,
             "--import-amazon-ssm-agent" => flags.import_amazon_ssm_agent = true,
+            "--amazon-ssm-agent-vault" => flags.vault_dir = Some(value()?.into()),
             _ => return Err(UsageError(format!("register: unexpected argument {arg:?}"))),
         }
     }
@@ -260,6 +264,7 @@ impl RegisterFlags {
             import_amazon_ssm_agent: self.import_amazon_ssm_agent,
             clear: self.clear,
             yes: self.yes,
+            vault_dir: self.vault_dir,
             config: self.config,
             state_dir: self
                 .state_dir
@@ -318,6 +323,7 @@ mod tests {
             yes: false,
             config: None,
             state_dir: DEFAULT_STATE_DIR.into(),
+            vault_dir: None,
         }
     }
 

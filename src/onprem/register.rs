@@ -245,7 +245,9 @@ pub fn run_cli(args: &RegisterArgs) -> u8 {
         args,
         &store,
         &Hardware::system(),
-        Path::new(AMAZON_SSM_AGENT_VAULT),
+        args.vault_dir
+            .as_deref()
+            .unwrap_or(Path::new(AMAZON_SSM_AGENT_VAULT)),
         &mut |yes| may_replace(yes, interactive, &mut stdin.lock(), &mut std::io::stderr()),
     );
     match result {
@@ -524,6 +526,7 @@ mod tests {
             yes: false,
             config: config.map(Path::to_owned),
             state_dir: s.t.path().join("state"),
+            vault_dir: None,
         }
     }
 

@@ -75,6 +75,13 @@ impl Agent {
     }
 
     pub fn start_with_env(emu: &Emulator, extra: Value, env: &[(&str, &str)]) -> Agent {
+        let mut agent = Agent::prepare(emu, extra, env);
+        agent.spawn();
+        agent
+    }
+
+    /// Writes the agent's config and state dir but does not start it (see `start_again`).
+    pub fn prepare(emu: &Emulator, extra: Value, env: &[(&str, &str)]) -> Agent {
         let dir = TempDir::new("agent");
         let mut config = json!({
             "Mds": { "Endpoint": emu.url() },
@@ -86,7 +93,7 @@ impl Agent {
         merge(&mut config, &extra);
         let path = dir.path().join("amazon-ssm-agent.json");
         fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let mut agent = Agent {
+        Agent {
             child: None,
             dir,
             config: path,
@@ -96,9 +103,16 @@ impl Agent {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             starts: 0,
-        };
-        agent.spawn();
-        agent
+        }
+    }
+
+    /// Runs `ssm-lite <args> --config <its config> --state-dir <its state dir>` to the end.
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let config = self.config.to_str().unwrap().to_owned();
+        let state = self.state_dir().to_str().unwrap().to_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", &config, "--state-dir", &state]);
+        run_cli(&all)
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -31,6 +31,7 @@ mod mds;
 mod mgs;
 #[cfg(test)]
 mod mgs_tests;
+mod onprem;
 mod service;
 mod session;
 pub mod sigv4;
@@ -51,6 +52,9 @@ pub use agentmessage::AgentMessage;
 pub use faults::FaultTarget;
 pub use kms::KmsDecrypt;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
+pub use onprem::{
+    Activation, KeyRotation, MIN_PUBLIC_KEY_LEN, Registration, RoleTokenRequest, RsaCheck,
+};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use smux::{SmuxStats, SmuxStream};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
@@ -66,6 +70,10 @@ pub mod targets {
     pub const DELETE_MESSAGE: &str = "EC2WindowsMessageDeliveryService.DeleteMessage";
     pub const UPDATE_INSTANCE_INFORMATION: &str = "AmazonSSM.UpdateInstanceInformation";
     pub const KMS_DECRYPT: &str = "TrentService.Decrypt";
+    pub const REGISTER_MANAGED_INSTANCE: &str = "AmazonSSM.RegisterManagedInstance";
+    pub const REQUEST_MANAGED_INSTANCE_ROLE_TOKEN: &str =
+        "AmazonSSM.RequestManagedInstanceRoleToken";
+    pub const UPDATE_MANAGED_INSTANCE_PUBLIC_KEY: &str = "AmazonSSM.UpdateManagedInstancePublicKey";
 }
 
 /// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
@@ -82,6 +90,7 @@ pub struct Options {
     /// 0 = an ephemeral port.
     pub port: u16,
     pub region: String,
+    /// Replaced by the `mi-` id of each successful `RegisterManagedInstance`.
     pub instance_id: String,
     pub instance_type: String,
     /// `None` = the region followed by `a`.
@@ -102,6 +111,11 @@ pub struct Options {
     pub static_credentials: Vec<StaticKey>,
     /// Which APIs injected faults apply to.
     pub fault_target: FaultTarget,
+    /// Hybrid activations `RegisterManagedInstance` accepts; more with
+    /// [`Emulator::create_activation`]. Default: [`Activation::demo`].
+    pub activations: Vec<Activation>,
+    /// Lifetime of the credentials `RequestManagedInstanceRoleToken` hands out.
+    pub role_token_lifetime: Duration,
 }
 
 impl Default for Options {
@@ -122,6 +136,8 @@ impl Default for Options {
             imds_v1_allowed: false,
             static_credentials: Vec::new(),
             fault_target: FaultTarget::Any,
+            activations: vec![Activation::demo()],
+            role_token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -303,6 +319,61 @@ impl Emulator {
     /// The next `n` signed calls are answered only after `d`.
     pub fn delay_next(&self, n: u32, d: Duration) {
         self.shared.update(|st| st.faults.delay_next(n, d));
+    }
+
+    /// A new random hybrid activation that `RegisterManagedInstance` accepts: (id, code).
+    pub fn create_activation(&self) -> (String, String) {
+        let a = self.shared.update(|st| st.onprem.create_activation());
+        (a.id, a.code)
+    }
+
+    /// Role tokens issued from now on live `d` (e.g. 60 s to exercise refreshes).
+    pub fn set_role_token_lifetime(&self, d: Duration) {
+        self.shared.update(|st| st.options.role_token_lifetime = d);
+    }
+
+    /// Role-token answers for `instance_id` say `UpdateKeyPair: true` until it rotates its key
+    /// with `UpdateManagedInstancePublicKey`. Panics if no such managed instance is registered.
+    pub fn request_key_rotation(&self, instance_id: &str) {
+        let known = self
+            .shared
+            .update(|st| st.onprem.request_key_rotation(instance_id));
+        assert!(known, "no managed instance {instance_id} is registered");
+    }
+
+    /// Every `RegisterManagedInstance` with a JSON body, failed ones included.
+    pub fn registrations(&self) -> Vec<Registration> {
+        self.read(|st| st.registrations().to_vec())
+    }
+
+    /// Every `RequestManagedInstanceRoleToken`, with its signature check and answer.
+    pub fn role_token_requests(&self) -> Vec<RoleTokenRequest> {
+        self.read(|st| st.role_token_requests().to_vec())
+    }
+
+    /// Every RSA signature check (role tokens and key updates), in order.
+    pub fn rsa_checks(&self) -> Vec<RsaCheck> {
+        self.read(|st| st.rsa_checks().to_vec())
+    }
+
+    /// RSA signature checks that failed; tests of a well-behaved agent expect none.
+    pub fn rsa_signature_failures(&self) -> Vec<RsaCheck> {
+        self.read(|st| {
+            st.rsa_checks()
+                .iter()
+                .filter(|c| !c.ok())
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub fn key_rotations(&self) -> Vec<KeyRotation> {
+        self.read(|st| st.key_rotations().to_vec())
+    }
+
+    /// The public key (base64 SubjectPublicKeyInfo DER) `instance_id` is registered with now.
+    pub fn current_public_key(&self, instance_id: &str) -> Option<String> {
+        self.read(|st| st.current_public_key(instance_id).map(str::to_string))
     }
 
     /// Restricts injected faults to one API family (or lifts the restriction).

@@ -4,9 +4,12 @@
 //! the emulator accepts) and `UpdateManagedInstancePublicKey` (key rotation). Every RSA signature
 //! is verified against the key the instance has registered *now* and recorded, so tests can
 //! assert that none failed.
+//!
+//! The emulator serves one instance: a successful registration makes its `mi-` id the
+//! instance that commands are addressed to (`Options::instance_id`).
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -128,7 +131,7 @@ impl RoleTokenRequest {
     /// `TokenExpirationDate` of the credentials issued.
     pub fn expires(&self) -> Option<SystemTime> {
         let secs = self.answer["TokenExpirationDate"].as_f64()?;
-        Some(UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
+        Some(UNIX_EPOCH + Duration::try_from_secs_f64(secs).ok()?)
     }
 
     /// The `__type` of an error answer.
@@ -300,7 +303,7 @@ pub(crate) fn note_role_token(
 /// signature was verified for (empty for the unsigned `RegisterManagedInstance`).
 pub(crate) fn handle(shared: &Shared, op: &str, caller: &str, body: &Value) -> Response {
     let result = match op {
-        REGISTER => register(shared, body),
+        REGISTER => shared.update(|st| register(st, body)),
         ROLE_TOKEN => shared.update(|st| role_token(st, caller, body)),
         UPDATE_KEY => shared.update(|st| update_key(st, caller, body)),
         _ => Err(Response::aws_error(
@@ -312,38 +315,32 @@ pub(crate) fn handle(shared: &Shared, op: &str, caller: &str, body: &Value) -> R
     result.unwrap_or_else(|resp| resp)
 }
 
-fn register(shared: &Shared, body: &Value) -> Result<Response, Response> {
-    let text = |field: &str| body[field].as_str().unwrap_or_default().to_string();
-    let mut record = Registration {
-        at: Instant::now(),
-        activation_id: text("ActivationId"),
-        fingerprint: text("Fingerprint"),
-        public_key: text("PublicKey"),
-        instance_id: None,
-        error: None,
-    };
-    let result = shared.update(|st| {
-        let instance = new_instance(st, body)?;
+/// Registers a new managed instance, recording the attempt whatever its outcome.
+fn register(st: &mut State, body: &Value) -> Result<Response, Response> {
+    let result = new_instance(st, body).map(|instance| {
         let iid = managed_instance_id();
         st.onprem.instances.insert(iid.clone(), instance);
         // The emulator serves one instance: from now on commands are addressed to this one.
         st.options.instance_id = iid.clone();
-        Ok(iid)
+        iid
     });
-    let answer = match result {
-        Ok(iid) => {
-            record.instance_id = Some(iid.clone());
-            Ok(Response::json(200, &json!({"InstanceId": iid})))
-        }
-        Err(resp) => {
-            let err: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-            let field = |k: &str| err[k].as_str().unwrap_or_default().to_string();
-            record.error = Some((field("__type"), field("message")));
-            Err(resp)
-        }
-    };
-    shared.update(|st| st.onprem.registrations.push(record));
-    answer
+    let text = |field: &str| body[field].as_str().unwrap_or_default().to_string();
+    st.onprem.registrations.push(Registration {
+        at: Instant::now(),
+        activation_id: text("ActivationId"),
+        fingerprint: text("Fingerprint"),
+        public_key: text("PublicKey"),
+        instance_id: result.as_ref().ok().cloned(),
+        error: result.as_ref().err().map(error_of),
+    });
+    result.map(|iid| Response::json(200, &json!({"InstanceId": iid})))
+}
+
+/// The `__type` and `message` of an AWS error answer.
+fn error_of(resp: &Response) -> (String, String) {
+    let err: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+    let field = |k: &str| err[k].as_str().unwrap_or_default().to_string();
+    (field("__type"), field("message"))
 }
 
 /// Validates a registration request the way the service does.
@@ -389,7 +386,9 @@ fn check_activation(st: &State, id: &str, code: &str) -> Result<(), Response> {
 fn is_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// `mi-` and 17 lower-case hex digits.
@@ -544,7 +543,10 @@ fn rsa_public_key_from_spki(spki: &[u8]) -> Result<(Vec<u8>, usize), String> {
     let (algorithm, rest) = der(info, SEQUENCE, "AlgorithmIdentifier")?;
     let (oid, _parameters) = der(algorithm, OID, "algorithm")?;
     if oid != RSA_ENCRYPTION {
-        return Err(format!("the algorithm is OID {}, not rsaEncryption", hex(oid)));
+        return Err(format!(
+            "the algorithm is OID {}, not rsaEncryption",
+            hex(oid)
+        ));
     }
     let (bits, rest2) = der(rest, BIT_STRING, "subjectPublicKey")?;
     if !trailing.is_empty() || !rest2.is_empty() {
@@ -559,10 +561,420 @@ fn rsa_public_key_from_spki(spki: &[u8]) -> Result<(Vec<u8>, usize), String> {
     if !after.is_empty() {
         return Err("bytes follow the RSAPublicKey".into());
     }
-    let significant = modulus.iter().skip_while(|b| **b == 0).as_slice();
+    let leading_zeros = modulus.iter().take_while(|b| **b == 0).count();
+    let significant = &modulus[leading_zeros..];
     let bits = match significant.first() {
         Some(top) => significant.len() * 8 - top.leading_zeros() as usize,
         None => 0,
     };
     Ok((pkcs1.to_vec(), bits))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use std::convert::Infallible;
+
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    use rsa::pkcs8::EncodePublicKey;
+    use rsa::rand_core::{TryCryptoRng, TryRng};
+    use rsa::sha2::Sha256;
+    use rsa::signature::{RandomizedSigner, SignatureEncoding};
+    use rsa::{RsaPrivateKey, pss};
+
+    use super::*;
+    use crate::cipher::b64;
+    use crate::sigv4::{Scope, sign_with};
+    use crate::targets::*;
+    use crate::tests::{Creds, Resp, call, health_body, json_request, send};
+    use crate::util::sha256_hex;
+    use crate::{Emulator, Options};
+
+    /// The kernel's random source for the rsa crate.
+    struct Urandom;
+
+    impl TryRng for Urandom {
+        type Error = Infallible;
+
+        fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+            let mut b = [0; 4];
+            fill_random(&mut b);
+            Ok(u32::from_le_bytes(b))
+        }
+
+        fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+            let mut b = [0; 8];
+            fill_random(&mut b);
+            Ok(u64::from_le_bytes(b))
+        }
+
+        fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+            fill_random(dst);
+            Ok(())
+        }
+    }
+
+    impl TryCryptoRng for Urandom {}
+
+    /// RSA-2048 keys made once per test run: generating one takes seconds in a debug build.
+    fn key(n: usize) -> &'static RsaPrivateKey {
+        static KEYS: [OnceLock<RsaPrivateKey>; 2] = [OnceLock::new(), OnceLock::new()];
+        KEYS[n].get_or_init(|| RsaPrivateKey::new(&mut Urandom, 2048).expect("RSA-2048 keygen"))
+    }
+
+    fn public_b64(key: &RsaPrivateKey) -> String {
+        let der = key.to_public_key().to_public_key_der().expect("SPKI DER");
+        b64(der.as_bytes())
+    }
+
+    fn register_with(emu: &Emulator, id: &str, code: &str, key_b64: &str) -> Resp {
+        let body = json!({"ActivationCode": code, "ActivationId": id, "Fingerprint": FINGERPRINT,
+                          "PublicKey": key_b64, "PublicKeyType": "Rsa"});
+        send(emu, &json_request(emu, REGISTER_MANAGED_INSTANCE, &body)).expect("an answer")
+    }
+
+    const FINGERPRINT: &str = "0d9c1b52-8f43-4a65-9b1e-6a7d2c3e4f50";
+
+    /// Registers `key` with the demo activation; returns the `mi-` id.
+    fn register(emu: &Emulator, key: &RsaPrivateKey) -> String {
+        let demo = Activation::demo();
+        let resp = register_with(emu, &demo.id, &demo.code, &public_b64(key));
+        assert_eq!(resp.status, 200, "{:?}", resp.json());
+        resp.json()["InstanceId"].as_str().unwrap().to_string()
+    }
+
+    /// A request signed the way §5.5 describes, with an RSA implementation other than ring.
+    fn rsa_signed(
+        emu: &Emulator,
+        instance: &str,
+        key: &RsaPrivateKey,
+        target: &str,
+        body: &Value,
+    ) -> Request {
+        let mut req = json_request(emu, target, body);
+        let scope = Scope {
+            access_key: instance,
+            token: None,
+            region: "us-east-1",
+            service: "ssm",
+            now: SystemTime::now(),
+        };
+        let signer = pss::SigningKey::<Sha256>::new(key.clone());
+        sign_with(&mut req, &scope, |_, sts| {
+            b64(&signer.sign_with_rng(&mut Urandom, sts.as_bytes()).to_vec())
+        });
+        let hash = sha256_hex(&req.body);
+        req.headers.push(("X-Amz-Content-Sha256".into(), hash));
+        req
+    }
+
+    fn role_token(emu: &Emulator, instance: &str, key: &RsaPrivateKey) -> Resp {
+        let body = json!({"Fingerprint": FINGERPRINT});
+        let req = rsa_signed(
+            emu,
+            instance,
+            key,
+            REQUEST_MANAGED_INSTANCE_ROLE_TOKEN,
+            &body,
+        );
+        send(emu, &req).expect("an answer")
+    }
+
+    fn is_managed_instance_id(s: &str) -> bool {
+        s.strip_prefix("mi-").is_some_and(|h| {
+            h.len() == 17
+                && h.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        })
+    }
+
+    #[test]
+    fn registration_checks_the_activation_and_the_key() {
+        let emu = Emulator::start(Options::default());
+        let good_key = public_b64(key(0));
+        let demo = Activation::demo();
+        let reject = |id: &str, code: &str, key: &str, error: &str| {
+            let resp = register_with(&emu, id, code, key);
+            assert_eq!((resp.status, resp.error_type()), (400, error.into()));
+            resp.json()["message"].as_str().unwrap().to_string()
+        };
+        let msg = reject(
+            &demo.id,
+            "WrongCode00000000000",
+            &good_key,
+            "InvalidActivation",
+        );
+        assert!(msg.contains(&demo.id), "{msg}");
+        let unknown = uuid_v4();
+        reject(&unknown, &demo.code, &good_key, "InvalidActivation");
+        reject("not-a-uuid", &demo.code, &good_key, "InvalidActivationId");
+        let short = &good_key[..MIN_PUBLIC_KEY_LEN - 1];
+        let msg = reject(&demo.id, &demo.code, short, "ValidationException");
+        assert!(msg.contains("392"), "{msg}");
+        let garbage = b64(&[7u8; 300]);
+        let msg = reject(&demo.id, &demo.code, &garbage, "ValidationException");
+        assert!(msg.contains("SubjectPublicKeyInfo"), "{msg}");
+        let mut wrong_type = json_request(&emu, REGISTER_MANAGED_INSTANCE, &json!({}));
+        wrong_type.body = json!({"ActivationCode": demo.code, "ActivationId": demo.id,
+            "Fingerprint": FINGERPRINT, "PublicKey": good_key, "PublicKeyType": "Ecdsa"})
+        .to_string()
+        .into_bytes();
+        assert_eq!(
+            send(&emu, &wrong_type).unwrap().error_type(),
+            "ValidationException"
+        );
+        assert!(emu.read(|st| st.onprem.instances.is_empty()));
+
+        // Unsigned: a stray Authorization header is ignored. A created activation works too.
+        let (id, code) = emu.create_activation();
+        assert_ne!(
+            (id.as_str(), code.as_str()),
+            (demo.id.as_str(), demo.code.as_str())
+        );
+        let body = json!({"ActivationCode": code, "ActivationId": id, "Fingerprint": FINGERPRINT,
+                          "PublicKey": good_key, "PublicKeyType": "Rsa"});
+        let mut req = json_request(&emu, REGISTER_MANAGED_INSTANCE, &body);
+        req.headers
+            .push(("Authorization".into(), "AWS4-HMAC-SHA256 nonsense".into()));
+        let resp = send(&emu, &req).unwrap();
+        assert_eq!(resp.status, 200, "{:?}", resp.json());
+        let iid = resp.json()["InstanceId"].as_str().unwrap().to_string();
+        assert!(is_managed_instance_id(&iid), "{iid}");
+        assert_eq!(emu.current_public_key(&iid), Some(good_key.clone()));
+        assert!(
+            emu.send_command(&json!({})).ends_with(&iid),
+            "commands go to {iid}"
+        );
+
+        let regs = emu.registrations();
+        assert_eq!(regs.len(), 7);
+        assert!(
+            regs[..6]
+                .iter()
+                .all(|r| r.instance_id.is_none() && r.error.is_some())
+        );
+        assert_eq!(regs[6].instance_id.as_deref(), Some(iid.as_str()));
+        assert_eq!(
+            (regs[6].activation_id.as_str(), regs[6].error.as_ref()),
+            (id.as_str(), None)
+        );
+        assert!(emu.signature_failures().is_empty());
+    }
+
+    #[test]
+    fn role_tokens_need_the_registered_key() {
+        let emu = Emulator::start(Options::default());
+        let iid = register(&emu, key(0));
+
+        let resp = role_token(&emu, &iid, key(0));
+        assert_eq!(resp.status, 200, "{:?}", resp.json());
+        let answer = resp.json();
+        assert_eq!(answer["UpdateKeyPair"], false);
+        let expires = answer["TokenExpirationDate"].as_f64().unwrap();
+        let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
+        let delta = in_an_hour.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() - expires;
+        assert!((0.0..5.0).contains(&delta), "expires {expires}");
+        let creds = Creds {
+            key: answer["AccessKeyId"].as_str().unwrap().into(),
+            secret: answer["SecretAccessKey"].as_str().unwrap().into(),
+            token: answer["SessionToken"].as_str().map(str::to_string),
+        };
+        let ping = call(&emu, &creds, UPDATE_INSTANCE_INFORMATION, &health_body());
+        assert_eq!(ping.status, 200, "role-token credentials sign other calls");
+        assert!(emu.rsa_signature_failures().is_empty());
+
+        // Tampered after signing, signed with another key, or a hex HMAC: all refused.
+        let body = json!({"Fingerprint": FINGERPRINT});
+        let mut tampered = rsa_signed(
+            &emu,
+            &iid,
+            key(0),
+            REQUEST_MANAGED_INSTANCE_ROLE_TOKEN,
+            &body,
+        );
+        tampered.body = json!({"Fingerprint": uuid_v4()}).to_string().into_bytes();
+        let resp = send(&emu, &tampered).unwrap();
+        assert!(
+            resp.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("X-Amz-Content-Sha256")
+        );
+        let content_hash = tampered
+            .headers
+            .iter_mut()
+            .find(|h| h.0 == "X-Amz-Content-Sha256");
+        content_hash.unwrap().1 = sha256_hex(&tampered.body);
+        let resp = send(&emu, &tampered).unwrap();
+        assert_eq!(
+            (resp.status, resp.error_type()),
+            (403, "InvalidSignatureException".into())
+        );
+        assert_eq!(role_token(&emu, &iid, key(1)).status, 403);
+        let mut hmac = json_request(
+            &emu,
+            REQUEST_MANAGED_INSTANCE_ROLE_TOKEN,
+            &json!({"Fingerprint": FINGERPRINT}),
+        );
+        let scope = Scope {
+            access_key: &iid,
+            token: None,
+            region: "us-east-1",
+            service: "ssm",
+            now: SystemTime::now(),
+        };
+        sign_with(&mut hmac, &scope, |auth, sts| {
+            sigv4::signature("secret", auth, sts)
+        });
+        let resp = send(&emu, &hmac).unwrap();
+        assert!(
+            resp.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("an HMAC signature")
+        );
+        let unknown = role_token(&emu, "mi-00000000000000000", key(0));
+        assert_eq!(unknown.error_type(), "UnrecognizedClientException");
+        let failures = emu.rsa_signature_failures();
+        assert_eq!(failures.len(), 5, "{failures:?}");
+        assert_eq!(failures[0].public_key, emu.current_public_key(&iid));
+        assert_eq!(
+            (failures[4].instance_id.as_str(), &failures[4].public_key),
+            ("mi-00000000000000000", &None)
+        );
+
+        // A valid signature with another fingerprint is a service error, not a signature one.
+        let req = rsa_signed(
+            &emu,
+            &iid,
+            key(0),
+            REQUEST_MANAGED_INSTANCE_ROLE_TOKEN,
+            &json!({"Fingerprint": uuid_v4()}),
+        );
+        let resp = send(&emu, &req).unwrap();
+        assert_eq!(
+            (resp.status, resp.error_type()),
+            (400, "InvalidInstanceId".into())
+        );
+
+        // Knobs: injected faults apply; lifetime 0 issues credentials that are already expired.
+        emu.fail_next(1, 500, "InternalServerError");
+        assert_eq!(role_token(&emu, &iid, key(0)).status, 500);
+        emu.set_role_token_lifetime(Duration::ZERO);
+        let answer = role_token(&emu, &iid, key(0)).json();
+        let stale = Creds {
+            key: answer["AccessKeyId"].as_str().unwrap().into(),
+            secret: answer["SecretAccessKey"].as_str().unwrap().into(),
+            token: answer["SessionToken"].as_str().map(str::to_string),
+        };
+        let refused = call(&emu, &stale, UPDATE_INSTANCE_INFORMATION, &health_body());
+        assert_eq!(refused.error_type(), "UnrecognizedClientException");
+
+        let requests = emu.role_token_requests();
+        let summary: Vec<(u16, bool)> = requests
+            .iter()
+            .map(|r| (r.status, r.signature == SigCheck::Ok))
+            .collect();
+        let refused = (403, false);
+        assert_eq!(
+            summary,
+            [
+                (200, true),
+                refused,
+                refused,
+                refused,
+                refused,
+                refused,
+                (400, true),
+                (500, true),
+                (200, true)
+            ]
+        );
+        assert_eq!(requests[0].access_key_id(), Some(creds.key.as_str()));
+        assert_eq!(requests[0].fingerprint.as_deref(), Some(FINGERPRINT));
+        assert_eq!(emu.count(REQUEST_MANAGED_INSTANCE_ROLE_TOKEN), 9);
+        assert_eq!(emu.rsa_checks().len(), 9);
+    }
+
+    #[test]
+    fn rotation_switches_to_the_new_key() {
+        let emu = Emulator::start(Options::default());
+        let iid = register(&emu, key(0));
+        emu.request_key_rotation(&iid);
+        for _ in 0..2 {
+            assert_eq!(role_token(&emu, &iid, key(0)).json()["UpdateKeyPair"], true);
+        }
+        let (old, new) = (public_b64(key(0)), public_b64(key(1)));
+        let body = json!({"NewPublicKey": new, "NewPublicKeyType": "Rsa"});
+        // Signed with the key being replaced by: refused, nothing changes.
+        let req = rsa_signed(
+            &emu,
+            &iid,
+            key(1),
+            UPDATE_MANAGED_INSTANCE_PUBLIC_KEY,
+            &body,
+        );
+        assert_eq!(send(&emu, &req).unwrap().status, 403);
+        assert_eq!(emu.current_public_key(&iid), Some(old.clone()));
+
+        let req = rsa_signed(
+            &emu,
+            &iid,
+            key(0),
+            UPDATE_MANAGED_INSTANCE_PUBLIC_KEY,
+            &body,
+        );
+        let resp = send(&emu, &req).unwrap();
+        assert_eq!((resp.status, resp.json()), (200, json!({})));
+        assert_eq!(emu.current_public_key(&iid), Some(new.clone()));
+        let rotation = KeyRotation {
+            instance_id: iid.clone(),
+            old_public_key: old,
+            new_public_key: new.clone(),
+        };
+        assert_eq!(emu.key_rotations(), [rotation]);
+
+        assert_eq!(
+            role_token(&emu, &iid, key(0)).status,
+            403,
+            "the old key stops working"
+        );
+        let resp = role_token(&emu, &iid, key(1));
+        assert_eq!(
+            (resp.status, &resp.json()["UpdateKeyPair"]),
+            (200, &json!(false))
+        );
+        let last = emu.rsa_checks().pop().unwrap();
+        assert!(last.ok());
+        assert_eq!(last.public_key, Some(new));
+        assert_eq!(emu.rsa_signature_failures().len(), 2);
+    }
+
+    #[test]
+    fn finds_the_pkcs1_key_inside_the_spki() {
+        let spki = key(0)
+            .to_public_key()
+            .to_public_key_der()
+            .unwrap()
+            .into_vec();
+        let pkcs1 = key(0).to_public_key().to_pkcs1_der().unwrap();
+        assert_eq!(
+            rsa_public_key_from_spki(&spki),
+            Ok((pkcs1.as_bytes().to_vec(), 2048))
+        );
+        let truncated = rsa_public_key_from_spki(&spki[..spki.len() - 1]);
+        assert!(truncated.unwrap_err().contains("truncated"));
+        let mut not_rsa = spki.clone();
+        let oid_at = spki.windows(9).position(|w| w == RSA_ENCRYPTION).unwrap();
+        not_rsa[oid_at + 8] = 0x0b;
+        assert!(
+            rsa_public_key_from_spki(&not_rsa)
+                .unwrap_err()
+                .contains("not rsaEncryption")
+        );
+        let mut trailing = spki.clone();
+        trailing.push(0);
+        assert!(rsa_public_key_from_spki(&trailing).is_err());
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
-use crate::{control, imds, kms, mds, mgs, sigv4};
+use crate::{control, imds, kms, mds, mgs, onprem, sigv4};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -76,37 +76,65 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Handled {
     }
 }
 
-/// The API family, operation and SigV4 service name of a known `X-Amz-Target`.
-fn classify(target: &str) -> Option<(Api, &str, &'static str)> {
+/// How a JSON 1.1 operation is authenticated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// SigV4 with HMAC credentials the emulator issued.
+    Hmac,
+    /// SigV4 with a managed instance's RSA key (protocol.md §5.5).
+    Rsa,
+    /// Anonymous (`RegisterManagedInstance`); an `Authorization` header is ignored.
+    Unsigned,
+}
+
+/// The API family, operation, SigV4 service name and authentication of a known `X-Amz-Target`.
+fn classify(target: &str) -> Option<(Api, &str, &'static str, Auth)> {
     let (prefix, op) = target.split_once('.')?;
     match prefix {
-        mds::TARGET_PREFIX if mds::OPERATIONS.contains(&op) => Some((Api::Mds, op, "ec2messages")),
-        SSM_PREFIX if op == "UpdateInstanceInformation" => Some((Api::Ssm, op, "ssm")),
-        kms::TARGET_PREFIX if op == "Decrypt" => Some((Api::Kms, op, kms::SERVICE)),
+        mds::TARGET_PREFIX if mds::OPERATIONS.contains(&op) => {
+            Some((Api::Mds, op, "ec2messages", Auth::Hmac))
+        }
+        SSM_PREFIX if op == "UpdateInstanceInformation" => Some((Api::Ssm, op, "ssm", Auth::Hmac)),
+        SSM_PREFIX if op == onprem::REGISTER => Some((Api::Ssm, op, "ssm", Auth::Unsigned)),
+        SSM_PREFIX if onprem::RSA_SIGNED.contains(&op) => Some((Api::Ssm, op, "ssm", Auth::Rsa)),
+        kms::TARGET_PREFIX if op == "Decrypt" => Some((Api::Kms, op, kms::SERVICE, Auth::Hmac)),
         _ => None,
     }
 }
 
-/// A signed AWS JSON 1.1 call: signature, then faults, then the operation.
+/// A JSON 1.1 call: signature, then faults, then the operation.
 fn json11(shared: &Shared, req: &Request) -> Handled {
     let target = req.header("X-Amz-Target").unwrap_or_default();
-    let Some((api, op, service)) = classify(target) else {
+    let Some((api, op, service, auth)) = classify(target) else {
         let msg = format!("X-Amz-Target {target:?} is not an operation this emulator knows");
         let resp = Response::aws_error(400, "UnknownOperationException", &msg);
         return Handled::plain(target, resp);
     };
     let mut handled = Handled::plain(target, Response::text(500, ""));
     let now = SystemTime::now();
-    let verified = shared
-        .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak)));
-    if let Err(e) = verified {
-        handled.outcome = Outcome::Respond(Response::aws_error(403, e.code, &e.message));
-        handled.signature = SigCheck::Failed(e.message);
-        return handled;
+    let verified = match auth {
+        Auth::Hmac => shared
+            .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak))),
+        Auth::Rsa => onprem::verify(shared, req, op, now),
+        Auth::Unsigned => Ok(String::new()),
+    };
+    match verified {
+        Err(e) => {
+            handled.outcome = Outcome::Respond(Response::aws_error(403, e.code, &e.message));
+            handled.signature = SigCheck::Failed(e.message);
+        }
+        Ok(caller) => {
+            if auth != Auth::Unsigned {
+                handled.signature = SigCheck::Ok;
+            }
+            handled.outcome = apply_faults(shared, api, &mut handled.fault).unwrap_or_else(|| {
+                Outcome::Respond(operation(shared, api, op, &caller, &req.body))
+            });
+        }
     }
-    handled.signature = SigCheck::Ok;
-    handled.outcome = apply_faults(shared, api, &mut handled.fault)
-        .unwrap_or_else(|| Outcome::Respond(operation(shared, api, op, &req.body)));
+    if op == onprem::ROLE_TOKEN {
+        onprem::note_role_token(shared, req, &handled.signature, &handled.outcome);
+    }
     handled
 }
 
@@ -133,7 +161,8 @@ fn apply_faults(shared: &Shared, api: Api, noted: &mut Option<String>) -> Option
     })
 }
 
-fn operation(shared: &Shared, api: Api, op: &str, body: &[u8]) -> Response {
+/// Runs an authenticated operation; `caller` is the managed instance of an RSA-signed call.
+fn operation(shared: &Shared, api: Api, op: &str, caller: &str, body: &[u8]) -> Response {
     let body: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
@@ -143,7 +172,8 @@ fn operation(shared: &Shared, api: Api, op: &str, body: &[u8]) -> Response {
     };
     match api {
         Api::Mds => mds::handle(shared, op, &body),
-        Api::Ssm => update_instance_information(shared, body),
+        Api::Ssm if op == "UpdateInstanceInformation" => update_instance_information(shared, body),
+        Api::Ssm => onprem::handle(shared, op, caller, &body),
         Api::Kms => shared.update(|st| kms::decrypt(st, &body)),
     }
 }

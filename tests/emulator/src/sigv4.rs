@@ -343,6 +343,13 @@ pub fn verify_rsa(
     }
     check_content_sha256(req)?;
     let (canonical, sts) = signed_strings(req, &auth, region, service, now)?;
+    if auth.signature.len() == 64 && auth.signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(format!(
+            "Signature {} is 64 hex digits, an HMAC signature: managed instances sign this call \
+             with RSA-PSS and send the signature base64-encoded",
+            auth.signature
+        )));
+    }
     let signature = unb64(&auth.signature).map_err(|e| {
         invalid(format!(
             "the RSA variant's Signature must be base64 of the RSA-PSS signature: {e}"

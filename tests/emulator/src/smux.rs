@@ -577,10 +577,11 @@ mod tests {
         let emu = crate::Emulator::start(crate::Options::default());
         let session = port_session(&emu, crate::SessionSpec::port(22, None, true));
         let mut a = session.smux_open().unwrap();
-        let b = session.smux_open().unwrap();
+        let mut b = session.smux_open().unwrap();
         assert_eq!((a.id(), b.id()), (1, 3));
         let data: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
-        io::Write::write_all(&mut a, &data).unwrap();
+        let n = io::Write::write(&mut a, &data).unwrap();
+        assert_eq!(n, MAX_FRAME_DATA, "one write is one frame");
         a.shutdown().unwrap();
         a.shutdown().unwrap();
         let err = io::Write::write(&mut a, b"late").unwrap_err();
@@ -596,12 +597,17 @@ mod tests {
                 (Cmd::Syn, 1, 0),
                 (Cmd::Syn, 3, 0),
                 (Cmd::Psh, 1, MAX_FRAME_DATA),
-                (Cmd::Psh, 1, 40_000 - MAX_FRAME_DATA),
                 (Cmd::Fin, 1, 0),
             ]
         );
-        let sent: Vec<u8> = frames.iter().flat_map(|f| f.data.clone()).collect();
-        assert_eq!(sent, data);
+        assert_eq!(frames[2].data, data[..MAX_FRAME_DATA]);
+        // No agent acknowledges anything: the window is full and writes wait, until the end.
+        let blocked = std::thread::spawn(move || io::Write::write(&mut b, b"x"));
+        std::thread::sleep(Duration::from_millis(300)); // proving a wait needs one
+        assert!(!blocked.is_finished(), "the write waits for the window");
+        emu.stop();
+        let err = blocked.join().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]

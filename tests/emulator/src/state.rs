@@ -12,6 +12,7 @@ use crate::imds::ImdsState;
 use crate::kms::{KmsDecrypt, KmsState};
 use crate::mds::MdsState;
 use crate::mgs::MgsState;
+use crate::onprem::OnPremState;
 use crate::sigv4::KeyInfo;
 
 /// One `SendReply` as stored (first arrival of its ReplyId).
@@ -106,6 +107,7 @@ pub struct State {
     pub(crate) mds: MdsState,
     pub(crate) mgs: MgsState,
     pub(crate) kms: KmsState,
+    pub(crate) onprem: OnPremState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -194,20 +196,24 @@ impl State {
         self.imds.keys.len()
     }
 
-    /// What was issued for `access_key`: IMDS role credentials or configured static keys.
+    /// What was issued for `access_key`: IMDS role credentials, hybrid-activation role tokens or
+    /// configured static keys.
     pub(crate) fn key_info(&self, access_key: &str) -> Option<KeyInfo> {
-        self.imds.key_info(access_key).or_else(|| {
-            let k = self
-                .options
-                .static_credentials
-                .iter()
-                .find(|k| k.access_key_id == access_key)?;
-            Some(KeyInfo {
-                secret: k.secret_access_key.clone(),
-                session_token: k.session_token.clone(),
-                expires: None,
+        self.imds
+            .key_info(access_key)
+            .or_else(|| self.onprem.key_info(access_key))
+            .or_else(|| {
+                let k = self
+                    .options
+                    .static_credentials
+                    .iter()
+                    .find(|k| k.access_key_id == access_key)?;
+                Some(KeyInfo {
+                    secret: k.secret_access_key.clone(),
+                    session_token: k.session_token.clone(),
+                    expires: None,
+                })
             })
-        })
     }
 
     /// Increases on every change; lets a watcher notice that something happened.
@@ -228,6 +234,7 @@ impl Shared {
             mds: MdsState::default(),
             mgs: MgsState::default(),
             kms: KmsState::default(),
+            onprem: OnPremState::new(options.activations.clone()),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),

@@ -14,14 +14,14 @@ use crate::targets::*;
 use crate::util::sha256_hex;
 use crate::*;
 
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Resp {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.text()))
     }
 
@@ -36,7 +36,7 @@ impl Resp {
             .map(|(_, v)| v.as_str())
     }
 
-    fn error_type(&self) -> String {
+    pub(crate) fn error_type(&self) -> String {
         self.json()["__type"]
             .as_str()
             .unwrap_or_default()
@@ -89,15 +89,15 @@ fn connect(emu: &Emulator) -> BufReader<TcpStream> {
     BufReader::new(TcpStream::connect(emu.url().trim_start_matches("http://")).unwrap())
 }
 
-fn send(emu: &Emulator, req: &Request) -> Option<Resp> {
+pub(crate) fn send(emu: &Emulator, req: &Request) -> Option<Resp> {
     exchange(&mut connect(emu), req)
 }
 
 #[derive(Clone)]
-struct Creds {
-    key: String,
-    secret: String,
-    token: Option<String>,
+pub(crate) struct Creds {
+    pub(crate) key: String,
+    pub(crate) secret: String,
+    pub(crate) token: Option<String>,
 }
 
 fn imds_token(emu: &Emulator) -> String {
@@ -141,7 +141,7 @@ fn role_credentials(emu: &Emulator) -> Creds {
 }
 
 /// An unsigned JSON 1.1 request for `target`.
-fn json_request(emu: &Emulator, target: &str, body: &Value) -> Request {
+pub(crate) fn json_request(emu: &Emulator, target: &str, body: &Value) -> Request {
     Request {
         method: "POST".into(),
         path: "/".into(),
@@ -190,7 +190,7 @@ fn signed(
 }
 
 /// A correctly signed call.
-fn call(emu: &Emulator, c: &Creds, target: &str, body: &Value) -> Resp {
+pub(crate) fn call(emu: &Emulator, c: &Creds, target: &str, body: &Value) -> Resp {
     send(
         emu,
         &signed(emu, c, target, body, "us-east-1", SystemTime::now()),
@@ -210,7 +210,7 @@ fn poll_body() -> Value {
            "VisibilityTimeoutInSeconds": 10})
 }
 
-fn health_body() -> Value {
+pub(crate) fn health_body() -> Value {
     json!({"AgentName": "amazon-ssm-agent", "AgentVersion": "3.3.0.0",
            "InstanceId": "i-0123456789abcdef0", "PlatformType": "Linux"})
 }

@@ -1,0 +1,228 @@
+//! Hybrid activation end to end: `ssm-lite register` against the emulator, then the agent running
+//! as `mi-…` on RSA-signed role-token credentials.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use ssm_emulator::aws_run_shell_script_payload as shell_payload;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An agent whose identity is on-prem only: no IMDS to fall back on.
+fn onprem_agent(emu: &ssm_emulator::Emulator) -> Agent {
+    Agent::prepare(
+        emu,
+        json!({ "Identity": { "ConsumptionOrder": ["OnPrem"] } }),
+        &[("AWS_EC2_METADATA_DISABLED", "true")],
+    )
+}
+
+fn register(agent: &Agent, emu: &ssm_emulator::Emulator) -> String {
+    let (id, code) = emu.create_activation();
+    let (status, out, err) = agent.cli(&[
+        "register",
+        "--code",
+        &code,
+        "--id",
+        &id,
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(status, 0, "register failed: {err}");
+    let mi = out.trim().to_owned();
+    assert!(mi.starts_with("mi-"), "{out:?}");
+    mi
+}
+
+fn run_over_mgs(emu: &ssm_emulator::Emulator, command_id: &str, script: &str) -> Value {
+    let job = emu.send_agent_job(&shell_payload(command_id, &[script], 3600));
+    emu.wait_job_final(&job, WAIT)
+        .unwrap_or_else(|| panic!("no final reply for {job}"))
+        .payload
+}
+
+#[test]
+fn a_registered_agent_runs_commands_as_mi_with_rsa_signed_credentials() {
+    let emu = emulator();
+    let mut agent = onprem_agent(&emu);
+    let mi = register(&agent, &emu);
+    for f in std::fs::read_dir(agent.state_dir().join("registration")).unwrap() {
+        let mode = f.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "registration files are private");
+    }
+    agent.start_again();
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel; log:\n{}",
+        agent.log()
+    );
+    let reply = run_over_mgs(
+        &emu,
+        "12121212-0000-4000-8000-000000000001",
+        "echo as $AWS_SSM_INSTANCE_ID",
+    );
+    assert_eq!(reply["documentStatus"], "Success");
+    assert_eq!(plugin(&reply)["standardOutput"], format!("as {mi}\n"));
+    assert!(emu.wait_until(WAIT, |s| !s.health_pings().is_empty()));
+    assert_eq!(emu.health_pings()[0].request["InstanceId"], mi.as_str());
+    assert!(
+        !emu.rsa_checks().is_empty(),
+        "role tokens were requested with RSA signatures"
+    );
+    assert!(
+        emu.rsa_signature_failures().is_empty(),
+        "{:?}",
+        emu.rsa_signature_failures()
+    );
+    assert!(
+        emu.signature_failures().is_empty(),
+        "{:?}",
+        emu.signature_failures()
+    );
+    let log = agent.log();
+    let key =
+        std::fs::read_to_string(agent.state_dir().join("registration/registration.json")).unwrap();
+    let private: Value = serde_json::from_str(&key).unwrap();
+    let private = private["privateKey"].as_str().unwrap();
+    assert!(
+        !log.contains(&private[..40]),
+        "the private key never reaches the log"
+    );
+}
+
+#[test]
+fn a_wrong_activation_is_refused_in_plain_words() {
+    let emu = emulator();
+    let agent = onprem_agent(&emu);
+    let (status, out, err) = agent.cli(&[
+        "register",
+        "--code",
+        "wrong-code",
+        "--id",
+        "9e1f5a5c-7a3b-4d2e-8f60-0123456789ab",
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(status, 1, "{out}{err}");
+    assert!(err.to_lowercase().contains("activation"), "{err}");
+    assert!(
+        !agent
+            .state_dir()
+            .join("registration/registration.json")
+            .exists()
+    );
+}
+
+#[test]
+fn short_lived_credentials_are_refreshed_before_they_expire() {
+    let emu = emulator();
+    emu.set_role_token_lifetime(Duration::from_secs(60));
+    let mut agent = onprem_agent(&emu);
+    register(&agent, &emu);
+    agent.start_again();
+    assert!(emu.wait_mgs_connected(WAIT));
+    // Five minutes of use, one command every 20 s: every call must find valid credentials.
+    for i in 0..15 {
+        let reply = run_over_mgs(&emu, &format!("13131313-0000-4000-8000-{i:012}"), "true");
+        assert_eq!(reply["documentStatus"], "Success", "command {i}");
+        std::thread::sleep(Duration::from_secs(20)); // the passage of time is the test
+    }
+    let tokens = emu.role_token_requests();
+    assert!(
+        tokens.len() >= 6,
+        "refreshed repeatedly (about every 30 s): {}",
+        tokens.len()
+    );
+    assert!(
+        tokens.iter().all(|t| t.succeeded()),
+        "no failed role-token call"
+    );
+    assert!(
+        emu.signature_failures().is_empty(),
+        "no call was signed with expired credentials: {:?}",
+        emu.signature_failures()
+    );
+}
+
+#[test]
+fn the_service_asks_for_a_new_key_and_later_calls_use_it() {
+    let emu = emulator();
+    emu.set_role_token_lifetime(Duration::from_secs(20));
+    let mut agent = onprem_agent(&emu);
+    let mi = register(&agent, &emu);
+    agent.start_again();
+    assert!(emu.wait_mgs_connected(WAIT));
+    let before = emu.current_public_key(&mi).unwrap();
+    emu.request_key_rotation(&mi);
+    assert!(
+        emu.wait_until(Duration::from_secs(60), |s| !s.key_rotations().is_empty()),
+        "the agent rotated its key"
+    );
+    let after = emu.current_public_key(&mi).unwrap();
+    assert_ne!(before, after);
+    // After a restart the new key is the one on disk and the one that works.
+    agent.restart();
+    assert!(emu.wait_mgs_connected(WAIT));
+    let reply = run_over_mgs(&emu, "14141414-0000-4000-8000-000000000001", "true");
+    assert_eq!(reply["documentStatus"], "Success");
+    assert!(
+        emu.rsa_signature_failures().is_empty(),
+        "{:?}",
+        emu.rsa_signature_failures()
+    );
+}
+
+#[test]
+fn an_amazon_ssm_agent_vault_is_imported_and_works() {
+    let emu = emulator();
+    // A registration the service knows, made by ssm-lite, then laid out as amazon-ssm-agent
+    // keeps it (protocol §5.4) for a second, fresh agent to import.
+    let donor = onprem_agent(&emu);
+    let mi = register(&donor, &emu);
+    let reg: Value = serde_json::from_slice(
+        &std::fs::read(donor.state_dir().join("registration/registration.json")).unwrap(),
+    )
+    .unwrap();
+    let vault = donor.dir.path().join("Vault");
+    std::fs::create_dir_all(vault.join("Store")).unwrap();
+    let record = json!({
+        "instanceID": mi, "region": "us-east-1", "instanceType": "", "availabilityZone": "",
+        "privateKey": reg["privateKey"], "publicKey": "", "privateKeyType": "Rsa",
+        "privateKeyCreatedDate": "2024-05-01 10:00:00.123456789 +0000 UTC"
+    });
+    let fingerprint =
+        json!({ "fingerprint": reg["fingerprint"], "hardwareHash": {}, "similarityThreshold": 40 });
+    std::fs::write(vault.join("Store/RegistrationKey"), record.to_string()).unwrap();
+    std::fs::write(
+        vault.join("Store/InstanceFingerprint"),
+        fingerprint.to_string(),
+    )
+    .unwrap();
+    let manifest = json!({
+        "RegistrationKey": vault.join("Store/RegistrationKey"),
+        "InstanceFingerprint": vault.join("Store/InstanceFingerprint"),
+    });
+    std::fs::write(vault.join("Manifest"), manifest.to_string()).unwrap();
+
+    let mut agent = onprem_agent(&emu);
+    let (status, out, err) = agent.cli(&[
+        "register",
+        "--import-amazon-ssm-agent",
+        "--amazon-ssm-agent-vault",
+        vault.to_str().unwrap(),
+    ]);
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(out.trim(), mi, "same managed instance id");
+    agent.start_again();
+    assert!(emu.wait_mgs_connected(WAIT));
+    let reply = run_over_mgs(
+        &emu,
+        "15151515-0000-4000-8000-000000000001",
+        "echo imported",
+    );
+    assert_eq!(plugin(&reply)["standardOutput"], "imported\n");
+    assert!(emu.rsa_signature_failures().is_empty());
+}
