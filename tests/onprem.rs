@@ -226,3 +226,52 @@ fn an_amazon_ssm_agent_vault_is_imported_and_works() {
     assert_eq!(plugin(&reply)["standardOutput"], "imported\n");
     assert!(emu.rsa_signature_failures().is_empty());
 }
+
+#[test]
+fn an_ec2_instance_without_a_role_uses_default_host_management() {
+    let emu = ssm_emulator::Emulator::start(ssm_emulator::Options {
+        poll_hold: Duration::from_secs(2),
+        role_name: None,
+        ..ssm_emulator::Options::default()
+    });
+    let iid = emu.read(|st| st.options.instance_id.clone());
+    let agent = Agent::start(&emu, json!({ "Identity": { "ConsumptionOrder": ["EC2"] } }));
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel; log:\n{}",
+        agent.log()
+    );
+    let reply = run_over_mgs(
+        &emu,
+        "16161616-0000-4000-8000-000000000001",
+        "echo as $AWS_SSM_INSTANCE_ID",
+    );
+    assert_eq!(reply["documentStatus"], "Success");
+    assert_eq!(plugin(&reply)["standardOutput"], format!("as {iid}\n"));
+    let registrations = emu.read(|st| st.registrations().to_vec());
+    assert_eq!(registrations.len(), 1, "{registrations:?}");
+    assert_eq!(
+        (registrations[0].fingerprint.as_str(), registrations[0].ok()),
+        (iid.as_str(), true)
+    );
+    let checks = emu.rsa_checks();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.ok() && c.operation == "RequestManagedInstanceRoleToken"),
+        "role tokens were requested with a valid asymmetric signature: {checks:?}"
+    );
+    assert!(
+        emu.rsa_signature_failures().is_empty(),
+        "{:?}",
+        emu.rsa_signature_failures()
+    );
+    assert!(
+        emu.signature_failures().is_empty(),
+        "{:?}",
+        emu.signature_failures()
+    );
+    let stored = agent.state_dir().join("registration-ec2/registration.json");
+    assert!(stored.exists(), "EC2 registration kept apart from on-prem");
+    assert!(!agent.state_dir().join("registration").exists());
+}

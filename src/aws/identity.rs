@@ -7,6 +7,7 @@ use super::http::HttpClient;
 use super::imds::{ImdsClient, ImdsError};
 use crate::config::Config;
 use crate::onprem::credentials::{self as onprem_credentials, SsmService};
+use crate::onprem::dhmc;
 use crate::onprem::rsasign::{self, RsaClient};
 use crate::onprem::store::RegistrationStore;
 use std::fmt;
@@ -122,8 +123,10 @@ pub fn select(
             ))),
             Err(why) => Err(Rejected::Broken(why)),
         },
-        "EC2" => ec2_identity(config, Arc::new(ImdsClient::new(http.clone(), env)))
-            .map_err(|e| e.to_string().into()),
+        "EC2" => {
+            let imds = Arc::new(ImdsClient::new(http.clone(), env));
+            ec2_identity(config, http.clone(), imds, state_dir).map_err(Rejected::from)
+        }
         "CustomIdentity" => custom_identity(config, env).map_err(Rejected::from),
         "ECS" => {
             log::warn!(
@@ -227,28 +230,58 @@ fn region(config: &Config, discovered: &str) -> String {
 }
 
 /// The EC2 identity: instance id and identity document over IMDSv2; credentials are the instance
-/// profile's, refreshed through the same client.
-fn ec2_identity(config: &Config, imds: Arc<ImdsClient>) -> Result<Identity, ImdsError> {
-    let instance_id = imds.instance_id()?;
-    let document = imds.identity_document()?;
+/// profile's, refreshed through the same client, or without a role Default Host Management's
+/// (registration under `state_dir`).
+fn ec2_identity(
+    config: &Config,
+    http: Arc<HttpClient>,
+    imds: Arc<ImdsClient>,
+    state_dir: &Path,
+) -> Result<Identity, String> {
+    let instance_id = imds.instance_id().map_err(|e| e.to_string())?;
+    let document = imds.identity_document().map_err(|e| e.to_string())?;
+    let region = region(config, &document.region);
     let availability_zone_id = imds.availability_zone_id().unwrap_or_else(|e| {
         log::warn!("identity: no availability zone id from IMDS ({e}); reporting it empty");
         String::new()
     });
-    let source = imds.clone();
-    let credentials = RefreshingCredentials::new("IMDS instance-profile role", move || {
-        source
-            .role_credentials()
-            .map_err(|e| CredentialsError(e.to_string()))
-    });
+    let credentials: Arc<dyn CredentialsProvider> = match imds.role_credentials() {
+        Err(ImdsError::NoRole) => {
+            log::info!("identity: no instance-profile role; using EC2 Default Host Management");
+            let endpoint = endpoint::resolve(
+                rsasign::SIGNING_NAME,
+                &region,
+                &config.ssm.endpoint,
+                &config.agent.service_domain,
+            )
+            .map_err(|e| format!("SSM endpoint for {instance_id}: {e}"))?;
+            let store = RegistrationStore::ec2(state_dir);
+            let rotate_days = config.profile.key_auto_rotate_days;
+            Arc::new(dhmc::provider(
+                http,
+                imds,
+                endpoint,
+                &instance_id,
+                store,
+                rotate_days,
+            )?)
+        }
+        _ => Arc::new(RefreshingCredentials::new(
+            "IMDS instance-profile role",
+            move || {
+                imds.role_credentials()
+                    .map_err(|e| CredentialsError(e.to_string()))
+            },
+        )),
+    };
     Ok(Identity {
         kind: IdentityKind::Ec2,
         instance_id,
-        region: region(config, &document.region),
+        region,
         availability_zone: document.availability_zone,
         availability_zone_id,
         instance_type: document.instance_type,
-        credentials: Arc::new(credentials),
+        credentials,
     })
 }
 

@@ -168,6 +168,14 @@ impl ImdsClient {
         parse_role_credentials(&text).map_err(|reason| invalid(&path, reason))
     }
 
+    /// The instance identity credentials (EC2 Default Host Management, protocol.md §5.3), in the
+    /// same document format as role credentials.
+    pub fn identity_credentials(&self) -> Result<Credentials, ImdsError> {
+        let path = "meta-data/identity-credentials/ec2/security-credentials/ec2-instance";
+        let text = self.get(path, Access::V2Only)?;
+        parse_role_credentials(&text).map_err(|reason| invalid(path, reason))
+    }
+
     /// GET `/latest/<path>` with the session token, renewing the token once on a 401.
     fn get(&self, path: &str, access: Access) -> Result<String, ImdsError> {
         let url = format!("{}/latest/{path}", self.base.clone()?);

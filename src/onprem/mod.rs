@@ -2,6 +2,7 @@
 //! pair, RSA-signed role-token requests, key rotation, and import from amazon-ssm-agent.
 
 pub mod credentials;
+pub mod dhmc;
 pub mod fingerprint;
 pub mod keys;
 pub mod register;

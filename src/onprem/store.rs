@@ -103,6 +103,14 @@ impl RegistrationStore {
         }
     }
 
+    /// The EC2 Default Host Management registration under `state_dir`, kept apart from the
+    /// on-prem one (which a hybrid activation may add later).
+    pub fn ec2(state_dir: &Path) -> RegistrationStore {
+        RegistrationStore {
+            dir: state_dir.join("registration-ec2"),
+        }
+    }
+
     /// `<state dir>/registration`.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -26,6 +26,8 @@ pub(crate) const ROLE_TOKEN: &str = "RequestManagedInstanceRoleToken";
 pub(crate) const UPDATE_KEY: &str = "UpdateManagedInstancePublicKey";
 /// Operations signed with the instance's RSA key instead of HMAC credentials.
 pub(crate) const RSA_SIGNED: [&str; 2] = [ROLE_TOKEN, UPDATE_KEY];
+/// The header with which EC2 Default Host Management calls sign their `Authorization` value.
+pub(crate) const ASYMMETRIC_HEADER: &str = "SSM-AsymmetricKeyAuthorization";
 /// The service's minimum `PublicKey` length: base64 of a 2048-bit key's SubjectPublicKeyInfo.
 pub const MIN_PUBLIC_KEY_LEN: usize = 392;
 const KEY_TYPE: &str = "Rsa";
@@ -268,6 +270,64 @@ pub(crate) fn verify(
     })
 }
 
+/// Verifies the `SSM-AsymmetricKeyAuthorization` header of an EC2 Default Host Management call
+/// (whose HMAC signature was verified already) against the key the EC2 instance registered, and
+/// records the check. Returns the instance id.
+pub(crate) fn verify_asymmetric(
+    shared: &Shared,
+    req: &Request,
+    operation: &str,
+) -> Result<String, SigError> {
+    shared.update(|st| {
+        let instance_id = st.options.instance_id.clone();
+        let key = st.onprem.instances.get(&instance_id).map(|i| i.key.clone());
+        let result = match &key {
+            Some(key) => check_asymmetric(req, &key.pkcs1),
+            None => Err(SigError {
+                code: "AccessDeniedException",
+                message: format!("{instance_id} is not registered for Default Host Management"),
+            }),
+        };
+        st.onprem.rsa_checks.push(RsaCheck {
+            at: Instant::now(),
+            operation: operation.into(),
+            instance_id: instance_id.clone(),
+            public_key: key.map(|k| k.b64),
+            result: result
+                .as_ref()
+                .map_or_else(|e| SigCheck::Failed(e.message.clone()), |_| SigCheck::Ok),
+        });
+        result.map(|()| instance_id)
+    })
+}
+
+/// `Signature=<base64 RSA-PSS-SHA256>` over the whole `Authorization` value.
+fn check_asymmetric(req: &Request, public_pkcs1: &[u8]) -> Result<(), SigError> {
+    let bad = |message: String| SigError {
+        code: "InvalidSignatureException",
+        message,
+    };
+    let authorization = req.header("Authorization").unwrap_or_default();
+    let value = req.header(ASYMMETRIC_HEADER).unwrap_or_default();
+    let b64 = value.strip_prefix("Signature=").ok_or_else(|| {
+        bad(format!(
+            "{ASYMMETRIC_HEADER} must be Signature=<base64>: {value:?}"
+        ))
+    })?;
+    let signature = unb64(b64).map_err(|e| bad(format!("{ASYMMETRIC_HEADER}: {e}")))?;
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PSS_2048_8192_SHA256,
+        public_pkcs1,
+    )
+    .verify(authorization.as_bytes(), &signature)
+    .map_err(|_| {
+        bad(format!(
+            "{ASYMMETRIC_HEADER} is not an RSA-PSS-SHA256 signature of the Authorization value \
+             by the registered key"
+        ))
+    })
+}
+
 /// Records a `RequestManagedInstanceRoleToken` call with how it was answered.
 pub(crate) fn note_role_token(
     shared: &Shared,
@@ -275,11 +335,14 @@ pub(crate) fn note_role_token(
     signature: &SigCheck,
     outcome: &Outcome,
 ) {
-    let instance_id = req
-        .header("Authorization")
-        .and_then(|h| sigv4::parse_authorization(h).ok())
-        .map(|a| a.access_key)
-        .unwrap_or_default();
+    let instance_id = if req.header(ASYMMETRIC_HEADER).is_some() {
+        shared.read(|st| st.options.instance_id.clone())
+    } else {
+        req.header("Authorization")
+            .and_then(|h| sigv4::parse_authorization(h).ok())
+            .map(|a| a.access_key)
+            .unwrap_or_default()
+    };
     let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
     let (status, answer) = match outcome {
         Outcome::Respond(r) | Outcome::Upgrade(r, _) => (
@@ -303,6 +366,7 @@ pub(crate) fn note_role_token(
 /// signature was verified for (empty for the unsigned `RegisterManagedInstance`).
 pub(crate) fn handle(shared: &Shared, op: &str, caller: &str, body: &Value) -> Response {
     let result = match op {
+        REGISTER if is_ec2_registration(body) => shared.update(|st| register_ec2(st, body)),
         REGISTER => shared.update(|st| register(st, body)),
         ROLE_TOKEN => shared.update(|st| role_token(st, caller, body)),
         UPDATE_KEY => shared.update(|st| update_key(st, caller, body)),
@@ -324,6 +388,15 @@ fn register(st: &mut State, body: &Value) -> Result<Response, Response> {
         st.options.instance_id = iid.clone();
         iid
     });
+    note_registration(st, body, result)
+}
+
+/// Records a registration attempt and answers it.
+fn note_registration(
+    st: &mut State,
+    body: &Value,
+    result: Result<String, Response>,
+) -> Result<Response, Response> {
     let text = |field: &str| body[field].as_str().unwrap_or_default().to_string();
     st.onprem.registrations.push(Registration {
         at: Instant::now(),
@@ -334,6 +407,44 @@ fn register(st: &mut State, body: &Value) -> Result<Response, Response> {
         error: result.as_ref().err().map(error_of),
     });
     result.map(|iid| Response::json(200, &json!({"InstanceId": iid})))
+}
+
+/// A registration without an activation is EC2 Default Host Management's (protocol.md §5.3),
+/// signed with the instance identity credentials.
+pub(crate) fn is_ec2_registration(body: &Value) -> bool {
+    body.is_object() && body.get("ActivationCode").is_none()
+}
+
+/// Registers the EC2 instance itself (fingerprint = its instance id) for Default Host
+/// Management; a second registration is `InstanceAlreadyRegistered`.
+fn register_ec2(st: &mut State, body: &Value) -> Result<Response, Response> {
+    let iid = st.options.instance_id.clone();
+    let result = new_ec2_instance(st, &iid, body).map(|instance| {
+        st.onprem.instances.insert(iid.clone(), instance);
+        iid
+    });
+    note_registration(st, body, result)
+}
+
+fn new_ec2_instance(st: &State, iid: &str, body: &Value) -> Result<Instance, Response> {
+    let fingerprint = required(body, "Fingerprint", 1)?;
+    let key_b64 = required(body, "PublicKey", MIN_PUBLIC_KEY_LEN)?;
+    key_type(body, "PublicKeyType")?;
+    if fingerprint != iid {
+        let msg = format!(
+            "an EC2 registration's Fingerprint must be the instance id {iid}, not {fingerprint:?}"
+        );
+        return Err(Response::aws_error(400, "InvalidInstanceId", &msg));
+    }
+    if st.onprem.instances.contains_key(iid) {
+        let msg = format!("{iid} is already registered");
+        return Err(Response::aws_error(400, "InstanceAlreadyRegistered", &msg));
+    }
+    Ok(Instance {
+        key: parse_public_key("PublicKey", key_b64)?,
+        fingerprint: iid.into(),
+        rotation_requested: false,
+    })
 }
 
 /// The `__type` and `message` of an AWS error answer.
@@ -949,6 +1060,84 @@ mod tests {
         assert!(last.ok());
         assert_eq!(last.public_key, Some(new));
         assert_eq!(emu.rsa_signature_failures().len(), 2);
+    }
+
+    /// The instance identity credentials from the emulator's IMDS (IMDSv1 allowed).
+    fn identity_credentials(emu: &Emulator) -> Creds {
+        let path = "/latest/meta-data/identity-credentials/ec2/security-credentials/ec2-instance";
+        let get = Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: String::new(),
+            headers: vec![(
+                "Host".into(),
+                emu.url().trim_start_matches("http://").into(),
+            )],
+            body: Vec::new(),
+        };
+        let doc = send(emu, &get).expect("an answer").json();
+        let text = |k: &str| doc[k].as_str().unwrap().to_string();
+        Creds {
+            key: text("AccessKeyId"),
+            secret: text("SecretAccessKey"),
+            token: Some(text("Token")),
+        }
+    }
+
+    /// A call signed the EC2 Default Host Management way: HMAC with `c`, plus `key`'s
+    /// RSA-PSS signature of the Authorization value.
+    fn dhmc_signed(emu: &Emulator, c: &Creds, key: &RsaPrivateKey, body: &Value) -> Request {
+        let mut req = json_request(emu, REQUEST_MANAGED_INSTANCE_ROLE_TOKEN, body);
+        let (token, now) = (c.token.as_deref(), SystemTime::now());
+        sigv4::sign_for_tests(&mut req, &c.key, &c.secret, token, "us-east-1", "ssm", now);
+        let authorization = req.header("Authorization").unwrap().to_string();
+        let signer = pss::SigningKey::<Sha256>::new(key.clone());
+        let signature = signer.sign_with_rng(&mut Urandom, authorization.as_bytes());
+        let value = format!("Signature={}", b64(&signature.to_vec()));
+        req.headers.push((ASYMMETRIC_HEADER.into(), value));
+        req
+    }
+
+    #[test]
+    fn ec2_default_host_management_registers_and_checks_the_asymmetric_signature() {
+        let emu = Emulator::start(Options {
+            imds_v1_allowed: true,
+            ..Options::default()
+        });
+        let iid = emu.read(|st| st.options.instance_id.clone());
+        let body =
+            json!({"Fingerprint": iid, "PublicKey": public_b64(key(0)), "PublicKeyType": "Rsa"});
+        let unsigned = send(&emu, &json_request(&emu, REGISTER_MANAGED_INSTANCE, &body)).unwrap();
+        assert_eq!(unsigned.status, 403, "{:?}", unsigned.json());
+        let creds = identity_credentials(&emu);
+        let resp = call(&emu, &creds, REGISTER_MANAGED_INSTANCE, &body);
+        assert_eq!(resp.json(), json!({"InstanceId": iid}));
+        let again = call(&emu, &creds, REGISTER_MANAGED_INSTANCE, &body);
+        assert_eq!(again.error_type(), "InstanceAlreadyRegistered");
+
+        let token = json!({"Fingerprint": iid});
+        let resp = send(&emu, &dhmc_signed(&emu, &creds, key(0), &token)).unwrap();
+        assert_eq!(resp.status, 200, "{:?}", resp.json());
+        let issued = Creds {
+            key: resp.json()["AccessKeyId"].as_str().unwrap().into(),
+            secret: resp.json()["SecretAccessKey"].as_str().unwrap().into(),
+            token: resp.json()["SessionToken"].as_str().map(str::to_string),
+        };
+        assert_eq!(
+            call(&emu, &issued, UPDATE_INSTANCE_INFORMATION, &health_body()).status,
+            200
+        );
+
+        let wrong_key = send(&emu, &dhmc_signed(&emu, &creds, key(1), &token)).unwrap();
+        assert_eq!(wrong_key.status, 403);
+        let checks = emu.rsa_checks();
+        let results: Vec<(bool, &str)> = checks
+            .iter()
+            .map(|c| (c.ok(), c.instance_id.as_str()))
+            .collect();
+        assert_eq!(results, [(true, iid.as_str()), (false, iid.as_str())]);
+        let requests = emu.read(|st| st.role_token_requests().to_vec());
+        assert_eq!(requests[0].instance_id, iid);
     }
 
     #[test]

@@ -85,6 +85,9 @@ enum Auth {
     Rsa,
     /// Anonymous (`RegisterManagedInstance`); an `Authorization` header is ignored.
     Unsigned,
+    /// EC2 Default Host Management: HMAC with the instance identity credentials plus the
+    /// instance's RSA signature of the `Authorization` value (protocol.md §5.5).
+    Dhmc,
 }
 
 /// The API family, operation, SigV4 service name and authentication of a known `X-Amz-Target`.
@@ -110,12 +113,21 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
         let resp = Response::aws_error(400, "UnknownOperationException", &msg);
         return Handled::plain(target, resp);
     };
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let auth = match auth {
+        Auth::Unsigned if onprem::is_ec2_registration(&body) => Auth::Hmac,
+        Auth::Rsa if req.header(onprem::ASYMMETRIC_HEADER).is_some() => Auth::Dhmc,
+        other => other,
+    };
     let mut handled = Handled::plain(target, Response::text(500, ""));
     let now = SystemTime::now();
     let verified = match auth {
         Auth::Hmac => shared
             .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak))),
         Auth::Rsa => onprem::verify(shared, req, op, now),
+        Auth::Dhmc => shared
+            .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak)))
+            .and_then(|_| onprem::verify_asymmetric(shared, req, op)),
         Auth::Unsigned => Ok(String::new()),
     };
     match verified {

@@ -298,7 +298,8 @@ impl Client {
 }
 
 /// One smux stream of a multiplexed Port session: Read + Write, usable from any thread (clone
-/// it with [`SmuxStream::try_clone`] for a separate reader and writer).
+/// it with [`SmuxStream::try_clone`] for a separate reader and writer). Dropping it sends
+/// nothing; [`SmuxStream::shutdown`] closes it.
 pub struct SmuxStream {
     session: Session,
     client: Arc<Client>,
