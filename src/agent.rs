@@ -104,6 +104,34 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| format!("cannot start thread {name}: {e}"))
 }
 
+/// Keeps credentials fresh while nothing uses them (an idle agent on MGS makes few signed calls):
+/// wakes at half the remaining lifetime and asks the provider, which refreshes from half-life on.
+fn refresh_credentials(
+    provider: &dyn crate::aws::credentials::CredentialsProvider,
+    shutdown: &Shutdown,
+) {
+    const RETRY: Duration = Duration::from_secs(30);
+    loop {
+        let delay = match provider.credentials() {
+            Ok(c) => match c
+                .expires_at
+                .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+            {
+                Some(left) => (left / 2 + Duration::from_secs(1)).max(Duration::from_secs(1)),
+                None if c.expires_at.is_none() => return, // long-lived keys never need a refresh
+                None => RETRY,
+            },
+            Err(e) => {
+                log::warn!("credentials: {e}; trying again in {} s", RETRY.as_secs());
+                RETRY
+            }
+        };
+        if shutdown.wait_timeout(delay) {
+            return;
+        }
+    }
+}
+
 /// What the transports share.
 struct Context<'a> {
     config: &'a Config,
@@ -241,6 +269,10 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let http = http_client(&config)?;
     let env = Env::capture();
     let identity = select_identity(&config, &http, &env, &args.state_dir, &shutdown)?;
+    let (provider, refresher_shutdown) = (identity.credentials.clone(), shutdown.clone());
+    spawn("credentials", move || {
+        refresh_credentials(provider.as_ref(), &refresher_shutdown)
+    })?;
     let region = if config.agent.region.is_empty() {
         identity.region.clone()
     } else {
