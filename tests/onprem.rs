@@ -229,12 +229,13 @@ fn an_amazon_ssm_agent_vault_is_imported_and_works() {
 
 #[test]
 fn an_ec2_instance_without_a_role_uses_default_host_management() {
-    let emu = ssm_emulator::Emulator::start(ssm_emulator::Options {
+    let options = ssm_emulator::Options {
         poll_hold: Duration::from_secs(2),
         role_name: None,
         ..ssm_emulator::Options::default()
-    });
-    let iid = emu.read(|st| st.options.instance_id.clone());
+    };
+    let iid = options.instance_id.clone();
+    let emu = ssm_emulator::Emulator::start(options);
     let agent = Agent::start(&emu, json!({ "Identity": { "ConsumptionOrder": ["EC2"] } }));
     assert!(
         emu.wait_mgs_connected(WAIT),
@@ -250,10 +251,9 @@ fn an_ec2_instance_without_a_role_uses_default_host_management() {
     assert_eq!(plugin(&reply)["standardOutput"], format!("as {iid}\n"));
     let registrations = emu.read(|st| st.registrations().to_vec());
     assert_eq!(registrations.len(), 1, "{registrations:?}");
-    assert_eq!(
-        (registrations[0].fingerprint.as_str(), registrations[0].ok()),
-        (iid.as_str(), true)
-    );
+    let registration = &registrations[0];
+    assert_eq!(registration.fingerprint, iid);
+    assert_eq!(registration.instance_id.as_deref(), Some(iid.as_str()));
     let checks = emu.rsa_checks();
     assert!(
         checks
