@@ -163,7 +163,7 @@ fn cancel_stops_a_running_command_and_a_queued_one_never_starts() {
         &[&format!("touch {}", queued_mark.display())],
         3600,
     );
-    wait_file_exists(&running_mark);
+    wait_file_exists_within(WAIT_FOR_FILE, &running_mark);
     assert!(
         emu.wait_until(FINAL_WAIT, |s| !s.replies(&second).is_empty()),
         "second command received"
@@ -187,14 +187,6 @@ fn cancel_stops_a_running_command_and_a_queued_one_never_starts() {
         !queued_mark.exists(),
         "a cancelled queued command must never start"
     );
-}
-
-fn wait_file_exists(p: &std::path::Path) {
-    let deadline = Instant::now() + FINAL_WAIT;
-    while !p.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -483,7 +475,7 @@ fn sigterm_stops_cleanly_and_reports_the_running_step() {
         &[&format!("touch {}; sleep 60", mark.display())],
         3600,
     );
-    wait_file_exists(&mark);
+    wait_file_exists_within(WAIT_FOR_FILE, &mark);
     let status = agent.terminate(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "clean exit");
     let reply = final_of(&emu, &msg);

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use ssm_emulator::aws_run_shell_script_payload as shell_payload;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -72,7 +72,7 @@ fn duplicates_full_queues_and_cancels_get_their_ack_codes() {
         &[&format!("touch {}; sleep 60", mark.display())],
         3600,
     ));
-    wait_file_exists(&mark);
+    wait_file_exists_within(WAIT_FOR_FILE, &mark);
     let queued = emu.send_agent_job(&shell_payload(
         "eeeeeeee-0000-4000-8000-000000000003",
         &["true"],
@@ -115,7 +115,7 @@ fn a_reply_survives_a_control_channel_drop() {
         &[&format!("touch {}; sleep 2; echo finished", mark.display())],
         3600,
     ));
-    wait_file_exists(&mark);
+    wait_file_exists_within(WAIT_FOR_FILE, &mark);
     let connects = emu.mgs_connects();
     emu.drop_control_channel();
     let reply = final_of(&emu, &job);
@@ -139,14 +139,6 @@ fn unacknowledged_replies_are_sent_again_with_the_same_id() {
     );
     emu.set_reply_acks(ssm_emulator::AckPolicy::Ack);
     assert_eq!(final_of(&emu, &job)["documentStatus"], "Success");
-}
-
-fn wait_file_exists(p: &std::path::Path) {
-    let deadline = Instant::now() + WAIT;
-    while !p.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -196,7 +188,7 @@ fn a_job_interrupted_by_a_crash_is_reported_over_mgs_after_restart() {
         &[&format!("touch {}; sleep 60", mark.display())],
         3600,
     ));
-    wait_file_exists(&mark);
+    wait_file_exists_within(WAIT_FOR_FILE, &mark);
     agent.kill9();
     agent.start_again();
     let r = final_of(&emu, &job);

@@ -246,6 +246,18 @@ pub fn wait_file(path: &Path, limit: Duration) -> Option<String> {
     None
 }
 
+/// How long tests wait for a file a script creates.
+pub const WAIT_FOR_FILE: Duration = Duration::from_secs(30);
+
+/// Waits until `p` exists (a script's mark); panics after `limit`.
+pub fn wait_file_exists_within(limit: Duration, p: &Path) {
+    let deadline = Instant::now() + limit;
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", p.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `ssm-lite run-document` with arguments; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
