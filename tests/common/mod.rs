@@ -273,6 +273,13 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A final reply for a command whose step was running when the agent was killed.
+pub fn assert_interrupted(reply: &Value) {
+    assert_eq!(reply["documentStatus"], "Failed", "{reply}");
+    let output = plugin(reply)["output"].as_str().unwrap_or_default();
+    assert!(output.contains("agent stopped"), "{reply}");
+}
+
 /// The one plugin entry of a single-plugin final reply.
 pub fn plugin(reply: &Value) -> &Value {
     let rs = reply["runtimeStatus"]
