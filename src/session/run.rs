@@ -266,6 +266,20 @@ fn fail_visibly(ch: &mut DataChannel<'_>, message: String) -> Ended {
     Ended::Failed(message)
 }
 
+/// Sends again what the client has not acknowledged in time, unless earlier bytes still wait in
+/// the socket's queue: then the client has not even had the first copy, and re-sending would
+/// only pile duplicates onto a slow connection.
+fn resend_due(ch: &mut DataChannel<'_>, now: Instant) {
+    if ch.conn.wants_write() {
+        return;
+    }
+    for frame in ch.out.due_resends(now, RESENDS_PER_SCAN) {
+        if ch.conn.send_binary(frame).is_err() {
+            break;
+        }
+    }
+}
+
 /// Waits (bounded) for the client to acknowledge everything sent.
 fn drain(ch: &mut DataChannel<'_>, until: Instant) {
     while ch.out.unacked() > 0 && Instant::now() < until {
@@ -283,9 +297,7 @@ fn drain(ch: &mut DataChannel<'_>, until: Instant) {
                 }
             }
         }
-        for f in ch.out.due_resends(Instant::now(), RESENDS_PER_SCAN) {
-            let _ = ch.conn.send_binary(f);
-        }
+        resend_due(ch, Instant::now());
     }
 }
 
@@ -444,11 +456,7 @@ fn session_loop(
             }
             _ => {}
         }
-        for frame in ch.out.due_resends(now, RESENDS_PER_SCAN) {
-            if ch.conn.send_binary(frame).is_err() {
-                break;
-            }
-        }
+        resend_due(ch, now);
         let reading =
             matches!(phase, Phase::Running) && !ch.out.is_paused() && ch.out.unacked() < WINDOW;
         let interests = plugin
@@ -465,7 +473,13 @@ fn session_loop(
                 .filter(|i| i.read || i.write)
                 .map(|i| PollFd::new(i.fd, i.read, i.write)),
         );
-        let mut deadline = ch.out.next_deadline();
+        // While bytes wait in the socket's queue nothing is re-sent (see `resend_due`): the
+        // socket becoming writable wakes the loop, not a resend deadline that has passed.
+        let mut deadline = if ch.conn.wants_write() {
+            None
+        } else {
+            ch.out.next_deadline()
+        };
         if let Phase::Handshake { since } | Phase::Challenge { since, .. } = phase {
             deadline = Some(deadline.map_or(*since + HANDSHAKE_TIMEOUT, |d| {
                 d.min(*since + HANDSHAKE_TIMEOUT)
@@ -534,6 +548,10 @@ fn session_loop(
                 ACKNOWLEDGE => {
                     if let Some(a) = Ack::parse(&msg.payload) {
                         ch.out.acknowledged(a.sequence_number, Instant::now());
+                        // Draining waits as long as the client keeps acknowledging.
+                        if let Phase::Draining { until, .. } = phase {
+                            *until = Instant::now() + DRAIN_TIMEOUT;
+                        }
                     }
                 }
                 "pause_publication" => ch.out.pause(),
