@@ -185,20 +185,21 @@ impl Agent {
     /// SIGTERM and wait (up to `limit`) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("agent running");
-        signal(child.id(), "TERM");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
+        let pid = child.id();
+        signal(pid, "TERM");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                signal(pid, "KILL");
                 panic!(
                     "agent did not exit within {limit:?} of SIGTERM; log:\n{}",
                     self.log()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
