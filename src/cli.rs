@@ -24,8 +24,9 @@ Commands:
                  amazon-ssm-agent keeps in /var/lib/amazon/ssm/Vault (same id and key)
 
 Options:
-  --config PATH      amazon-ssm-agent.json to use (default /etc/amazon/ssm/amazon-ssm-agent.json
-                     when it exists, otherwise built-in defaults)
+  --config PATH      amazon-ssm-agent.json to use (default: the first that exists of
+                     /etc/ssm-lite/amazon-ssm-agent.json and /etc/amazon/ssm/amazon-ssm-agent.json,
+                     otherwise built-in defaults)
   --state-dir DIR    where commands, replies and output are kept (default /var/lib/ssm-lite;
                      run-document defaults to a temporary directory)
   --parameters JSON  document parameters, e.g. '{\"commands\":[\"uname -a\"]}'

@@ -9,8 +9,13 @@ use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Where amazon-ssm-agent keeps its configuration; ssm-lite reads the same file (drop-in).
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/amazon/ssm/amazon-ssm-agent.json";
+/// Where the configuration is looked for without `--config`, first match wins: ssm-lite's own
+/// file (the .deb ships its template beside it), then amazon-ssm-agent's, so a host that already
+/// has an upstream config keeps it when ssm-lite replaces the agent.
+pub const CONFIG_SEARCH_PATH: [&str; 2] = [
+    "/etc/ssm-lite/amazon-ssm-agent.json",
+    "/etc/amazon/ssm/amazon-ssm-agent.json",
+];
 
 /// The upstream agent version ssm-lite is protocol-compatible with, advertised as `AgentVersion`
 /// unless `Agent.Version` says otherwise (see README, "Agent name and version").
@@ -220,13 +225,30 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads `path` if given; otherwise the upstream path when it exists; otherwise defaults.
+    /// Loads `path` if given; otherwise the first file of [`CONFIG_SEARCH_PATH`] that exists;
+    /// otherwise the defaults. Says which in the log, as the answer to "why is my setting ignored".
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let default_path = Path::new(DEFAULT_CONFIG_PATH);
-        match path {
-            Some(p) => Config::from_file(p),
-            None if default_path.exists() => Config::from_file(default_path),
-            None => Ok(Config::default()),
+        Config::load_searching(path, &CONFIG_SEARCH_PATH.map(Path::new))
+    }
+
+    fn load_searching(path: Option<&Path>, search: &[&Path]) -> Result<Config, ConfigError> {
+        let chosen = path.or_else(|| search.iter().copied().find(|p| p.exists()));
+        match chosen {
+            Some(p) => {
+                log::info!("configuration: {}", p.display());
+                Config::from_file(p)
+            }
+            None => {
+                log::info!(
+                    "configuration: built-in defaults (none of {} exists)",
+                    search
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Ok(Config::default())
+            }
         }
     }
 
@@ -630,6 +652,23 @@ mod tests {
         .unwrap();
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("bad.json") && err.contains("line 3"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_first_existing_file_of_the_search_path_wins_and_a_given_path_beats_both() {
+        let dir = std::env::temp_dir().join(format!("ssm-lite-search-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (own, upstream) = (dir.join("own.json"), dir.join("upstream.json"));
+        let search = [own.as_path(), upstream.as_path()];
+        let workers = |c: Config| c.mds.command_workers_limit;
+        assert_eq!(workers(Config::load_searching(None, &search).unwrap()), 5);
+        std::fs::write(&upstream, r#"{"Mds":{"CommandWorkersLimit":2}}"#).unwrap();
+        assert_eq!(workers(Config::load_searching(None, &search).unwrap()), 2);
+        std::fs::write(&own, r#"{"Mds":{"CommandWorkersLimit":3}}"#).unwrap();
+        assert_eq!(workers(Config::load_searching(None, &search).unwrap()), 3);
+        let given = Config::load_searching(Some(&dir.join("missing.json")), &search);
+        assert!(matches!(given, Err(ConfigError::Read { .. })));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -119,21 +119,21 @@ fn a_wrong_activation_is_refused_in_plain_words() {
 #[test]
 fn short_lived_credentials_are_refreshed_before_they_expire() {
     let emu = emulator();
-    emu.set_role_token_lifetime(Duration::from_secs(60));
+    emu.set_role_token_lifetime(Duration::from_secs(20));
     let mut agent = onprem_agent(&emu);
     register(&agent, &emu);
     agent.start_again();
     assert!(emu.wait_mgs_connected(WAIT));
-    // Five minutes of use, one command every 20 s: every call must find valid credentials.
-    for i in 0..15 {
+    // Five lifetimes of use, one command every 8 s: every call must find valid credentials.
+    for i in 0..12 {
         let reply = run_over_mgs(&emu, &format!("13131313-0000-4000-8000-{i:012}"), "true");
         assert_eq!(reply["documentStatus"], "Success", "command {i}");
-        std::thread::sleep(Duration::from_secs(20)); // the passage of time is the test
+        std::thread::sleep(Duration::from_secs(8)); // the passage of time is the test
     }
     let tokens = emu.role_token_requests();
     assert!(
         tokens.len() >= 6,
-        "refreshed repeatedly (about every 30 s): {}",
+        "refreshed repeatedly (about every 10 s): {}",
         tokens.len()
     );
     assert!(

@@ -73,6 +73,27 @@ fn echo_succeeds_with_replies_in_order_and_valid_signatures() {
     drop(agent);
 }
 
+/// The packaged unit shields the agent from the OOM killer (`OOMScoreAdjust=-900`); the scripts it
+/// runs must not inherit that: they start at 0 whatever the agent's own score. (The test moves
+/// the agent's score up, not down: lowering needs CAP_SYS_RESOURCE, which systemd has and a test
+/// machine may not.)
+#[test]
+fn scripts_start_with_the_default_oom_score_whatever_the_agents() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({}));
+    let adj = format!("/proc/{}/oom_score_adj", agent.pid());
+    fs::write(&adj, "500").unwrap();
+    let msg = run(
+        &emu,
+        "0a0a0a0a-0000-4000-8000-000000000900",
+        &["cat /proc/self/oom_score_adj"],
+        60,
+    );
+    let reply = final_of(&emu, &msg);
+    assert_eq!(plugin(&reply)["output"], "0\n", "{reply}");
+    assert_eq!(fs::read_to_string(&adj).unwrap().trim(), "500");
+}
+
 #[test]
 fn nonzero_exit_fails_with_its_code_and_separate_stderr() {
     let emu = emulator();

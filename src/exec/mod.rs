@@ -155,6 +155,7 @@ fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    sys::oom::unshield_child(&mut cmd);
     if let Some(dir) = spec.working_dir {
         cmd.current_dir(dir);
     }

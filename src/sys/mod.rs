@@ -1,5 +1,6 @@
 //! Every `unsafe` block and libc call of ssm-lite, behind small typed, safe functions.
 
+pub mod oom;
 pub mod poll;
 pub mod pty;
 

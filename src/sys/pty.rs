@@ -101,6 +101,7 @@ pub fn spawn(
     let who = run_as.map_or(String::new(), |u| {
         format!(" as uid {} gid {}", u.uid, u.gid)
     });
+    super::oom::unshield_child(&mut cmd);
     let run_as = run_as.cloned();
     // SAFETY: the closure runs in the forked child before exec and only makes the
     // async-signal-safe system calls of `enter_session`; it allocates nothing (the group list
@@ -129,6 +130,7 @@ pub fn spawn_piped(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    super::oom::unshield_child(&mut cmd);
     let run_as = run_as.cloned();
     // SAFETY: as in `spawn`: only async-signal-safe system calls, no allocation, no locks.
     unsafe { cmd.pre_exec(move || enter_session(run_as.as_ref(), false)) };

@@ -10,7 +10,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ssm-lite");
+/// The agent binary under test: this build's, unless `SSM_LITE_TEST_BIN` names another one (a
+/// release binary of another architecture, run through `SSM_LITE_TEST_RUNNER` such as
+/// `qemu-aarch64-static`: `make test` runs the Run Command tests so for every release binary).
+pub fn agent_command() -> Command {
+    let bin = std::env::var_os("SSM_LITE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ssm-lite").into());
+    match std::env::var_os("SSM_LITE_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -133,7 +147,7 @@ impl Agent {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = fs::File::create(self.log_path(self.starts)).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = agent_command();
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -261,7 +275,7 @@ pub fn wait_file_exists_within(limit: Duration, p: &Path) {
 
 /// `ssm-lite run-document` with arguments; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
+    let out = agent_command()
         .args(args)
         .output()
         .expect("running ssm-lite");
