@@ -3,7 +3,25 @@
 
 CARGO ?= cargo
 
-.PHONY: all build release demo demo-shell demo-port test lint bench clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST := dist
+ARCHES := x86_64 aarch64 armhf i686
+BINARIES := $(foreach a,$(ARCHES),$(DIST)/ssm-lite-$(VERSION)-$(a))
+# Debian's name for each architecture, and how the release tests run its binary on this x86_64
+# host: qemu-user emulating the oldest CPU each build promises to run on.
+DEBARCH_x86_64 := amd64
+DEBARCH_aarch64 := arm64
+DEBARCH_armhf := armhf
+DEBARCH_i686 := i386
+RUNNER_aarch64 := qemu-aarch64-static
+RUNNER_armhf := qemu-arm-static
+RUNNER_i686 := qemu-i386-static
+QEMU_CPU_armhf := arm1176
+QEMU_CPU_i686 := n270
+DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
+
+.PHONY: all build release tools binaries demo demo-shell demo-port test test-native test-release \
+	test-artifacts lint bench clean FORCE
 
 all: build
 
@@ -26,8 +44,49 @@ demo-port:
 	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
 	$(CARGO) run --quiet -p ssm-emulator -- port --agent target/debug/ssm-lite --local-port $(LOCAL) --remote-port $(REMOTE)
 
-test:
+# Static musl binaries for every architecture, their .debs and SHA256SUMS, into dist/.
+release: tools
+	$(MAKE) binaries
+	$(MAKE) $(DEBS)
+	cd $(DIST) && sha256sum $(notdir $(BINARIES) $(DEBS)) > SHA256SUMS
+
+# The pinned cross toolchain and the Debian packages the release tests use (cross/versions.env).
+tools:
+	cross/install-tools.sh
+
+binaries: $(BINARIES)
+
+# cargo decides whether anything changed; make always asks it.
+$(DIST)/ssm-lite-$(VERSION)-%: FORCE
+	cross/build.sh $* $@
+
+$(DIST)/ssm-lite_$(VERSION)-1_%.deb: FORCE
+	packaging/build-deb.sh $* $(DIST)/ssm-lite-$(VERSION)-$(ARCH_$*) $(DIST)
+
+ARCH_amd64 := x86_64
+ARCH_arm64 := aarch64
+ARCH_armhf := armhf
+ARCH_i386 := i686
+
+# Everything: the native suite and the release build run side by side (the suite mostly waits on
+# child processes and sockets, the release build wants the CPU), then the release artifacts are
+# tested: static binaries under qemu, the .debs installed into a Debian root, the init script.
+test: tools
+	$(MAKE) -j2 test-native release
+	$(MAKE) test-release
+
+test-native:
 	$(CARGO) test --workspace
+
+test-release: test-artifacts $(addprefix test-qemu-,$(ARCHES))
+
+test-artifacts:
+	$(CARGO) test --test release --test package -- --ignored
+
+# The Run Command end-to-end suite again, with the agent being a release binary under qemu-user.
+test-qemu-%:
+	SSM_LITE_TEST_BIN=$(CURDIR)/$(DIST)/ssm-lite-$(VERSION)-$* SSM_LITE_TEST_RUNNER=$(RUNNER_$*) \
+	  QEMU_CPU=$(QEMU_CPU_$*) $(CARGO) test --test runcommand
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Builds one static, stripped release binary: cross/build.sh ARCH OUT
+# ARCH is x86_64, aarch64, armhf (ARMv6 + VFP, so Raspberry Pi Zero/1 as well as ARMv7) or i686.
+# Each ARCH builds in its own target dir, so `make -j2 release` can build two at once.
+set -eu
+cd "$(dirname "$0")/.."
+. cross/versions.env
+arch=$1 out=$2
+
+case $arch in
+x86_64) triple=x86_64-unknown-linux-musl ;;
+aarch64) triple=aarch64-unknown-linux-musl ;;
+i686) triple=i686-unknown-linux-musl ;;
+armhf) triple=arm-unknown-linux-musleabihf ;;
+*)
+    echo "cross/build.sh: unknown architecture '$arch' (x86_64, aarch64, armhf, i686)" >&2
+    exit 2
+    ;;
+esac
+
+rust=$(rustc --version | cut -d' ' -f2)
+if [ "$rust" != "$RUST_VERSION" ]; then
+    echo "cross/build.sh: warning: rustc $rust, releases are pinned to $RUST_VERSION;" \
+        "the binary will not be byte-identical to a pinned build" >&2
+fi
+
+# Paths of this checkout, the cargo registry and the toolchain end up in panic messages; mapping
+# them to fixed names makes the bytes independent of where the build ran.
+sysroot=$(rustc --print sysroot)
+flags="--remap-path-prefix=$PWD=/ssm-lite --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+flags="$flags --remap-path-prefix=$sysroot=/rust"
+export CARGO_TARGET_DIR="$PWD/target/cross/$arch"
+
+if [ "$arch" = armhf ]; then
+    # rustup has no prebuilt std for 32-bit ARM musl: build it from rust-src (RUSTC_BOOTSTRAP
+    # unlocks -Zbuild-std on stable). With no rustup self-contained dir for this target, zig
+    # brings musl's crt objects and libc, hence link-self-contained=no.
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags -C link-self-contained=no" \
+        cargo zigbuild --locked --release --target "$triple" --bin ssm-lite \
+        -Zbuild-std=std,panic_abort
+else
+    RUSTFLAGS="$flags" cargo zigbuild --locked --release --target "$triple" --bin ssm-lite
+fi
+
+mkdir -p "$(dirname "$out")"
+cp "$CARGO_TARGET_DIR/$triple/release/ssm-lite" "$out"
