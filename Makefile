@@ -7,17 +7,18 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST := dist
 ARCHES := x86_64 aarch64 armhf i686
 BINARIES := $(foreach a,$(ARCHES),$(DIST)/ssm-lite-$(VERSION)-$(a))
-# Debian's name for each architecture, and how the release tests run its binary on this x86_64
-# host: qemu-user emulating the oldest CPU each build promises to run on.
+# Debian's name for each architecture, and how the Run Command suite runs each release binary on
+# this x86_64 host: under qemu-user, emulating the oldest CPU the build promises to run on. i686
+# runs natively (x86_64 kernels run i386 binaries): under qemu-i386 7.2 it gets SIGSEGV right
+# after a detached thread unmaps its stack and exits (musl's thread exit), which it never did on
+# the real CPU; tests/release.rs still checks it under qemu on a 32-bit-only CPU.
 DEBARCH_x86_64 := amd64
 DEBARCH_aarch64 := arm64
 DEBARCH_armhf := armhf
 DEBARCH_i686 := i386
 RUNNER_aarch64 := qemu-aarch64-static
 RUNNER_armhf := qemu-arm-static
-RUNNER_i686 := qemu-i386-static
 QEMU_CPU_armhf := arm1176
-QEMU_CPU_i686 := n270
 DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
 
 .PHONY: all build release tools binaries demo demo-shell demo-port test test-native test-release \
@@ -78,15 +79,17 @@ test: tools
 test-native:
 	$(CARGO) test --workspace
 
-test-release: test-artifacts $(addprefix test-qemu-,$(ARCHES))
+test-release: test-artifacts
+	$(MAKE) -j4 $(addprefix test-e2e-,$(ARCHES))
 
 test-artifacts:
 	$(CARGO) test --test release --test package -- --ignored
 
-# The Run Command end-to-end suite again, with the agent being a release binary under qemu-user.
-test-qemu-%:
+# The Run Command end-to-end suite again, with the agent being a release binary (under qemu-user
+# for the foreign ones). The four runs mostly wait, so they run side by side.
+test-e2e-%:
 	SSM_LITE_TEST_BIN=$(CURDIR)/$(DIST)/ssm-lite-$(VERSION)-$* SSM_LITE_TEST_RUNNER=$(RUNNER_$*) \
-	  QEMU_CPU=$(QEMU_CPU_$*) $(CARGO) test --test runcommand
+	  $(if $(QEMU_CPU_$*),QEMU_CPU=$(QEMU_CPU_$*)) $(CARGO) test --test runcommand
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -29,9 +29,13 @@ use std::time::{Duration, Instant};
 
 /// A custom CA bundle amazon-ssm-agent operators already use for TLS-inspecting proxies.
 const AGENT_CA_FILE: &str = "/etc/amazon/ssm/amazon-ssm-agent.crt";
-/// How long identity selection is retried before the agent gives up (and its supervisor
-/// restarts it): long enough to ride out IMDS or network coming up late at boot.
+/// Identity selection is retried for as long as it takes (a SysV init does not restart an agent
+/// that gave up, and `ssm-lite register` may come later): every 30 s at most during the first
+/// minutes, when IMDS or the network come up late at boot, then every 5 minutes, to keep the
+/// log readable.
 const IDENTITY_PATIENCE: Duration = Duration::from_secs(300);
+const IDENTITY_RETRY_MAX: Duration = Duration::from_secs(30);
+const IDENTITY_RETRY_MAX_LATER: Duration = Duration::from_secs(300);
 /// How long replies may take to drain at shutdown; what is left stays spooled for next start.
 const REPLY_FLUSH: Duration = Duration::from_secs(5);
 
@@ -76,15 +80,20 @@ fn select_identity(
     state_dir: &Path,
     shutdown: &Shutdown,
 ) -> Result<Identity, String> {
-    let deadline = Instant::now() + IDENTITY_PATIENCE;
+    let patient_until = Instant::now() + IDENTITY_PATIENCE;
     let mut attempt = 0;
     loop {
         match identity::select(config, http.clone(), env, state_dir) {
             Ok(id) => return Ok(id),
-            Err(e) if e.fatal || Instant::now() >= deadline => return Err(e.to_string()),
+            Err(e) if e.fatal => return Err(e.to_string()),
             Err(e) => {
                 attempt += 1;
-                let delay = crate::mds::backoff(attempt, Duration::from_secs(30));
+                let cap = if Instant::now() < patient_until {
+                    IDENTITY_RETRY_MAX
+                } else {
+                    IDENTITY_RETRY_MAX_LATER
+                };
+                let delay = crate::mds::backoff(attempt, cap);
                 log::warn!(
                     "no usable identity yet ({e}); trying again in {} s",
                     delay.as_secs()

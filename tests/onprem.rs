@@ -93,6 +93,30 @@ fn a_registered_agent_runs_commands_as_mi_with_rsa_signed_credentials() {
     );
 }
 
+/// Installed before it was registered (the .deb does not start it then, but a boot does): the
+/// agent waits for an identity instead of exiting, and takes the registration when it appears.
+#[test]
+fn an_agent_started_before_registration_takes_it_up_without_a_restart() {
+    let emu = emulator();
+    let mut agent = onprem_agent(&emu);
+    agent.start_again();
+    assert!(
+        agent.wait_log("no usable identity yet", WAIT),
+        "{}",
+        agent.log()
+    );
+    let mi = register(&agent, &emu);
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel; log:\n{}",
+        agent.log()
+    );
+    let reply = run_over_mgs(&emu, "12121212-0000-4000-8000-000000000002", "true");
+    assert_eq!(reply["documentStatus"], "Success");
+    assert!(emu.wait_until(WAIT, |s| !s.health_pings().is_empty()));
+    assert_eq!(emu.health_pings()[0].request["InstanceId"], mi.as_str());
+}
+
 #[test]
 fn a_wrong_activation_is_refused_in_plain_words() {
     let emu = emulator();

@@ -177,6 +177,18 @@ impl Agent {
             .join("\n--- restart ---\n")
     }
 
+    /// Waits until the log (of every start so far) contains `text`.
+    pub fn wait_log(&self, text: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(text) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
     /// SIGKILL: the crash case.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
