@@ -79,14 +79,14 @@ test: tools
 test-native:
 	$(CARGO) test --workspace
 
-test-release: test-artifacts
-	$(MAKE) -j4 $(addprefix test-e2e-,$(ARCHES))
+test-release:
+	$(MAKE) -j5 test-artifacts $(addprefix test-e2e-,$(ARCHES))
 
 test-artifacts:
 	$(CARGO) test --test release --test package -- --ignored
 
 # The Run Command end-to-end suite again, with the agent being a release binary (under qemu-user
-# for the foreign ones). The four runs mostly wait, so they run side by side.
+# for the foreign ones). These runs and the artifact tests mostly wait, so they run side by side.
 test-e2e-%:
 	SSM_LITE_TEST_BIN=$(CURDIR)/$(DIST)/ssm-lite-$(VERSION)-$* SSM_LITE_TEST_RUNNER=$(RUNNER_$*) \
 	  $(if $(QEMU_CPU_$*),QEMU_CPU=$(QEMU_CPU_$*)) $(CARGO) test --test runcommand
