@@ -3,7 +3,8 @@
 //! emulator, and `systemd-analyze verify` of the unit.
 //!
 //! They need dist/ (`make release`) and root (chroot, mount, dpkg), so they are ignored by a plain
-//! `cargo test`; `make test` runs them with `cargo test --test package -- --ignored`.
+//! `cargo test`; `make test` runs them with `cargo test --test package -- --ignored`. The one
+//! exception, run by a plain `cargo test`, checks that packaging/debian/copyright is current.
 //!
 //! The Debian root (bookworm minbase + systemd) is made once by debootstrap and cached in
 //! target/debian-root/. Each test that installs the package works on its own copy of it
@@ -338,6 +339,90 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+// ---- the copyright file ----
+
+/// What packaging/gen-copyright.sh reads the crates from: ssm-lite's normal dependencies without
+/// proc macros (which run in the compiler), for each release target.
+const RELEASE_TARGETS: [&str; 4] = [
+    "x86_64-unknown-linux-musl",
+    "aarch64-unknown-linux-musl",
+    "arm-unknown-linux-musleabihf",
+    "i686-unknown-linux-musl",
+];
+
+/// "NAME-VERSION" of every crates.io crate linked into a release binary, the union over the
+/// release targets (path crates, ssm-lite itself, left out).
+fn bundled_crates() -> BTreeSet<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut crates = BTreeSet::new();
+    for target in RELEASE_TARGETS {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(manifest_dir())
+            .args(["tree", "--locked", "--offline", "-p", "ssm-lite"])
+            .args(["-e", "normal,no-proc-macro", "--target", target])
+            .args(["--prefix", "none", "--format", "{p}"]);
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed (missing crate sources? run `cargo fetch --locked`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(version)) = (words.next(), words.next()) else {
+                panic!("unexpected line of cargo tree: {line:?}");
+            };
+            if !words.next().is_some_and(|w| w.starts_with("(/")) {
+                crates.insert(format!("{name}-{}", version.trim_start_matches('v')));
+            }
+        }
+    }
+    crates
+}
+
+#[test]
+fn debian_copyright_lists_every_bundled_crate_and_toolchain() {
+    let copyright = fs::read_to_string(manifest_dir().join("packaging/debian/copyright")).unwrap();
+    let files: BTreeSet<&str> = copyright
+        .lines()
+        .filter_map(|l| l.strip_prefix("Files: vendor/"))
+        .collect();
+    // A crate's paragraph is `Files: vendor/NAME-VERSION/*`; the toolchain's lie deeper.
+    let listed: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| f.strip_suffix("/*").filter(|c| !c.contains('/')))
+        .map(str::to_owned)
+        .collect();
+    let bundled = bundled_crates();
+    assert!(
+        bundled.len() > 30,
+        "too few crates, cargo tree changed? {bundled:?}"
+    );
+    let missing: Vec<&String> = bundled.difference(&listed).collect();
+    let gone: Vec<&String> = listed.difference(&bundled).collect();
+    let pins = fs::read_to_string(manifest_dir().join("cross/versions.env")).unwrap();
+    let pin = |key: &str| {
+        pins.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {key} in cross/versions.env"))
+            .to_owned()
+    };
+    let toolchain = [
+        format!("rust-{}/library/*", pin("RUST_VERSION")),
+        format!("zig-{}/lib/libc/musl/*", pin("ZIGLANG_VERSION")),
+    ];
+    let stale_toolchain: Vec<&String> = toolchain
+        .iter()
+        .filter(|t| !files.contains(t.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty() && gone.is_empty() && stale_toolchain.is_empty(),
+        "packaging/debian/copyright is stale: run packaging/gen-copyright.sh and commit it.\n\
+         crates missing: {missing:?}\ncrates no longer bundled: {gone:?}\n\
+         toolchain paragraphs missing (cross/versions.env changed): {stale_toolchain:?}"
+    );
+}
+
 // ---- a. lintian ----
 
 #[test]
@@ -431,8 +516,13 @@ fn each_deb_holds_its_architectures_binary_and_the_expected_files() {
         );
         let binary = fs::read(dist_binary(arch)).unwrap();
         let size: usize = f["Installed-Size"].parse().unwrap();
+        // The binary, the notices of what it bundles, and a few KiB of other text.
+        let notices = fs::metadata(manifest_dir().join("packaging/debian/copyright"))
+            .unwrap()
+            .len() as usize
+            / 1024;
         assert!(
-            (binary.len() / 1024..binary.len() / 1024 + 64).contains(&size),
+            (binary.len() / 1024..binary.len() / 1024 + notices + 64).contains(&size),
             "Installed-Size {size} KiB for a {} byte binary",
             binary.len()
         );
