@@ -42,7 +42,11 @@ fn a_shell_session_runs_as_the_run_as_user_resizes_and_ends_with_success() {
         .wait_task_complete(s.id(), WAIT)
         .expect("agent_task_complete");
     assert_eq!(done.final_status, "Success");
-    assert!(s.session_state().iter().any(|st| st == "Terminating"));
+    assert!(
+        s.wait_session_state("Terminating", WAIT),
+        "{:?}",
+        s.session_state()
+    );
 }
 
 #[test]

@@ -822,9 +822,21 @@ impl Session {
             .wait_for(timeout, |st| f(st, st.mgs.sessions.get(&self.id)?))
     }
 
-    /// Waits until the agent has this session's data channel open.
+    /// Waits until the agent has opened this session's data channel. It may have closed it
+    /// again by the time the waiter looks (a refused session opens and ends at once, and a busy
+    /// machine may not run the waiter in between), so this asks whether it ever connected.
     pub fn wait_connected(&self, timeout: Duration) -> bool {
-        self.wait(timeout, |_, s| s.conn.map(|_| ())).is_some()
+        self.wait(timeout, |_, s| (s.stats.connects > 0).then_some(()))
+            .is_some()
+    }
+
+    /// Waits until the agent has reported `state` (`agent_session_state`) on the data channel,
+    /// which the emulator reads apart from the control channel's task-complete message.
+    pub fn wait_session_state(&self, state: &str, timeout: Duration) -> bool {
+        self.wait(timeout, |_, s| {
+            s.states.iter().any(|st| st == state).then_some(())
+        })
+        .is_some()
     }
 
     /// The data channel's open message (`{…,"ClientInstanceId":…,"ClientId":""}`).
