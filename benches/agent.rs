@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use std::{env, fs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ssm-lite");
-const MUSL: &str = "x86_64-unknown-linux-musl";
 const WAIT: Duration = Duration::from_secs(60);
 const RUNS: usize = 200;
 const BURST: usize = 500;
@@ -211,38 +210,20 @@ fn size_rows(label: &str, path: &Path) {
 }
 
 fn binary_sizes() {
-    let gnu = Path::new(BIN);
-    size_rows("binary size, gnu", gnu);
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
-    let listed = |o: std::process::Output| String::from_utf8_lossy(&o.stdout).contains(MUSL);
-    if !installed.is_ok_and(listed) {
-        let hint = format!("skipped: rustup target add {MUSL} (and apt-get install musl-tools)");
-        return row("binary size, musl", &hint, "≤ 3 MB");
+    size_rows("binary size, gnu", Path::new(BIN));
+    // The static binary that ships: `make release` builds it with the pinned cross toolchain.
+    let musl = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "dist/ssm-lite-{}-x86_64",
+        env!("CARGO_PKG_VERSION")
+    ));
+    if !musl.exists() {
+        return row(
+            "binary size, musl",
+            "skipped: run `make release` first",
+            "≤ 3 MB",
+        );
     }
-    // BIN is <target-dir>/release/ssm-lite; the musl build goes into the same target dir.
-    let target_dir = gnu
-        .parent()
-        .and_then(Path::parent)
-        .expect("BIN in <dir>/release");
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let built = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args("build --quiet --release --bin ssm-lite --target".split(' '))
-        .arg(MUSL)
-        .arg("--manifest-path")
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        let why = "build failed (see above; musl-tools installed?)";
-        return row("binary size, musl", why, "");
-    }
-    size_rows(
-        "binary size, musl",
-        &target_dir.join(MUSL).join("release/ssm-lite"),
-    );
+    size_rows("binary size, musl", &musl);
 }
 
 /// median − shell − 4 emulator round trips, unless those round trips swamp the difference.
