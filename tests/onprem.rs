@@ -32,6 +32,10 @@ fn register(agent: &Agent, emu: &ssm_emulator::Emulator) -> String {
         "us-east-1",
     ]);
     assert_eq!(status, 0, "register failed: {err}");
+    assert!(
+        err.contains("systemctl restart ssm-lite"),
+        "says how to start: {err}"
+    );
     let mi = out.trim().to_owned();
     assert!(mi.starts_with("mi-"), "{out:?}");
     mi

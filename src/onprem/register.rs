@@ -253,6 +253,11 @@ pub fn run_cli(args: &RegisterArgs) -> u8 {
     match result {
         Ok(Some(instance_id)) => {
             println!("{instance_id}");
+            eprintln!(
+                "ssm-lite register: registered as {instance_id}. An agent still waiting for an \
+                 identity takes it up within 5 minutes; otherwise (re)start it: \
+                 `systemctl restart ssm-lite` or `service ssm-lite restart`"
+            );
             0
         }
         Ok(None) => 0,
