@@ -48,6 +48,26 @@ fn run_over_mgs(emu: &ssm_emulator::Emulator, command_id: &str, script: &str) ->
         .payload
 }
 
+/// Once the agent is on the control channel, a command runs as `instance_id`.
+fn assert_runs_commands_as(
+    emu: &ssm_emulator::Emulator,
+    agent: &Agent,
+    command_id: &str,
+    instance_id: &str,
+) {
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel; log:\n{}",
+        agent.log()
+    );
+    let reply = run_over_mgs(emu, command_id, "echo as $AWS_SSM_INSTANCE_ID");
+    assert_eq!(reply["documentStatus"], "Success");
+    assert_eq!(
+        plugin(&reply)["standardOutput"],
+        format!("as {instance_id}\n")
+    );
+}
+
 #[test]
 fn a_registered_agent_runs_commands_as_mi_with_rsa_signed_credentials() {
     let emu = emulator();
@@ -58,18 +78,7 @@ fn a_registered_agent_runs_commands_as_mi_with_rsa_signed_credentials() {
         assert_eq!(mode, 0o600, "registration files are private");
     }
     agent.start_again();
-    assert!(
-        emu.wait_mgs_connected(WAIT),
-        "control channel; log:\n{}",
-        agent.log()
-    );
-    let reply = run_over_mgs(
-        &emu,
-        "12121212-0000-4000-8000-000000000001",
-        "echo as $AWS_SSM_INSTANCE_ID",
-    );
-    assert_eq!(reply["documentStatus"], "Success");
-    assert_eq!(plugin(&reply)["standardOutput"], format!("as {mi}\n"));
+    assert_runs_commands_as(&emu, &agent, "12121212-0000-4000-8000-000000000001", &mi);
     assert!(emu.wait_until(WAIT, |s| !s.health_pings().is_empty()));
     assert_eq!(emu.health_pings()[0].request["InstanceId"], mi.as_str());
     assert!(
@@ -110,13 +119,7 @@ fn an_agent_started_before_registration_takes_it_up_without_a_restart() {
         agent.log()
     );
     let mi = register(&agent, &emu);
-    assert!(
-        emu.wait_mgs_connected(WAIT),
-        "control channel; log:\n{}",
-        agent.log()
-    );
-    let reply = run_over_mgs(&emu, "12121212-0000-4000-8000-000000000002", "true");
-    assert_eq!(reply["documentStatus"], "Success");
+    assert_runs_commands_as(&emu, &agent, "12121212-0000-4000-8000-000000000002", &mi);
     assert!(emu.wait_until(WAIT, |s| !s.health_pings().is_empty()));
     assert_eq!(emu.health_pings()[0].request["InstanceId"], mi.as_str());
 }
@@ -265,18 +268,7 @@ fn an_ec2_instance_without_a_role_uses_default_host_management() {
     let iid = options.instance_id.clone();
     let emu = ssm_emulator::Emulator::start(options);
     let agent = Agent::start(&emu, json!({ "Identity": { "ConsumptionOrder": ["EC2"] } }));
-    assert!(
-        emu.wait_mgs_connected(WAIT),
-        "control channel; log:\n{}",
-        agent.log()
-    );
-    let reply = run_over_mgs(
-        &emu,
-        "16161616-0000-4000-8000-000000000001",
-        "echo as $AWS_SSM_INSTANCE_ID",
-    );
-    assert_eq!(reply["documentStatus"], "Success");
-    assert_eq!(plugin(&reply)["standardOutput"], format!("as {iid}\n"));
+    assert_runs_commands_as(&emu, &agent, "16161616-0000-4000-8000-000000000001", &iid);
     let registrations = emu.read(|st| st.registrations().to_vec());
     assert_eq!(registrations.len(), 1, "{registrations:?}");
     let registration = &registrations[0];

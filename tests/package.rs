@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{TempDir, emulator};
+use common::{TempDir, dist, emulator, release_artifact, release_binary};
 use serde_json::{Value, json};
 use ssm_emulator::{Emulator, aws_run_shell_script_payload};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,21 +60,6 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn dist() -> PathBuf {
-    std::env::var_os("SSM_LITE_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("dist"))
-}
-
-fn must_exist(p: PathBuf) -> PathBuf {
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make release` first (or point SSM_LITE_DIST at the release)",
-        p.display()
-    );
-    p
-}
-
 /// The Debian version, from the newest entry of packaging/debian/changelog as build-deb.sh reads it.
 fn deb_version() -> String {
     let text = fs::read_to_string(manifest_dir().join("packaging/debian/changelog")).unwrap();
@@ -87,11 +72,7 @@ fn deb_version() -> String {
 }
 
 fn deb(debarch: &str) -> PathBuf {
-    must_exist(dist().join(format!("ssm-lite_{}_{debarch}.deb", deb_version())))
-}
-
-fn dist_binary(arch: &str) -> PathBuf {
-    must_exist(dist().join(format!("ssm-lite-{}-{arch}", env!("CARGO_PKG_VERSION"))))
+    release_artifact(&format!("ssm-lite_{}_{debarch}.deb", deb_version()))
 }
 
 /// Runs `cmd` to its end: (exit code, stdout and stderr together).
@@ -514,7 +495,7 @@ fn each_deb_holds_its_architectures_binary_and_the_expected_files() {
             f["Description"].lines().count() > 3,
             "short and long description: {f:?}"
         );
-        let binary = fs::read(dist_binary(arch)).unwrap();
+        let binary = fs::read(release_binary(arch)).unwrap();
         let size: usize = f["Installed-Size"].parse().unwrap();
         // The binary, the notices of what it bundles, and a few KiB of other text.
         let notices = fs::metadata(manifest_dir().join("packaging/debian/copyright"))
@@ -557,7 +538,7 @@ fn each_deb_holds_its_architectures_binary_and_the_expected_files() {
             fs::read(x.path().join("usr/bin/ssm-lite")).unwrap() == binary,
             "{}: /usr/bin/ssm-lite is not {}",
             deb.display(),
-            dist_binary(arch).display()
+            release_binary(arch).display()
         );
         let template =
             fs::read(x.path().join("etc/ssm-lite/amazon-ssm-agent.json.template")).unwrap();
@@ -570,7 +551,7 @@ fn each_deb_holds_its_architectures_binary_and_the_expected_files() {
 #[ignore = "needs `make release` (dist/) and root; run by `make test`"]
 fn building_again_gives_the_released_bytes() {
     let released = fs::read(deb("amd64")).unwrap();
-    let binary = dist_binary("x86_64");
+    let binary = release_binary("x86_64");
     for n in 0..2 {
         let out = TempDir::new("deb-again");
         let tmp = TempDir::new("deb-tmp");

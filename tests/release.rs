@@ -2,7 +2,9 @@
 //! running on their architecture under qemu-user. `make test` runs these (they are ignored by a
 //! plain `cargo test`, which has no dist/), then the Run Command tests once per binary.
 
-use std::path::PathBuf;
+mod common;
+
+use common::release_binary;
 use std::process::Command;
 
 /// Size budgets in bytes. A binary that outgrows its budget fails here: raise a budget only on
@@ -46,25 +48,8 @@ const I686: Arch = Arch {
     cpu: Some("n270"),
 };
 
-fn binary(arch: &Arch) -> PathBuf {
-    let dist = std::env::var_os("SSM_LITE_DIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist"));
-    let path = dist.join(format!(
-        "ssm-lite-{}-{}",
-        env!("CARGO_PKG_VERSION"),
-        arch.name
-    ));
-    assert!(
-        path.exists(),
-        "{} is missing: run `make release` first",
-        path.display()
-    );
-    path
-}
-
 fn run(arch: &Arch, args: &[&str]) -> (bool, String) {
-    let bin = binary(arch);
+    let bin = release_binary(arch.name);
     let mut cmd = match arch.runner {
         Some(runner) => {
             let mut c = Command::new(runner);
@@ -89,7 +74,7 @@ fn run(arch: &Arch, args: &[&str]) -> (bool, String) {
 /// size is within budget; the binary starts and prints its version on the oldest CPU of its
 /// architecture that it promises to run on.
 fn check(arch: &Arch) {
-    let bin = binary(arch);
+    let bin = release_binary(arch.name);
     let out = Command::new("file").arg("-b").arg(&bin).output().unwrap();
     let file = String::from_utf8_lossy(&out.stdout);
     assert!(

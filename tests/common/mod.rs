@@ -26,6 +26,29 @@ pub fn agent_command() -> Command {
     }
 }
 
+/// Where `make release` put its artifacts: `$SSM_LITE_DIST`, or dist/ of this checkout.
+pub fn dist() -> PathBuf {
+    std::env::var_os("SSM_LITE_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist"))
+}
+
+/// The release artifact `name` in [`dist`]; panics with what to do when it is missing.
+pub fn release_artifact(name: &str) -> PathBuf {
+    let p = dist().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make release` first (or point SSM_LITE_DIST at the release)",
+        p.display()
+    );
+    p
+}
+
+/// The static release binary for `arch` (x86_64, aarch64, armhf, i686).
+pub fn release_binary(arch: &str) -> PathBuf {
+    release_artifact(&format!("ssm-lite-{}-{arch}", env!("CARGO_PKG_VERSION")))
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
