@@ -92,9 +92,9 @@ test-e2e-%:
 	  $(if $(QEMU_CPU_$*),QEMU_CPU=$(QEMU_CPU_$*)) \
 	  $(CARGO) $(if $(RUNNER_$*),$(QEMU_TEST),test) --test runcommand
 
-# Under qemu-user 7.2 (Debian bookworm), about once in twenty armhf runs a step starts and its
-# script never runs, which looks like qemu hanging a multi-threaded guest's fork; it never
-# happened on a real CPU.
+# Under qemu-user 7.2 (Debian bookworm) a step now and then starts and its script never runs
+# (3 of about 23 full armhf runs of this suite), which looks like qemu hanging a multi-threaded
+# guest's fork; it never happened on a real CPU.
 # Under qemu a failed test is therefore run once more, where cargo-nextest is installed (it is on
 # the CI machine); nextest reports a test that passed only the second time as FLAKY.
 QEMU_TEST := $(if $(shell command -v cargo-nextest),nextest run --retries 1,test)
