@@ -28,6 +28,10 @@ pub struct EngineConfig {
     pub retry_limit: u32,
     /// `Ssm.RunCommandLogsRetentionDurationHours`.
     pub retention: Duration,
+    /// `Ssm.RunCommandLogsMaxStepOutputMiB`, in bytes: each step's stdout and stderr file.
+    pub max_step_output: u64,
+    /// `Ssm.RunCommandLogsMaxTotalMiB`, in bytes: every finished command's files together.
+    pub max_total_output: u64,
     /// Added to every script's environment (AWS_SSM_INSTANCE_ID, AWS_SSM_REGION_NAME, …).
     pub env: Vec<(String, String)>,
     /// `additionalInfo.agent` of every reply.
@@ -46,6 +50,8 @@ impl EngineConfig {
             retention: Duration::from_secs(
                 config.ssm.run_command_logs_retention_duration_hours * 3600,
             ),
+            max_step_output: config.ssm.run_command_logs_max_step_output_mib << 20,
+            max_total_output: config.ssm.run_command_logs_max_total_mib << 20,
             env,
             agent: AgentInfo::from_config(config),
             reboot_command: reboot_command(),
@@ -460,6 +466,7 @@ impl Inner {
                     command_dir: dir,
                     env: &job.env,
                     stop: &job.stop,
+                    max_output_bytes: self.cfg.max_step_output,
                 };
                 let mut on_start = |pgid: crate::sys::Pid| {
                     if let Some(r) = rec.running.as_mut() {
@@ -709,6 +716,8 @@ mod tests {
             queue_limit: 5,
             retry_limit: 15,
             retention: Duration::from_secs(3600),
+            max_step_output: 1 << 20,
+            max_total_output: 1 << 30,
             env: vec![],
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
