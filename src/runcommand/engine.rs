@@ -8,7 +8,7 @@ use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
 use super::{ReplySink, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
-use crate::state::{StateDir, safe_file_name};
+use crate::state::{StateDir, disk_usage, safe_file_name};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const MAX_RESUME_AGE_SECS: u64 = 48 * 3600;
 /// How often finished records and their output are pruned at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often an idle engine writes again the finished records the disk refused (a full disk).
+const RETRY_UNSAVED: Duration = Duration::from_secs(10);
 
 pub struct EngineConfig {
     /// `Mds.CommandWorkersLimit`: steps running at once.
@@ -106,6 +108,10 @@ struct Inner {
     queue: Mutex<Queue>,
     changed: Condvar,
     last_prune: Mutex<Option<Instant>>,
+    /// Bytes the finished commands keep on disk, as of the last prune plus those finished since.
+    kept_bytes: Mutex<u64>,
+    /// Finished records the disk refused, by CommandId, until a write succeeds.
+    unsaved: Mutex<HashMap<String, CommandRecord>>,
 }
 
 pub struct Engine {
@@ -137,9 +143,11 @@ impl Engine {
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
             last_prune: Mutex::new(None),
+            kept_bytes: Mutex::new(0),
+            unsaved: Mutex::new(HashMap::new()),
         });
         inner.recover();
-        inner.prune_if_due();
+        inner.prune(true);
         let handles = (0..workers)
             .map(|i| {
                 let inner = Arc::clone(&inner);
@@ -267,6 +275,7 @@ impl Inner {
     }
 
     fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
+        self.retry_unsaved();
         let command_id = command_id_of(message_id).to_owned();
         let mut q = lock(&self.queue);
         if q.closed {
@@ -357,9 +366,7 @@ impl Inner {
             let mut rec = CommandRecord::new(transport, message_id, id, "");
             rec.phase = Phase::Done;
             rec.final_reply = Some(payload);
-            if let Err(e) = rec.save(&self.dir, true) {
-                log::error!("command {message_id}: {e}");
-            }
+            self.save_done(&rec);
         }
         sink.send(ticket);
     }
@@ -375,7 +382,20 @@ impl Inner {
                     if let Some(job) = q.waiting.pop_front() {
                         break job;
                     }
-                    q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                    if lock(&self.unsaved).is_empty() {
+                        q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    }
+                    let (guard, waited) = self
+                        .changed
+                        .wait_timeout(q, RETRY_UNSAVED)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    if waited.timed_out() {
+                        drop(q);
+                        self.retry_unsaved();
+                        q = lock(&self.queue);
+                    }
                 }
             };
             self.changed.notify_all();
@@ -522,7 +542,7 @@ impl Inner {
         rec.phase = Phase::Done;
         rec.running = None;
         rec.final_reply = Some(payload);
-        self.save(rec, true);
+        self.save_done(rec);
         sink.send(ticket);
         log::info!(
             "command {}: finished: {} ({} step(s))",
@@ -530,7 +550,7 @@ impl Inner {
             document_status(&rec.results).as_str(),
             rec.results.len()
         );
-        self.prune_if_due();
+        self.account(&rec.command_id);
     }
 
     /// A job that never started (cancelled while queued): every step reported stopped.
@@ -552,6 +572,41 @@ impl Inner {
         }
     }
 
+    /// Writes the record of a finished command (durably). When the disk refuses it, the record
+    /// is kept in memory and written again before the next command is stored, when the next one
+    /// finishes, and every `RETRY_UNSAVED` while idle: once space returns, a restart neither
+    /// resumes the command nor reports it a second time.
+    fn save_done(&self, rec: &CommandRecord) {
+        self.retry_unsaved();
+        match rec.save(&self.dir, true) {
+            Ok(()) => {
+                lock(&self.unsaved).remove(&rec.command_id);
+            }
+            Err(e) => {
+                log::error!(
+                    "command {}: {e}; its final state is kept in memory and written again once the disk takes it",
+                    rec.message_id
+                );
+                lock(&self.unsaved).insert(rec.command_id.clone(), rec.clone());
+            }
+        }
+    }
+
+    /// Writes again the finished records the disk refused; stops at the first refusal.
+    fn retry_unsaved(&self) {
+        let pending: Vec<CommandRecord> = lock(&self.unsaved).values().cloned().collect();
+        for rec in pending {
+            if rec.save(&self.dir, true).is_err() {
+                return;
+            }
+            log::info!(
+                "command {}: its record is stored now (the disk had refused it)",
+                rec.message_id
+            );
+            lock(&self.unsaved).remove(&rec.command_id);
+        }
+    }
+
     /// Loads every unfinished record an earlier run left and queues it, oldest first.
     fn recover(&self) {
         let mut pending: Vec<CommandRecord> = list_records(&self.dir)
@@ -563,7 +618,7 @@ impl Inner {
             if self.sink(rec.transport).has_terminal_reply(&rec.message_id) {
                 // The final reply was made just before the crash; only the record lagged.
                 rec.phase = Phase::Done;
-                self.save(&rec, true);
+                self.save_done(&rec);
                 continue;
             }
             let (command, document) = match parse(&rec.payload, &rec.command_id) {
@@ -619,22 +674,72 @@ impl Inner {
         self.finish(&mut rec);
     }
 
-    /// Removes finished records and their output older than the retention period.
-    fn prune_if_due(&self) {
+    /// Counts a finished command's output against the total cap, and prunes when it is over or
+    /// the periodic prune is due.
+    fn account(&self, command_id: &str) {
+        let added = disk_usage(&self.dir.orchestration_dir(command_id));
+        let over = {
+            let mut kept = lock(&self.kept_bytes);
+            *kept += added;
+            *kept > self.cfg.max_total_output
+        };
+        self.prune(over);
+    }
+
+    /// Removes finished commands (record and output) older than the retention period, then the
+    /// output of the oldest finished ones while all output together is over `max_total_output`.
+    /// Their records stay until the retention period ends: they keep a redelivered message from
+    /// running twice. Commands still queued or running are never touched. Runs at most every
+    /// `PRUNE_EVERY` unless `now`.
+    fn prune(&self, now: bool) {
         {
             let mut last = lock(&self.last_prune);
-            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            if !now && last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
                 return;
             }
             *last = Some(Instant::now());
         }
         let cutoff = now_secs().saturating_sub(self.cfg.retention.as_secs());
-        for rec in list_records(&self.dir) {
-            if rec.phase == Phase::Done && rec.received_at < cutoff {
-                let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(&rec.command_id));
-                let _ = crate::state::remove_file(&self.dir.command_record(&rec.command_id));
+        // Oldest finished first: a Done record is last written when its command finishes.
+        let mut finished: Vec<(Option<std::time::SystemTime>, u64, String)> =
+            list_records(&self.dir)
+                .into_iter()
+                .filter(|r| r.phase == Phase::Done)
+                .map(|r| {
+                    let path = self.dir.command_record(&r.command_id);
+                    let at = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                    (at, r.received_at, r.command_id)
+                })
+                .collect();
+        finished.sort();
+        let sizes: Vec<u64> = finished
+            .iter()
+            .map(|(_, _, id)| disk_usage(&self.dir.orchestration_dir(id)))
+            .collect();
+        let mut total: u64 = sizes.iter().sum();
+        let mut trimmed = 0usize;
+        for ((_, received_at, id), size) in finished.iter().zip(sizes) {
+            let expired = *received_at < cutoff;
+            if !expired && total <= self.cfg.max_total_output {
+                continue;
+            }
+            if expired {
+                let _ = crate::state::remove_file(&self.dir.command_record(id));
+            }
+            if size > 0 {
+                let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(id));
+                total -= size;
+                trimmed += 1;
             }
         }
+        if trimmed > 0 {
+            log::info!(
+                "removed the output of {trimmed} finished command(s), past retention or over the {} MiB total; {} MiB kept",
+                self.cfg.max_total_output >> 20,
+                total >> 20
+            );
+        }
+        *lock(&self.kept_bytes) = total;
     }
 }
 
