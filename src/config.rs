@@ -463,6 +463,16 @@ impl Config {
             1,
             1000,
         );
+        fix_enum(
+            "Ssm.PluginLocalOutputCleanup",
+            &mut self.ssm.plugin_local_output_cleanup,
+            &["default", "after-execution", "after-upload"],
+        );
+        fix_enum(
+            "Ssm.OrchestrationDirectoryCleanup",
+            &mut self.ssm.orchestration_directory_cleanup,
+            &["default", "clean-success", "clean-success-failed"],
+        );
         if self.agent.version.len() < 5 {
             log::warn!(
                 "config: Agent.Version {:?} is shorter than the 5 characters the service requires; using {COMPATIBLE_AGENT_VERSION}",
@@ -493,6 +503,17 @@ fn fix_min<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, de
     if *v < min {
         log::warn!("config: {key} = {v} is below {min}; using {default}");
         *v = default;
+    }
+}
+
+/// Upstream's `getStringEnum`: a value outside `allowed` becomes the first one, the default.
+fn fix_enum(key: &str, v: &mut String, allowed: &[&str]) {
+    if !allowed.contains(&v.as_str()) {
+        log::warn!(
+            "config: {key} = {v:?} is not one of {allowed:?}; using {:?}",
+            allowed[0]
+        );
+        *v = allowed[0].to_owned();
     }
 }
 
@@ -689,6 +710,16 @@ mod tests {
         .unwrap();
         assert_eq!(c.ssm.run_command_logs_max_step_output_mib, 4);
         assert_eq!(c.ssm.run_command_logs_max_total_mib, 200);
+    }
+
+    #[test]
+    fn cleanup_settings_outside_upstreams_values_fall_back_to_default() {
+        let c = Config::from_json(
+            r#"{"Ssm":{"PluginLocalOutputCleanup":"after-execution","OrchestrationDirectoryCleanup":"always"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ssm.plugin_local_output_cleanup, "after-execution");
+        assert_eq!(c.ssm.orchestration_directory_cleanup, "default");
     }
 
     #[test]

@@ -76,8 +76,8 @@ impl Capture {
     pub fn settle(&self) -> [Captured; 2] {
         let mut st = self.lock();
         st.settle = true;
-        if st.open.iter().any(|&o| o) {
-            pump_waker().wake();
+        if let Some(pump) = PUMP.get().filter(|_| st.open.iter().any(|&o| o)) {
+            pump.waker.wake();
         }
         while !st.settled && st.open.iter().any(|&o| o) {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -182,7 +182,8 @@ impl Stream {
     }
 }
 
-struct Pump {
+/// The thread that drains every script's output.
+pub struct Pump {
     waker: Waker,
     incoming: Mutex<Vec<Stream>>,
     running: AtomicBool,
@@ -191,15 +192,9 @@ struct Pump {
 static PUMP: OnceLock<Pump> = OnceLock::new();
 static START: Mutex<()> = Mutex::new(());
 
-fn pump_waker() -> &'static Waker {
-    &PUMP
-        .get()
-        .expect("a capture exists only once the pump runs")
-        .waker
-}
-
-/// The pump, its thread started on first use (and again if starting it failed before).
-fn pump() -> io::Result<&'static Pump> {
+/// The pump, its thread started on first use (and again if starting it failed before). Get it
+/// before spawning a script, so that nothing can fail between the spawn and `watch`.
+pub fn pump() -> io::Result<&'static Pump> {
     if let Some(p) = PUMP.get().filter(|p| p.running.load(Ordering::SeqCst)) {
         return Ok(p);
     }
@@ -230,34 +225,28 @@ fn pump() -> io::Result<&'static Pump> {
     Ok(p)
 }
 
-/// Makes sure the pump runs; call before spawning a script, so that `watch` cannot fail after.
-pub fn ready() -> io::Result<()> {
-    pump().map(|_| ())
-}
-
-/// Hands a script's stdout and stderr pipes, and the files they go to, to the pump.
-pub fn watch(pipes: [(OwnedFd, File, PathBuf); 2], limits: Limits) -> Arc<Capture> {
-    let capture = Arc::new(Capture::default());
-    capture.lock().open = [true, true];
-    let p = pump().expect("ready() was called before the script started");
-    let mut incoming = p.incoming.lock().unwrap_or_else(|e| e.into_inner());
-    for (index, (pipe, file, path)) in pipes.into_iter().enumerate() {
-        incoming.push(Stream {
-            pipe: File::from(pipe),
-            file: Some(file),
-            path,
-            written: 0,
-            limits,
-            capture: Arc::clone(&capture),
-            index,
-        });
-    }
-    drop(incoming);
-    p.waker.wake();
-    capture
-}
-
 impl Pump {
+    /// Hands a script's stdout and stderr pipes, and the files they go to, to the pump.
+    pub fn watch(&self, pipes: [(OwnedFd, File, PathBuf); 2], limits: Limits) -> Arc<Capture> {
+        let capture = Arc::new(Capture::default());
+        capture.lock().open = [true, true];
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, (pipe, file, path)) in pipes.into_iter().enumerate() {
+            incoming.push(Stream {
+                pipe: File::from(pipe),
+                file: Some(file),
+                path,
+                written: 0,
+                limits,
+                capture: Arc::clone(&capture),
+                index,
+            });
+        }
+        drop(incoming);
+        self.waker.wake();
+        capture
+    }
+
     fn run(&self) {
         let mut streams: Vec<Stream> = Vec::new();
         let mut buf = vec![0u8; CHUNK];

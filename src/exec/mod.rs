@@ -177,7 +177,8 @@ pub fn run_script(
 fn start(spec: &ScriptSpec<'_>) -> Result<(Child, Arc<capture::Capture>), String> {
     let stdout = create_output(spec.stdout, spec.script)?;
     let stderr = create_output(spec.stderr, spec.script)?;
-    capture::ready().map_err(|e| format!("cannot run script {}: {e}", spec.script.display()))?;
+    let pump =
+        capture::pump().map_err(|e| format!("cannot run script {}: {e}", spec.script.display()))?;
     let mut child = spawn(spec)?;
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
@@ -191,7 +192,7 @@ fn start(spec: &ScriptSpec<'_>) -> Result<(Child, Arc<capture::Capture>), String
         (out.into(), stdout, spec.stdout.to_owned()),
         (err.into(), stderr, spec.stderr.to_owned()),
     ];
-    Ok((child, capture::watch(pipes, spec.limits)))
+    Ok((child, pump.watch(pipes, spec.limits)))
 }
 
 fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {

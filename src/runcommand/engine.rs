@@ -34,6 +34,12 @@ pub struct EngineConfig {
     pub max_step_output: u64,
     /// `Ssm.RunCommandLogsMaxTotalMiB`, in bytes: every finished command's files together.
     pub max_total_output: u64,
+    /// `Ssm.PluginLocalOutputCleanup` other than `default`: a step's stdout/stderr files are
+    /// removed once its reply is made (not after exit 194, as upstream).
+    pub delete_step_output: bool,
+    /// `Ssm.OrchestrationDirectoryCleanup`: a finished command whose status is listed loses its
+    /// orchestration directory at once.
+    pub remove_output_of: Vec<Status>,
     /// Added to every script's environment (AWS_SSM_INSTANCE_ID, AWS_SSM_REGION_NAME, …).
     pub env: Vec<(String, String)>,
     /// `additionalInfo.agent` of every reply.
@@ -54,6 +60,12 @@ impl EngineConfig {
             ),
             max_step_output: config.ssm.run_command_logs_max_step_output_mib << 20,
             max_total_output: config.ssm.run_command_logs_max_total_mib << 20,
+            delete_step_output: config.ssm.plugin_local_output_cleanup != "default",
+            remove_output_of: match config.ssm.orchestration_directory_cleanup.as_str() {
+                "clean-success" => vec![Status::Success],
+                "clean-success-failed" => vec![Status::Success, Status::Failed],
+                _ => Vec::new(),
+            },
             env,
             agent: AgentInfo::from_config(config),
             reboot_command: reboot_command(),
@@ -487,6 +499,7 @@ impl Inner {
                     env: &job.env,
                     stop: &job.stop,
                     max_output_bytes: self.cfg.max_step_output,
+                    delete_output: self.cfg.delete_step_output,
                 };
                 let mut on_start = |pgid: crate::sys::Pid| {
                     if let Some(r) = rec.running.as_mut() {
@@ -544,12 +557,16 @@ impl Inner {
         rec.final_reply = Some(payload);
         self.save_done(rec);
         sink.send(ticket);
+        let status = document_status(&rec.results);
         log::info!(
             "command {}: finished: {} ({} step(s))",
             rec.message_id,
-            document_status(&rec.results).as_str(),
+            status.as_str(),
             rec.results.len()
         );
+        if self.cfg.remove_output_of.contains(&status) {
+            let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(&rec.command_id));
+        }
         self.account(&rec.command_id);
     }
 
@@ -823,6 +840,8 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_step_output: 1 << 20,
             max_total_output: 1 << 30,
+            delete_step_output: false,
+            remove_output_of: Vec::new(),
             env: vec![],
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
@@ -896,6 +915,37 @@ mod tests {
         );
         assert_eq!(steps[2]["standardOutput"], "cleanup\n");
         assert_eq!(replies.last().unwrap()["documentStatus"], "Success");
+    }
+
+    #[test]
+    fn upstreams_cleanup_settings_remove_output_once_the_reply_is_made() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let cleaning = || EngineConfig {
+            delete_step_output: true,
+            remove_output_of: vec![Status::Success],
+            ..config(&[])
+        };
+        let ok = payload(json!([step("ok", &["echo in the reply"], json!({}))]));
+        let replies = run(&dir, cleaning(), "aws.ssm.c-clean-ok.i-1", &ok);
+        assert_eq!(
+            step_results(&replies)[0]["standardOutput"],
+            "in the reply\n"
+        );
+        assert!(!dir.orchestration_dir("c-clean-ok").exists());
+
+        let bad = payload(json!([step("bad", &["echo out", "exit 4"], json!({}))]));
+        let replies = run(&dir, cleaning(), "aws.ssm.c-clean-bad.i-1", &bad);
+        assert_eq!(step_results(&replies)[0]["standardOutput"], "out\n");
+        let run_dir = dir
+            .orchestration_dir("c-clean-bad")
+            .join("awsrunShellScript")
+            .join("bad");
+        assert!(
+            run_dir.join("_script.sh").is_file(),
+            "Failed is not cleaned"
+        );
+        assert!(!run_dir.join("stdout").exists() && !run_dir.join("stderr").exists());
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct StepEnv<'a> {
     pub stop: &'a StopToken,
     /// Most bytes of each stream's output file (`Ssm.RunCommandLogsMaxStepOutputMiB`).
     pub max_output_bytes: u64,
+    /// Remove the output files once the result is made (`Ssm.PluginLocalOutputCleanup`).
+    pub delete_output: bool,
 }
 
 /// One finished run of a plugin over one property set, before it is merged and rendered.
@@ -229,6 +231,13 @@ fn run_shell(
             err.line(text);
         }
         _ => {}
+    }
+    if env.delete_output && code != EXIT_REBOOT {
+        for path in [&stdout, &stderr] {
+            if let Err(e) = crate::state::remove_file(path) {
+                log::warn!("{e}");
+            }
+        }
     }
     Run {
         status,
