@@ -6,7 +6,7 @@
 //! <instance-id>/commands/<CommandId>.json        one record per command (queue, progress, dedupe)
 //! <instance-id>/replies/<seq>_<ReplyId>.json     replies not yet accepted by the service, in order
 //! <instance-id>/replies_mgs/<seq>_<MessageId>.json  the same for replies sent over MGS
-//! <instance-id>/document/orchestration/<CommandId>/…   scripts and full stdout/stderr
+//! <instance-id>/document/orchestration/<CommandId>/…   scripts and capped stdout/stderr
 //! ```
 //! Every file is replaced atomically: written to a temporary file in the same directory, flushed,
 //! renamed over the old one, and the directory flushed, so a reader sees the old or the new bytes.
