@@ -703,8 +703,9 @@ impl Inner {
         self.prune(over);
     }
 
-    /// Removes finished commands (record and output) older than the retention period, then the
-    /// output of the oldest finished ones while all output together is over `max_total_output`.
+    /// Removes finished commands (record and output) older than the retention period; then, when
+    /// all output together is over `max_total_output`, the output of the oldest finished ones
+    /// until it is down to 90% (so that a full cap is not walked again after every command).
     /// Their records stay until the retention period ends: they keep a redelivered message from
     /// running twice. Commands still queued or running are never touched. Runs at most every
     /// `PRUNE_EVERY` unless `now`.
@@ -734,10 +735,12 @@ impl Inner {
             .map(|(_, _, id)| disk_usage(&self.dir.orchestration_dir(id)))
             .collect();
         let mut total: u64 = sizes.iter().sum();
+        let cap = self.cfg.max_total_output;
+        let target = if total > cap { cap / 10 * 9 } else { cap };
         let mut trimmed = 0usize;
         for ((_, received_at, id), size) in finished.iter().zip(sizes) {
             let expired = *received_at < cutoff;
-            if !expired && total <= self.cfg.max_total_output {
+            if !expired && total <= target {
                 continue;
             }
             if expired {
@@ -752,7 +755,7 @@ impl Inner {
         if trimmed > 0 {
             log::info!(
                 "removed the output of {trimmed} finished command(s), past retention or over the {} MiB total; {} MiB kept",
-                self.cfg.max_total_output >> 20,
+                cap >> 20,
                 total >> 20
             );
         }
