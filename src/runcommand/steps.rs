@@ -247,7 +247,7 @@ fn run_shell(
     }
 }
 
-/// One stream of a finished script: its file and the reply's share of it, kept in step.
+/// One stream of a finished script: its file, and the reply's share of it.
 struct Output<'a> {
     path: &'a Path,
     captured: Captured,
