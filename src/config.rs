@@ -86,6 +86,10 @@ pub struct SsmConfig {
     pub endpoint: String,
     pub health_frequency_minutes: u64,
     pub run_command_logs_retention_duration_hours: u64,
+    /// ssm-lite's own: MiB of each step's stdout and of its stderr kept on disk.
+    pub run_command_logs_max_step_output_mib: u64,
+    /// ssm-lite's own: MiB all finished commands may keep on disk (oldest pruned first).
+    pub run_command_logs_max_total_mib: u64,
     pub plugin_local_output_cleanup: String,
     pub orchestration_directory_cleanup: String,
 }
@@ -158,6 +162,11 @@ pub struct Config {
     pub identity: IdentityConfig,
 }
 
+/// Per step and stream: far above the reply's 24,000 bytes, small beside a small device's disk.
+const DEFAULT_STEP_OUTPUT_MIB: u64 = 4;
+/// Every finished command's files together: 14 days of ordinary use on a small device.
+const DEFAULT_TOTAL_MIB: u64 = 200;
+
 /// Upstream's default deny list for port forwarding (IMDS and the Amazon DNS/NTP/time addresses).
 const DEFAULT_DENIED_IPS: [&str; 5] = [
     "169.254.169.254",
@@ -186,6 +195,8 @@ impl Default for Config {
                 endpoint: String::new(),
                 health_frequency_minutes: 5,
                 run_command_logs_retention_duration_hours: 336,
+                run_command_logs_max_step_output_mib: DEFAULT_STEP_OUTPUT_MIB,
+                run_command_logs_max_total_mib: DEFAULT_TOTAL_MIB,
                 plugin_local_output_cleanup: "default".into(),
                 orchestration_directory_cleanup: "default".into(),
             },
@@ -320,6 +331,16 @@ impl Config {
             "RunCommandLogsRetentionDurationHours",
             &mut c.ssm.run_command_logs_retention_duration_hours,
         )?;
+        r.uint(
+            "Ssm",
+            "RunCommandLogsMaxStepOutputMiB",
+            &mut c.ssm.run_command_logs_max_step_output_mib,
+        )?;
+        r.uint(
+            "Ssm",
+            "RunCommandLogsMaxTotalMiB",
+            &mut c.ssm.run_command_logs_max_total_mib,
+        )?;
         r.string(
             "Ssm",
             "PluginLocalOutputCleanup",
@@ -416,6 +437,20 @@ impl Config {
             336,
         );
         fix_range(
+            "Ssm.RunCommandLogsMaxStepOutputMiB",
+            &mut self.ssm.run_command_logs_max_step_output_mib,
+            1,
+            1024,
+            DEFAULT_STEP_OUTPUT_MIB,
+        );
+        fix_range(
+            "Ssm.RunCommandLogsMaxTotalMiB",
+            &mut self.ssm.run_command_logs_max_total_mib,
+            8,
+            1 << 20,
+            DEFAULT_TOTAL_MIB,
+        );
+        fix_range(
             "Profile.KeyAutoRotateDays",
             &mut self.profile.key_auto_rotate_days,
             0,
@@ -427,6 +462,16 @@ impl Config {
             &mut self.mgs.session_workers_limit,
             1,
             1000,
+        );
+        fix_enum(
+            "Ssm.PluginLocalOutputCleanup",
+            &mut self.ssm.plugin_local_output_cleanup,
+            &["default", "after-execution", "after-upload"],
+        );
+        fix_enum(
+            "Ssm.OrchestrationDirectoryCleanup",
+            &mut self.ssm.orchestration_directory_cleanup,
+            &["default", "clean-success", "clean-success-failed"],
         );
         if self.agent.version.len() < 5 {
             log::warn!(
@@ -458,6 +503,17 @@ fn fix_min<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, de
     if *v < min {
         log::warn!("config: {key} = {v} is below {min}; using {default}");
         *v = default;
+    }
+}
+
+/// Upstream's `getStringEnum`: a value outside `allowed` becomes the first one, the default.
+fn fix_enum(key: &str, v: &mut String, allowed: &[&str]) {
+    if !allowed.contains(&v.as_str()) {
+        log::warn!(
+            "config: {key} = {v:?} is not one of {allowed:?}; using {:?}",
+            allowed[0]
+        );
+        *v = allowed[0].to_owned();
     }
 }
 
@@ -638,6 +694,32 @@ mod tests {
         assert_eq!(c.ssm.health_frequency_minutes, 5);
         assert_eq!(c.ssm.run_command_logs_retention_duration_hours, 336);
         assert_eq!(c.agent.version, COMPATIBLE_AGENT_VERSION);
+    }
+
+    #[test]
+    fn output_caps_are_read_and_kept_in_range() {
+        let c = Config::from_json(
+            r#"{"Ssm":{"RunCommandLogsMaxStepOutputMiB":16,"runcommandlogsmaxtotalmib":1000}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ssm.run_command_logs_max_step_output_mib, 16);
+        assert_eq!(c.ssm.run_command_logs_max_total_mib, 1000);
+        let c = Config::from_json(
+            r#"{"Ssm":{"RunCommandLogsMaxStepOutputMiB":0,"RunCommandLogsMaxTotalMiB":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ssm.run_command_logs_max_step_output_mib, 4);
+        assert_eq!(c.ssm.run_command_logs_max_total_mib, 200);
+    }
+
+    #[test]
+    fn cleanup_settings_outside_upstreams_values_fall_back_to_default() {
+        let c = Config::from_json(
+            r#"{"Ssm":{"PluginLocalOutputCleanup":"after-execution","OrchestrationDirectoryCleanup":"always"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ssm.plugin_local_output_cleanup, "after-execution");
+        assert_eq!(c.ssm.orchestration_directory_cleanup, "default");
     }
 
     #[test]

@@ -560,3 +560,229 @@ fn an_invalid_config_file_is_named_with_its_position() {
         "{err}"
     );
 }
+
+/// The files a command's steps wrote: `<orchestration>/<CommandId>/<plugin>/<run>/<name>`.
+fn output_files(agent: &Agent, command_id: &str, name: &str) -> Vec<std::path::PathBuf> {
+    let dir = agent
+        .state_dir()
+        .join("i-0123456789abcdef0/document/orchestration")
+        .join(command_id);
+    let mut found = Vec::new();
+    for plugin in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        for run in fs::read_dir(plugin.path()).into_iter().flatten().flatten() {
+            let p = run.path().join(name);
+            if p.is_file() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_step_writing_far_more_than_the_cap_keeps_a_capped_file_and_its_exit_code() {
+    let emu = emulator();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Ssm": { "RunCommandLogsMaxStepOutputMiB": 1 } }),
+    );
+    let id = "d15c0000-0000-4000-8000-000000000001";
+    let msg = run(
+        &emu,
+        id,
+        &[
+            "yes 0123456789 | head -c 60000000",
+            "echo err >&2",
+            "exit 3",
+        ],
+        600,
+    );
+    let reply = final_of(&emu, &msg);
+    let p = plugin(&reply);
+    assert_eq!(
+        (p["status"].as_str(), p["code"].as_i64()),
+        (Some("Failed"), Some(3)),
+        "{reply}"
+    );
+    let full = "0123456789\n".repeat(3000);
+    assert_eq!(
+        p["standardOutput"].as_str().unwrap(),
+        format!("{}--output truncated--", &full[..24000 - 20])
+    );
+    assert_eq!(
+        p["standardError"],
+        "err\n\nfailed to run commands: exit status 3"
+    );
+    let stdout = output_files(&agent, id, "stdout");
+    assert_eq!(stdout.len(), 1, "{stdout:?}");
+    let kept = fs::read(&stdout[0]).unwrap();
+    assert!(kept.len() <= 1 << 20, "{} bytes kept", kept.len());
+    assert!(kept.starts_with(full.as_bytes()));
+    let tail = String::from_utf8_lossy(&kept[kept.len() - 300..]).into_owned();
+    assert!(tail.contains("output truncated"), "{tail}");
+}
+
+#[test]
+fn over_the_total_cap_the_oldest_finished_output_goes_first() {
+    let emu = emulator();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Ssm": { "RunCommandLogsMaxStepOutputMiB": 4, "RunCommandLogsMaxTotalMiB": 8 } }),
+    );
+    let ids: Vec<String> = (1..=4)
+        .map(|i| format!("d15c0000-0000-4000-8000-00000000010{i}"))
+        .collect();
+    for id in &ids {
+        // 3 MiB each: the third brings the total over 8 MiB.
+        let msg = run(&emu, id, &["head -c 3145728 /dev/zero | tr '\\0' x"], 600);
+        assert_eq!(final_of(&emu, &msg)["documentStatus"], "Success");
+    }
+    let kept: Vec<bool> = ids
+        .iter()
+        .map(|id| !output_files(&agent, id, "stdout").is_empty())
+        .collect();
+    assert_eq!(kept, [false, false, true, true], "{}", agent.log());
+    let records = agent.state_dir().join("i-0123456789abcdef0/commands");
+    for id in &ids {
+        assert!(
+            records.join(format!("{id}.json")).is_file(),
+            "records stay until retention ends: they keep a redelivery from running twice"
+        );
+    }
+}
+
+/// A tmpfs mounted on a test's state dir; unmounted on drop (lazily: the agent may still hold
+/// a file in it), also when the test fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// None (and a message saying why the test is skipped) where mounting is not permitted.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_owned())),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs on {} (needs root): {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot unmount {}", self.0.display());
+        }
+    }
+}
+
+#[test]
+fn a_full_state_volume_fails_commands_clearly_and_the_agent_recovers_by_itself() {
+    let emu = emulator();
+    let mut agent = Agent::prepare(&emu, json!({}), &[]);
+    let Some(volume) = Tmpfs::mount(&agent.state_dir(), "4m") else {
+        return;
+    };
+    agent.start_again();
+    let state = agent.state_dir().display().to_string();
+    let ok = run(
+        &emu,
+        "d15cf011-0000-4000-8000-000000000001",
+        &["echo warm"],
+        60,
+    );
+    assert_eq!(final_of(&emu, &ok)["documentStatus"], "Success");
+
+    // A step fills the volume itself: the script is not hurt, its output still reaches the reply.
+    let filler = format!(
+        "head -c 8000000 /dev/zero > {state}/fill 2>/dev/null; echo filled; echo to-err >&2"
+    );
+    let filled = run(&emu, "d15cf011-0000-4000-8000-000000000002", &[&filler], 60);
+    let reply = final_of(&emu, &filled);
+    let p = plugin(&reply);
+    assert_eq!(p["status"], "Success", "{reply}");
+    assert_eq!(p["standardOutput"], "filled\n", "{reply}");
+    let err = p["standardError"].as_str().unwrap();
+    assert!(err.starts_with("to-err\n"), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains(&state),
+        "the reply says the output could not be kept, and where: {err}"
+    );
+
+    // While full: a clear failure naming the path; polling and sessions go on.
+    let refused = run(
+        &emu,
+        "d15cf011-0000-4000-8000-000000000003",
+        &["echo never"],
+        60,
+    );
+    let reply = final_of(&emu, &refused);
+    assert_eq!(reply["documentStatus"], "Failed", "{reply}");
+    let text = reply.to_string();
+    assert!(
+        text.contains("No space left on device") && text.contains(&state),
+        "{reply}"
+    );
+    assert!(emu.wait_mgs_connected(FINAL_WAIT), "control channel up");
+    let s = emu
+        .start_session(ssm_emulator::SessionSpec::non_interactive_commands(
+            "echo alive",
+            false,
+        ))
+        .expect("a session starts on a full disk");
+    assert!(
+        s.wait_output(FINAL_WAIT, |o| o == b"alive\n"),
+        "{:?}",
+        s.output_string()
+    );
+
+    // Space returns: the next command succeeds, with nothing done by hand.
+    fs::remove_file(agent.state_dir().join("fill")).unwrap();
+    let back = run(
+        &emu,
+        "d15cf011-0000-4000-8000-000000000004",
+        &["echo back"],
+        60,
+    );
+    let reply = final_of(&emu, &back);
+    assert_eq!(plugin(&reply)["output"], "back\n", "{reply}");
+
+    // What the full disk refused was written once space returned: a restart neither runs the
+    // filling command again nor reports it a second time.
+    agent.restart();
+    let again = run(
+        &emu,
+        "d15cf011-0000-4000-8000-000000000005",
+        &["echo again"],
+        60,
+    );
+    assert_eq!(final_of(&emu, &again)["documentStatus"], "Success");
+    let finals = |m: &str| emu.replies(m).iter().filter(|r| r.is_final()).count();
+    assert_eq!(finals(&filled), 1, "{}", agent.log());
+    assert_eq!(finals(&refused), 1, "{}", agent.log());
+    drop(volume);
+}

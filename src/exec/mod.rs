@@ -1,9 +1,14 @@
-//! Runs one script step: `sh <script>` in its own process group, stdout/stderr straight into
-//! files, ended by exit, timeout, cancel or shutdown (the whole group gets SIGKILL).
+//! Runs one script step: `sh <script>` in its own process group, stdout/stderr through pipes into
+//! capped files ([`capture`]), ended by exit, timeout, cancel or shutdown (the whole group gets
+//! SIGKILL).
 //!
 //! A helper thread blocks until the shell exits (leaving it unreaped, so its group id stays
 //! reserved) and reports through the step's `StopToken`, whose condvar also wakes on `stop()`; the
 //! runner sleeps on that condvar until the deadline. No polling.
+
+pub mod capture;
+
+pub use capture::Captured;
 
 use crate::sys::{self, Pid, Signal};
 use std::fs::{File, OpenOptions};
@@ -95,6 +100,26 @@ pub struct ScriptSpec<'a> {
     pub stdout: &'a Path,
     pub stderr: &'a Path,
     pub timeout: Duration,
+    /// How much of each stream is kept on disk and in memory.
+    pub limits: capture::Limits,
+}
+
+/// How a script ended and what it wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptEnd {
+    pub outcome: Outcome,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+impl ScriptEnd {
+    fn without_output(outcome: Outcome) -> ScriptEnd {
+        ScriptEnd {
+            outcome,
+            stdout: Captured::default(),
+            stderr: Captured::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,29 +147,55 @@ enum End {
 ///
 /// On timeout or stop the whole group gets SIGKILL (also when the shell itself has just exited
 /// and only background children remain); the shell is always reaped before returning. Background
-/// children still running after a normal exit are left alone.
+/// children still running after a normal exit are left alone (their output is still drained).
 pub fn run_script(
     spec: &ScriptSpec<'_>,
     stop: &StopToken,
     on_start: &mut dyn FnMut(Pid),
-) -> Outcome {
+) -> ScriptEnd {
     if let Some(reason) = stop.reason() {
-        return Outcome::Stopped(reason);
+        return ScriptEnd::without_output(Outcome::Stopped(reason));
     }
-    let mut child = match spawn(spec) {
-        Ok(child) => child,
-        Err(message) => return Outcome::FailedToStart(message),
+    let (mut child, capture) = match start(spec) {
+        Ok(started) => started,
+        Err(message) => return ScriptEnd::without_output(Outcome::FailedToStart(message)),
     };
     // pid_t values always fit in i32; std hands them out as u32.
     let pid = Pid::from_raw(child.id() as i32);
     on_start(pid);
     let end = supervise(pid, stop, spec.timeout);
-    collect(&mut child, end, spec.script)
+    let outcome = collect(&mut child, end, spec.script);
+    let [stdout, stderr] = capture.settle();
+    ScriptEnd {
+        outcome,
+        stdout,
+        stderr,
+    }
+}
+
+/// Creates the output files, spawns the shell and hands its pipes to the output pump.
+fn start(spec: &ScriptSpec<'_>) -> Result<(Child, Arc<capture::Capture>), String> {
+    let stdout = create_output(spec.stdout, spec.script)?;
+    let stderr = create_output(spec.stderr, spec.script)?;
+    let pump =
+        capture::pump().map_err(|e| format!("cannot run script {}: {e}", spec.script.display()))?;
+    let mut child = spawn(spec)?;
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "script {}: std gave no output pipes",
+            spec.script.display()
+        ));
+    };
+    let pipes = [
+        (out.into(), stdout, spec.stdout.to_owned()),
+        (err.into(), stderr, spec.stderr.to_owned()),
+    ];
+    Ok((child, pump.watch(pipes, spec.limits)))
 }
 
 fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
-    let stdout = create_output(spec.stdout, spec.script)?;
-    let stderr = create_output(spec.stderr, spec.script)?;
     // `sh <script>` reads the file. Upstream's `sh -c <script>` makes sh exec the file (and, as
     // it has no #! line, start a second sh), which fails with ETXTBSY when another worker's
     // fork briefly holds a write fd to a script being created: a real race under load.
@@ -152,8 +203,8 @@ fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
     cmd.arg(spec.script)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0);
     sys::oom::unshield_child(&mut cmd);
     if let Some(dir) = spec.working_dir {
@@ -299,6 +350,7 @@ mod tests {
         working_dir: Option<PathBuf>,
         env: Vec<(String, String)>,
         timeout: Duration,
+        limits: capture::Limits,
     }
 
     impl<'a> Run<'a> {
@@ -310,11 +362,20 @@ mod tests {
                 working_dir: None,
                 env: Vec::new(),
                 timeout: Duration::from_secs(30),
+                limits: capture::Limits {
+                    file_bytes: 1 << 20,
+                    head_bytes: 1000,
+                },
             }
         }
 
-        /// Runs to the end; returns the outcome and the group id given to `on_start`.
+        /// Runs to the end; returns the outcome.
         fn go(&self, stop: &StopToken, on_start: &mut dyn FnMut(Pid)) -> Outcome {
+            self.end(stop, on_start).outcome
+        }
+
+        /// Runs to the end; returns the outcome and what was captured.
+        fn end(&self, stop: &StopToken, on_start: &mut dyn FnMut(Pid)) -> ScriptEnd {
             let (stdout, stderr) = (self.scratch.0.join("stdout"), self.scratch.0.join("stderr"));
             let spec = ScriptSpec {
                 script: &self.script,
@@ -323,6 +384,7 @@ mod tests {
                 stdout: &stdout,
                 stderr: &stderr,
                 timeout: self.timeout,
+                limits: self.limits,
             };
             run_script(&spec, stop, on_start)
         }
@@ -373,6 +435,95 @@ mod tests {
             !sys::group_exists(group),
             "the reaped shell was the group's only process"
         );
+    }
+
+    #[test]
+    fn output_far_over_the_cap_is_drained_but_only_the_cap_is_kept() {
+        let s = Scratch::new("cap");
+        let mut run = Run::new(
+            &s,
+            "yes 0123456789 | head -c 20000000\necho done >&2\nexit 3\n",
+        );
+        run.limits.file_bytes = 1 << 20;
+        let end = run.end(&StopToken::new(), &mut |_| {});
+        assert_eq!(end.outcome, Outcome::Exited(3), "{:?}", end.stderr);
+        let kept = std::fs::read(s.0.join("stdout")).unwrap();
+        assert!(kept.len() as u64 <= 1 << 20, "{} bytes kept", kept.len());
+        assert!(kept.starts_with(b"0123456789\n0123456789\n"));
+        let tail = String::from_utf8_lossy(&kept[kept.len() - 300..]).into_owned();
+        assert!(tail.contains("output truncated"), "{tail}");
+        assert_eq!(end.stdout.total, 20_000_000);
+        assert!(end.stdout.truncated && end.stdout.write_error.is_none());
+        assert_eq!(
+            end.stdout.head,
+            b"0123456789\n".repeat(100)[..1000].to_vec()
+        );
+        assert_eq!(
+            (end.stderr.head.as_slice(), end.stderr.total),
+            (&b"done\n"[..], 5)
+        );
+        assert_eq!(s.read("stderr"), "done\n");
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_file_not_the_script() {
+        let s = Scratch::new("enospc");
+        let run = Run::new(
+            &s,
+            "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done\n",
+        );
+        let (full, stderr) = (Path::new("/dev/full"), s.0.join("stderr"));
+        let spec = ScriptSpec {
+            script: &run.script,
+            working_dir: None,
+            env: &[],
+            stdout: full,
+            stderr: &stderr,
+            timeout: Duration::from_secs(30),
+            limits: run.limits,
+        };
+        let end = run_script(&spec, &StopToken::new(), &mut |_| {});
+        assert_eq!(end.outcome, Outcome::Exited(0));
+        let error = end.stdout.write_error.expect("the write error is reported");
+        assert!(
+            error.contains("/dev/full") && error.contains("No space left on device"),
+            "{error}"
+        );
+        assert!(end.stdout.head.starts_with(b"line 0\nline 1\n"));
+        assert_eq!(
+            end.stdout.head.len(),
+            1000,
+            "the reply's share is kept in memory"
+        );
+        assert!(end.stdout.total > 10_000);
+    }
+
+    #[test]
+    fn a_background_child_holding_the_output_does_not_hold_the_step() {
+        let s = Scratch::new("linger");
+        let run = Run::new(&s, "sleep 60 &\necho $! >&2\necho quick\n");
+        let started = Instant::now();
+        let end = run.end(&StopToken::new(), &mut |_| {});
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(end.outcome, Outcome::Exited(0));
+        assert_eq!(end.stdout.head, b"quick\n");
+        let background: i32 = String::from_utf8_lossy(&end.stderr.head)
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !sleep_is_dead(background),
+            "the background child is left alone"
+        );
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(background.to_string())
+            .status();
+        eventually("background sleep gone", || sleep_is_dead(background));
     }
 
     #[test]
@@ -528,10 +679,13 @@ mod tests {
             stdout: &stdout,
             stderr: &stderr,
             timeout: Duration::from_secs(5),
+            limits: run.limits,
         };
         match run_script(&spec, &StopToken::new(), &mut |_| {
             panic!("nothing may be spawned")
-        }) {
+        })
+        .outcome
+        {
             Outcome::FailedToStart(m) => {
                 assert!(m.contains(&script) && m.contains("absent/stdout"), "{m}")
             }

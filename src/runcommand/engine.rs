@@ -8,7 +8,7 @@ use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
 use super::{ReplySink, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
-use crate::state::{StateDir, safe_file_name};
+use crate::state::{StateDir, disk_usage, safe_file_name};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const MAX_RESUME_AGE_SECS: u64 = 48 * 3600;
 /// How often finished records and their output are pruned at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often an idle engine writes again the finished records the disk refused (a full disk).
+const RETRY_UNSAVED: Duration = Duration::from_secs(10);
 
 pub struct EngineConfig {
     /// `Mds.CommandWorkersLimit`: steps running at once.
@@ -28,6 +30,16 @@ pub struct EngineConfig {
     pub retry_limit: u32,
     /// `Ssm.RunCommandLogsRetentionDurationHours`.
     pub retention: Duration,
+    /// `Ssm.RunCommandLogsMaxStepOutputMiB`, in bytes: each step's stdout and stderr file.
+    pub max_step_output: u64,
+    /// `Ssm.RunCommandLogsMaxTotalMiB`, in bytes: every finished command's files together.
+    pub max_total_output: u64,
+    /// `Ssm.PluginLocalOutputCleanup` other than `default`: a step's stdout/stderr files are
+    /// removed once its reply is made (not after exit 194, as upstream).
+    pub delete_step_output: bool,
+    /// `Ssm.OrchestrationDirectoryCleanup`: a finished command whose status is listed loses its
+    /// orchestration directory at once.
+    pub remove_output_of: Vec<Status>,
     /// Added to every script's environment (AWS_SSM_INSTANCE_ID, AWS_SSM_REGION_NAME, …).
     pub env: Vec<(String, String)>,
     /// `additionalInfo.agent` of every reply.
@@ -46,6 +58,14 @@ impl EngineConfig {
             retention: Duration::from_secs(
                 config.ssm.run_command_logs_retention_duration_hours * 3600,
             ),
+            max_step_output: config.ssm.run_command_logs_max_step_output_mib << 20,
+            max_total_output: config.ssm.run_command_logs_max_total_mib << 20,
+            delete_step_output: config.ssm.plugin_local_output_cleanup != "default",
+            remove_output_of: match config.ssm.orchestration_directory_cleanup.as_str() {
+                "clean-success" => vec![Status::Success],
+                "clean-success-failed" => vec![Status::Success, Status::Failed],
+                _ => Vec::new(),
+            },
             env,
             agent: AgentInfo::from_config(config),
             reboot_command: reboot_command(),
@@ -100,6 +120,10 @@ struct Inner {
     queue: Mutex<Queue>,
     changed: Condvar,
     last_prune: Mutex<Option<Instant>>,
+    /// Bytes the finished commands keep on disk, as of the last prune plus those finished since.
+    kept_bytes: Mutex<u64>,
+    /// Finished records the disk refused, by CommandId, until a write succeeds.
+    unsaved: Mutex<HashMap<String, CommandRecord>>,
 }
 
 pub struct Engine {
@@ -131,9 +155,11 @@ impl Engine {
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
             last_prune: Mutex::new(None),
+            kept_bytes: Mutex::new(0),
+            unsaved: Mutex::new(HashMap::new()),
         });
         inner.recover();
-        inner.prune_if_due();
+        inner.prune(true);
         let handles = (0..workers)
             .map(|i| {
                 let inner = Arc::clone(&inner);
@@ -261,6 +287,7 @@ impl Inner {
     }
 
     fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
+        self.retry_unsaved();
         let command_id = command_id_of(message_id).to_owned();
         let mut q = lock(&self.queue);
         if q.closed {
@@ -351,9 +378,7 @@ impl Inner {
             let mut rec = CommandRecord::new(transport, message_id, id, "");
             rec.phase = Phase::Done;
             rec.final_reply = Some(payload);
-            if let Err(e) = rec.save(&self.dir, true) {
-                log::error!("command {message_id}: {e}");
-            }
+            self.save_done(&rec);
         }
         sink.send(ticket);
     }
@@ -369,7 +394,20 @@ impl Inner {
                     if let Some(job) = q.waiting.pop_front() {
                         break job;
                     }
-                    q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                    if lock(&self.unsaved).is_empty() {
+                        q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    }
+                    let (guard, waited) = self
+                        .changed
+                        .wait_timeout(q, RETRY_UNSAVED)
+                        .unwrap_or_else(|e| e.into_inner());
+                    q = guard;
+                    if waited.timed_out() {
+                        drop(q);
+                        self.retry_unsaved();
+                        q = lock(&self.queue);
+                    }
                 }
             };
             self.changed.notify_all();
@@ -460,6 +498,8 @@ impl Inner {
                     command_dir: dir,
                     env: &job.env,
                     stop: &job.stop,
+                    max_output_bytes: self.cfg.max_step_output,
+                    delete_output: self.cfg.delete_step_output,
                 };
                 let mut on_start = |pgid: crate::sys::Pid| {
                     if let Some(r) = rec.running.as_mut() {
@@ -515,15 +555,19 @@ impl Inner {
         rec.phase = Phase::Done;
         rec.running = None;
         rec.final_reply = Some(payload);
-        self.save(rec, true);
+        self.save_done(rec);
         sink.send(ticket);
+        let status = document_status(&rec.results);
         log::info!(
             "command {}: finished: {} ({} step(s))",
             rec.message_id,
-            document_status(&rec.results).as_str(),
+            status.as_str(),
             rec.results.len()
         );
-        self.prune_if_due();
+        if self.cfg.remove_output_of.contains(&status) {
+            let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(&rec.command_id));
+        }
+        self.account(&rec.command_id);
     }
 
     /// A job that never started (cancelled while queued): every step reported stopped.
@@ -545,6 +589,41 @@ impl Inner {
         }
     }
 
+    /// Writes the record of a finished command (durably). When the disk refuses it, the record
+    /// is kept in memory and written again before the next command is stored, when the next one
+    /// finishes, and every `RETRY_UNSAVED` while idle: once space returns, a restart neither
+    /// resumes the command nor reports it a second time.
+    fn save_done(&self, rec: &CommandRecord) {
+        self.retry_unsaved();
+        match rec.save(&self.dir, true) {
+            Ok(()) => {
+                lock(&self.unsaved).remove(&rec.command_id);
+            }
+            Err(e) => {
+                log::error!(
+                    "command {}: {e}; its final state is kept in memory and written again once the disk takes it",
+                    rec.message_id
+                );
+                lock(&self.unsaved).insert(rec.command_id.clone(), rec.clone());
+            }
+        }
+    }
+
+    /// Writes again the finished records the disk refused; stops at the first refusal.
+    fn retry_unsaved(&self) {
+        let pending: Vec<CommandRecord> = lock(&self.unsaved).values().cloned().collect();
+        for rec in pending {
+            if rec.save(&self.dir, true).is_err() {
+                return;
+            }
+            log::info!(
+                "command {}: its record is stored now (the disk had refused it)",
+                rec.message_id
+            );
+            lock(&self.unsaved).remove(&rec.command_id);
+        }
+    }
+
     /// Loads every unfinished record an earlier run left and queues it, oldest first.
     fn recover(&self) {
         let mut pending: Vec<CommandRecord> = list_records(&self.dir)
@@ -556,7 +635,7 @@ impl Inner {
             if self.sink(rec.transport).has_terminal_reply(&rec.message_id) {
                 // The final reply was made just before the crash; only the record lagged.
                 rec.phase = Phase::Done;
-                self.save(&rec, true);
+                self.save_done(&rec);
                 continue;
             }
             let (command, document) = match parse(&rec.payload, &rec.command_id) {
@@ -612,22 +691,75 @@ impl Inner {
         self.finish(&mut rec);
     }
 
-    /// Removes finished records and their output older than the retention period.
-    fn prune_if_due(&self) {
+    /// Counts a finished command's output against the total cap, and prunes when it is over or
+    /// the periodic prune is due.
+    fn account(&self, command_id: &str) {
+        let added = disk_usage(&self.dir.orchestration_dir(command_id));
+        let over = {
+            let mut kept = lock(&self.kept_bytes);
+            *kept += added;
+            *kept > self.cfg.max_total_output
+        };
+        self.prune(over);
+    }
+
+    /// Removes finished commands (record and output) older than the retention period; then, when
+    /// all output together is over `max_total_output`, the output of the oldest finished ones
+    /// until it is down to 90% (so that a full cap is not walked again after every command).
+    /// Their records stay until the retention period ends: they keep a redelivered message from
+    /// running twice. Commands still queued or running are never touched. Runs at most every
+    /// `PRUNE_EVERY` unless `now`.
+    fn prune(&self, now: bool) {
         {
             let mut last = lock(&self.last_prune);
-            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            if !now && last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
                 return;
             }
             *last = Some(Instant::now());
         }
         let cutoff = now_secs().saturating_sub(self.cfg.retention.as_secs());
-        for rec in list_records(&self.dir) {
-            if rec.phase == Phase::Done && rec.received_at < cutoff {
-                let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(&rec.command_id));
-                let _ = crate::state::remove_file(&self.dir.command_record(&rec.command_id));
+        // Oldest finished first: a Done record is last written when its command finishes.
+        let mut finished: Vec<(Option<std::time::SystemTime>, u64, String)> =
+            list_records(&self.dir)
+                .into_iter()
+                .filter(|r| r.phase == Phase::Done)
+                .map(|r| {
+                    let path = self.dir.command_record(&r.command_id);
+                    let at = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                    (at, r.received_at, r.command_id)
+                })
+                .collect();
+        finished.sort();
+        let sizes: Vec<u64> = finished
+            .iter()
+            .map(|(_, _, id)| disk_usage(&self.dir.orchestration_dir(id)))
+            .collect();
+        let mut total: u64 = sizes.iter().sum();
+        let cap = self.cfg.max_total_output;
+        let target = if total > cap { cap / 10 * 9 } else { cap };
+        let mut trimmed = 0usize;
+        for ((_, received_at, id), size) in finished.iter().zip(sizes) {
+            let expired = *received_at < cutoff;
+            if !expired && total <= target {
+                continue;
+            }
+            if expired {
+                let _ = crate::state::remove_file(&self.dir.command_record(id));
+            }
+            if size > 0 {
+                let _ = std::fs::remove_dir_all(self.dir.orchestration_dir(id));
+                total -= size;
+                trimmed += 1;
             }
         }
+        if trimmed > 0 {
+            log::info!(
+                "removed the output of {trimmed} finished command(s), past retention or over the {} MiB total; {} MiB kept",
+                cap >> 20,
+                total >> 20
+            );
+        }
+        *lock(&self.kept_bytes) = total;
     }
 }
 
@@ -709,6 +841,10 @@ mod tests {
             queue_limit: 5,
             retry_limit: 15,
             retention: Duration::from_secs(3600),
+            max_step_output: 1 << 20,
+            max_total_output: 1 << 30,
+            delete_step_output: false,
+            remove_output_of: Vec::new(),
             env: vec![],
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
@@ -782,6 +918,37 @@ mod tests {
         );
         assert_eq!(steps[2]["standardOutput"], "cleanup\n");
         assert_eq!(replies.last().unwrap()["documentStatus"], "Success");
+    }
+
+    #[test]
+    fn upstreams_cleanup_settings_remove_output_once_the_reply_is_made() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let cleaning = || EngineConfig {
+            delete_step_output: true,
+            remove_output_of: vec![Status::Success],
+            ..config(&[])
+        };
+        let ok = payload(json!([step("ok", &["echo in the reply"], json!({}))]));
+        let replies = run(&dir, cleaning(), "aws.ssm.c-clean-ok.i-1", &ok);
+        assert_eq!(
+            step_results(&replies)[0]["standardOutput"],
+            "in the reply\n"
+        );
+        assert!(!dir.orchestration_dir("c-clean-ok").exists());
+
+        let bad = payload(json!([step("bad", &["echo out", "exit 4"], json!({}))]));
+        let replies = run(&dir, cleaning(), "aws.ssm.c-clean-bad.i-1", &bad);
+        assert_eq!(step_results(&replies)[0]["standardOutput"], "out\n");
+        let run_dir = dir
+            .orchestration_dir("c-clean-bad")
+            .join("awsrunShellScript")
+            .join("bad");
+        assert!(
+            run_dir.join("_script.sh").is_file(),
+            "Failed is not cleaned"
+        );
+        assert!(!run_dir.join("stdout").exists() && !run_dir.join("stderr").exists());
     }
 
     #[test]

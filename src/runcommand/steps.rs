@@ -5,12 +5,13 @@ use super::reply::{
     Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream,
 };
 use crate::document::{ShellScriptInput, Step, shell_script_input};
-use crate::exec::{Outcome, ScriptSpec, StopReason, StopToken, run_script};
-use crate::state::{ensure_private_dir, step_dir_name};
+use crate::exec::capture::Limits;
+use crate::exec::{Captured, Outcome, ScriptSpec, StopReason, StopToken, run_script};
+use crate::state::{StateError, ensure_private_dir, err as state_err, step_dir_name};
 use crate::sys::Pid;
 use crate::timefmt::iso8601_ms;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,10 @@ pub struct StepEnv<'a> {
     /// Environment added to the agent's own for every script (SSM_COMMAND_ID, AWS_SSM_*).
     pub env: &'a [(String, String)],
     pub stop: &'a StopToken,
+    /// Most bytes of each stream's output file (`Ssm.RunCommandLogsMaxStepOutputMiB`).
+    pub max_output_bytes: u64,
+    /// Remove the output files once the result is made (`Ssm.PluginLocalOutputCleanup`).
+    pub delete_output: bool,
 }
 
 /// One finished run of a plugin over one property set, before it is merged and rendered.
@@ -195,29 +200,91 @@ fn run_shell(
         stdout: &stdout,
         stderr: &stderr,
         timeout: Duration::from_secs(input.timeout_seconds),
+        limits: Limits {
+            file_bytes: env.max_output_bytes,
+            head_bytes: STREAM_CAPACITY,
+        },
     };
-    let outcome = run_script(&spec, env.stop, on_start);
-    let (status, code, note) = classify(&outcome);
+    let end = run_script(&spec, env.stop, on_start);
+    let (status, code, note) = classify(&end.outcome);
+    let mut out = Output::new(&stdout, end.stdout);
+    let mut err = Output::new(&stderr, end.stderr);
+    let write_errors: Vec<String> = [&out.captured, &err.captured]
+        .iter()
+        .filter_map(|c| c.write_error.clone())
+        .collect();
+    for error in write_errors {
+        err.line(&format!(
+            "ssm-lite could not keep this step's output on disk: {error}"
+        ));
+    }
     if let Some(note) = note {
-        append_line(&stderr, &note);
+        err.line(&note);
     }
     match code {
-        EXIT_SUCCESS_AND_STOP => append_line(
-            &stdout,
+        EXIT_SUCCESS_AND_STOP => out.line(
             "Step exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.",
         ),
         EXIT_FAILURE_AND_STOP => {
             let text = "Step exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.";
-            append_line(&stdout, text);
-            append_line(&stderr, text);
+            out.line(text);
+            err.line(text);
         }
         _ => {}
+    }
+    if env.delete_output && code != EXIT_REBOOT {
+        for path in [&stdout, &stderr] {
+            if let Err(e) = crate::state::remove_file(path) {
+                log::warn!("{e}");
+            }
+        }
     }
     Run {
         status,
         code,
-        stdout: read_head(&stdout),
-        stderr: read_head(&stderr),
+        stdout: out.head,
+        stderr: err.head,
+    }
+}
+
+/// One stream of a finished script: its file, and the reply's share of it.
+struct Output<'a> {
+    path: &'a Path,
+    captured: Captured,
+    head: Head,
+}
+
+impl Output<'_> {
+    fn new(path: &Path, captured: Captured) -> Output<'_> {
+        let head = Head {
+            len: usize::try_from(captured.total).unwrap_or(usize::MAX),
+            bytes: captured.head.clone(),
+        };
+        Output {
+            path,
+            captured,
+            head,
+        }
+    }
+
+    /// Adds `line` after the output (on a new line when there is output), in the file and in
+    /// the reply's share.
+    fn line(&mut self, line: &str) {
+        let text = if self.head.len > 0 {
+            format!("\n{line}")
+        } else {
+            line.to_owned()
+        };
+        let room = STREAM_CAPACITY.saturating_sub(self.head.bytes.len());
+        if self.head.len == self.head.bytes.len() {
+            self.head
+                .bytes
+                .extend_from_slice(&text.as_bytes()[..room.min(text.len())]);
+        }
+        self.head.len += text.len();
+        if self.captured.write_error.is_none() {
+            append(self.path, &text);
+        }
     }
 }
 
@@ -271,27 +338,22 @@ fn working_dir(requested: &str, command_dir: &Path) -> Option<PathBuf> {
     under.is_dir().then_some(under)
 }
 
-fn write_script(dir: &Path, script: &Path, lines: &[String]) -> std::io::Result<()> {
-    ensure_private_dir(dir).map_err(|e| e.error)?;
+fn write_script(dir: &Path, script: &Path, lines: &[String]) -> Result<(), StateError> {
+    ensure_private_dir(dir)?;
     let mut text = lines.join("\n");
     text.push('\n');
-    let mut f = OpenOptions::new()
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o700)
-        .open(script)?;
-    f.write_all(text.as_bytes())
+        .open(script)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(state_err("write", script))
 }
 
-/// Appends `line` to an output file, on a new line when the file has text already.
-fn append_line(path: &Path, line: &str) {
-    let non_empty = fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false);
-    let text = if non_empty {
-        format!("\n{line}")
-    } else {
-        line.to_owned()
-    };
+/// Appends `text` to an output file.
+fn append(path: &Path, text: &str) {
     let res = OpenOptions::new()
         .append(true)
         .create(true)
@@ -300,21 +362,5 @@ fn append_line(path: &Path, line: &str) {
         .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = res {
         log::warn!("cannot append to {}: {e}", path.display());
-    }
-}
-
-/// The first `STREAM_CAPACITY` bytes of an output file and its length (never the whole file).
-fn read_head(path: &Path) -> Head {
-    let Ok(f) = File::open(path) else {
-        return Head::default();
-    };
-    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(len.min(STREAM_CAPACITY));
-    if let Err(e) = f.take(STREAM_CAPACITY as u64).read_to_end(&mut bytes) {
-        log::warn!("cannot read {}: {e}", path.display());
-    }
-    Head {
-        len: len.max(bytes.len()),
-        bytes,
     }
 }

@@ -6,7 +6,7 @@
 //! <instance-id>/commands/<CommandId>.json        one record per command (queue, progress, dedupe)
 //! <instance-id>/replies/<seq>_<ReplyId>.json     replies not yet accepted by the service, in order
 //! <instance-id>/replies_mgs/<seq>_<MessageId>.json  the same for replies sent over MGS
-//! <instance-id>/document/orchestration/<CommandId>/…   scripts and full stdout/stderr
+//! <instance-id>/document/orchestration/<CommandId>/…   scripts and capped stdout/stderr
 //! ```
 //! Every file is replaced atomically: written to a temporary file in the same directory, flushed,
 //! renamed over the old one, and the directory flushed, so a reader sees the old or the new bytes.
@@ -77,21 +77,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), Stat
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp"));
+    let written = write_new(&tmp, bytes, durable)
+        .and_then(|()| fs::rename(&tmp, path).map_err(err("rename into place", path)));
+    if written.is_err() {
+        // A full disk leaves a partial temporary file: give its blocks back.
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) `tmp` with `bytes`, flushed to the device with `durable`.
+fn write_new(tmp: &Path, bytes: &[u8], durable: bool) -> Result<(), StateError> {
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(err("create", &tmp))?;
-    f.write_all(bytes).map_err(err("write", &tmp))?;
+        .open(tmp)
+        .map_err(err("create", tmp))?;
+    f.write_all(bytes).map_err(err("write", tmp))?;
     if durable {
-        f.sync_all().map_err(err("flush", &tmp))?;
-    }
-    drop(f);
-    fs::rename(&tmp, path).map_err(err("rename into place", path))?;
-    if durable {
-        sync_dir(dir)?;
+        f.sync_all().map_err(err("flush", tmp))?;
     }
     Ok(())
 }
@@ -109,6 +119,25 @@ pub fn remove_file(path: &Path) -> Result<(), StateError> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err("remove", path)(e)),
         _ => Ok(()),
     }
+}
+
+/// Bytes in the files under `path` (or of `path` itself), symlinks not followed; what cannot be
+/// read counts as empty.
+pub fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| disk_usage(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Ids that arrive from the network (command ids, step names) become path components only
