@@ -263,6 +263,13 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         config.agent.name,
         config.agent.version
     );
+    match crate::sys::child::raise_fd_limit() {
+        Ok((old, new)) if old < new => {
+            log::info!("descriptor limit raised from {old} to {new} (children get {old})")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("{e}; sessions may run out of descriptors"),
+    }
     let shutdown = Shutdown::new();
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;

@@ -9,7 +9,6 @@ use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 /// The account created for sessions when the document names none.
@@ -176,11 +175,11 @@ fn ensure_ssm_user(host: &Host) -> Result<(), String> {
 /// Adds the local user `name` with a home directory, with `useradd` or else busybox `adduser`.
 fn create_user(name: &str) -> Result<(), String> {
     let mut cmd = if in_path("useradd") {
-        let mut cmd = Command::new("useradd");
+        let mut cmd = crate::sys::child::command("useradd");
         cmd.args(["-m", name]);
         cmd
     } else if in_path("adduser") {
-        let mut cmd = Command::new("adduser");
+        let mut cmd = crate::sys::child::command("adduser");
         cmd.args(["-D", name]);
         cmd
     } else {
@@ -519,7 +518,7 @@ bad:x:nonnumeric:alice
             return;
         }
         let host = Host::system();
-        let delete = || Command::new("userdel").args(["-r", NAME]).output();
+        let delete = || std::process::Command::new("userdel").args(["-r", NAME]).output();
         let _ = delete();
         create_user(NAME).unwrap();
         let user = resolve(&request(true, NAME, ""), &host);

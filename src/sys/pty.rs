@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 /// The user a child runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub fn spawn(
     };
     pty.resize(cols, rows)?;
     let slave = open_slave(&pty.master)?;
-    let mut cmd = Command::new(program);
+    let mut cmd = super::child::command(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(slave.try_clone()?))
@@ -101,7 +101,6 @@ pub fn spawn(
     let who = run_as.map_or(String::new(), |u| {
         format!(" as uid {} gid {}", u.uid, u.gid)
     });
-    super::oom::unshield_child(&mut cmd);
     let run_as = run_as.cloned();
     // SAFETY: the closure runs in the forked child before exec and only makes the
     // async-signal-safe system calls of `enter_session`; it allocates nothing (the group list
@@ -124,13 +123,12 @@ pub fn spawn_piped(
     env: &[(String, String)],
     run_as: Option<&RunAs>,
 ) -> io::Result<Child> {
-    let mut cmd = Command::new(program);
+    let mut cmd = super::child::command(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    super::oom::unshield_child(&mut cmd);
     let run_as = run_as.cloned();
     // SAFETY: as in `spawn`: only async-signal-safe system calls, no allocation, no locks.
     unsafe { cmd.pre_exec(move || enter_session(run_as.as_ref(), false)) };
