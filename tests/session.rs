@@ -164,9 +164,82 @@ fn port_forwarding_basic_mode_echoes_and_denied_addresses_are_refused() {
         .expect("refused session completes");
     assert_eq!(done.final_status, "Failed");
     assert!(
-        denied.read_output_until("not allowed", WAIT).is_ok(),
-        "the client is told why"
+        denied
+            .read_output_until(
+                "Forwarding to IP address 169.254.169.254 is forbidden.",
+                WAIT
+            )
+            .is_ok(),
+        "the client is told why, in upstream's words"
     );
+}
+
+/// A listener nobody answers: `accepted` tells whether anything connected to it.
+struct Target(TcpListener);
+
+impl Target {
+    fn on(ip: &str) -> Target {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Target(listener)
+    }
+    fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().port()
+    }
+    fn accepted(&self) -> bool {
+        self.0.accept().is_ok()
+    }
+}
+
+/// Starts a Port session to `host` and expects upstream's refusal, with no connection made.
+fn assert_refused(emu: &ssm_emulator::Emulator, host: &str, target: &Target) {
+    let s = emu
+        .start_session(SessionSpec::port(target.port(), Some(host), false))
+        .unwrap();
+    let done = emu.wait_task_complete(s.id(), WAIT).expect("completes");
+    assert_eq!(done.final_status, "Failed", "{host}");
+    let refusal = format!("Forwarding to IP address {host} is forbidden.");
+    assert!(s.read_output_until(&refusal, WAIT).is_ok(), "{host}");
+    assert!(
+        !target.accepted(),
+        "{host}: a connection reached the target"
+    );
+}
+
+#[test]
+fn port_forwarding_refuses_other_spellings_of_a_denied_address() {
+    let emu = emulator();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Mgs": { "DeniedPortForwardingRemoteIPs": ["127.0.0.1"] } }),
+    );
+    assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
+    let target = Target::on("127.0.0.1");
+    for host in ["::ffff:127.0.0.1", "0.0.0.0", "2130706433"] {
+        assert_refused(&emu, host, &target);
+    }
+}
+
+#[test]
+fn port_forwarding_refuses_the_vpc_reserved_addresses_from_imds() {
+    // The emulator's IMDS puts the VPC on loopback, so its DNS address (base + 2) is local.
+    let emu = ssm_emulator::Emulator::start(ssm_emulator::Options {
+        poll_hold: Duration::from_secs(2),
+        vpc_cidr_blocks: vec!["127.0.0.0/8".into()],
+        ..ssm_emulator::Options::default()
+    });
+    let _agent = connected_agent(&emu);
+    assert_refused(&emu, "127.0.0.2", &Target::on("127.0.0.2"));
+    let allowed = Target::on("127.0.0.9");
+    let s = emu
+        .start_session(SessionSpec::port(allowed.port(), Some("127.0.0.9"), false))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !allowed.accepted() {
+        assert!(Instant::now() < deadline, "no connection to 127.0.0.9");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.send_flag(2); // TerminateSession
 }
 
 #[test]

@@ -518,7 +518,11 @@ bad:x:nonnumeric:alice
             return;
         }
         let host = Host::system();
-        let delete = || std::process::Command::new("userdel").args(["-r", NAME]).output();
+        let delete = || {
+            std::process::Command::new("userdel")
+                .args(["-r", NAME])
+                .output()
+        };
         let _ = delete();
         create_user(NAME).unwrap();
         let user = resolve(&request(true, NAME, ""), &host);

@@ -230,13 +230,19 @@ mod tests {
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
         act.sa_sigaction = handler;
         // SAFETY: `act` is a valid sigaction.
-        assert_eq!(unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) }, 0);
+        assert_eq!(
+            unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) },
+            0
+        );
     }
 
     /// A descriptor without close-on-exec, as a careless starter would leave one.
     fn inheritable(file: &File) {
         // SAFETY: F_SETFD on our open fd takes a plain int.
-        assert_eq!(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) }, 0);
+        assert_eq!(
+            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) },
+            0
+        );
     }
 
     fn field<'a>(status: &'a str, name: &str) -> &'a str {
@@ -260,7 +266,10 @@ mod tests {
         CHILD_NOFILE[0].store(512.min(hard), Ordering::SeqCst);
         CHILD_NOFILE[1].store(hard, Ordering::SeqCst);
         let out = command("sh")
-            .args(["-c", "cat /proc/self/status; echo soft=$(ulimit -Sn)=; ls /proc/self/fd"])
+            .args([
+                "-c",
+                "cat /proc/self/status; echo soft=$(ulimit -Sn)=; ls /proc/self/fd",
+            ])
             .output()
             .unwrap();
         CHILD_NOFILE[0].store(u64::MAX, Ordering::SeqCst);

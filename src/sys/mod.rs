@@ -230,7 +230,12 @@ mod tests {
     fn sleeping_group() -> (Child, Child, Pid) {
         // Through the agent's spawn step: a signal ignored by whoever started the tests would
         // stay ignored in a plain child.
-        let sleep = |group: i32| child::command("sleep").arg("60").process_group(group).spawn();
+        let sleep = |group: i32| {
+            child::command("sleep")
+                .arg("60")
+                .process_group(group)
+                .spawn()
+        };
         let leader = sleep(0).expect("spawn sleep");
         let group = Pid::from_raw(leader.id() as i32);
         let member = sleep(group.as_raw()).expect("spawn sleep into the group");
