@@ -94,6 +94,62 @@ fn scripts_start_with_the_default_oom_score_whatever_the_agents() {
     assert_eq!(fs::read_to_string(&adj).unwrap().trim(), "500");
 }
 
+/// What the started agent inherited: a signal's status field (`SigIgn:`, …) of `pid`, and its
+/// `Max open files` soft and hard limits.
+pub fn sig_field(pid: u32, name: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+fn fd_limits(pid: u32) -> (String, String) {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_owned(), f[4].to_owned())
+}
+
+/// An init script starts the agent with `&` from `sh`, so it inherits SIGINT and SIGQUIT
+/// ignored; a starter may leave a descriptor open; the agent raises its descriptor limit. A
+/// script inherits none of it: default signals, an empty mask, fds 0-2 only (`ls` adds 3, the
+/// directory it reads), and the soft limit the agent was started with.
+#[test]
+fn scripts_inherit_default_signals_only_fds_0_to_2_and_the_starting_fd_limit() {
+    let emu = emulator();
+    let prelude = "trap '' INT QUIT\nexec 7</dev/null\nulimit -Sn 512";
+    let agent = Agent::start_from_shell(&emu, json!({}), prelude);
+    let msg = run(
+        &emu,
+        "0a0a0a0a-0000-4000-8000-000000000911",
+        &[
+            "grep -E '^Sig(Blk|Ign)' /proc/self/status",
+            "echo fds: $(ls /proc/self/fd)",
+            "ulimit -Sn",
+        ],
+        60,
+    );
+    let reply = final_of(&emu, &msg);
+    let want = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nfds: 0 1 2 3\n512\n";
+    assert_eq!(plugin(&reply)["output"], want, "{reply}");
+    // The start really was as described: the agent itself still ignores SIGQUIT (SIGINT it
+    // handles), holds fd 7, and runs with its soft limit raised to the hard one.
+    let pid = agent.pid();
+    assert_ne!(
+        sig_field(pid, "SigIgn:") & (1 << (3 - 1)),
+        0,
+        "SIGQUIT ignored"
+    );
+    assert!(
+        fs::metadata(format!("/proc/{pid}/fd/7")).is_ok(),
+        "fd 7 open"
+    );
+    let (soft, hard) = fd_limits(pid);
+    assert_eq!(soft, hard, "soft limit raised");
+}
+
 #[test]
 fn nonzero_exit_fails_with_its_code_and_separate_stderr() {
     let emu = emulator();

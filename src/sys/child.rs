@@ -37,6 +37,28 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
+/// The environment a child starts with.
+#[derive(Debug, Clone, Copy)]
+pub enum ChildEnv<'a> {
+    /// The agent's own, with these variables added or replaced.
+    Agent(&'a [(String, String)]),
+    /// These variables and no others.
+    Only(&'a [(String, String)]),
+}
+
+impl ChildEnv<'_> {
+    pub fn apply(self, cmd: &mut Command) {
+        let vars = match self {
+            ChildEnv::Agent(vars) => vars,
+            ChildEnv::Only(vars) => {
+                cmd.env_clear();
+                vars
+            }
+        };
+        cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+    }
+}
+
 /// Raises the agent's soft `RLIMIT_NOFILE` to its hard limit and remembers the old soft limit
 /// for children. Returns (old soft, new soft).
 pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
