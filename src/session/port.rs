@@ -45,10 +45,22 @@ pub fn destination(host: &str, port: &str, denied: &[String]) -> Result<Destinat
     } else {
         host.trim()
     };
-    let label = format!("{host}:{port}");
-    let addrs: Vec<SocketAddr> = (host, port)
+    let resolved = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {label}: {e}"))?
+        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?;
+    checked(host, port, resolved, denied)
+}
+
+/// The destination of the addresses `host` resolved to, in canonical form, unless any of them is
+/// denied.
+fn checked(
+    host: &str,
+    port: u16,
+    resolved: impl Iterator<Item = SocketAddr>,
+    denied: &[String],
+) -> Result<Destination, String> {
+    let label = format!("{host}:{port}");
+    let addrs: Vec<SocketAddr> = resolved
         .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
         .collect();
     let (denied, _) = DenyList::parse(denied);
@@ -366,19 +378,36 @@ mod tests {
 
     #[test]
     fn a_name_is_refused_when_any_of_its_addresses_is_denied() {
-        // `localhost` resolves to 127.0.0.1 and, where IPv6 is configured, ::1.
-        let addrs: Vec<IpAddr> = ("localhost", 1)
-            .to_socket_addrs()
-            .unwrap()
-            .map(|a| a.ip())
-            .collect();
-        for ip in &addrs {
-            let e = destination("localhost", "1", &[ip.to_string()]).unwrap_err();
-            assert!(e.contains("forbidden"), "{ip}: {e}");
+        let resolved: Vec<SocketAddr> = [
+            "192.0.2.1:443",
+            "[::ffff:198.51.100.7]:443",
+            "[2001:db8::5]:443",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let name = |denied: &[&str]| {
+            let denied: Vec<String> = denied.iter().map(|d| d.to_string()).collect();
+            checked("svc.example", 443, resolved.iter().copied(), &denied)
+        };
+        for denied in ["192.0.2.1", "198.51.100.0/24", "2001:db8::/32"] {
+            let e = name(&[denied]).unwrap_err();
+            assert_eq!(
+                e, "Forwarding to IP address svc.example is forbidden.",
+                "{denied}"
+            );
         }
-        let ok = destination("localhost", "1", &["192.0.2.1".into()]).unwrap();
-        let got: Vec<IpAddr> = ok.addrs.iter().map(|a| a.ip()).collect();
-        assert_eq!(got, addrs, "every address is kept for connect, in order");
+        let ok = name(&["203.0.113.1"]).unwrap();
+        let want: Vec<SocketAddr> = ["192.0.2.1:443", "198.51.100.7:443", "[2001:db8::5]:443"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ok.addrs, want,
+            "every address kept, canonical, in order, for connect"
+        );
+        assert_eq!(ok.label, "svc.example:443");
+        assert!(checked("none.example", 1, std::iter::empty(), &[]).is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ignored signals stay ignored across exec), and a starter's descriptors without close-on-exec
 //! reach every script. [`command`] gives a `Command` whose child starts with every signal at its
 //! default action, an empty signal mask, only the descriptors it is given (0–2 and what std sets
-//! up), the `RLIMIT_NOFILE` soft limit the agent was started with, and `oom_score_adj` 0.
+//! up), the `RLIMIT_NOFILE` soft limit the agent was started with, and `oom_score_adj` 0; its
+//! environment is the agent's plus additions, or only what [`ChildEnv::Only`] names.
 //!
 //! The agent itself runs with its soft descriptor limit raised to the hard limit
 //! ([`raise_fd_limit`]: a thousand sessions need more than 1024 descriptors). Its children get the
