@@ -61,7 +61,11 @@ fn checked(
 ) -> Result<Destination, String> {
     let label = format!("{host}:{port}");
     let addrs: Vec<SocketAddr> = resolved
-        .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
+        // An address already canonical is kept whole: a link-local IPv6 one keeps its scope id.
+        .map(|a| match canonical(a.ip()) {
+            ip if ip == a.ip() => a,
+            ip => SocketAddr::new(ip, a.port()),
+        })
         .collect();
     let (denied, _) = DenyList::parse(denied);
     for addr in &addrs {
