@@ -94,14 +94,14 @@ fn scripts_start_with_the_default_oom_score_whatever_the_agents() {
     assert_eq!(fs::read_to_string(&adj).unwrap().trim(), "500");
 }
 
-/// What the started agent inherited: a signal's status field (`SigIgn:`, …) of `pid`, and its
-/// `Max open files` soft and hard limits.
-pub fn sig_field(pid: u32, name: &str) -> u64 {
+/// A signal field of `pid`'s status (`SigIgn:`, …) as a bit set (bit n-1: signal n).
+fn sig_field(pid: u32, name: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let hex = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
     u64::from_str_radix(hex.trim(), 16).unwrap()
 }
 
+/// `pid`'s `Max open files` soft and hard limits.
 fn fd_limits(pid: u32) -> (String, String) {
     let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = limits
@@ -125,29 +125,46 @@ fn scripts_inherit_default_signals_only_fds_0_to_2_and_the_starting_fd_limit() {
         &emu,
         "0a0a0a0a-0000-4000-8000-000000000911",
         &[
-            "grep -E '^Sig(Blk|Ign)' /proc/self/status",
+            "grep -E '^Sig(Blk|Ign)' /proc/self/status | cut -f2",
             "echo fds: $(ls /proc/self/fd)",
             "ulimit -Sn",
         ],
         60,
     );
     let reply = final_of(&emu, &msg);
-    let want = "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nfds: 0 1 2 3\n512\n";
-    assert_eq!(plugin(&reply)["output"], want, "{reply}");
-    // The start really was as described: the agent itself still ignores SIGQUIT (SIGINT it
-    // handles), holds fd 7, and runs with its soft limit raised to the hard one.
+    let output = plugin(&reply)["output"].as_str().unwrap().to_owned();
+    let lines: Vec<&str> = output.lines().collect();
+    let [blocked, ignored, fds, soft] = lines[..] else {
+        panic!("{reply}");
+    };
+    assert_eq!(blocked, "0000000000000000", "{reply}");
+    assert_eq!((fds, soft), ("fds: 0 1 2 3", "512"), "{reply}");
+    let ignored = u64::from_str_radix(ignored, 16).unwrap();
     let pid = agent.pid();
-    assert_ne!(
-        sig_field(pid, "SigIgn:") & (1 << (3 - 1)),
-        0,
-        "SIGQUIT ignored"
-    );
+    if std::env::var_os("SSM_LITE_TEST_RUNNER").is_some_and(|r| !r.is_empty()) {
+        // qemu-user keeps host signals of its own, and /proc shows qemu, not the agent: check
+        // only what the start did.
+        assert_eq!(
+            ignored & 0b110,
+            0,
+            "SIGINT or SIGQUIT still ignored: {reply}"
+        );
+    } else {
+        assert_eq!(ignored, 0, "{reply}");
+        // The start really was as described: the agent itself still ignores SIGQUIT (SIGINT
+        // it handles) and runs with its soft limit raised to the hard one.
+        assert_ne!(
+            sig_field(pid, "SigIgn:") & 0b100,
+            0,
+            "SIGQUIT ignored by the agent"
+        );
+        let (soft, hard) = fd_limits(pid);
+        assert_eq!(soft, hard, "soft limit raised");
+    }
     assert!(
         fs::metadata(format!("/proc/{pid}/fd/7")).is_ok(),
         "fd 7 open"
     );
-    let (soft, hard) = fd_limits(pid);
-    assert_eq!(soft, hard, "soft limit raised");
 }
 
 #[test]
