@@ -63,7 +63,8 @@ impl ChildEnv<'_> {
 /// Raises the agent's soft `RLIMIT_NOFILE` to its hard limit and remembers the old soft limit
 /// for children. Returns (old soft, new soft).
 pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
-    let (soft, hard) = fd_limit()?;
+    let (soft, hard) =
+        fd_limit().map_err(|e| io::Error::new(e.kind(), format!("getrlimit failed: {e}")))?;
     CHILD_NOFILE[0].store(soft, Ordering::SeqCst);
     CHILD_NOFILE[1].store(hard, Ordering::SeqCst);
     if soft < hard {
@@ -77,16 +78,16 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     Ok((soft, hard))
 }
 
-/// The calling process's soft and hard `RLIMIT_NOFILE`.
-pub fn fd_limit() -> io::Result<(u64, u64)> {
+/// The calling process's soft and hard `RLIMIT_NOFILE`; async-signal-safe (one system call,
+/// nothing allocated, also on failure).
+fn fd_limit() -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("getrlimit failed: {e}")));
+        return Err(io::Error::last_os_error());
     }
     Ok((lim.rlim_cur, lim.rlim_max))
 }
