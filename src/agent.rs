@@ -220,7 +220,7 @@ fn start_mgs(
         credentials: ctx.identity.credentials.clone(),
         instance_id: ctx.identity.instance_id.clone(),
         agent_version: config.agent.version.clone(),
-        denied_ips: config.mgs.denied_port_forwarding_remote_ips.clone(),
+        denied_ips: denied_ips(ctx),
         users: runas::Host::system(),
         kms: crypto::kms_client(
             ctx.http.clone(),
@@ -254,6 +254,36 @@ fn start_mgs(
     Ok(sessions)
 }
 
+/// `Mgs.DeniedPortForwardingRemoteIPs` and, on EC2, the reserved addresses of the VPC's CIDR
+/// blocks (its DNS resolver among them), as upstream denies them. The VPC's blocks do not change
+/// while the instance runs, so IMDS is asked once; if it cannot say, that is logged and the
+/// configured list applies alone (as upstream does).
+fn denied_ips(ctx: &Context<'_>) -> Vec<String> {
+    let mut denied = ctx.config.mgs.denied_port_forwarding_remote_ips.clone();
+    let (_, bad) = crate::session::port::DenyList::parse(&denied);
+    if !bad.is_empty() {
+        log::warn!(
+            "Mgs.DeniedPortForwardingRemoteIPs: ignoring {bad:?}: neither an IP address nor a CIDR block"
+        );
+    }
+    if ctx.identity.kind == identity::IdentityKind::Ec2 {
+        let imds = crate::aws::imds::ImdsClient::new(ctx.http.clone(), &Env::capture());
+        match imds.vpc_cidr_blocks() {
+            Ok(blocks) => {
+                let reserved = crate::session::port::vpc_reserved(&blocks);
+                log::info!(
+                    "port forwarding also denied to {reserved:?} (reserved in VPC {blocks:?})"
+                );
+                denied.extend(reserved);
+            }
+            Err(e) => log::warn!(
+                "cannot read the VPC's CIDR blocks ({e}); port forwarding to the VPC's reserved addresses (its DNS resolver) is not refused"
+            ),
+        }
+    }
+    denied
+}
+
 /// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
@@ -263,6 +293,13 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         config.agent.name,
         config.agent.version
     );
+    match crate::sys::child::raise_fd_limit() {
+        Ok((old, new)) if old < new => {
+            log::info!("descriptor limit raised from {old} to {new} (children get {old})")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("{e}; sessions may run out of descriptors"),
+    }
     let shutdown = Shutdown::new();
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;

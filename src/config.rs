@@ -167,13 +167,18 @@ const DEFAULT_STEP_OUTPUT_MIB: u64 = 4;
 /// Every finished command's files together: 14 days of ordinary use on a small device.
 const DEFAULT_TOTAL_MIB: u64 = 200;
 
-/// Upstream's default deny list for port forwarding (IMDS and the Amazon DNS/NTP/time addresses).
-const DEFAULT_DENIED_IPS: [&str; 5] = [
+/// Upstream's default deny list for port forwarding: IMDS, the Amazon DNS resolver, Time Sync,
+/// and the other link-local service addresses of EC2, each in its IPv4 and (Nitro) IPv6 form.
+const DEFAULT_DENIED_IPS: [&str; 9] = [
     "169.254.169.254",
     "fd00:ec2::254",
     "169.254.169.253",
     "fd00:ec2::253",
     "169.254.169.123",
+    "fd00:ec2::123",
+    "169.254.169.250",
+    "169.254.169.251",
+    "fd00:ec2::240",
 ];
 
 impl Default for Config {

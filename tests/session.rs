@@ -164,9 +164,82 @@ fn port_forwarding_basic_mode_echoes_and_denied_addresses_are_refused() {
         .expect("refused session completes");
     assert_eq!(done.final_status, "Failed");
     assert!(
-        denied.read_output_until("not allowed", WAIT).is_ok(),
-        "the client is told why"
+        denied
+            .read_output_until(
+                "Forwarding to IP address 169.254.169.254 is forbidden.",
+                WAIT
+            )
+            .is_ok(),
+        "the client is told why, in upstream's words"
     );
+}
+
+/// A listener nobody answers: `accepted` tells whether anything connected to it.
+struct Target(TcpListener);
+
+impl Target {
+    fn on(ip: &str) -> Target {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Target(listener)
+    }
+    fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().port()
+    }
+    fn accepted(&self) -> bool {
+        self.0.accept().is_ok()
+    }
+}
+
+/// Starts a Port session to `host` and expects upstream's refusal, with no connection made.
+fn assert_refused(emu: &ssm_emulator::Emulator, host: &str, target: &Target) {
+    let s = emu
+        .start_session(SessionSpec::port(target.port(), Some(host), false))
+        .unwrap();
+    let done = emu.wait_task_complete(s.id(), WAIT).expect("completes");
+    assert_eq!(done.final_status, "Failed", "{host}");
+    let refusal = format!("Forwarding to IP address {host} is forbidden.");
+    assert!(s.read_output_until(&refusal, WAIT).is_ok(), "{host}");
+    assert!(
+        !target.accepted(),
+        "{host}: a connection reached the target"
+    );
+}
+
+#[test]
+fn port_forwarding_refuses_other_spellings_of_a_denied_address() {
+    let emu = emulator();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Mgs": { "DeniedPortForwardingRemoteIPs": ["127.0.0.1"] } }),
+    );
+    assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
+    let target = Target::on("127.0.0.1");
+    for host in ["::ffff:127.0.0.1", "0.0.0.0", "2130706433"] {
+        assert_refused(&emu, host, &target);
+    }
+}
+
+#[test]
+fn port_forwarding_refuses_the_vpc_reserved_addresses_from_imds() {
+    // The emulator's IMDS puts the VPC on loopback, so its DNS address (base + 2) is local.
+    let emu = ssm_emulator::Emulator::start(ssm_emulator::Options {
+        poll_hold: Duration::from_secs(2),
+        vpc_cidr_blocks: vec!["127.0.0.0/8".into()],
+        ..ssm_emulator::Options::default()
+    });
+    let _agent = connected_agent(&emu);
+    assert_refused(&emu, "127.0.0.2", &Target::on("127.0.0.2"));
+    let allowed = Target::on("127.0.0.9");
+    let s = emu
+        .start_session(SessionSpec::port(allowed.port(), Some("127.0.0.9"), false))
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !allowed.accepted() {
+        assert!(Instant::now() < deadline, "no connection to 127.0.0.9");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.send_flag(2); // TerminateSession
 }
 
 #[test]
@@ -391,5 +464,120 @@ fn port_forwarding_smux_mode_carries_ten_parallel_connections() {
         "smux: {STREAMS} × {LEN} bytes echoed in {:?}; {:?}",
         started.elapsed(),
         s.stats()
+    );
+}
+
+/// A directory a session user other than root may write to.
+fn shared_dir(agent: &Agent) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = agent.scratch().join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// Types `line` into a shell session as nobody and waits for it to have run.
+fn in_shell_as_nobody(emu: &ssm_emulator::Emulator, line: &str) {
+    let s = emu
+        .start_session(SessionSpec::standard_stream().run_as("nobody", true))
+        .unwrap();
+    s.send_input(format!("{line}; echo done-$((6*7))\r").as_bytes());
+    s.read_output_until("done-42", WAIT)
+        .expect("the shell ran it");
+    s.send_input(b"exit\r");
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}
+
+/// nobody's passwd entry: (home, shell).
+fn nobody() -> (String, String) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let line = passwd.lines().find(|l| l.starts_with("nobody:")).unwrap();
+    let f: Vec<&str> = line.split(':').collect();
+    (f[5].to_owned(), f[6].to_owned())
+}
+
+/// A session as another user gets a login environment: none of the agent's credentials, its
+/// proxy without the password, and that user's HOME, USER, LOGNAME and SHELL.
+#[test]
+fn a_run_as_session_sees_none_of_the_agents_secrets() {
+    let emu = emulator();
+    let agent = Agent::start_with_env(
+        &emu,
+        json!({}),
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDAGENTONLY"),
+            ("AWS_SECRET_ACCESS_KEY", "agent-secret-key"),
+            ("HTTPS_PROXY", "http://proxyuser:proxy-password@127.0.0.1:9"),
+            ("NO_PROXY", "127.0.0.1"),
+            ("LANG", "C.UTF-8"),
+        ],
+    );
+    assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
+    let dir = shared_dir(&agent);
+    in_shell_as_nobody(&emu, &format!("env > {}/env", dir.display()));
+    let shell_env = std::fs::read_to_string(dir.join("env")).unwrap();
+    let s = emu
+        .start_session(SessionSpec::non_interactive_commands("env", true).run_as("nobody", true))
+        .unwrap();
+    assert_eq!(s.wait_exit_code(WAIT), Some(0), "env ran");
+    let command_env = s.output_string();
+    let (home, shell) = nobody();
+    for env in [&shell_env, &command_env] {
+        for secret in [
+            "agent-secret-key",
+            "AKIDAGENTONLY",
+            "proxy-password",
+            "proxyuser",
+        ] {
+            assert!(!env.contains(secret), "{secret} leaked:\n{env}");
+        }
+        let vars: Vec<&str> = env.lines().collect();
+        for want in [
+            format!("HOME={home}"),
+            "USER=nobody".into(),
+            "LOGNAME=nobody".into(),
+            format!("SHELL={shell}"),
+            "TERM=xterm-256color".into(),
+            "LANG=C.UTF-8".into(),
+            "HTTPS_PROXY=http://127.0.0.1:9".into(),
+            "NO_PROXY=127.0.0.1".into(),
+        ] {
+            assert!(vars.contains(&want.as_str()), "no {want}:\n{env}");
+        }
+        assert!(vars.iter().any(|v| v.starts_with("PATH=/")), "{env}");
+        assert!(!vars.iter().any(|v| v.starts_with("AWS_")), "{env}");
+    }
+}
+
+/// A session shell (and what it starts) inherits nothing the agent was started with: not the
+/// ignored SIGINT and SIGQUIT of an init script's `&`, not a starter's open fd 7.
+#[test]
+fn a_session_shell_inherits_default_signals_and_only_fds_0_to_2() {
+    let emu = emulator();
+    let agent = Agent::start_from_shell(&emu, json!({}), "trap '' INT QUIT\nexec 7</dev/null");
+    assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
+    let dir = shared_dir(&agent);
+    let d = dir.display();
+    in_shell_as_nobody(
+        &emu,
+        &format!("grep -E '^Sig(Blk|Ign)' /proc/self/status > {d}/sig; ls /proc/self/fd > {d}/fds"),
+    );
+    let sig = std::fs::read_to_string(dir.join("sig")).unwrap();
+    assert_eq!(
+        sig,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    // `ls` holds 0-2 (the terminal) and 3, the directory it reads.
+    let fds = std::fs::read_to_string(dir.join("fds")).unwrap();
+    assert_eq!(
+        fds.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+    assert!(
+        std::fs::metadata(format!("/proc/{}/fd/7", agent.pid())).is_ok(),
+        "the agent itself holds fd 7"
     );
 }

@@ -176,6 +176,36 @@ impl ImdsClient {
         parse_role_credentials(&text).map_err(|reason| invalid(path, reason))
     }
 
+    /// The CIDR blocks (IPv4, then IPv6 where the VPC has some) of the VPC of each network
+    /// interface of the instance.
+    pub fn vpc_cidr_blocks(&self) -> Result<Vec<String>, ImdsError> {
+        let macs_path = "meta-data/network/interfaces/macs/";
+        let macs = self.get(macs_path, Access::V2Only)?;
+        let mut blocks = Vec::new();
+        let is_mac =
+            |m: &&str| !m.is_empty() && m.bytes().all(|b| b.is_ascii_hexdigit() || b == b':');
+        for mac in macs
+            .lines()
+            .map(|m| m.trim().trim_end_matches('/'))
+            .filter(is_mac)
+        {
+            for family in ["vpc-ipv4-cidr-blocks", "vpc-ipv6-cidr-blocks"] {
+                match self.get(&format!("{macs_path}{mac}/{family}"), Access::V2Only) {
+                    Ok(text) => blocks.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(String::from),
+                    ),
+                    // A VPC without IPv6 blocks.
+                    Err(ImdsError::Status { status: 404, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(blocks)
+    }
+
     /// GET `/latest/<path>` with the session token, renewing the token once on a 401.
     fn get(&self, path: &str, access: Access) -> Result<String, ImdsError> {
         let url = format!("{}/latest/{path}", self.base.clone()?);

@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -199,14 +199,13 @@ fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
     // `sh <script>` reads the file. Upstream's `sh -c <script>` makes sh exec the file (and, as
     // it has no #! line, start a second sh), which fails with ETXTBSY when another worker's
     // fork briefly holds a write fd to a script being created: a real race under load.
-    let mut cmd = Command::new("sh");
+    let mut cmd = sys::child::command("sh");
     cmd.arg(spec.script)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    sys::oom::unshield_child(&mut cmd);
     if let Some(dir) = spec.working_dir {
         cmd.current_dir(dir);
     }
@@ -309,6 +308,7 @@ fn exit_outcome(status: std::io::Result<ExitStatus>, script: &Path) -> Outcome {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+    use std::process::Command;
 
     /// A scratch directory under the system temp dir, removed on drop.
     struct Scratch(PathBuf);

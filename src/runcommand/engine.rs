@@ -820,7 +820,7 @@ fn request_reboot(command: &[String], message_id: &str) {
         return;
     };
     log::warn!("command {message_id}: a step asked for a reboot (exit 194); running {command:?}");
-    match std::process::Command::new(program).args(args).status() {
+    match crate::sys::child::command(program).args(args).status() {
         Ok(s) if s.success() => {}
         Ok(s) => log::error!("reboot command {command:?} failed: {s}"),
         Err(e) => log::error!("cannot run reboot command {command:?}: {e}"),

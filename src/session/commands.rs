@@ -48,13 +48,14 @@ impl Commands {
                 ));
             }
         }
-        let mut env = vec![("USER".to_owned(), user.name.clone())];
-        if let Some(home) = &user.home {
-            env.push(("HOME".into(), home.clone()));
-        }
-        let mut child =
-            crate::sys::pty::spawn_piped("sh", &["-c", commands], &env, user.run_as.as_ref())
-                .map_err(|e| format!("failed to start the command: {e}"))?;
+        let env = super::runas::environment(user, &crate::aws::credentials::Env::capture());
+        let mut child = crate::sys::pty::spawn_piped(
+            "sh",
+            &["-c", commands],
+            env.child(),
+            user.run_as.as_ref(),
+        )
+        .map_err(|e| format!("failed to start the command: {e}"))?;
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         for fd in [
             stdout.as_ref().map(|s| s.as_raw_fd()),

@@ -3,13 +3,20 @@
 //! Accounts are read from `/etc/passwd` and `/etc/group` directly (users known only through NSS,
 //! e.g. LDAP, are not seen). The session's HOME is the user's home directory from passwd, or
 //! `/home/<user>` (what the reference agent always uses) when passwd leaves it empty.
+//!
+//! A session that switches user starts with a login-like environment of its own ([`environment`])
+//! instead of the agent's: the agent's environment holds its credentials (`AWS_*` keys, a proxy
+//! password) and is no business of the session's user. A session as the agent's own user (root
+//! with `runAsElevated`, or any session of an agent not running as root) keeps the agent's
+//! environment, as upstream's sessions do: that user can read the agent's anyway.
 
+use crate::aws::credentials::Env;
+use crate::sys::child::ChildEnv;
 use crate::sys::pty::RunAs;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 /// The account created for sessions when the document names none.
@@ -58,6 +65,8 @@ pub struct SessionUser {
     pub run_as: Option<RunAs>,
     /// HOME for the shell; `None`: it keeps the agent's.
     pub home: Option<String>,
+    /// The login shell passwd names, for SHELL (the session itself runs `sh`).
+    pub shell: Option<String>,
 }
 
 /// The decision of §4.8, before any account is looked at.
@@ -111,6 +120,7 @@ pub fn resolve(req: &Request<'_>, host: &Host) -> Result<SessionUser, String> {
                 name,
                 run_as: None,
                 home,
+                shell: None,
             })
         }
         Choice::Named(name) => {
@@ -154,7 +164,106 @@ fn switch_to(accounts: &Accounts, name: &str) -> Result<SessionUser, String> {
             groups: accounts.groups_of(name, user.gid),
         }),
         home: Some(home),
+        shell: Some(user.shell)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
     })
+}
+
+/// Terminal type and language when the agent's environment names none, as upstream sets them.
+const TERM: &str = "xterm-256color";
+const DEFAULT_LANG: &str = "C.UTF-8";
+/// PATH for a switched user when the agent has none (Debian's login.defs ENV_SUPATH plus
+/// ENV_PATH, which is what a user of these small hosts finds after `su -`).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Proxy variables passed on to a switched user, each without any `user:password@`.
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+/// Passed on as they are: not secrets, and what makes the session behave like the host.
+const KEPT_VARS: [&str; 17] = [
+    "NO_PROXY",
+    "no_proxy",
+    "TZ",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "LC_COLLATE",
+    "LC_MONETARY",
+    "LC_MESSAGES",
+    "LC_PAPER",
+    "LC_NAME",
+    "LC_ADDRESS",
+    "LC_TELEPHONE",
+    "LC_MEASUREMENT",
+    "LC_IDENTIFICATION",
+];
+
+/// The environment of a session's shell or command; [`UserEnv::child`] hands it to the spawn.
+#[derive(Debug)]
+pub struct UserEnv {
+    vars: Vec<(String, String)>,
+    /// The variables are the whole environment, not additions to the agent's.
+    only: bool,
+}
+
+impl UserEnv {
+    pub fn child(&self) -> ChildEnv<'_> {
+        if self.only {
+            ChildEnv::Only(&self.vars)
+        } else {
+            ChildEnv::Agent(&self.vars)
+        }
+    }
+}
+
+/// The environment of `user`'s shell or command, given the agent's own (`agent`): for a switched
+/// user only TERM, LANG, USER, HOME, LOGNAME, SHELL, PATH, the locale variables, TZ and the proxy
+/// variables without credentials; for the agent's own user its environment plus TERM, LANG when
+/// unset, USER and HOME.
+pub fn environment(user: &SessionUser, agent: &Env) -> UserEnv {
+    let mut vars = vec![("TERM".to_string(), TERM.to_string())];
+    let mut set = |k: &str, v: &str| vars.push((k.to_string(), v.to_string()));
+    set("LANG", agent.get("LANG").unwrap_or(DEFAULT_LANG));
+    set("USER", &user.name);
+    if let Some(home) = &user.home {
+        set("HOME", home);
+    }
+    let only = user.run_as.is_some();
+    if only {
+        set("LOGNAME", &user.name);
+        set("SHELL", user.shell.as_deref().unwrap_or("/bin/sh"));
+        set("PATH", agent.get("PATH").unwrap_or(DEFAULT_PATH));
+        for k in PROXY_VARS {
+            if let Some(v) = agent.get(k) {
+                set(k, &without_credentials(v));
+            }
+        }
+        for k in KEPT_VARS {
+            if let Some(v) = agent.get(k) {
+                set(k, v);
+            }
+        }
+    }
+    UserEnv { vars, only }
+}
+
+/// A proxy URL without its `user:password@` part: everything before the last `@` of the
+/// authority goes (a password may itself hold `/` or `@` when not percent-encoded).
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    match scheme {
+        "" => host.to_string(),
+        scheme => format!("{scheme}://{host}"),
+    }
 }
 
 /// Serialises the check-then-create of ssm-user between sessions starting together.
@@ -176,11 +285,11 @@ fn ensure_ssm_user(host: &Host) -> Result<(), String> {
 /// Adds the local user `name` with a home directory, with `useradd` or else busybox `adduser`.
 fn create_user(name: &str) -> Result<(), String> {
     let mut cmd = if in_path("useradd") {
-        let mut cmd = Command::new("useradd");
+        let mut cmd = crate::sys::child::command("useradd");
         cmd.args(["-m", name]);
         cmd
     } else if in_path("adduser") {
-        let mut cmd = Command::new("adduser");
+        let mut cmd = crate::sys::child::command("adduser");
         cmd.args(["-D", name]);
         cmd
     } else {
@@ -253,6 +362,7 @@ struct User<'a> {
     uid: u32,
     gid: u32,
     home: &'a str,
+    shell: &'a str,
 }
 
 impl Accounts {
@@ -318,7 +428,7 @@ fn field(line: &str, index: usize) -> Option<&str> {
 /// `name:password:uid:gid:gecos:home:shell`.
 fn parse_user(line: &str) -> Option<User<'_>> {
     let fields: Vec<&str> = line.split(':').collect();
-    let [name, _, uid, gid, _, home, _] = fields.as_slice() else {
+    let [name, _, uid, gid, _, home, shell] = fields.as_slice() else {
         return None;
     };
     Some(User {
@@ -326,6 +436,7 @@ fn parse_user(line: &str) -> Option<User<'_>> {
         uid: uid.parse().ok()?,
         gid: gid.parse().ok()?,
         home,
+        shell,
     })
 }
 
@@ -473,6 +584,7 @@ bad:x:nonnumeric:alice
             name: "agent".to_string(),
             run_as: None,
             home: None,
+            shell: None,
         };
         assert_eq!(user, agent);
         let elevated = Request {
@@ -484,6 +596,87 @@ bad:x:nonnumeric:alice
         assert_eq!((user.run_as, user.home.as_deref()), (None, Some("/root")));
         let unnamed = resolve(&Request::default(), &fixture(4321)).unwrap();
         assert_eq!(unnamed.name, "4321");
+    }
+
+    #[test]
+    fn a_switched_user_gets_a_login_environment_without_the_agents_secrets() {
+        let agent = Env::from_pairs(&[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("AWS_SESSION_TOKEN", "t0ken"),
+            ("HOME", "/root"),
+            ("PATH", "/usr/bin:/bin"),
+            ("LC_TIME", "de_DE.UTF-8"),
+            ("HTTPS_PROXY", "http://u:p/w@proxy.example:3128"),
+            ("http_proxy", "proxy.example:3128"),
+            ("NO_PROXY", "169.254.169.254"),
+        ]);
+        let user = resolve(&request(true, "alice", ""), &fixture(0)).unwrap();
+        let env = environment(&user, &agent);
+        let ChildEnv::Only(vars) = env.child() else {
+            panic!("a switched user must not inherit the agent's environment: {env:?}");
+        };
+        let want = [
+            ("TERM", "xterm-256color"),
+            ("LANG", "C.UTF-8"),
+            ("USER", "alice"),
+            ("HOME", "/srv/alice"),
+            ("LOGNAME", "alice"),
+            ("SHELL", "/bin/sh"),
+            ("PATH", "/usr/bin:/bin"),
+            ("http_proxy", "proxy.example:3128"),
+            ("HTTPS_PROXY", "http://proxy.example:3128"),
+            ("NO_PROXY", "169.254.169.254"),
+            ("LC_TIME", "de_DE.UTF-8"),
+        ];
+        let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, want);
+
+        let mut bash_user = user.clone();
+        bash_user.shell = Some("/bin/bash".into());
+        let env = environment(&bash_user, &Env::default());
+        let ChildEnv::Only(vars) = env.child() else {
+            panic!()
+        };
+        assert!(
+            vars.contains(&("SHELL".into(), "/bin/bash".into())),
+            "{vars:?}"
+        );
+        assert!(
+            vars.contains(&("PATH".into(), DEFAULT_PATH.into())),
+            "{vars:?}"
+        );
+    }
+
+    #[test]
+    fn the_agents_own_user_keeps_its_environment() {
+        let user = resolve(&Request::default(), &fixture(1500)).unwrap();
+        let env = environment(&user, &Env::from_pairs(&[("LANG", "en_GB.UTF-8")]));
+        let ChildEnv::Agent(vars) = env.child() else {
+            panic!("{env:?}");
+        };
+        let got: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("TERM", "xterm-256color"),
+                ("LANG", "en_GB.UTF-8"),
+                ("USER", "agent")
+            ]
+        );
+    }
+
+    #[test]
+    fn proxy_credentials_are_cut_whatever_they_hold() {
+        for (url, want) in [
+            ("http://user:pass@proxy:3128", "http://proxy:3128"),
+            ("http://us%40er:p@ss/w@proxy:3128/", "http://proxy:3128/"),
+            ("user:pass@proxy:3128", "proxy:3128"),
+            ("https://proxy:3128", "https://proxy:3128"),
+            ("socks5h://only-user@[::1]:1080", "socks5h://[::1]:1080"),
+        ] {
+            assert_eq!(without_credentials(url), want, "{url}");
+        }
     }
 
     #[test]
@@ -519,7 +712,11 @@ bad:x:nonnumeric:alice
             return;
         }
         let host = Host::system();
-        let delete = || Command::new("userdel").args(["-r", NAME]).output();
+        let delete = || {
+            std::process::Command::new("userdel")
+                .args(["-r", NAME])
+                .output()
+        };
         let _ = delete();
         create_user(NAME).unwrap();
         let user = resolve(&request(true, NAME, ""), &host);

@@ -28,17 +28,10 @@ impl Shell {
         commands: Option<&str>,
         profile: &str,
     ) -> Result<Shell, String> {
-        let mut env = vec![("TERM".to_owned(), "xterm-256color".to_owned())];
-        if std::env::var_os("LANG").is_none() {
-            env.push(("LANG".into(), "C.UTF-8".into()));
-        }
-        if let Some(home) = &user.home {
-            env.push(("HOME".into(), home.clone()));
-        }
-        env.push(("USER".into(), user.name.clone()));
+        let env = super::runas::environment(user, &crate::aws::credentials::Env::capture());
         let args: Vec<&str> = commands.map(|c| vec!["-c", c]).unwrap_or_default();
         let (cols, rows) = DEFAULT_SIZE;
-        let (child, pty) = pty::spawn("sh", &args, &env, user.run_as.as_ref(), cols, rows)
+        let (child, pty) = pty::spawn("sh", &args, env.child(), user.run_as.as_ref(), cols, rows)
             .map_err(|e| format!("failed to start the shell: {e}"))?;
         pty.set_nonblocking(true)
             .map_err(|e| format!("failed to set up the terminal: {e}"))?;

@@ -1,5 +1,6 @@
 //! Every `unsafe` block and libc call of ssm-lite, behind small typed, safe functions.
 
+pub mod child;
 pub mod oom;
 pub mod poll;
 pub mod pty;
@@ -227,7 +228,14 @@ mod tests {
 
     /// Two `sleep 60` children of ours in one process group: the leader and a member.
     fn sleeping_group() -> (Child, Child, Pid) {
-        let sleep = |group: i32| Command::new("sleep").arg("60").process_group(group).spawn();
+        // Through the agent's spawn step: a signal ignored by whoever started the tests would
+        // stay ignored in a plain child.
+        let sleep = |group: i32| {
+            child::command("sleep")
+                .arg("60")
+                .process_group(group)
+                .spawn()
+        };
         let leader = sleep(0).expect("spawn sleep");
         let group = Pid::from_raw(leader.id() as i32);
         let member = sleep(group.as_raw()).expect("spawn sleep into the group");

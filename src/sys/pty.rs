@@ -5,12 +5,13 @@
 //! holding the terminal) is gone, a read of the master fails with `EIO` instead of returning 0:
 //! that is the normal end of the output; recognise it with [`is_closed`].
 
+use super::child::ChildEnv;
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 /// The user a child runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,14 +76,14 @@ pub fn effective_uid() -> u32 {
 }
 
 /// Starts `program args…` on a new PTY of `cols`×`rows` in a new session (setsid, controlling
-/// terminal), with `env` added to the agent's environment, optionally as `run_as`.
+/// terminal), with the environment `env`, optionally as `run_as`.
 ///
 /// The master is close-on-exec, so later children of the agent do not inherit it; the agent keeps
 /// no copy of the slave, so the master reads `EIO` once the child's side is closed.
 pub fn spawn(
     program: &str,
     args: &[&str],
-    env: &[(String, String)],
+    env: ChildEnv<'_>,
     run_as: Option<&RunAs>,
     cols: u16,
     rows: u16,
@@ -92,16 +93,15 @@ pub fn spawn(
     };
     pty.resize(cols, rows)?;
     let slave = open_slave(&pty.master)?;
-    let mut cmd = Command::new(program);
+    let mut cmd = super::child::command(program);
+    env.apply(&mut cmd);
     cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
     let who = run_as.map_or(String::new(), |u| {
         format!(" as uid {} gid {}", u.uid, u.gid)
     });
-    super::oom::unshield_child(&mut cmd);
     let run_as = run_as.cloned();
     // SAFETY: the closure runs in the forked child before exec and only makes the
     // async-signal-safe system calls of `enter_session`; it allocates nothing (the group list
@@ -121,16 +121,15 @@ pub fn spawn(
 pub fn spawn_piped(
     program: &str,
     args: &[&str],
-    env: &[(String, String)],
+    env: ChildEnv<'_>,
     run_as: Option<&RunAs>,
 ) -> io::Result<Child> {
-    let mut cmd = Command::new(program);
+    let mut cmd = super::child::command(program);
+    env.apply(&mut cmd);
     cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    super::oom::unshield_child(&mut cmd);
     let run_as = run_as.cloned();
     // SAFETY: as in `spawn`: only async-signal-safe system calls, no allocation, no locks.
     unsafe { cmd.pre_exec(move || enter_session(run_as.as_ref(), false)) };
@@ -260,12 +259,12 @@ mod tests {
     }
 
     fn sh(script: &str) -> (Child, Pty) {
-        spawn("sh", &["-c", script], &[], None, 80, 24).unwrap()
+        spawn("sh", &["-c", script], ChildEnv::Agent(&[]), None, 80, 24).unwrap()
     }
 
     #[test]
     fn an_interactive_shell_runs_what_is_typed() {
-        let (mut child, mut pty) = spawn("sh", &[], &[], None, 80, 24).unwrap();
+        let (mut child, mut pty) = spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap();
         let rx = reader(&pty);
         pty.master.write_all(b"echo $((6*7))\n").unwrap();
         read_until(&rx, "42");
@@ -288,7 +287,7 @@ mod tests {
         let (mut child, pty) = spawn(
             "sh",
             &["-c", "echo \"[$SSM_LITE_PTY_TEST:${PATH:+path}]\""],
-            &env,
+            ChildEnv::Agent(&env),
             None,
             80,
             24,
@@ -299,8 +298,18 @@ mod tests {
     }
 
     #[test]
+    fn only_env_replaces_the_agent_environment() {
+        let env = [("SSM_LITE_PTY_TEST".to_string(), "only".to_string())];
+        let script = "echo \"[$SSM_LITE_PTY_TEST:${HOME:-no home}]\"";
+        let (mut child, pty) =
+            spawn("sh", &["-c", script], ChildEnv::Only(&env), None, 80, 24).unwrap();
+        read_until(&reader(&pty), "[only:no home]");
+        child.wait().unwrap();
+    }
+
+    #[test]
     fn the_window_size_is_set_and_changed() {
-        let (mut child, mut pty) = spawn("sh", &[], &[], None, 80, 24).unwrap();
+        let (mut child, mut pty) = spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap();
         let rx = reader(&pty);
         pty.master.write_all(b"stty size\n").unwrap();
         read_until(&rx, "24 80");
@@ -370,7 +379,7 @@ mod tests {
         let (mut child, pty) = spawn(
             "sh",
             &["-c", "echo \"u=$(id -u) g=$(id -g) G=$(id -G).\""],
-            &[],
+            ChildEnv::Agent(&[]),
             Some(&nobody),
             80,
             24,
@@ -382,7 +391,15 @@ mod tests {
 
     #[test]
     fn a_failed_spawn_names_the_program() {
-        let err = spawn("/nonexistent/ssm-lite-shell", &[], &[], None, 80, 24).unwrap_err();
+        let err = spawn(
+            "/nonexistent/ssm-lite-shell",
+            &[],
+            ChildEnv::Agent(&[]),
+            None,
+            80,
+            24,
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(
             err.to_string().contains("/nonexistent/ssm-lite-shell"),

@@ -102,6 +102,8 @@ pub struct Agent {
     config: PathBuf,
     url: String,
     env: Vec<(String, String)>,
+    /// Shell commands run before the agent is exec'ed from `sh` (see [`Agent::start_from_shell`]).
+    prelude: Option<String>,
     starts: usize,
 }
 
@@ -113,6 +115,16 @@ impl Agent {
 
     pub fn start_with_env(emu: &Emulator, extra: Value, env: &[(&str, &str)]) -> Agent {
         let mut agent = Agent::prepare(emu, extra, env);
+        agent.spawn();
+        agent
+    }
+
+    /// Starts the agent the way an init script would: `sh -c '<prelude>; exec ssm-lite …'`, so
+    /// the agent inherits what the prelude leaves (`trap '' INT` ignores SIGINT, `exec 7<file`
+    /// leaves fd 7 open, `ulimit -Sn 512` lowers the soft descriptor limit).
+    pub fn start_from_shell(emu: &Emulator, extra: Value, prelude: &str) -> Agent {
+        let mut agent = Agent::prepare(emu, extra, &[]);
+        agent.prelude = Some(prelude.to_owned());
         agent.spawn();
         agent
     }
@@ -139,6 +151,7 @@ impl Agent {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            prelude: None,
             starts: 0,
         }
     }
@@ -170,13 +183,26 @@ impl Agent {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = fs::File::create(self.log_path(self.starts)).unwrap();
-        let mut cmd = agent_command();
-        cmd.arg("run")
+        let mut agent = agent_command();
+        agent
+            .arg("run")
             .arg("--config")
             .arg(&self.config)
             .arg("--state-dir")
-            .arg(self.state_dir())
-            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &self.url)
+            .arg(self.state_dir());
+        let mut cmd = match &self.prelude {
+            None => agent,
+            Some(prelude) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{prelude}\nexec \"$@\""))
+                    .arg("sh")
+                    .arg(agent.get_program())
+                    .args(agent.get_args());
+                sh
+            }
+        };
+        cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &self.url)
             .env("RUST_LOG", "debug,ureq=warn,rustls=warn,ureq_proto=warn")
             .env("SSM_LITE_REBOOT_COMMAND", "true")
             .stdin(Stdio::null())

@@ -14,6 +14,8 @@ const TOKEN_TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
 const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
 /// IMDS refuses token lifetimes above six hours.
 const MAX_TOKEN_TTL: u64 = 21_600;
+/// The MAC address of the instance's one network interface.
+const MAC: &str = "0e:12:34:56:78:9a";
 const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 const SECRET_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -132,6 +134,22 @@ fn metadata(st: &mut State, path: &str) -> Response {
                 Some(r) => r,
                 None => return Response::text(404, "no role is attached to this instance\n"),
             }
+        }
+        "meta-data/network/interfaces/macs" | "meta-data/network/interfaces/macs/" => {
+            format!("{MAC}/")
+        }
+        p if p.starts_with(&format!("meta-data/network/interfaces/macs/{MAC}/vpc-ipv")) => {
+            let v6 = p.ends_with("/vpc-ipv6-cidr-blocks");
+            let blocks: Vec<&str> = o
+                .vpc_cidr_blocks
+                .iter()
+                .map(String::as_str)
+                .filter(|b| b.contains(':') == v6)
+                .collect();
+            if blocks.is_empty() || !p.ends_with("-cidr-blocks") {
+                return Response::text(404, format!("no metadata at /latest/{path}\n"));
+            }
+            blocks.join("\n")
         }
         p if p
             .strip_prefix(creds_prefix)

@@ -116,6 +116,8 @@ pub struct Options {
     pub activations: Vec<Activation>,
     /// Lifetime of the credentials `RequestManagedInstanceRoleToken` hands out.
     pub role_token_lifetime: Duration,
+    /// The VPC CIDR blocks (IPv4 and IPv6) IMDS lists for the instance's one network interface.
+    pub vpc_cidr_blocks: Vec<String>,
 }
 
 impl Default for Options {
@@ -138,6 +140,7 @@ impl Default for Options {
             fault_target: FaultTarget::Any,
             activations: vec![Activation::demo()],
             role_token_lifetime: Duration::from_secs(3600),
+            vpc_cidr_blocks: vec!["172.31.0.0/16".into()],
         }
     }
 }
