@@ -515,10 +515,11 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        assert!(
-            !sleep_is_dead(background),
-            "the background child is left alone"
-        );
+        // `$!` can name the forked shell before it has exec'd `sleep`: wait for the exec. A
+        // child the step had killed would never get there.
+        eventually("the background child is left alone and runs sleep", || {
+            !sleep_is_dead(background)
+        });
         let _ = Command::new("kill")
             .arg("-9")
             .arg(background.to_string())
