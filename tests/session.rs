@@ -393,3 +393,56 @@ fn port_forwarding_smux_mode_carries_ten_parallel_connections() {
         s.stats()
     );
 }
+
+/// Waits until `out` has a line `pid=<digits>=` and returns the digits.
+fn printed_pid(s: &ssm_emulator::Session) -> String {
+    let pid_in = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        text.split("pid=").skip(1).find_map(|t| {
+            t.split('=')
+                .next()
+                .filter(|p| p.parse::<u32>().is_ok())
+                .map(str::to_owned)
+        })
+    };
+    assert!(
+        s.wait_output(WAIT, |out| pid_in(out).is_some()),
+        "the command printed its pid: {:?}",
+        s.output_string()
+    );
+    pid_in(&s.output()).unwrap()
+}
+
+/// A command that closed its output but runs on (`sleep 25`) ends at once when terminated.
+#[test]
+fn terminating_a_command_that_closed_its_output_kills_it_at_once() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let script = "echo pid=$$=; exec <&- >&- 2>&-; sleep 25";
+    for spec in [
+        SessionSpec::non_interactive_commands(script, true),
+        SessionSpec::non_interactive_commands(script, false),
+        SessionSpec::interactive_commands(script),
+    ] {
+        let kind = spec.session_type.clone();
+        let s = emu.start_session(spec).unwrap();
+        let pid = printed_pid(&s);
+        // The output is closed once the shell's pid is out; the session must still run.
+        assert!(
+            emu.wait_task_complete(s.id(), Duration::from_millis(500))
+                .is_none(),
+            "{kind}: the session waits for the command"
+        );
+        let asked = Instant::now();
+        emu.send_channel_closed(s.id());
+        let done = emu
+            .wait_task_complete(s.id(), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{kind}: not ended 10 s after the terminate"));
+        assert_eq!(done.final_status, "Success", "{kind}");
+        assert!(
+            group_gone_within(&pid, Duration::from_secs(10)),
+            "{kind}: the sleep is gone"
+        );
+        eprintln!("{kind}: ended {:?} after the terminate", asked.elapsed());
+    }
+}

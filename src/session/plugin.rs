@@ -1,9 +1,12 @@
 //! What a session plugin looks like to the session loop: fds to wait on, bytes in, bytes out.
 //! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer.
 
+use crate::sys::Pid;
+use crate::sys::poll::Waker;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
+use std::process::{Child, ExitStatus};
 
 /// The largest payload of one output message, as upstream (`StreamDataPayloadSize`).
 pub const CHUNK: usize = 1024;
@@ -71,6 +74,60 @@ impl Pending {
             }
         }
         Ok(())
+    }
+}
+
+/// Learns when a child that closed its output (or its terminal) exits, without blocking the
+/// session loop in `wait` — a command running on with its output closed must stay terminable.
+/// A helper thread waits for the exit but leaves the child unreaped, so its pid (and process
+/// group) cannot be reused while the plugin may still kill it; it then wakes the loop.
+#[derive(Default)]
+pub struct ExitWatch {
+    waker: Option<Waker>,
+}
+
+impl ExitWatch {
+    /// The child's status once it has exited (reaped here); otherwise starts watching (once)
+    /// and returns `None`: `fd()` turns readable at the exit, then ask again.
+    pub fn exited(&mut self, child: &mut Child) -> Option<io::Result<ExitStatus>> {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if let Some(waker) = &self.waker {
+            waker.reset();
+            return None;
+        }
+        let watch = || -> io::Result<Waker> {
+            let waker = Waker::new()?;
+            let remote = waker.clone();
+            let pid = Pid::from_raw(child.id() as i32);
+            std::thread::Builder::new()
+                .name(format!("exit-{}", pid.as_raw()))
+                .spawn(move || {
+                    if let Err(e) = crate::sys::wait_for_exit(pid) {
+                        log::debug!("session: {e}");
+                    }
+                    remote.wake();
+                })?;
+            Ok(waker)
+        };
+        match watch() {
+            Ok(waker) => {
+                self.waker = Some(waker);
+                None
+            }
+            Err(e) => Some(Err(io::Error::new(
+                e.kind(),
+                format!("cannot watch the command for its exit: {e}"),
+            ))),
+        }
+    }
+
+    /// The fd to poll for reading while watching.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.waker.as_ref().map(Waker::fd)
     }
 }
 
