@@ -186,6 +186,11 @@ impl Plugin for Commands {
         }
     }
 
+    /// Input only becomes signals: nothing is held.
+    fn wants_input(&self) -> bool {
+        true
+    }
+
     fn stop(&mut self) {
         if !self.ended {
             let _ = kill_group(self.group(), Signal::Kill);

@@ -10,6 +10,10 @@ use std::process::{Child, ExitStatus};
 
 /// The largest payload of one output message, as upstream (`StreamDataPayloadSize`).
 pub const CHUNK: usize = 1024;
+/// Client input a plugin holds unwritten (for a multiplexed session: all its streams together)
+/// before it takes no more; the session loop then holds the rest in its window (and beyond
+/// that stops acknowledging it).
+pub const PENDING_LIMIT: usize = 1024 * 1024;
 
 /// How a session ended, for `agent_task_complete.FinalTaskStatus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub trait Plugin: Send {
     fn ready(&mut self, fd: RawFd, readable: bool, writable: bool, events: &mut Vec<Event>);
     /// Client input of `payload_type` (1 data, 3 size, 10 flag).
     fn input(&mut self, payload_type: u32, data: &[u8], events: &mut Vec<Event>);
+    /// False while the plugin holds [`PENDING_LIMIT`] bytes of input that its destination has
+    /// not taken yet: the session loop then gives it no more.
+    fn wants_input(&self) -> bool;
     /// Ends whatever the plugin runs (terminate, shutdown). Idempotent.
     fn stop(&mut self);
 }
@@ -59,6 +66,15 @@ impl Pending {
 
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Below [`PENDING_LIMIT`]: a plugin with one such buffer wants more input.
+    pub fn has_room(&self) -> bool {
+        self.len() < PENDING_LIMIT
     }
 
     /// Writes what `w` takes now; WouldBlock leaves the rest queued.

@@ -532,16 +532,8 @@ fn session_loop(
             };
             match msg.message_type.as_str() {
                 INPUT_STREAM => {
-                    let received = ch.inc.receive(msg, true);
-                    if let Some(ack) = received.ack {
+                    if let Some(ack) = ch.inc.receive(msg) {
                         let _ = ch.conn.send_binary(ack.encode());
-                    }
-                    for m in received.deliver {
-                        if let Err(e) =
-                            deliver(ch, env, task, plugin, phase, challenge, m, &mut events)
-                        {
-                            return fail_visibly(ch, e);
-                        }
                     }
                     ch.out.resume();
                 }
@@ -564,6 +556,13 @@ fn session_loop(
         if let Some(p) = plugin.as_mut() {
             for f in fds.iter().skip(2).filter(|f| f.readable || f.writable) {
                 p.ready(f.fd, f.readable, f.writable, &mut events);
+            }
+        }
+        // Input in sequence, as far as the plugin takes it; the rest waits in the window.
+        while plugin.as_ref().is_none_or(|p| p.wants_input()) {
+            let Some(m) = ch.inc.take_next() else { break };
+            if let Err(e) = deliver(ch, env, task, plugin, phase, challenge, m, &mut events) {
+                return fail_visibly(ch, e);
             }
         }
         for event in events.drain(..) {

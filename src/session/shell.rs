@@ -152,6 +152,10 @@ impl Plugin for Shell {
         }
     }
 
+    fn wants_input(&self) -> bool {
+        self.input.has_room()
+    }
+
     fn stop(&mut self) {
         if !self.ended {
             // The shell leads its own session and process group: end all of it.

@@ -27,7 +27,7 @@
 
 use super::datachannel::payload_type;
 use super::plugin::read_chunk;
-use super::plugin::{CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult};
+use super::plugin::{CHUNK, Ended, Event, Interest, PENDING_LIMIT, Pending, Plugin, ReadResult};
 use super::port::{Destination, FLAG_CONNECT_TO_PORT_ERROR, FLAG_TERMINATE_SESSION, connect};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -494,6 +494,14 @@ impl Plugin for PortMux {
             },
             other => log::debug!("session: ignoring input of payload type {other}"),
         }
+    }
+
+    /// All streams' unwritten data together is bounded, which bounds each stream's. One stream
+    /// whose destination does not read holds up the others, as in smux v1 itself (its
+    /// receive buffer is per session): the streams share one ordered input.
+    fn wants_input(&self) -> bool {
+        let pending: usize = self.streams.values().map(|s| s.pending.len()).sum();
+        pending < PENDING_LIMIT
     }
 
     fn stop(&mut self) {

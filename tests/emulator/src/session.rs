@@ -6,7 +6,11 @@
 //!   messages are buffered and duplicates dropped;
 //! * input (`input_stream_data`) is numbered from 0 across all payload types and re-sent every
 //!   [`RETRANSMIT`] until acknowledged, because the agent drops input it cannot process yet
-//!   without acking it;
+//!   without acking it; only the lowest-numbered unacknowledged messages, up to
+//!   [`INPUT_WINDOW_MESSAGES`] and [`INPUT_WINDOW_BYTES`], are in flight, so an agent that
+//!   withholds acks (backpressure) costs a window's resends, not a storm (session-manager-plugin
+//!   resends only its oldest unacknowledged message);
+//!   [`Session::send_input_out_of_order`] plays a hostile client instead;
 //! * sessions with a handshake (NonInteractiveCommands, Port, or a KMS key) hold ordinary input
 //!   back until HandshakeComplete, since the agent discards (after acking) input that arrives
 //!   before it; the HandshakeResponse itself goes out at once;
@@ -48,6 +52,10 @@ pub const DEFAULT_CLIENT_VERSION: &str = "1.2.707.0";
 pub const SMUX_MIN_CLIENT_VERSION: &str = "1.1.70";
 /// Input messages (sent or held) beyond which smux writes wait for acknowledgements.
 pub const SMUX_WINDOW: usize = 32;
+/// Unacknowledged input messages (the lowest-numbered ones) sent and re-sent at most.
+pub const INPUT_WINDOW_MESSAGES: usize = 512;
+/// … and their payload bytes at most (the first message of the window goes in any case).
+pub const INPUT_WINDOW_BYTES: usize = 1024 * 1024;
 
 /// Port-forwarding Flag values (PayloadType 10).
 pub mod flags {
@@ -292,6 +300,8 @@ pub(crate) struct SessionState {
     /// Unnumbered messages to write (acks, channel_closed, publication control).
     outbox: Vec<AgentMessage>,
     drop_requested: bool,
+    /// Send every never-sent input message at once, the lowest-numbered last.
+    burst: bool,
     pub(crate) closed_by_service: bool,
     stats: SessionStats,
     /// The smux client of a multiplexed session.
@@ -341,6 +351,7 @@ impl SessionState {
             unacked: BTreeMap::new(),
             outbox: Vec::new(),
             drop_requested: false,
+            burst: false,
             closed_by_service: false,
             stats: SessionStats::default(),
         }
@@ -418,7 +429,15 @@ impl SessionState {
             self.sequence(t, bytes);
         }
         let mut out = std::mem::take(&mut self.outbox);
-        for o in self.unacked.values_mut() {
+        if self.input_ready() && std::mem::take(&mut self.burst) {
+            self.send_burst(now, &mut out);
+        }
+        let mut bytes = 0;
+        for (n, o) in self.unacked.values_mut().enumerate() {
+            bytes += o.message.payload.len();
+            if n >= INPUT_WINDOW_MESSAGES || (n > 0 && bytes > INPUT_WINDOW_BYTES) {
+                break;
+            }
             let due = o
                 .last_sent
                 .is_none_or(|t| now.duration_since(t) >= RETRANSMIT);
@@ -431,6 +450,25 @@ impl SessionState {
             }
         }
         Next::Send(out)
+    }
+
+    /// Every input message not sent yet goes out now, whatever the window, the lowest-numbered
+    /// one last: until it arrives the agent holds (or drops) all the others out of order.
+    fn send_burst(&mut self, now: Instant, out: &mut Vec<AgentMessage>) {
+        let fresh: Vec<i64> = self
+            .unacked
+            .iter()
+            .filter(|(_, o)| o.last_sent.is_none())
+            .map(|(seq, _)| *seq)
+            .collect();
+        if let Some((first, rest)) = fresh.split_first() {
+            for seq in rest.iter().chain([first]) {
+                if let Some(o) = self.unacked.get_mut(seq) {
+                    o.last_sent = Some(now);
+                    out.push(o.message.clone());
+                }
+            }
+        }
     }
 
     fn on_message(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
@@ -847,6 +885,18 @@ impl Session {
     /// Queues keystrokes / stdin / TCP bytes (PayloadType 1) in chunks of [`INPUT_CHUNK`].
     pub fn send_input(&self, bytes: &[u8]) {
         self.change(|s| s.queue_data(bytes));
+    }
+
+    /// A hostile client's input: `bytes` (PayloadType 1) in messages of `chunk` bytes, all sent
+    /// at once (after the handshake), ignoring the window, and the first of them last. Messages
+    /// the agent drops unacknowledged are then re-sent as usual, within the window.
+    pub fn send_input_out_of_order(&self, bytes: &[u8], chunk: usize) {
+        self.change(|s| {
+            for piece in bytes.chunks(chunk.max(1)) {
+                s.queue_input(pt::OUTPUT, piece.to_vec());
+            }
+            s.burst = true;
+        });
     }
 
     /// A terminal size message (PayloadType 3).
