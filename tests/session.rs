@@ -676,3 +676,87 @@ fn an_smux_stream_whose_destination_does_not_read_is_held_back_then_arrives_whol
     );
     assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
 }
+
+/// An smux SYN frame (version 1, command 0, no data) for `stream`.
+fn smux_syn(stream: u32) -> Vec<u8> {
+    let mut frame = vec![1, 0, 0, 0];
+    frame.extend_from_slice(&stream.to_le_bytes());
+    frame
+}
+
+#[test]
+fn output_that_input_makes_is_bounded_while_the_client_acknowledges_none() {
+    // Every SYN beyond the agent's 256 open streams is refused with a FIN: input that makes
+    // output. A client that takes none of that output must not make the agent keep it all.
+    const OPEN: u32 = 256;
+    const REFUSED: u32 = 120_000;
+    /// More FINs than the agent may keep unacknowledged: its input moves again.
+    const DRAINED: u64 = 3 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, all_accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(OPEN as usize).collect();
+        accepted.send(held.len()).unwrap();
+        std::thread::park(); // keeps the connections open
+    });
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let s = emu
+        .start_session(SessionSpec::port(port, None, true))
+        .unwrap();
+    let open: Vec<u8> = (0..OPEN).flat_map(|i| smux_syn(2 * i + 1)).collect();
+    s.send_input(&open);
+    assert_eq!(
+        all_accepted.recv_timeout(WAIT),
+        Ok(OPEN as usize),
+        "the streams open"
+    );
+    s.withhold_output_acks(true);
+    let idle = memory(agent.pid(), "VmRSS");
+    let flood: Vec<u8> = (0..REFUSED)
+        .flat_map(|i| smux_syn(2 * (OPEN + i) + 1))
+        .collect();
+    s.send_input(&flood);
+    // The agent re-sends what is not acknowledged: wait until no new output comes.
+    let (mut last, mut since) = (s.stats().output_highest, Instant::now());
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(60), || {
+        let now = s.stats().output_highest;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        since.elapsed() < Duration::from_secs(2)
+    });
+    let growth = peak.saturating_sub(idle);
+    eprintln!(
+        "unacknowledged output: agent RSS {} KiB above idle; {:?}",
+        growth / 1024,
+        s.stats()
+    );
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle keeping output nobody acknowledges",
+        growth / 1024
+    );
+    s.withhold_output_acks(false);
+    // The FINs flow again (all of them would take long: each is a message of its own).
+    let flowing = || s.smux_stats().frames_received >= DRAINED;
+    let peak = peak_rss_while(agent.pid(), WAIT, || !flowing());
+    assert!(
+        flowing(),
+        "the refusals flow again once the client acknowledges: {:?}",
+        s.smux_stats()
+    );
+    let growth = peak.max(memory(agent.pid(), "VmHWM")).saturating_sub(idle);
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle",
+        growth / 1024
+    );
+    // A Flag would wait behind the refusals still held: the service ends it out of band.
+    emu.send_channel_closed(s.id());
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}

@@ -265,6 +265,7 @@ impl Incoming {
     }
 
     /// Bytes held now, as counted against [`INPUT_WINDOW`].
+    #[cfg(test)]
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
     }

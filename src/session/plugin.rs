@@ -1,5 +1,6 @@
 //! What a session plugin looks like to the session loop: fds to wait on, bytes in, bytes out.
-//! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer.
+//! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer, which
+//! takes no more once it holds [`PENDING_LIMIT`] bytes.
 
 use crate::sys::Pid;
 use crate::sys::poll::Waker;

@@ -274,6 +274,8 @@ pub struct PortMux {
     wake: UnixStream,
     /// Dropping it stops the keep-alive thread.
     keepalive: Option<Sender<()>>,
+    /// A SYN was refused for too many open streams (logged as a warning once).
+    refused_any: bool,
     ended: bool,
 }
 
@@ -304,6 +306,7 @@ impl PortMux {
             mail,
             wake,
             keepalive,
+            refused_any: false,
             ended: false,
         })
     }
@@ -342,8 +345,16 @@ impl PortMux {
             return; // a repeated SYN, ignored as smux does
         }
         if self.streams.len() >= MAX_STREAMS {
-            log::warn!(
-                "session: refusing smux stream {id}: {MAX_STREAMS} connections to {} are open",
+            // Once per session: a client may send refused SYNs by the thousand.
+            let level = if std::mem::replace(&mut self.refused_any, true) {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "session: refusing smux stream {id}: {MAX_STREAMS} connections to {} are open \
+                 (further refusals are logged at debug level)",
                 self.dest.label
             );
             return events.push(output(encode_control(Cmd::Fin, id)));

@@ -270,6 +270,8 @@ pub struct SessionStats {
     pub output_out_of_order: u64,
     /// The next output sequence number expected.
     pub output_expected: i64,
+    /// The highest output sequence number seen (processed or not); -1 before any.
+    pub output_highest: i64,
 }
 
 /// The client's view of one session, kept in the emulator's state.
@@ -290,6 +292,8 @@ pub(crate) struct SessionState {
     /// An EncChallengeResponse was queued.
     challenge_answered: bool,
     drop_every: u64,
+    /// Output frames are neither processed nor acknowledged (see `withhold_output_acks`).
+    ignore_output: bool,
     /// Output frames seen since `drop_every` was set.
     drop_count: u64,
     dropped: BTreeSet<i64>,
@@ -344,6 +348,7 @@ impl SessionState {
             cipher: None,
             challenge_answered: false,
             drop_every: 0,
+            ignore_output: false,
             drop_count: 0,
             dropped: BTreeSet::new(),
             next_seq: 0,
@@ -353,7 +358,10 @@ impl SessionState {
             drop_requested: false,
             burst: false,
             closed_by_service: false,
-            stats: SessionStats::default(),
+            stats: SessionStats {
+                output_highest: -1,
+                ..SessionStats::default()
+            },
         }
     }
 
@@ -497,6 +505,10 @@ impl SessionState {
         let syn = if seq == 0 { FLAG_SYN } else { 0 };
         expect_flags(&m, seq, syn, errors);
         self.stats.output_frames += 1;
+        self.stats.output_highest = self.stats.output_highest.max(seq);
+        if self.ignore_output {
+            return;
+        }
         self.drop_count += 1;
         let n = self.drop_every;
         if n > 0 && self.drop_count.is_multiple_of(n) && self.dropped.insert(seq) {
@@ -1026,6 +1038,12 @@ impl Session {
             s.drop_every = n;
             s.drop_count = 0;
         });
+    }
+
+    /// While `on`, every output frame is dropped unprocessed and unacknowledged, as by a
+    /// client that stopped reading; off again, the agent's re-sends are taken as usual.
+    pub fn withhold_output_acks(&self, on: bool) {
+        self.change(|s| s.ignore_output = on);
     }
 
     /// Sequence numbers of the output frames dropped so far.
