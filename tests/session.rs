@@ -443,7 +443,10 @@ fn terminating_a_command_that_closed_its_output_kills_it_at_once() {
             group_gone_within(&pid, Duration::from_secs(10)),
             "{kind}: the sleep is gone"
         );
-        eprintln!("{kind}: ended {:?} after the terminate", asked.elapsed());
+        eprintln!(
+            "{kind}: agent_task_complete arrived {:?} after the terminate",
+            done.arrived.saturating_duration_since(asked)
+        );
     }
 }
 

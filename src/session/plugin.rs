@@ -220,6 +220,26 @@ mod tests {
     }
 
     #[test]
+    fn the_exit_watch_wakes_the_poll_when_the_child_exits() {
+        use crate::sys::poll::{PollFd, poll};
+        // It runs until its stdin closes.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line; exit 0"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut watch = ExitWatch::default();
+        assert!(watch.exited(&mut child).is_none(), "still running");
+        let fd = watch.fd().expect("watching");
+        drop(child.stdin.take());
+        let mut fds = [PollFd::new(fd, true, false)];
+        poll(&mut fds, Some(std::time::Duration::from_secs(30))).unwrap();
+        assert!(fds[0].readable, "woken at the exit");
+        let status = watch.exited(&mut child).expect("exited").unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
     fn pending_input_survives_would_block() {
         struct Tiny(Vec<u8>, usize);
         impl Write for Tiny {
