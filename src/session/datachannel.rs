@@ -216,7 +216,10 @@ impl Outgoing {
 /// earlier one, and in-order ones waiting for the plugin to take more — counted in bytes (see
 /// [`cost`]). Beyond it input is not acknowledged: the client keeps it and sends it again, so
 /// a client can never make the agent hold more (upstream reaches the same backpressure by
-/// writing input synchronously, which stops its acknowledgements).
+/// writing input synchronously, which stops its acknowledgements). session-manager-plugin
+/// re-sends only its oldest unacknowledged message, one per 100 ms scan, so held-back input
+/// costs no resend storm; it gives up after 3,000 re-sends of one message (about 5 minutes
+/// of a destination that takes nothing), as it would with upstream.
 pub const INPUT_WINDOW: usize = 4 * 1024 * 1024;
 /// What one held message costs beyond its payload (its other fields and its map entry), so that
 /// a flood of empty messages is bounded as well.
