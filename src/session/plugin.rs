@@ -107,14 +107,15 @@ impl ExitWatch {
     /// The child's status once it has exited (reaped here); otherwise starts watching (once)
     /// and returns `None`: `fd()` turns readable at the exit, then ask again.
     pub fn exited(&mut self, child: &mut Child) -> Option<io::Result<ExitStatus>> {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(Ok(status)),
-            Ok(None) => {}
-            Err(e) => return Some(Err(e)),
-        }
+        // Cleared before asking, so that an exit right after the answer still wakes the loop.
         if let Some(waker) = &self.waker {
             waker.reset();
-            return None;
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) if self.waker.is_some() => return None,
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
         }
         let watch = || -> io::Result<Waker> {
             let waker = Waker::new()?;
