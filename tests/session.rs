@@ -467,6 +467,376 @@ fn port_forwarding_smux_mode_carries_ten_parallel_connections() {
     );
 }
 
+/// Waits until `out` has a line `pid=<digits>=` and returns the digits.
+fn printed_pid(s: &ssm_emulator::Session) -> String {
+    let pid_in = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        text.split("pid=").skip(1).find_map(|t| {
+            t.split('=')
+                .next()
+                .filter(|p| p.parse::<u32>().is_ok())
+                .map(str::to_owned)
+        })
+    };
+    assert!(
+        s.wait_output(WAIT, |out| pid_in(out).is_some()),
+        "the command printed its pid: {:?}",
+        s.output_string()
+    );
+    pid_in(&s.output()).unwrap()
+}
+
+/// A command that closed its output but runs on (`sleep 25`) ends at once when terminated.
+#[test]
+fn terminating_a_command_that_closed_its_output_kills_it_at_once() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let script = "echo pid=$$=; exec <&- >&- 2>&-; sleep 25";
+    for spec in [
+        SessionSpec::non_interactive_commands(script, true),
+        SessionSpec::non_interactive_commands(script, false),
+        SessionSpec::interactive_commands(script),
+    ] {
+        let kind = spec.session_type.clone();
+        let s = emu.start_session(spec).unwrap();
+        let pid = printed_pid(&s);
+        // The output is closed once the shell's pid is out; the session must still run.
+        assert!(
+            emu.wait_task_complete(s.id(), Duration::from_millis(500))
+                .is_none(),
+            "{kind}: the session waits for the command"
+        );
+        let asked = Instant::now();
+        emu.send_channel_closed(s.id());
+        let done = emu
+            .wait_task_complete(s.id(), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{kind}: not ended 10 s after the terminate"));
+        assert_eq!(done.final_status, "Success", "{kind}");
+        assert!(
+            group_gone_within(&pid, Duration::from_secs(10)),
+            "{kind}: the sleep is gone"
+        );
+        eprintln!(
+            "{kind}: agent_task_complete arrived {:?} after the terminate",
+            done.arrived.saturating_duration_since(asked)
+        );
+    }
+}
+
+/// `field` (`VmRSS`, `VmHWM`) of process `pid`, in bytes.
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb = status.lines().find_map(|l| {
+        let value = l.strip_prefix(field)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+    });
+    kb.unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status")) * 1024
+}
+
+/// How far input may push the agent above idle: a session's input window (4 MiB, plus one
+/// message beyond it) and its plugin's unwritten input (1 MiB), with room for the allocator.
+/// Everything the client sends beyond that waits unacknowledged on the client.
+const INPUT_GROWTH_LIMIT: u64 = 16 << 20;
+
+/// Distinct bytes, so that a lost, repeated or reordered piece shows.
+fn numbered_bytes(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .flat_map(|i| (i / 4).to_le_bytes().into_iter().nth((i % 4) as usize))
+        .collect()
+}
+
+/// A port listener for one connection that reads nothing until `go` fires, then reads `len`
+/// bytes and returns them.
+fn sink(
+    len: usize,
+) -> (
+    u16,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Vec<u8>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go, start) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        start.recv().unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut got = vec![0u8; len];
+        conn.read_exact(&mut got).expect("every byte arrives");
+        got
+    });
+    (port, go, reader)
+}
+
+/// The agent's highest resident size, sampled while `busy()` holds (at most `limit`).
+fn peak_rss_while(pid: u32, limit: Duration, mut busy: impl FnMut() -> bool) -> u64 {
+    let deadline = Instant::now() + limit;
+    let mut peak = memory(pid, "VmRSS");
+    while busy() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        peak = peak.max(memory(pid, "VmRSS"));
+    }
+    peak
+}
+
+/// Input messages of `s` the agent has acknowledged so far.
+fn acked(s: &ssm_emulator::Session) -> i64 {
+    let st = s.stats();
+    st.inputs_sequenced - st.inputs_unacked as i64
+}
+
+#[test]
+fn input_to_a_port_that_does_not_read_waits_on_the_client_not_in_the_agent() {
+    const LEN: usize = 40 << 20;
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let (port, go, reader) = sink(LEN);
+    let s = emu
+        .start_session(SessionSpec::port(port, None, false))
+        .unwrap();
+    assert!(
+        s.wait_input_acked(WAIT),
+        "handshake done; log:\n{}",
+        agent.log()
+    );
+    let idle = memory(agent.pid(), "VmRSS");
+    let data = numbered_bytes(LEN);
+    let total = acked(&s) + LEN.div_ceil(1024) as i64;
+    s.send_input(&data);
+    // Acknowledgements stop once the agent's buffers are full; wait until they have stood
+    // still for a while (or everything was taken).
+    let (mut last, mut since) = (acked(&s), Instant::now());
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(60), || {
+        let now = acked(&s);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        now < total && since.elapsed() < Duration::from_secs(2)
+    });
+    let growth = peak.saturating_sub(idle);
+    eprintln!(
+        "held back: agent RSS {} KiB above idle with {} of {total} KiB acknowledged; {:?}",
+        growth / 1024,
+        acked(&s),
+        s.stats()
+    );
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle on input its destination does not read",
+        growth / 1024
+    );
+    assert!(acked(&s) < total, "the agent stopped acknowledging input");
+    go.send(()).unwrap();
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(120), || {
+        !reader.is_finished()
+    });
+    let got = reader.join().unwrap();
+    assert!(
+        got == data,
+        "the destination got other bytes than were sent"
+    );
+    let growth = peak.max(memory(agent.pid(), "VmHWM")).saturating_sub(idle);
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle while the held input drained",
+        growth / 1024
+    );
+    assert!(s.stats().input_retransmissions > 0, "input was held back");
+    s.send_flag(2); // TerminateSession
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+}
+
+#[test]
+fn a_burst_of_out_of_order_input_is_bounded_and_arrives_in_order_once() {
+    const CHUNK: usize = 1 << 20;
+    const LEN: usize = 40 * CHUNK;
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let (port, go, reader) = sink(LEN);
+    go.send(()).unwrap();
+    let s = emu
+        .start_session(SessionSpec::port(port, None, false))
+        .unwrap();
+    assert!(s.wait_input_acked(WAIT), "handshake done");
+    let idle = memory(agent.pid(), "VmRSS");
+    let data = numbered_bytes(LEN);
+    // Messages 1..40 first, then 0: the agent holds what fits its window and drops the rest
+    // unacknowledged, which the client then sends again.
+    s.send_input_out_of_order(&data, CHUNK);
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(120), || {
+        !reader.is_finished()
+    });
+    let got = reader.join().unwrap();
+    assert!(
+        got == data,
+        "the destination got other bytes than were sent"
+    );
+    let growth = peak.max(memory(agent.pid(), "VmHWM")).saturating_sub(idle);
+    eprintln!(
+        "out of order: agent peak {} KiB above idle; {:?}",
+        growth / 1024,
+        s.stats()
+    );
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle on out-of-order input",
+        growth / 1024
+    );
+    s.send_flag(2);
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+}
+
+#[test]
+fn an_smux_stream_whose_destination_does_not_read_is_held_back_then_arrives_whole() {
+    const LEN: usize = 32 << 20;
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let (port, go, reader) = sink(LEN);
+    let s = emu
+        .start_session(SessionSpec::port(port, None, true))
+        .unwrap();
+    let stream = s.smux_open().expect("smux stream opens");
+    assert!(s.wait_input_acked(WAIT), "SYN taken");
+    let idle = memory(agent.pid(), "VmRSS");
+    let data = numbered_bytes(LEN);
+    let mut writer = stream.try_clone();
+    let sent = data.clone();
+    let writing = std::thread::spawn(move || writer.write_all(&sent));
+    let (mut last, mut since) = (acked(&s), Instant::now());
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(60), || {
+        let now = acked(&s);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        !writing.is_finished() && since.elapsed() < Duration::from_secs(2)
+    });
+    let growth = peak.saturating_sub(idle);
+    eprintln!(
+        "smux held back: agent RSS {} KiB above idle; {:?}",
+        growth / 1024,
+        s.stats()
+    );
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle on a stream its destination does not read",
+        growth / 1024
+    );
+    assert!(!writing.is_finished(), "the client's writes wait");
+    go.send(()).unwrap();
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(120), || {
+        !reader.is_finished()
+    });
+    writing.join().unwrap().expect("all bytes written");
+    assert!(
+        reader.join().unwrap() == data,
+        "the destination got other bytes than were sent"
+    );
+    let growth = peak.max(memory(agent.pid(), "VmHWM")).saturating_sub(idle);
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle while the stream drained",
+        growth / 1024
+    );
+    s.send_flag(2);
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+}
+
+/// An smux SYN frame (version 1, command 0, no data) for `stream`.
+fn smux_syn(stream: u32) -> Vec<u8> {
+    let mut frame = vec![1, 0, 0, 0];
+    frame.extend_from_slice(&stream.to_le_bytes());
+    frame
+}
+
+#[test]
+fn output_that_input_makes_is_bounded_while_the_client_acknowledges_none() {
+    // Every SYN beyond the agent's 256 open streams is refused with a FIN: input that makes
+    // output. A client that takes none of that output must not make the agent keep it all.
+    const OPEN: u32 = 256;
+    const REFUSED: u32 = 120_000;
+    /// More FINs than the agent may keep unacknowledged: its input moves again.
+    const DRAINED: u64 = 3 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, all_accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(OPEN as usize).collect();
+        accepted.send(held.len()).unwrap();
+        std::thread::park(); // keeps the connections open
+    });
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let s = emu
+        .start_session(SessionSpec::port(port, None, true))
+        .unwrap();
+    let open: Vec<u8> = (0..OPEN).flat_map(|i| smux_syn(2 * i + 1)).collect();
+    s.send_input(&open);
+    assert_eq!(
+        all_accepted.recv_timeout(WAIT),
+        Ok(OPEN as usize),
+        "the streams open"
+    );
+    s.withhold_output_acks(true);
+    let idle = memory(agent.pid(), "VmRSS");
+    let flood: Vec<u8> = (0..REFUSED)
+        .flat_map(|i| smux_syn(2 * (OPEN + i) + 1))
+        .collect();
+    s.send_input(&flood);
+    // The agent re-sends what is not acknowledged: wait until no new output comes.
+    let (mut last, mut since) = (s.stats().output_highest, Instant::now());
+    let peak = peak_rss_while(agent.pid(), Duration::from_secs(60), || {
+        let now = s.stats().output_highest;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        since.elapsed() < Duration::from_secs(2)
+    });
+    let growth = peak.saturating_sub(idle);
+    eprintln!(
+        "unacknowledged output: agent RSS {} KiB above idle; {:?}",
+        growth / 1024,
+        s.stats()
+    );
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle keeping output nobody acknowledges",
+        growth / 1024
+    );
+    s.withhold_output_acks(false);
+    // The FINs flow again (all of them would take long: each is a message of its own).
+    let flowing = || s.smux_stats().frames_received >= DRAINED;
+    let peak = peak_rss_while(agent.pid(), WAIT, || !flowing());
+    assert!(
+        flowing(),
+        "the refusals flow again once the client acknowledges: {:?}",
+        s.smux_stats()
+    );
+    let growth = peak.max(memory(agent.pid(), "VmHWM")).saturating_sub(idle);
+    assert!(
+        growth < INPUT_GROWTH_LIMIT,
+        "the agent grew {} KiB above idle",
+        growth / 1024
+    );
+    // A Flag would wait behind the refusals still held: the service ends it out of band.
+    emu.send_channel_closed(s.id());
+    assert_eq!(
+        emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+        "Success"
+    );
+}
+
 /// A directory a session user other than root may write to.
 fn shared_dir(agent: &Agent) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;

@@ -7,7 +7,7 @@
 //! it with `sh -c`, which gives the same result for plain commands and also lets pipes work.
 
 use super::datachannel::payload_type;
-use super::plugin::{CHUNK, Ended, Event, Interest, Plugin, ReadResult, read_chunk};
+use super::plugin::{CHUNK, Ended, Event, ExitWatch, Interest, Plugin, ReadResult, read_chunk};
 use super::runas::SessionUser;
 use crate::sys::{Pid, Signal, kill_group};
 use std::os::fd::AsRawFd;
@@ -20,6 +20,8 @@ pub struct Commands {
     separate: bool,
     stdout_prefix: Vec<u8>,
     stderr_prefix: Vec<u8>,
+    /// Both output streams are closed; the session ends when the command exits.
+    exit: Option<ExitWatch>,
     ended: bool,
 }
 
@@ -74,6 +76,7 @@ impl Commands {
             separate,
             stdout_prefix: stdout_prefix.as_bytes().to_vec(),
             stderr_prefix: stderr_prefix.as_bytes().to_vec(),
+            exit: None,
             ended: false,
         })
     }
@@ -82,8 +85,11 @@ impl Commands {
         Pid::from_raw(self.child.id() as i32)
     }
 
+    /// Ends the session once the command has exited; until then the exit watch is polled.
     fn exited(&mut self, events: &mut Vec<Event>) {
-        let status = self.child.wait();
+        let Some(status) = self.exit.get_or_insert_default().exited(&mut self.child) else {
+            return;
+        };
         self.ended = true;
         if self.separate {
             let code = status.ok().and_then(|s| {
@@ -100,7 +106,7 @@ impl Commands {
 
 impl Plugin for Commands {
     fn interests(&self, reading: bool) -> Vec<Interest> {
-        [
+        let output = [
             self.stdout.as_ref().map(|s| s.as_raw_fd()),
             self.stderr.as_ref().map(|s| s.as_raw_fd()),
         ]
@@ -110,13 +116,25 @@ impl Plugin for Commands {
             fd,
             read: reading,
             write: false,
-        })
-        .collect()
+        });
+        let exit = self
+            .exit
+            .as_ref()
+            .and_then(ExitWatch::fd)
+            .map(|fd| Interest {
+                fd,
+                read: true,
+                write: false,
+            });
+        output.chain(exit).filter(|_| !self.ended).collect()
     }
 
     fn ready(&mut self, fd: i32, readable: bool, _writable: bool, events: &mut Vec<Event>) {
         if !readable || self.ended {
             return;
+        }
+        if self.exit.as_ref().and_then(ExitWatch::fd) == Some(fd) {
+            return self.exited(events);
         }
         let is_stdout = self.stdout.as_ref().is_some_and(|s| s.as_raw_fd() == fd);
         let result = match (is_stdout, &mut self.stdout, &mut self.stderr) {
@@ -167,6 +185,11 @@ impl Plugin for Commands {
                 log::debug!("session: cannot forward {signal:?}: {e}");
             }
         }
+    }
+
+    /// Input only becomes signals: nothing is held.
+    fn wants_input(&self) -> bool {
+        true
     }
 
     fn stop(&mut self) {

@@ -30,8 +30,6 @@ pub mod payload_type {
 const INITIAL_RTO: Duration = Duration::from_millis(200);
 const MAX_RTO: Duration = Duration::from_secs(1);
 const CLOCK_GRANULARITY: Duration = Duration::from_millis(10);
-/// How many input messages may wait for an earlier one.
-const MAX_BUFFERED_INPUT: usize = 10_000;
 
 /// `AcknowledgeContent`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,58 +212,65 @@ impl Outgoing {
     }
 }
 
-/// What to do with an incoming stream message.
-#[derive(Debug, Default)]
-pub struct Received {
-    /// Acknowledgements to send (at most one).
-    pub ack: Option<AgentMessage>,
-    /// Messages now deliverable, in sequence order.
-    pub deliver: Vec<AgentMessage>,
+/// Input a session holds acknowledged but not yet handed to its plugin — messages waiting for an
+/// earlier one, and in-order ones waiting for the plugin to take more — counted in bytes (see
+/// [`cost`]). Beyond it input is not acknowledged: the client keeps it and sends it again, so
+/// a client can never make the agent hold more (upstream reaches the same backpressure by
+/// writing input synchronously, which stops its acknowledgements). session-manager-plugin
+/// re-sends only its oldest unacknowledged message, one per 100 ms scan, so held-back input
+/// costs no resend storm; it gives up after 3,000 re-sends of one message (about 5 minutes
+/// of a destination that takes nothing), as it would with upstream.
+pub const INPUT_WINDOW: usize = 4 * 1024 * 1024;
+/// What one held message costs beyond its payload (its other fields and its map entry), so that
+/// a flood of empty messages is bounded as well.
+const MESSAGE_COST: usize = 256;
+
+fn cost(msg: &AgentMessage) -> usize {
+    msg.payload.len() + msg.message_type.len() + msg.message_id.len() + MESSAGE_COST
 }
 
-/// The client's input stream, delivered in sequence order exactly once.
+/// The client's input stream, handed over in sequence order exactly once, with at most
+/// [`INPUT_WINDOW`] bytes held (plus the next message in sequence, which is always taken so
+/// that a window full of later messages cannot stall the stream).
 #[derive(Default)]
 pub struct Incoming {
+    /// The next sequence number to hand over.
     expected: i64,
-    buffered: BTreeMap<i64, AgentMessage>,
+    held: BTreeMap<i64, AgentMessage>,
+    held_bytes: usize,
 }
 
 impl Incoming {
-    /// Handles one `input_stream_data`. When the plugin is not `ready` the message is neither
-    /// delivered nor acknowledged, so the client sends it again (§4.6.2).
-    pub fn receive(&mut self, msg: AgentMessage, ready: bool) -> Received {
+    /// Takes one `input_stream_data` and returns the acknowledgement to send, or `None` when it
+    /// does not fit into the window: then it is dropped unacknowledged and the client sends it
+    /// again later. Duplicates are acknowledged again (the first ack may have been lost).
+    pub fn receive(&mut self, msg: AgentMessage) -> Option<AgentMessage> {
         let seq = msg.sequence_number;
-        if seq < self.expected {
-            return Received {
-                ack: Some(Ack::frame_for(&msg)),
-                deliver: Vec::new(),
-            };
+        if seq < self.expected || self.held.contains_key(&seq) {
+            return Some(Ack::frame_for(&msg));
         }
-        if !ready {
-            return Received::default();
-        }
-        if seq > self.expected {
-            if self.buffered.len() >= MAX_BUFFERED_INPUT && !self.buffered.contains_key(&seq) {
-                return Received::default();
-            }
-            let ack = Ack::frame_for(&msg);
-            self.buffered.insert(seq, msg);
-            return Received {
-                ack: Some(ack),
-                deliver: Vec::new(),
-            };
+        let cost = cost(&msg);
+        if seq != self.expected && self.held_bytes + cost > INPUT_WINDOW {
+            return None;
         }
         let ack = Ack::frame_for(&msg);
-        let mut deliver = vec![msg];
+        self.held_bytes += cost;
+        self.held.insert(seq, msg);
+        Some(ack)
+    }
+
+    /// The next message in sequence, once it has arrived.
+    pub fn take_next(&mut self) -> Option<AgentMessage> {
+        let msg = self.held.remove(&self.expected)?;
         self.expected += 1;
-        while let Some(next) = self.buffered.remove(&self.expected) {
-            deliver.push(next);
-            self.expected += 1;
-        }
-        Received {
-            ack: Some(ack),
-            deliver,
-        }
+        self.held_bytes -= cost(&msg);
+        Some(msg)
+    }
+
+    /// Bytes held now, as counted against [`INPUT_WINDOW`].
+    #[cfg(test)]
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 }
 
@@ -283,34 +288,73 @@ mod tests {
         )
     }
 
-    fn acked_seq(r: &Received) -> Option<i64> {
-        r.ack
-            .as_ref()
-            .map(|a| Ack::parse(&a.payload).unwrap().sequence_number)
+    fn acked_seq(ack: Option<AgentMessage>) -> Option<i64> {
+        ack.map(|a| Ack::parse(&a.payload).unwrap().sequence_number)
+    }
+
+    fn drain(inc: &mut Incoming) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| inc.take_next())
+            .map(|m| m.payload)
+            .collect()
     }
 
     #[test]
     fn input_is_delivered_in_order_once() {
         let mut inc = Incoming::default();
-        let r = inc.receive(input(1, "b"), true);
         assert_eq!(
-            acked_seq(&r),
+            acked_seq(inc.receive(input(1, "b"))),
             Some(1),
-            "out-of-order input is acked and buffered"
+            "out-of-order input is acked and held"
         );
-        assert!(r.deliver.is_empty());
-        let r = inc.receive(input(0, "a"), true);
-        let got: Vec<_> = r.deliver.iter().map(|m| m.payload.clone()).collect();
-        assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
-        let r = inc.receive(input(0, "a"), true);
-        assert_eq!(acked_seq(&r), Some(0), "a duplicate is acked again");
-        assert!(r.deliver.is_empty(), "and not delivered twice");
-        let r = inc.receive(input(2, "c"), false);
+        assert!(inc.take_next().is_none(), "nothing before 0 arrives");
+        assert_eq!(acked_seq(inc.receive(input(0, "a"))), Some(0));
+        assert_eq!(drain(&mut inc), [b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            acked_seq(inc.receive(input(0, "a"))),
+            Some(0),
+            "a duplicate is acked again"
+        );
+        assert!(inc.take_next().is_none(), "and not delivered twice");
+        assert_eq!(inc.held_bytes(), 0);
+    }
+
+    #[test]
+    fn the_window_bounds_held_input_by_bytes_and_the_rest_comes_again() {
+        let big = "x".repeat(1 << 20);
+        let mut inc = Incoming::default();
+        // Messages 1.. arrive first: only what fits into the window is taken.
+        let taken: Vec<i64> = (1..=20)
+            .filter(|&seq| inc.receive(input(seq, &big)).is_some())
+            .collect();
+        assert_eq!(taken, [1, 2, 3], "three 1 MiB messages fit into 4 MiB");
+        assert!(inc.held_bytes() <= INPUT_WINDOW);
+        // The next in sequence is always taken, so the stream moves on.
+        assert!(inc.receive(input(0, &big)).is_some());
+        assert!(inc.held_bytes() > INPUT_WINDOW);
+        assert_eq!(drain(&mut inc).len(), 4);
+        assert_eq!(inc.held_bytes(), 0);
+        // What was dropped comes again and is taken now, in order, exactly once.
+        for seq in 4..=20 {
+            assert_eq!(acked_seq(inc.receive(input(seq, &big))), Some(seq));
+            assert_eq!(inc.take_next().map(|m| m.sequence_number), Some(seq));
+        }
         assert!(
-            r.ack.is_none() && r.deliver.is_empty(),
-            "not ready: neither acked nor delivered"
+            inc.receive(input(2, &big)).is_some(),
+            "old duplicates acked"
         );
-        assert_eq!(inc.receive(input(2, "c"), true).deliver.len(), 1);
+        assert!(inc.take_next().is_none());
+    }
+
+    #[test]
+    fn empty_messages_count_against_the_window_too() {
+        let mut inc = Incoming::default();
+        let taken = (1..1_000_000)
+            .take_while(|&seq| inc.receive(input(seq, "")).is_some())
+            .count();
+        assert!(
+            taken > 1000 && taken <= INPUT_WINDOW / MESSAGE_COST,
+            "{taken}"
+        );
     }
 
     #[test]

@@ -1,12 +1,20 @@
 //! What a session plugin looks like to the session loop: fds to wait on, bytes in, bytes out.
-//! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer.
+//! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer, which
+//! takes no more once it holds [`PENDING_LIMIT`] bytes.
 
+use crate::sys::Pid;
+use crate::sys::poll::Waker;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
+use std::process::{Child, ExitStatus};
 
 /// The largest payload of one output message, as upstream (`StreamDataPayloadSize`).
 pub const CHUNK: usize = 1024;
+/// Client input a plugin holds unwritten (for a multiplexed session: all its streams together)
+/// before it takes no more; the session loop then holds the rest in its window (and beyond
+/// that stops acknowledging it).
+pub const PENDING_LIMIT: usize = 1024 * 1024;
 
 /// How a session ended, for `agent_task_complete.FinalTaskStatus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +47,9 @@ pub trait Plugin: Send {
     fn ready(&mut self, fd: RawFd, readable: bool, writable: bool, events: &mut Vec<Event>);
     /// Client input of `payload_type` (1 data, 3 size, 10 flag).
     fn input(&mut self, payload_type: u32, data: &[u8], events: &mut Vec<Event>);
+    /// False while the plugin holds [`PENDING_LIMIT`] bytes of input that its destination has
+    /// not taken yet: the session loop then gives it no more.
+    fn wants_input(&self) -> bool;
     /// Ends whatever the plugin runs (terminate, shutdown). Idempotent.
     fn stop(&mut self);
 }
@@ -58,6 +69,15 @@ impl Pending {
         self.bytes.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Below [`PENDING_LIMIT`]: a plugin with one such buffer wants more input.
+    pub fn has_room(&self) -> bool {
+        self.len() < PENDING_LIMIT
+    }
+
     /// Writes what `w` takes now; WouldBlock leaves the rest queued.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<()> {
         while !self.bytes.is_empty() {
@@ -71,6 +91,61 @@ impl Pending {
             }
         }
         Ok(())
+    }
+}
+
+/// Learns when a child that closed its output (or its terminal) exits, without blocking the
+/// session loop in `wait` — a command running on with its output closed must stay terminable.
+/// A helper thread waits for the exit but leaves the child unreaped, so its pid (and process
+/// group) cannot be reused while the plugin may still kill it; it then wakes the loop.
+#[derive(Default)]
+pub struct ExitWatch {
+    waker: Option<Waker>,
+}
+
+impl ExitWatch {
+    /// The child's status once it has exited (reaped here); otherwise starts watching (once)
+    /// and returns `None`: `fd()` turns readable at the exit, then ask again.
+    pub fn exited(&mut self, child: &mut Child) -> Option<io::Result<ExitStatus>> {
+        // Cleared before asking, so that an exit right after the answer still wakes the loop.
+        if let Some(waker) = &self.waker {
+            waker.reset();
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(Ok(status)),
+            Ok(None) if self.waker.is_some() => return None,
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        let watch = || -> io::Result<Waker> {
+            let waker = Waker::new()?;
+            let remote = waker.clone();
+            let pid = Pid::from_raw(child.id() as i32);
+            std::thread::Builder::new()
+                .name(format!("exit-{}", pid.as_raw()))
+                .spawn(move || {
+                    if let Err(e) = crate::sys::wait_for_exit(pid) {
+                        log::debug!("session: {e}");
+                    }
+                    remote.wake();
+                })?;
+            Ok(waker)
+        };
+        match watch() {
+            Ok(waker) => {
+                self.waker = Some(waker);
+                None
+            }
+            Err(e) => Some(Err(io::Error::new(
+                e.kind(),
+                format!("cannot watch the command for its exit: {e}"),
+            ))),
+        }
+    }
+
+    /// The fd to poll for reading while watching.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.waker.as_ref().map(Waker::fd)
     }
 }
 
@@ -143,6 +218,26 @@ mod tests {
             hold_incomplete_utf8(&mut invalid).is_empty(),
             "invalid bytes pass through"
         );
+    }
+
+    #[test]
+    fn the_exit_watch_wakes_the_poll_when_the_child_exits() {
+        use crate::sys::poll::{PollFd, poll};
+        // It runs until its stdin closes.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read line; exit 0"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut watch = ExitWatch::default();
+        assert!(watch.exited(&mut child).is_none(), "still running");
+        let fd = watch.fd().expect("watching");
+        drop(child.stdin.take());
+        let mut fds = [PollFd::new(fd, true, false)];
+        poll(&mut fds, Some(std::time::Duration::from_secs(30))).unwrap();
+        assert!(fds[0].readable, "woken at the exit");
+        let status = watch.exited(&mut child).expect("exited").unwrap();
+        assert!(status.success());
     }
 
     #[test]

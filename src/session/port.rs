@@ -296,6 +296,10 @@ impl Plugin for Port {
         }
     }
 
+    fn wants_input(&self) -> bool {
+        self.input.has_room()
+    }
+
     fn stop(&mut self) {
         self.conn = None;
         self.ended = true;

@@ -22,7 +22,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a finished session waits for the client to acknowledge the last output.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Output frames in flight before the plugin is no longer read (bounds memory per session).
+/// Output frames in flight before the plugin is no longer read (bounds memory per session;
+/// twice as many stop its input as well).
 const WINDOW: usize = 512;
 const RESENDS_PER_SCAN: usize = 64;
 const RECONNECT_ATTEMPTS: u32 = 5;
@@ -532,16 +533,8 @@ fn session_loop(
             };
             match msg.message_type.as_str() {
                 INPUT_STREAM => {
-                    let received = ch.inc.receive(msg, true);
-                    if let Some(ack) = received.ack {
+                    if let Some(ack) = ch.inc.receive(msg) {
                         let _ = ch.conn.send_binary(ack.encode());
-                    }
-                    for m in received.deliver {
-                        if let Err(e) =
-                            deliver(ch, env, task, plugin, phase, challenge, m, &mut events)
-                        {
-                            return fail_visibly(ch, e);
-                        }
                     }
                     ch.out.resume();
                 }
@@ -564,6 +557,19 @@ fn session_loop(
         if let Some(p) = plugin.as_mut() {
             for f in fds.iter().skip(2).filter(|f| f.readable || f.writable) {
                 p.ready(f.fd, f.readable, f.writable, &mut events);
+            }
+        }
+        // Input in sequence, as far as the plugin takes it; the rest waits in the window. Input
+        // can make output too (an smux FIN for each refused SYN), beyond the `WINDOW` that
+        // stops reading the plugin: a client that acknowledges none of it gets no further
+        // either, which bounds what waits for its acknowledgement. (Output from reading stops
+        // at `WINDOW`, so a busy shell still takes its Ctrl-C.)
+        while ch.out.unacked() + events.len() < 2 * WINDOW
+            && plugin.as_ref().is_none_or(|p| p.wants_input())
+        {
+            let Some(m) = ch.inc.take_next() else { break };
+            if let Err(e) = deliver(ch, env, task, plugin, phase, challenge, m, &mut events) {
+                return fail_visibly(ch, e);
             }
         }
         for event in events.drain(..) {

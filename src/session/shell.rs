@@ -3,7 +3,8 @@
 
 use super::datachannel::payload_type;
 use super::plugin::{
-    CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult, hold_incomplete_utf8, read_chunk,
+    CHUNK, Ended, Event, ExitWatch, Interest, Pending, Plugin, ReadResult, hold_incomplete_utf8,
+    read_chunk,
 };
 use super::runas::SessionUser;
 use crate::sys::pty::{self, Pty};
@@ -15,6 +16,8 @@ pub struct Shell {
     pty: Pty,
     input: Pending,
     carry: Vec<u8>,
+    /// The terminal is closed; the session ends when the shell exits.
+    exit: Option<ExitWatch>,
     ended: bool,
 }
 
@@ -40,6 +43,7 @@ impl Shell {
             pty,
             input: Pending::default(),
             carry: Vec::new(),
+            exit: None,
             ended: false,
         };
         if commands.is_none() && !profile.is_empty() {
@@ -49,19 +53,27 @@ impl Shell {
         Ok(shell)
     }
 
+    /// The terminal closed: what is held goes out, and the session ends once the shell exits
+    /// (it may run on without a terminal; until then the exit watch is polled).
     fn finish(&mut self, events: &mut Vec<Event>) {
         if self.ended {
             return;
         }
-        self.ended = true;
         if !self.carry.is_empty() {
             events.push(Event::Output(
                 payload_type::OUTPUT,
                 std::mem::take(&mut self.carry),
             ));
         }
-        let _ = self.child.wait();
-        events.push(Event::End(Ended::Success));
+        if self
+            .exit
+            .get_or_insert_default()
+            .exited(&mut self.child)
+            .is_some()
+        {
+            self.ended = true;
+            events.push(Event::End(Ended::Success));
+        }
     }
 }
 
@@ -70,6 +82,13 @@ impl Plugin for Shell {
         if self.ended {
             return Vec::new();
         }
+        if let Some(fd) = self.exit.as_ref().and_then(ExitWatch::fd) {
+            return vec![Interest {
+                fd,
+                read: true,
+                write: false,
+            }];
+        }
         vec![Interest {
             fd: self.pty.master.as_raw_fd(),
             read: reading,
@@ -77,7 +96,10 @@ impl Plugin for Shell {
         }]
     }
 
-    fn ready(&mut self, _fd: i32, readable: bool, writable: bool, events: &mut Vec<Event>) {
+    fn ready(&mut self, fd: i32, readable: bool, writable: bool, events: &mut Vec<Event>) {
+        if self.exit.as_ref().and_then(ExitWatch::fd) == Some(fd) {
+            return self.finish(events);
+        }
         if writable {
             if let Err(e) = self.input.write_to(&mut self.pty.master) {
                 log::debug!("session: terminal write failed: {e}");
@@ -121,6 +143,10 @@ impl Plugin for Shell {
             }
             other => log::debug!("session: ignoring input of payload type {other}"),
         }
+    }
+
+    fn wants_input(&self) -> bool {
+        self.input.has_room()
     }
 
     fn stop(&mut self) {

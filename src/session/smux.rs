@@ -27,7 +27,7 @@
 
 use super::datachannel::payload_type;
 use super::plugin::read_chunk;
-use super::plugin::{CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult};
+use super::plugin::{CHUNK, Ended, Event, Interest, PENDING_LIMIT, Pending, Plugin, ReadResult};
 use super::port::{Destination, FLAG_CONNECT_TO_PORT_ERROR, FLAG_TERMINATE_SESSION, connect};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -274,6 +274,8 @@ pub struct PortMux {
     wake: UnixStream,
     /// Dropping it stops the keep-alive thread.
     keepalive: Option<Sender<()>>,
+    /// A SYN was refused for too many open streams (logged as a warning once).
+    refused_any: bool,
     ended: bool,
 }
 
@@ -304,6 +306,7 @@ impl PortMux {
             mail,
             wake,
             keepalive,
+            refused_any: false,
             ended: false,
         })
     }
@@ -342,8 +345,16 @@ impl PortMux {
             return; // a repeated SYN, ignored as smux does
         }
         if self.streams.len() >= MAX_STREAMS {
-            log::warn!(
-                "session: refusing smux stream {id}: {MAX_STREAMS} connections to {} are open",
+            // Once per session: a client may send refused SYNs by the thousand.
+            let level = if std::mem::replace(&mut self.refused_any, true) {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "session: refusing smux stream {id}: {MAX_STREAMS} connections to {} are open \
+                 (further refusals are logged at debug level)",
                 self.dest.label
             );
             return events.push(output(encode_control(Cmd::Fin, id)));
@@ -494,6 +505,14 @@ impl Plugin for PortMux {
             },
             other => log::debug!("session: ignoring input of payload type {other}"),
         }
+    }
+
+    /// All streams' unwritten data together is bounded, which bounds each stream's. One stream
+    /// whose destination does not read holds up the others, as in smux v1 itself (its
+    /// receive buffer is per session): the streams share one ordered input.
+    fn wants_input(&self) -> bool {
+        let pending: usize = self.streams.values().map(|s| s.pending.len()).sum();
+        pending < PENDING_LIMIT
     }
 
     fn stop(&mut self) {

@@ -6,7 +6,11 @@
 //!   messages are buffered and duplicates dropped;
 //! * input (`input_stream_data`) is numbered from 0 across all payload types and re-sent every
 //!   [`RETRANSMIT`] until acknowledged, because the agent drops input it cannot process yet
-//!   without acking it;
+//!   without acking it; only the lowest-numbered unacknowledged messages, up to
+//!   [`INPUT_WINDOW_MESSAGES`] and [`INPUT_WINDOW_BYTES`], are in flight, so an agent that
+//!   withholds acks (backpressure) costs a window's resends, not a storm (session-manager-plugin
+//!   resends only its oldest unacknowledged message);
+//!   [`Session::send_input_out_of_order`] plays a hostile client instead;
 //! * sessions with a handshake (NonInteractiveCommands, Port, or a KMS key) hold ordinary input
 //!   back until HandshakeComplete, since the agent discards (after acking) input that arrives
 //!   before it; the HandshakeResponse itself goes out at once;
@@ -48,6 +52,10 @@ pub const DEFAULT_CLIENT_VERSION: &str = "1.2.707.0";
 pub const SMUX_MIN_CLIENT_VERSION: &str = "1.1.70";
 /// Input messages (sent or held) beyond which smux writes wait for acknowledgements.
 pub const SMUX_WINDOW: usize = 32;
+/// Unacknowledged input messages (the lowest-numbered ones) sent and re-sent at most.
+pub const INPUT_WINDOW_MESSAGES: usize = 512;
+/// … and their payload bytes at most (the first message of the window goes in any case).
+pub const INPUT_WINDOW_BYTES: usize = 1024 * 1024;
 
 /// Port-forwarding Flag values (PayloadType 10).
 pub mod flags {
@@ -262,6 +270,8 @@ pub struct SessionStats {
     pub output_out_of_order: u64,
     /// The next output sequence number expected.
     pub output_expected: i64,
+    /// The highest output sequence number seen (processed or not); -1 before any.
+    pub output_highest: i64,
 }
 
 /// The client's view of one session, kept in the emulator's state.
@@ -282,6 +292,8 @@ pub(crate) struct SessionState {
     /// An EncChallengeResponse was queued.
     challenge_answered: bool,
     drop_every: u64,
+    /// Output frames are neither processed nor acknowledged (see `withhold_output_acks`).
+    ignore_output: bool,
     /// Output frames seen since `drop_every` was set.
     drop_count: u64,
     dropped: BTreeSet<i64>,
@@ -292,6 +304,8 @@ pub(crate) struct SessionState {
     /// Unnumbered messages to write (acks, channel_closed, publication control).
     outbox: Vec<AgentMessage>,
     drop_requested: bool,
+    /// Send every never-sent input message at once, the lowest-numbered last.
+    burst: bool,
     pub(crate) closed_by_service: bool,
     stats: SessionStats,
     /// The smux client of a multiplexed session.
@@ -334,6 +348,7 @@ impl SessionState {
             cipher: None,
             challenge_answered: false,
             drop_every: 0,
+            ignore_output: false,
             drop_count: 0,
             dropped: BTreeSet::new(),
             next_seq: 0,
@@ -341,8 +356,12 @@ impl SessionState {
             unacked: BTreeMap::new(),
             outbox: Vec::new(),
             drop_requested: false,
+            burst: false,
             closed_by_service: false,
-            stats: SessionStats::default(),
+            stats: SessionStats {
+                output_highest: -1,
+                ..SessionStats::default()
+            },
         }
     }
 
@@ -418,7 +437,15 @@ impl SessionState {
             self.sequence(t, bytes);
         }
         let mut out = std::mem::take(&mut self.outbox);
-        for o in self.unacked.values_mut() {
+        if self.input_ready() && std::mem::take(&mut self.burst) {
+            self.send_burst(now, &mut out);
+        }
+        let mut bytes = 0;
+        for (n, o) in self.unacked.values_mut().enumerate() {
+            bytes += o.message.payload.len();
+            if n >= INPUT_WINDOW_MESSAGES || (n > 0 && bytes > INPUT_WINDOW_BYTES) {
+                break;
+            }
             let due = o
                 .last_sent
                 .is_none_or(|t| now.duration_since(t) >= RETRANSMIT);
@@ -431,6 +458,25 @@ impl SessionState {
             }
         }
         Next::Send(out)
+    }
+
+    /// Every input message not sent yet goes out now, whatever the window, the lowest-numbered
+    /// one last: until it arrives the agent holds (or drops) all the others out of order.
+    fn send_burst(&mut self, now: Instant, out: &mut Vec<AgentMessage>) {
+        let fresh: Vec<i64> = self
+            .unacked
+            .iter()
+            .filter(|(_, o)| o.last_sent.is_none())
+            .map(|(seq, _)| *seq)
+            .collect();
+        if let Some((first, rest)) = fresh.split_first() {
+            for seq in rest.iter().chain([first]) {
+                if let Some(o) = self.unacked.get_mut(seq) {
+                    o.last_sent = Some(now);
+                    out.push(o.message.clone());
+                }
+            }
+        }
     }
 
     fn on_message(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
@@ -459,6 +505,10 @@ impl SessionState {
         let syn = if seq == 0 { FLAG_SYN } else { 0 };
         expect_flags(&m, seq, syn, errors);
         self.stats.output_frames += 1;
+        self.stats.output_highest = self.stats.output_highest.max(seq);
+        if self.ignore_output {
+            return;
+        }
         self.drop_count += 1;
         let n = self.drop_every;
         if n > 0 && self.drop_count.is_multiple_of(n) && self.dropped.insert(seq) {
@@ -849,6 +899,18 @@ impl Session {
         self.change(|s| s.queue_data(bytes));
     }
 
+    /// A hostile client's input: `bytes` (PayloadType 1) in messages of `chunk` bytes, all sent
+    /// at once (after the handshake), ignoring the window, and the first of them last. Messages
+    /// the agent drops unacknowledged are then re-sent as usual, within the window.
+    pub fn send_input_out_of_order(&self, bytes: &[u8], chunk: usize) {
+        self.change(|s| {
+            for piece in bytes.chunks(chunk.max(1)) {
+                s.queue_input(pt::OUTPUT, piece.to_vec());
+            }
+            s.burst = true;
+        });
+    }
+
     /// A terminal size message (PayloadType 3).
     pub fn resize(&self, cols: u32, rows: u32) {
         self.change(|s| s.queue_input(pt::SIZE, size_payload(cols, rows)));
@@ -976,6 +1038,12 @@ impl Session {
             s.drop_every = n;
             s.drop_count = 0;
         });
+    }
+
+    /// While `on`, every output frame is dropped unprocessed and unacknowledged, as by a
+    /// client that stopped reading; off again, the agent's re-sends are taken as usual.
+    pub fn withhold_output_acks(&self, on: bool) {
+        self.change(|s| s.ignore_output = on);
     }
 
     /// Sequence numbers of the output frames dropped so far.
