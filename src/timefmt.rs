@@ -140,11 +140,7 @@ fn digits(b: &[u8], at: usize, len: usize) -> Option<u32> {
     if len > 9 || !field.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        field
-            .iter()
-            .fold(0, |n, d| n * 10 + u32::from(d - b'0')),
-    )
+    Some(field.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
@@ -156,12 +152,45 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// Untrusted input: never panics.
 pub fn parse_http_date(s: &str) -> Option<SystemTime> {
     let b = s.trim().as_bytes();
-    let [_, _, _, b',', b' ', d0, d1, b' ', m0, m1, m2, b' ', rest @ ..] = b else {
+    let [
+        _,
+        _,
+        _,
+        b',',
+        b' ',
+        d0,
+        d1,
+        b' ',
+        m0,
+        m1,
+        m2,
+        b' ',
+        rest @ ..,
+    ] = b
+    else {
         return None;
     };
     let day = digits(&[*d0, *d1], 0, 2)?;
     let month = MONTHS.iter().position(|m| **m == [*m0, *m1, *m2])?;
-    let [y0, y1, y2, y3, b' ', h0, h1, b':', n0, n1, b':', s0, s1, b' ', b'G', b'M', b'T'] = rest
+    let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b' ',
+        h0,
+        h1,
+        b':',
+        n0,
+        n1,
+        b':',
+        s0,
+        s1,
+        b' ',
+        b'G',
+        b'M',
+        b'T',
+    ] = rest
     else {
         return None;
     };
@@ -175,6 +204,21 @@ pub fn parse_http_date(s: &str) -> Option<SystemTime> {
     let days = days_from_civil(i64::from(year), month, day);
     let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// An IMF-fixdate `Date` header for `t`, as the services send it (test servers answer with it).
+#[cfg(test)]
+pub fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let u = Utc::from_system(t);
+    let weekday = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| (d.as_secs() / 86_400 % 7) as usize);
+    let month = String::from_utf8_lossy(MONTHS[u.month as usize - 1]);
+    format!(
+        "{}, {:02} {month} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[weekday], u.day, u.year, u.hour, u.minute, u.second
+    )
 }
 
 #[cfg(test)]
@@ -243,6 +287,9 @@ mod tests {
 
     #[test]
     fn http_dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        assert_eq!(http_date(t), "Sun, 30 Aug 2015 12:36:00 GMT");
+        assert_eq!(parse_http_date(&http_date(t)), Some(t));
         assert_eq!(
             parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
             Some(UNIX_EPOCH + Duration::from_secs(1_440_938_160))

@@ -45,6 +45,16 @@ impl std::error::Error for CredentialsError {}
 /// Anything that can hand out current credentials; implementations refresh as needed.
 pub trait CredentialsProvider: Send + Sync {
     fn credentials(&self) -> Result<Credentials, CredentialsError>;
+
+    /// A service refused `rejected` (expired, revoked, unknown): the next [`credentials`] call
+    /// should fetch fresh ones instead of answering from a cache. True when newer credentials may
+    /// come of it, so that the refused request is worth sending again; fixed credentials say no.
+    ///
+    /// [`credentials`]: CredentialsProvider::credentials
+    fn refresh_rejected(&self, rejected: &Credentials) -> bool {
+        let _ = rejected;
+        false
+    }
 }
 
 /// Fixed credentials (tests, and the emulator's demo identity).
@@ -80,6 +90,8 @@ pub struct RefreshingCredentials {
 #[derive(Default)]
 struct RefreshState {
     current: Option<Held>,
+    /// A service refused `current`: fetch before handing anything out again.
+    rejected: bool,
     /// The last failed fetch's error, and when the next fetch may be tried.
     last_failure: Option<(CredentialsError, SystemTime)>,
 }
@@ -141,7 +153,7 @@ impl RefreshingCredentials {
     /// `credentials()` with the clock passed in (tests move it; `credentials()` uses now).
     fn credentials_at(&self, now: SystemTime) -> Result<Credentials, CredentialsError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = &state.current {
+        if let Some(held) = state.current.as_ref().filter(|_| !state.rejected) {
             if held.refresh_at().is_none_or(|at| now < at) {
                 return Ok(held.credentials.clone());
             }
@@ -172,6 +184,7 @@ impl RefreshingCredentials {
                     credentials: credentials.clone(),
                     retrieved_at: now,
                 });
+                state.rejected = false;
                 state.last_failure = None;
                 Ok(credentials)
             }
@@ -233,8 +246,29 @@ fn retry_delay(usable_until: Option<SystemTime>, now: SystemTime) -> Duration {
 }
 
 impl CredentialsProvider for RefreshingCredentials {
+    /// Judged by the corrected clock: expiry times are the issuing service's.
     fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        self.credentials_at(SystemTime::now())
+        self.credentials_at(super::clock::now())
+    }
+
+    /// Marks the cached credentials for a fetch when they are the ones refused; when they were
+    /// replaced already (another caller got there first), nothing more is fetched. The failure
+    /// back-off still applies, so a source that is down is not asked again at once.
+    fn refresh_rejected(&self, rejected: &Credentials) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|held| held.credentials == *rejected)
+        {
+            log::info!(
+                "credentials: the service refused the credentials from {} (access key {}); fetching new ones",
+                self.source,
+                rejected.access_key_id
+            );
+            state.rejected = true;
+        }
+        true
     }
 }
 

@@ -11,7 +11,7 @@
 //! (`HTTPS_PROXY` for `wss://`, `HTTP_PROXY` for `ws://`, `NO_PROXY`) of the agent's
 //! [`HttpClient`].
 
-use crate::aws::http::HttpClient;
+use crate::aws::http::{HttpClient, HttpResponse};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use std::io::{self, Read, Write};
@@ -76,26 +76,38 @@ impl Connection {
         headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<Connection, WsError> {
+        Connection::open(http, url, headers, timeout).map_err(|(e, _)| e)
+    }
+
+    /// [`Connection::connect`], also giving the service's answer when it refused the upgrade
+    /// (status, headers, body), from which a signer can tell whether signing again helps.
+    pub fn open(
+        http: &HttpClient,
+        url: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Connection, (WsError, Option<HttpResponse>)> {
         let fail = |e: WsError| WsError(format!("websocket {url}: {}", e.0));
+        let plain = |e: WsError| (fail(e), None);
         let deadline = Instant::now() + timeout;
-        let target = Target::parse(url).map_err(fail)?;
+        let target = Target::parse(url).map_err(plain)?;
         let tcp = match http.proxy_for(target.tls, &target.host) {
             Some(proxy) => tunnel(proxy, &target, deadline),
             None => tcp_connect(&target.host, target.port, deadline),
         }
-        .map_err(fail)?;
+        .map_err(plain)?;
         let fd = tcp.socket.as_raw_fd();
         let stream = if target.tls {
-            Stream::Tls(Box::new(tls(http, &target.host, tcp).map_err(fail)?))
+            Stream::Tls(Box::new(tls(http, &target.host, tcp).map_err(plain)?))
         } else {
             Stream::Plain(tcp)
         };
-        let mut ws = upgrade(url, headers, stream, timeout).map_err(fail)?;
+        let mut ws = upgrade(url, headers, stream, timeout).map_err(|(e, r)| (fail(e), r))?;
         let tcp = ws.get_mut().tcp();
         tcp.deadline = None;
         tcp.socket
             .set_nonblocking(true)
-            .map_err(|e| fail(WsError(format!("cannot make the socket non-blocking: {e}"))))?;
+            .map_err(|e| plain(WsError(format!("cannot make the socket non-blocking: {e}"))))?;
         Ok(Connection {
             ws,
             fd,
@@ -437,21 +449,24 @@ fn tls(
     Ok(StreamOwned::new(conn, tcp))
 }
 
-/// The HTTP upgrade with `headers` added (replacing any of the same name).
+/// The HTTP upgrade with `headers` added (replacing any of the same name); a refusal comes
+/// with the service's answer.
 fn upgrade(
     url: &str,
     headers: &[(String, String)],
     stream: Stream,
     timeout: Duration,
-) -> Result<WebSocket<Stream>, WsError> {
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| WsError(format!("cannot build the upgrade request: {e}")))?;
+) -> Result<WebSocket<Stream>, (WsError, Option<HttpResponse>)> {
+    let mut request = url.into_client_request().map_err(|e| {
+        (
+            WsError(format!("cannot build the upgrade request: {e}")),
+            None,
+        )
+    })?;
     for (name, value) in headers {
         let bad = || {
-            WsError(format!(
-                "header {name:?} cannot be sent (invalid name or value)"
-            ))
+            let e = format!("header {name:?} cannot be sent (invalid name or value)");
+            (WsError(e), None)
         };
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
         // The value is not shown: it may be a signature or token.
@@ -469,33 +484,44 @@ fn upgrade(
         Ok((ws, _response)) => return Ok(ws),
         // Blocking sockets only stop short of the end when a timeout hit.
         Err(HandshakeError::Interrupted(_)) => {
-            return Err(WsError(format!("no upgrade answer within {timeout:?}")));
+            let e = WsError(format!("no upgrade answer within {timeout:?}"));
+            return Err((e, None));
         }
         Err(HandshakeError::Failure(e)) => e,
     };
-    Err(WsError(match failure {
-        WsLibError::Http(response) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            let body: String = String::from_utf8_lossy(body)
-                .chars()
-                .take(BODY_SHOWN)
-                .collect();
-            format!("upgrade refused with HTTP {}: {body}", response.status())
-        }
-        WsLibError::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => format!(
-            "TLS failed: {e} (is the server's CA in the system bundle, SSL_CERT_FILE or the \
+    if let WsLibError::Http(response) = failure {
+        let refused = HttpResponse {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect(),
+            body: response.body().clone().unwrap_or_default(),
+        };
+        let body = String::from_utf8_lossy(&refused.body);
+        let body: String = body.chars().take(BODY_SHOWN).collect();
+        let e = format!("upgrade refused with HTTP {}: {body}", refused.status);
+        return Err((WsError(e), Some(refused)));
+    }
+    Err((
+        WsError(match failure {
+            WsLibError::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => format!(
+                "TLS failed: {e} (is the server's CA in the system bundle, SSL_CERT_FILE or the \
              agent's CA file?)"
-        ),
-        WsLibError::Io(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            format!("no upgrade answer within {timeout:?}")
-        }
-        other => format!("upgrade failed: {other}"),
-    }))
+            ),
+            WsLibError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                format!("no upgrade answer within {timeout:?}")
+            }
+            other => format!("upgrade failed: {other}"),
+        }),
+        None,
+    ))
 }
 
 #[cfg(test)]
