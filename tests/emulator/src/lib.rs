@@ -116,6 +116,10 @@ pub struct Options {
     pub activations: Vec<Activation>,
     /// Lifetime of the credentials `RequestManagedInstanceRoleToken` hands out.
     pub role_token_lifetime: Duration,
+    /// The services' clock minus the real one, in seconds: +3600 runs them an hour ahead of the
+    /// agent, whose clock is then wrong by an hour. Signatures are judged, credentials dated and
+    /// every answer's `Date` written by the shifted clock.
+    pub clock_offset_secs: i64,
 }
 
 impl Default for Options {
@@ -138,6 +142,7 @@ impl Default for Options {
             fault_target: FaultTarget::Any,
             activations: vec![Activation::demo()],
             role_token_lifetime: Duration::from_secs(3600),
+            clock_offset_secs: 0,
         }
     }
 }
@@ -328,6 +333,11 @@ impl Emulator {
     }
 
     /// Role tokens issued from now on live `d` (e.g. 60 s to exercise refreshes).
+    /// Moves the services' clock to `secs` from the real time (see [`Options::clock_offset_secs`]).
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.shared.update(|st| st.options.clock_offset_secs = secs);
+    }
+
     pub fn set_role_token_lifetime(&self, d: Duration) {
         self.shared.update(|st| st.options.role_token_lifetime = d);
     }

@@ -538,7 +538,7 @@ fn role_token(st: &mut State, caller: &str, body: &Value) -> Result<Response, Re
         ));
     }
     let update_key_pair = instance.rotation_requested;
-    let key = IssuedKey::new(lifetime);
+    let key = IssuedKey::new(lifetime, st.now());
     let expires = key.expires.duration_since(UNIX_EPOCH).unwrap_or_default();
     let answer = json!({
         "AccessKeyId": key.access_key,

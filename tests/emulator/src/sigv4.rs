@@ -246,11 +246,20 @@ fn check_date(amz_date: &str, auth: &Authorization, now: SystemTime) -> Result<(
             auth.date
         )));
     }
-    let skew = now.duration_since(when).unwrap_or_else(|e| e.duration());
-    if skew > MAX_SKEW {
+    // The services' own words, which name the limit in their time.
+    let stamp = crate::util::amz_date;
+    if now.duration_since(when).is_ok_and(|d| d > MAX_SKEW) {
         return Err(invalid(format!(
-            "Signature expired: {amz_date} is more than {} s away from the server time",
-            MAX_SKEW.as_secs()
+            "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
+            stamp(now - MAX_SKEW),
+            stamp(now)
+        )));
+    }
+    if when.duration_since(now).is_ok_and(|d| d > MAX_SKEW) {
+        return Err(invalid(format!(
+            "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+            stamp(now + MAX_SKEW),
+            stamp(now)
         )));
     }
     Ok(())
