@@ -617,7 +617,10 @@ mod tests {
         // A second thread refused with A at the same time: it must not cause a third fetch.
         assert!(p.refresh_rejected(&a));
         assert_eq!(p.credentials_at(at(1)).unwrap().access_key_id, "B");
-        assert!(p.refresh_rejected(&a), "A was replaced already: worth resending");
+        assert!(
+            p.refresh_rejected(&a),
+            "A was replaced already: worth resending"
+        );
         assert_eq!(p.credentials_at(at(2)).unwrap().access_key_id, "B");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert!(!StaticCredentials(a.clone()).refresh_rejected(&a));

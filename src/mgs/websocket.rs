@@ -791,6 +791,46 @@ mod tests {
         }
     }
 
+    /// A refused upgrade hands back the service's answer, from which a signer learns the
+    /// service's time (the `Date`) and what was refused.
+    #[test]
+    fn a_refused_upgrade_gives_the_services_answer() {
+        let body = br#"{"message":"Signature expired: 20260101T000000Z is now earlier than 20260101T010000Z"}"#;
+        let headers = [
+            ("Date", "Thu, 01 Jan 2026 01:05:00 GMT"),
+            ("X-Amzn-ErrorType", "InvalidSignatureException"),
+        ];
+        let refusing = serve(move |_| Some(response(403, &headers, body)));
+        let url = format!("ws://127.0.0.1:{}/v1/control-channel/i-1", refusing.port);
+        let (err, refused) = Connection::open(&client(ProxySettings::default()), &url, &[], WAIT)
+            .err()
+            .unwrap();
+        assert!(err.0.contains("HTTP 403"), "{err}");
+        let refused = refused.expect("the refusal's answer");
+        assert_eq!((refused.status, refused.body.as_slice()), (403, &body[..]));
+        let header = |name: &str| {
+            let found = refused
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
+            found.map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("date"), Some("Thu, 01 Jan 2026 01:05:00 GMT"));
+        assert_eq!(
+            header("x-amzn-errortype"),
+            Some("InvalidSignatureException")
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let url = format!("ws://127.0.0.1:{}/x", closed.port());
+        let (_, refused) = Connection::open(&client(ProxySettings::default()), &url, &[], WAIT)
+            .err()
+            .unwrap();
+        assert!(refused.is_none(), "no answer, nothing to learn from");
+    }
+
     #[test]
     fn refused_upgrades_and_unreachable_servers_are_errors() {
         let denied = serve(|_| Some(response(403, &[], b"<AccessDeniedException/>")));
