@@ -644,3 +644,59 @@ fn a_clock_jump_while_running_is_corrected() {
     ];
     assert_clock_corrected_once(&emu, &agent, &signers, refusal, "ahead of");
 }
+
+/// A call refused for its credentials (`ExpiredTokenException`, as when a role's keys are
+/// revoked or expire early) makes the agent fetch new credentials and send that call again at
+/// once, instead of failing it to its caller.
+#[test]
+fn refused_credentials_are_refreshed_and_the_call_resent() {
+    let emu = emulator();
+    let dead = nowhere();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Ssm": { "Endpoint": dead }, "Mgs": { "Endpoint": dead } }),
+    );
+    let first = run(
+        &emu,
+        "c4ed0000-0000-4000-8000-000000000001",
+        &["echo one"],
+        3600,
+    );
+    assert_eq!(final_of(&emu, &first)["documentStatus"], "Success");
+    let issued = emu.read(|s| s.credentials_issued());
+    emu.fail_next(1, 400, "ExpiredTokenException");
+    let second = run(
+        &emu,
+        "c4ed0000-0000-4000-8000-000000000002",
+        &["echo two"],
+        3600,
+    );
+    assert_eq!(final_of(&emu, &second)["documentStatus"], "Success");
+    // The refused call may be the poll after the delivery, whose resend the emulator holds
+    // until it times out: wait for it to complete.
+    let log = emu.request_log();
+    let refused = log
+        .iter()
+        .position(|r| r.fault.is_some())
+        .expect("fault applied");
+    let target = log[refused].target.clone();
+    let done = log[..=refused]
+        .iter()
+        .filter(|r| r.target == target)
+        .count();
+    assert!(emu.wait_until(FINAL_WAIT, |s| s.count(&target) > done));
+    let log = emu.request_log();
+    let after: Vec<(&str, u16)> = log[refused + 1..]
+        .iter()
+        .map(|r| (r.target.as_str(), r.status))
+        .collect();
+    let resent = after.iter().position(|(t, _)| *t == target).unwrap();
+    assert_eq!(after[resent].1, 200, "{after:?}");
+    let fetched = emu.read(|s| s.credentials_issued()) - issued;
+    assert_eq!(fetched, 1, "new credentials, fetched once: {after:?}");
+    assert!(
+        agent.log().contains("refused the credentials"),
+        "{}",
+        agent.log()
+    );
+}
