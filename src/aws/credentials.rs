@@ -275,9 +275,8 @@ impl CredentialsProvider for RefreshingCredentials {
             .is_some_and(|held| held.credentials == *rejected)
         {
             log::info!(
-                "credentials: the service refused the credentials from {} (access key {}); fetching new ones",
-                self.source,
-                rejected.access_key_id
+                "credentials: the service refused the credentials from {}; fetching new ones",
+                self.source
             );
             state.rejected = true;
         }
