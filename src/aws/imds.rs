@@ -633,7 +633,11 @@ mod tests {
         assert_eq!(t.expires_at, now + Duration::from_secs(TOKEN_TTL_SECS));
         let huge = u64::MAX.to_string();
         let t = parse_token(&response("tok", Some(&huge)), now).unwrap();
-        assert_eq!(t.expires_at, now + Duration::from_secs(TOKEN_TTL_SECS), "capped");
+        assert_eq!(
+            t.expires_at,
+            now + Duration::from_secs(TOKEN_TTL_SECS),
+            "capped"
+        );
         assert!(parse_token(&response("bad\r\ntoken", None), now).is_err());
         assert!(parse_token(&response("", None), now).is_err());
     }

@@ -69,21 +69,10 @@ pub fn create_data_channel(
     create_channel(http, endpoint, credentials, &path, &body)
 }
 
-/// SigV4 headers (service `ssmmessages`) for the websocket upgrade `GET <url>` (§1.3):
-/// `X-Amz-Date`, `X-Amz-Security-Token` (with session credentials) and `Authorization`. The
-/// signed `Host` is the URL's authority, which is what the upgrade request carries; for URLs
+/// SigV4 headers (service `ssmmessages`) for the websocket upgrade `GET <path_and_query>`
+/// (§1.3): `X-Amz-Date`, `X-Amz-Security-Token` (with session credentials) and `Authorization`.
+/// The signed `Host` is the URL's authority, which is what the upgrade request carries; for URLs
 /// from [`websocket_url`] that is `endpoint.host`.
-pub fn upgrade_headers(
-    endpoint: &Endpoint,
-    credentials: &dyn CredentialsProvider,
-    url: &str,
-) -> Result<Vec<(String, String)>, MgsError> {
-    let (host, path_and_query) = split_url(url).ok_or_else(|| not_websocket(url))?;
-    let credentials = current(credentials, url)?;
-    Ok(sign_upgrade(endpoint, &credentials, host, &path_and_query))
-}
-
-/// The upgrade's SigV4 headers for `host` and `path_and_query`, signed with `credentials`.
 fn sign_upgrade(
     endpoint: &Endpoint,
     credentials: &Credentials,
@@ -213,10 +202,6 @@ fn not_websocket(url: &str) -> MgsError {
     MgsError::Transport(format!(
         "cannot sign the websocket upgrade: {url:?} is not a ws:// or wss:// URL"
     ))
-}
-
-fn current(provider: &dyn CredentialsProvider, what: &str) -> Result<Credentials, MgsError> {
-    provider.credentials().map_err(|e| no_credentials(&e, what))
 }
 
 /// `ws[s]://host[:port]/path?query` → (`host[:port]`, `/path?query`), the request target as
@@ -442,7 +427,8 @@ mod tests {
             url,
             format!("wss://ssmmessages.eu-west-1.amazonaws.com{path}")
         );
-        let headers = upgrade_headers(&ep, &creds(Some("TOKEN")), &url).unwrap();
+        let (host, path_and_query) = split_url(&url).unwrap();
+        let headers = sign_upgrade(&ep, &creds(Some("TOKEN")).0, host, &path_and_query);
         let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -467,7 +453,9 @@ mod tests {
             websocket_url(&endpoint(8080), "/x"),
             "ws://127.0.0.1:8080/x"
         );
-        let err = upgrade_headers(&ep, &creds(None), "https://h/x").unwrap_err();
+        let err = open_websocket(&http(), &ep, &creds(None), "https://h/x", TIMEOUT)
+            .err()
+            .unwrap();
         assert!(
             err.to_string().contains("not a ws:// or wss:// URL"),
             "{err}"

@@ -67,9 +67,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens `url` (`wss://…` or `ws://…`), sending `headers` (e.g. SigV4) with the upgrade.
-    /// Blocking, bounded by `timeout` (name resolution aside); afterwards the socket is
-    /// non-blocking.
+    /// [`Connection::open`] without the refusal's answer.
+    #[cfg(test)]
     pub fn connect(
         http: &HttpClient,
         url: &str,
@@ -79,8 +78,10 @@ impl Connection {
         Connection::open(http, url, headers, timeout).map_err(|(e, _)| e)
     }
 
-    /// [`Connection::connect`], also giving the service's answer when it refused the upgrade
-    /// (status, headers, body), from which a signer can tell whether signing again helps.
+    /// Opens `url` (`wss://…` or `ws://…`), sending `headers` (e.g. SigV4) with the upgrade.
+    /// Blocking, bounded by `timeout` (name resolution aside); afterwards the socket is
+    /// non-blocking. A refused upgrade also gives the service's answer (status, headers, body),
+    /// from which a signer can tell whether signing again helps.
     pub fn open(
         http: &HttpClient,
         url: &str,
