@@ -138,7 +138,7 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
     };
     match verified {
         Err(e) => {
-            handled.outcome = Outcome::Respond(Response::aws_error(403, e.code, &e.message));
+            handled.outcome = Outcome::Respond(Response::aws_error(e.status, e.code, &e.message));
             handled.signature = SigCheck::Failed(e.message);
         }
         Ok(caller) => {
