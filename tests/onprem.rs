@@ -295,3 +295,42 @@ fn an_ec2_instance_without_a_role_uses_default_host_management() {
     assert!(stored.exists(), "EC2 registration kept apart from on-prem");
     assert!(!agent.state_dir().join("registration").exists());
 }
+
+/// A managed instance whose clock is an hour ahead of the services': its first RSA-signed
+/// RequestManagedInstanceRoleToken is refused as "Signature not yet current", the agent takes
+/// the service's time, signs again, and judges the token's expiry (an hour of service time, so
+/// "now" by the wrong clock) by the corrected clock; every later call is signed right.
+#[test]
+fn an_rsa_signed_token_call_corrects_a_clock_an_hour_ahead() {
+    let emu = skewed_emulator(-3600);
+    let mut agent = onprem_agent(&emu);
+    let mi = register(&agent, &emu);
+    agent.start_again();
+    assert_runs_commands_as(&emu, &agent, "5ce70000-0000-4000-8000-000000000005", &mi);
+    let rsa: Vec<(String, Option<String>)> = emu
+        .rsa_checks()
+        .iter()
+        .map(|c| (c.operation.clone(), c.result.failure().map(str::to_owned)))
+        .collect();
+    let refused = rsa.iter().filter(|(_, failure)| failure.is_some()).count();
+    assert_eq!(refused, 1, "{rsa:?}");
+    assert!(
+        rsa[0]
+            .1
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Signature not yet current"))
+            && rsa[1].1.is_none(),
+        "the first token call refused for its time, the second taken: {rsa:?}"
+    );
+    assert!(
+        emu.signature_failures()
+            .iter()
+            .all(|r| r.target.ends_with("RequestManagedInstanceRoleToken")),
+        "the SigV4 calls were signed right the first time: {:?}",
+        emu.signature_failures()
+    );
+    let log = agent.log();
+    let said = log.matches("clock: the system clock is").count();
+    assert_eq!(said, 1, "{log}");
+    assert!(log.contains(" s ahead of the AWS service's"), "{log}");
+}

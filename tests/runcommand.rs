@@ -859,3 +859,143 @@ fn a_full_state_volume_fails_commands_clearly_and_the_agent_recovers_by_itself()
     assert_eq!(finals(&refused), 1, "{}", agent.log());
     drop(volume);
 }
+
+/// A device whose clock is an hour behind the services' (no real-time clock, a wrong date at
+/// boot): the first GetMessages is refused as "Signature expired", the agent takes the time from
+/// the answer's `Date`, signs again, and commands run. ssm and MGS are out of reach, so that the
+/// correction is ec2messages' own.
+#[test]
+fn a_clock_an_hour_behind_is_corrected_from_ec2messages() {
+    let emu = skewed_emulator(3600);
+    let dead = nowhere();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Ssm": { "Endpoint": dead }, "Mgs": { "Endpoint": dead } }),
+    );
+    let msg = run(
+        &emu,
+        "5ce70000-0000-4000-8000-000000000001",
+        &["echo on time"],
+        3600,
+    );
+    let reply = final_of(&emu, &msg);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    assert_eq!(plugin(&reply)["output"], "on time\n");
+    assert_clock_corrected_once(
+        &emu,
+        &agent,
+        &[targets::GET_MESSAGES],
+        "Signature expired",
+        "behind",
+    );
+}
+
+/// The health ping (ssm UpdateInstanceInformation) corrects the clock by itself too.
+#[test]
+fn a_clock_an_hour_behind_is_corrected_from_ssm() {
+    let emu = skewed_emulator(3600);
+    let dead = nowhere();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Mds": { "Endpoint": dead }, "Mgs": { "Endpoint": dead } }),
+    );
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()),
+        "a health ping got through; log:\n{}",
+        agent.log()
+    );
+    let target = targets::UPDATE_INSTANCE_INFORMATION;
+    assert_clock_corrected_once(&emu, &agent, &[target], "Signature expired", "behind");
+}
+
+/// The clock jumps while the agent runs (here the services' clock, by two hours back: the agent
+/// is then ahead): the next poll is refused as "Signature not yet current" and corrected.
+#[test]
+fn a_clock_jump_while_running_is_corrected() {
+    let emu = emulator();
+    let dead = nowhere();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Ssm": { "Endpoint": dead }, "Mgs": { "Endpoint": dead } }),
+    );
+    let first = run(
+        &emu,
+        "5ce70000-0000-4000-8000-000000000002",
+        &["echo before"],
+        3600,
+    );
+    assert_eq!(final_of(&emu, &first)["documentStatus"], "Success");
+    emu.set_clock_offset(-7200);
+    let second = run(
+        &emu,
+        "5ce70000-0000-4000-8000-000000000003",
+        &["echo after"],
+        3600,
+    );
+    let reply = final_of(&emu, &second);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    // A reply still on its way when the clock moved is refused and corrected as well.
+    let refusal = "Signature not yet current";
+    let signers = [
+        targets::GET_MESSAGES,
+        targets::SEND_REPLY,
+        targets::ACKNOWLEDGE_MESSAGE,
+    ];
+    assert_clock_corrected_once(&emu, &agent, &signers, refusal, "ahead of");
+}
+
+/// A call refused for its credentials (`ExpiredTokenException`, as when a role's keys are
+/// revoked or expire early) makes the agent fetch new credentials and send that call again at
+/// once, instead of failing it to its caller.
+#[test]
+fn refused_credentials_are_refreshed_and_the_call_resent() {
+    let emu = emulator();
+    let dead = nowhere();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Ssm": { "Endpoint": dead }, "Mgs": { "Endpoint": dead } }),
+    );
+    let first = run(
+        &emu,
+        "c4ed0000-0000-4000-8000-000000000001",
+        &["echo one"],
+        3600,
+    );
+    assert_eq!(final_of(&emu, &first)["documentStatus"], "Success");
+    let issued = emu.read(|s| s.credentials_issued());
+    emu.fail_next(1, 400, "ExpiredTokenException");
+    let second = run(
+        &emu,
+        "c4ed0000-0000-4000-8000-000000000002",
+        &["echo two"],
+        3600,
+    );
+    assert_eq!(final_of(&emu, &second)["documentStatus"], "Success");
+    // The refused call may be the poll after the delivery, whose resend the emulator holds
+    // until it times out: wait for it to complete.
+    let log = emu.request_log();
+    let refused = log
+        .iter()
+        .position(|r| r.fault.is_some())
+        .expect("fault applied");
+    let target = log[refused].target.clone();
+    let done = log[..=refused]
+        .iter()
+        .filter(|r| r.target == target)
+        .count();
+    assert!(emu.wait_until(FINAL_WAIT, |s| s.count(&target) > done));
+    let log = emu.request_log();
+    let after: Vec<(&str, u16)> = log[refused + 1..]
+        .iter()
+        .map(|r| (r.target.as_str(), r.status))
+        .collect();
+    let resent = after.iter().position(|(t, _)| *t == target).unwrap();
+    assert_eq!(after[resent].1, 200, "{after:?}");
+    let fetched = emu.read(|s| s.credentials_issued()) - issued;
+    assert_eq!(fetched, 1, "new credentials, fetched once: {after:?}");
+    assert!(
+        agent.log().contains("refused the credentials"),
+        "{}",
+        agent.log()
+    );
+}

@@ -194,3 +194,30 @@ fn a_job_interrupted_by_a_crash_is_reported_over_mgs_after_restart() {
     let r = final_of(&emu, &job);
     assert_interrupted(&r);
 }
+
+/// A clock an hour behind the services', with only MGS to reach: CreateControlChannel is refused
+/// as "Signature expired", the agent corrects its clock from the answer's `Date`, signs the REST
+/// call and then the websocket upgrade with it, and jobs run over the control channel.
+#[test]
+fn a_clock_an_hour_behind_is_corrected_from_mgs_rest_and_the_upgrade_signed_with_it() {
+    let emu = skewed_emulator(3600);
+    let dead = nowhere();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Mds": { "Endpoint": dead }, "Ssm": { "Endpoint": dead } }),
+    );
+    assert!(
+        emu.wait_mgs_connected(WAIT),
+        "control channel; log:\n{}",
+        agent.log()
+    );
+    let job = emu.send_agent_job(&shell_payload(
+        "5ce70000-0000-4000-8000-000000000004",
+        &["echo mgs on time"],
+        60,
+    ));
+    let reply = final_of(&emu, &job);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    let target = "POST /v1/control-channel/";
+    assert_clock_corrected_once(&emu, &agent, &[target], "Signature expired", "behind");
+}

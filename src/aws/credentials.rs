@@ -45,6 +45,16 @@ impl std::error::Error for CredentialsError {}
 /// Anything that can hand out current credentials; implementations refresh as needed.
 pub trait CredentialsProvider: Send + Sync {
     fn credentials(&self) -> Result<Credentials, CredentialsError>;
+
+    /// A service refused `rejected` (expired, revoked, unknown): the next [`credentials`] call
+    /// should fetch fresh ones instead of answering from a cache. True when newer credentials may
+    /// come of it, so that the refused request is worth sending again; fixed credentials say no.
+    ///
+    /// [`credentials`]: CredentialsProvider::credentials
+    fn refresh_rejected(&self, rejected: &Credentials) -> bool {
+        let _ = rejected;
+        false
+    }
 }
 
 /// Fixed credentials (tests, and the emulator's demo identity).
@@ -80,6 +90,8 @@ pub struct RefreshingCredentials {
 #[derive(Default)]
 struct RefreshState {
     current: Option<Held>,
+    /// A service refused `current`: fetch before handing anything out again.
+    rejected: bool,
     /// The last failed fetch's error, and when the next fetch may be tried.
     last_failure: Option<(CredentialsError, SystemTime)>,
 }
@@ -138,10 +150,22 @@ impl RefreshingCredentials {
         }
     }
 
-    /// `credentials()` with the clock passed in (tests move it; `credentials()` uses now).
+    /// `credentials()` at a fixed time (tests move it).
+    #[cfg(test)]
     fn credentials_at(&self, now: SystemTime) -> Result<Credentials, CredentialsError> {
+        self.credentials_by(&|| now)
+    }
+
+    /// `credentials()` by `clock`, read again after a fetch: the fetch itself may have corrected
+    /// the clock (an on-prem role-token call refused for skew), and the new credentials' expiry
+    /// is the service's time.
+    fn credentials_by(
+        &self,
+        clock: &dyn Fn() -> SystemTime,
+    ) -> Result<Credentials, CredentialsError> {
+        let now = clock();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = &state.current {
+        if let Some(held) = state.current.as_ref().filter(|_| !state.rejected) {
             if held.refresh_at().is_none_or(|at| now < at) {
                 return Ok(held.credentials.clone());
             }
@@ -159,7 +183,9 @@ impl RefreshingCredentials {
                 };
             }
         }
-        match self.fetch_usable(now) {
+        let fetched = (self.fetch)();
+        let now = clock();
+        match fetched.and_then(|credentials| usable(credentials, now)) {
             Ok(credentials) => {
                 log::info!(
                     "credentials: got new credentials from {} (expire {})",
@@ -172,6 +198,7 @@ impl RefreshingCredentials {
                     credentials: credentials.clone(),
                     retrieved_at: now,
                 });
+                state.rejected = false;
                 state.last_failure = None;
                 Ok(credentials)
             }
@@ -195,30 +222,29 @@ impl RefreshingCredentials {
         }
     }
 
-    /// Fetches, refusing credentials that are already inside their expiry margin.
-    fn fetch_usable(&self, now: SystemTime) -> Result<Credentials, CredentialsError> {
-        let credentials = (self.fetch)()?;
-        let held = Held {
-            credentials,
-            retrieved_at: now,
-        };
-        if !held.usable_at(now) {
-            return Err(CredentialsError(format!(
-                "the credentials returned expire at {}, which is already past or too close; check the system clock",
-                held.credentials
-                    .expires_at
-                    .map_or("?".into(), crate::timefmt::iso8601_ms)
-            )));
-        }
-        Ok(held.credentials)
-    }
-
     fn failure(&self, error: &CredentialsError) -> CredentialsError {
         CredentialsError(format!(
             "cannot get AWS credentials from {}: {error}",
             self.source
         ))
     }
+}
+
+/// `credentials` unless they are already inside their expiry margin at `now`.
+fn usable(credentials: Credentials, now: SystemTime) -> Result<Credentials, CredentialsError> {
+    let held = Held {
+        credentials,
+        retrieved_at: now,
+    };
+    if !held.usable_at(now) {
+        return Err(CredentialsError(format!(
+            "the credentials returned expire at {}, which is already past or too close; check the system clock",
+            held.credentials
+                .expires_at
+                .map_or("?".into(), crate::timefmt::iso8601_ms)
+        )));
+    }
+    Ok(held.credentials)
 }
 
 /// How long to wait after a failed fetch; `usable_until` is when the fallback stops working.
@@ -233,8 +259,28 @@ fn retry_delay(usable_until: Option<SystemTime>, now: SystemTime) -> Duration {
 }
 
 impl CredentialsProvider for RefreshingCredentials {
+    /// Judged by the corrected clock: expiry times are the issuing service's.
     fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        self.credentials_at(SystemTime::now())
+        self.credentials_by(&super::clock::now)
+    }
+
+    /// Marks the cached credentials for a fetch when they are the ones refused; when they were
+    /// replaced already (another caller got there first), nothing more is fetched. The failure
+    /// back-off still applies, so a source that is down is not asked again at once.
+    fn refresh_rejected(&self, rejected: &Credentials) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|held| held.credentials == *rejected)
+        {
+            log::info!(
+                "credentials: the service refused the credentials from {}; fetching new ones",
+                self.source
+            );
+            state.rejected = true;
+        }
+        true
     }
 }
 
@@ -560,6 +606,23 @@ mod tests {
         assert!(p.credentials_at(at(4)).is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(p.credentials_at(at(5)).unwrap().access_key_id, "A");
+    }
+
+    #[test]
+    fn refused_credentials_are_fetched_again_once_whoever_reports_them() {
+        let (p, calls) = scripted(vec![Ok(creds("A", None)), Ok(creds("B", None))]);
+        let a = p.credentials_at(at(0)).unwrap();
+        assert!(p.refresh_rejected(&a));
+        // A second thread refused with A at the same time: it must not cause a third fetch.
+        assert!(p.refresh_rejected(&a));
+        assert_eq!(p.credentials_at(at(1)).unwrap().access_key_id, "B");
+        assert!(
+            p.refresh_rejected(&a),
+            "A was replaced already: worth resending"
+        );
+        assert_eq!(p.credentials_at(at(2)).unwrap().access_key_id, "B");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(!StaticCredentials(a.clone()).refresh_rejected(&a));
     }
 
     #[test]

@@ -5,13 +5,22 @@
 //! list of certificates, never both, and we need the webpki roots *plus* the system bundle,
 //! `SSL_CERT_FILE` and the agent's extra CA files.
 //!
+//! Certificate validity is judged at max(system time, build time) (see [`FloorClockVerifier`]):
+//! a device that boots with its clock in 1970 must still reach the services, which then tell it
+//! the time (see [`super::clock`]).
+//!
 //! Proxies: ureq 3 reads one proxy for every scheme (`ALL_PROXY`, then `HTTPS_PROXY`, then
 //! `HTTP_PROXY`) and its `NO_PROXY` matches `example.com` only exactly, so we pick the proxy per
 //! URL scheme and match `NO_PROXY` ourselves, with one ureq agent (and connection pool) per route.
 
 use log::{debug, warn};
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    StreamOwned,
+};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -336,15 +345,83 @@ fn ca_files(extra: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// rustls with ring, TLS 1.2+, verification always on.
+/// rustls with ring, TLS 1.2+, verification always on (by webpki, at a time no earlier than the
+/// build's).
 fn tls_config(ca_files: &[PathBuf]) -> Result<ClientConfig, HttpError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let fail = |e: &dyn std::fmt::Display| HttpError::Tls(format!("cannot set up TLS: {e}"));
+    let roots = Arc::new(root_store(ca_files));
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| fail(&e))?;
+    let verifier = FloorClockVerifier {
+        inner: webpki,
+        floor: UnixTime::since_unix_epoch(Duration::from_secs(BUILD_TIME)),
+    };
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::Tls(format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(root_store(ca_files))
+        .map_err(|e| fail(&e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
+}
+
+/// When this binary was built (seconds since the epoch; 0 if unknown), from build.rs.
+const BUILD_TIME: u64 = match u64::from_str_radix(env!("SSM_LITE_BUILD_TIME"), 10) {
+    Ok(t) => t,
+    Err(_) => 0,
+};
+
+/// webpki's verifier, judging certificate validity at `max(now, floor)`. Every other check
+/// (chain, name, signatures, key usage) is webpki's own. A clock behind the build time is surely
+/// wrong: certificates that expired before the build are still refused, and ones not yet valid
+/// at the build accepted as soon as the build time reaches them.
+#[derive(Debug)]
+struct FloorClockVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    floor: UnixTime,
+}
+
+impl ServerCertVerifier for FloorClockVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let at = if now.as_secs() < self.floor.as_secs() {
+            self.floor
+        } else {
+            now
+        };
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, at)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 fn root_store(ca_files: &[PathBuf]) -> RootCertStore {
@@ -994,6 +1071,47 @@ mod tests {
         let err = get(&client(&ProxySettings::default()), &url, 5 * SECOND).unwrap_err();
         assert!(matches!(err, HttpError::Tls(_)), "{err}");
         std::fs::remove_file(&ca).unwrap();
+    }
+
+    /// A device whose clock says 1970 still accepts a valid chain: validity is judged at the
+    /// build time. The test chain is valid from 2026-11-22 to 2126.
+    #[test]
+    fn certificates_are_judged_no_earlier_than_the_build_time() {
+        let ca = CertificateDer::from_pem_slice(TEST_CA.as_bytes()).unwrap();
+        let leaf = CertificateDer::from_pem_slice(test_server::TEST_LEAF.as_bytes()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let at = |floor: u64, now: u64| {
+            let verifier = FloorClockVerifier {
+                inner: webpki.clone(),
+                floor: UnixTime::since_unix_epoch(Duration::from_secs(floor)),
+            };
+            let now = UnixTime::since_unix_epoch(Duration::from_secs(now));
+            verifier.verify_server_cert(&leaf, &[], &name, &[], now)
+        };
+        let not_before = 1_795_312_630; // 2026-11-22T01:57:10Z
+        assert!(
+            BUILD_TIME >= not_before,
+            "build time {BUILD_TIME}: build from a git checkout or set SOURCE_DATE_EPOCH"
+        );
+        assert!(at(BUILD_TIME, 0).is_ok(), "1970 clock, real build time");
+        let not_yet = at(0, 0).unwrap_err().to_string();
+        assert!(not_yet.contains("not valid yet"), "{not_yet}");
+        assert!(at(BUILD_TIME, not_before + 86_400).is_ok(), "a right clock");
+        let expired = at(BUILD_TIME, 5_000_000_000).unwrap_err().to_string(); // 2128
+        assert!(expired.contains("expired"), "{expired}");
+        let other = ServerName::try_from("example.com").unwrap();
+        let floor = FloorClockVerifier {
+            inner: webpki.clone(),
+            floor: UnixTime::since_unix_epoch(Duration::from_secs(BUILD_TIME)),
+        };
+        let wrong_name = floor.verify_server_cert(&leaf, &[], &other, &[], UnixTime::now());
+        assert!(wrong_name.is_err(), "names are still checked");
     }
 
     #[test]

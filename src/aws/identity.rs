@@ -181,7 +181,7 @@ pub fn onprem_identity(
     let store = RegistrationStore::new(state_dir);
     let registration = store.load().map_err(|e| {
         format!(
-            "the registration under {} cannot be read: {e}; restore it from a backup, or clear it              (`ssm-lite register --clear`) and register again",
+            "the registration under {} cannot be read: {e}; restore it from a backup, or clear it (`ssm-lite register --clear`) and register again",
             state_dir.display()
         )
     })?;

@@ -349,7 +349,8 @@ fn non_empty(path: &str, text: String) -> Result<String, ImdsError> {
     Ok(value.to_owned())
 }
 
-/// The token from a 200 answer to the PUT; its lifetime from the TTL header (else the TTL asked).
+/// The token from a 200 answer to the PUT; its lifetime from the TTL header (else the TTL asked),
+/// never longer than asked: a huge TTL would overflow the clock (a panic).
 fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError> {
     let value = std::str::from_utf8(&response.body)
         .map(str::trim)
@@ -366,7 +367,7 @@ fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(TOKEN_TTL_HEADER))
         .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        .unwrap_or(TOKEN_TTL_SECS);
+        .map_or(TOKEN_TTL_SECS, |ttl| ttl.min(TOKEN_TTL_SECS));
     Ok(Token {
         value: value.to_owned(),
         expires_at: now + Duration::from_secs(ttl),
@@ -660,6 +661,13 @@ mod tests {
         assert!(!t.fresh_at(now + Duration::from_secs(30)));
         let t = parse_token(&response("tok", None), now).unwrap();
         assert_eq!(t.expires_at, now + Duration::from_secs(TOKEN_TTL_SECS));
+        let huge = u64::MAX.to_string();
+        let t = parse_token(&response("tok", Some(&huge)), now).unwrap();
+        assert_eq!(
+            t.expires_at,
+            now + Duration::from_secs(TOKEN_TTL_SECS),
+            "capped"
+        );
         assert!(parse_token(&response("bad\r\ntoken", None), now).is_err());
         assert!(parse_token(&response("", None), now).is_err());
     }

@@ -1,13 +1,17 @@
-//! AWS JSON 1.1 calls (`POST /`, `X-Amz-Target`), signed, with AWS error bodies decoded.
+//! AWS JSON 1.1 calls (`POST /`, `X-Amz-Target`), signed, with AWS error bodies decoded. A
+//! refusal for the request's time or its credentials is fixed and the call sent again once (see
+//! [`retry`]); what still fails says what it is with [`AwsError::kind`].
 
+use super::clock::{self, Clock};
 use super::credentials::{CredentialsError, CredentialsProvider};
 use super::endpoint::Endpoint;
 use super::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
+use super::retry::{self, ErrorKind, Fix};
 use super::sigv4;
 use log::debug;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -62,6 +66,42 @@ impl AwsError {
             AwsError::Credentials(_) | AwsError::Decode(_) => false,
         }
     }
+
+    /// What kind of failure this is for a caller that tries again later (see [`ErrorKind`]).
+    /// Credential and clock refusals reach callers only after the call layer tried to fix them.
+    pub fn kind(&self) -> ErrorKind {
+        let AwsError::Service {
+            status,
+            code,
+            message,
+        } = self
+        else {
+            return match self {
+                AwsError::Transport(_) => ErrorKind::Retryable,
+                AwsError::Credentials(_) => ErrorKind::Credentials,
+                _ => ErrorKind::Permanent,
+            };
+        };
+        if self.is_throttling() {
+            ErrorKind::Throttled
+        } else if *status >= 500 || *status == 408 {
+            ErrorKind::Retryable
+        } else if is_time_refusal(code, message) {
+            ErrorKind::ClockSkew
+        } else if retry::CREDENTIAL_CODES.contains(&code.as_str()) {
+            ErrorKind::Credentials
+        } else {
+            ErrorKind::Permanent
+        }
+    }
+}
+
+/// A refusal that names the request time itself, as opposed to codes that skew shares with
+/// bad credentials.
+fn is_time_refusal(code: &str, message: &str) -> bool {
+    matches!(code, "RequestTimeTooSkewed" | "RequestInTheFuture")
+        || message.starts_with("Signature expired")
+        || message.starts_with("Signature not yet current")
 }
 
 /// A client for one service: `target_prefix` e.g. `EC2WindowsMessageDeliveryService`,
@@ -73,6 +113,8 @@ pub struct JsonClient {
     target_prefix: &'static str,
     signing_name: &'static str,
     credentials: Arc<dyn CredentialsProvider>,
+    /// [`clock::PROCESS`] but in tests of the skew correction.
+    clock: &'static Clock,
 }
 
 impl JsonClient {
@@ -89,36 +131,44 @@ impl JsonClient {
             target_prefix,
             signing_name,
             credentials,
+            clock: &clock::PROCESS,
         }
     }
 
+    /// The same client stamping its requests with `clock`.
+    #[cfg(test)]
+    fn with_clock(self, clock: &'static Clock) -> JsonClient {
+        JsonClient { clock, ..self }
+    }
+
     /// Calls `<target_prefix>.<operation>` with `input` as the body; returns the response object.
+    /// Credentials are fetched per attempt, so that refreshed ones are picked up.
     pub fn call(
         &self,
         operation: &str,
         input: &Value,
         timeout: Duration,
     ) -> Result<Value, AwsError> {
-        // Fetched per call so that refreshed credentials are picked up.
-        let credentials = self
-            .credentials
-            .credentials()
-            .map_err(AwsError::Credentials)?;
         let target = format!("{}.{operation}", self.target_prefix);
         let body = input.to_string().into_bytes();
-        let mut headers = request_headers(&self.endpoint, &target);
         let (region, service) = (&self.endpoint.region, self.signing_name);
-        sigv4::sign(
-            "POST",
-            "/",
-            &mut headers,
-            &body,
-            &credentials,
-            region,
-            service,
-            SystemTime::now(),
-        );
-        send(&self.http, &self.endpoint, &target, headers, &body, timeout)
+        let provider = self.credentials.as_ref();
+        retry::signed_call(provider, AwsError::Credentials, |credentials| {
+            let mut headers = request_headers(&self.endpoint, &target);
+            let now = self.clock.now();
+            sigv4::sign(
+                "POST",
+                "/",
+                &mut headers,
+                &body,
+                credentials,
+                region,
+                service,
+                now,
+            );
+            let request = (target.as_str(), headers, body.as_slice());
+            attempt(self.clock, &self.http, &self.endpoint, request, timeout)
+        })
     }
 }
 
@@ -142,6 +192,22 @@ pub fn send(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Value, AwsError> {
+    let request = (target, headers, body);
+    attempt(&clock::PROCESS, http, endpoint, request, timeout).map_err(|(e, _)| e)
+}
+
+/// The target, headers and body of one signed JSON 1.1 request.
+pub type Signed<'a> = (&'a str, Vec<(String, String)>, &'a [u8]);
+
+/// [`send`], also saying what would fix a refusal (correcting `clock` when its `Date` shows
+/// skew), for callers that sign again and resend: [`retry::signed_call`], [`retry::keyed_call`].
+pub fn attempt(
+    clock: &Clock,
+    http: &HttpClient,
+    endpoint: &Endpoint,
+    (target, headers, body): Signed<'_>,
+    timeout: Duration,
+) -> Result<Value, (AwsError, Fix)> {
     let url = format!("{}/", endpoint.url);
     let request = HttpRequest {
         method: "POST",
@@ -150,12 +216,18 @@ pub fn send(
         body,
         timeout,
     };
-    let response = http.send(request).map_err(AwsError::Transport)?;
+    let response = http
+        .send(request)
+        .map_err(|e| (AwsError::Transport(e), Fix::None))?;
     debug!("{target} at {}: HTTP {}", endpoint.url, response.status);
     if (200..300).contains(&response.status) {
-        decode_success(target, &response.body)
+        decode_success(target, &response.body).map_err(|e| (e, Fix::None))
     } else {
-        Err(service_error(&response))
+        let fix = retry::fix_for(clock, &response);
+        if fix != Fix::None {
+            debug!("{target} refused ({fix:?}); sending it again unless that was tried");
+        }
+        Err((service_error(&response), fix))
     }
 }
 
@@ -173,8 +245,8 @@ fn decode_success(target: &str, body: &[u8]) -> Result<Value, AwsError> {
     })
 }
 
-/// Decodes an AWS JSON error: the code from `X-Amzn-ErrorType` or `__type`, the message from
-/// `message`/`Message`.
+/// Decodes an AWS error: the code from `X-Amzn-ErrorType`, `__type` or an XML body (see
+/// [`retry::error_code`]), the message from `message`/`Message`.
 fn service_error(response: &HttpResponse) -> AwsError {
     let json: Option<Value> = serde_json::from_slice(&response.body).ok();
     let field = |names: &[&str]| {
@@ -183,16 +255,7 @@ fn service_error(response: &HttpResponse) -> AwsError {
             .iter()
             .find_map(|n| obj.get(*n)?.as_str().map(str::to_string))
     };
-    let header = response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("x-amzn-errortype"))
-        .map(|(_, v)| v.clone());
-    let code = header
-        .or_else(|| field(&["__type", "code", "Code"]))
-        .map(|c| short_code(&c).to_string())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| "UnknownError".to_string());
+    let code = retry::error_code(response).unwrap_or_else(|| "UnknownError".to_string());
     let message = field(&["message", "Message"]).unwrap_or_else(|| {
         // Not an AWS error body (e.g. a proxy's error page): show its start to help diagnose.
         let text = String::from_utf8_lossy(&response.body);
@@ -209,20 +272,16 @@ fn service_error(response: &HttpResponse) -> AwsError {
     }
 }
 
-/// `aws.namespace#Code:http://doc` → `Code`.
-fn short_code(raw: &str) -> &str {
-    let code = raw.rsplit_once('#').map_or(raw, |(_, c)| c);
-    code.split(':').next().unwrap_or_default().trim()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::credentials::{Credentials, StaticCredentials};
+    use crate::aws::credentials::{Credentials, RefreshingCredentials, StaticCredentials};
     use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{Received, Server, response, serve};
     use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::SystemTime;
 
     const SECRET: &str = "test-secret";
 
@@ -432,8 +491,207 @@ mod tests {
         assert_eq!(server.connections(), 0);
     }
 
+    /// A service whose clock is `ahead` of ours: it refuses an `X-Amz-Date` more than 5 minutes
+    /// from its time as ec2messages does, and dates every answer.
+    fn skewed_service(ahead: Duration) -> Server {
+        serve(move |r| {
+            let service_now = SystemTime::now() + ahead;
+            let date = crate::timefmt::http_date(service_now);
+            let sent = r.header("x-amz-date").unwrap_or_default();
+            let skew = crate::timefmt::amz_date(service_now)
+                .get(..11)
+                .is_none_or(|hour| !sent.starts_with(hour));
+            if skew {
+                let body = format!(
+                    r#"{{"__type":"InvalidSignatureException","message":"Signature expired: {sent} is now earlier than ..."}}"#
+                );
+                return Some(response(400, &[("Date", &date)], body.as_bytes()));
+            }
+            Some(response(200, &[("Date", &date)], b"{}"))
+        })
+    }
+
+    fn leaked_clock() -> &'static Clock {
+        Box::leak(Box::new(Clock::new()))
+    }
+
+    #[test]
+    fn a_skewed_clock_is_corrected_from_the_answer_date_and_the_call_resent() {
+        let server = skewed_service(Duration::from_secs(3600));
+        let clock = leaked_clock();
+        let c =
+            client_for(&server.url(), Arc::new(StaticCredentials(credentials()))).with_clock(clock);
+        let input = json!({});
+        assert_eq!(
+            c.call("GetMessages", &input, Duration::from_secs(5))
+                .unwrap(),
+            json!({})
+        );
+        let (first, second) = (
+            server.requests.recv().unwrap(),
+            server.requests.recv().unwrap(),
+        );
+        assert_ne!(first.header("x-amz-date"), second.header("x-amz-date"));
+        assert!(signature_verifies(&second), "re-signed, not just re-dated");
+        assert!(
+            (clock.offset_ms() - 3_600_000).abs() < 3000,
+            "{}",
+            clock.offset_ms()
+        );
+        // Later calls are signed right the first time.
+        c.call("GetMessages", &input, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(server.connections(), 1);
+        assert_eq!(server.requests.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn a_refusal_without_skew_in_its_date_is_not_a_clock_problem() {
+        // The same refusal, dated with our own time: the clock stays, StaticCredentials cannot
+        // refresh, so the error comes back after one request, named as a credentials error.
+        let server = serve(|_| {
+            let date = crate::timefmt::http_date(SystemTime::now());
+            let body = br#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match"}"#;
+            Some(response(400, &[("Date", &date)], body))
+        });
+        let clock = leaked_clock();
+        let c =
+            client_for(&server.url(), Arc::new(StaticCredentials(credentials()))).with_clock(clock);
+        let err = c
+            .call("GetMessages", &json!({}), Duration::from_secs(5))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+        assert_eq!((clock.offset_ms(), server.connections()), (0, 1));
+        assert_eq!(server.requests.try_iter().count(), 1);
+    }
+
+    /// A provider whose `n`-th fetch gives access key `AK<n>`, counted.
+    fn numbered_keys() -> (Arc<RefreshingCredentials>, Arc<AtomicUsize>) {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let provider = RefreshingCredentials::new("test keys", move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            Ok(Credentials {
+                access_key_id: format!("AK{n}"),
+                ..credentials()
+            })
+        });
+        (Arc::new(provider), fetches)
+    }
+
+    fn key_of(r: &Received) -> String {
+        let auth = r.header("authorization").unwrap_or_default();
+        let credential = auth.split("Credential=").nth(1).unwrap_or_default();
+        credential.split('/').next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn refused_credentials_are_refreshed_and_the_call_resent_once() {
+        let server = serve(|r| {
+            Some(if key_of(r) == "AK0" {
+                let body = br#"{"__type":"ExpiredTokenException","message":"The security token included in the request is expired"}"#;
+                response(400, &[], body)
+            } else {
+                response(200, &[], b"{}")
+            })
+        });
+        let (provider, fetches) = numbered_keys();
+        let c = client_for(&server.url(), provider.clone());
+        assert_eq!(
+            c.call("SendReply", &json!({}), Duration::from_secs(5))
+                .unwrap(),
+            json!({})
+        );
+        let keys: Vec<String> = server.requests.try_iter().map(|r| key_of(&r)).collect();
+        assert_eq!(keys, ["AK0", "AK1"]);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // The fresh credentials are kept.
+        c.call("SendReply", &json!({}), Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn credentials_refused_again_come_back_typed_after_one_refresh() {
+        let server = serve(|_| {
+            let body = br#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#;
+            Some(response(403, &[], body))
+        });
+        let (provider, fetches) = numbered_keys();
+        let err = client_for(&server.url(), provider)
+            .call("SendReply", &json!({}), Duration::from_secs(5))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+        assert!(!err.is_retryable() && !err.is_throttling());
+        assert_eq!(server.requests.try_iter().count(), 2);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn error_kinds() {
+        let service = |status: u16, code: &str, message: &str| AwsError::Service {
+            status,
+            code: code.into(),
+            message: message.into(),
+        };
+        let cases = [
+            (
+                service(400, "ThrottlingException", ""),
+                ErrorKind::Throttled,
+            ),
+            (service(429, "UnknownError", ""), ErrorKind::Throttled),
+            (service(503, "UnknownError", ""), ErrorKind::Retryable),
+            (service(408, "UnknownError", ""), ErrorKind::Retryable),
+            (
+                service(400, "ExpiredTokenException", ""),
+                ErrorKind::Credentials,
+            ),
+            (
+                service(
+                    403,
+                    "InvalidSignatureException",
+                    "The request signature we calculated does not match",
+                ),
+                ErrorKind::Credentials,
+            ),
+            (
+                service(
+                    400,
+                    "InvalidSignatureException",
+                    "Signature expired: 20260101T000000Z is now earlier than 20260101T010000Z",
+                ),
+                ErrorKind::ClockSkew,
+            ),
+            (
+                service(403, "RequestTimeTooSkewed", ""),
+                ErrorKind::ClockSkew,
+            ),
+            (
+                service(400, "AccessDeniedException", ""),
+                ErrorKind::Permanent,
+            ),
+            (
+                service(407, "UnknownError", "HTTP 407: proxy"),
+                ErrorKind::Permanent,
+            ),
+            (
+                AwsError::Transport(HttpError::Timeout("t".into())),
+                ErrorKind::Retryable,
+            ),
+            (
+                AwsError::Credentials(CredentialsError("none".into())),
+                ErrorKind::Credentials,
+            ),
+            (AwsError::Decode("bad".into()), ErrorKind::Permanent),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
+    }
+
     #[test]
     fn short_codes() {
+        use retry::short_code;
         assert_eq!(short_code("a.b#Code:http://x"), "Code");
         assert_eq!(short_code("Code"), "Code");
         assert_eq!(short_code("Code:"), "Code");

@@ -163,9 +163,14 @@ impl ControlChannel {
             &self.endpoint,
             &format!("/v1/control-channel/{id}?role=subscribe&stream=input"),
         );
-        let headers = rest::upgrade_headers(&self.endpoint, self.credentials.as_ref(), &url)?;
-        let mut conn = Connection::connect(&self.http, &url, &headers, CONNECT_TIMEOUT)
-            .map_err(|e| MgsError::Transport(e.to_string()))?;
+        let credentials = self.credentials.as_ref();
+        let mut conn = rest::open_websocket(
+            &self.http,
+            &self.endpoint,
+            credentials,
+            &url,
+            CONNECT_TIMEOUT,
+        )?;
         let open = serde_json::json!({
             "Cookie": null,
             "MessageSchemaVersion": "1.0",

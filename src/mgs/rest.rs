@@ -1,12 +1,17 @@
 //! MGS REST calls (protocol §4.1): CreateControlChannel and CreateDataChannel, which return the
-//! token that opens the websocket, and the SigV4 headers of the websocket upgrade (§1.3).
+//! token that opens the websocket, and the SigV4-signed websocket upgrade (§1.3). A refusal for
+//! the request's time or its credentials is fixed and the request sent again once, as for the
+//! JSON 1.1 calls (see [`retry`]).
 
+use super::websocket::Connection;
+use crate::aws::clock;
 use crate::aws::credentials::{Credentials, CredentialsProvider};
 use crate::aws::endpoint::Endpoint;
-use crate::aws::http::{HttpClient, HttpRequest};
+use crate::aws::http::{HttpClient, HttpRequest, HttpResponse};
+use crate::aws::retry::{self, Fix};
 use crate::aws::sigv4;
 use serde_json::json;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The SigV4 signing name of every MGS call.
 pub const SERVICE: &str = "ssmmessages";
@@ -64,34 +69,53 @@ pub fn create_data_channel(
     create_channel(http, endpoint, credentials, &path, &body)
 }
 
-/// SigV4 headers (service `ssmmessages`) for the websocket upgrade `GET <url>` (§1.3):
-/// `X-Amz-Date`, `X-Amz-Security-Token` (with session credentials) and `Authorization`. The
-/// signed `Host` is the URL's authority, which is what the upgrade request carries; for URLs
+/// SigV4 headers (service `ssmmessages`) for the websocket upgrade `GET <path_and_query>`
+/// (§1.3): `X-Amz-Date`, `X-Amz-Security-Token` (with session credentials) and `Authorization`.
+/// The signed `Host` is the URL's authority, which is what the upgrade request carries; for URLs
 /// from [`websocket_url`] that is `endpoint.host`.
-pub fn upgrade_headers(
+fn sign_upgrade(
     endpoint: &Endpoint,
-    credentials: &dyn CredentialsProvider,
-    url: &str,
-) -> Result<Vec<(String, String)>, MgsError> {
-    let (host, path_and_query) = split_url(url).ok_or_else(|| {
-        MgsError::Transport(format!(
-            "cannot sign the websocket upgrade: {url:?} is not a ws:// or wss:// URL"
-        ))
-    })?;
-    let credentials = current(credentials, url)?;
+    credentials: &Credentials,
+    host: &str,
+    path_and_query: &str,
+) -> Vec<(String, String)> {
     let mut headers = vec![("Host".to_string(), host.to_string())];
     sigv4::sign(
         "GET",
-        &path_and_query,
+        path_and_query,
         &mut headers,
         b"",
-        &credentials,
+        credentials,
         &endpoint.region,
         SERVICE,
-        SystemTime::now(),
+        clock::now(),
     );
     headers.retain(|(name, _)| name != "Host");
-    Ok(headers)
+    headers
+}
+
+/// Opens the websocket at `url` (from [`websocket_url`]) with a signed upgrade; a refused
+/// upgrade whose answer shows clock skew or refused credentials is fixed, signed again and sent
+/// once more.
+pub fn open_websocket(
+    http: &HttpClient,
+    endpoint: &Endpoint,
+    credentials: &dyn CredentialsProvider,
+    url: &str,
+    timeout: Duration,
+) -> Result<Connection, MgsError> {
+    let (host, path_and_query) = split_url(url).ok_or_else(|| not_websocket(url))?;
+    retry::signed_call(
+        credentials,
+        |e| no_credentials(&e, url),
+        |credentials| {
+            let headers = sign_upgrade(endpoint, credentials, host, &path_and_query);
+            Connection::open(http, url, &headers, timeout).map_err(|(e, refused)| {
+                let fix = refused.as_ref().map_or(Fix::None, fix);
+                (MgsError::Transport(e.to_string()), fix)
+            })
+        },
+    )
 }
 
 /// The websocket URL for `path_and_query` at `endpoint`: `ws://` for an `http://` endpoint (local
@@ -113,41 +137,43 @@ fn create_channel(
     body: &serde_json::Value,
 ) -> Result<String, MgsError> {
     let url = format!("{}{path}", endpoint.url);
-    let credentials = current(credentials, &url)?;
     let body = body.to_string().into_bytes();
-    let mut headers = vec![
-        ("Host".to_string(), endpoint.host.clone()),
-        ("Content-Type".to_string(), "application/json".to_string()),
-    ];
-    sigv4::sign(
-        "POST",
-        path,
-        &mut headers,
-        &body,
-        &credentials,
-        &endpoint.region,
-        SERVICE,
-        SystemTime::now(),
-    );
-    let request = HttpRequest {
-        method: "POST",
-        url: &url,
-        headers,
-        body: &body,
-        timeout: TIMEOUT,
-    };
-    let response = http
-        .send(request)
-        .map_err(|e| MgsError::Transport(e.to_string()))?;
-    let text = String::from_utf8_lossy(&response.body);
-    if response.status != 201 {
-        return Err(MgsError::Refused {
-            status: response.status,
-            body: text.chars().take(BODY_SHOWN).collect(),
-            access_denied: text.contains("AccessDeniedException"),
-        });
-    }
-    token(&text).ok_or_else(|| {
+    let response = retry::signed_call(
+        credentials,
+        |e| no_credentials(&e, &url),
+        |credentials| {
+            let mut headers = vec![
+                ("Host".to_string(), endpoint.host.clone()),
+                ("Content-Type".to_string(), "application/json".to_string()),
+            ];
+            let (region, now) = (&endpoint.region, clock::now());
+            sigv4::sign(
+                "POST",
+                path,
+                &mut headers,
+                &body,
+                credentials,
+                region,
+                SERVICE,
+                now,
+            );
+            let request = HttpRequest {
+                method: "POST",
+                url: &url,
+                headers,
+                body: &body,
+                timeout: TIMEOUT,
+            };
+            let response = http
+                .send(request)
+                .map_err(|e| (MgsError::Transport(e.to_string()), Fix::None))?;
+            if response.status != 201 {
+                return Err((refused(&response), fix(&response)));
+            }
+            Ok(response)
+        },
+    )?;
+    token(&String::from_utf8_lossy(&response.body)).ok_or_else(|| {
         MgsError::Transport(format!(
             "POST {url}: the 201 answer ({} bytes) has no TokenValue",
             response.body.len()
@@ -155,10 +181,27 @@ fn create_channel(
     })
 }
 
-fn current(provider: &dyn CredentialsProvider, what: &str) -> Result<Credentials, MgsError> {
-    provider
-        .credentials()
-        .map_err(|e| MgsError::Transport(format!("cannot sign the request to {what}: {e}")))
+fn refused(response: &HttpResponse) -> MgsError {
+    let text = String::from_utf8_lossy(&response.body);
+    MgsError::Refused {
+        status: response.status,
+        body: text.chars().take(BODY_SHOWN).collect(),
+        access_denied: text.contains("AccessDeniedException"),
+    }
+}
+
+fn fix(response: &HttpResponse) -> Fix {
+    retry::fix_for(&clock::PROCESS, response)
+}
+
+fn no_credentials(e: &impl std::fmt::Display, what: &str) -> MgsError {
+    MgsError::Transport(format!("cannot sign the request to {what}: {e}"))
+}
+
+fn not_websocket(url: &str) -> MgsError {
+    MgsError::Transport(format!(
+        "cannot sign the websocket upgrade: {url:?} is not a ws:// or wss:// URL"
+    ))
 }
 
 /// `ws[s]://host[:port]/path?query` → (`host[:port]`, `/path?query`), the request target as
@@ -384,7 +427,8 @@ mod tests {
             url,
             format!("wss://ssmmessages.eu-west-1.amazonaws.com{path}")
         );
-        let headers = upgrade_headers(&ep, &creds(Some("TOKEN")), &url).unwrap();
+        let (host, path_and_query) = split_url(&url).unwrap();
+        let headers = sign_upgrade(&ep, &creds(Some("TOKEN")).0, host, &path_and_query);
         let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -409,7 +453,9 @@ mod tests {
             websocket_url(&endpoint(8080), "/x"),
             "ws://127.0.0.1:8080/x"
         );
-        let err = upgrade_headers(&ep, &creds(None), "https://h/x").unwrap_err();
+        let err = open_websocket(&http(), &ep, &creds(None), "https://h/x", TIMEOUT)
+            .err()
+            .unwrap();
         assert!(
             err.to_string().contains("not a ws:// or wss:// URL"),
             "{err}"

@@ -11,7 +11,7 @@
 //! (`HTTPS_PROXY` for `wss://`, `HTTP_PROXY` for `ws://`, `NO_PROXY`) of the agent's
 //! [`HttpClient`].
 
-use crate::aws::http::HttpClient;
+use crate::aws::http::{HttpClient, HttpResponse};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use std::io::{self, Read, Write};
@@ -67,35 +67,48 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens `url` (`wss://…` or `ws://…`), sending `headers` (e.g. SigV4) with the upgrade.
-    /// Blocking, bounded by `timeout` (name resolution aside); afterwards the socket is
-    /// non-blocking.
+    /// [`Connection::open`] without the refusal's answer.
+    #[cfg(test)]
     pub fn connect(
         http: &HttpClient,
         url: &str,
         headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<Connection, WsError> {
+        Connection::open(http, url, headers, timeout).map_err(|(e, _)| e)
+    }
+
+    /// Opens `url` (`wss://…` or `ws://…`), sending `headers` (e.g. SigV4) with the upgrade.
+    /// Blocking, bounded by `timeout` (name resolution aside); afterwards the socket is
+    /// non-blocking. A refused upgrade also gives the service's answer (status, headers, body),
+    /// from which a signer can tell whether signing again helps.
+    pub fn open(
+        http: &HttpClient,
+        url: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Connection, (WsError, Option<HttpResponse>)> {
         let fail = |e: WsError| WsError(format!("websocket {url}: {}", e.0));
+        let plain = |e: WsError| (fail(e), None);
         let deadline = Instant::now() + timeout;
-        let target = Target::parse(url).map_err(fail)?;
+        let target = Target::parse(url).map_err(plain)?;
         let tcp = match http.proxy_for(target.tls, &target.host) {
             Some(proxy) => tunnel(proxy, &target, deadline),
             None => tcp_connect(&target.host, target.port, deadline),
         }
-        .map_err(fail)?;
+        .map_err(plain)?;
         let fd = tcp.socket.as_raw_fd();
         let stream = if target.tls {
-            Stream::Tls(Box::new(tls(http, &target.host, tcp).map_err(fail)?))
+            Stream::Tls(Box::new(tls(http, &target.host, tcp).map_err(plain)?))
         } else {
             Stream::Plain(tcp)
         };
-        let mut ws = upgrade(url, headers, stream, timeout).map_err(fail)?;
+        let mut ws = upgrade(url, headers, stream, timeout).map_err(|(e, r)| (fail(e), r))?;
         let tcp = ws.get_mut().tcp();
         tcp.deadline = None;
         tcp.socket
             .set_nonblocking(true)
-            .map_err(|e| fail(WsError(format!("cannot make the socket non-blocking: {e}"))))?;
+            .map_err(|e| plain(WsError(format!("cannot make the socket non-blocking: {e}"))))?;
         Ok(Connection {
             ws,
             fd,
@@ -437,21 +450,24 @@ fn tls(
     Ok(StreamOwned::new(conn, tcp))
 }
 
-/// The HTTP upgrade with `headers` added (replacing any of the same name).
+/// The HTTP upgrade with `headers` added (replacing any of the same name); a refusal comes
+/// with the service's answer.
 fn upgrade(
     url: &str,
     headers: &[(String, String)],
     stream: Stream,
     timeout: Duration,
-) -> Result<WebSocket<Stream>, WsError> {
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| WsError(format!("cannot build the upgrade request: {e}")))?;
+) -> Result<WebSocket<Stream>, (WsError, Option<HttpResponse>)> {
+    let mut request = url.into_client_request().map_err(|e| {
+        (
+            WsError(format!("cannot build the upgrade request: {e}")),
+            None,
+        )
+    })?;
     for (name, value) in headers {
         let bad = || {
-            WsError(format!(
-                "header {name:?} cannot be sent (invalid name or value)"
-            ))
+            let e = format!("header {name:?} cannot be sent (invalid name or value)");
+            (WsError(e), None)
         };
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
         // The value is not shown: it may be a signature or token.
@@ -469,33 +485,44 @@ fn upgrade(
         Ok((ws, _response)) => return Ok(ws),
         // Blocking sockets only stop short of the end when a timeout hit.
         Err(HandshakeError::Interrupted(_)) => {
-            return Err(WsError(format!("no upgrade answer within {timeout:?}")));
+            let e = WsError(format!("no upgrade answer within {timeout:?}"));
+            return Err((e, None));
         }
         Err(HandshakeError::Failure(e)) => e,
     };
-    Err(WsError(match failure {
-        WsLibError::Http(response) => {
-            let body = response.body().as_deref().unwrap_or_default();
-            let body: String = String::from_utf8_lossy(body)
-                .chars()
-                .take(BODY_SHOWN)
-                .collect();
-            format!("upgrade refused with HTTP {}: {body}", response.status())
-        }
-        WsLibError::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => format!(
-            "TLS failed: {e} (is the server's CA in the system bundle, SSL_CERT_FILE or the \
+    if let WsLibError::Http(response) = failure {
+        let refused = HttpResponse {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect(),
+            body: response.body().clone().unwrap_or_default(),
+        };
+        let body = String::from_utf8_lossy(&refused.body);
+        let body: String = body.chars().take(BODY_SHOWN).collect();
+        let e = format!("upgrade refused with HTTP {}: {body}", refused.status);
+        return Err((WsError(e), Some(refused)));
+    }
+    Err((
+        WsError(match failure {
+            WsLibError::Io(e) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => format!(
+                "TLS failed: {e} (is the server's CA in the system bundle, SSL_CERT_FILE or the \
              agent's CA file?)"
-        ),
-        WsLibError::Io(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            format!("no upgrade answer within {timeout:?}")
-        }
-        other => format!("upgrade failed: {other}"),
-    }))
+            ),
+            WsLibError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                format!("no upgrade answer within {timeout:?}")
+            }
+            other => format!("upgrade failed: {other}"),
+        }),
+        None,
+    ))
 }
 
 #[cfg(test)]
@@ -763,6 +790,46 @@ mod tests {
             assert_eq!(next_frame(&mut conn), Frame::Closed, "{command} tls={tls}");
             assert_eq!(conn.read().unwrap(), Some(Frame::Closed));
         }
+    }
+
+    /// A refused upgrade hands back the service's answer, from which a signer learns the
+    /// service's time (the `Date`) and what was refused.
+    #[test]
+    fn a_refused_upgrade_gives_the_services_answer() {
+        let body = br#"{"message":"Signature expired: 20260101T000000Z is now earlier than 20260101T010000Z"}"#;
+        let headers = [
+            ("Date", "Thu, 01 Jan 2026 01:05:00 GMT"),
+            ("X-Amzn-ErrorType", "InvalidSignatureException"),
+        ];
+        let refusing = serve(move |_| Some(response(403, &headers, body)));
+        let url = format!("ws://127.0.0.1:{}/v1/control-channel/i-1", refusing.port);
+        let (err, refused) = Connection::open(&client(ProxySettings::default()), &url, &[], WAIT)
+            .err()
+            .unwrap();
+        assert!(err.0.contains("HTTP 403"), "{err}");
+        let refused = refused.expect("the refusal's answer");
+        assert_eq!((refused.status, refused.body.as_slice()), (403, &body[..]));
+        let header = |name: &str| {
+            let found = refused
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name));
+            found.map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("date"), Some("Thu, 01 Jan 2026 01:05:00 GMT"));
+        assert_eq!(
+            header("x-amzn-errortype"),
+            Some("InvalidSignatureException")
+        );
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let url = format!("ws://127.0.0.1:{}/x", closed.port());
+        let (_, refused) = Connection::open(&client(ProxySettings::default()), &url, &[], WAIT)
+            .err()
+            .unwrap();
+        assert!(refused.is_none(), "no answer, nothing to learn from");
     }
 
     #[test]

@@ -7,11 +7,13 @@ use super::credentials::{self, ManagedInstanceService, RoleToken};
 use super::keys::KeyPair;
 use super::rsasign::{PssSigner, SIGNING_NAME, TARGET_PREFIX};
 use super::store::{KEY_TYPE, Registration, RegistrationStore};
+use crate::aws::clock;
 use crate::aws::credentials::{CredentialsError, CredentialsProvider, RefreshingCredentials};
 use crate::aws::endpoint::Endpoint;
 use crate::aws::http::HttpClient;
 use crate::aws::imds::ImdsClient;
 use crate::aws::jsonrpc::{self, AwsError};
+use crate::aws::retry::{self, Fix};
 use crate::aws::sigv4;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -45,35 +47,43 @@ impl DhmcClient {
     }
 
     /// Calls `AmazonSSM.<operation>` signed with the identity credentials; with `key`, also
-    /// with the asymmetric-key header.
+    /// with the asymmetric-key header. Clock and credential refusals are fixed and resent once.
     pub fn call(
         &self,
         key: Option<&dyn PssSigner>,
         operation: &str,
         input: &Value,
     ) -> Result<Value, AwsError> {
-        let credentials = self.identity.credentials().map_err(AwsError::Credentials)?;
         let target = format!("{TARGET_PREFIX}.{operation}");
         let body = input.to_string().into_bytes();
-        let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
         let region = &self.endpoint.region;
-        let now = SystemTime::now();
-        sigv4::sign(
-            "POST",
-            "/",
-            &mut headers,
-            &body,
-            &credentials,
-            region,
-            SIGNING_NAME,
-            now,
-        );
-        if let Some(key) = key {
-            add_asymmetric_signature(&mut headers, key)
-                .map_err(|e| AwsError::Credentials(CredentialsError(e)))?;
-        }
-        let (http, endpoint) = (&self.http, &self.endpoint);
-        jsonrpc::send(http, endpoint, &target, headers, &body, CALL_TIMEOUT)
+        let provider = self.identity.as_ref();
+        retry::signed_call(provider, AwsError::Credentials, |credentials| {
+            let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
+            let now = clock::now();
+            sigv4::sign(
+                "POST",
+                "/",
+                &mut headers,
+                &body,
+                credentials,
+                region,
+                SIGNING_NAME,
+                now,
+            );
+            if let Some(key) = key {
+                add_asymmetric_signature(&mut headers, key)
+                    .map_err(|e| (AwsError::Credentials(CredentialsError(e)), Fix::None))?;
+            }
+            let request = (target.as_str(), headers, body.as_slice());
+            jsonrpc::attempt(
+                &clock::PROCESS,
+                &self.http,
+                &self.endpoint,
+                request,
+                CALL_TIMEOUT,
+            )
+        })
     }
 }
 

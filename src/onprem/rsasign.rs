@@ -4,10 +4,12 @@
 //! string to sign in place of the hex HMAC.
 
 use super::keys::KeyPair;
+use crate::aws::clock;
 use crate::aws::credentials::CredentialsError;
 use crate::aws::endpoint::Endpoint;
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::{self, AwsError};
+use crate::aws::retry::{self, Fix};
 use crate::aws::sigv4;
 use serde_json::Value;
 use std::sync::Arc;
@@ -80,7 +82,8 @@ impl RsaClient {
     }
 
     /// Calls `AmazonSSM.<operation>` with `input` as the body, signed with `key`; returns the
-    /// response object. A key that cannot sign is a `Credentials` error (nothing is sent).
+    /// response object. A key that cannot sign is a `Credentials` error (nothing is sent). A
+    /// refusal for the request's time is signed again with the service's time and resent once.
     pub fn call(
         &self,
         key: &dyn PssSigner,
@@ -90,19 +93,30 @@ impl RsaClient {
     ) -> Result<Value, AwsError> {
         let target = format!("{TARGET_PREFIX}.{operation}");
         let body = input.to_string().into_bytes();
-        let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
-        sign(
-            "POST",
-            "/",
-            &mut headers,
-            &body,
-            &self.instance_id,
-            key,
-            &self.endpoint.region,
-            SystemTime::now(),
-        )
-        .map_err(|e| AwsError::Credentials(CredentialsError(e)))?;
-        jsonrpc::send(&self.http, &self.endpoint, &target, headers, &body, timeout)
+        retry::keyed_call(|| {
+            let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
+            let region = &self.endpoint.region;
+            let now = clock::now();
+            sign(
+                "POST",
+                "/",
+                &mut headers,
+                &body,
+                &self.instance_id,
+                key,
+                region,
+                now,
+            )
+            .map_err(|e| (AwsError::Credentials(CredentialsError(e)), Fix::None))?;
+            let request = (target.as_str(), headers, body.as_slice());
+            jsonrpc::attempt(
+                &clock::PROCESS,
+                &self.http,
+                &self.endpoint,
+                request,
+                timeout,
+            )
+        })
     }
 }
 

@@ -177,10 +177,10 @@ fn connect(env: &SessionEnv, session_id: &str) -> Result<Connection, String> {
         &env.endpoint,
         &format!("/v1/data-channel/{session_id}?role=publish_subscribe"),
     );
-    let headers = rest::upgrade_headers(&env.endpoint, env.credentials.as_ref(), &url)
-        .map_err(|e| e.to_string())?;
-    let mut conn = Connection::connect(&env.http, &url, &headers, CONNECT_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let credentials = env.credentials.as_ref();
+    let mut conn =
+        rest::open_websocket(&env.http, &env.endpoint, credentials, &url, CONNECT_TIMEOUT)
+            .map_err(|e| e.to_string())?;
     let open = json!({
         "MessageSchemaVersion": "1.0",
         "RequestId": crate::random::uuid_v4(),

@@ -377,3 +377,60 @@ pub fn group_gone_within(pgid: &str, limit: Duration) -> bool {
     }
     true
 }
+
+/// An emulator whose services' clock is `offset_secs` from the real one (+3600: an hour ahead
+/// of the agent, whose clock is then wrong).
+pub fn skewed_emulator(offset_secs: i64) -> Emulator {
+    Emulator::start(Options {
+        poll_hold: Duration::from_secs(2),
+        clock_offset_secs: offset_secs,
+        ..Options::default()
+    })
+}
+
+/// An endpoint where nothing listens: the service it stands for never answers, so that a test
+/// sees only the others.
+pub fn nowhere() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The agent's clock was corrected once, and said so once (`way`: "behind" or "ahead of"):
+/// requests were refused for their time (`refusal`: the start of the emulator's message) only
+/// to `targets`, each at most once (calls signed at the same moment are each refused once, then
+/// resent with the corrected time), and nothing else was refused.
+pub fn assert_clock_corrected_once(
+    emu: &Emulator,
+    agent: &Agent,
+    targets: &[&str],
+    refusal: &str,
+    way: &str,
+) {
+    let failures = emu.signature_failures();
+    let shown: Vec<(&str, Option<&str>)> = failures
+        .iter()
+        .map(|r| (r.target.as_str(), r.signature.failure()))
+        .collect();
+    assert!(!shown.is_empty(), "no request was refused for its time");
+    for target in targets {
+        let refused = shown.iter().filter(|(t, _)| t.starts_with(target)).count();
+        assert!(refused <= 1, "{target} refused {refused} times: {shown:?}");
+    }
+    for (target, why) in &shown {
+        assert!(targets.iter().any(|t| target.starts_with(t)), "{shown:?}");
+        assert!(why.is_some_and(|m| m.starts_with(refusal)), "{shown:?}");
+    }
+    let log = agent.log();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("clock: the system clock is"))
+        .collect();
+    assert_eq!(said.len(), 1, "logged once: {said:?}");
+    assert!(
+        said[0].contains(&format!(" s {way} the AWS service's")),
+        "{said:?}"
+    );
+}

@@ -28,13 +28,13 @@ pub(crate) struct IssuedKey {
 }
 
 impl IssuedKey {
-    /// Fresh temporary credentials valid for `lifetime` from now.
-    pub fn new(lifetime: Duration) -> IssuedKey {
+    /// Fresh temporary credentials valid for `lifetime` from `now`.
+    pub fn new(lifetime: Duration, now: SystemTime) -> IssuedKey {
         IssuedKey {
             access_key: format!("ASIA{}", random_string(16, UPPER_ALNUM)),
             secret: random_string(40, SECRET_CHARS),
             token: random_string(120, SECRET_CHARS),
-            expires: SystemTime::now() + lifetime,
+            expires: now + lifetime,
         }
     }
 
@@ -196,7 +196,7 @@ fn iam_info(st: &State) -> String {
 
 /// Issues fresh credentials (every call gets new keys) and returns the credential document.
 fn issue(st: &mut State) -> String {
-    let key = IssuedKey::new(st.options.credential_lifetime);
+    let key = IssuedKey::new(st.options.credential_lifetime, st.now());
     let doc = json!({
         "Code": "Success",
         "LastUpdated": iso8601(SystemTime::now()),

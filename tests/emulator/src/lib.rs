@@ -118,6 +118,10 @@ pub struct Options {
     pub role_token_lifetime: Duration,
     /// The VPC CIDR blocks (IPv4 and IPv6) IMDS lists for the instance's one network interface.
     pub vpc_cidr_blocks: Vec<String>,
+    /// The services' clock minus the real one, in seconds: +3600 runs them an hour ahead of the
+    /// agent, whose clock is then wrong by an hour. Signatures are judged, credentials dated and
+    /// every answer's `Date` written by the shifted clock.
+    pub clock_offset_secs: i64,
 }
 
 impl Default for Options {
@@ -141,6 +145,7 @@ impl Default for Options {
             activations: vec![Activation::demo()],
             role_token_lifetime: Duration::from_secs(3600),
             vpc_cidr_blocks: vec!["172.31.0.0/16".into()],
+            clock_offset_secs: 0,
         }
     }
 }
@@ -331,6 +336,11 @@ impl Emulator {
     }
 
     /// Role tokens issued from now on live `d` (e.g. 60 s to exercise refreshes).
+    /// Moves the services' clock to `secs` from the real time (see [`Options::clock_offset_secs`]).
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.shared.update(|st| st.options.clock_offset_secs = secs);
+    }
+
     pub fn set_role_token_lifetime(&self, d: Duration) {
         self.shared.update(|st| st.options.role_token_lifetime = d);
     }

@@ -185,7 +185,7 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Option<(Outcome, Sig
         return Some((not_found(req), SigCheck::NotChecked));
     }
     let verified = shared.read(|st| {
-        sigv4::verify(req, &st.options.region, SERVICE, SystemTime::now(), |ak| {
+        sigv4::verify(req, &st.options.region, SERVICE, st.now(), |ak| {
             st.key_info(ak)
         })
     });

@@ -286,6 +286,7 @@ pub(crate) fn verify_asymmetric(
             None => Err(SigError {
                 code: "AccessDeniedException",
                 message: format!("{instance_id} is not registered for Default Host Management"),
+                status: 403,
             }),
         };
         st.onprem.rsa_checks.push(RsaCheck {
@@ -306,6 +307,7 @@ fn check_asymmetric(req: &Request, public_pkcs1: &[u8]) -> Result<(), SigError> 
     let bad = |message: String| SigError {
         code: "InvalidSignatureException",
         message,
+        status: 403,
     };
     let authorization = req.header("Authorization").unwrap_or_default();
     let value = req.header(ASYMMETRIC_HEADER).unwrap_or_default();
@@ -538,7 +540,7 @@ fn role_token(st: &mut State, caller: &str, body: &Value) -> Result<Response, Re
         ));
     }
     let update_key_pair = instance.rotation_requested;
-    let key = IssuedKey::new(lifetime);
+    let key = IssuedKey::new(lifetime, st.now());
     let expires = key.expires.duration_since(UNIX_EPOCH).unwrap_or_default();
     let answer = json!({
         "AccessKeyId": key.access_key,

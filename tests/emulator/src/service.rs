@@ -2,13 +2,14 @@
 //! injected faults and writes the request log.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
 use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
+use crate::util::http_date;
 use crate::{control, imds, kms, mds, mgs, onprem, sigv4};
 
 const SSM_PREFIX: &str = "AmazonSSM";
@@ -34,7 +35,12 @@ impl Handled {
 
 /// The server's request handler.
 pub(crate) fn handle(shared: &Arc<Shared>, req: &Request) -> Outcome {
-    let handled = route(shared, req);
+    let mut handled = route(shared, req);
+    // Every answer is dated, as the real services' are: the agent corrects its clock from it.
+    let date = http_date(shared.read(|st| st.now()));
+    if let Outcome::Respond(r) | Outcome::Upgrade(r, _) = &mut handled.outcome {
+        r.headers.push(("Date".into(), date));
+    }
     let status = match &handled.outcome {
         Outcome::Respond(r) => r.status,
         Outcome::Close => 0,
@@ -120,7 +126,7 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
         other => other,
     };
     let mut handled = Handled::plain(target, Response::text(500, ""));
-    let now = SystemTime::now();
+    let now = shared.read(|st| st.now());
     let verified = match auth {
         Auth::Hmac => shared
             .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak))),
@@ -132,7 +138,7 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
     };
     match verified {
         Err(e) => {
-            handled.outcome = Outcome::Respond(Response::aws_error(403, e.code, &e.message));
+            handled.outcome = Outcome::Respond(Response::aws_error(e.status, e.code, &e.message));
             handled.signature = SigCheck::Failed(e.message);
         }
         Ok(caller) => {

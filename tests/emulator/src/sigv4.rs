@@ -26,17 +26,27 @@ pub struct KeyInfo {
     pub expires: Option<SystemTime>,
 }
 
-/// Why a request was refused; `code` is the AWS error type answered with 403.
+/// Why a request was refused; `code` is the AWS error type, answered with `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigError {
     pub code: &'static str,
     pub message: String,
+    /// 403, but 400 for a refused request time, as the JSON 1.1 services answer it.
+    pub status: u16,
 }
 
 fn invalid(message: String) -> SigError {
     SigError {
         code: "InvalidSignatureException",
         message,
+        status: 403,
+    }
+}
+
+fn too_skewed(message: String) -> SigError {
+    SigError {
+        status: 400,
+        ..invalid(message)
     }
 }
 
@@ -44,6 +54,7 @@ fn unrecognized(message: &str) -> SigError {
     SigError {
         code: "UnrecognizedClientException",
         message: message.to_string(),
+        status: 403,
     }
 }
 
@@ -246,11 +257,20 @@ fn check_date(amz_date: &str, auth: &Authorization, now: SystemTime) -> Result<(
             auth.date
         )));
     }
-    let skew = now.duration_since(when).unwrap_or_else(|e| e.duration());
-    if skew > MAX_SKEW {
-        return Err(invalid(format!(
-            "Signature expired: {amz_date} is more than {} s away from the server time",
-            MAX_SKEW.as_secs()
+    // The services' own words, which name the limit in their time.
+    let stamp = crate::util::amz_date;
+    if now.duration_since(when).is_ok_and(|d| d > MAX_SKEW) {
+        return Err(too_skewed(format!(
+            "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
+            stamp(now - MAX_SKEW),
+            stamp(now)
+        )));
+    }
+    if when.duration_since(now).is_ok_and(|d| d > MAX_SKEW) {
+        return Err(too_skewed(format!(
+            "Signature not yet current: {amz_date} is still later than {} ({} + 5 min.)",
+            stamp(now + MAX_SKEW),
+            stamp(now)
         )));
     }
     Ok(())
@@ -611,7 +631,17 @@ mod tests {
         assert_eq!(unknown.unwrap_err().code, "UnrecognizedClientException");
 
         let stale = check(&req, &key, now + MAX_SKEW + Duration::from_secs(1));
-        assert!(stale.unwrap_err().message.starts_with("Signature expired"));
+        let stale = stale.unwrap_err();
+        assert!(stale.message.starts_with("Signature expired"), "{stale:?}");
+        assert_eq!(
+            stale.status, 400,
+            "as the JSON 1.1 services answer a skewed time"
+        );
+        let early = check(&req, &key, now - MAX_SKEW - Duration::from_secs(1)).unwrap_err();
+        assert!(
+            early.message.starts_with("Signature not yet current"),
+            "{early:?}"
+        );
         assert!(
             check(&req, &key, now - MAX_SKEW).is_ok(),
             "skew limit is inclusive"

@@ -216,6 +216,14 @@ impl State {
             })
     }
 
+    /// The services' time: the real time moved by [`Options::clock_offset_secs`].
+    pub fn now(&self) -> SystemTime {
+        let secs = self.options.clock_offset_secs;
+        let by = Duration::from_secs(secs.unsigned_abs());
+        let now = SystemTime::now();
+        if secs >= 0 { now + by } else { now - by }
+    }
+
     /// Increases on every change; lets a watcher notice that something happened.
     pub fn version(&self) -> u64 {
         self.version

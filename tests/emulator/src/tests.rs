@@ -355,20 +355,21 @@ fn verifier_accepts_good_and_rejects_bad_signatures() {
         "ssm",
         now,
     );
+    // A refused request time is a 400, as the JSON 1.1 services answer it; the rest 403.
     let cases = [
-        (tampered, "InvalidSignatureException"),
-        (wrong_region, "InvalidSignatureException"),
-        (stale, "InvalidSignatureException"),
-        (wrong_service, "InvalidSignatureException"),
-        (unknown, "UnrecognizedClientException"),
-        (no_token, "UnrecognizedClientException"),
+        (tampered, 403, "InvalidSignatureException"),
+        (wrong_region, 403, "InvalidSignatureException"),
+        (stale, 400, "InvalidSignatureException"),
+        (wrong_service, 403, "InvalidSignatureException"),
+        (unknown, 403, "UnrecognizedClientException"),
+        (no_token, 403, "UnrecognizedClientException"),
     ];
     let n = cases.len();
-    for (req, expected) in cases {
+    for (req, status, expected) in cases {
         let resp = send(&emu, &req).unwrap();
         assert_eq!(
             (resp.status, resp.error_type()),
-            (403, expected.to_string()),
+            (status, expected.to_string()),
             "{}",
             resp.text()
         );

@@ -106,14 +106,29 @@ pub fn iso8601_ms(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
 }
 
+/// `Wed, 02 Dec 2026 18:24:57 GMT`, the HTTP `Date` format (RFC 9110 IMF-fixdate).
+pub fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s, _) = utc_parts(t);
+    let days = t
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+        / 86_400;
+    let (day, month) = (DAYS[(days % 7) as usize], MONTHS[mo as usize - 1]);
+    format!("{day}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT")
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ`, IMDS's timestamp format.
 pub fn iso8601(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s, _) = utc_parts(t);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// `YYYYMMDDTHHMMSSZ`, the SigV4 `X-Amz-Date` format (tests sign with it).
-#[cfg(test)]
+/// `YYYYMMDDTHHMMSSZ`, the SigV4 `X-Amz-Date` format.
 pub fn amz_date(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s, _) = utc_parts(t);
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
