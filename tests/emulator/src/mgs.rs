@@ -142,6 +142,11 @@ impl MgsState {
         self.errors.push(e);
     }
 
+    /// Closes the control channel's connection abruptly (its thread notices on the next tick).
+    pub(crate) fn drop_control(&mut self) {
+        self.control = None;
+    }
+
     pub fn control_connected(&self) -> bool {
         self.control.is_some()
     }
@@ -184,10 +189,9 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Option<(Outcome, Sig
     if id.is_empty() || id.contains('/') {
         return Some((not_found(req), SigCheck::NotChecked));
     }
+    let now = shared.now();
     let verified = shared.read(|st| {
-        sigv4::verify(req, &st.options.region, SERVICE, SystemTime::now(), |ak| {
-            st.key_info(ak)
-        })
+        sigv4::verify(req, &st.options.region, SERVICE, now, |ak| st.key_info(ak))
     });
     if let Err(e) = verified {
         let body = xml_error(e.code, &e.message);

@@ -2,7 +2,7 @@
 //! injected faults and writes the request log.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -120,7 +120,7 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
         other => other,
     };
     let mut handled = Handled::plain(target, Response::text(500, ""));
-    let now = SystemTime::now();
+    let now = shared.now();
     let verified = match auth {
         Auth::Hmac => shared
             .read(|st| sigv4::verify(req, &st.options.region, service, now, |ak| st.key_info(ak))),
