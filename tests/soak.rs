@@ -25,8 +25,8 @@ use ssm_emulator::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
@@ -277,7 +277,10 @@ struct Window {
 
 fn fault_kinds() -> Vec<(&'static str, FaultWindow)> {
     vec![
-        ("credential error (ExpiredTokenException)", FaultWindow::expired_token()),
+        (
+            "credential error (ExpiredTokenException)",
+            FaultWindow::expired_token(),
+        ),
         ("5xx", FaultWindow::server_error()),
         ("throttling", FaultWindow::throttling()),
         ("connection resets", FaultWindow::Reset),
@@ -375,7 +378,8 @@ impl Load {
     /// [`STALLED`] (older ones do not hold the load back; the report names them).
     fn refresh(&mut self, emu: &Emulator, after: Duration) -> usize {
         let sent = &mut self.sent;
-        self.open.retain(|&i| !emu.read(|st| sent[i].via.has_final(st)));
+        self.open
+            .retain(|&i| !emu.read(|st| sent[i].via.has_final(st)));
         for &i in &self.open {
             let s = &mut sent[i];
             if s.resends < 50
@@ -404,7 +408,10 @@ impl Load {
     /// waits for the next poll; the service would not have routed it there. Closing the control
     /// channel makes the agent poll again (at most every 10 s).
     fn nudge_stalled_mds(&mut self, emu: &Emulator) {
-        if self.last_nudge.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+        if self
+            .last_nudge
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
             return;
         }
         let stalled = self.open.iter().any(|&i| {
@@ -448,10 +455,9 @@ fn run_session(emu: &Emulator, n: usize) -> SessionOutcome {
         Some(done) if done.final_status != "Success" => {
             Some(format!("ended {}: {}", done.final_status, done.payload))
         }
-        Some(_) if !s.output_string().contains(&text) => Some(format!(
-            "output {:?} lacks {text:?}",
-            s.output_string()
-        )),
+        Some(_) if !s.output_string().contains(&text) => {
+            Some(format!("output {:?} lacks {text:?}", s.output_string()))
+        }
         Some(_) => None,
     };
     SessionOutcome {
@@ -690,10 +696,7 @@ fn report_soak(
             scale.commands
         ));
     }
-    let mds = sent
-        .iter()
-        .filter(|s| matches!(s.via, Via::Mds(_)))
-        .count();
+    let mds = sent.iter().filter(|s| matches!(s.via, Via::Mds(_))).count();
     eprintln!(
         "soak: {} commands sent ({mds} over ec2messages, {} over MGS), {finals} final replies \
          received; {} sessions started, {sessions_ok} completed; {} fault windows of {:?} in {:.0} s",
@@ -720,8 +723,14 @@ fn report_soak(
         _ => problems.push("the agent died during the soak".into()),
     }
     for w in timeline {
-        let during: Vec<&Sent> = sent.iter().filter(|s| s.at >= w.from && s.at <= w.to).collect();
-        let mds = during.iter().filter(|s| matches!(s.via, Via::Mds(_))).count();
+        let during: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| s.at >= w.from && s.at <= w.to)
+            .collect();
+        let mds = during
+            .iter()
+            .filter(|s| matches!(s.via, Via::Mds(_)))
+            .count();
         eprintln!(
             "soak: window {} – {} {}: {} commands sent ({mds} over ec2messages)",
             at(w.from),
@@ -883,7 +892,10 @@ fn crash_command(scratch: &Path, n: usize, kind: u64) -> (CrashCommand, Value) {
     );
     let (steps, may_rerun): (Vec<String>, Vec<bool>) = match kind {
         0 => (vec![run(0, "")], vec![false]),
-        1 => ((0..3).map(|i| run(i, "; sleep 0.3")).collect(), vec![false; 3]),
+        1 => (
+            (0..3).map(|i| run(i, "; sleep 0.3")).collect(),
+            vec![false; 3],
+        ),
         2 => (vec![run(0, "; sleep 1.5")], vec![false]),
         _ => (vec![reboot, run(1, "")], vec![true, false]),
     };
@@ -972,7 +984,10 @@ fn wait_for_point(
 /// The text of the agent's current run's log.
 fn current_log(agent: &Agent) -> String {
     let log = agent.log();
-    log.rsplit("--- restart ---").next().unwrap_or_default().to_owned()
+    log.rsplit("--- restart ---")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn crash_loop(kills: usize) {
@@ -1068,9 +1083,7 @@ fn check_crash_command(
         let n = runs(marker);
         let allowed = if *may_rerun { 2 } else { 1 };
         if n > allowed {
-            problems.push(format!(
-                "{id}: step s{i} ran {n} times (at most {allowed})"
-            ));
+            problems.push(format!("{id}: step s{i} ran {n} times (at most {allowed})"));
         }
         let said = reported.get(&format!("s{i}")).map(String::as_str);
         if n == 0 && (said == Some("Success") || status == "Success") {

@@ -25,7 +25,9 @@ impl Emulator {
     /// Switches `fault` on for the next `d` (see [`FaultWindow`]); returns at once.
     pub fn fault_window(&self, fault: FaultWindow, d: Duration) {
         let until = Instant::now() + d;
-        let on_calls = self.shared.update(|st| st.faults.open_window(&fault, until));
+        let on_calls = self
+            .shared
+            .update(|st| st.faults.open_window(&fault, until));
         if on_calls {
             return;
         }

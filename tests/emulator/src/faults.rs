@@ -247,7 +247,11 @@ mod tests {
         assert!(f.open_window(&FaultWindow::ClockJump(Duration::from_secs(600)), until));
         assert!(!f.open_window(&FaultWindow::PausedPublication, until));
         assert_eq!(f.take(Api::Kms, now), Some(Fault::Drop));
-        assert_eq!(f.take(Api::Kms, now), Some(Fault::Drop), "a window, not a count");
+        assert_eq!(
+            f.take(Api::Kms, now),
+            Some(Fault::Drop),
+            "a window, not a count"
+        );
         assert_eq!(f.take_delay(Api::Ssm), Some(Duration::from_millis(5)));
         assert_eq!(f.clock_offset(now), Duration::from_secs(600));
         let after = until + Duration::from_secs(1);

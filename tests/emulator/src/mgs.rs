@@ -190,9 +190,8 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Option<(Outcome, Sig
         return Some((not_found(req), SigCheck::NotChecked));
     }
     let now = shared.now();
-    let verified = shared.read(|st| {
-        sigv4::verify(req, &st.options.region, SERVICE, now, |ak| st.key_info(ak))
-    });
+    let verified = shared
+        .read(|st| sigv4::verify(req, &st.options.region, SERVICE, now, |ak| st.key_info(ak)));
     if let Err(e) = verified {
         let body = xml_error(e.code, &e.message);
         return Some((
