@@ -660,7 +660,22 @@ fn report_soak(
             s.resends
         );
         match statuses.as_slice() {
-            [] => problems.push(format!("LOST: no final reply for {what}")),
+            [] => {
+                let seen = emu.read(|st| match &s.via {
+                    Via::Mds(id) => format!(
+                        "delivered {}×, acked {}×, {} reply(ies)",
+                        st.deliveries(id).len(),
+                        st.acks().iter().filter(|a| *a == id).count(),
+                        st.replies(id).len()
+                    ),
+                    Via::Mgs(id) => format!(
+                        "{} ack(s), {} reply(ies)",
+                        st.mgs().job_acks(id).len(),
+                        st.mgs().job_replies(id).len()
+                    ),
+                });
+                problems.push(format!("LOST: no final reply for {what}; {seen}"));
+            }
             [one] if one == "Success" => {
                 finals += 1;
                 let n = s.payload["CommandId"].as_str().unwrap_or_default();
