@@ -22,7 +22,7 @@ QEMU_CPU_armhf := arm1176
 DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
 
 .PHONY: all build release tools binaries demo demo-shell demo-port test test-native test-release \
-	test-artifacts lint bench clean FORCE
+	test-artifacts lint bench soak clean FORCE
 
 all: build
 
@@ -107,6 +107,12 @@ bench:
 	$(CARGO) build --release --bin ssm-lite
 	$(CARGO) bench -p ssm-lite --bench agent
 	$(CARGO) bench -p ssm-lite --bench sessions
+
+# The full soak (10,000 commands and 200 sessions under windowed faults) and crash loop (100
+# SIGKILLs), not in CI; their two-minute variants run in `make test`. Sizes and the seed from
+# SSM_LITE_SOAK_COMMANDS, SSM_LITE_SOAK_SESSIONS, SSM_LITE_CRASH_KILLS, SSM_LITE_SOAK_SEED.
+soak:
+	$(CARGO) test --test soak -- --ignored --nocapture --test-threads 1
 
 clean:
 	$(CARGO) clean

@@ -46,6 +46,12 @@ pub(crate) struct Faults {
     drop_next: u32,
     delay_next: u32,
     delay: Duration,
+    /// Every signed call's connection is closed until then ([`FaultWindow::Reset`]).
+    drop_until: Option<Instant>,
+    /// Every signed call waits this long, until then ([`FaultWindow::Slow`]).
+    slow_until: Option<(Instant, Duration)>,
+    /// The emulator's clock runs ahead by this much, until then ([`FaultWindow::ClockJump`]).
+    clock_until: Option<(Instant, Duration)>,
 }
 
 impl Faults {
@@ -57,6 +63,9 @@ impl Faults {
             drop_next: 0,
             delay_next: 0,
             delay: Duration::ZERO,
+            drop_until: None,
+            slow_until: None,
+            clock_until: None,
         }
     }
 
@@ -95,9 +104,15 @@ impl Faults {
         self.delay = d;
     }
 
-    /// The delay to apply to this request, consuming one of `delay_next`.
+    /// The delay to apply to this request: a slow window's, else one of `delay_next`.
     pub fn take_delay(&mut self, api: Api) -> Option<Duration> {
-        if !self.applies(api) || self.delay_next == 0 {
+        if !self.applies(api) {
+            return None;
+        }
+        if let Some(d) = active(self.slow_until, Instant::now()) {
+            return Some(d);
+        }
+        if self.delay_next == 0 {
             return None;
         }
         self.delay_next -= 1;
@@ -109,6 +124,9 @@ impl Faults {
         if !self.applies(api) {
             return None;
         }
+        if self.drop_until.is_some_and(|until| now < until) {
+            return Some(Fault::Drop);
+        }
         if self.drop_next > 0 {
             self.drop_next -= 1;
             return Some(Fault::Drop);
@@ -119,6 +137,80 @@ impl Faults {
         match &self.fail_until {
             Some((until, fault)) if now < *until => Some(fault.clone()),
             _ => None,
+        }
+    }
+
+    /// Switches on the signed-call side of `fault` until `until`; false for the kinds that act
+    /// on the WebSockets instead (see `fault_windows.rs`).
+    pub fn open_window(&mut self, fault: &FaultWindow, until: Instant) -> bool {
+        match fault {
+            FaultWindow::Fail { status, error_type } => {
+                let fault = Fault::Fail {
+                    status: *status,
+                    error_type: error_type.clone(),
+                };
+                self.fail_until = Some((until, fault));
+            }
+            FaultWindow::Reset => self.drop_until = Some(until),
+            FaultWindow::Slow(d) => self.slow_until = Some((until, *d)),
+            FaultWindow::ClockJump(d) => self.clock_until = Some((until, *d)),
+            FaultWindow::WebSocketDrops { .. } | FaultWindow::PausedPublication => return false,
+        }
+        true
+    }
+
+    /// How far ahead of the real clock the emulator's clock is at `now`.
+    pub fn clock_offset(&self, now: Instant) -> Duration {
+        active(self.clock_until, now).unwrap_or_default()
+    }
+}
+
+/// The value of a window that is still open at `now`.
+fn active(window: Option<(Instant, Duration)>, now: Instant) -> Option<Duration> {
+    window.and_then(|(until, d)| (now < until).then_some(d))
+}
+
+/// A fault that [`crate::Emulator::fault_window`] switches on for a while, one kind at a time or
+/// several at once (each kind has one window; opening it again moves its end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultWindow {
+    /// Every signed JSON 1.1 call is answered `status` with `{"__type": error_type}`.
+    Fail { status: u16, error_type: String },
+    /// Every signed JSON 1.1 call has its connection closed without an answer.
+    Reset,
+    /// Every signed JSON 1.1 call is answered only after this long.
+    Slow(Duration),
+    /// The control channel and every live data channel are closed abruptly, again `every` while
+    /// the window is open (the agent reconnects each time).
+    WebSocketDrops { every: Duration },
+    /// Every session with a live data channel gets `pause_publication` (sessions connecting
+    /// during the window too); all of them get `start_publication` when it ends.
+    PausedPublication,
+    /// The emulator's clock (signature dates, credential expiry; MGS and JSON 1.1) runs ahead
+    /// by this much: what the service sees of an agent whose clock jumped back.
+    ClockJump(Duration),
+}
+
+impl FaultWindow {
+    /// 503 ServiceUnavailable.
+    pub fn server_error() -> FaultWindow {
+        FaultWindow::fail(503, "ServiceUnavailable")
+    }
+
+    /// 400 ThrottlingException.
+    pub fn throttling() -> FaultWindow {
+        FaultWindow::fail(400, "ThrottlingException")
+    }
+
+    /// 400 ExpiredTokenException: a credential error, not retryable by the SDKs' rules.
+    pub fn expired_token() -> FaultWindow {
+        FaultWindow::fail(400, "ExpiredTokenException")
+    }
+
+    fn fail(status: u16, error_type: &str) -> FaultWindow {
+        FaultWindow::Fail {
+            status,
+            error_type: error_type.into(),
         }
     }
 }
@@ -143,5 +235,27 @@ mod tests {
         f.fail_for(Duration::from_secs(60), 400, "ThrottlingException");
         assert!(f.take(Api::Mds, now).is_some());
         assert_eq!(f.take(Api::Mds, now + Duration::from_secs(61)), None);
+    }
+
+    #[test]
+    fn windows_open_and_close_each_kind() {
+        let mut f = Faults::new(FaultTarget::Any);
+        let now = Instant::now();
+        let until = now + Duration::from_secs(60);
+        assert!(f.open_window(&FaultWindow::Reset, until));
+        assert!(f.open_window(&FaultWindow::Slow(Duration::from_millis(5)), until));
+        assert!(f.open_window(&FaultWindow::ClockJump(Duration::from_secs(600)), until));
+        assert!(!f.open_window(&FaultWindow::PausedPublication, until));
+        assert_eq!(f.take(Api::Kms, now), Some(Fault::Drop));
+        assert_eq!(
+            f.take(Api::Kms, now),
+            Some(Fault::Drop),
+            "a window, not a count"
+        );
+        assert_eq!(f.take_delay(Api::Ssm), Some(Duration::from_millis(5)));
+        assert_eq!(f.clock_offset(now), Duration::from_secs(600));
+        let after = until + Duration::from_secs(1);
+        assert_eq!(f.take(Api::Kms, after), None);
+        assert_eq!(f.clock_offset(after), Duration::ZERO);
     }
 }

@@ -23,6 +23,7 @@ pub mod attach;
 mod cipher;
 mod control;
 pub mod demo;
+mod fault_windows;
 mod faults;
 mod http;
 mod imds;
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
-pub use faults::FaultTarget;
+pub use faults::{FaultTarget, FaultWindow};
 pub use kms::KmsDecrypt;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use onprem::{

@@ -142,6 +142,11 @@ impl MgsState {
         self.errors.push(e);
     }
 
+    /// Closes the control channel's connection abruptly (its thread notices on the next tick).
+    pub(crate) fn drop_control(&mut self) {
+        self.control = None;
+    }
+
     pub fn control_connected(&self) -> bool {
         self.control.is_some()
     }

@@ -376,6 +376,26 @@ impl SessionState {
         }
     }
 
+    /// Whether a data channel is up right now.
+    pub(crate) fn live(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Closes the data channel abruptly on its thread's next tick.
+    pub(crate) fn request_drop(&mut self) {
+        self.drop_requested = self.conn.is_some();
+    }
+
+    /// Queues `start_publication` (true) or `pause_publication` (false).
+    pub(crate) fn set_publication(&mut self, on: bool) {
+        let kind = if on {
+            types::START_PUBLICATION
+        } else {
+            types::PAUSE_PUBLICATION
+        };
+        self.outbox.push(publication(kind));
+    }
+
     /// The service or the agent ended the session; no new data channel is accepted.
     pub(crate) fn terminated(&self) -> bool {
         self.closed_by_service || self.states.iter().any(|s| s == "Terminating")

@@ -216,11 +216,12 @@ impl State {
             })
     }
 
-    /// The services' time: the real time moved by [`Options::clock_offset_secs`].
+    /// The services' time: the real time moved by [`Options::clock_offset_secs`] and by an open
+    /// [`crate::faults::FaultWindow::ClockJump`].
     pub fn now(&self) -> SystemTime {
         let secs = self.options.clock_offset_secs;
         let by = Duration::from_secs(secs.unsigned_abs());
-        let now = SystemTime::now();
+        let now = SystemTime::now() + self.faults.clock_offset(std::time::Instant::now());
         if secs >= 0 { now + by } else { now - by }
     }
 
