@@ -189,6 +189,7 @@ fn start_mds(
             able_to_open_mgs_connection: Some(false),
         },
         shutdown: ctx.shutdown.clone(),
+        backlog: Default::default(),
     };
     spawn("mds-poll", move || poller.run())?;
     Ok(sender)

@@ -9,7 +9,7 @@ use super::{ReplySink, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, safe_file_name};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -90,6 +90,8 @@ struct Queue {
     waiting: VecDeque<Arc<Job>>,
     /// Queued and running jobs by MessageId.
     active: HashMap<String, Arc<Job>>,
+    /// Messages being parsed and stored (outside the lock); each holds a place in the queue.
+    admitting: HashSet<String>,
     closed: bool,
 }
 
@@ -182,9 +184,9 @@ impl Engine {
     /// Blocks until the queue has room (true) or `timeout` passes or the engine closes (false).
     pub fn wait_for_room(&self, timeout: Duration) -> bool {
         let limit = self.inner.cfg.queue_limit;
-        self.inner
-            .wait_until(timeout, |q| q.closed || q.waiting.len() < limit)
-            && !lock(&self.inner.queue).closed
+        self.inner.wait_until(timeout, |q| {
+            q.closed || q.waiting.len() + q.admitting.len() < limit
+        }) && !lock(&self.inner.queue).closed
     }
 
     /// Blocks until no job is queued or running, or `timeout` passes; true when idle.
@@ -260,17 +262,11 @@ impl Inner {
         }
     }
 
+    /// Takes the queue lock only to check and to reserve a place: reading, parsing and storing
+    /// the command happen outside it, so cancels and workers never wait behind a disk flush.
     fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
         let command_id = command_id_of(message_id).to_owned();
-        let mut q = lock(&self.queue);
-        if q.closed {
-            return Offer::Closed;
-        }
-        if q.active.contains_key(message_id) {
-            return Offer::Duplicate { final_reply: None };
-        }
         let Some(file_id) = safe_file_name(&command_id) else {
-            drop(q);
             self.reject(
                 transport,
                 message_id,
@@ -284,21 +280,56 @@ impl Inner {
                 final_reply: rec.final_reply,
             };
         }
-        if q.waiting.len() >= self.cfg.queue_limit {
-            return Offer::Full;
+        {
+            let mut q = lock(&self.queue);
+            if q.closed {
+                return Offer::Closed;
+            }
+            if q.active.contains_key(message_id) || q.admitting.contains(message_id) {
+                return Offer::Duplicate { final_reply: None };
+            }
+            if q.waiting.len() + q.admitting.len() >= self.cfg.queue_limit {
+                return Offer::Full;
+            }
+            q.admitting.insert(message_id.to_owned());
         }
-        let (command, document) = match parse(payload, &command_id) {
+        let admitted = self.admit(transport, message_id, file_id, payload, &command_id);
+        let mut q = lock(&self.queue);
+        q.admitting.remove(message_id);
+        let offer = match admitted {
+            // Stopping: the stored record runs after the next start.
+            Some(_) if q.closed => Offer::Accepted,
+            Some(job) => {
+                q.active.insert(message_id.to_owned(), Arc::clone(&job));
+                q.waiting.push_back(job);
+                Offer::Accepted
+            }
+            None => Offer::Rejected,
+        };
+        drop(q);
+        self.changed.notify_all();
+        offer
+    }
+
+    /// Parses and stores a new command and sends its receipt; `None` when it was rejected.
+    fn admit(
+        &self,
+        transport: Transport,
+        message_id: &str,
+        file_id: &str,
+        payload: &str,
+        command_id: &str,
+    ) -> Option<Arc<Job>> {
+        let (command, document) = match parse(payload, command_id) {
             Ok(parsed) => parsed,
             Err(trace) => {
-                drop(q);
                 log::warn!("command {message_id}: rejected: {trace}");
                 self.reject(transport, message_id, Some(file_id), &trace);
-                return Offer::Rejected;
+                return None;
             }
         };
         let record = CommandRecord::new(transport, message_id, file_id, payload);
         if let Err(e) = record.save(&self.dir, true) {
-            drop(q);
             log::error!("command {message_id}: {e}");
             self.reject(
                 transport,
@@ -306,7 +337,7 @@ impl Inner {
                 None,
                 &format!("the agent could not store the command: {e}"),
             );
-            return Offer::Rejected;
+            return None;
         }
         log::info!(
             "command {message_id}: received {} ({} step(s), document {})",
@@ -320,12 +351,7 @@ impl Inner {
         );
         self.sink(transport)
             .accepted(message_id, self.builder(transport).received());
-        let job = Arc::new(self.job(record, document, &command));
-        q.active.insert(message_id.to_owned(), Arc::clone(&job));
-        q.waiting.push_back(job);
-        drop(q);
-        self.changed.notify_all();
-        Offer::Accepted
+        Some(Arc::new(self.job(record, document, &command)))
     }
 
     fn job(&self, record: CommandRecord, document: Document, command: &SendCommand) -> Job {

@@ -13,6 +13,8 @@ pub enum FaultTarget {
     Ssm,
     /// Only `TrentService.*` (kms).
     Kms,
+    /// Only this operation of ec2messages (e.g. `"SendReply"`), so the rest of it works.
+    MdsOperation(&'static str),
 }
 
 /// The API family of a JSON 1.1 request.
@@ -60,12 +62,13 @@ impl Faults {
         }
     }
 
-    fn applies(&self, api: Api) -> bool {
+    fn applies(&self, api: Api, op: &str) -> bool {
         match self.target {
             FaultTarget::Any => true,
             FaultTarget::Mds => api == Api::Mds,
             FaultTarget::Ssm => api == Api::Ssm,
             FaultTarget::Kms => api == Api::Kms,
+            FaultTarget::MdsOperation(name) => api == Api::Mds && op == name,
         }
     }
 
@@ -96,8 +99,8 @@ impl Faults {
     }
 
     /// The delay to apply to this request, consuming one of `delay_next`.
-    pub fn take_delay(&mut self, api: Api) -> Option<Duration> {
-        if !self.applies(api) || self.delay_next == 0 {
+    pub fn take_delay(&mut self, api: Api, op: &str) -> Option<Duration> {
+        if !self.applies(api, op) || self.delay_next == 0 {
             return None;
         }
         self.delay_next -= 1;
@@ -105,8 +108,8 @@ impl Faults {
     }
 
     /// The fault to apply to this request: drops first, then counted failures, then the window.
-    pub fn take(&mut self, api: Api, now: Instant) -> Option<Fault> {
-        if !self.applies(api) {
+    pub fn take(&mut self, api: Api, op: &str, now: Instant) -> Option<Fault> {
+        if !self.applies(api, op) {
             return None;
         }
         if self.drop_next > 0 {
@@ -133,15 +136,27 @@ mod tests {
         f.fail_next(1, 503, "ServiceUnavailable");
         f.drop_next(1);
         let now = Instant::now();
-        assert_eq!(f.take(Api::Ssm, now), None, "restricted to ec2messages");
-        assert_eq!(f.take(Api::Mds, now), Some(Fault::Drop));
+        assert_eq!(
+            f.take(Api::Ssm, "x", now),
+            None,
+            "restricted to ec2messages"
+        );
+        assert_eq!(f.take(Api::Mds, "x", now), Some(Fault::Drop));
         assert!(matches!(
-            f.take(Api::Mds, now),
+            f.take(Api::Mds, "x", now),
             Some(Fault::Fail { status: 503, .. })
         ));
-        assert_eq!(f.take(Api::Mds, now), None);
+        assert_eq!(f.take(Api::Mds, "x", now), None);
         f.fail_for(Duration::from_secs(60), 400, "ThrottlingException");
-        assert!(f.take(Api::Mds, now).is_some());
-        assert_eq!(f.take(Api::Mds, now + Duration::from_secs(61)), None);
+        assert!(f.take(Api::Mds, "x", now).is_some());
+        assert_eq!(f.take(Api::Mds, "x", now + Duration::from_secs(61)), None);
+        f.target = FaultTarget::MdsOperation("SendReply");
+        f.fail_next(1, 407, "ProxyAuthenticationRequired");
+        assert_eq!(
+            f.take(Api::Mds, "GetMessages", now),
+            None,
+            "other operations work"
+        );
+        assert!(f.take(Api::Mds, "SendReply", now).is_some());
     }
 }
