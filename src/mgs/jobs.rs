@@ -17,8 +17,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Upstream drops replies whose content exceeds this (`ControlChannelAgentReplyPayloadSizeLimit`).
-const MAX_REPLY_CONTENT: usize = 120_000;
+/// Upstream drops replies whose content exceeds this (`ControlChannelAgentReplyPayloadSizeLimit`);
+/// ssm-lite holds the whole encoded `agent_job_reply` frame to it, which keeps the content below
+/// it too, and cuts output instead of dropping anything.
+const MAX_REPLY_FRAME: usize = 120_000;
+const SEND_COMMAND_TOPIC: &str = "aws.ssm.sendCommand";
 /// An unacknowledged reply is sent again after this long.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
@@ -97,12 +100,7 @@ impl MgsJobs {
         };
         for entry in leftovers {
             let r = &entry.reply;
-            let frame = reply_frame(
-                &r.reply_id,
-                &r.message_id,
-                &r.payload,
-                "aws.ssm.sendCommand",
-            );
+            let frame = reply_frame(&r.reply_id, &r.message_id, &r.payload, SEND_COMMAND_TOPIC);
             let pending = Pending {
                 job_id: r.message_id.clone(),
                 frame,
@@ -115,6 +113,14 @@ impl MgsJobs {
                 .push_back(pending);
         }
         Arc::new(jobs)
+    }
+
+    /// The reply builder with the size limit of `job_id`'s replies.
+    fn builder(&self, job_id: &str) -> ReplyBuilder {
+        ReplyBuilder {
+            max_encoded_len: self.max_encoded_len(job_id),
+            ..self.builder.clone()
+        }
     }
 
     /// The engine is made after its sinks; it is handed over here once.
@@ -184,13 +190,15 @@ impl MgsJobs {
         if topic.starts_with("aws.ssm.cancelCommand") {
             return self.cancel(engine, &job_id, &content, &received);
         }
-        if !topic.starts_with("aws.ssm.sendCommand") {
+        if !topic.starts_with(SEND_COMMAND_TOPIC) {
             log::warn!("control channel: job {job_id} has unknown topic {topic:?}");
             self.ack(&job_id, &received, AckCode::AgentJobMessageParseError);
             return self.reply_now(
                 &job_id,
-                &self.builder.rejected(&format!("unknown topic {topic:?}")),
-                "aws.ssm.sendCommand",
+                &self
+                    .builder(&job_id)
+                    .rejected(&format!("unknown topic {topic:?}")),
+                SEND_COMMAND_TOPIC,
             );
         }
         lock(&self.received).insert(job_id.clone(), received.clone());
@@ -277,7 +285,7 @@ impl ReplySink for MgsJobs {
         if let Some(received) = lock(&self.received).remove(job_id) {
             self.ack(job_id, &received, AckCode::Successful);
         }
-        self.reply_now(job_id, &receipt, "aws.ssm.sendCommand");
+        self.reply_now(job_id, &receipt, SEND_COMMAND_TOPIC);
     }
 
     fn spool(&self, job_id: &str, payload: String, terminal: bool) -> OutgoingReply {
@@ -311,23 +319,21 @@ impl ReplySink for MgsJobs {
                 AckCode::AgentJobMessageParseError,
             );
         }
-        if reply.payload.len() > MAX_REPLY_CONTENT {
-            log::error!(
-                "reply for {} is {} bytes, over the service's {MAX_REPLY_CONTENT}; dropping it",
-                reply.message_id,
-                reply.payload.len()
-            );
-            if let Some(entry) = &reply.stored {
-                let _ = self.spool.remove(entry);
-            }
-            return;
-        }
         let frame = reply_frame(
             &reply.reply_id,
             &reply.message_id,
             &reply.payload,
-            "aws.ssm.sendCommand",
+            SEND_COMMAND_TOPIC,
         );
+        let size = frame.encode().len();
+        if size > MAX_REPLY_FRAME {
+            // Only a reply not made by this version's builder (spooled by an older one) gets here;
+            // sent anyway: dropping it would leave the command unfinished for good.
+            log::warn!(
+                "reply for {} is {size} bytes encoded, over the service's {MAX_REPLY_FRAME}; sending it anyway",
+                reply.message_id
+            );
+        }
         let mut pending = Pending {
             job_id: reply.message_id.clone(),
             stored: reply.stored,
@@ -344,6 +350,13 @@ impl ReplySink for MgsJobs {
 
     fn has_terminal_reply(&self, job_id: &str) -> bool {
         self.spool.terminal_reply_for(job_id).is_some()
+    }
+
+    /// What is left of [`MAX_REPLY_FRAME`] for the content once the frame around it is counted.
+    fn max_encoded_len(&self, job_id: &str) -> Option<usize> {
+        let empty = reply_frame(&crate::random::uuid_v4(), job_id, "", SEND_COMMAND_TOPIC);
+        // The empty content's `""` is counted in both.
+        Some((MAX_REPLY_FRAME + 2).saturating_sub(empty.encode().len()))
     }
 }
 

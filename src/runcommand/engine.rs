@@ -255,10 +255,12 @@ impl Inner {
         &found.unwrap_or(&self.sinks[0]).1
     }
 
-    fn builder(&self, transport: Transport) -> ReplyBuilder {
+    fn builder(&self, transport: Transport, message_id: &str) -> ReplyBuilder {
+        let sink = self.sink(transport);
         ReplyBuilder {
             agent: self.cfg.agent.clone(),
-            able_to_open_mgs_connection: self.sink(transport).able_to_open_mgs_connection(),
+            able_to_open_mgs_connection: sink.able_to_open_mgs_connection(),
+            max_encoded_len: sink.max_encoded_len(message_id),
         }
     }
 
@@ -350,7 +352,7 @@ impl Inner {
             }
         );
         self.sink(transport)
-            .accepted(message_id, self.builder(transport).received());
+            .accepted(message_id, self.builder(transport, message_id).received());
         Some(Arc::new(self.job(record, document, &command)))
     }
 
@@ -370,7 +372,7 @@ impl Inner {
     /// A `Failed` reply for a message that cannot run; remembered (when the id allows) so a
     /// redelivery gets the same answer instead of another attempt.
     fn reject(&self, transport: Transport, message_id: &str, file_id: Option<&str>, trace: &str) {
-        let payload = self.builder(transport).rejected(trace);
+        let payload = self.builder(transport, message_id).rejected(trace);
         let sink = self.sink(transport);
         let ticket = sink.spool(message_id, payload.clone(), true);
         if let Some(id) = file_id {
@@ -525,7 +527,8 @@ impl Inner {
         let sink = self.sink(job.transport);
         let ticket = sink.spool(
             &job.message_id,
-            self.builder(job.transport).step_done(&rec.results, last),
+            self.builder(job.transport, &job.message_id)
+                .step_done(&rec.results, last),
             false,
         );
         self.save(rec, false);
@@ -535,7 +538,9 @@ impl Inner {
     /// The terminal reply is spooled (durably) before the record says Done, and released to the
     /// sender only after: a crash at any point leaves either a resumable command or a reply.
     fn finish(&self, rec: &mut CommandRecord) {
-        let payload = self.builder(rec.transport).finished(&rec.results);
+        let payload = self
+            .builder(rec.transport, &rec.message_id)
+            .finished(&rec.results);
         let sink = self.sink(rec.transport);
         let ticket = sink.spool(&rec.message_id, payload.clone(), true);
         rec.phase = Phase::Done;

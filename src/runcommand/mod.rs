@@ -49,6 +49,11 @@ pub trait ReplySink: Send + Sync {
     fn send(&self, reply: OutgoingReply);
     /// Whether a terminal reply for `message_id` is stored and not yet delivered (recovery).
     fn has_terminal_reply(&self, message_id: &str) -> bool;
+    /// The longest reply payload (by [`reply::encoded_len`]) this transport can carry for
+    /// `message_id`; the reply builder cuts output to fit it. `None`: no limit.
+    fn max_encoded_len(&self, _message_id: &str) -> Option<usize> {
+        None
+    }
     /// `additionalInfo.ableToOpenMGSConnection` for this transport's replies (MDS only).
     fn able_to_open_mgs_connection(&self) -> Option<bool> {
         None
