@@ -237,3 +237,20 @@ fn binary_output_is_cut_to_the_reply_limit_and_the_final_reply_arrives() {
         .collect();
     assert!(frames.iter().all(|&n| n <= 120_000), "{frames:?}");
 }
+
+/// The `Failed` reply to a job of unknown topic is a final reply like any other: kept and sent
+/// again until the service acknowledges it.
+#[test]
+fn the_failed_reply_to_an_unknown_topic_is_resent_until_acknowledged() {
+    let emu = emulator();
+    let _agent = agent(&emu, json!({}));
+    emu.set_reply_acks(ssm_emulator::AckPolicy::Withhold);
+    let job = "aws.ssm.ffffffff-0000-4000-8000-000000000020.i-0123456789abcdef0";
+    emu.send_agent_job_raw(job, "aws.ssm.noSuchTopic", "{}");
+    assert_eq!(emu.wait_job_ack(job, WAIT).unwrap().status_code, "51408");
+    assert_eq!(final_of(&emu, job)["documentStatus"], "Failed");
+    assert!(
+        emu.wait_until(WAIT, |s| !s.mgs().duplicate_job_replies.is_empty()),
+        "the Failed reply was sent again while unacknowledged"
+    );
+}

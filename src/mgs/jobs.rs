@@ -193,13 +193,12 @@ impl MgsJobs {
         if !topic.starts_with(SEND_COMMAND_TOPIC) {
             log::warn!("control channel: job {job_id} has unknown topic {topic:?}");
             self.ack(&job_id, &received, AckCode::AgentJobMessageParseError);
-            return self.reply_now(
-                &job_id,
-                &self
-                    .builder(&job_id)
-                    .rejected(&format!("unknown topic {topic:?}")),
-                SEND_COMMAND_TOPIC,
-            );
+            // A final reply: spooled and re-sent until acknowledged, like the engine's.
+            let failed = self
+                .builder(&job_id)
+                .rejected(&format!("unknown topic {topic:?}"));
+            let ticket = self.spool(&job_id, failed, true);
+            return self.send(ticket);
         }
         lock(&self.received).insert(job_id.clone(), received.clone());
         let code = match engine.offer(Transport::Mgs, &job_id, &content) {
