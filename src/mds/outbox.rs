@@ -8,7 +8,7 @@
 
 use super::client::MdsClient;
 use crate::aws::jsonrpc::AwsError;
-use crate::runcommand::{OutgoingReply, ReplySink};
+use crate::runcommand::{OutgoingReply, ReplySink, Stored};
 use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -96,7 +96,7 @@ impl Outbox {
                     entry.reply.reply_id,
                     entry.reply.message_id
                 );
-                let _ = spool.remove(&entry);
+                let _ = entry.remove();
                 continue;
             }
             q.items.push_back(Item::Reply(OutgoingReply {
@@ -104,7 +104,7 @@ impl Outbox {
                 reply_id: entry.reply.reply_id.clone(),
                 payload: entry.reply.payload.clone(),
                 terminal: entry.reply.terminal,
-                stored: Some(entry),
+                stored: Some(Stored::Spool(entry)),
             }));
         }
         if !q.items.is_empty() {
@@ -277,10 +277,8 @@ impl Outbox {
     }
 
     fn unspool(&self, r: &OutgoingReply) {
-        if let Some(entry) = &r.stored {
-            if let Err(e) = self.spool.remove(entry) {
-                log::error!("{e}");
-            }
+        if let Some(stored) = &r.stored {
+            stored.release();
         }
     }
 }
@@ -318,7 +316,7 @@ impl ReplySink for Outbox {
                 reply_id: record.reply_id,
                 payload: record.payload,
                 terminal,
-                stored: Some(entry),
+                stored: Some(Stored::Spool(entry)),
             },
             Err(e) => {
                 log::error!("reply for {message_id} kept in memory only: {e}");

@@ -10,7 +10,7 @@ use super::control::{ControlHandler, ControlSender};
 use super::message::AgentMessage;
 use crate::runcommand::payload::{get_ci, parse_cancel};
 use crate::runcommand::reply::ReplyBuilder;
-use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Transport};
+use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Stored, Transport};
 use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -56,7 +56,7 @@ struct Received {
 
 struct Pending {
     job_id: String,
-    stored: Option<SpoolEntry>,
+    stored: Option<Stored>,
     frame: AgentMessage,
     sent_at: Option<Instant>,
 }
@@ -104,7 +104,7 @@ impl MgsJobs {
             let pending = Pending {
                 job_id: r.message_id.clone(),
                 frame,
-                stored: Some(entry),
+                stored: Some(Stored::Spool(entry)),
                 sent_at: None,
             };
             lock(&jobs.queues)
@@ -251,10 +251,8 @@ impl MgsJobs {
             return;
         }
         let done = queue.pop_front().expect("front exists");
-        if let Some(entry) = &done.stored {
-            if let Err(e) = self.spool.remove(entry) {
-                log::error!("{e}");
-            }
+        if let Some(stored) = &done.stored {
+            stored.release();
         }
         log::info!("reply acknowledged for {job_id}");
         match queue.front_mut() {
@@ -299,7 +297,8 @@ impl ReplySink for MgsJobs {
             .spool
             .add(record.clone())
             .map_err(|e| log::error!("reply for {job_id} kept in memory only: {e}"))
-            .ok();
+            .ok()
+            .map(Stored::Spool);
         OutgoingReply {
             message_id: record.message_id,
             reply_id: record.reply_id,

@@ -5,7 +5,7 @@ use super::payload::{SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
-use super::{ReplySink, Transport};
+use super::{OutgoingReply, ReplySink, Stored, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, safe_file_name};
@@ -373,17 +373,67 @@ impl Inner {
     /// redelivery gets the same answer instead of another attempt.
     fn reject(&self, transport: Transport, message_id: &str, file_id: Option<&str>, trace: &str) {
         let payload = self.builder(transport, message_id).rejected(trace);
-        let sink = self.sink(transport);
-        let ticket = sink.spool(message_id, payload.clone(), true);
-        if let Some(id) = file_id {
-            let mut rec = CommandRecord::new(transport, message_id, id, "");
-            rec.phase = Phase::Done;
-            rec.final_reply = Some(payload);
-            if let Err(e) = rec.save(&self.dir, true) {
-                log::error!("command {message_id}: {e}");
+        match file_id {
+            Some(id) => self.close(
+                &mut CommandRecord::new(transport, message_id, id, ""),
+                payload,
+            ),
+            None => {
+                let sink = self.sink(transport);
+                sink.send(sink.spool(message_id, payload, true));
             }
         }
+    }
+
+    /// Ends `rec` with `payload` as its final reply and sends that. One flush of the record makes
+    /// both durable before the reply leaves (the record is the reply's home until the service
+    /// takes it); when the record cannot be written, the reply goes to the sink's spool instead.
+    fn close(&self, rec: &mut CommandRecord, payload: String) {
+        let sink = self.sink(rec.transport);
+        let reply_id = crate::random::uuid_v4();
+        rec.phase = Phase::Done;
+        rec.running = None;
+        rec.final_reply = Some(payload.clone());
+        rec.final_reply_id = Some(reply_id.clone());
+        let ticket = match rec.save(&self.dir, true) {
+            Ok(()) => OutgoingReply {
+                message_id: rec.message_id.clone(),
+                reply_id,
+                payload,
+                terminal: true,
+                stored: Some(Stored::Record(self.dir.command_record(&rec.command_id))),
+            },
+            Err(e) => {
+                log::error!(
+                    "command {}: {e}; its final reply goes to the reply spool",
+                    rec.message_id
+                );
+                sink.spool(&rec.message_id, payload, true)
+            }
+        };
         sink.send(ticket);
+    }
+
+    /// Sends again the final reply of a finished command the service had not taken when the
+    /// agent stopped (it kept the same ReplyId, so the service takes it at most once).
+    fn resend_final(&self, rec: &CommandRecord) {
+        let (Some(payload), Some(reply_id)) = (&rec.final_reply, &rec.final_reply_id) else {
+            return;
+        };
+        if rec.final_accepted || now_secs().saturating_sub(rec.received_at) > MAX_RESUME_AGE_SECS {
+            return;
+        }
+        log::info!(
+            "command {}: sending its final reply again (not taken before the restart)",
+            rec.message_id
+        );
+        self.sink(rec.transport).send(OutgoingReply {
+            message_id: rec.message_id.clone(),
+            reply_id: reply_id.clone(),
+            payload: payload.clone(),
+            terminal: true,
+            stored: Some(Stored::Record(self.dir.command_record(&rec.command_id))),
+        });
     }
 
     fn work(&self) {
@@ -535,19 +585,13 @@ impl Inner {
         sink.send(ticket);
     }
 
-    /// The terminal reply is spooled (durably) before the record says Done, and released to the
+    /// The terminal reply is made durable with the record that says Done, and released to the
     /// sender only after: a crash at any point leaves either a resumable command or a reply.
     fn finish(&self, rec: &mut CommandRecord) {
         let payload = self
             .builder(rec.transport, &rec.message_id)
             .finished(&rec.results);
-        let sink = self.sink(rec.transport);
-        let ticket = sink.spool(&rec.message_id, payload.clone(), true);
-        rec.phase = Phase::Done;
-        rec.running = None;
-        rec.final_reply = Some(payload);
-        self.save(rec, true);
-        sink.send(ticket);
+        self.close(rec, payload);
         log::info!(
             "command {}: finished: {} ({} step(s))",
             rec.message_id,
@@ -578,10 +622,12 @@ impl Inner {
 
     /// Loads every unfinished record an earlier run left and queues it, oldest first.
     fn recover(&self) {
-        let mut pending: Vec<CommandRecord> = list_records(&self.dir)
+        let (done, mut pending): (Vec<CommandRecord>, Vec<CommandRecord>) = list_records(&self.dir)
             .into_iter()
-            .filter(|r| r.phase != Phase::Done)
-            .collect();
+            .partition(|r| r.phase == Phase::Done);
+        for rec in &done {
+            self.resend_final(rec);
+        }
         pending.sort_by_key(|r| (r.phase == Phase::Queued, r.received_at));
         for mut rec in pending {
             if self.sink(rec.transport).has_terminal_reply(&rec.message_id) {
@@ -871,6 +917,76 @@ mod tests {
             std::fs::read_to_string(&runs).unwrap().lines().count(),
             2,
             "the reboot step ran again, once"
+        );
+    }
+
+    /// A sink that never delivers: the agent stops before the service took anything.
+    struct Unreachable(Mutex<Vec<OutgoingReply>>);
+
+    impl ReplySink for Unreachable {
+        fn accepted(&self, _message_id: &str, _receipt: String) {}
+        fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
+            MemorySink::default().spool(message_id, payload, terminal)
+        }
+        fn send(&self, reply: OutgoingReply) {
+            self.0.lock().unwrap().push(reply);
+        }
+        fn has_terminal_reply(&self, _message_id: &str) -> bool {
+            false
+        }
+    }
+
+    /// The record that says Done holds the final reply durably (no second copy is flushed): a
+    /// restart before the service took it sends it again under the same ReplyId, and once it
+    /// was taken, never again.
+    #[test]
+    fn a_final_reply_not_taken_before_a_restart_is_sent_again_with_its_reply_id() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let start = |offer: &str| {
+            let sink = Arc::new(Unreachable(Mutex::default()));
+            let engine = Engine::start(
+                config(&[]),
+                dir.clone(),
+                vec![(Transport::Local, sink.clone())],
+            );
+            if !offer.is_empty() {
+                assert_eq!(
+                    engine.offer(Transport::Local, "aws.ssm.c-f.i-1", offer),
+                    Offer::Accepted
+                );
+            }
+            assert!(engine.wait_idle(Duration::from_secs(30)));
+            engine.shutdown(Duration::ZERO);
+            std::mem::take(&mut *sink.0.lock().unwrap())
+        };
+        let sent = start(&payload(json!([step("one", &["echo one"], json!({}))])))
+            .pop()
+            .unwrap();
+        assert!(sent.terminal);
+        assert!(
+            matches!(&sent.stored, Some(Stored::Record(path)) if *path == dir.command_record("c-f"))
+        );
+        let stored = CommandRecord::load(&dir.command_record("c-f")).unwrap();
+        assert_eq!(stored.final_reply.as_deref(), Some(sent.payload.as_str()));
+
+        let resent = start("");
+        assert_eq!(resent.len(), 1, "only the final reply is sent again");
+        assert_eq!(
+            (&resent[0].reply_id, &resent[0].payload),
+            (&sent.reply_id, &sent.payload)
+        );
+        let again = run(&dir, config(&[]), "", "");
+        assert_eq!(again[0]["documentStatus"], "Success");
+        assert_eq!(
+            serde_json::from_str::<Value>(&sent.payload).unwrap(),
+            again[0]
+        );
+        let stored = CommandRecord::load(&dir.command_record("c-f")).unwrap();
+        assert!(stored.final_accepted, "the memory sink delivered it");
+        assert!(
+            run(&dir, config(&[]), "", "").is_empty(),
+            "taken: not sent again"
         );
     }
 
