@@ -33,6 +33,9 @@ const POLL_RETRY_CAP: Duration = Duration::from_secs(60);
 /// How long ec2messages keeps polling after the control channel opened (upstream: 1 minute).
 const MGS_GRACE: Duration = Duration::from_secs(60);
 const MGS_RECHECK: Duration = Duration::from_secs(5);
+/// Send-commands held while the engine's queue is full; beyond this many, further ones stay with
+/// the service (unacknowledged) until there is room, which bounds the memory they take.
+const BACKLOG_LIMIT: usize = 32;
 
 pub struct Poller {
     pub client: MdsClient,
@@ -148,11 +151,24 @@ impl Poller {
     /// them, on the admission thread, so that the poll thread (and the cancels it brings) never
     /// waits for a full queue.
     fn send_command(&self, m: &Message) {
-        let mut backlog = lock(&self.backlog.waiting);
-        if backlog.iter().any(|w| w.message.message_id == m.message_id) {
-            return; // redelivered while waiting for room: it is already in line
+        let in_line = {
+            let backlog = lock(&self.backlog.waiting);
+            if backlog.iter().any(|w| w.message.message_id == m.message_id) {
+                return; // redelivered while waiting for room: it is already in line
+            }
+            !backlog.is_empty()
+        };
+        // Only this thread adds to the backlog, so it is still empty if it was.
+        if !in_line && self.offer(m) {
+            return;
         }
-        if backlog.is_empty() && self.offer(m) {
+        let mut backlog = lock(&self.backlog.waiting);
+        if backlog.len() >= BACKLOG_LIMIT {
+            // Not acknowledged: the service delivers it again after its visibility timeout.
+            log::debug!(
+                "command {}: the backlog is full; leaving it to the service",
+                m.message_id
+            );
             return;
         }
         log::info!(
@@ -174,6 +190,10 @@ impl Poller {
             // Accepted and Rejected replies queued the ack ahead of themselves.
             Offer::Accepted | Offer::Rejected => {}
             Offer::Closed => self.outbox.forget(&m.message_id),
+            Offer::Full => {
+                self.outbox.forget(&m.message_id); // owed again when it is offered again
+                return false;
+            }
             Offer::Duplicate { final_reply } => {
                 log::info!(
                     "command {}: delivered again; not running it twice{}",
@@ -189,7 +209,6 @@ impl Poller {
                     self.outbox.resend(&m.message_id, reply);
                 }
             }
-            Offer::Full => return false,
         }
         true
     }
