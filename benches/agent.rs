@@ -27,14 +27,19 @@ struct Bench {
 }
 
 impl Bench {
-    fn start(emu: Emulator) -> Bench {
-        let dir = env::temp_dir().join(format!("ssm-lite-bench-{}", std::process::id()));
+    /// An agent on ec2messages, or with `mgs` on the control channel of its own emulator.
+    fn start(emu: Emulator, mgs: bool) -> Bench {
+        let name = format!("ssm-lite-bench-{}-{}", std::process::id(), u8::from(mgs));
+        let dir = env::temp_dir().join(name);
         fs::create_dir_all(&dir).expect("creating the bench dir in the temp dir");
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Mds": { "Endpoint": emu.url(), "CommandWorkersLimit": 5 },
             "Ssm": { "Endpoint": emu.url() },
             "Identity": { "ConsumptionOrder": ["EC2"] }
         });
+        if mgs {
+            config["Mgs"] = serde_json::json!({ "Endpoint": emu.url() });
+        }
         fs::write(dir.join("config.json"), config.to_string()).expect("writing the agent config");
         let log = fs::File::create(dir.join("agent.log")).expect("creating the agent log");
         let agent = Command::new(BIN)
@@ -130,6 +135,22 @@ impl Bench {
             last.push(fin.arrived - given);
         }
         (receipt, last)
+    }
+
+    /// One job at a time over the control channel: job sent → final reply of each.
+    fn mgs_latencies(&mut self) -> Vec<Duration> {
+        let mut last = Vec::new();
+        for _ in 0..RUNS {
+            let payload = aws_run_shell_script_payload(&uuid_v4(), &["true"], 60);
+            let sent = Instant::now();
+            let job = self.emu.send_agent_job(&payload);
+            let Some(fin) = self.emu.wait_job_final(&job, WAIT) else {
+                self.die(&format!("no final reply for job {job} within {WAIT:?}"));
+            };
+            self.check(&fin);
+            last.push(fin.arrived - sent);
+        }
+        last
     }
 
     /// Enqueues `BURST` commands at once: seconds until the last final reply, and how many
@@ -286,7 +307,7 @@ fn main() {
 
     let emu = Emulator::start(Options::default());
     let rtt = emulator_round_trip(emu.url()).expect("a plain request to the in-process emulator");
-    let mut b = Bench::start(emu);
+    let mut b = Bench::start(emu, false);
     b.wait(WAIT, "the first health ping and a held GetMessages", |s| {
         !s.health_pings().is_empty() && s.held_polls() > 0
     });
@@ -302,7 +323,7 @@ fn main() {
     row(
         &format!("delivery → final reply, {RUNS}× true"),
         &text,
-        spread_goal,
+        &goal(median <= Duration::from_millis(5), "≤ 5 ms median"),
     );
     row("delivery → receipt reply", &spread(receipt).1, spread_goal);
     let shell = shell_start();
@@ -313,6 +334,19 @@ fn main() {
         &own_share(median, shell, rtt),
         "≤ 5 ms median",
     );
+
+    let mut m = Bench::start(Emulator::start(Options::default()), true);
+    if !m.emu.wait_mgs_connected(WAIT) {
+        m.die("the control channel did not connect");
+    }
+    let (mgs_median, text) = spread(m.mgs_latencies());
+    row(
+        &format!("MGS: job → final reply, {RUNS}× true"),
+        &text,
+        &goal(mgs_median <= Duration::from_millis(5), "≤ 5 ms median"),
+    );
+    b.failed.append(&mut m.failed);
+    drop(m);
 
     let (secs, redelivered) = b.burst();
     let rate = format!("{:.1}/s ({BURST} in {secs:.2} s)", BURST as f64 / secs);
@@ -343,7 +377,9 @@ fn main() {
         "\nLatencies are taken by the emulator, from handing the message out in a GetMessages answer
 to the arrival of the reply, so they include the emulator's loopback HTTP handling (SigV4 checks
 included) and the shell's own start. The final reply is the 4th call of the agent's one sender
-thread (receipt, ack, step reply, final reply), hence the estimate subtracts 4 round trips.
+thread (ack, receipt, step reply, final reply), hence the estimate subtracts 4 round trips. The
+MGS row runs a second agent on its own emulator's control channel: from queueing the agent_job to
+the arrival of the final agent_job_reply.
 Throughput: Mds.CommandWorkersLimit 5 and the default CommandWorkerBufferLimit 5, as users run it."
     );
 }

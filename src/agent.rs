@@ -187,8 +187,10 @@ fn start_mds(
         builder: ReplyBuilder {
             agent: AgentInfo::from_config(config),
             able_to_open_mgs_connection: Some(false),
+            max_encoded_len: None,
         },
         shutdown: ctx.shutdown.clone(),
+        backlog: Default::default(),
     };
     spawn("mds-poll", move || poller.run())?;
     Ok(sender)
@@ -338,6 +340,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let builder = ReplyBuilder {
         agent: AgentInfo::from_config(&config),
         able_to_open_mgs_connection: None,
+        max_encoded_len: None,
     };
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));

@@ -239,6 +239,9 @@ pub fn ssm_client(
     ))
 }
 
+/// The longest pause before a failed ping is tried again.
+const RETRY_CAP: Duration = Duration::from_secs(20);
+
 type PlacementProbe = Box<dyn FnOnce() -> Option<Placement> + Send>;
 
 /// The health module: build with [`Health::new`], optionally [`Health::with_imds_placement`],
@@ -295,17 +298,26 @@ impl Health {
     fn run(mut self) {
         let probed = self.placement_probe.take().and_then(|probe| probe());
         let placement = placement_for(&self.identity, probed);
-        let mut failing = false;
+        let mut failures: u32 = 0;
         while !self.shutdown.is_triggered() {
-            failing = self.ping(&placement, failing);
-            if self.shutdown.wait_timeout(self.interval) {
+            failures = match self.ping(&placement, failures > 0) {
+                true => failures + 1,
+                false => 0,
+            };
+            let wait = match failures {
+                0 => self.interval,
+                n => crate::mds::backoff(n, RETRY_CAP).min(self.interval),
+            };
+            if self.shutdown.wait_timeout(wait) {
                 break;
             }
         }
         log::debug!("health: stopped");
     }
 
-    /// One ping; returns whether it failed. Failures are one log line each; the next tick retries.
+    /// One ping; returns whether it failed. A failed ping is retried with back-off, never more than
+    /// [`RETRY_CAP`] apart (or the interval, if shorter), so the instance shows as online again
+    /// soon after the service takes pings again; one log line each time.
     fn ping(&self, placement: &Placement, was_failing: bool) -> bool {
         let host = HostFacts::gather(&self.os_release);
         let request = instance_information(
@@ -326,9 +338,8 @@ impl Health {
             }
             Err(e) => {
                 log::warn!(
-                    "health: UpdateInstanceInformation failed: {}; retrying in {} s",
-                    describe(&e),
-                    self.interval.as_secs()
+                    "health: UpdateInstanceInformation failed: {}; retrying with back-off",
+                    describe(&e)
                 );
                 true
             }
@@ -560,6 +571,29 @@ mod tests {
             second - first
         );
         assert_eq!(request["SSMConnectionChannel"], "ssmmessages");
+        shutdown.trigger();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_refused_ping_is_retried_within_seconds_not_at_the_next_interval() {
+        let refused = AwsError::Service {
+            status: 400,
+            code: "InvalidSignatureException".into(),
+            message: "Signature expired".into(),
+        };
+        let (h, rx) = health(Duration::from_secs(3600), vec![Err(refused)]);
+        let shutdown = h.shutdown.clone();
+        let thread = h.spawn().unwrap();
+        let (first, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (second, _) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the refused ping is tried again after a short back-off");
+        assert!(
+            second - first >= Duration::from_millis(900),
+            "{:?}",
+            second - first
+        );
         shutdown.trigger();
         thread.join().unwrap();
     }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use ssm_emulator::{aws_run_shell_script_payload as shell_payload, targets};
+use ssm_emulator::{FaultTarget, aws_run_shell_script_payload as shell_payload, targets};
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -41,22 +41,12 @@ fn echo_succeeds_with_replies_in_order_and_valid_signatures() {
     assert_eq!(p["name"], "aws:runShellScript");
     assert_eq!(reply["additionalInfo"]["runtimeStatusCounts"]["Success"], 1);
 
-    // Receipt, then the step, then the final reply; and the ack right after the receipt (§9 items 2-3).
+    // The ack first, then the receipt, the step, the final reply (§9 items 2-3).
     let replies = emu.replies(&msg);
     let statuses: Vec<&str> = replies.iter().map(|r| r.document_status()).collect();
     assert_eq!(statuses, ["InProgress", "InProgress", "Success"]);
     assert!(replies[0].payload["runtimeStatus"].is_null());
-    let log = emu.request_log();
-    let pos = |target: &str, nth: usize| {
-        log.iter()
-            .filter(|r| r.target == target && r.status == 200)
-            .nth(nth)
-            .map(|r| r.at)
-    };
-    let ack = pos(targets::ACKNOWLEDGE_MESSAGE, 0).expect("acked");
-    assert!(
-        pos(targets::SEND_REPLY, 0).unwrap() <= ack && ack <= pos(targets::SEND_REPLY, 1).unwrap()
-    );
+    assert_eq!(emu.mds_events(&msg), ["ack", "reply", "reply", "reply"]);
     assert!(
         emu.signature_failures().is_empty(),
         "{:?}",
@@ -997,5 +987,122 @@ fn refused_credentials_are_refreshed_and_the_call_resent() {
         agent.log().contains("refused the credentials"),
         "{}",
         agent.log()
+    );
+}
+
+/// Every message is acknowledged before any reply for it, also a malformed one's `Failed` reply,
+/// and however many arrive at once.
+#[test]
+fn every_message_is_acknowledged_before_its_first_reply() {
+    let emu = emulator();
+    let _agent = Agent::start(&emu, json!({}));
+    let malformed: Vec<String> = (0..20)
+        .map(|i| {
+            let id = format!("aws.ssm.cccccccc-0000-4000-8000-{i:012}.i-0123456789abcdef0");
+            emu.enqueue_raw("aws.ssm.sendCommand.us.east.1.1", "{not json", &id);
+            id
+        })
+        .collect();
+    let good = run(
+        &emu,
+        "cccccccc-0000-4000-8000-100000000000",
+        &["true"],
+        3600,
+    );
+    for id in &malformed {
+        assert_eq!(final_of(&emu, id)["documentStatus"], "Failed");
+        assert_eq!(emu.mds_events(id), ["ack", "reply"], "{id}");
+    }
+    final_of(&emu, &good);
+    assert_eq!(emu.mds_events(&good), ["ack", "reply", "reply", "reply"]);
+}
+
+/// A reply refused with a credential or proxy error is kept and sent once the service takes
+/// replies again, within the outbox's 20 s back-off cap (30 s allowed here).
+#[test]
+fn replies_refused_with_4xx_are_kept_and_arrive_once_accepted() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({}));
+    emu.set_fault_target(FaultTarget::MdsOperation("SendReply"));
+    let refusals = [
+        (400, "InvalidSignatureException"),
+        (400, "ExpiredTokenException"),
+        (407, "ProxyAuthenticationRequired"),
+        (403, "AuthorizationFailureException"),
+    ];
+    for (i, (status, code)) in refusals.into_iter().enumerate() {
+        let window = Duration::from_secs(3);
+        emu.fail_for(window, status, code);
+        let msg = run(
+            &emu,
+            &format!("dddddddd-0000-4000-8000-{i:012}"),
+            &["true"],
+            3600,
+        );
+        let reply = emu
+            .wait_final(&msg, window + Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("final reply after {status} {code}; log:\n{}", agent.log()))
+            .payload;
+        assert_eq!(reply["documentStatus"], "Success");
+        assert_eq!(
+            emu.replies(&msg).len(),
+            3,
+            "receipt, step and final all kept"
+        );
+    }
+    assert!(
+        !agent.log().contains("reply sent"),
+        "no reply is called sent that was not accepted"
+    );
+}
+
+/// With every worker busy and the queue full, the poll thread still takes cancels at once: one for
+/// the running command and one for a command waiting for room (it never runs).
+#[test]
+fn cancels_get_through_while_the_queue_is_full() {
+    let emu = emulator();
+    let agent = Agent::start(
+        &emu,
+        json!({ "Mds": { "CommandWorkersLimit": 1, "CommandWorkerBufferLimit": 1 } }),
+    );
+    let mark = agent.scratch().join("running");
+    let never = agent.scratch().join("never");
+    let long = run(
+        &emu,
+        "eeeeeeee-1111-4000-8000-000000000001",
+        &[&format!("touch {}; sleep 60", mark.display())],
+        3600,
+    );
+    wait_file_exists_within(WAIT_FOR_FILE, &mark);
+    let queued = run(
+        &emu,
+        "eeeeeeee-1111-4000-8000-000000000002",
+        &["true"],
+        3600,
+    );
+    assert!(emu.wait_until(FINAL_WAIT, |s| !s.replies(&queued).is_empty()));
+    let waiting = run(
+        &emu,
+        "eeeeeeee-1111-4000-8000-000000000003",
+        &[&format!("touch {}", never.display())],
+        3600,
+    );
+    assert!(
+        emu.wait_until(FINAL_WAIT, |s| !s.deliveries(&waiting).is_empty()),
+        "the third command was delivered"
+    );
+    emu.send_cancel(&waiting);
+    let cancel = emu.send_cancel(&long);
+    let reply = emu
+        .wait_final(&long, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the cancel went through; log:\n{}", agent.log()))
+        .payload;
+    assert_eq!(reply["documentStatus"], "Cancelled");
+    assert!(emu.acks().contains(&cancel));
+    assert_eq!(final_of(&emu, &queued)["documentStatus"], "Success");
+    assert_eq!(final_of(&emu, &waiting)["documentStatus"], "Cancelled");
+    assert!(
+        !never.exists(),
+        "a command cancelled while waiting never runs"
     );
 }

@@ -221,3 +221,63 @@ fn a_clock_an_hour_behind_is_corrected_from_mgs_rest_and_the_upgrade_signed_with
     let target = "POST /v1/control-channel/";
     assert_clock_corrected_once(&emu, &agent, &[target], "Signature expired", "behind");
 }
+
+/// Output of NUL and control bytes grows sixfold and more once escaped: the replies are cut to
+/// the service's limit by their encoded size, and the final one arrives.
+#[test]
+fn binary_output_is_cut_to_the_reply_limit_and_the_final_reply_arrives() {
+    let emu = emulator();
+    let agent = agent(&emu, json!({}));
+    let job = emu.send_agent_job(&shell_payload(
+        "ffffffff-0000-4000-8000-000000000010",
+        &["head -c 3000000 /dev/zero; head -c 300000 /dev/zero | tr '\\0' '\\1' >&2"],
+        3600,
+    ));
+    let reply = emu
+        .wait_job_final(&job, WAIT)
+        .unwrap_or_else(|| {
+            panic!(
+                "no final reply; emulator errors {:?}; log:\n{}",
+                emu.mgs_errors(),
+                agent.log()
+            )
+        })
+        .payload;
+    assert_eq!(reply["documentStatus"], "Success");
+    let p = plugin(&reply);
+    let (out, err) = (
+        p["standardOutput"].as_str().unwrap(),
+        p["standardError"].as_str().unwrap(),
+    );
+    assert!(out.starts_with('\0') && out.ends_with("--output truncated--"));
+    assert!(err.starts_with('\u{1}') && err.ends_with("--output truncated--"));
+    assert!(
+        out.len() + err.len() > 10_000,
+        "as much output as fits is kept"
+    );
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+    let frames: Vec<usize> = emu
+        .mgs_log()
+        .iter()
+        .filter(|r| r.inbound && r.message.message_type == "agent_job_reply")
+        .map(|r| r.message.encode().len())
+        .collect();
+    assert!(frames.iter().all(|&n| n <= 120_000), "{frames:?}");
+}
+
+/// The `Failed` reply to a job of unknown topic is a final reply like any other: kept and sent
+/// again until the service acknowledges it.
+#[test]
+fn the_failed_reply_to_an_unknown_topic_is_resent_until_acknowledged() {
+    let emu = emulator();
+    let _agent = agent(&emu, json!({}));
+    emu.set_reply_acks(ssm_emulator::AckPolicy::Withhold);
+    let job = "aws.ssm.ffffffff-0000-4000-8000-000000000020.i-0123456789abcdef0";
+    emu.send_agent_job_raw(job, "aws.ssm.noSuchTopic", "{}");
+    assert_eq!(emu.wait_job_ack(job, WAIT).unwrap().status_code, "51408");
+    assert_eq!(final_of(&emu, job)["documentStatus"], "Failed");
+    assert!(
+        emu.wait_until(WAIT, |s| !s.mgs().duplicate_job_replies.is_empty()),
+        "the Failed reply was sent again while unacknowledged"
+    );
+}

@@ -1,19 +1,45 @@
 //! Everything the agent sends to ec2messages besides polls — replies, acks, failures — goes
 //! through one ordered queue drained by one thread. Order is what upstream gets wrong (§9 items
-//! 2–3): here the receipt reply precedes the ack, the ack precedes step replies, and a command's
-//! terminal reply is always its last. Replies are spooled on disk first and re-sent with the same
-//! ReplyId until the service takes them, across outages and restarts.
+//! 2–3): here a message's ack precedes every reply for it (a message the poller took is held as
+//! unacknowledged until the engine decides, and the first reply made for it queues the ack ahead
+//! of itself), and a command's terminal reply is always its last. Replies are spooled on disk
+//! first and re-sent with the same ReplyId until the service takes them, across outages and
+//! restarts; only an answer in [`PERMANENT_ERRORS`] or the 48-hour age limit removes one unsent.
 
 use super::client::MdsClient;
-use crate::runcommand::{OutgoingReply, ReplySink};
+use crate::aws::jsonrpc::AwsError;
+use crate::runcommand::{OutgoingReply, ReplySink, Stored};
 use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Spooled replies older than this are dropped unsent: the service has long given up on them.
 const MAX_REPLY_AGE_SECS: u64 = 48 * 3600;
-const RETRY_CAP: Duration = Duration::from_secs(60);
+/// The longest pause between two attempts, so that an item the service refused goes out within
+/// this (plus one call) of the service taking it again.
+const RETRY_CAP: Duration = Duration::from_secs(20);
+
+/// ec2messages error codes after which re-sending the same request can never succeed; anything
+/// else (credentials, signatures, a proxy's 407, authorization, throttling, 5xx, no answer) keeps
+/// the item queued. Each with the reason:
+/// - `InvalidMessageIdException`: the service no longer knows the message (it expired, or was
+///   acknowledged or failed already), so nothing can be said about it any more;
+/// - `UnsupportedMessageOperationException`: the message does not take this operation;
+/// - `ValidationException`, `SerializationException`: the request itself (e.g. this reply's
+///   payload) is invalid, and re-sending it unchanged gets the same answer.
+pub const PERMANENT_ERRORS: [&str; 4] = [
+    "InvalidMessageIdException",
+    "UnsupportedMessageOperationException",
+    "ValidationException",
+    "SerializationException",
+];
+
+/// Whether `e` says the service will never take this request (see [`PERMANENT_ERRORS`]).
+fn is_permanent(e: &AwsError) -> bool {
+    matches!(e, AwsError::Service { status: 400..=499, code, .. }
+        if PERMANENT_ERRORS.contains(&code.as_str()))
+}
 
 #[derive(Debug)]
 enum Item {
@@ -27,6 +53,19 @@ struct Queue {
     items: VecDeque<Item>,
     /// Once set, the sender stops at this instant even with items left (they stay spooled).
     stop_at: Option<Instant>,
+    /// Messages taken from a poll and not acknowledged yet: the first reply for one queues its
+    /// ack ahead of itself.
+    unacked: HashSet<String>,
+}
+
+impl Queue {
+    /// Queues `reply`, preceded by its message's ack when that is still owed.
+    fn push_reply(&mut self, reply: OutgoingReply) {
+        if self.unacked.remove(&reply.message_id) {
+            self.items.push_back(Item::Ack(reply.message_id.clone()));
+        }
+        self.items.push_back(Item::Reply(reply));
+    }
 }
 
 pub struct Outbox {
@@ -57,7 +96,7 @@ impl Outbox {
                     entry.reply.reply_id,
                     entry.reply.message_id
                 );
-                let _ = spool.remove(&entry);
+                let _ = entry.remove();
                 continue;
             }
             q.items.push_back(Item::Reply(OutgoingReply {
@@ -65,7 +104,7 @@ impl Outbox {
                 reply_id: entry.reply.reply_id.clone(),
                 payload: entry.reply.payload.clone(),
                 terminal: entry.reply.terminal,
-                stored: Some(entry),
+                stored: Some(Stored::Spool(entry)),
             }));
         }
         if !q.items.is_empty() {
@@ -87,8 +126,23 @@ impl Outbox {
         self.changed.notify_all();
     }
 
+    /// A message was taken from a poll and is about to be offered: its ack is owed.
+    pub fn received(&self, message_id: &str) {
+        lock(&self.queue).unacked.insert(message_id.to_owned());
+    }
+
+    /// The message will not be answered now (the agent is stopping): no ack; it is redelivered.
+    pub fn forget(&self, message_id: &str) {
+        lock(&self.queue).unacked.remove(message_id);
+    }
+
+    /// Acknowledges a message (ahead of any reply made for it later).
     pub fn ack(&self, message_id: &str) {
-        self.push(Item::Ack(message_id.to_owned()));
+        let mut q = lock(&self.queue);
+        q.unacked.remove(message_id);
+        q.items.push_back(Item::Ack(message_id.to_owned()));
+        drop(q);
+        self.changed.notify_all();
     }
 
     pub fn fail(&self, message_id: &str) {
@@ -98,7 +152,7 @@ impl Outbox {
     /// Sends `payload` again as a new reply (a duplicate delivery of a finished command).
     pub fn resend(&self, message_id: &str, payload: String) {
         let reply = self.spool(message_id, payload, false);
-        self.push(Item::Reply(reply));
+        self.send(reply);
     }
 
     /// True when nothing is waiting to be sent.
@@ -139,31 +193,41 @@ impl Outbox {
                 Ok(()) => {
                     if failures > 0 {
                         log::info!(
-                            "ec2messages: sending works again after {failures} failed attempt(s)"
+                            "ec2messages: {} accepted after {failures} refused attempt(s)",
+                            describe(&item)
                         );
                     }
                     failures = 0;
                     self.done(&item);
                 }
-                Err(e) if e.is_retryable() => {
+                Err(e) if is_permanent(&e) => {
+                    log::error!(
+                        "ec2messages refused {} for good: {e}; the service will never take it, removing it",
+                        describe(&item)
+                    );
+                    failures = 0;
+                    self.forget_item(&item);
+                }
+                Err(e) => {
                     failures += 1;
+                    let delay = super::backoff(failures, RETRY_CAP);
                     if failures == 1 {
                         log::warn!(
-                            "ec2messages: cannot send {} ({e}); will retry with back-off",
-                            describe(&item)
+                            "ec2messages: cannot send {} ({e}); keeping it and retrying (at most {} s apart)",
+                            describe(&item),
+                            RETRY_CAP.as_secs()
+                        );
+                    } else {
+                        log::debug!(
+                            "ec2messages: {} refused again ({e}); next try in {} ms",
+                            describe(&item),
+                            delay.as_millis()
                         );
                     }
                     lock(&self.queue).items.push_front(item);
-                    if !self.pause(super::backoff(failures, RETRY_CAP)) {
+                    if !self.pause(delay) {
                         return;
                     }
-                }
-                Err(e) => {
-                    log::error!(
-                        "ec2messages refused {} for good: {e}; dropping it",
-                        describe(&item)
-                    );
-                    self.done(&item);
                 }
             }
         }
@@ -189,22 +253,32 @@ impl Outbox {
         }
     }
 
+    /// The service took `item`.
     fn done(&self, item: &Item) {
         match item {
             Item::Reply(r) => {
                 log::info!(
-                    "reply sent for {} ({})",
+                    "reply accepted by ec2messages for {} ({})",
                     r.message_id,
                     if r.terminal { "final" } else { "progress" }
                 );
-                if let Some(entry) = &r.stored {
-                    if let Err(e) = self.spool.remove(entry) {
-                        log::error!("{e}");
-                    }
-                }
+                self.unspool(r);
             }
             Item::Ack(id) => log::debug!("acknowledged {id}"),
             Item::Fail(id) => log::info!("reported {id} as failed to the service"),
+        }
+    }
+
+    /// The service will never take `item` (already logged why).
+    fn forget_item(&self, item: &Item) {
+        if let Item::Reply(r) = item {
+            self.unspool(r);
+        }
+    }
+
+    fn unspool(&self, r: &OutgoingReply) {
+        if let Some(stored) = &r.stored {
+            stored.release();
         }
     }
 }
@@ -221,8 +295,9 @@ impl ReplySink for Outbox {
     fn accepted(&self, message_id: &str, receipt: String) {
         let reply = self.spool(message_id, receipt, false);
         let mut q = lock(&self.queue);
-        q.items.push_back(Item::Reply(reply));
+        q.unacked.remove(message_id);
         q.items.push_back(Item::Ack(message_id.to_owned()));
+        q.items.push_back(Item::Reply(reply));
         drop(q);
         self.changed.notify_all();
     }
@@ -241,7 +316,7 @@ impl ReplySink for Outbox {
                 reply_id: record.reply_id,
                 payload: record.payload,
                 terminal,
-                stored: Some(entry),
+                stored: Some(Stored::Spool(entry)),
             },
             Err(e) => {
                 log::error!("reply for {message_id} kept in memory only: {e}");
@@ -257,7 +332,8 @@ impl ReplySink for Outbox {
     }
 
     fn send(&self, reply: OutgoingReply) {
-        self.push(Item::Reply(reply));
+        lock(&self.queue).push_reply(reply);
+        self.changed.notify_all();
     }
 
     fn has_terminal_reply(&self, message_id: &str) -> bool {

@@ -10,15 +10,18 @@ use super::control::{ControlHandler, ControlSender};
 use super::message::AgentMessage;
 use crate::runcommand::payload::{get_ci, parse_cancel};
 use crate::runcommand::reply::ReplyBuilder;
-use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Transport};
+use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Stored, Transport};
 use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Upstream drops replies whose content exceeds this (`ControlChannelAgentReplyPayloadSizeLimit`).
-const MAX_REPLY_CONTENT: usize = 120_000;
+/// Upstream drops replies whose content exceeds this (`ControlChannelAgentReplyPayloadSizeLimit`);
+/// ssm-lite holds the whole encoded `agent_job_reply` frame to it, which keeps the content below
+/// it too, and cuts output instead of dropping anything.
+const MAX_REPLY_FRAME: usize = 120_000;
+const SEND_COMMAND_TOPIC: &str = "aws.ssm.sendCommand";
 /// An unacknowledged reply is sent again after this long.
 const RESEND_AFTER: Duration = Duration::from_secs(5);
 
@@ -53,7 +56,7 @@ struct Received {
 
 struct Pending {
     job_id: String,
-    stored: Option<SpoolEntry>,
+    stored: Option<Stored>,
     frame: AgentMessage,
     sent_at: Option<Instant>,
 }
@@ -97,16 +100,11 @@ impl MgsJobs {
         };
         for entry in leftovers {
             let r = &entry.reply;
-            let frame = reply_frame(
-                &r.reply_id,
-                &r.message_id,
-                &r.payload,
-                "aws.ssm.sendCommand",
-            );
+            let frame = reply_frame(&r.reply_id, &r.message_id, &r.payload, SEND_COMMAND_TOPIC);
             let pending = Pending {
                 job_id: r.message_id.clone(),
                 frame,
-                stored: Some(entry),
+                stored: Some(Stored::Spool(entry)),
                 sent_at: None,
             };
             lock(&jobs.queues)
@@ -115,6 +113,14 @@ impl MgsJobs {
                 .push_back(pending);
         }
         Arc::new(jobs)
+    }
+
+    /// The reply builder with the size limit of `job_id`'s replies.
+    fn builder(&self, job_id: &str) -> ReplyBuilder {
+        ReplyBuilder {
+            max_encoded_len: self.max_encoded_len(job_id),
+            ..self.builder.clone()
+        }
     }
 
     /// The engine is made after its sinks; it is handed over here once.
@@ -184,14 +190,15 @@ impl MgsJobs {
         if topic.starts_with("aws.ssm.cancelCommand") {
             return self.cancel(engine, &job_id, &content, &received);
         }
-        if !topic.starts_with("aws.ssm.sendCommand") {
+        if !topic.starts_with(SEND_COMMAND_TOPIC) {
             log::warn!("control channel: job {job_id} has unknown topic {topic:?}");
             self.ack(&job_id, &received, AckCode::AgentJobMessageParseError);
-            return self.reply_now(
-                &job_id,
-                &self.builder.rejected(&format!("unknown topic {topic:?}")),
-                "aws.ssm.sendCommand",
-            );
+            // A final reply: spooled and re-sent until acknowledged, like the engine's.
+            let failed = self
+                .builder(&job_id)
+                .rejected(&format!("unknown topic {topic:?}"));
+            let ticket = self.spool(&job_id, failed, true);
+            return self.send(ticket);
         }
         lock(&self.received).insert(job_id.clone(), received.clone());
         let code = match engine.offer(Transport::Mgs, &job_id, &content) {
@@ -244,10 +251,8 @@ impl MgsJobs {
             return;
         }
         let done = queue.pop_front().expect("front exists");
-        if let Some(entry) = &done.stored {
-            if let Err(e) = self.spool.remove(entry) {
-                log::error!("{e}");
-            }
+        if let Some(stored) = &done.stored {
+            stored.release();
         }
         log::info!("reply acknowledged for {job_id}");
         match queue.front_mut() {
@@ -277,7 +282,7 @@ impl ReplySink for MgsJobs {
         if let Some(received) = lock(&self.received).remove(job_id) {
             self.ack(job_id, &received, AckCode::Successful);
         }
-        self.reply_now(job_id, &receipt, "aws.ssm.sendCommand");
+        self.reply_now(job_id, &receipt, SEND_COMMAND_TOPIC);
     }
 
     fn spool(&self, job_id: &str, payload: String, terminal: bool) -> OutgoingReply {
@@ -292,7 +297,8 @@ impl ReplySink for MgsJobs {
             .spool
             .add(record.clone())
             .map_err(|e| log::error!("reply for {job_id} kept in memory only: {e}"))
-            .ok();
+            .ok()
+            .map(Stored::Spool);
         OutgoingReply {
             message_id: record.message_id,
             reply_id: record.reply_id,
@@ -311,23 +317,21 @@ impl ReplySink for MgsJobs {
                 AckCode::AgentJobMessageParseError,
             );
         }
-        if reply.payload.len() > MAX_REPLY_CONTENT {
-            log::error!(
-                "reply for {} is {} bytes, over the service's {MAX_REPLY_CONTENT}; dropping it",
-                reply.message_id,
-                reply.payload.len()
-            );
-            if let Some(entry) = &reply.stored {
-                let _ = self.spool.remove(entry);
-            }
-            return;
-        }
         let frame = reply_frame(
             &reply.reply_id,
             &reply.message_id,
             &reply.payload,
-            "aws.ssm.sendCommand",
+            SEND_COMMAND_TOPIC,
         );
+        let size = frame.encode().len();
+        if size > MAX_REPLY_FRAME {
+            // Only a reply not made by this version's builder (spooled by an older one) gets here;
+            // sent anyway: dropping it would leave the command unfinished for good.
+            log::warn!(
+                "reply for {} is {size} bytes encoded, over the service's {MAX_REPLY_FRAME}; sending it anyway",
+                reply.message_id
+            );
+        }
         let mut pending = Pending {
             job_id: reply.message_id.clone(),
             stored: reply.stored,
@@ -344,6 +348,13 @@ impl ReplySink for MgsJobs {
 
     fn has_terminal_reply(&self, job_id: &str) -> bool {
         self.spool.terminal_reply_for(job_id).is_some()
+    }
+
+    /// What is left of [`MAX_REPLY_FRAME`] for the content once the frame around it is counted.
+    fn max_encoded_len(&self, job_id: &str) -> Option<usize> {
+        let empty = reply_frame(&crate::random::uuid_v4(), job_id, "", SEND_COMMAND_TOPIC);
+        // The empty content's `""` is counted in both.
+        Some((MAX_REPLY_FRAME + 2).saturating_sub(empty.encode().len()))
     }
 }
 

@@ -5,11 +5,11 @@ use super::payload::{SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
-use super::{ReplySink, Transport};
+use super::{OutgoingReply, ReplySink, Stored, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -110,6 +110,8 @@ struct Queue {
     waiting: VecDeque<Arc<Job>>,
     /// Queued and running jobs by MessageId.
     active: HashMap<String, Arc<Job>>,
+    /// Messages being parsed and stored (outside the lock); each holds a place in the queue.
+    admitting: HashSet<String>,
     closed: bool,
 }
 
@@ -208,9 +210,9 @@ impl Engine {
     /// Blocks until the queue has room (true) or `timeout` passes or the engine closes (false).
     pub fn wait_for_room(&self, timeout: Duration) -> bool {
         let limit = self.inner.cfg.queue_limit;
-        self.inner
-            .wait_until(timeout, |q| q.closed || q.waiting.len() < limit)
-            && !lock(&self.inner.queue).closed
+        self.inner.wait_until(timeout, |q| {
+            q.closed || q.waiting.len() + q.admitting.len() < limit
+        }) && !lock(&self.inner.queue).closed
     }
 
     /// Blocks until no job is queued or running, or `timeout` passes; true when idle.
@@ -279,25 +281,21 @@ impl Inner {
         &found.unwrap_or(&self.sinks[0]).1
     }
 
-    fn builder(&self, transport: Transport) -> ReplyBuilder {
+    fn builder(&self, transport: Transport, message_id: &str) -> ReplyBuilder {
+        let sink = self.sink(transport);
         ReplyBuilder {
             agent: self.cfg.agent.clone(),
-            able_to_open_mgs_connection: self.sink(transport).able_to_open_mgs_connection(),
+            able_to_open_mgs_connection: sink.able_to_open_mgs_connection(),
+            max_encoded_len: sink.max_encoded_len(message_id),
         }
     }
 
+    /// Takes the queue lock only to check and to reserve a place: reading, parsing and storing
+    /// the command happen outside it, so cancels and workers never wait behind a disk flush.
     fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
         self.retry_unsaved();
         let command_id = command_id_of(message_id).to_owned();
-        let mut q = lock(&self.queue);
-        if q.closed {
-            return Offer::Closed;
-        }
-        if q.active.contains_key(message_id) {
-            return Offer::Duplicate { final_reply: None };
-        }
         let Some(file_id) = safe_file_name(&command_id) else {
-            drop(q);
             self.reject(
                 transport,
                 message_id,
@@ -311,21 +309,56 @@ impl Inner {
                 final_reply: rec.final_reply,
             };
         }
-        if q.waiting.len() >= self.cfg.queue_limit {
-            return Offer::Full;
+        {
+            let mut q = lock(&self.queue);
+            if q.closed {
+                return Offer::Closed;
+            }
+            if q.active.contains_key(message_id) || q.admitting.contains(message_id) {
+                return Offer::Duplicate { final_reply: None };
+            }
+            if q.waiting.len() + q.admitting.len() >= self.cfg.queue_limit {
+                return Offer::Full;
+            }
+            q.admitting.insert(message_id.to_owned());
         }
-        let (command, document) = match parse(payload, &command_id) {
+        let admitted = self.admit(transport, message_id, file_id, payload, &command_id);
+        let mut q = lock(&self.queue);
+        q.admitting.remove(message_id);
+        let offer = match admitted {
+            // Stopping: the stored record runs after the next start.
+            Some(_) if q.closed => Offer::Accepted,
+            Some(job) => {
+                q.active.insert(message_id.to_owned(), Arc::clone(&job));
+                q.waiting.push_back(job);
+                Offer::Accepted
+            }
+            None => Offer::Rejected,
+        };
+        drop(q);
+        self.changed.notify_all();
+        offer
+    }
+
+    /// Parses and stores a new command and sends its receipt; `None` when it was rejected.
+    fn admit(
+        &self,
+        transport: Transport,
+        message_id: &str,
+        file_id: &str,
+        payload: &str,
+        command_id: &str,
+    ) -> Option<Arc<Job>> {
+        let (command, document) = match parse(payload, command_id) {
             Ok(parsed) => parsed,
             Err(trace) => {
-                drop(q);
                 log::warn!("command {message_id}: rejected: {trace}");
                 self.reject(transport, message_id, Some(file_id), &trace);
-                return Offer::Rejected;
+                return None;
             }
         };
         let record = CommandRecord::new(transport, message_id, file_id, payload);
         if let Err(e) = record.save(&self.dir, true) {
-            drop(q);
             log::error!("command {message_id}: {e}");
             self.reject(
                 transport,
@@ -333,7 +366,7 @@ impl Inner {
                 None,
                 &format!("the agent could not store the command: {e}"),
             );
-            return Offer::Rejected;
+            return None;
         }
         log::info!(
             "command {message_id}: received {} ({} step(s), document {})",
@@ -346,13 +379,8 @@ impl Inner {
             }
         );
         self.sink(transport)
-            .accepted(message_id, self.builder(transport).received());
-        let job = Arc::new(self.job(record, document, &command));
-        q.active.insert(message_id.to_owned(), Arc::clone(&job));
-        q.waiting.push_back(job);
-        drop(q);
-        self.changed.notify_all();
-        Offer::Accepted
+            .accepted(message_id, self.builder(transport, message_id).received());
+        Some(Arc::new(self.job(record, document, &command)))
     }
 
     fn job(&self, record: CommandRecord, document: Document, command: &SendCommand) -> Job {
@@ -371,16 +399,77 @@ impl Inner {
     /// A `Failed` reply for a message that cannot run; remembered (when the id allows) so a
     /// redelivery gets the same answer instead of another attempt.
     fn reject(&self, transport: Transport, message_id: &str, file_id: Option<&str>, trace: &str) {
-        let payload = self.builder(transport).rejected(trace);
-        let sink = self.sink(transport);
-        let ticket = sink.spool(message_id, payload.clone(), true);
-        if let Some(id) = file_id {
-            let mut rec = CommandRecord::new(transport, message_id, id, "");
-            rec.phase = Phase::Done;
-            rec.final_reply = Some(payload);
-            self.save_done(&rec);
+        let payload = self.builder(transport, message_id).rejected(trace);
+        match file_id {
+            Some(id) => self.close(
+                &mut CommandRecord::new(transport, message_id, id, ""),
+                payload,
+            ),
+            None => {
+                let sink = self.sink(transport);
+                sink.send(sink.spool(message_id, payload, true));
+            }
         }
+    }
+
+    /// Ends `rec` with `payload` as its final reply and sends that. One flush of the record makes
+    /// both durable before the reply leaves (the record is the reply's home until the service
+    /// takes it); when the record cannot be written, the reply goes to the sink's spool instead.
+    fn close(&self, rec: &mut CommandRecord, payload: String) {
+        let sink = self.sink(rec.transport);
+        let reply_id = crate::random::uuid_v4();
+        rec.phase = Phase::Done;
+        rec.running = None;
+        rec.final_reply = Some(payload.clone());
+        rec.final_reply_id = Some(reply_id.clone());
+        self.retry_unsaved();
+        let ticket = match rec.save(&self.dir, true) {
+            Ok(()) => {
+                lock(&self.unsaved).remove(&rec.command_id);
+                OutgoingReply {
+                    message_id: rec.message_id.clone(),
+                    reply_id,
+                    payload,
+                    terminal: true,
+                    stored: Some(Stored::Record(self.dir.command_record(&rec.command_id))),
+                }
+            }
+            Err(e) => {
+                log::error!(
+                    "command {}: {e}; its final reply goes to the reply spool, and its record is kept in memory and written again once the disk takes it",
+                    rec.message_id
+                );
+                // The reply leaves through the spool under another id: the record written
+                // later must not send it a second time after a restart.
+                let mut later = rec.clone();
+                later.final_reply_id = None;
+                lock(&self.unsaved).insert(rec.command_id.clone(), later);
+                sink.spool(&rec.message_id, payload, true)
+            }
+        };
         sink.send(ticket);
+    }
+
+    /// Sends again the final reply of a finished command the service had not taken when the
+    /// agent stopped (it kept the same ReplyId, so the service takes it at most once).
+    fn resend_final(&self, rec: &CommandRecord) {
+        let (Some(payload), Some(reply_id)) = (&rec.final_reply, &rec.final_reply_id) else {
+            return;
+        };
+        if rec.final_accepted || now_secs().saturating_sub(rec.received_at) > MAX_RESUME_AGE_SECS {
+            return;
+        }
+        log::info!(
+            "command {}: sending its final reply again (not taken before the restart)",
+            rec.message_id
+        );
+        self.sink(rec.transport).send(OutgoingReply {
+            message_id: rec.message_id.clone(),
+            reply_id: reply_id.clone(),
+            payload: payload.clone(),
+            terminal: true,
+            stored: Some(Stored::Record(self.dir.command_record(&rec.command_id))),
+        });
     }
 
     fn work(&self) {
@@ -539,24 +628,21 @@ impl Inner {
         let sink = self.sink(job.transport);
         let ticket = sink.spool(
             &job.message_id,
-            self.builder(job.transport).step_done(&rec.results, last),
+            self.builder(job.transport, &job.message_id)
+                .step_done(&rec.results, last),
             false,
         );
         self.save(rec, false);
         sink.send(ticket);
     }
 
-    /// The terminal reply is spooled (durably) before the record says Done, and released to the
+    /// The terminal reply is made durable with the record that says Done, and released to the
     /// sender only after: a crash at any point leaves either a resumable command or a reply.
     fn finish(&self, rec: &mut CommandRecord) {
-        let payload = self.builder(rec.transport).finished(&rec.results);
-        let sink = self.sink(rec.transport);
-        let ticket = sink.spool(&rec.message_id, payload.clone(), true);
-        rec.phase = Phase::Done;
-        rec.running = None;
-        rec.final_reply = Some(payload);
-        self.save_done(rec);
-        sink.send(ticket);
+        let payload = self
+            .builder(rec.transport, &rec.message_id)
+            .finished(&rec.results);
+        self.close(rec, payload);
         let status = document_status(&rec.results);
         log::info!(
             "command {}: finished: {} ({} step(s))",
@@ -626,10 +712,12 @@ impl Inner {
 
     /// Loads every unfinished record an earlier run left and queues it, oldest first.
     fn recover(&self) {
-        let mut pending: Vec<CommandRecord> = list_records(&self.dir)
+        let (done, mut pending): (Vec<CommandRecord>, Vec<CommandRecord>) = list_records(&self.dir)
             .into_iter()
-            .filter(|r| r.phase != Phase::Done)
-            .collect();
+            .partition(|r| r.phase == Phase::Done);
+        for rec in &done {
+            self.resend_final(rec);
+        }
         pending.sort_by_key(|r| (r.phase == Phase::Queued, r.received_at));
         for mut rec in pending {
             if self.sink(rec.transport).has_terminal_reply(&rec.message_id) {
@@ -1007,6 +1095,76 @@ mod tests {
             std::fs::read_to_string(&runs).unwrap().lines().count(),
             2,
             "the reboot step ran again, once"
+        );
+    }
+
+    /// A sink that never delivers: the agent stops before the service took anything.
+    struct Unreachable(Mutex<Vec<OutgoingReply>>);
+
+    impl ReplySink for Unreachable {
+        fn accepted(&self, _message_id: &str, _receipt: String) {}
+        fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
+            MemorySink::default().spool(message_id, payload, terminal)
+        }
+        fn send(&self, reply: OutgoingReply) {
+            self.0.lock().unwrap().push(reply);
+        }
+        fn has_terminal_reply(&self, _message_id: &str) -> bool {
+            false
+        }
+    }
+
+    /// The record that says Done holds the final reply durably (no second copy is flushed): a
+    /// restart before the service took it sends it again under the same ReplyId, and once it
+    /// was taken, never again.
+    #[test]
+    fn a_final_reply_not_taken_before_a_restart_is_sent_again_with_its_reply_id() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let start = |offer: &str| {
+            let sink = Arc::new(Unreachable(Mutex::default()));
+            let engine = Engine::start(
+                config(&[]),
+                dir.clone(),
+                vec![(Transport::Local, sink.clone())],
+            );
+            if !offer.is_empty() {
+                assert_eq!(
+                    engine.offer(Transport::Local, "aws.ssm.c-f.i-1", offer),
+                    Offer::Accepted
+                );
+            }
+            assert!(engine.wait_idle(Duration::from_secs(30)));
+            engine.shutdown(Duration::ZERO);
+            std::mem::take(&mut *sink.0.lock().unwrap())
+        };
+        let sent = start(&payload(json!([step("one", &["echo one"], json!({}))])))
+            .pop()
+            .unwrap();
+        assert!(sent.terminal);
+        assert!(
+            matches!(&sent.stored, Some(Stored::Record(path)) if *path == dir.command_record("c-f"))
+        );
+        let stored = CommandRecord::load(&dir.command_record("c-f")).unwrap();
+        assert_eq!(stored.final_reply.as_deref(), Some(sent.payload.as_str()));
+
+        let resent = start("");
+        assert_eq!(resent.len(), 1, "only the final reply is sent again");
+        assert_eq!(
+            (&resent[0].reply_id, &resent[0].payload),
+            (&sent.reply_id, &sent.payload)
+        );
+        let again = run(&dir, config(&[]), "", "");
+        assert_eq!(again[0]["documentStatus"], "Success");
+        assert_eq!(
+            serde_json::from_str::<Value>(&sent.payload).unwrap(),
+            again[0]
+        );
+        let stored = CommandRecord::load(&dir.command_record("c-f")).unwrap();
+        assert!(stored.final_accepted, "the memory sink delivered it");
+        assert!(
+            run(&dir, config(&[]), "", "").is_empty(),
+            "taken: not sent again"
         );
     }
 

@@ -37,6 +37,9 @@ impl ReplySink for MemorySink {
         }
     }
     fn send(&self, reply: OutgoingReply) {
+        if let Some(stored) = &reply.stored {
+            stored.release(); // delivered: the caller has it
+        }
         self.replies
             .lock()
             .unwrap_or_else(|e| e.into_inner())

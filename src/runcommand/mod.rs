@@ -34,8 +34,31 @@ pub struct OutgoingReply {
     pub reply_id: String,
     pub payload: String,
     pub terminal: bool,
-    /// The sink's own handle on the stored copy (e.g. the spool entry).
-    pub stored: Option<crate::state::spool::SpoolEntry>,
+    /// Where the reply is kept until the service takes it.
+    pub stored: Option<Stored>,
+}
+
+/// The durable home of a reply not yet taken by the service.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// An entry of the transport's reply spool.
+    Spool(crate::state::spool::SpoolEntry),
+    /// The final reply kept in its command record (`final_reply`), so that one flush of the
+    /// record makes both the command's end and its reply durable.
+    Record(std::path::PathBuf),
+}
+
+impl Stored {
+    /// The service took the reply (or will never take it): it need not be kept any more.
+    pub fn release(&self) {
+        let done = match self {
+            Stored::Spool(entry) => entry.remove(),
+            Stored::Record(path) => record::CommandRecord::mark_final_accepted(path),
+        };
+        if let Err(e) = done {
+            log::error!("{e}");
+        }
+    }
 }
 
 /// Where a transport takes replies. Calls for one command arrive in the order they must be
@@ -49,6 +72,11 @@ pub trait ReplySink: Send + Sync {
     fn send(&self, reply: OutgoingReply);
     /// Whether a terminal reply for `message_id` is stored and not yet delivered (recovery).
     fn has_terminal_reply(&self, message_id: &str) -> bool;
+    /// The longest reply payload (by [`reply::encoded_len`]) this transport can carry for
+    /// `message_id`; the reply builder cuts output to fit it. `None`: no limit.
+    fn max_encoded_len(&self, _message_id: &str) -> Option<usize> {
+        None
+    }
     /// `additionalInfo.ableToOpenMGSConnection` for this transport's replies (MDS only).
     fn able_to_open_mgs_connection(&self) -> Option<bool> {
         None

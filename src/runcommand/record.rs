@@ -49,6 +49,14 @@ pub struct CommandRecord {
     pub run_count: u32,
     /// The terminal reply, re-sent when the service delivers the message again.
     pub final_reply: Option<String>,
+    /// The ReplyId `final_reply` was first sent with; an agent restarted before the service took
+    /// it sends it again under the same id.
+    #[serde(default)]
+    pub final_reply_id: Option<String>,
+    /// The service took the final reply (written without a flush: losing it only means one
+    /// more send of the same ReplyId, which the service ignores).
+    #[serde(default)]
+    pub final_accepted: bool,
 }
 
 impl CommandRecord {
@@ -71,6 +79,8 @@ impl CommandRecord {
             exit_condition: false,
             run_count: 0,
             final_reply: None,
+            final_reply_id: None,
+            final_accepted: false,
         }
     }
 
@@ -78,6 +88,16 @@ impl CommandRecord {
     pub fn save(&self, dir: &StateDir, durable: bool) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(self).expect("records always serialise");
         write_atomic(&dir.command_record(&self.command_id), &bytes, durable)
+    }
+
+    /// Notes in the record at `path` that the service took its final reply.
+    pub fn mark_final_accepted(path: &Path) -> Result<(), StateError> {
+        let Some(mut rec) = CommandRecord::load(path) else {
+            return Ok(()); // pruned meanwhile: nothing left to note
+        };
+        rec.final_accepted = true;
+        let bytes = serde_json::to_vec(&rec).expect("records always serialise");
+        write_atomic(path, &bytes, false)
     }
 
     pub fn load(path: &Path) -> Option<CommandRecord> {

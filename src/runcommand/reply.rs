@@ -128,7 +128,8 @@ struct RuntimeStatus<'a> {
 }
 
 impl<'a> RuntimeStatus<'a> {
-    fn of(r: &'a PluginResult) -> Self {
+    /// `r` with `texts` as its output, standardOutput and standardError.
+    fn of(r: &'a PluginResult, texts: &[&'a str; 3]) -> Self {
         RuntimeStatus {
             status: r.status.as_str(),
             // Upstream forces a non-zero code onto a Failed result.
@@ -138,14 +139,14 @@ impl<'a> RuntimeStatus<'a> {
                 r.code
             },
             name: &r.plugin_name,
-            output: &r.output,
+            output: texts[0],
             start_date_time: &r.start,
             end_date_time: &r.end,
             output_s3_bucket_name: "",
             output_s3_key_prefix: "",
             step_name: "",
-            standard_output: &r.standard_output,
-            standard_error: &r.standard_error,
+            standard_output: texts[1],
+            standard_error: texts[2],
         }
     }
 }
@@ -164,6 +165,66 @@ struct Payload<'a> {
 pub struct ReplyBuilder {
     pub agent: AgentInfo,
     pub able_to_open_mgs_connection: Option<bool>,
+    /// The transport's limit on a payload's [`encoded_len`]; output is cut to fit it.
+    pub max_encoded_len: Option<usize>,
+}
+
+/// A payload's size as it travels: both transports carry it as a JSON string inside a JSON
+/// body, so every character its own JSON escaped once is escaped again (a NUL byte of output,
+/// `\u0000` in the payload, takes 7 bytes on the wire).
+pub fn encoded_len(payload: &str) -> usize {
+    payload.chars().map(escaped_len).sum::<usize>() + 2
+}
+
+/// Bytes `c` takes in a JSON string (serde_json's escaping).
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Bytes one character of a text field takes in the payload's [`encoded_len`]: escaped twice.
+fn escaped_twice(c: char) -> usize {
+    match c {
+        '"' | '\\' => 4,                             // \" and \\ become \\\" and \\\\
+        '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 3, // \n becomes \\n
+        c if (c as u32) < 0x20 => 7,                 // \u0001 becomes \\u0001
+        c => c.len_utf8(),
+    }
+}
+
+fn cost(text: &str) -> usize {
+    text.chars().map(escaped_twice).sum()
+}
+
+/// The longest start of `text` costing at most `budget`, then `mark`.
+fn cut_to(text: &str, budget: usize, mark: &str) -> String {
+    let mut spent = 0;
+    let end = text
+        .char_indices()
+        .find(|&(_, c)| {
+            spent += escaped_twice(c);
+            spent > budget
+        })
+        .map_or(text.len(), |(i, _)| i);
+    format!("{}{mark}", &text[..end])
+}
+
+/// The largest per-field share such that fields cut to it cost at most `budget` in all.
+fn share(costs: &[usize], budget: usize) -> usize {
+    let total = |cap: usize| costs.iter().map(|&c| c.min(cap)).sum::<usize>();
+    let (mut lo, mut hi) = (0, costs.iter().copied().max().unwrap_or(0));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if total(mid) <= budget {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
 }
 
 fn counts(results: &[PluginResult]) -> BTreeMap<&'static str, usize> {
@@ -197,6 +258,65 @@ impl ReplyBuilder {
         serde_json::to_string(&p).expect("reply payloads always serialise")
     }
 
+    /// Renders a payload showing `shown` (None: `runtimeStatus` null); when it is over the
+    /// transport's limit, the longest texts (trace, output, standardOutput, standardError) are
+    /// cut, each ending in a truncation mark, until it fits. A reply is never dropped for size.
+    fn fitted(
+        &self,
+        status: Status,
+        trace: &str,
+        counts: Option<BTreeMap<&'static str, usize>>,
+        shown: Option<&[&PluginResult]>,
+    ) -> String {
+        let draw = |texts: &[&str]| {
+            let runtime = shown.map(|plugins| {
+                plugins
+                    .iter()
+                    .zip(texts[1..].chunks(3))
+                    .map(|(r, t)| {
+                        let t = [t[0], t[1], t[2]];
+                        (r.plugin_id.as_str(), RuntimeStatus::of(r, &t))
+                    })
+                    .collect()
+            });
+            self.render(status, texts[0], counts.clone(), runtime)
+        };
+        let mut texts = vec![trace];
+        for r in shown.unwrap_or_default() {
+            texts.extend([&*r.output, &*r.standard_output, &*r.standard_error]);
+        }
+        let full = draw(&texts);
+        let Some(limit) = self.max_encoded_len else {
+            return full;
+        };
+        let costs: Vec<usize> = texts.iter().map(|t| cost(t)).collect();
+        let marks: Vec<&str> = (0..texts.len())
+            .map(|i| match i {
+                // the trace, then each plugin's output, standardOutput, standardError
+                0 => OUTPUT_MARK,
+                i if (i - 1) % 3 == 0 => OUTPUT_MARK,
+                _ => STREAM_MARK,
+            })
+            .collect();
+        let mut out = full;
+        let mut budget = costs.iter().sum::<usize>();
+        while encoded_len(&out) > limit && budget > 0 {
+            budget = budget.saturating_sub(encoded_len(&out) - limit);
+            let cap = share(&costs, budget);
+            let cut: Vec<String> = texts
+                .iter()
+                .zip(&costs)
+                .zip(&marks)
+                .map(|((t, &c), m)| match c <= cap {
+                    true => (*t).to_owned(),
+                    false => cut_to(t, cap.saturating_sub(cost(m)), m),
+                })
+                .collect();
+            out = draw(&cut.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        out
+    }
+
     /// The reply sent on receipt: document `InProgress`, `runtimeStatus: null`.
     pub fn received(&self) -> String {
         self.render(Status::InProgress, "", None, None)
@@ -204,30 +324,25 @@ impl ReplyBuilder {
 
     /// A document that could not be parsed or validated: `Failed` with the reason as trace output.
     pub fn rejected(&self, trace: &str) -> String {
-        self.render(Status::Failed, trace, None, None)
+        self.fitted(Status::Failed, trace, None, None)
     }
 
     /// After a step: document `InProgress`, only that step, counts over the results so far.
     pub fn step_done(&self, so_far: &[PluginResult], step: &PluginResult) -> String {
-        let runtime = BTreeMap::from([(step.plugin_id.as_str(), RuntimeStatus::of(step))]);
-        self.render(Status::InProgress, "", Some(counts(so_far)), Some(runtime))
+        self.fitted(Status::InProgress, "", Some(counts(so_far)), Some(&[step]))
     }
 
     /// The final reply: aggregated status; every plugin when there is at most one, else `{}`.
     pub fn finished(&self, results: &[PluginResult]) -> String {
-        let runtime = if results.len() <= 1 {
-            results
-                .iter()
-                .map(|r| (r.plugin_id.as_str(), RuntimeStatus::of(r)))
-                .collect()
-        } else {
-            BTreeMap::new()
+        let shown: Vec<&PluginResult> = match results.len() {
+            0 | 1 => results.iter().collect(),
+            _ => Vec::new(),
         };
-        self.render(
+        self.fitted(
             document_status(results),
             "",
             Some(counts(results)),
-            Some(runtime),
+            Some(&shown),
         )
     }
 }
@@ -282,7 +397,11 @@ pub const OUTPUT_CAPACITY: usize = 2500;
 pub const STREAM_CAPACITY: usize = 24_000;
 
 const ERROR_TITLE: &[u8] = b"\n----------ERROR-------\n";
-const OUT_CUT: &[u8] = b"\n---Output truncated---";
+const OUT_CUT: &[u8] = OUTPUT_MARK.as_bytes();
+/// The marks of a text cut to fit a transport's limit: `output` and the trace like upstream's
+/// `output`, the streams like `standardOutput`.
+const OUTPUT_MARK: &str = "\n---Output truncated---";
+const STREAM_MARK: &str = "--output truncated--";
 const ERR_CUT: &[u8] = b"\n---Error truncated----";
 
 /// Upstream `TruncateOutput`: stdout and stderr in `capacity` bytes with markers where cut.
@@ -319,7 +438,7 @@ pub fn truncate_output(out: &Head, err: &Head, capacity: usize) -> String {
 
 /// `standardOutput`/`standardError`: cut to 24000 bytes ending in `--output truncated--`.
 pub fn truncate_stream(h: &Head) -> String {
-    const MARK: &[u8] = b"--output truncated--";
+    const MARK: &[u8] = STREAM_MARK.as_bytes();
     if h.len < STREAM_CAPACITY {
         return String::from_utf8_lossy(h.take(h.len)).into_owned();
     }
@@ -419,6 +538,7 @@ mod tests {
         ReplyBuilder {
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             able_to_open_mgs_connection: Some(false),
+            max_encoded_len: None,
         }
     }
 
@@ -475,6 +595,92 @@ mod tests {
             "Failed with code 0 is reported as 1"
         );
         assert!(raw.find("\"status\"").unwrap() < raw.find("\"standardError\"").unwrap());
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_as_a_json_string() {
+        let all: String = (0u32..0x80)
+            .chain([0xe9, 0x2028, 0xfffd, 0x1f600])
+            .filter_map(char::from_u32)
+            .collect();
+        assert_eq!(
+            encoded_len(&all),
+            serde_json::to_string(&all).unwrap().len()
+        );
+        let once = serde_json::to_string(&all).unwrap();
+        assert_eq!(
+            cost(&all) + 6,
+            encoded_len(&once),
+            "escaped twice, quotes apart"
+        );
+    }
+
+    #[test]
+    fn replies_are_cut_to_the_encoded_limit_and_never_dropped() {
+        let mut b = builder();
+        let nul = "\0".repeat(STREAM_CAPACITY);
+        let mut r = result("aws:runShellScript", Status::Success, 0);
+        r.output = "\0".repeat(OUTPUT_CAPACITY);
+        r.standard_output = nul.clone();
+        r.standard_error = format!("{}\n\"quoted\"", "é".repeat(STREAM_CAPACITY / 2));
+        let full = b.finished(std::slice::from_ref(&r));
+        assert!(encoded_len(&full) > 200_000, "{}", encoded_len(&full));
+        b.max_encoded_len = Some(100_000);
+        for payload in [
+            b.finished(std::slice::from_ref(&r)),
+            b.step_done(std::slice::from_ref(&r), &r),
+        ] {
+            let n = encoded_len(&payload);
+            assert!(
+                (99_000..=100_000).contains(&n),
+                "{n}: as much as fits is kept"
+            );
+            let v: Value = serde_json::from_str(&payload).unwrap();
+            let p = &v["runtimeStatus"]["aws:runShellScript"];
+            let stdout = p["standardOutput"].as_str().unwrap();
+            assert!(stdout.ends_with("--output truncated--"));
+            assert!(
+                stdout.len() > 5000,
+                "the longest text keeps the rest: {}",
+                stdout.len()
+            );
+            assert_eq!(
+                p["standardError"], r.standard_error,
+                "shorter texts stay whole"
+            );
+            assert_eq!(p["output"], r.output);
+            assert_eq!(p["status"], "Success");
+        }
+        b.max_encoded_len = Some(30_000);
+        let v: Value = serde_json::from_str(&b.finished(std::slice::from_ref(&r))).unwrap();
+        let p = &v["runtimeStatus"]["aws:runShellScript"];
+        assert!(
+            p["output"]
+                .as_str()
+                .unwrap()
+                .ends_with("\n---Output truncated---")
+        );
+        assert!(
+            p["standardError"]
+                .as_str()
+                .unwrap()
+                .ends_with("--output truncated--")
+        );
+        b.max_encoded_len = Some(1_000_000);
+        let runtime = |p: &str| serde_json::from_str::<Value>(p).unwrap()["runtimeStatus"].take();
+        let same = runtime(&b.finished(std::slice::from_ref(&r))) == runtime(&full);
+        assert!(same, "what fits is not cut");
+        b.max_encoded_len = Some(5_000);
+        let trace = "\u{1}".repeat(10_000);
+        let rejected = b.rejected(&trace);
+        assert!(encoded_len(&rejected) <= 5_000);
+        let v: Value = serde_json::from_str(&rejected).unwrap();
+        assert!(
+            v["documentTraceOutput"]
+                .as_str()
+                .unwrap()
+                .ends_with("---Output truncated---")
+        );
     }
 
     #[test]

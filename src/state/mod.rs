@@ -3,7 +3,8 @@
 //!
 //! Layout under the state dir (default `/var/lib/ssm-lite`), files 0600 and dirs 0700:
 //! ```text
-//! <instance-id>/commands/<CommandId>.json        one record per command (queue, progress, dedupe)
+//! <instance-id>/commands/<CommandId>.json        one record per command (queue, progress, dedupe,
+//!                                                its final reply until the service takes it)
 //! <instance-id>/replies/<seq>_<ReplyId>.json     replies not yet accepted by the service, in order
 //! <instance-id>/replies_mgs/<seq>_<MessageId>.json  the same for replies sent over MGS
 //! <instance-id>/document/orchestration/<CommandId>/…   scripts and capped stdout/stderr

@@ -31,6 +31,13 @@ pub struct SpoolEntry {
     pub reply: SpooledReply,
 }
 
+impl SpoolEntry {
+    /// Forgets a reply the service accepted (or refused for good).
+    pub fn remove(&self) -> Result<(), StateError> {
+        remove_file(&self.path)
+    }
+}
+
 pub struct ReplySpool {
     dir: PathBuf,
     next_seq: AtomicU64,
@@ -73,19 +80,15 @@ impl ReplySpool {
         ))
     }
 
-    /// Stores a reply. Terminal replies are flushed to the device before this returns; the
-    /// others are only informational and skip the flush (a process crash still keeps them).
+    /// Stores a reply. Terminal replies are flushed to the device before this returns (those the
+    /// engine makes live in their command record instead, flushed there); the others are only
+    /// informational and skip the flush (a process crash still keeps them).
     pub fn add(&self, reply: SpooledReply) -> Result<SpoolEntry, StateError> {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.join(format!("{seq:020}_{}.json", reply.reply_id));
         let bytes = serde_json::to_vec(&reply).expect("a reply always serialises");
         write_atomic(&path, &bytes, reply.terminal)?;
         Ok(SpoolEntry { path, reply })
-    }
-
-    /// Forgets a reply the service accepted (or refused for good).
-    pub fn remove(&self, entry: &SpoolEntry) -> Result<(), StateError> {
-        remove_file(&entry.path)
     }
 
     /// The terminal reply of `message_id` still waiting in the spool, if any (crash recovery).
@@ -121,7 +124,7 @@ mod tests {
         let a = spool.add(reply("r-a", false)).unwrap();
         spool.add(reply("r-b", false)).unwrap();
         spool.add(reply("r-c", true)).unwrap();
-        spool.remove(&a).unwrap();
+        a.remove().unwrap();
         drop(spool);
         let (spool, left) = ReplySpool::open(t.path()).unwrap();
         let ids: Vec<_> = left.iter().map(|e| e.reply.reply_id.as_str()).collect();

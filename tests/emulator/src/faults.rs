@@ -13,6 +13,8 @@ pub enum FaultTarget {
     Ssm,
     /// Only `TrentService.*` (kms).
     Kms,
+    /// Only this operation of ec2messages (e.g. `"SendReply"`), so the rest of it works.
+    MdsOperation(&'static str),
 }
 
 /// The API family of a JSON 1.1 request.
@@ -69,12 +71,13 @@ impl Faults {
         }
     }
 
-    fn applies(&self, api: Api) -> bool {
+    fn applies(&self, api: Api, op: &str) -> bool {
         match self.target {
             FaultTarget::Any => true,
             FaultTarget::Mds => api == Api::Mds,
             FaultTarget::Ssm => api == Api::Ssm,
             FaultTarget::Kms => api == Api::Kms,
+            FaultTarget::MdsOperation(name) => api == Api::Mds && op == name,
         }
     }
 
@@ -105,8 +108,8 @@ impl Faults {
     }
 
     /// The delay to apply to this request: a slow window's, else one of `delay_next`.
-    pub fn take_delay(&mut self, api: Api) -> Option<Duration> {
-        if !self.applies(api) {
+    pub fn take_delay(&mut self, api: Api, op: &str) -> Option<Duration> {
+        if !self.applies(api, op) {
             return None;
         }
         if let Some(d) = active(self.slow_until, Instant::now()) {
@@ -120,8 +123,8 @@ impl Faults {
     }
 
     /// The fault to apply to this request: drops first, then counted failures, then the window.
-    pub fn take(&mut self, api: Api, now: Instant) -> Option<Fault> {
-        if !self.applies(api) {
+    pub fn take(&mut self, api: Api, op: &str, now: Instant) -> Option<Fault> {
+        if !self.applies(api, op) {
             return None;
         }
         if self.drop_until.is_some_and(|until| now < until) {
@@ -225,16 +228,28 @@ mod tests {
         f.fail_next(1, 503, "ServiceUnavailable");
         f.drop_next(1);
         let now = Instant::now();
-        assert_eq!(f.take(Api::Ssm, now), None, "restricted to ec2messages");
-        assert_eq!(f.take(Api::Mds, now), Some(Fault::Drop));
+        assert_eq!(
+            f.take(Api::Ssm, "x", now),
+            None,
+            "restricted to ec2messages"
+        );
+        assert_eq!(f.take(Api::Mds, "x", now), Some(Fault::Drop));
         assert!(matches!(
-            f.take(Api::Mds, now),
+            f.take(Api::Mds, "x", now),
             Some(Fault::Fail { status: 503, .. })
         ));
-        assert_eq!(f.take(Api::Mds, now), None);
+        assert_eq!(f.take(Api::Mds, "x", now), None);
         f.fail_for(Duration::from_secs(60), 400, "ThrottlingException");
-        assert!(f.take(Api::Mds, now).is_some());
-        assert_eq!(f.take(Api::Mds, now + Duration::from_secs(61)), None);
+        assert!(f.take(Api::Mds, "x", now).is_some());
+        assert_eq!(f.take(Api::Mds, "x", now + Duration::from_secs(61)), None);
+        f.target = FaultTarget::MdsOperation("SendReply");
+        f.fail_next(1, 407, "ProxyAuthenticationRequired");
+        assert_eq!(
+            f.take(Api::Mds, "GetMessages", now),
+            None,
+            "other operations work"
+        );
+        assert!(f.take(Api::Mds, "SendReply", now).is_some());
     }
 
     #[test]
@@ -246,16 +261,19 @@ mod tests {
         assert!(f.open_window(&FaultWindow::Slow(Duration::from_millis(5)), until));
         assert!(f.open_window(&FaultWindow::ClockJump(Duration::from_secs(600)), until));
         assert!(!f.open_window(&FaultWindow::PausedPublication, until));
-        assert_eq!(f.take(Api::Kms, now), Some(Fault::Drop));
+        assert_eq!(f.take(Api::Kms, "Decrypt", now), Some(Fault::Drop));
         assert_eq!(
-            f.take(Api::Kms, now),
+            f.take(Api::Kms, "Decrypt", now),
             Some(Fault::Drop),
             "a window, not a count"
         );
-        assert_eq!(f.take_delay(Api::Ssm), Some(Duration::from_millis(5)));
+        assert_eq!(
+            f.take_delay(Api::Ssm, "UpdateInstanceInformation"),
+            Some(Duration::from_millis(5))
+        );
         assert_eq!(f.clock_offset(now), Duration::from_secs(600));
         let after = until + Duration::from_secs(1);
-        assert_eq!(f.take(Api::Kms, after), None);
+        assert_eq!(f.take(Api::Kms, "Decrypt", after), None);
         assert_eq!(f.clock_offset(after), Duration::ZERO);
     }
 }

@@ -261,6 +261,11 @@ impl Emulator {
         })
     }
 
+    /// `ack`, `reply` and `fail` for `message_id`, in the order they reached the service.
+    pub fn mds_events(&self, message_id: &str) -> Vec<&'static str> {
+        self.read(|st| st.mds_events(message_id))
+    }
+
     pub fn acks(&self) -> Vec<String> {
         self.read(|st| st.acks().to_vec())
     }

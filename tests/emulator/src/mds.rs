@@ -54,6 +54,8 @@ pub(crate) struct MdsState {
     reply_ids: HashSet<String>,
     pub duplicate_replies: Vec<String>,
     pub acks: Vec<String>,
+    /// What the agent said about each message, in arrival order: `ack`, `reply`, `fail`.
+    pub events: Vec<(String, &'static str)>,
     pub fails: Vec<FailRecord>,
     pub deletes: Vec<String>,
     /// `GetMessages` calls currently held open waiting for a message.
@@ -156,6 +158,7 @@ pub(crate) fn handle(shared: &Shared, op: &str, body: &Value) -> Response {
         "AcknowledgeMessage" => required(body, "MessageId", 16).map(|id| {
             shared.update(|st| {
                 st.mds.acks.push(id.into());
+                st.mds.events.push((id.into(), "ack"));
                 st.mds.remove(id);
             });
             json!({})
@@ -231,6 +234,7 @@ fn send_reply(shared: &Shared, body: &Value) -> Result<Value, Response> {
             st.mds.duplicate_replies.push(reply_id.into());
             return;
         }
+        st.mds.events.push((message_id.into(), "reply"));
         let reply = Reply {
             message_id: message_id.into(),
             reply_id: reply_id.into(),
@@ -266,6 +270,7 @@ fn fail_message(shared: &Shared, body: &Value) -> Result<Value, Response> {
             failure_type: failure_type.into(),
         };
         st.mds.fails.push(record);
+        st.mds.events.push((message_id.into(), "fail"));
         st.mds.remove(message_id);
     });
     Ok(json!({}))

@@ -489,10 +489,21 @@ fn on_job_ack(st: &mut State, m: &AgentMessage) {
     }
 }
 
+/// The service takes no `agent_job_reply` whose content is longer (upstream's
+/// `ControlChannelAgentReplyPayloadSizeLimit`).
+pub const MAX_REPLY_CONTENT: usize = 120_000;
+
 fn on_job_reply(st: &mut State, m: &AgentMessage) {
     let v = parse_json(st, m);
     let job_id = str_of(&v, "jobId");
     let content = v["content"].as_str().unwrap_or_default();
+    if content.len() > MAX_REPLY_CONTENT {
+        return st.mgs.error(format!(
+            "agent_job_reply {} for {job_id}: content of {} bytes is over {MAX_REPLY_CONTENT}; not taken",
+            m.message_id,
+            content.len()
+        ));
+    }
     let payload = serde_json::from_str(content).unwrap_or_else(|e| {
         st.mgs.error(format!(
             "agent_job_reply {} for {job_id}: content is not JSON ({e})",

@@ -145,9 +145,10 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
             if auth != Auth::Unsigned {
                 handled.signature = SigCheck::Ok;
             }
-            handled.outcome = apply_faults(shared, api, &mut handled.fault).unwrap_or_else(|| {
-                Outcome::Respond(operation(shared, api, op, &caller, &req.body))
-            });
+            handled.outcome =
+                apply_faults(shared, api, op, &mut handled.fault).unwrap_or_else(|| {
+                    Outcome::Respond(operation(shared, api, op, &caller, &req.body))
+                });
         }
     }
     if op == onprem::ROLE_TOKEN {
@@ -157,12 +158,17 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
 }
 
 /// Sleeps for an injected delay, then returns the injected failure or drop, if any.
-fn apply_faults(shared: &Shared, api: Api, noted: &mut Option<String>) -> Option<Outcome> {
-    if let Some(d) = shared.update(|st| st.faults.take_delay(api)) {
+fn apply_faults(
+    shared: &Shared,
+    api: Api,
+    op: &str,
+    noted: &mut Option<String>,
+) -> Option<Outcome> {
+    if let Some(d) = shared.update(|st| st.faults.take_delay(api, op)) {
         *noted = Some(format!("injected delay {d:?}"));
         shared.sleep(d);
     }
-    let fault = shared.update(|st| st.faults.take(api, Instant::now()))?;
+    let fault = shared.update(|st| st.faults.take(api, op, Instant::now()))?;
     let desc = fault.describe();
     *noted = Some(
         noted

@@ -133,6 +133,12 @@ impl State {
         self.replies(message_id).iter().find(|r| r.is_final())
     }
 
+    /// `ack`, `reply` (first arrival of each ReplyId) and `fail` for `message_id`, in arrival order.
+    pub fn mds_events(&self, message_id: &str) -> Vec<&'static str> {
+        let of = |(id, e): &(String, &'static str)| (id == message_id).then_some(*e);
+        self.mds.events.iter().filter_map(of).collect()
+    }
+
     /// Message ids acknowledged, in order.
     pub fn acks(&self) -> &[String] {
         &self.mds.acks
