@@ -1,8 +1,8 @@
 //! Document parameters (protocol.md §3.2): which values apply, `allowedPattern` checks, and
 //! `{{ name }}` substitution.
 //!
-//! `{{ssm:…}}` Parameter Store references are left in place here (not resolved yet), and values
-//! holding them are checked against `allowedPattern` as the literal text.
+//! `{{ssm:…}}` Parameter Store references are not resolved yet: [`super::parse`] refuses a
+//! command that holds one before its values are checked here.
 
 use serde_json::{Map, Value};
 
@@ -80,25 +80,21 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// Checks every declared `allowedPattern` (unanchored, like Go's `MatchString`). Error messages
+/// Checks every declared `allowedPattern` (unanchored, like Go's `MatchString`). A pattern that
+/// cannot be compiled fails the check, as upstream (where `regexp.Compile` fails). Error messages
 /// name the parameter and the pattern, never the value.
 pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), DocumentError> {
     let mut errors = Vec::new();
     for parameter in declared.iter().filter(|p| !p.allowed_pattern.is_empty()) {
-        let pattern = match Pattern::parse(&parameter.allowed_pattern) {
-            Ok(pattern) => pattern,
-            Err(why) => {
-                // Outside our regex subset: skipping beats rejecting commands Go would accept.
-                log::warn!(
-                    "document: not checking parameter {:?} against allowedPattern /{}/: {why}",
-                    parameter.name,
-                    parameter.allowed_pattern
-                );
-                continue;
-            }
-        };
         let value = values.get(&parameter.name).unwrap_or(&Value::Null);
-        if let Err(why) = check(parameter, &pattern, value) {
+        let outcome = match Pattern::new(&parameter.allowed_pattern) {
+            Ok(pattern) => check(parameter, &pattern, value),
+            Err(why) => Err(format!(
+                "encountered error while compiling allowed pattern /{}/ - internal error: {why}",
+                parameter.allowed_pattern
+            )),
+        };
+        if let Err(why) = outcome {
             errors.push(format!(
                 "error thrown in 'AllowedRegexParamValidator' while validating parameter /{}/: {why}",
                 parameter.name
@@ -447,16 +443,70 @@ mod tests {
     }
 
     #[test]
-    fn every_failure_is_reported_and_unsupported_patterns_are_skipped() {
+    fn every_failure_is_reported_and_every_pattern_is_checked() {
         let definition = json!({
             "a": {"allowedPattern": "^x$"}, "b": {"allowedPattern": "^y$"}, "c": {"allowedPattern": "(?i)^z$"}
         });
-        let err = validated(definition, json!({"a": "1", "b": "2", "c": "3"})).unwrap_err();
+        let err = validated(definition.clone(), json!({"a": "1", "b": "2", "c": "3"})).unwrap_err();
         let lines: Vec<&str> = err.0.lines().collect();
-        assert_eq!(lines.len(), 2, "{err}");
+        assert_eq!(lines.len(), 3, "{err}");
         assert!(
-            lines[0].contains("/a/") && lines[1].contains("/b/"),
+            lines[0].contains("/a/") && lines[1].contains("/b/") && lines[2].contains("/c/"),
             "{err}"
+        );
+        assert_eq!(
+            validated(definition, json!({"a": "x", "b": "y", "c": "Z"})),
+            Ok(())
+        );
+    }
+
+    /// Patterns the old engine skipped, so that `x; touch /tmp/pwned` passed them.
+    #[test]
+    fn go_syntax_is_enforced_not_skipped() {
+        for pattern in [r"(?i)^[a-z0-9]+$", r"^\w+\b$", "^[[:alnum:]]+$"] {
+            let definition = json!({"p": {"type": "String", "allowedPattern": pattern}});
+            let err = validated(definition.clone(), json!({"p": "x; touch /tmp/pwned"}))
+                .expect_err(pattern);
+            assert!(
+                err.0
+                    .contains("parameter value does not match the allowed pattern"),
+                "{err}"
+            );
+            assert_eq!(
+                validated(definition, json!({"p": "Abc"})),
+                Ok(()),
+                "{pattern}"
+            );
+        }
+        // Unicode classes cannot be checked yet: refused, whatever the value.
+        let definition = json!({"p": {"type": "String", "allowedPattern": r"^\pL+$"}});
+        for value in ["x; touch /tmp/pwned", "Abc"] {
+            let err = validated(definition.clone(), json!({ "p": value })).unwrap_err();
+            assert!(
+                err.0.contains(
+                    "parameter /p/: encountered error while compiling allowed pattern /^\\pL+$/"
+                ) && err.0.contains("ssm-lite cannot check Unicode classes"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pattern_that_cannot_be_compiled_fails_closed() {
+        let hostile = "((((){1000}){1000}){1000}){1000}";
+        let definition =
+            json!({"p": {"allowedPattern": hostile}, "q": {"allowedPattern": "a{1001}"}});
+        let err = validated(definition, json!({"p": "x", "q": "a"})).unwrap_err();
+        assert_eq!(
+            err.0,
+            format!(
+                "all errors during param validation errors: error thrown in 'AllowedRegexParamValidator' \
+                 while validating parameter /p/: encountered error while compiling allowed pattern /{hostile}/ \
+                 - internal error: error parsing regexp: expression too large\n\
+                 error thrown in 'AllowedRegexParamValidator' while validating parameter /q/: encountered \
+                 error while compiling allowed pattern /a{{1001}}/ - internal error: error parsing regexp: \
+                 invalid repeat count: `{{1001}}`"
+            )
         );
     }
 }

@@ -3,6 +3,7 @@
 //! map keys and string constants, not struct fields).
 
 use serde_json::Value;
+use std::sync::LazyLock;
 
 use super::params::{Values, substitute_text};
 use super::pattern::Pattern;
@@ -120,15 +121,12 @@ fn string_equals(first: &str, second: &str, values: &Values) -> Comparison {
             false => "operator's arguments can't be identical".to_owned(),
         });
     }
-    if [first, second].iter().any(|a| contains_reference(a, "ssm")) {
+    if [first, second].iter().any(|a| contains_reference(a, false)) {
         return Comparison::Unrecognized(
             "operator's arguments can't contain SSM parameters".to_owned(),
         );
     }
-    if [first, second]
-        .iter()
-        .any(|a| contains_reference(a, "ssm-secure"))
-    {
+    if [first, second].iter().any(|a| contains_reference(a, true)) {
         return Comparison::Unrecognized(
             "operator's arguments can't contain secure SSM parameters".to_owned(),
         );
@@ -167,11 +165,20 @@ fn holds(equal: bool) -> Comparison {
     }
 }
 
-/// Upstream's `{{\s*(ssm:[\w-/]+)\s*}}` (resp. `ssm-secure:`) test.
-fn contains_reference(text: &str, prefix: &str) -> bool {
-    let source = format!(r"\{{\{{\s*{prefix}:[\w/-]+\s*\}}\}}");
-    // The pattern is ours and in the supported subset; the unit tests pin that down.
-    Pattern::parse(&source).is_ok_and(|pattern| pattern.is_match(text))
+/// Upstream's `{{\s*(ssm:[\w-/]+)\s*}}` test (`ssm-secure:` when `secure`).
+fn contains_reference(text: &str, secure: bool) -> bool {
+    static PLAIN: LazyLock<Pattern> = LazyLock::new(|| reference_pattern("ssm"));
+    static SECURE: LazyLock<Pattern> = LazyLock::new(|| reference_pattern("ssm-secure"));
+    match secure {
+        false => PLAIN.is_match(text),
+        true => SECURE.is_match(text),
+    }
+}
+
+fn reference_pattern(prefix: &str) -> Pattern {
+    // A fixed pattern, which the unit tests compile.
+    Pattern::new(&format!(r"\{{\{{\s*{prefix}:[\w/-]+\s*\}}\}}"))
+        .expect("the reference patterns compile")
 }
 
 #[cfg(test)]

@@ -262,6 +262,9 @@ impl Inner {
 
     fn offer(&self, transport: Transport, message_id: &str, payload: &str) -> Offer {
         let command_id = command_id_of(message_id).to_owned();
+        // Parsing (which compiles the document's allowedPatterns) happens before the queue is
+        // locked: however long a document takes, cancels, other offers and workers go on.
+        let parsed = parse(payload, &command_id);
         let mut q = lock(&self.queue);
         if q.closed {
             return Offer::Closed;
@@ -287,7 +290,7 @@ impl Inner {
         if q.waiting.len() >= self.cfg.queue_limit {
             return Offer::Full;
         }
-        let (command, document) = match parse(payload, &command_id) {
+        let (command, document) = match parsed {
             Ok(parsed) => parsed,
             Err(trace) => {
                 drop(q);
