@@ -20,9 +20,7 @@ mod pattern;
 mod precondition;
 mod shell;
 
-use pattern::Pattern;
 use serde_json::{Map, Value};
-use std::sync::LazyLock;
 
 /// What to do with a step, decided when the document is parsed (preconditions, plugin support).
 #[derive(Debug, Clone, PartialEq)]
@@ -311,19 +309,18 @@ fn refuse_parameter_store(place: &str, value: &Value) -> Result<(), DocumentErro
 /// The first `{{ssm:…}}` or `{{ssm-secure:…}}` reference in a string, array or object (keys
 /// included), in the forms upstream's resolvers look for.
 fn parameter_store_reference(value: &Value) -> Option<String> {
-    static REFERENCE: LazyLock<Pattern> = LazyLock::new(|| {
-        // A fixed pattern, which the unit tests compile.
-        Pattern::new(r"\{\{\s*ssm(-secure)?:[\w/.:-]+\s*\}\}").expect("the pattern compiles")
-    });
+    let find = |text: &str| {
+        params::find_reference(text, &["ssm:", "ssm-secure:"], |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.' | ':')
+        })
+        .map(str::to_owned)
+    };
     match value {
-        Value::String(text) => REFERENCE.find(text).map(str::to_owned),
+        Value::String(text) => find(text),
         Value::Array(items) => items.iter().find_map(parameter_store_reference),
-        Value::Object(map) => map.iter().find_map(|(key, item)| {
-            REFERENCE
-                .find(key)
-                .map(str::to_owned)
-                .or_else(|| parameter_store_reference(item))
-        }),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, item)| find(key).or_else(|| parameter_store_reference(item))),
         _ => None,
     }
 }

@@ -3,10 +3,8 @@
 //! map keys and string constants, not struct fields).
 
 use serde_json::Value;
-use std::sync::LazyLock;
 
-use super::params::{Values, substitute_text};
-use super::pattern::Pattern;
+use super::params::{Values, find_reference, substitute_text};
 use super::{DocumentError, invalid, kind};
 
 /// The agent's platform type, as upstream reports it on Linux.
@@ -167,18 +165,11 @@ fn holds(equal: bool) -> Comparison {
 
 /// Upstream's `{{\s*(ssm:[\w-/]+)\s*}}` test (`ssm-secure:` when `secure`).
 fn contains_reference(text: &str, secure: bool) -> bool {
-    static PLAIN: LazyLock<Pattern> = LazyLock::new(|| reference_pattern("ssm"));
-    static SECURE: LazyLock<Pattern> = LazyLock::new(|| reference_pattern("ssm-secure"));
-    match secure {
-        false => PLAIN.is_match(text),
-        true => SECURE.is_match(text),
-    }
-}
-
-fn reference_pattern(prefix: &str) -> Pattern {
-    // A fixed pattern, which the unit tests compile.
-    Pattern::new(&format!(r"\{{\{{\s*{prefix}:[\w/-]+\s*\}}\}}"))
-        .expect("the reference patterns compile")
+    let prefix = if secure { "ssm-secure:" } else { "ssm:" };
+    find_reference(text, &[prefix], |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/')
+    })
+    .is_some()
 }
 
 #[cfg(test)]
