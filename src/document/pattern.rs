@@ -51,9 +51,18 @@ impl fmt::Display for PatternError {
 }
 
 impl Pattern {
-    /// Compiles a pattern in Go syntax (see the module notes).
-    pub(crate) fn new(go_source: &str) -> Result<Pattern, PatternError> {
+    /// Compiles a pattern in Go syntax (see the module notes). Compiling takes time in
+    /// proportion to the pattern's size by Go's estimate, which is taken from `budget` first;
+    /// a pattern larger than what is left is refused.
+    pub(crate) fn new(go_source: &str, budget: &mut u64) -> Result<Pattern, PatternError> {
         let (source, size) = Translator::new(go_source).run()?;
+        if size > *budget {
+            return Err(PatternError(format!(
+                "the pattern is too large for ssm-lite to check with what is left of this \
+                 command's budget ({budget} automaton steps)"
+            )));
+        }
+        *budget -= size;
         let regex = regex_lite::RegexBuilder::new(&source)
             .size_limit(SIZE_LIMIT)
             .build()
@@ -623,14 +632,18 @@ fn hex(c: char) -> String {
 mod tests {
     use super::*;
 
+    fn unbounded(pattern: &str) -> Result<Pattern, PatternError> {
+        Pattern::new(pattern, &mut u64::MAX.clone())
+    }
+
     fn matches(pattern: &str, text: &str) -> bool {
-        Pattern::new(pattern)
+        unbounded(pattern)
             .unwrap_or_else(|e| panic!("{pattern}: {e}"))
             .is_match(text)
     }
 
     fn error(pattern: &str) -> String {
-        Pattern::new(pattern)
+        unbounded(pattern)
             .err()
             .unwrap_or_else(|| panic!("{pattern} compiled"))
             .0
@@ -803,8 +816,18 @@ mod tests {
             error("(a{1000}){1000}"),
             "the pattern is too large for ssm-lite to check (its automaton would exceed 1048576 bytes)"
         );
-        assert!(Pattern::new("(a{100}){10}").is_ok());
-        assert!(Pattern::new("^[a-zA-Z0-9._/-]{1,1000}$").is_ok());
+        assert!(unbounded("(a{100}){10}").is_ok());
+        assert!(unbounded("^[a-zA-Z0-9._/-]{1,1000}$").is_ok());
+        // Go's estimate of the last one is 2,001.
+        let mut budget = 2_001;
+        assert!(Pattern::new("^[a-zA-Z0-9._/-]{1,1000}$", &mut budget).is_ok());
+        assert_eq!(budget, 0);
+        assert!(
+            Pattern::new("^[a-zA-Z0-9._/-]{1,1000}$", &mut 2_000)
+                .unwrap_err()
+                .0
+                .starts_with("the pattern is too large for ssm-lite to check with what is left")
+        );
     }
 
     #[test]
