@@ -592,6 +592,12 @@ fn allowed_patterns_fail_closed_and_a_hostile_one_freezes_nothing() {
         "((((){1000}){1000}){1000}){1000}",
         "x",
     ));
+    // Linear in the value, but minutes of matching: beyond the command's budget, refused.
+    let slow = emu.send_command(&pattern_payload(
+        "bbbbbbbb-0000-4000-8000-000000000003",
+        "(a{1,100}){1,90}x",
+        &"a".repeat(100_000),
+    ));
     let good = run(
         &emu,
         "bbbbbbbb-0000-4000-8000-000000000002",
@@ -605,11 +611,22 @@ fn allowed_patterns_fail_closed_and_a_hostile_one_freezes_nothing() {
             && trace(&r).contains("error parsing regexp: expression too large"),
         "{r}"
     );
+    let r = final_of(&emu, &slow);
+    assert_eq!(r["documentStatus"], "Failed");
+    assert!(
+        trace(&r)
+            .contains("parameter /p/: parameter value of 100000 bytes is too long for ssm-lite"),
+        "{r}"
+    );
     assert_eq!(
         plugin(&final_of(&emu, &good))["standardOutput"],
         "still here\n"
     );
-    assert!(emu.acks().contains(&hostile) && emu.acks().contains(&good));
+    assert!(
+        [&hostile, &slow, &good]
+            .iter()
+            .all(|m| emu.acks().contains(m))
+    );
     // Patterns the old engine skipped: each now rejects the injection (`\pL` cannot be checked
     // without Unicode tables, so it is refused whatever the value).
     let mismatch = "parameter value does not match the allowed pattern";
