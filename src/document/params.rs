@@ -97,14 +97,7 @@ pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), Doc
     for parameter in declared.iter().filter(|p| !p.allowed_pattern.is_empty()) {
         let value = values.get(&parameter.name).unwrap_or(&Value::Null);
         let outcome = match Pattern::new(&parameter.allowed_pattern, &mut budget) {
-            Ok(pattern) => check(
-                &Check {
-                    parameter,
-                    pattern: &pattern,
-                },
-                value,
-                &mut budget,
-            ),
+            Ok(pattern) => check(parameter, &pattern, value, &mut budget),
             Err(why) => Err(format!(
                 "encountered error while compiling allowed pattern /{}/ - internal error: {why}",
                 parameter.allowed_pattern
@@ -126,45 +119,50 @@ pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), Doc
     }
 }
 
-/// One parameter's pattern check.
-struct Check<'a> {
-    parameter: &'a Declared,
-    pattern: &'a Pattern,
-}
-
 /// Strings are matched as they are, list elements one by one (non-strings as JSON), maps as JSON;
 /// any other value (including a missing one) is an error, as upstream.
-fn check(check: &Check<'_>, value: &Value, budget: &mut u64) -> Result<(), String> {
+fn check(
+    parameter: &Declared,
+    pattern: &Pattern,
+    value: &Value,
+    budget: &mut u64,
+) -> Result<(), String> {
+    let mut one = |text: &str| check_text(parameter, pattern, text, budget);
     match value {
-        Value::String(text) => check_text(check, text, budget),
+        Value::String(text) => one(text),
         Value::Array(items) => items.iter().try_for_each(|item| match item {
-            Value::String(text) => check_text(check, text, budget),
-            other => check_text(check, &go_json(other), budget),
+            Value::String(text) => one(text),
+            other => one(&go_json(other)),
         }),
-        Value::Object(_) => check_text(check, &go_json(value), budget),
+        Value::Object(_) => one(&go_json(value)),
         other => Err(format!(
             "invalid parameter type {} with {} parameter value",
-            check.parameter.kind,
+            parameter.kind,
             kind(other)
         )),
     }
 }
 
-fn check_text(check: &Check<'_>, text: &str, budget: &mut u64) -> Result<(), String> {
-    let pattern = &check.parameter.allowed_pattern;
-    let cost = check.pattern.cost(text);
+fn check_text(
+    parameter: &Declared,
+    pattern: &Pattern,
+    text: &str,
+    budget: &mut u64,
+) -> Result<(), String> {
+    let source = &parameter.allowed_pattern;
+    let cost = pattern.cost(text);
     if cost > *budget {
         return Err(format!(
             "parameter value of {} bytes is too long for ssm-lite to check against the allowed \
-             pattern /{pattern}/ (it checks at most {MATCH_BUDGET} automaton steps a command)",
+             pattern /{source}/ (it checks at most {MATCH_BUDGET} automaton steps a command)",
             text.len()
         ));
     }
     *budget -= cost;
-    match check.pattern.is_match(text) {
+    match pattern.is_match(text) {
         true => Ok(()),
         false => Err(format!(
-            "parameter value does not match the allowed pattern /{pattern}/"
+            "parameter value does not match the allowed pattern /{source}/"
         )),
     }
 }
