@@ -1106,3 +1106,183 @@ fn cancels_get_through_while_the_queue_is_full() {
         "a command cancelled while waiting never runs"
     );
 }
+
+/// A 2.2 command that echoes parameter `p`, checked against `pattern`, with `value`.
+fn pattern_payload(id: &str, pattern: &str, value: &str) -> Value {
+    json!({
+        "CommandId": id,
+        "DocumentName": "Pattern",
+        "Parameters": { "p": value },
+        "DocumentContent": {
+            "schemaVersion": "2.2",
+            "parameters": { "p": { "type": "String", "allowedPattern": pattern } },
+            "mainSteps": [{ "action": "aws:runShellScript", "name": "echo",
+                            "inputs": { "runCommand": ["echo {{ p }}"] } }]
+        }
+    })
+}
+
+fn trace(reply: &Value) -> &str {
+    reply["documentTraceOutput"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn allowed_patterns_fail_closed_and_a_hostile_one_freezes_nothing() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({}));
+    let marker = agent.scratch().join("pwned");
+    let injected = format!("x; touch {}", marker.display());
+    // Compiled for hours under the engine's lock before; now refused as Go refuses it.
+    let hostile = emu.send_command(&pattern_payload(
+        "bbbbbbbb-0000-4000-8000-000000000001",
+        "((((){1000}){1000}){1000}){1000}",
+        "x",
+    ));
+    // Linear in the value, but minutes of matching: beyond the command's budget, refused.
+    let slow = emu.send_command(&pattern_payload(
+        "bbbbbbbb-0000-4000-8000-000000000003",
+        "(a{1,100}){1,90}x",
+        &"a".repeat(100_000),
+    ));
+    let good = run(
+        &emu,
+        "bbbbbbbb-0000-4000-8000-000000000002",
+        &["echo still here"],
+        3600,
+    );
+    let r = final_of(&emu, &hostile);
+    assert_eq!(r["documentStatus"], "Failed");
+    assert!(
+        trace(&r).contains("while validating parameter /p/")
+            && trace(&r).contains("error parsing regexp: expression too large"),
+        "{r}"
+    );
+    let r = final_of(&emu, &slow);
+    assert_eq!(r["documentStatus"], "Failed");
+    assert!(
+        trace(&r)
+            .contains("parameter /p/: parameter value of 100000 bytes is too long for ssm-lite"),
+        "{r}"
+    );
+    assert_eq!(
+        plugin(&final_of(&emu, &good))["standardOutput"],
+        "still here\n"
+    );
+    assert!(
+        [&hostile, &slow, &good]
+            .iter()
+            .all(|m| emu.acks().contains(m))
+    );
+    // Patterns the old engine skipped: each now rejects the injection (`\pL` cannot be checked
+    // without Unicode tables, so it is refused whatever the value).
+    let mismatch = "parameter value does not match the allowed pattern";
+    let checked: Vec<(String, &str)> = [
+        (r"(?i)^[a-z]+$", mismatch),
+        (r"^\w+\b$", mismatch),
+        ("^[[:alnum:]]+$", mismatch),
+        (r"^\pL+$", "ssm-lite cannot check Unicode classes"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (pattern, why))| {
+        let id = format!("bbbbbbbb-0000-4000-8000-00000000001{i}");
+        (
+            emu.send_command(&pattern_payload(&id, pattern, &injected)),
+            *why,
+        )
+    })
+    .collect();
+    for (msg, why) in &checked {
+        let r = final_of(&emu, msg);
+        assert_eq!(r["documentStatus"], "Failed");
+        assert!(trace(&r).contains(why), "{r}");
+    }
+    let accepted = emu.send_command(&pattern_payload(
+        "bbbbbbbb-0000-4000-8000-000000000020",
+        r"(?i)^[a-z]+$",
+        "Hello",
+    ));
+    assert_eq!(
+        plugin(&final_of(&emu, &accepted))["standardOutput"],
+        "Hello\n"
+    );
+    assert!(!marker.exists(), "an injected command ran");
+}
+
+#[test]
+fn unimplemented_plugins_fail_and_windows_only_ones_are_skipped() {
+    let emu = emulator();
+    let _agent = Agent::start(&emu, json!({}));
+    // AWS-ConfigureAWSPackage's shape, plus a plugin upstream does not register on Linux.
+    let msg = emu.send_command(&json!({
+        "CommandId": "cccccccc-0000-4000-8000-000000000001",
+        "DocumentName": "AWS-ConfigureAWSPackage",
+        "Parameters": { "name": ["AmazonCloudWatchAgent"] },
+        "DocumentContent": {
+            "schemaVersion": "2.2",
+            "parameters": { "name": { "type": "String" } },
+            "mainSteps": [
+                { "action": "aws:configurePackage", "name": "configurePackage",
+                  "inputs": { "name": "{{ name }}", "action": "Install" } },
+                { "action": "aws:psModule", "name": "windowsOnly",
+                  "inputs": { "runCommand": ["Get-Module"] } }
+            ]
+        }
+    }));
+    let reply = final_of(&emu, &msg);
+    assert_eq!(reply["documentStatus"], "Failed", "{reply}");
+    let steps: Vec<Value> = emu
+        .replies(&msg)
+        .iter()
+        .filter_map(|r| r.payload["runtimeStatus"].as_object().cloned())
+        .flat_map(|m| m.into_values())
+        .collect();
+    assert_eq!(steps[0]["status"], "Failed");
+    assert_eq!(
+        steps[0]["output"],
+        "ssm-lite does not implement plugin aws:configurePackage yet, so this step did not run. \
+         Step name: configurePackage"
+    );
+    assert_eq!(steps[1]["status"], "Skipped");
+    assert_eq!(
+        steps[1]["output"],
+        "Step execution skipped due to unsupported plugin: aws:psModule. Step name: windowsOnly"
+    );
+}
+
+#[test]
+fn parameter_store_references_fail_before_anything_runs() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({}));
+    let marker = agent.scratch().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let by_parameter = run(
+        &emu,
+        "dddddddd-0000-4000-8000-000000000001",
+        &[&touch, "echo {{ssm:/app/token}}"],
+        3600,
+    );
+    let mut in_inputs = shell_payload("dddddddd-0000-4000-8000-000000000002", &[&touch], 3600);
+    in_inputs["DocumentContent"]["runtimeConfig"]["aws:runShellScript"]["properties"][0]["workingDirectory"] =
+        json!("{{ ssm-secure:/app/dir }}");
+    let in_inputs = emu.send_command(&in_inputs);
+    for (msg, place, reference) in [
+        (&by_parameter, "parameter commands", "{{ssm:/app/token}}"),
+        (
+            &in_inputs,
+            "the inputs of step aws:runShellScript",
+            "{{ ssm-secure:/app/dir }}",
+        ),
+    ] {
+        let r = final_of(&emu, msg);
+        assert_eq!(r["documentStatus"], "Failed");
+        assert_eq!(
+            trace(&r),
+            format!(
+                "ssm-lite does not resolve Parameter Store references yet: {place} holds {reference}; \
+                 send the value itself instead of the reference"
+            )
+        );
+    }
+    assert!(!marker.exists(), "the script ran");
+}

@@ -12,7 +12,8 @@
 //! in this build (no `preserve_order` feature) and would be document order with it. Real 1.x
 //! documents have a single entry.
 //!
-//! `{{ssm:…}}` Parameter Store references are not resolved yet: they stay in the inputs as text.
+//! `{{ssm:…}}` and `{{ssm-secure:…}}` Parameter Store references are not resolved yet: a command
+//! holding one fails before it runs.
 
 mod params;
 mod pattern;
@@ -79,9 +80,9 @@ const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.
 const PRECONDITION_SCHEMA: &str = "2.2";
 /// The only plugin ssm-lite implements.
 const SHELL_PLUGIN: &str = "aws:runShellScript";
-/// Plugin names upstream knows (`allPlugins` and, on Unix, the session plugins): a document using
-/// another name needs a newer agent; one using these needs a plugin ssm-lite does not have.
-const KNOWN_PLUGINS: [&str; 21] = [
+/// The plugins upstream registers on Linux (`RegisteredWorkerPlugins`): it runs steps using them,
+/// so where it would, ssm-lite fails those it does not implement rather than skip them.
+const LINUX_PLUGINS: [&str; 12] = [
     "aws:runShellScript",
     "aws:runPowerShellScript",
     "aws:runDocument",
@@ -89,16 +90,20 @@ const KNOWN_PLUGINS: [&str; 21] = [
     "aws:configurePackage",
     "aws:softwareInventory",
     "aws:updateSsmAgent",
-    "aws:updateAgent",
     "aws:domainJoin",
     "aws:cloudWatch",
     "aws:runDockerAction",
     "aws:configureDocker",
-    "aws:configureContainers",
     "aws:refreshAssociation",
-    "aws:psModule",
+];
+/// The other plugin names upstream knows (`allPlugins`, `allSessionPlugins`): not registered on
+/// Linux, so upstream skips (2.2) or fails ("not found") their steps there, and so does ssm-lite.
+/// A name in neither list needs a newer agent.
+const OTHER_KNOWN_PLUGINS: [&str; 8] = [
+    "aws:updateAgent",
     "aws:applications",
     "aws:configureDaemon",
+    "aws:psModule",
     "Standard_Stream",
     "InteractiveCommands",
     "NonInteractiveCommands",
@@ -141,6 +146,9 @@ pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Documen
     }
     let declared = params::declared(field(content, "parameters"))?;
     let values = params::values(&declared, parameters);
+    for (name, value) in &values {
+        refuse_parameter_store(&format!("parameter {name}"), value)?;
+    }
     params::validate(&declared, &values)?;
     let steps = match schema_version.starts_with("1.") {
         true => steps_v1(field(content, "runtimeConfig"), &values)?,
@@ -148,6 +156,11 @@ pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Documen
     };
     if steps.is_empty() {
         return Err(DocumentError("Unsupported schema format".to_owned()));
+    }
+    for step in &steps {
+        for input in &step.inputs {
+            refuse_parameter_store(&format!("the inputs of step {}", step.id), input)?;
+        }
     }
     Ok(Document {
         schema_version,
@@ -280,8 +293,40 @@ fn control_value(inputs: &Map<String, Value>, key: &str) -> Option<String> {
     }
 }
 
-/// Upstream `getStepExecutionOperation` (protocol.md §3.3), with "supported on this platform"
-/// meaning "implemented by ssm-lite".
+/// Upstream resolves Parameter Store references in parameters and inputs before any step runs
+/// (and fails the command when it cannot). ssm-lite does not resolve them yet; a step run with
+/// the reference as text would do the wrong work, so the command fails before it runs.
+fn refuse_parameter_store(place: &str, value: &Value) -> Result<(), DocumentError> {
+    match parameter_store_reference(value) {
+        None => Ok(()),
+        Some(reference) => Err(DocumentError(format!(
+            "ssm-lite does not resolve Parameter Store references yet: {place} holds {reference}; \
+             send the value itself instead of the reference"
+        ))),
+    }
+}
+
+/// The first `{{ssm:…}}` or `{{ssm-secure:…}}` reference in a string, array or object (keys
+/// included), in the forms upstream's resolvers look for.
+fn parameter_store_reference(value: &Value) -> Option<String> {
+    let find = |text: &str| {
+        params::find_reference(text, &["ssm:", "ssm-secure:"], |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.' | ':')
+        })
+        .map(str::to_owned)
+    };
+    match value {
+        Value::String(text) => find(text),
+        Value::Array(items) => items.iter().find_map(parameter_store_reference),
+        Value::Object(map) => map
+            .iter()
+            .find_map(|(key, item)| find(key).or_else(|| parameter_store_reference(item))),
+        _ => None,
+    }
+}
+
+/// Upstream `getStepExecutionOperation` (protocol.md §3.3) with Linux's plugin registry; where
+/// upstream would run a plugin ssm-lite lacks, the step fails saying so.
 fn verdict(
     preconditions_enabled: bool,
     plugin: &str,
@@ -289,8 +334,8 @@ fn verdict(
     preconditions: &[(String, Vec<String>)],
     values: &params::Values,
 ) -> Verdict {
-    let known = KNOWN_PLUGINS.contains(&plugin);
-    let implemented = plugin == SHELL_PLUGIN;
+    let registered = LINUX_PLUGINS.contains(&plugin);
+    let known = registered || OTHER_KNOWN_PLUGINS.contains(&plugin);
     let unknown = || {
         Verdict::Fail(format!(
             "Plugin with name {plugin} is not supported by this version of ssm agent, please update to latest version. Step name: {id}"
@@ -301,48 +346,52 @@ fn verdict(
             "Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"
         ))
     };
+    let run = || match plugin == SHELL_PLUGIN {
+        true => Verdict::Run,
+        false => Verdict::Fail(format!(
+            "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
+        )),
+    };
     if !preconditions_enabled {
         return if !known {
             unknown()
-        } else if !implemented {
-            Verdict::Fail(format!(
-                "Plugin with name {plugin} is not supported in current platform. Step name: {id}"
-            ))
         } else if !preconditions.is_empty() {
             Verdict::Fail(format!(
                 "Precondition is not supported for document schema version prior to 2.2. Step name: {id}"
             ))
+        } else if !registered {
+            Verdict::Fail(format!(
+                "Plugin with name {plugin} not found. Step name: {id}"
+            ))
         } else {
-            Verdict::Run
+            run()
         };
     }
     if preconditions.is_empty() {
         return if !known {
             unknown()
-        } else if implemented {
-            Verdict::Run
+        } else if registered {
+            run()
         } else {
             unsupported()
         };
     }
     let outcome = precondition::evaluate(preconditions, values);
     let notes = outcome.notes.join(", ");
-    // A step meant for another platform reads as such, not as an unimplemented plugin: upstream
-    // on Linux registers aws:runPowerShellScript and so reports the precondition here too.
     if outcome.allowed && !known {
         unknown()
+    } else if !registered {
+        unsupported()
     } else if !outcome.allowed {
         Verdict::Skip(format!(
             "Step execution skipped due to unsatisfied preconditions: '{notes}'. Step name: {id}"
         ))
-    } else if !implemented {
-        unsupported()
     } else if !notes.is_empty() {
         Verdict::Fail(format!(
             "Unrecognized precondition(s): '{notes}', please update agent to latest version. Step name: {id}"
         ))
     } else {
-        Verdict::Run
+        run()
     }
 }
 
@@ -781,7 +830,7 @@ mod tests {
                 &Verdict::Fail(
                     "Plugin with name aws:fancyNewThing is not supported by this version of ssm agent, please update to latest version. Step name: unknown".into()
                 ),
-                &Verdict::Fail("Plugin with name aws:applications is not supported in current platform. Step name: known".into()),
+                &Verdict::Fail("Plugin with name aws:applications not found. Step name: known".into()),
                 &Verdict::Fail("Precondition is not supported for document schema version prior to 2.2. Step name: guarded".into()),
             ]
         );
@@ -806,6 +855,66 @@ mod tests {
     }
 
     #[test]
+    fn plugins_upstream_runs_on_linux_fail_unless_implemented() {
+        let document = parsed(
+            v22(json!([
+                {"action": "aws:configurePackage", "name": "install",
+                 "inputs": {"name": "AmazonCloudWatchAgent", "action": "Install"}},
+                {"action": "aws:runPowerShellScript", "name": "pwsh", "inputs": {"runCommand": ["echo"]}},
+                {"action": "aws:downloadContent", "name": "linux",
+                 "precondition": {"StringEquals": ["platformType", "Linux"]}},
+                {"action": "aws:runDocument", "name": "windows",
+                 "precondition": {"StringEquals": ["platformType", "Windows"]}},
+                {"action": "aws:psModule", "name": "module"},
+                {"action": "aws:applications", "name": "apps",
+                 "precondition": {"StringEquals": ["platformType", "Linux"]}}
+            ])),
+            json!({}),
+        );
+        let missing = |plugin: &str, id: &str| {
+            Verdict::Fail(format!(
+                "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
+            ))
+        };
+        assert_eq!(
+            verdicts(&document),
+            [
+                &missing("aws:configurePackage", "install"),
+                &missing("aws:runPowerShellScript", "pwsh"),
+                &missing("aws:downloadContent", "linux"),
+                &Verdict::Skip(
+                    "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [platformType, Windows]'. \
+                     Step name: windows"
+                        .into()
+                ),
+                // Not registered on Linux upstream: skipped there, in its words.
+                &Verdict::Skip(
+                    "Step execution skipped due to unsupported plugin: aws:psModule. Step name: module".into()
+                ),
+                &Verdict::Skip(
+                    "Step execution skipped due to unsupported plugin: aws:applications. Step name: apps".into()
+                ),
+            ]
+        );
+        let v12 = parsed(
+            json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:softwareInventory": {"properties": {}}}}),
+            json!({}),
+        );
+        assert_eq!(
+            v12.steps[0].verdict,
+            missing("aws:softwareInventory", "aws:softwareInventory")
+        );
+        // Not a plugin name upstream knows, though its registry comment mentions it.
+        let v22 = parsed(
+            v22(json!([{"action": "aws:configureContainers", "name": "c"}])),
+            json!({}),
+        );
+        assert!(
+            matches!(&v22.steps[0].verdict, Verdict::Fail(m) if m.contains("not supported by this version of ssm agent"))
+        );
+    }
+
+    #[test]
     fn unknown_plugin_in_22_fails_only_when_its_precondition_holds() {
         let document = parsed(
             v22(json!([
@@ -817,11 +926,11 @@ mod tests {
         assert!(
             matches!(&document.steps[0].verdict, Verdict::Fail(m) if m.starts_with("Plugin with name aws:future is not supported by this version"))
         );
+        // Upstream checks the registry before the precondition: an unknown plugin has no handler.
         assert_eq!(
             document.steps[1].verdict,
             Verdict::Skip(
-                "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [platformType, macos]'. \
-                 Step name: elsewhere"
+                "Step execution skipped due to unsupported plugin: aws:future. Step name: elsewhere"
                     .into()
             )
         );
@@ -870,7 +979,7 @@ mod tests {
         let content = json!({"schemaVersion": "2.0", "parameters": {"commands": {"type": "StringList"}},
         "mainSteps": [{"action": "aws:runShellScript", "name": "s", "inputs": {
             "runCommand": "{{ commands }}",
-            "note": "{{ bad-name }} {{ count }} {{ p3 }} {{ssm:/app/value}} {{ commands }}",
+            "note": "{{ bad-name }} {{ count }} {{ p3 }} {{ commands }}",
             "environment": {"COUNT": "n={{count}}"}
         }}]});
         let document = parsed(
@@ -881,7 +990,7 @@ mod tests {
         assert_eq!(inputs["runCommand"], json!(["echo $$HOME", "ls"]));
         assert_eq!(
             inputs["note"],
-            r#"{{ bad-name }} 3 {{ p3 }} {{ssm:/app/value}} ["echo $HOME","ls"]"#
+            r#"{{ bad-name }} 3 {{ p3 }} ["echo $HOME","ls"]"#
         );
         let input = shell_script_input(inputs).unwrap();
         assert_eq!(input.environment, [("COUNT".to_owned(), "n=3".to_owned())]);
@@ -901,5 +1010,53 @@ mod tests {
             json!({}),
         );
         assert_eq!(document.steps[0].inputs[0]["runCommand"], Value::Null);
+    }
+
+    #[test]
+    fn parameter_store_references_fail_the_command_before_it_runs() {
+        let content = |inputs: Value| {
+            json!({"schemaVersion": "2.2",
+                   "parameters": {"token": {"type": "String", "default": "plain"}},
+                   "mainSteps": [{"action": "aws:runShellScript", "name": "use", "inputs": inputs}]})
+        };
+        let refused = |place: &str, reference: &str| {
+            format!(
+                "ssm-lite does not resolve Parameter Store references yet: {place} holds {reference}; \
+                 send the value itself instead of the reference"
+            )
+        };
+        assert_eq!(
+            error(
+                content(json!({"runCommand": ["echo {{ token }}"]})),
+                json!({"token": "{{ssm:/app/token}}"})
+            ),
+            refused("parameter token", "{{ssm:/app/token}}")
+        );
+        assert_eq!(
+            error(
+                content(json!({"runCommand": ["echo {{ token }}"]})),
+                json!({"token": ["a", "{{ ssm-secure:db.password }}"]})
+            ),
+            refused("parameter token", "{{ ssm-secure:db.password }}")
+        );
+        assert_eq!(
+            error(
+                content(json!({"runCommand": ["curl -H {{ssm:/a/b-c}}"]})),
+                json!({})
+            ),
+            refused("the inputs of step use", "{{ssm:/a/b-c}}")
+        );
+        assert_eq!(
+            error(
+                content(json!({"environment": {"K": "{{ssm-secure:key}}"}})),
+                json!({})
+            ),
+            refused("the inputs of step use", "{{ssm-secure:key}}")
+        );
+        // Text that is no reference in upstream's forms is left alone.
+        for text in ["{{ssm:}}", "{{ ssm: x }}", "{{ssmx:/a}}", "ssm:/a"] {
+            let document = parsed(content(json!({"runCommand": [text]})), json!({}));
+            assert_eq!(document.steps[0].inputs[0]["runCommand"][0], text);
+        }
     }
 }

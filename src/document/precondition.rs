@@ -4,8 +4,7 @@
 
 use serde_json::Value;
 
-use super::params::{Values, substitute_text};
-use super::pattern::Pattern;
+use super::params::{Values, find_reference, substitute_text};
 use super::{DocumentError, invalid, kind};
 
 /// The agent's platform type, as upstream reports it on Linux.
@@ -120,15 +119,12 @@ fn string_equals(first: &str, second: &str, values: &Values) -> Comparison {
             false => "operator's arguments can't be identical".to_owned(),
         });
     }
-    if [first, second].iter().any(|a| contains_reference(a, "ssm")) {
+    if [first, second].iter().any(|a| contains_reference(a, false)) {
         return Comparison::Unrecognized(
             "operator's arguments can't contain SSM parameters".to_owned(),
         );
     }
-    if [first, second]
-        .iter()
-        .any(|a| contains_reference(a, "ssm-secure"))
-    {
+    if [first, second].iter().any(|a| contains_reference(a, true)) {
         return Comparison::Unrecognized(
             "operator's arguments can't contain secure SSM parameters".to_owned(),
         );
@@ -167,11 +163,13 @@ fn holds(equal: bool) -> Comparison {
     }
 }
 
-/// Upstream's `{{\s*(ssm:[\w-/]+)\s*}}` (resp. `ssm-secure:`) test.
-fn contains_reference(text: &str, prefix: &str) -> bool {
-    let source = format!(r"\{{\{{\s*{prefix}:[\w/-]+\s*\}}\}}");
-    // The pattern is ours and in the supported subset; the unit tests pin that down.
-    Pattern::parse(&source).is_ok_and(|pattern| pattern.is_match(text))
+/// Upstream's `{{\s*(ssm:[\w-/]+)\s*}}` test (`ssm-secure:` when `secure`).
+fn contains_reference(text: &str, secure: bool) -> bool {
+    let prefix = if secure { "ssm-secure:" } else { "ssm:" };
+    find_reference(text, &[prefix], |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/')
+    })
+    .is_some()
 }
 
 #[cfg(test)]
