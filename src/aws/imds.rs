@@ -95,7 +95,7 @@ enum Access {
     V1Fallback,
 }
 
-struct Token {
+pub(crate) struct Token {
     value: String,
     expires_at: Instant,
 }
@@ -319,8 +319,9 @@ fn non_empty(path: &str, text: String) -> Result<String, ImdsError> {
     Ok(value.to_owned())
 }
 
-/// The token from a 200 answer to the PUT; its lifetime from the TTL header (else the TTL asked).
-fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError> {
+/// The token from a 200 answer to the PUT; its lifetime from the TTL header (else the TTL asked),
+/// never longer than asked: a huge TTL would overflow the clock (a panic).
+pub(crate) fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError> {
     let value = std::str::from_utf8(&response.body)
         .map(str::trim)
         .unwrap_or("");
@@ -336,7 +337,7 @@ fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(TOKEN_TTL_HEADER))
         .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-        .unwrap_or(TOKEN_TTL_SECS);
+        .map_or(TOKEN_TTL_SECS, |ttl| ttl.min(TOKEN_TTL_SECS));
     Ok(Token {
         value: value.to_owned(),
         expires_at: now + Duration::from_secs(ttl),
@@ -344,7 +345,7 @@ fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError
 }
 
 /// The first role of the `iam/security-credentials/` listing. `Err(None)`: the list is empty.
-fn first_role(list: &str) -> Result<&str, Option<String>> {
+pub(crate) fn first_role(list: &str) -> Result<&str, Option<String>> {
     let role = list
         .lines()
         .map(str::trim)

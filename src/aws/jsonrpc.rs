@@ -175,7 +175,7 @@ fn decode_success(target: &str, body: &[u8]) -> Result<Value, AwsError> {
 
 /// Decodes an AWS JSON error: the code from `X-Amzn-ErrorType` or `__type`, the message from
 /// `message`/`Message`.
-fn service_error(response: &HttpResponse) -> AwsError {
+pub(crate) fn service_error(response: &HttpResponse) -> AwsError {
     let json: Option<Value> = serde_json::from_slice(&response.body).ok();
     let field = |names: &[&str]| {
         let obj = json.as_ref()?.as_object()?;
