@@ -6,22 +6,6 @@ use ssm_lite::fuzzing;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Every fuzz target and its entry point; `targets_match_the_fuzz_crate_and_the_seeds` keeps
-/// this list, fuzz/Cargo.toml and fuzz/seeds/ in step.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
-    ("agent_message", fuzzing::agent_message),
-    ("smux_frames", fuzzing::smux_frames),
-    ("data_channel", fuzzing::data_channel),
-    ("session_task", fuzzing::session_task),
-    ("send_command", fuzzing::send_command),
-    ("pattern", fuzzing::pattern),
-    ("mgs_control", fuzzing::mgs_control),
-    ("config", fuzzing::config),
-    ("timestamp", fuzzing::timestamp),
-    ("imds", fuzzing::imds),
-    ("aws_error", fuzzing::aws_error),
-];
-
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
@@ -38,23 +22,17 @@ fn names_in(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Runs every seed of `target`; a panic names the file that caused it.
-fn replay(target: &str) {
-    let entry = TARGETS
-        .iter()
-        .find(|(name, _)| *name == target)
-        .map(|(_, f)| *f)
-        .expect("a listed target");
+/// Runs every seed of `target` through `entry`; a panic names the file that caused it.
+fn replay(target: &str, entry: fn(&[u8])) {
     let dir = fuzz_dir().join("seeds").join(target);
     let seeds = names_in(&dir);
     assert!(!seeds.is_empty(), "{} has no seeds", dir.display());
-    let failed: Vec<String> = seeds
+    let failed: Vec<&String> = seeds
         .iter()
         .filter(|name| {
             let data = std::fs::read(dir.join(name)).expect("seed is readable");
             std::panic::catch_unwind(|| entry(&data)).is_err()
         })
-        .cloned()
         .collect();
     assert!(
         failed.is_empty(),
@@ -65,7 +43,7 @@ fn replay(target: &str) {
 
 #[test]
 fn targets_match_the_fuzz_crate_and_the_seeds() {
-    let listed: BTreeSet<String> = TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    let listed: BTreeSet<String> = TARGETS.iter().map(|n| n.to_string()).collect();
     assert_eq!(names_in(&fuzz_dir().join("seeds")), listed, "fuzz/seeds/");
     let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
     let bins: BTreeSet<String> = manifest
@@ -77,18 +55,22 @@ fn targets_match_the_fuzz_crate_and_the_seeds() {
     assert_eq!(bins, listed, "fuzz/Cargo.toml [[bin]] targets");
 }
 
-macro_rules! replay_tests {
+/// Every fuzz target, as `TARGETS` and as one test each replaying its seeds through the
+/// `ssm_lite::fuzzing` function of the same name; `targets_match_the_fuzz_crate_and_the_seeds`
+/// keeps this list, fuzz/Cargo.toml and fuzz/seeds/ in step.
+macro_rules! targets {
     ($($target:ident),* $(,)?) => {
+        const TARGETS: &[&str] = &[$(stringify!($target)),*];
         $(
             #[test]
             fn $target() {
-                replay(stringify!($target));
+                replay(stringify!($target), fuzzing::$target);
             }
         )*
     };
 }
 
-replay_tests!(
+targets!(
     agent_message,
     smux_frames,
     data_channel,
