@@ -22,7 +22,7 @@ QEMU_CPU_armhf := arm1176
 DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
 
 .PHONY: all build release tools binaries demo demo-shell demo-port test test-native test-release \
-	test-artifacts lint bench soak clean FORCE
+	test-artifacts lint bench soak fuzz clean FORCE
 
 all: build
 
@@ -113,6 +113,31 @@ bench:
 # SSM_LITE_SOAK_COMMANDS, SSM_LITE_SOAK_SESSIONS, SSM_LITE_CRASH_KILLS, SSM_LITE_SOAK_SEED.
 soak:
 	$(CARGO) test --test soak -- --ignored --nocapture --test-threads 1
+
+# Every fuzz target (fuzz/Cargo.toml) for FUZZ_SECONDS each, one after the other; not in CI (the
+# seeds in fuzz/seeds/ are replayed by tests/fuzz_corpus.rs in `make test`). cargo-fuzz wants a
+# nightly rustc for its -Z flags; RUSTC_BOOTSTRAP=1 lets the stable one take them (ASan included).
+# New corpus entries go to fuzz/corpus/<target>, crashes and each target's log to
+# fuzz/artifacts/<target>/; the summary gives runs and crashes per target. A crash input belongs
+# in fuzz/seeds/<target>/ with its fix. An input slower than FUZZ_TIMEOUT seconds is a crash too.
+FUZZ_SECONDS ?= 600
+FUZZ_TIMEOUT ?= 10
+FUZZ_TARGETS ?= $(shell sed -n '/^\[\[bin\]\]/,/^name/s/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml)
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build
+	cd fuzz && failed=; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t artifacts/$$t; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
+	    > artifacts/$$t/fuzz.log 2>&1 || failed="$$failed $$t"; \
+	done; \
+	for t in $(FUZZ_TARGETS); do \
+	  printf '%-14s %s runs, %s crashes\n' $$t \
+	    "$$(sed -n 's/^stat::number_of_executed_units: *//p' artifacts/$$t/fuzz.log | tail -n 1)" \
+	    "$$(grep -c 'Test unit written to' artifacts/$$t/fuzz.log)"; \
+	done; \
+	test -z "$$failed" || { echo "fuzz: crashes in$$failed (see fuzz/artifacts/)"; exit 1; }
 
 clean:
 	$(CARGO) clean

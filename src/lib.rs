@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod document;
 pub mod exec;
+pub mod fuzzing;
 pub mod health;
 pub mod logging;
 pub mod mds;

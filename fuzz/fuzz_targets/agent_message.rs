@@ -1,13 +1,5 @@
-//! MGS frames come from the network: decoding arbitrary bytes must fail cleanly, never panic,
-//! and whatever decodes must survive an encode/decode round trip unchanged.
+//! MGS frames (control and data channels), decoded and round-tripped.
+//! The body lives in `ssm_lite::fuzzing`, which `tests/fuzz_corpus.rs` replays the seeds through.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ssm_lite::mgs::message::AgentMessage;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(message) = AgentMessage::decode(data) {
-        let again = AgentMessage::decode(&message.encode()).expect("re-encoded frame decodes");
-        assert_eq!(again, message);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ssm_lite::fuzzing::agent_message(data));

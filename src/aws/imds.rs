@@ -95,7 +95,7 @@ enum Access {
     V1Fallback,
 }
 
-struct Token {
+pub(crate) struct Token {
     value: String,
     expires_at: Instant,
 }
@@ -351,7 +351,7 @@ fn non_empty(path: &str, text: String) -> Result<String, ImdsError> {
 
 /// The token from a 200 answer to the PUT; its lifetime from the TTL header (else the TTL asked),
 /// never longer than asked: a huge TTL would overflow the clock (a panic).
-fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError> {
+pub(crate) fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError> {
     let value = std::str::from_utf8(&response.body)
         .map(str::trim)
         .unwrap_or("");
@@ -375,7 +375,7 @@ fn parse_token(response: &HttpResponse, now: Instant) -> Result<Token, ImdsError
 }
 
 /// The first role of the `iam/security-credentials/` listing. `Err(None)`: the list is empty.
-fn first_role(list: &str) -> Result<&str, Option<String>> {
+pub(crate) fn first_role(list: &str) -> Result<&str, Option<String>> {
     let role = list
         .lines()
         .map(str::trim)

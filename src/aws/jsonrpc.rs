@@ -247,7 +247,7 @@ fn decode_success(target: &str, body: &[u8]) -> Result<Value, AwsError> {
 
 /// Decodes an AWS error: the code from `X-Amzn-ErrorType`, `__type` or an XML body (see
 /// [`retry::error_code`]), the message from `message`/`Message`.
-fn service_error(response: &HttpResponse) -> AwsError {
+pub(crate) fn service_error(response: &HttpResponse) -> AwsError {
     let json: Option<Value> = serde_json::from_slice(&response.body).ok();
     let field = |names: &[&str]| {
         let obj = json.as_ref()?.as_object()?;

@@ -851,7 +851,10 @@ impl Inner {
     }
 }
 
-fn parse(payload: &str, fallback_command_id: &str) -> Result<(SendCommand, Document), String> {
+pub(crate) fn parse(
+    payload: &str,
+    fallback_command_id: &str,
+) -> Result<(SendCommand, Document), String> {
     let command = SendCommand::parse(payload, fallback_command_id)?;
     let document =
         document::parse(&command.document_content, &command.parameters).map_err(|e| e.0)?;

@@ -327,14 +327,14 @@ fn handshake_request(
 
 /// The client's answer to the handshake.
 #[derive(Debug)]
-struct HandshakeResponse {
+pub(crate) struct HandshakeResponse {
     client_version: String,
     /// `ActionResult` of the KMSEncryption action, when there was one.
-    kms_result: Option<Value>,
+    pub(crate) kms_result: Option<Value>,
 }
 
 /// Checks the client's HandshakeResponse: every requested action must have succeeded.
-fn handshake_response(data: &[u8]) -> Result<HandshakeResponse, String> {
+pub(crate) fn handshake_response(data: &[u8]) -> Result<HandshakeResponse, String> {
     let v: Value =
         serde_json::from_slice(data).map_err(|e| format!("HandshakeResponse is not JSON: {e}"))?;
     let obj = v.as_object().ok_or("HandshakeResponse is not an object")?;

@@ -1,0 +1,5 @@
+//! Parameter allowedPattern checks: the pattern on the first line, the value after it.
+//! The body lives in `ssm_lite::fuzzing`, which `tests/fuzz_corpus.rs` replays the seeds through.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ssm_lite::fuzzing::pattern(data));

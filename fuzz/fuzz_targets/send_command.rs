@@ -1,0 +1,5 @@
+//! Send-command payloads with their documents and parameters, and cancel payloads.
+//! The body lives in `ssm_lite::fuzzing`, which `tests/fuzz_corpus.rs` replays the seeds through.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ssm_lite::fuzzing::send_command(data));

@@ -1,0 +1,5 @@
+//! Session start (interactive_shell) and channel_closed payloads.
+//! The body lives in `ssm_lite::fuzzing`, which `tests/fuzz_corpus.rs` replays the seeds through.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ssm_lite::fuzzing::session_task(data));
