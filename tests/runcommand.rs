@@ -700,11 +700,17 @@ fn over_the_total_cap_the_oldest_finished_output_goes_first() {
         let msg = run(&emu, id, &["head -c 3145728 /dev/zero | tr '\\0' x"], 600);
         assert_eq!(final_of(&emu, &msg)["documentStatus"], "Success");
     }
-    let kept: Vec<bool> = ids
-        .iter()
-        .map(|id| !output_files(&agent, id, "stdout").is_empty())
-        .collect();
-    assert_eq!(kept, [false, false, true, true], "{}", agent.log());
+    // The engine prunes right after it has released a command's final reply: wait for it.
+    let kept = || -> Vec<bool> {
+        ids.iter()
+            .map(|id| !output_files(&agent, id, "stdout").is_empty())
+            .collect()
+    };
+    let deadline = Instant::now() + WAIT_FOR_FILE;
+    while kept() != [false, false, true, true] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(kept(), [false, false, true, true], "{}", agent.log());
     let records = agent.state_dir().join("i-0123456789abcdef0/commands");
     for id in &ids {
         assert!(
