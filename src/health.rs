@@ -1,5 +1,5 @@
 //! Health pings: `ssm:UpdateInstanceInformation` at start and every `Ssm.HealthFrequencyMinutes`
-//! (protocol.md §5.6). Upstream waits a random delay before its schedule; ssm-lite pings at
+//! (docs/protocol.md §5.6). Upstream waits a random delay before its schedule; ssm-lite pings at
 //! once, so the console shows the instance online as soon as the agent runs.
 
 use crate::aws::credentials::Env;

@@ -210,7 +210,7 @@ fn the_service_asks_for_a_new_key_and_later_calls_use_it() {
 fn an_amazon_ssm_agent_vault_is_imported_and_works() {
     let emu = emulator();
     // A registration the service knows, made by ssm-lite, then laid out as amazon-ssm-agent
-    // keeps it (protocol §5.4) for a second, fresh agent to import.
+    // keeps it (docs/protocol.md §5.4) for a second, fresh agent to import.
     let donor = onprem_agent(&emu);
     let mi = register(&donor, &emu);
     let reg: Value = serde_json::from_slice(

@@ -101,7 +101,7 @@ impl Case {
     }
 
     /// The request's headers plus what the harness adds before signing: the payload hash header
-    /// for `sign_body` cases (we never send it ourselves, §1.3 of protocol.md).
+    /// for `sign_body` cases (we never send it ourselves, §1.3 of docs/protocol.md).
     fn base_headers(&self) -> Vec<(String, String)> {
         let mut headers = self.request.headers.clone();
         if self.flag("/sign_body") {

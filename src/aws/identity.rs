@@ -1,4 +1,4 @@
-//! The identity the agent runs as, chosen by `Identity.ConsumptionOrder` (protocol.md §5.1):
+//! The identity the agent runs as, chosen by `Identity.ConsumptionOrder` (docs/protocol.md §5.1):
 //! OnPrem (a hybrid-activation registration under the state dir), EC2 (IMDS), CustomIdentity.
 
 use super::credentials::{self, CredentialsError, CredentialsProvider, Env, RefreshingCredentials};
@@ -98,7 +98,7 @@ impl From<String> for Rejected {
     }
 }
 
-/// On-prem instances report this as availability zone and instance type (protocol.md §5.4).
+/// On-prem instances report this as availability zone and instance type (docs/protocol.md §5.4).
 const ONPREM: &str = "OnPrem";
 
 /// The placement probe must not delay a host without IMDS: one attempt, one second.
@@ -169,7 +169,7 @@ fn select_in_order(
     })
 }
 
-/// The `OnPrem` identity when `state_dir` holds a registration (protocol.md §5.4), with
+/// The `OnPrem` identity when `state_dir` holds a registration (docs/protocol.md §5.4), with
 /// credentials from RSA-signed role-token requests (§5.5); `Ok(None)` when not registered.
 /// `Err` when a registration exists but cannot be used: the agent must stop and say so rather
 /// than run as another identity or register again.
@@ -219,7 +219,7 @@ pub fn onprem_identity(
     }))
 }
 
-/// `Agent.Region` overrides the region the identity discovered (protocol.md §1.1).
+/// `Agent.Region` overrides the region the identity discovered (docs/protocol.md §1.1).
 fn region(config: &Config, discovered: &str) -> String {
     if config.agent.region.is_empty() {
         discovered
@@ -312,7 +312,7 @@ fn custom_identity(config: &Config, env: &Env) -> Result<Identity, String> {
 }
 
 /// One quick IMDS lookup of the placement (one attempt, one-second deadline), for the health
-/// ping of a non-EC2 identity on a host where IMDS answers anyway (protocol.md §9 item 7).
+/// ping of a non-EC2 identity on a host where IMDS answers anyway (docs/protocol.md §9 item 7).
 pub fn probe_placement(http: Arc<HttpClient>, env: &Env) -> Option<Placement> {
     let imds = ImdsClient::new(http, env).with_limits(PROBE_TIMEOUT, 1);
     let document = match imds.identity_document() {

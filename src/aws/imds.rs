@@ -1,5 +1,5 @@
 //! EC2 instance metadata (IMDS): the IMDSv2 token flow, and IMDSv1 fallback for role credentials
-//! only, the way upstream's clients behave (protocol.md §5.2).
+//! only, the way upstream's clients behave (docs/protocol.md §5.2).
 //!
 //! Timeouts are short and retries few: on a host that is not EC2 the first identity check must
 //! give up within seconds, not hang the agent's start.
@@ -168,7 +168,7 @@ impl ImdsClient {
         parse_role_credentials(&text).map_err(|reason| invalid(&path, reason))
     }
 
-    /// The instance identity credentials (EC2 Default Host Management, protocol.md §5.3), in the
+    /// The instance identity credentials (EC2 Default Host Management, docs/protocol.md §5.3), in the
     /// same document format as role credentials.
     pub fn identity_credentials(&self) -> Result<Credentials, ImdsError> {
         let path = "meta-data/identity-credentials/ec2/security-credentials/ec2-instance";

@@ -325,7 +325,7 @@ fn parameter_store_reference(value: &Value) -> Option<String> {
     }
 }
 
-/// Upstream `getStepExecutionOperation` (protocol.md §3.3) with Linux's plugin registry; where
+/// Upstream `getStepExecutionOperation` (docs/protocol.md §3.3) with Linux's plugin registry; where
 /// upstream would run a plugin ssm-lite lacks, the step fails saying so.
 fn verdict(
     preconditions_enabled: bool,

@@ -1,4 +1,4 @@
-//! Document parameters (protocol.md §3.2): which values apply, `allowedPattern` checks, and
+//! Document parameters (docs/protocol.md §3.2): which values apply, `allowedPattern` checks, and
 //! `{{ name }}` substitution.
 //!
 //! `{{ssm:…}}` Parameter Store references are not resolved yet: [`super::parse`] refuses a

@@ -1,4 +1,4 @@
-//! Step preconditions of schema 2.2 documents (protocol.md §3.3). Only `StringEquals` with two
+//! Step preconditions of schema 2.2 documents (docs/protocol.md §3.3). Only `StringEquals` with two
 //! arguments is understood; operator names and `platformType` are compared exactly (they are Go
 //! map keys and string constants, not struct fields).
 

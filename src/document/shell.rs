@@ -1,4 +1,4 @@
-//! Decoding one `aws:runShellScript` property set (protocol.md §3.5), the way Go decodes
+//! Decoding one `aws:runShellScript` property set (docs/protocol.md §3.5), the way Go decodes
 //! `RunScriptPluginInput`: case-insensitive keys, unknown keys ignored, `null` as absent.
 //!
 //! Only `runCommand` carries commands. Upstream has no `commands` alias (the 2.0 fixtures that use

@@ -1,4 +1,4 @@
-//! The ec2messages operations the agent uses (protocol §2.1), as typed calls.
+//! The ec2messages operations the agent uses (docs/protocol.md §2.1), as typed calls.
 
 use crate::aws::jsonrpc::{AwsError, JsonClient};
 use serde_json::{Value, json};

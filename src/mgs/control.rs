@@ -1,4 +1,4 @@
-//! The MGS control channel (protocol §4.2, §4.5): one thread keeps one websocket open to
+//! The MGS control channel (docs/protocol.md §4.2, §4.5): one thread keeps one websocket open to
 //! `/v1/control-channel/<instance id>`, reconnecting with jittered back-off, pinging every 54 s,
 //! and hands every incoming AgentMessage to a [`ControlHandler`]. Other threads send through a
 //! [`ControlSender`], which queues frames and wakes the channel's `poll`.

@@ -1,4 +1,4 @@
-//! Run Command over the control channel (protocol §4.5.1–§4.5.2): `agent_job` in, `agent_job_ack`
+//! Run Command over the control channel (docs/protocol.md §4.5.1–§4.5.2): `agent_job` in, `agent_job_ack`
 //! and `agent_job_reply` out, through the same engine as ec2messages.
 //!
 //! Replies of one job go out one at a time, in order: the next only after the service has

@@ -1,4 +1,4 @@
-//! The AgentMessage binary frame (protocol §4.3) that carries everything on MGS websockets.
+//! The AgentMessage binary frame (docs/protocol.md §4.3) that carries everything on MGS websockets.
 //!
 //! Layout, all integers big-endian: HeaderLength u32 (116) | MessageType 32 bytes, space padded |
 //! SchemaVersion u32 | CreatedDate u64 (epoch ms) | SequenceNumber i64 | Flags u64 |
@@ -18,7 +18,7 @@ use serde_json::Value;
 pub const FLAG_SYN: u64 = 1;
 pub const FLAG_FIN: u64 = 2;
 
-/// Message types (protocol §4.4).
+/// Message types (docs/protocol.md §4.4).
 pub const INTERACTIVE_SHELL: &str = "interactive_shell";
 pub const CHANNEL_CLOSED: &str = "channel_closed";
 pub const AGENT_JOB: &str = "agent_job";

@@ -1,4 +1,4 @@
-//! MGS REST calls (protocol §4.1): CreateControlChannel and CreateDataChannel, which return the
+//! MGS REST calls (docs/protocol.md §4.1): CreateControlChannel and CreateDataChannel, which return the
 //! token that opens the websocket, and the SigV4-signed websocket upgrade (§1.3). A refusal for
 //! the request's time or its credentials is fixed and the request sent again once, as for the
 //! JSON 1.1 calls (see [`retry`]).

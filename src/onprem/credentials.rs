@@ -1,4 +1,4 @@
-//! On-prem AWS credentials (protocol §5.5): `RequestManagedInstanceRoleToken`, signed with the
+//! On-prem AWS credentials (docs/protocol.md §5.5): `RequestManagedInstanceRoleToken`, signed with the
 //! instance's own RSA key, answers with temporary credentials. [`provider`] caches them and
 //! refreshes at half their lifetime through [`RefreshingCredentials`] (a failed refresh keeps
 //! the old credentials until they expire, with back-off); each successful request may be followed

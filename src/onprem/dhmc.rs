@@ -1,4 +1,4 @@
-//! EC2 Default Host Management (protocol.md §5.3 steps 2–3, §5.5): an EC2 instance without an
+//! EC2 Default Host Management (docs/protocol.md §5.3 steps 2–3, §5.5): an EC2 instance without an
 //! instance-profile role registers itself with its instance identity credentials and then gets
 //! role tokens with calls signed twice: plain SigV4 with the identity credentials, plus an
 //! `SSM-AsymmetricKeyAuthorization` header that signs the `Authorization` value with its own key.

@@ -1,4 +1,4 @@
-//! The instance fingerprint (protocol §5.4 step 4): a random UUID, sent with registration and
+//! The instance fingerprint (docs/protocol.md §5.4 step 4): a random UUID, sent with registration and
 //! every role-token request, kept while the machine stays recognisably the same. Beside it we
 //! keep a hash of each of a few hardware values; when fewer than `similarityThreshold` percent
 //! of them still match (a disk cloned onto another machine), a new UUID is made, and the service

@@ -1,4 +1,4 @@
-//! The instance's RSA-2048 key pair (protocol §5.4): private key as PKCS#1 DER, public key as
+//! The instance's RSA-2048 key pair (docs/protocol.md §5.4): private key as PKCS#1 DER, public key as
 //! PKIX (SubjectPublicKeyInfo) DER, both base64 on the wire and on disk; RSA-PSS signing (§5.5).
 //!
 //! ring signs but cannot generate RSA keys, so generation and the DER encodings come from the

@@ -1,4 +1,4 @@
-//! `ssm-lite register` (protocol §5.4): a hybrid activation (code, id, region) becomes a managed
+//! `ssm-lite register` (docs/protocol.md §5.4): a hybrid activation (code, id, region) becomes a managed
 //! instance `mi-…` with its own RSA key; or amazon-ssm-agent's registration is taken over; or
 //! the registration is removed.
 //!

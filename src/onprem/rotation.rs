@@ -1,4 +1,4 @@
-//! The instance's key through its life (protocol §5.5): role tokens signed with the current key,
+//! The instance's key through its life (docs/protocol.md §5.5): role tokens signed with the current key,
 //! and rotation after a successful request when the service sets `UpdateKeyPair` or the key is
 //! older than `Profile.KeyAutoRotateDays`.
 //!

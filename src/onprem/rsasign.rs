@@ -1,5 +1,5 @@
 //! The RSA variant of SigV4 that a managed (on-premises) instance signs its own SSM calls with
-//! (protocol §5.5): the usual canonical request and string to sign (service `ssm`), the managed
+//! (docs/protocol.md §5.5): the usual canonical request and string to sign (service `ssm`), the managed
 //! instance id as the access key id, no session token, and base64(RSASSA-PSS-SHA256) of the
 //! string to sign in place of the hex HMAC.
 
@@ -247,7 +247,7 @@ mod tests {
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     const HELLO_SHA256: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 
-    /// The headers of upstream's `ssm_rsaV4_test.go` request (protocol §7.1).
+    /// The headers of upstream's `ssm_rsaV4_test.go` request (docs/protocol.md §7.1).
     fn upstream_headers(body: &[u8]) -> Vec<(String, String)> {
         [
             ("Host", "ssm.us-east-1.amazonaws.com".to_string()),

@@ -2,7 +2,7 @@
 //! so replacing the official agent on a device needs no new activation: same `mi-` id, same key,
 //! same fingerprint.
 //!
-//! Its vault (protocol §5.4): `<vault>/Manifest` is a JSON map from key to data file (absolute
+//! Its vault (docs/protocol.md §5.4): `<vault>/Manifest` is a JSON map from key to data file (absolute
 //! paths, normally `<vault>/Store/<key>`); `RegistrationKey` holds `{instanceID, region,
 //! privateKey, privateKeyType, privateKeyCreatedDate}` with a Go time string, and
 //! `InstanceFingerprint` holds `{fingerprint, hardwareHash, similarityThreshold}`.

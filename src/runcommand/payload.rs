@@ -1,4 +1,4 @@
-//! Send-command and cancel-command payloads (protocol §2.4, §2.5), decoded as Go does:
+//! Send-command and cancel-command payloads (docs/protocol.md §2.4, §2.5), decoded as Go does:
 //! keys matched case-insensitively, unknown keys ignored.
 
 use serde_json::{Map, Value};

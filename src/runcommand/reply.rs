@@ -1,10 +1,10 @@
 //! Reply payloads (`SendReply.Payload`, MGS `agent_job_reply.content`) with upstream's exact shape,
-//! status aggregation and output truncation (protocol §2.6–§2.8).
+//! status aggregation and output truncation (docs/protocol.md §2.6–§2.8).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Agent-side statuses (protocol §2.7).
+/// Agent-side statuses (docs/protocol.md §2.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Status {
     NotStarted,
@@ -462,7 +462,7 @@ mod tests {
         m + "1234567890. This is a sample text. This is a sample text"
     }
 
-    /// The capacity-100 vectors of upstream's `TestTruncateOutput` (protocol §7.1).
+    /// The capacity-100 vectors of upstream's `TestTruncateOutput` (docs/protocol.md §7.1).
     #[test]
     fn truncation_matches_upstream_vectors() {
         let long = long_message();

@@ -1,4 +1,4 @@
-//! `NonInteractiveCommands` (protocol §4.7): a command without a terminal. Output streams as it
+//! `NonInteractiveCommands` (docs/protocol.md §4.7): a command without a terminal. Output streams as it
 //! comes — stdout as type 1 and, with `separateOutputStream`, stderr as type 11 (each chunk with
 //! its prefix) and `EXIT_CODE: <n>` as type 12 at the end. Ctrl-C and Ctrl-\ from the client
 //! become SIGINT and SIGQUIT; other input is ignored.

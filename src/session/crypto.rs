@@ -1,4 +1,4 @@
-//! KMS-encrypted sessions (protocol §4.6.3, §4.6.4): the `kms:Decrypt` of the client's data key,
+//! KMS-encrypted sessions (docs/protocol.md §4.6.3, §4.6.4): the `kms:Decrypt` of the client's data key,
 //! the AES-256-GCM payload cipher built from it, and the handshake pieces around them (the
 //! `KMSEncryption` action, its result, and the encryption challenge exchange).
 //!

@@ -1,4 +1,4 @@
-//! The data channel's stream protocol (protocol §4.6.2) as a pure state machine: sequence
+//! The data channel's stream protocol (docs/protocol.md §4.6.2) as a pure state machine: sequence
 //! numbers, acknowledgements, retransmission with an adaptive timeout, pause/resume, and in-order
 //! delivery of the client's input. No I/O here: the session loop feeds it frames and the clock,
 //! and sends what it returns.

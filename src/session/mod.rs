@@ -1,4 +1,4 @@
-//! Session Manager (protocol §4.5.3–§4.8): each `interactive_shell` from the control channel
+//! Session Manager (docs/protocol.md §4.5.3–§4.8): each `interactive_shell` from the control channel
 //! becomes one thread that owns the session's data channel and its plugin — a shell on a PTY, a
 //! command, or a port forward — and reports `agent_task_complete` when it ends.
 

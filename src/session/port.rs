@@ -1,4 +1,4 @@
-//! `Port` sessions (protocol §4.7): bytes between the client and `host:portNumber` on this host's
+//! `Port` sessions (docs/protocol.md §4.7): bytes between the client and `host:portNumber` on this host's
 //! network. Basic mode carries one TCP connection; Flag messages from the client disconnect it
 //! (the next input reconnects) or end the session.
 //!

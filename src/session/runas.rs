@@ -1,4 +1,4 @@
-//! Which OS user a shell session runs as (protocol.md §4.8), and creating `ssm-user` for it.
+//! Which OS user a shell session runs as (docs/protocol.md §4.8), and creating `ssm-user` for it.
 //!
 //! Accounts are read from `/etc/passwd` and `/etc/group` directly (users known only through NSS,
 //! e.g. LDAP, are not seen). The session's HOME is the user's home directory from passwd, or

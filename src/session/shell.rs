@@ -1,4 +1,4 @@
-//! `Standard_Stream` and `InteractiveCommands` (protocol §4.7): `sh` (or `sh -c <commands>`) on a
+//! `Standard_Stream` and `InteractiveCommands` (docs/protocol.md §4.7): `sh` (or `sh -c <commands>`) on a
 //! PTY as the session user; keystrokes in, terminal output out in UTF-8-safe chunks.
 
 use super::datachannel::payload_type;

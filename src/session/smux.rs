@@ -1,4 +1,4 @@
-//! Multiplexed port forwarding (protocol §4.7, `port_mux.go` upstream): for
+//! Multiplexed port forwarding (docs/protocol.md §4.7, `port_mux.go` upstream): for
 //! `type: LocalPortForwarding` with a client ≥ 1.1.70, the type-1 byte stream in both directions
 //! carries xtaci/smux **version 1** frames, the version session-manager-plugin uses
 //! (`smux.DefaultConfig()`). The client opens one stream (SYN) per local TCP connection; the agent

@@ -1,4 +1,4 @@
-//! The session a control-channel `interactive_shell` asks for (protocol §4.5.3): its id, type,
+//! The session a control-channel `interactive_shell` asks for (docs/protocol.md §4.5.3): its id, type,
 //! inputs and plugin properties, decoded as Go does (case-insensitive keys, bools as strings).
 
 use crate::document::{field, substitute_parameters};

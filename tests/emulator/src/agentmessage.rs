@@ -1,4 +1,4 @@
-//! The MGS AgentMessage binary frame (protocol.md §4.3), written independently of the agent's
+//! The MGS AgentMessage binary frame (docs/protocol.md §4.3), written independently of the agent's
 //! codec: big-endian integers, a space-padded 32-byte MessageType, the UUID halves swapped and a
 //! SHA-256 digest of the payload.
 
@@ -14,7 +14,7 @@ pub const HEADER_LENGTH: u32 = 116;
 pub const PAYLOAD_OFFSET: usize = 120;
 const TYPE_LEN: usize = 32;
 
-/// Message types (protocol.md §4.4).
+/// Message types (docs/protocol.md §4.4).
 pub mod types {
     pub const INTERACTIVE_SHELL: &str = "interactive_shell";
     pub const CHANNEL_CLOSED: &str = "channel_closed";
@@ -32,7 +32,7 @@ pub mod types {
     pub const START_PUBLICATION: &str = "start_publication";
 }
 
-/// Data-channel `PayloadType` values (protocol.md §4.6.1).
+/// Data-channel `PayloadType` values (docs/protocol.md §4.6.1).
 pub mod payload_types {
     pub const OUTPUT: u32 = 1;
     pub const ERROR: u32 = 2;
@@ -168,7 +168,7 @@ impl AgentMessage {
         })
     }
 
-    /// Deviations from what protocol.md says the agent writes (empty when well-formed).
+    /// Deviations from what docs/protocol.md says the agent writes (empty when well-formed).
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         let what = format!("{} {}", self.message_type, self.message_id);

@@ -1,4 +1,4 @@
-//! The payload cipher of KMS-encrypted sessions (protocol.md §4.6.4), written apart from the
+//! The payload cipher of KMS-encrypted sessions (docs/protocol.md §4.6.4), written apart from the
 //! agent's: AES-256-GCM, no AAD, wire format `nonce(12) || ciphertext || tag(16)`, nonces from a
 //! 96-bit little-endian counter (three u32 words, word 0 lowest) with a random start.
 //!

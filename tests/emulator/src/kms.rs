@@ -1,5 +1,5 @@
 //! KMS (`TrentService.Decrypt`, JSON 1.1 signed for `kms`) for KMS-encrypted sessions
-//! (protocol.md §4.6.4). Real clients ask KMS for a data key and hand its ciphertext to the agent;
+//! (docs/protocol.md §4.6.4). Real clients ask KMS for a data key and hand its ciphertext to the agent;
 //! here the emulated session client invents both ([`KmsState::generate_data_key`]): the
 //! "ciphertext" is opaque random bytes this KMS remembers with the key id and encryption context
 //! it was made for. `Decrypt` gives the key back only for exactly that key id and context, as

@@ -3,7 +3,7 @@
 //! `agent_job`s, session starts and terminations, task completions). The data channel's client
 //! role lives in `session.rs`.
 //!
-//! Where protocol.md leaves the service's behaviour open, this emulator chooses (and
+//! Where docs/protocol.md leaves the service's behaviour open, this emulator chooses (and
 //! `lib.rs`/report documents): the `interactive_shell` Topic is `aws.ssm.startSession`;
 //! `pause_publication`/`start_publication` carry the payload `{}`; messages for the control
 //! channel that are sent while it is down wait and go out when the agent connects again.
@@ -233,7 +233,7 @@ fn xml_response(status: u16, body: String) -> Response {
     Response::new(status, "application/xml", body)
 }
 
-/// CreateControlChannel / CreateDataChannel: 201 with an XML token (protocol.md §4.1).
+/// CreateControlChannel / CreateDataChannel: 201 with an XML token (docs/protocol.md §4.1).
 fn create_channel(shared: &Shared, channel: &Channel, body: &[u8]) -> Response {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let problem = if body["MessageSchemaVersion"] != "1.0" {
@@ -354,7 +354,7 @@ fn read_open_frame(conn: &mut WsConn) -> Result<Value, String> {
     Err(format!("no open message within {OPEN_TIMEOUT:?}"))
 }
 
-/// Checks the open message (protocol.md §4.2) and makes the connection current.
+/// Checks the open message (docs/protocol.md §4.2) and makes the connection current.
 fn accept_open(st: &mut State, channel: &Channel, frame: Value) -> Result<u64, String> {
     let token = frame["TokenValue"].as_str().unwrap_or_default();
     if st.mgs.tokens.get(token) != Some(channel) {
@@ -570,7 +570,7 @@ fn send_job(st: &mut State, job_id: &str, topic: &str, content: String) {
     st.mgs.send_control(m);
 }
 
-/// The `channel_closed` message for `session_id` (protocol.md §4.5.4).
+/// The `channel_closed` message for `session_id` (docs/protocol.md §4.5.4).
 pub(crate) fn channel_closed(st: &State, session_id: &str) -> AgentMessage {
     let mut m = AgentMessage::new(types::CHANNEL_CLOSED, Vec::new());
     let payload = json!({

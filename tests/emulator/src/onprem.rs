@@ -1,4 +1,4 @@
-//! Hybrid activation, the on-premises side of `ssm` (protocol.md §5.4, §5.5): activations, the
+//! Hybrid activation, the on-premises side of `ssm` (docs/protocol.md §5.4, §5.5): activations, the
 //! unsigned `RegisterManagedInstance`, and the two private calls a managed instance signs with its
 //! own RSA key — `RequestManagedInstanceRoleToken` (temporary credentials that every other API of
 //! the emulator accepts) and `UpdateManagedInstancePublicKey` (key rotation). Every RSA signature
@@ -411,7 +411,7 @@ fn note_registration(
     result.map(|iid| Response::json(200, &json!({"InstanceId": iid})))
 }
 
-/// A registration without an activation is EC2 Default Host Management's (protocol.md §5.3),
+/// A registration without an activation is EC2 Default Host Management's (docs/protocol.md §5.3),
 /// signed with the instance identity credentials.
 pub(crate) fn is_ec2_registration(body: &Value) -> bool {
     body.is_object() && body.get("ActivationCode").is_none()

@@ -87,12 +87,12 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Handled {
 enum Auth {
     /// SigV4 with HMAC credentials the emulator issued.
     Hmac,
-    /// SigV4 with a managed instance's RSA key (protocol.md §5.5).
+    /// SigV4 with a managed instance's RSA key (docs/protocol.md §5.5).
     Rsa,
     /// Anonymous (`RegisterManagedInstance`); an `Authorization` header is ignored.
     Unsigned,
     /// EC2 Default Host Management: HMAC with the instance identity credentials plus the
-    /// instance's RSA signature of the `Authorization` value (protocol.md §5.5).
+    /// instance's RSA signature of the `Authorization` value (docs/protocol.md §5.5).
     Dhmc,
 }
 

@@ -1,5 +1,5 @@
 //! Session Manager sessions: what to start ([`SessionSpec`]), and the client's role on the data
-//! channel as session-manager-plugin plays it (protocol.md §4.6, §8.2):
+//! channel as session-manager-plugin plays it (docs/protocol.md §4.6, §8.2):
 //!
 //! * every `output_stream_data` is acknowledged by sequence number, duplicates included (the
 //!   earlier ack may have been lost); output is delivered in sequence order, out-of-order
@@ -204,7 +204,7 @@ impl SessionSpec {
             && version_at_least(&self.client_version, SMUX_MIN_CLIENT_VERSION)
     }
 
-    /// Whether the agent will run a handshake for this session (protocol.md §4.6.3).
+    /// Whether the agent will run a handshake for this session (docs/protocol.md §4.6.3).
     pub fn needs_handshake(&self) -> bool {
         let kms = self.inputs["kmsKeyId"]
             .as_str()
@@ -665,7 +665,7 @@ impl SessionState {
     }
 
     /// The agent must ask for encryption exactly when the session has a KMS key and is not Port
-    /// (protocol.md §4.6.3).
+    /// (docs/protocol.md §4.6.3).
     fn check_kms_requested(&self, actions: &[Value], errors: &mut Vec<String>) {
         let key = self.spec.inputs["kmsKeyId"].as_str().unwrap_or_default();
         let expected = !key.is_empty() && self.spec.session_type != "Port";

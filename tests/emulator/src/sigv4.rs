@@ -335,7 +335,7 @@ pub fn verify(
 }
 
 /// Verifies the RSA variant of SigV4 that managed instances use for their private `ssm` calls
-/// (protocol.md §5.5): the same canonical request and string to sign, the managed instance id as
+/// (docs/protocol.md §5.5): the same canonical request and string to sign, the managed instance id as
 /// access key, no session token, and `Signature=` base64 RSASSA-PSS-SHA256 (salt 32) over the
 /// string to sign instead of hex HMAC. `lookup` gives the public key registered for the instance
 /// as PKCS#1 RSAPublicKey DER. Returns the instance id.

@@ -1,5 +1,5 @@
 //! The client half of multiplexed port forwarding, as session-manager-plugin plays it for
-//! `type: LocalPortForwarding` with a client ≥ 1.1.70 (protocol.md §4.7): the type-1 byte stream
+//! `type: LocalPortForwarding` with a client ≥ 1.1.70 (docs/protocol.md §4.7): the type-1 byte stream
 //! in both directions carries xtaci/smux **version 1** frames, and every local connection is one
 //! smux stream.
 //!
