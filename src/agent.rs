@@ -3,12 +3,11 @@
 
 use crate::aws::credentials::Env;
 use crate::aws::endpoint;
-use crate::aws::http::{HttpClient, HttpConfig};
-use crate::aws::identity::{self, Identity};
+use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::JsonClient;
-use crate::cli::RunArgs;
 use crate::config::{COMPATIBLE_AGENT_VERSION, Config};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
+use crate::identity::{self, Identity};
 use crate::mds::client::{self as mds_client, MdsClient};
 use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
@@ -27,8 +26,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A custom CA bundle amazon-ssm-agent operators already use for TLS-inspecting proxies.
-const AGENT_CA_FILE: &str = "/etc/amazon/ssm/amazon-ssm-agent.crt";
 /// Identity selection is retried for as long as it takes (a SysV init does not restart an agent
 /// that gave up, and `ssm-lite register` may come later): every 30 s at most during the first
 /// minutes, when IMDS or the network come up late at boot, then every 5 minutes, to keep the
@@ -39,25 +36,11 @@ const IDENTITY_RETRY_MAX_LATER: Duration = Duration::from_secs(300);
 /// How long replies may take to drain at shutdown; what is left stays spooled for next start.
 const REPLY_FLUSH: Duration = Duration::from_secs(5);
 
-/// The User-Agent: ssm-lite names itself, then the upstream agent it is compatible with, as
-/// the service expects the `amazon-ssm-agent/<version>` suffix (see README).
-pub fn user_agent(config: &Config) -> String {
-    format!(
-        "ssm-lite/{} ({}; {}) amazon-ssm-agent/{}",
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::OS,
-        std::env::consts::ARCH,
-        config.agent.version
-    )
-}
-
-pub fn http_client(config: &Config) -> Result<Arc<HttpClient>, String> {
-    let http = HttpClient::new(&HttpConfig {
-        user_agent: user_agent(config),
-        extra_ca_files: vec![PathBuf::from(AGENT_CA_FILE)],
-    })
-    .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
-    Ok(Arc::new(http))
+/// `ssm-lite run`: where the configuration is and where state is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunArgs {
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
 }
 
 /// Variables every script sees, besides SSM_COMMAND_ID (§3.5 item 7).
@@ -314,7 +297,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         }
     })?;
 
-    let http = http_client(&config)?;
+    let http =
+        Arc::new(HttpClient::for_agent(&config).map_err(|e| format!("cannot set up HTTPS: {e}"))?);
     let env = Env::capture();
     let identity = select_identity(&config, &http, &env, &args.state_dir, &shutdown)?;
     let (provider, refresher_shutdown) = (identity.credentials.clone(), shutdown.clone());

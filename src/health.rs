@@ -5,9 +5,9 @@
 use crate::aws::credentials::Env;
 use crate::aws::endpoint::{self, EndpointError};
 use crate::aws::http::HttpClient;
-use crate::aws::identity::{self, Identity, IdentityKind, Placement};
 use crate::aws::jsonrpc::{AwsError, JsonClient};
 use crate::config::Config;
+use crate::identity::{self, Identity, IdentityKind, Placement};
 use crate::shutdown::Shutdown;
 use serde_json::{Value, json};
 use std::collections::HashMap;

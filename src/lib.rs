@@ -7,12 +7,12 @@
 pub mod agent;
 pub mod aws;
 pub mod base64;
-pub mod cli;
 pub mod config;
 pub mod document;
 pub mod exec;
 pub mod fuzzing;
 pub mod health;
+pub mod identity;
 pub mod logging;
 pub mod mds;
 pub mod mgs;

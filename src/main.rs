@@ -1,6 +1,8 @@
-use ssm_lite::cli::{self, Command, USAGE};
+use cli::{Command, USAGE};
 use ssm_lite::config::COMPATIBLE_AGENT_VERSION;
 use std::process::ExitCode;
+
+mod cli;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args().skip(1)) {
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
         }
         Command::RunDocument(args) => {
             ssm_lite::logging::init();
-            match ssm_lite::runcommand::local::run_document_cli(&args) {
+            match cli::run_document(&args) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
         }
         Command::Register(args) => {
             ssm_lite::logging::init();
-            ExitCode::from(ssm_lite::onprem::register::run_cli(&args))
+            ExitCode::from(cli::register(&args))
         }
         Command::Run(args) => {
             ssm_lite::logging::init();

@@ -43,6 +43,9 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
+/// A custom CA bundle amazon-ssm-agent operators already use for TLS-inspecting proxies.
+const AGENT_CA_FILE: &str = "/etc/amazon/ssm/amazon-ssm-agent.crt";
+
 pub struct HttpConfig {
     /// Full User-Agent header value.
     pub user_agent: String,
@@ -127,6 +130,22 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The agent's client: its User-Agent (ssm-lite, then the amazon-ssm-agent version the
+    /// service expects as a suffix, see README) and the CA bundle amazon-ssm-agent operators
+    /// already use for TLS-inspecting proxies.
+    pub fn for_agent(config: &crate::config::Config) -> Result<HttpClient, HttpError> {
+        HttpClient::new(&HttpConfig {
+            user_agent: format!(
+                "ssm-lite/{} ({}; {}) amazon-ssm-agent/{}",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                config.agent.version
+            ),
+            extra_ca_files: vec![PathBuf::from(AGENT_CA_FILE)],
+        })
+    }
+
     pub fn new(config: &HttpConfig) -> Result<HttpClient, HttpError> {
         HttpClient::with_proxies(config, &ProxySettings::from_env())
     }

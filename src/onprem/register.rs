@@ -13,15 +13,37 @@ use super::vault;
 use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::{self, AwsError};
-use crate::cli::{Activation, RegisterArgs};
 use crate::config::Config;
 use serde_json::{Value, json};
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TARGET: &str = "AmazonSSM.RegisterManagedInstance";
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A hybrid activation, as created in the Systems Manager console or with `create-activation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activation {
+    pub code: String,
+    pub id: String,
+    pub region: String,
+}
+
+/// `register`: at least one of `activation`, `import_amazon_ssm_agent` (never both) or `clear`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterArgs {
+    pub activation: Option<Activation>,
+    pub import_amazon_ssm_agent: bool,
+    /// Remove the current registration first (alone: only that).
+    pub clear: bool,
+    /// Replace an existing registration without asking.
+    pub yes: bool,
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    /// Where amazon-ssm-agent's vault is, for the import (default: its standard place).
+    pub vault_dir: Option<PathBuf>,
+}
+
 /// amazon-ssm-agent keeps its registration here (§5.4 vault layout).
 pub const AMAZON_SSM_AGENT_VAULT: &str = "/var/lib/amazon/ssm/Vault";
 const OVERRIDE_QUESTION: &str = "Instance already registered. Would you like to override existing \
@@ -236,38 +258,6 @@ pub fn may_replace(
     ))
 }
 
-/// What `ssm-lite register` does with parsed arguments; the exit code (0 ok, 1 failure).
-pub fn run_cli(args: &RegisterArgs) -> u8 {
-    let store = RegistrationStore::new(&args.state_dir);
-    let stdin = std::io::stdin();
-    let interactive = stdin.is_terminal();
-    let result = run(
-        args,
-        &store,
-        &Hardware::system(),
-        args.vault_dir
-            .as_deref()
-            .unwrap_or(Path::new(AMAZON_SSM_AGENT_VAULT)),
-        &mut |yes| may_replace(yes, interactive, &mut stdin.lock(), &mut std::io::stderr()),
-    );
-    match result {
-        Ok(Some(instance_id)) => {
-            println!("{instance_id}");
-            eprintln!(
-                "ssm-lite register: registered as {instance_id}. An agent still waiting for an \
-                 identity takes it up within 5 minutes; otherwise (re)start it: \
-                 `systemctl restart ssm-lite` or `service ssm-lite restart`"
-            );
-            0
-        }
-        Ok(None) => 0,
-        Err(e) => {
-            eprintln!("ssm-lite register: {e}");
-            1
-        }
-    }
-}
-
 /// The register command against injectable places: returns the instance id registered or
 /// imported, `None` when the command only cleared.
 pub fn run(
@@ -295,7 +285,8 @@ pub fn run(
         Some(activation) => {
             let config =
                 Config::load(args.config.as_deref()).map_err(|e| RegisterError(e.to_string()))?;
-            let http = crate::agent::http_client(&config).map_err(RegisterError)?;
+            let http = HttpClient::for_agent(&config)
+                .map_err(|e| RegisterError(format!("cannot set up HTTPS: {e}")))?;
             let endpoint = endpoint::resolve(
                 "ssm",
                 &activation.region,

@@ -1,10 +1,12 @@
 //! The identity the agent runs as, chosen by `Identity.ConsumptionOrder` (docs/protocol.md §5.1):
 //! OnPrem (a hybrid-activation registration under the state dir), EC2 (IMDS), CustomIdentity.
 
-use super::credentials::{self, CredentialsError, CredentialsProvider, Env, RefreshingCredentials};
-use super::endpoint;
-use super::http::HttpClient;
-use super::imds::{ImdsClient, ImdsError};
+use crate::aws::credentials::{
+    self, CredentialsError, CredentialsProvider, Env, RefreshingCredentials,
+};
+use crate::aws::endpoint;
+use crate::aws::http::HttpClient;
+use crate::aws::imds::{ImdsClient, ImdsError};
 use crate::config::Config;
 use crate::onprem::credentials::{self as onprem_credentials, SsmService};
 use crate::onprem::dhmc;

@@ -1,6 +1,14 @@
 //! Command-line parsing (no framework: a few commands and a handful of flags).
 
+use ssm_lite::agent::RunArgs;
+use ssm_lite::onprem::register::{Activation, RegisterArgs};
 use std::path::PathBuf;
+
+mod register;
+mod run_document;
+
+pub use register::register;
+pub use run_document::run_document;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/ssm-lite";
 
@@ -37,40 +45,11 @@ Options:
 Logging goes to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more detail.";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunArgs {
-    pub config: Option<PathBuf>,
-    pub state_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDocumentArgs {
     pub file: PathBuf,
     pub parameters: Option<String>,
     pub config: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
-}
-
-/// A hybrid activation, as created in the Systems Manager console or with `create-activation`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Activation {
-    pub code: String,
-    pub id: String,
-    pub region: String,
-}
-
-/// `register`: at least one of `activation`, `import_amazon_ssm_agent` (never both) or `clear`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisterArgs {
-    pub activation: Option<Activation>,
-    pub import_amazon_ssm_agent: bool,
-    /// Remove the current registration first (alone: only that).
-    pub clear: bool,
-    /// Replace an existing registration without asking.
-    pub yes: bool,
-    pub config: Option<PathBuf>,
-    pub state_dir: PathBuf,
-    /// Where amazon-ssm-agent's vault is, for the import (default: its standard place).
-    pub vault_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
