@@ -22,5 +22,6 @@ pub mod runcommand;
 pub mod session;
 pub mod shutdown;
 pub mod state;
+pub mod sync;
 pub mod sys;
 pub mod timefmt;

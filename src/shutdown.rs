@@ -1,5 +1,6 @@
 //! One shutdown flag shared by every thread: a `Condvar` so that waits end the moment it is set.
 
+use crate::sync;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,9 +19,9 @@ impl Shutdown {
 
     pub fn trigger(&self) {
         let (lock, cvar) = &*self.inner;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *sync::lock(lock) = true;
         cvar.notify_all();
-        for w in self.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for w in sync::lock(&self.wakers).iter() {
             w.wake();
         }
     }
@@ -30,30 +31,24 @@ impl Shutdown {
         if self.is_triggered() {
             waker.wake();
         }
-        self.wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(waker);
+        sync::lock(&self.wakers).push(waker);
     }
 
     pub fn is_triggered(&self) -> bool {
-        *self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+        *sync::lock(&self.inner.0)
     }
 
     /// Sleeps up to `d`; returns true when shutdown was triggered (before or during the wait).
     pub fn wait_timeout(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
         let (lock, cvar) = &*self.inner;
-        let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = sync::lock(lock);
         while !*done {
-            let now = Instant::now();
-            if now >= deadline {
+            let timed_out;
+            (done, timed_out) = sync::wait_until(cvar, done, deadline);
+            if timed_out && !*done {
                 return false;
             }
-            done = cvar
-                .wait_timeout(done, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
         }
         true
     }

@@ -2,6 +2,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Whole seconds since the Unix epoch; 0 for a time before it (a clock set before 1970).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `unix_secs` of now.
+pub fn unix_now() -> u64 {
+    unix_secs(SystemTime::now())
+}
+
 /// A UTC calendar time broken into fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Utc {
