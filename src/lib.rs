@@ -3,6 +3,10 @@
 //! Transports carry, one engine decides, `sys` touches the OS: `mds` (ec2messages) turns
 //! messages into jobs for `runcommand`, which runs `document` steps through `exec` on a fixed
 //! worker pool and hands replies back; `state` owns every byte on disk; `aws` signs and sends.
+//! Every `unsafe` block lives in `sys`, each with a `// SAFETY:` comment; the lints below hold it.
+
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod agent;
 pub mod aws;
@@ -23,5 +27,6 @@ pub mod session;
 pub mod shutdown;
 pub mod state;
 pub mod sync;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod timefmt;

@@ -1,3 +1,7 @@
+//! The `ssm-lite` command: parses the command line and hands off to the library.
+
+#![forbid(unsafe_code)]
+
 use cli::{Command, USAGE};
 use ssm_lite::config::COMPATIBLE_AGENT_VERSION;
 use std::process::ExitCode;

@@ -254,19 +254,15 @@ mod tests {
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
         act.sa_sigaction = handler;
         // SAFETY: `act` is a valid sigaction.
-        assert_eq!(
-            unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) },
-            0
-        );
+        let rc = unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) };
+        assert_eq!(rc, 0);
     }
 
     /// A descriptor without close-on-exec, as a careless starter would leave one.
     fn inheritable(file: &File) {
         // SAFETY: F_SETFD on our open fd takes a plain int.
-        assert_eq!(
-            unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) },
-            0
-        );
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
+        assert_eq!(rc, 0);
     }
 
     fn field<'a>(status: &'a str, name: &str) -> &'a str {

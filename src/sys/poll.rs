@@ -196,7 +196,7 @@ mod tests {
         // does not apply to it); signal-hook installs a handler for SIGURG, ignored by default.
         let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = hits.clone();
-        // SAFETY (test): the handler only bumps an atomic counter.
+        // SAFETY: the handler only bumps an atomic counter, which is async-signal-safe.
         unsafe {
             signal_hook::low_level::register(signal_hook::consts::SIGURG, move || {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
