@@ -11,10 +11,11 @@ use crate::runcommand::payload::parse_cancel;
 use crate::runcommand::reply::ReplyBuilder;
 use crate::runcommand::{Engine, Offer, ReplySink, Transport};
 use crate::shutdown::Shutdown;
+use crate::sync::lock;
 use client::{MdsClient, Message};
 use outbox::Outbox;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Back-off before retry number `attempt` (1-based): 2^(attempt-1) × 1.0–1.5 s, capped.
@@ -282,10 +283,6 @@ struct Waiting {
     message: Message,
     /// A cancel for it arrived while it waited.
     cancelled: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use super::client::MdsClient;
 use crate::aws::jsonrpc::AwsError;
 use crate::runcommand::{OutgoingReply, ReplySink, Stored};
 use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
+use crate::sync::{lock, wait, wait_until};
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Spooled replies older than this are dropped unsent: the service has long given up on them.
@@ -74,10 +75,6 @@ pub struct Outbox {
     channel: crate::health::ChannelHandle,
     queue: Mutex<Queue>,
     changed: Condvar,
-}
-
-fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Outbox {
@@ -181,7 +178,7 @@ impl Outbox {
                     if let Some(item) = q.items.pop_front() {
                         break item;
                     }
-                    q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q = wait(&self.changed, q);
                 }
             };
             let result = match &item {
@@ -241,15 +238,10 @@ impl Outbox {
             if q.stop_at.is_some_and(|t| wake >= t) {
                 return false;
             }
-            let now = Instant::now();
-            if now >= wake {
+            if Instant::now() >= wake {
                 return true;
             }
-            q = self
-                .changed
-                .wait_timeout(q, wake - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            q = wait_until(&self.changed, q, wake).0;
         }
     }
 

@@ -7,14 +7,17 @@
 //! acknowledged and re-sent, with the same MessageId, after a silence, a reconnect or a restart.
 
 use super::control::{ControlHandler, ControlSender};
-use super::message::AgentMessage;
+use super::message::{
+    AGENT_JOB, AGENT_JOB_ACK, AGENT_JOB_REPLY, AGENT_JOB_REPLY_ACK, AgentMessage, created_date_now,
+};
 use crate::runcommand::payload::{get_ci, parse_cancel};
 use crate::runcommand::reply::ReplyBuilder;
 use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Stored, Transport};
 use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
+use crate::sync::lock;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Upstream drops replies whose content exceeds this (`ControlChannelAgentReplyPayloadSizeLimit`);
@@ -71,13 +74,9 @@ pub struct MgsJobs {
     queues: Mutex<BTreeMap<String, VecDeque<Pending>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn reply_frame(reply_id: &str, job_id: &str, content: &str, topic: &str) -> AgentMessage {
     let body = json!({ "schemaVersion": 1, "jobId": job_id, "content": content, "topic": topic });
-    let mut m = AgentMessage::new("agent_job_reply", 0, 0, 0, body.to_string().into_bytes());
+    let mut m = AgentMessage::new(AGENT_JOB_REPLY, 0, 0, 0, body.to_string().into_bytes());
     m.message_id = reply_id.to_owned();
     m
 }
@@ -141,7 +140,7 @@ impl MgsJobs {
             "errorMessage": name,
         });
         self.sender.send(&AgentMessage::new(
-            "agent_job_ack",
+            AGENT_JOB_ACK,
             0,
             0,
             0,
@@ -264,17 +263,10 @@ impl MgsJobs {
     }
 
     fn transmit(&self, pending: &mut Pending) {
-        pending.frame.created_date = now_millis();
+        pending.frame.created_date = created_date_now();
         pending.sent_at = Some(Instant::now());
         self.sender.send(&pending.frame);
     }
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
 }
 
 impl ReplySink for MgsJobs {
@@ -369,8 +361,8 @@ impl ControlHandler for MgsJobs {
 
     fn message(&self, message: AgentMessage, _sender: &ControlSender) {
         match message.message_type.as_str() {
-            "agent_job" => self.handle_job(&message),
-            "agent_job_reply_ack" => self.reply_acked(&message),
+            AGENT_JOB => self.handle_job(&message),
+            AGENT_JOB_REPLY_ACK => self.reply_acked(&message),
             other => log::debug!("control channel: ignoring {other}"),
         }
     }
