@@ -8,8 +8,8 @@
 
 use super::client::MdsClient;
 use crate::aws::jsonrpc::AwsError;
-use crate::runcommand::{OutgoingReply, ReplySink, Stored};
-use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
+use crate::runcommand::{OutgoingReply, ReplySink};
+use crate::state::spool::{ReplySpool, SpoolEntry};
 use crate::sync::{lock, wait, wait_until};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -84,7 +84,7 @@ impl Outbox {
         leftovers: Vec<SpoolEntry>,
         channel: crate::health::ChannelHandle,
     ) -> Arc<Outbox> {
-        let now = crate::runcommand::record::now_secs();
+        let now = crate::timefmt::unix_now();
         let mut q = Queue::default();
         for entry in leftovers {
             if now.saturating_sub(entry.reply.created_at) > MAX_REPLY_AGE_SECS {
@@ -96,13 +96,8 @@ impl Outbox {
                 let _ = entry.remove();
                 continue;
             }
-            q.items.push_back(Item::Reply(OutgoingReply {
-                message_id: entry.reply.message_id.clone(),
-                reply_id: entry.reply.reply_id.clone(),
-                payload: entry.reply.payload.clone(),
-                terminal: entry.reply.terminal,
-                stored: Some(Stored::Spool(entry)),
-            }));
+            q.items
+                .push_back(Item::Reply(OutgoingReply::from_spool(entry)));
         }
         if !q.items.is_empty() {
             log::info!(
@@ -295,32 +290,7 @@ impl ReplySink for Outbox {
     }
 
     fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
-        let record = SpooledReply {
-            message_id: message_id.to_owned(),
-            reply_id: crate::random::uuid_v4(),
-            payload,
-            terminal,
-            created_at: crate::runcommand::record::now_secs(),
-        };
-        match self.spool.add(record.clone()) {
-            Ok(entry) => OutgoingReply {
-                message_id: record.message_id,
-                reply_id: record.reply_id,
-                payload: record.payload,
-                terminal,
-                stored: Some(Stored::Spool(entry)),
-            },
-            Err(e) => {
-                log::error!("reply for {message_id} kept in memory only: {e}");
-                OutgoingReply {
-                    message_id: record.message_id,
-                    reply_id: record.reply_id,
-                    payload: record.payload,
-                    terminal,
-                    stored: None,
-                }
-            }
-        }
+        OutgoingReply::spooled(&self.spool, message_id, payload, terminal)
     }
 
     fn send(&self, reply: OutgoingReply) {

@@ -13,7 +13,7 @@ use super::message::{
 use crate::runcommand::payload::{get_ci, parse_cancel};
 use crate::runcommand::reply::ReplyBuilder;
 use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Stored, Transport};
-use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
+use crate::state::spool::{ReplySpool, SpoolEntry};
 use crate::sync::lock;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -64,6 +64,23 @@ struct Pending {
     sent_at: Option<Instant>,
 }
 
+impl From<OutgoingReply> for Pending {
+    /// The `agent_job_reply` frame that carries `reply`, not sent yet.
+    fn from(reply: OutgoingReply) -> Pending {
+        Pending {
+            frame: reply_frame(
+                &reply.reply_id,
+                &reply.message_id,
+                &reply.payload,
+                SEND_COMMAND_TOPIC,
+            ),
+            job_id: reply.message_id,
+            stored: reply.stored,
+            sent_at: None,
+        }
+    }
+}
+
 pub struct MgsJobs {
     engine: OnceLock<Arc<Engine>>,
     sender: ControlSender,
@@ -98,14 +115,7 @@ impl MgsJobs {
             queues: Mutex::default(),
         };
         for entry in leftovers {
-            let r = &entry.reply;
-            let frame = reply_frame(&r.reply_id, &r.message_id, &r.payload, SEND_COMMAND_TOPIC);
-            let pending = Pending {
-                job_id: r.message_id.clone(),
-                frame,
-                stored: Some(Stored::Spool(entry)),
-                sent_at: None,
-            };
+            let pending = Pending::from(OutgoingReply::from_spool(entry));
             lock(&jobs.queues)
                 .entry(pending.job_id.clone())
                 .or_default()
@@ -278,26 +288,7 @@ impl ReplySink for MgsJobs {
     }
 
     fn spool(&self, job_id: &str, payload: String, terminal: bool) -> OutgoingReply {
-        let record = SpooledReply {
-            message_id: job_id.to_owned(),
-            reply_id: crate::random::uuid_v4(),
-            payload,
-            terminal,
-            created_at: crate::runcommand::record::now_secs(),
-        };
-        let stored = self
-            .spool
-            .add(record.clone())
-            .map_err(|e| log::error!("reply for {job_id} kept in memory only: {e}"))
-            .ok()
-            .map(Stored::Spool);
-        OutgoingReply {
-            message_id: record.message_id,
-            reply_id: record.reply_id,
-            payload: record.payload,
-            terminal,
-            stored,
-        }
+        OutgoingReply::spooled(&self.spool, job_id, payload, terminal)
     }
 
     fn send(&self, reply: OutgoingReply) {
@@ -309,27 +300,16 @@ impl ReplySink for MgsJobs {
                 AckCode::AgentJobMessageParseError,
             );
         }
-        let frame = reply_frame(
-            &reply.reply_id,
-            &reply.message_id,
-            &reply.payload,
-            SEND_COMMAND_TOPIC,
-        );
-        let size = frame.encode().len();
+        let mut pending = Pending::from(reply);
+        let size = pending.frame.encode().len();
         if size > MAX_REPLY_FRAME {
             // Only a reply not made by this version's builder (spooled by an older one) gets here;
             // sent anyway: dropping it would leave the command unfinished for good.
             log::warn!(
                 "reply for {} is {size} bytes encoded, over the service's {MAX_REPLY_FRAME}; sending it anyway",
-                reply.message_id
+                pending.job_id
             );
         }
-        let mut pending = Pending {
-            job_id: reply.message_id.clone(),
-            stored: reply.stored,
-            frame,
-            sent_at: None,
-        };
         let mut queues = lock(&self.queues);
         let queue = queues.entry(pending.job_id.clone()).or_default();
         if queue.is_empty() {
