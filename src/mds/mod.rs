@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 /// Back-off before retry number `attempt` (1-based): 2^(attempt-1) × 1.0–1.5 s, capped.
 pub fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    let ms = crate::random::between(base, base + base / 2);
-    Duration::from_millis(ms).min(cap)
+    crate::random::backoff(1000, attempt, cap)
 }
 
 /// A poll answered this fast with no messages means the service is not holding polls; waiting a

@@ -253,9 +253,7 @@ impl ControlChannel {
 /// 5–10 s, doubling, with up to +50 % jitter, capped (§4.2).
 fn retry_delay(failures: u32) -> Duration {
     let first = crate::random::between(RETRY_FIRST.0, RETRY_FIRST.1);
-    let base = first.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let jittered = base + crate::random::between(0, base / 2);
-    Duration::from_millis(jittered).min(RETRY_CAP)
+    crate::random::backoff(first, failures, RETRY_CAP)
 }
 
 #[cfg(test)]

@@ -382,10 +382,7 @@ mod tests {
 
     #[test]
     fn new_fills_the_header_and_json_helpers_round_trip() {
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let before = crate::timefmt::unix_millis(std::time::SystemTime::now());
         let m = AgentMessage::json(AGENT_JOB_ACK, &serde_json::json!({"statusCode": "200"}));
         assert!(m.created_date >= before && m.created_date < before + 60_000);
         assert_eq!(

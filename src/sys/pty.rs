@@ -252,9 +252,14 @@ mod tests {
         spawn("sh", &["-c", script], ChildEnv::Agent(&[]), None, 80, 24).unwrap()
     }
 
+    /// A shell reading commands from the 80x24 terminal.
+    fn interactive_sh() -> (Child, Pty) {
+        spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap()
+    }
+
     #[test]
     fn an_interactive_shell_runs_what_is_typed() {
-        let (mut child, mut pty) = spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap();
+        let (mut child, mut pty) = interactive_sh();
         let rx = reader(&pty);
         pty.master.write_all(b"echo $((6*7))\n").unwrap();
         read_until(&rx, "42");
@@ -299,7 +304,7 @@ mod tests {
 
     #[test]
     fn the_window_size_is_set_and_changed() {
-        let (mut child, mut pty) = spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap();
+        let (mut child, mut pty) = interactive_sh();
         let rx = reader(&pty);
         pty.master.write_all(b"stty size\n").unwrap();
         read_until(&rx, "24 80");
