@@ -72,10 +72,9 @@ impl StopToken {
             }
             reason = match deadline {
                 None => wait(&self.inner.1, reason),
-                Some(d) => match wait_until(&self.inner.1, reason, d) {
-                    (_, true) => return End::TimedOut,
-                    (reason, false) => reason,
-                },
+                // Checked before the wait, not after it: an exit or stop at the deadline wins.
+                Some(d) if Instant::now() >= d => return End::TimedOut,
+                Some(d) => wait_until(&self.inner.1, reason, d).0,
             };
         }
     }
