@@ -6,7 +6,7 @@
 //! Nothing here runs a command, opens a connection or sleeps.
 
 use crate::aws::http::HttpResponse;
-use crate::mgs::message::AgentMessage;
+use crate::mgs::message::{AgentMessage, CHANNEL_CLOSED, INTERACTIVE_SHELL};
 use crate::session::datachannel::Ack;
 use crate::session::smux::{Cmd, Decoder, encode_control, encode_psh};
 use serde_json::{Map, Value, json};
@@ -182,8 +182,8 @@ pub fn mgs_control(data: &[u8]) {
         return;
     };
     match message.message_type.as_str() {
-        "interactive_shell" => return session_task(&message.payload),
-        "channel_closed" => {
+        INTERACTIVE_SHELL => return session_task(&message.payload),
+        CHANNEL_CLOSED => {
             let _ = crate::session::task::closed_session_id(&message.payload);
             return;
         }

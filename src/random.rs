@@ -47,6 +47,14 @@ pub fn between(lo: u64, hi: u64) -> u64 {
     lo + u64::from_le_bytes(b) % (hi - lo + 1)
 }
 
+/// Jittered exponential back-off before retry number `attempt` (1-based):
+/// `first_ms` × 2^(attempt-1) × 1.0–1.5, capped at `cap`. The jitter keeps a fleet that lost the
+/// service at the same moment from coming back in lockstep.
+pub fn backoff(first_ms: u64, attempt: u32, cap: std::time::Duration) -> std::time::Duration {
+    let base = first_ms.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    std::time::Duration::from_millis(between(base, base + base / 2)).min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

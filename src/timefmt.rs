@@ -7,6 +7,12 @@ pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch; 0 for a time before it, `u64::MAX` past year 584 million.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `unix_secs` of now.
 pub fn unix_now() -> u64 {
     unix_secs(SystemTime::now())

@@ -8,13 +8,14 @@
 //! until they close it, so they are neither blocked nor killed by SIGPIPE. One thread for all
 //! scripts: a poll over every open pipe.
 
+use crate::sync::{lock, wait};
 use crate::sys::poll::{PollFd, Waker, poll};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
@@ -66,32 +67,28 @@ pub struct Capture {
 }
 
 impl Capture {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Called once the script has ended: waits until what it wrote has been read, then returns
     /// stdout and stderr as captured so far. Pipes still held open by background children go on
     /// being drained (to disk, within the cap) after this returns.
     pub fn settle(&self) -> [Captured; 2] {
-        let mut st = self.lock();
+        let mut st = lock(&self.state);
         st.settle = true;
         if let Some(pump) = PUMP.get().filter(|_| st.open.iter().any(|&o| o)) {
             pump.waker.wake();
         }
         while !st.settled && st.open.iter().any(|&o| o) {
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = wait(&self.changed, st);
         }
         st.streams.clone()
     }
 
     fn wants_settling(&self) -> bool {
-        let st = self.lock();
+        let st = lock(&self.state);
         st.settle && !st.settled
     }
 
     fn mark_settled(&self) {
-        self.lock().settled = true;
+        lock(&self.state).settled = true;
         self.changed.notify_all();
     }
 }
@@ -126,7 +123,7 @@ impl Stream {
 
     fn keep(&mut self, chunk: &[u8]) {
         {
-            let mut st = self.capture.lock();
+            let mut st = lock(&self.capture.state);
             let c = &mut st.streams[self.index];
             c.total += chunk.len() as u64;
             let room = self.limits.head_bytes.saturating_sub(c.head.len());
@@ -149,13 +146,13 @@ impl Stream {
                 self.written, self.limits.file_bytes
             );
             result = file.write_all(note.as_bytes());
-            self.capture.lock().streams[self.index].truncated = true;
+            lock(&self.capture.state).streams[self.index].truncated = true;
             self.file = None;
         }
         if let Err(e) = result {
             let error = format!("cannot write {}: {e}", self.path.display());
             log::warn!("{error}; the rest of this output is read but not kept");
-            self.capture.lock().streams[self.index].write_error = Some(error);
+            lock(&self.capture.state).streams[self.index].write_error = Some(error);
             self.file = None;
         }
     }
@@ -177,7 +174,7 @@ impl Stream {
     }
 
     fn close(self) {
-        self.capture.lock().open[self.index] = false;
+        lock(&self.capture.state).open[self.index] = false;
         self.capture.changed.notify_all();
     }
 }
@@ -198,7 +195,7 @@ pub fn pump() -> io::Result<&'static Pump> {
     if let Some(p) = PUMP.get().filter(|p| p.running.load(Ordering::SeqCst)) {
         return Ok(p);
     }
-    let _one_at_a_time = START.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = lock(&START);
     let p = match PUMP.get() {
         Some(p) => p,
         None => {
@@ -229,8 +226,8 @@ impl Pump {
     /// Hands a script's stdout and stderr pipes, and the files they go to, to the pump.
     pub fn watch(&self, pipes: [(OwnedFd, File, PathBuf); 2], limits: Limits) -> Arc<Capture> {
         let capture = Arc::new(Capture::default());
-        capture.lock().open = [true, true];
-        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        lock(&capture.state).open = [true, true];
+        let mut incoming = lock(&self.incoming);
         for (index, (pipe, file, path)) in pipes.into_iter().enumerate() {
             incoming.push(Stream {
                 pipe: File::from(pipe),
@@ -251,7 +248,7 @@ impl Pump {
         let mut streams: Vec<Stream> = Vec::new();
         let mut buf = vec![0u8; CHUNK];
         loop {
-            streams.append(&mut self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+            streams.append(&mut lock(&self.incoming));
             settle(&mut streams, &mut buf);
             let mut fds: Vec<PollFd> = std::iter::once(self.waker.fd())
                 .chain(streams.iter().map(|s| s.pipe.as_raw_fd()))

@@ -10,6 +10,7 @@ pub mod capture;
 
 pub use capture::Captured;
 
+use crate::sync::{lock, wait, wait_until};
 use crate::sys::{self, Pid, Signal};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,7 +18,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,22 +43,18 @@ impl StopToken {
 
     /// Requests a stop; the first reason given wins. Wakes a runner that is waiting.
     pub fn stop(&self, reason: StopReason) {
-        self.lock().get_or_insert(reason);
+        lock(&self.inner.0).get_or_insert(reason);
         self.inner.1.notify_all();
     }
 
     pub fn reason(&self) -> Option<StopReason> {
-        *self.lock()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<StopReason>> {
-        self.inner.0.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.inner.0)
     }
 
     /// Sets `exited` under the token's lock, so a runner between its check and its wait cannot
     /// miss the wake-up.
     fn mark_exited(&self, exited: &AtomicBool) {
-        let _guard = self.lock();
+        let _guard = lock(&self.inner.0);
         exited.store(true, Ordering::SeqCst);
         self.inner.1.notify_all();
     }
@@ -65,7 +62,7 @@ impl StopToken {
     /// Sleeps until `exited` is set, a stop is requested or `deadline` passes (None: no deadline).
     /// An exit wins over a stop requested at the same moment: the script did finish.
     fn wait_end(&self, exited: &AtomicBool, deadline: Option<Instant>) -> End {
-        let mut reason = self.lock();
+        let mut reason = lock(&self.inner.0);
         loop {
             if exited.load(Ordering::SeqCst) {
                 return End::Exited;
@@ -74,18 +71,10 @@ impl StopToken {
                 return End::Stopped(r);
             }
             reason = match deadline {
-                None => self.inner.1.wait(reason).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return End::TimedOut;
-                    }
-                    self.inner
-                        .1
-                        .wait_timeout(reason, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+                None => wait(&self.inner.1, reason),
+                // Checked before the wait, not after it: an exit or stop at the deadline wins.
+                Some(d) if Instant::now() >= d => return End::TimedOut,
+                Some(d) => wait_until(&self.inner.1, reason, d).0,
             };
         }
     }

@@ -11,17 +11,16 @@ use crate::runcommand::payload::parse_cancel;
 use crate::runcommand::reply::ReplyBuilder;
 use crate::runcommand::{Engine, Offer, ReplySink, Transport};
 use crate::shutdown::Shutdown;
+use crate::sync::lock;
 use client::{MdsClient, Message};
 use outbox::Outbox;
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Back-off before retry number `attempt` (1-based): 2^(attempt-1) × 1.0–1.5 s, capped.
 pub fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    let ms = crate::random::between(base, base + base / 2);
-    Duration::from_millis(ms).min(cap)
+    crate::random::backoff(1000, attempt, cap)
 }
 
 /// A poll answered this fast with no messages means the service is not holding polls; waiting a
@@ -282,10 +281,6 @@ struct Waiting {
     message: Message,
     /// A cancel for it arrived while it waited.
     cancelled: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

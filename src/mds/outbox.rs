@@ -8,10 +8,11 @@
 
 use super::client::MdsClient;
 use crate::aws::jsonrpc::AwsError;
-use crate::runcommand::{OutgoingReply, ReplySink, Stored};
-use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
+use crate::runcommand::{OutgoingReply, ReplySink};
+use crate::state::spool::{ReplySpool, SpoolEntry};
+use crate::sync::{lock, wait, wait_until};
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Spooled replies older than this are dropped unsent: the service has long given up on them.
@@ -76,10 +77,6 @@ pub struct Outbox {
     changed: Condvar,
 }
 
-fn lock(m: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Outbox {
     /// Opens the spool and queues what an earlier run left unsent, oldest first.
     pub fn open(
@@ -87,7 +84,7 @@ impl Outbox {
         leftovers: Vec<SpoolEntry>,
         channel: crate::health::ChannelHandle,
     ) -> Arc<Outbox> {
-        let now = crate::runcommand::record::now_secs();
+        let now = crate::timefmt::unix_now();
         let mut q = Queue::default();
         for entry in leftovers {
             if now.saturating_sub(entry.reply.created_at) > MAX_REPLY_AGE_SECS {
@@ -99,13 +96,8 @@ impl Outbox {
                 let _ = entry.remove();
                 continue;
             }
-            q.items.push_back(Item::Reply(OutgoingReply {
-                message_id: entry.reply.message_id.clone(),
-                reply_id: entry.reply.reply_id.clone(),
-                payload: entry.reply.payload.clone(),
-                terminal: entry.reply.terminal,
-                stored: Some(Stored::Spool(entry)),
-            }));
+            q.items
+                .push_back(Item::Reply(OutgoingReply::from_spool(entry)));
         }
         if !q.items.is_empty() {
             log::info!(
@@ -181,7 +173,7 @@ impl Outbox {
                     if let Some(item) = q.items.pop_front() {
                         break item;
                     }
-                    q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                    q = wait(&self.changed, q);
                 }
             };
             let result = match &item {
@@ -241,15 +233,10 @@ impl Outbox {
             if q.stop_at.is_some_and(|t| wake >= t) {
                 return false;
             }
-            let now = Instant::now();
-            if now >= wake {
+            if Instant::now() >= wake {
                 return true;
             }
-            q = self
-                .changed
-                .wait_timeout(q, wake - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            q = wait_until(&self.changed, q, wake).0;
         }
     }
 
@@ -303,32 +290,7 @@ impl ReplySink for Outbox {
     }
 
     fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
-        let record = SpooledReply {
-            message_id: message_id.to_owned(),
-            reply_id: crate::random::uuid_v4(),
-            payload,
-            terminal,
-            created_at: crate::runcommand::record::now_secs(),
-        };
-        match self.spool.add(record.clone()) {
-            Ok(entry) => OutgoingReply {
-                message_id: record.message_id,
-                reply_id: record.reply_id,
-                payload: record.payload,
-                terminal,
-                stored: Some(Stored::Spool(entry)),
-            },
-            Err(e) => {
-                log::error!("reply for {message_id} kept in memory only: {e}");
-                OutgoingReply {
-                    message_id: record.message_id,
-                    reply_id: record.reply_id,
-                    payload: record.payload,
-                    terminal,
-                    stored: None,
-                }
-            }
-        }
+        OutgoingReply::spooled(&self.spool, message_id, payload, terminal)
     }
 
     fn send(&self, reply: OutgoingReply) {

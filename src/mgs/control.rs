@@ -11,6 +11,7 @@ use crate::aws::endpoint::Endpoint;
 use crate::aws::http::HttpClient;
 use crate::health::{Channel, ChannelHandle};
 use crate::shutdown::Shutdown;
+use crate::sync::lock;
 use crate::sys::poll::{PollFd, Waker, poll};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,10 +57,7 @@ impl ControlSender {
 
     /// Queues `message`; it goes out on the current connection or the next one.
     pub fn send(&self, message: &AgentMessage) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(message.encode());
+        lock(&self.queue).push_back(message.encode());
         self.waker.wake();
     }
 
@@ -68,11 +66,7 @@ impl ControlSender {
     }
 
     fn take(&self) -> Vec<Vec<u8>> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect()
+        lock(&self.queue).drain(..).collect()
     }
 }
 
@@ -259,9 +253,7 @@ impl ControlChannel {
 /// 5–10 s, doubling, with up to +50 % jitter, capped (§4.2).
 fn retry_delay(failures: u32) -> Duration {
     let first = crate::random::between(RETRY_FIRST.0, RETRY_FIRST.1);
-    let base = first.saturating_mul(1 << failures.saturating_sub(1).min(16));
-    let jittered = base + crate::random::between(0, base / 2);
-    Duration::from_millis(jittered).min(RETRY_CAP)
+    crate::random::backoff(first, failures, RETRY_CAP)
 }
 
 #[cfg(test)]

@@ -7,14 +7,17 @@
 //! acknowledged and re-sent, with the same MessageId, after a silence, a reconnect or a restart.
 
 use super::control::{ControlHandler, ControlSender};
-use super::message::AgentMessage;
+use super::message::{
+    AGENT_JOB, AGENT_JOB_ACK, AGENT_JOB_REPLY, AGENT_JOB_REPLY_ACK, AgentMessage, created_date_now,
+};
 use crate::runcommand::payload::{get_ci, parse_cancel};
 use crate::runcommand::reply::ReplyBuilder;
 use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Stored, Transport};
-use crate::state::spool::{ReplySpool, SpoolEntry, SpooledReply};
+use crate::state::spool::{ReplySpool, SpoolEntry};
+use crate::sync::lock;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Upstream drops replies whose content exceeds this (`ControlChannelAgentReplyPayloadSizeLimit`);
@@ -61,6 +64,23 @@ struct Pending {
     sent_at: Option<Instant>,
 }
 
+impl From<OutgoingReply> for Pending {
+    /// The `agent_job_reply` frame that carries `reply`, not sent yet.
+    fn from(reply: OutgoingReply) -> Pending {
+        Pending {
+            frame: reply_frame(
+                &reply.reply_id,
+                &reply.message_id,
+                &reply.payload,
+                SEND_COMMAND_TOPIC,
+            ),
+            job_id: reply.message_id,
+            stored: reply.stored,
+            sent_at: None,
+        }
+    }
+}
+
 pub struct MgsJobs {
     engine: OnceLock<Arc<Engine>>,
     sender: ControlSender,
@@ -71,13 +91,9 @@ pub struct MgsJobs {
     queues: Mutex<BTreeMap<String, VecDeque<Pending>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn reply_frame(reply_id: &str, job_id: &str, content: &str, topic: &str) -> AgentMessage {
     let body = json!({ "schemaVersion": 1, "jobId": job_id, "content": content, "topic": topic });
-    let mut m = AgentMessage::new("agent_job_reply", 0, 0, 0, body.to_string().into_bytes());
+    let mut m = AgentMessage::new(AGENT_JOB_REPLY, 0, 0, 0, body.to_string().into_bytes());
     m.message_id = reply_id.to_owned();
     m
 }
@@ -99,14 +115,7 @@ impl MgsJobs {
             queues: Mutex::default(),
         };
         for entry in leftovers {
-            let r = &entry.reply;
-            let frame = reply_frame(&r.reply_id, &r.message_id, &r.payload, SEND_COMMAND_TOPIC);
-            let pending = Pending {
-                job_id: r.message_id.clone(),
-                frame,
-                stored: Some(Stored::Spool(entry)),
-                sent_at: None,
-            };
+            let pending = Pending::from(OutgoingReply::from_spool(entry));
             lock(&jobs.queues)
                 .entry(pending.job_id.clone())
                 .or_default()
@@ -141,7 +150,7 @@ impl MgsJobs {
             "errorMessage": name,
         });
         self.sender.send(&AgentMessage::new(
-            "agent_job_ack",
+            AGENT_JOB_ACK,
             0,
             0,
             0,
@@ -264,17 +273,10 @@ impl MgsJobs {
     }
 
     fn transmit(&self, pending: &mut Pending) {
-        pending.frame.created_date = now_millis();
+        pending.frame.created_date = created_date_now();
         pending.sent_at = Some(Instant::now());
         self.sender.send(&pending.frame);
     }
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1)
 }
 
 impl ReplySink for MgsJobs {
@@ -286,26 +288,7 @@ impl ReplySink for MgsJobs {
     }
 
     fn spool(&self, job_id: &str, payload: String, terminal: bool) -> OutgoingReply {
-        let record = SpooledReply {
-            message_id: job_id.to_owned(),
-            reply_id: crate::random::uuid_v4(),
-            payload,
-            terminal,
-            created_at: crate::runcommand::record::now_secs(),
-        };
-        let stored = self
-            .spool
-            .add(record.clone())
-            .map_err(|e| log::error!("reply for {job_id} kept in memory only: {e}"))
-            .ok()
-            .map(Stored::Spool);
-        OutgoingReply {
-            message_id: record.message_id,
-            reply_id: record.reply_id,
-            payload: record.payload,
-            terminal,
-            stored,
-        }
+        OutgoingReply::spooled(&self.spool, job_id, payload, terminal)
     }
 
     fn send(&self, reply: OutgoingReply) {
@@ -317,27 +300,16 @@ impl ReplySink for MgsJobs {
                 AckCode::AgentJobMessageParseError,
             );
         }
-        let frame = reply_frame(
-            &reply.reply_id,
-            &reply.message_id,
-            &reply.payload,
-            SEND_COMMAND_TOPIC,
-        );
-        let size = frame.encode().len();
+        let mut pending = Pending::from(reply);
+        let size = pending.frame.encode().len();
         if size > MAX_REPLY_FRAME {
             // Only a reply not made by this version's builder (spooled by an older one) gets here;
             // sent anyway: dropping it would leave the command unfinished for good.
             log::warn!(
                 "reply for {} is {size} bytes encoded, over the service's {MAX_REPLY_FRAME}; sending it anyway",
-                reply.message_id
+                pending.job_id
             );
         }
-        let mut pending = Pending {
-            job_id: reply.message_id.clone(),
-            stored: reply.stored,
-            frame,
-            sent_at: None,
-        };
         let mut queues = lock(&self.queues);
         let queue = queues.entry(pending.job_id.clone()).or_default();
         if queue.is_empty() {
@@ -369,8 +341,8 @@ impl ControlHandler for MgsJobs {
 
     fn message(&self, message: AgentMessage, _sender: &ControlSender) {
         match message.message_type.as_str() {
-            "agent_job" => self.handle_job(&message),
-            "agent_job_reply_ack" => self.reply_acked(&message),
+            AGENT_JOB => self.handle_job(&message),
+            AGENT_JOB_REPLY_ACK => self.reply_acked(&message),
             other => log::debug!("control channel: ignoring {other}"),
         }
     }

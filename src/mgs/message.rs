@@ -70,6 +70,12 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// A frame's `CreatedDate`: milliseconds since the epoch, never 0 (a clock before 1970 gives 1),
+/// so that it never reads as unset.
+pub fn created_date_now() -> u64 {
+    crate::timefmt::unix_millis(std::time::SystemTime::now()).max(1)
+}
+
 impl AgentMessage {
     /// A new message of `message_type` with a fresh id, now as created date, schema 1.
     pub fn new(
@@ -79,13 +85,10 @@ impl AgentMessage {
         payload_type: u32,
         payload: Vec<u8>,
     ) -> AgentMessage {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         AgentMessage {
             message_type: message_type.to_string(),
             schema_version: 1,
-            created_date: now,
+            created_date: created_date_now(),
             sequence_number,
             flags,
             message_id: crate::random::uuid_v4(),
@@ -379,10 +382,7 @@ mod tests {
 
     #[test]
     fn new_fills_the_header_and_json_helpers_round_trip() {
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let before = crate::timefmt::unix_millis(std::time::SystemTime::now());
         let m = AgentMessage::json(AGENT_JOB_ACK, &serde_json::json!({"statusCode": "200"}));
         assert!(m.created_date >= before && m.created_date < before + 60_000);
         assert_eq!(

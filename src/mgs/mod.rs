@@ -8,7 +8,7 @@ pub mod rest;
 pub mod websocket;
 
 use control::{ControlHandler, ControlSender};
-use message::AgentMessage;
+use message::{AGENT_JOB, AGENT_JOB_REPLY_ACK, AgentMessage};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ impl ControlHandler for Dispatcher {
 
     fn message(&self, message: AgentMessage, sender: &ControlSender) {
         match (message.message_type.as_str(), &self.sessions) {
-            ("agent_job" | "agent_job_reply_ack", _) => self.jobs.message(message, sender),
+            (AGENT_JOB | AGENT_JOB_REPLY_ACK, _) => self.jobs.message(message, sender),
             (_, Some(sessions)) => sessions.message(message, sender),
             (other, None) => log::debug!("control channel: ignoring {other}"),
         }

@@ -9,8 +9,9 @@ use super::{OutgoingReply, ReplySink, Stored, Transport};
 use crate::document::{self, Document, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
+use crate::sync::{lock, wait, wait_until};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -131,10 +132,6 @@ struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Engine {
@@ -263,15 +260,10 @@ impl Inner {
         let deadline = Instant::now() + timeout;
         let mut q = lock(&self.queue);
         while !ready(&q) {
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return false;
             }
-            q = self
-                .changed
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            q = wait_until(&self.changed, q, deadline).0;
         }
         true
     }
@@ -484,15 +476,13 @@ impl Inner {
                         break job;
                     }
                     if lock(&self.unsaved).is_empty() {
-                        q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                        q = wait(&self.changed, q);
                         continue;
                     }
-                    let (guard, waited) = self
-                        .changed
-                        .wait_timeout(q, RETRY_UNSAVED)
-                        .unwrap_or_else(|e| e.into_inner());
+                    let (guard, timed_out) =
+                        wait_until(&self.changed, q, Instant::now() + RETRY_UNSAVED);
                     q = guard;
-                    if waited.timed_out() {
+                    if timed_out {
                         drop(q);
                         self.retry_unsaved();
                         q = lock(&self.queue);

@@ -7,6 +7,7 @@ pub mod local;
 pub mod payload;
 pub mod record;
 pub mod reply;
+mod spooled;
 mod steps;
 
 pub use engine::{Engine, EngineConfig, Offer};

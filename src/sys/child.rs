@@ -13,6 +13,7 @@
 //! starting soft limit back, as Go's runtime (amazon-ssm-agent) and systemd do: a program built
 //! on `select()` cannot handle descriptors above 1023, and opts into more itself if it needs them.
 
+use super::cvt;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -86,9 +87,7 @@ fn fd_limit() -> io::Result<(u64, u64)> {
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
@@ -99,9 +98,7 @@ fn set_fd_limit(soft: u64, hard: u64) -> io::Result<()> {
         rlim_max: hard,
     };
     // SAFETY: `lim` is a valid rlimit that outlives the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     Ok(())
 }
 
@@ -190,21 +187,22 @@ fn close_on_exec_listed() -> io::Result<()> {
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
-    if dir < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(dir)?;
     let mut buf = [0u8; 1024];
     let result = loop {
         // SAFETY: `buf` is writable for the length passed; getdents64 fills it with records.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
-        match usize::try_from(n) {
+        match cvt(n) {
             Ok(0) => break Ok(()),
-            Ok(n) => for_each_fd(&buf[..n.min(buf.len())], |fd| {
-                if fd >= 3 && fd != dir {
-                    set_cloexec(fd);
-                }
-            }),
-            Err(_) => break Err(io::Error::last_os_error()),
+            Ok(n) => for_each_fd(
+                &buf[..usize::try_from(n).unwrap_or(0).min(buf.len())],
+                |fd| {
+                    if fd >= 3 && fd != dir {
+                        set_cloexec(fd);
+                    }
+                },
+            ),
+            Err(e) => break Err(e),
         }
     };
     // SAFETY: closes the directory fd opened above, which nothing else holds.

@@ -8,6 +8,34 @@ pub mod pty;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// A libc return type whose failure value is -1 (errno then says why).
+pub(crate) trait SysRc: Copy + PartialEq {
+    const FAILED: Self;
+}
+
+impl SysRc for i32 {
+    const FAILED: Self = -1;
+}
+
+impl SysRc for i64 {
+    const FAILED: Self = -1;
+}
+
+/// The one check of a libc call's result: -1 becomes the errno it set, anything else is returned.
+/// Allocates nothing, so it is async-signal-safe (pre-exec closures use it).
+pub(crate) fn cvt<T: SysRc>(rc: T) -> io::Result<T> {
+    if rc == T::FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `err` with `what` failed in front of it, its kind kept for callers that match on it.
+pub(crate) fn context(err: io::Error, what: &str) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}
+
 /// A process (or process-group) id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pid(i32);
@@ -90,12 +118,8 @@ pub fn group_exists(group: Pid) -> bool {
 /// `kill(-group, sig)`; callers have checked that `group` > 1.
 fn signal_group(group: Pid, sig: libc::c_int) -> io::Result<()> {
     // SAFETY: kill takes plain integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(-group.0, sig) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    cvt(unsafe { libc::kill(-group.0, sig) })?;
+    Ok(())
 }
 
 /// Blocks until the child process `pid` has terminated, but leaves it unreaped (a zombie), so that
@@ -113,15 +137,10 @@ pub fn wait_for_exit(pid: Pid) -> io::Result<()> {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: `info` is a valid, writable siginfo_t that outlives the call.
         let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(io::Error::new(
-                err.kind(),
-                format!("cannot wait for child {}: {err}", pid.0),
-            ));
+        match cvt(rc) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(context(e, &format!("cannot wait for child {}", pid.0))),
         }
     }
 }
@@ -132,13 +151,7 @@ pub fn hostname() -> io::Result<String> {
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for the length passed; gethostname writes at most that many bytes.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(io::Error::new(
-            err.kind(),
-            format!("gethostname failed: {err}"),
-        ));
-    }
+    cvt(rc).map_err(|e| context(e, "gethostname failed"))?;
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8(buf[..len].to_vec()).map_err(|e| {
         io::Error::new(
@@ -174,13 +187,7 @@ impl IfAddrs {
     fn new() -> io::Result<IfAddrs> {
         let mut head = std::ptr::null_mut();
         // SAFETY: head is a valid out-pointer; on success it owns a list we free in Drop.
-        if unsafe { libc::getifaddrs(&mut head) } != 0 {
-            let err = io::Error::last_os_error();
-            return Err(io::Error::new(
-                err.kind(),
-                format!("getifaddrs failed: {err}"),
-            ));
-        }
+        cvt(unsafe { libc::getifaddrs(&mut head) }).map_err(|e| context(e, "getifaddrs failed"))?;
         Ok(IfAddrs(head))
     }
 }

@@ -36,7 +36,7 @@ pub fn unshield_child(cmd: &mut Command) {
 fn reset_in_child() -> std::io::Result<()> {
     // SAFETY: SCORE_ADJ is a NUL-terminated static string; open returns a new fd or -1.
     let fd = unsafe { libc::open(SCORE_ADJ.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd >= 0 {
+    if let Ok(fd) = super::cvt(fd) {
         // SAFETY: writes one byte from a static buffer to the fd opened above.
         unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         // SAFETY: closes the fd opened above, which nothing else holds.

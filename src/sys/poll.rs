@@ -1,6 +1,7 @@
 //! Waiting on several file descriptors at once (`poll(2)`) and waking such a wait from another
 //! thread (a [`Waker`], an eventfd).
 
+use super::{context, cvt};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -47,12 +48,10 @@ pub fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<usize> 
         let wait_ms = deadline.map_or(-1, millis_until);
         // SAFETY: `raw` is a valid, writable array of `raw.len()` pollfd structs for the call.
         let rc = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, wait_ms) };
-        if rc >= 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(io::Error::new(err.kind(), format!("poll failed: {err}")));
+        match cvt(rc) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(context(e, "poll failed")),
         }
     }
     let mut ready = 0;
@@ -84,13 +83,7 @@ impl Waker {
     pub fn new() -> io::Result<Waker> {
         // SAFETY: eventfd takes plain integers and returns a new fd or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            let err = io::Error::last_os_error();
-            return Err(io::Error::new(
-                err.kind(),
-                format!("cannot create an eventfd for waking poll: {err}"),
-            ));
-        }
+        cvt(fd).map_err(|e| context(e, "cannot create an eventfd for waking poll"))?;
         // SAFETY: `fd` is a new, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Waker { fd: Arc::new(fd) })

@@ -6,6 +6,7 @@
 //! that is the normal end of the output; recognise it with [`is_closed`].
 
 use super::child::ChildEnv;
+use super::{context, cvt};
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
@@ -38,7 +39,8 @@ impl Pty {
         };
         // SAFETY: the fd is our open master; TIOCSWINSZ reads one winsize that outlives the call.
         let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
-        check(rc).map_err(|e| context(e, &format!("cannot resize the PTY to {cols}x{rows}")))
+        cvt(rc).map_err(|e| context(e, &format!("cannot resize the PTY to {cols}x{rows}")))?;
+        Ok(())
     }
 
     /// Makes reads and writes of the master return `WouldBlock` instead of waiting (for callers
@@ -52,7 +54,7 @@ impl Pty {
 pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     // SAFETY: F_GETFL on an open fd takes no pointer.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    check(flags).map_err(|e| context(e, "cannot read file status flags"))?;
+    cvt(flags).map_err(|e| context(e, "cannot read file status flags"))?;
     let flags = if nonblocking {
         flags | libc::O_NONBLOCK
     } else {
@@ -60,7 +62,8 @@ pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     };
     // SAFETY: F_SETFL on an open fd takes a plain int.
     let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
-    check(rc).map_err(|e| context(e, "cannot set O_NONBLOCK"))
+    cvt(rc).map_err(|e| context(e, "cannot set O_NONBLOCK"))?;
+    Ok(())
 }
 
 /// True when `err`, from reading the master, means no process holds the terminal any more (the
@@ -143,18 +146,18 @@ pub fn spawn_piped(
 /// change the other two).
 fn enter_session(run_as: Option<&RunAs>, controlling_terminal: bool) -> io::Result<()> {
     // SAFETY: setsid takes no arguments; the forked child is not a group leader, so it succeeds.
-    check(unsafe { libc::setsid() })?;
+    cvt(unsafe { libc::setsid() })?;
     if controlling_terminal {
         // SAFETY: fd 0 is the PTY slave (std dup'ed it there); TIOCSCTTY takes an int argument.
-        check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })?;
+        cvt(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })?;
     }
     if let Some(user) = run_as {
         // SAFETY: the pointer and length describe the live `groups` vector.
-        check(unsafe { libc::setgroups(user.groups.len(), user.groups.as_ptr()) })?;
+        cvt(unsafe { libc::setgroups(user.groups.len(), user.groups.as_ptr()) })?;
         // SAFETY: setgid and setuid take plain integers.
-        check(unsafe { libc::setgid(user.gid) })?;
+        cvt(unsafe { libc::setgid(user.gid) })?;
         // SAFETY: as above.
-        check(unsafe { libc::setuid(user.uid) })?;
+        cvt(unsafe { libc::setuid(user.uid) })?;
     }
     Ok(())
 }
@@ -163,13 +166,13 @@ fn enter_session(run_as: Option<&RunAs>, controlling_terminal: bool) -> io::Resu
 fn open_master() -> io::Result<File> {
     // SAFETY: posix_openpt takes flags only and returns a new fd or -1.
     let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    check(fd).map_err(|e| context(e, "cannot open a PTY (posix_openpt)"))?;
+    cvt(fd).map_err(|e| context(e, "cannot open a PTY (posix_openpt)"))?;
     // SAFETY: fd is a new, valid descriptor that nothing else owns.
     let master = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // SAFETY: grantpt and unlockpt take our open master fd.
-    check(unsafe { libc::grantpt(fd) }).map_err(|e| context(e, "grantpt failed"))?;
+    cvt(unsafe { libc::grantpt(fd) }).map_err(|e| context(e, "grantpt failed"))?;
     // SAFETY: as above.
-    check(unsafe { libc::unlockpt(fd) }).map_err(|e| context(e, "unlockpt failed"))?;
+    cvt(unsafe { libc::unlockpt(fd) }).map_err(|e| context(e, "unlockpt failed"))?;
     Ok(master)
 }
 
@@ -191,22 +194,9 @@ fn open_slave(master: &File) -> io::Result<OwnedFd> {
             libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
         )
     };
-    check(fd).map_err(|e| context(e, &format!("cannot open the PTY slave {path:?}")))?;
+    cvt(fd).map_err(|e| context(e, &format!("cannot open the PTY slave {path:?}")))?;
     // SAFETY: fd is a new, valid descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// -1 from a libc call becomes the errno it set.
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn context(err: io::Error, what: &str) -> io::Error {
-    io::Error::new(err.kind(), format!("{what}: {err}"))
 }
 
 #[cfg(test)]
@@ -262,9 +252,14 @@ mod tests {
         spawn("sh", &["-c", script], ChildEnv::Agent(&[]), None, 80, 24).unwrap()
     }
 
+    /// A shell reading commands from the 80x24 terminal.
+    fn interactive_sh() -> (Child, Pty) {
+        spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap()
+    }
+
     #[test]
     fn an_interactive_shell_runs_what_is_typed() {
-        let (mut child, mut pty) = spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap();
+        let (mut child, mut pty) = interactive_sh();
         let rx = reader(&pty);
         pty.master.write_all(b"echo $((6*7))\n").unwrap();
         read_until(&rx, "42");
@@ -309,7 +304,7 @@ mod tests {
 
     #[test]
     fn the_window_size_is_set_and_changed() {
-        let (mut child, mut pty) = spawn("sh", &[], ChildEnv::Agent(&[]), None, 80, 24).unwrap();
+        let (mut child, mut pty) = interactive_sh();
         let rx = reader(&pty);
         pty.master.write_all(b"stty size\n").unwrap();
         read_until(&rx, "24 80");
