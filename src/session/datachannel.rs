@@ -3,14 +3,10 @@
 //! delivery of the client's input. No I/O here: the session loop feeds it frames and the clock,
 //! and sends what it returns.
 
-use crate::mgs::message::{AgentMessage, FLAG_SYN};
+use crate::mgs::message::{ACKNOWLEDGE, AgentMessage, FLAG_SYN, OUTPUT_STREAM_DATA};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-
-pub const OUTPUT_STREAM: &str = "output_stream_data";
-pub const INPUT_STREAM: &str = "input_stream_data";
-pub const ACKNOWLEDGE: &str = "acknowledge";
 
 /// Payload types (§4.6.1).
 pub mod payload_type {
@@ -120,7 +116,7 @@ impl Outgoing {
         self.next_sequence += 1;
         let flags = if sequence == 0 { FLAG_SYN } else { 0 };
         let frame =
-            AgentMessage::new(OUTPUT_STREAM, sequence, flags, payload_type, payload).encode();
+            AgentMessage::new(OUTPUT_STREAM_DATA, sequence, flags, payload_type, payload).encode();
         let send_now = !self.paused;
         self.unacked.push_back(Unacked {
             sequence,
@@ -280,7 +276,7 @@ mod tests {
 
     fn input(seq: i64, data: &str) -> AgentMessage {
         AgentMessage::new(
-            INPUT_STREAM,
+            crate::mgs::message::INPUT_STREAM_DATA,
             seq,
             0,
             payload_type::OUTPUT,

@@ -14,12 +14,13 @@ pub mod smux;
 pub mod task;
 
 use crate::mgs::control::{ControlHandler, ControlSender};
-use crate::mgs::message::AgentMessage;
+use crate::mgs::message::{self, AgentMessage};
+use crate::sync::{lock, wait_until};
 use plugin::{Ended, Plugin};
 use run::{SessionEnv, Stop, StopKind};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use task::{SessionTask, SessionType};
@@ -117,10 +118,6 @@ struct Shared {
     completions: Mutex<Vec<Completion>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The sessions of this agent; also the control channel's handler for session messages.
 pub struct Sessions {
     shared: Arc<Shared>,
@@ -154,12 +151,7 @@ impl Sessions {
                 log::warn!("shutdown: {} session(s) did not end in time", active.len());
                 break;
             }
-            active = self
-                .shared
-                .ended
-                .wait_timeout(active, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            active = wait_until(&self.shared.ended, active, deadline).0;
         }
         drop(active);
         // A session leaves `active` as the last thing its thread does; a thread still stuck
@@ -281,7 +273,7 @@ impl Shared {
         let body = json!({
             "SchemaVersion": 1,
             "TaskId": c.session_id,
-            "Topic": "agent_task_complete",
+            "Topic": message::AGENT_TASK_COMPLETE,
             "FinalTaskStatus": c.status,
             "IsRoutingFailure": false,
             "AwsAccountId": "",
@@ -294,7 +286,7 @@ impl Shared {
             "RetryNumber": c.tries,
         });
         self.sender.send(&AgentMessage::new(
-            "agent_task_complete",
+            message::AGENT_TASK_COMPLETE,
             0,
             0,
             0,
@@ -308,9 +300,9 @@ impl ControlHandler for Sessions {
 
     fn message(&self, message: AgentMessage, _sender: &ControlSender) {
         match message.message_type.as_str() {
-            "interactive_shell" => self.start(&message.payload),
-            "channel_closed" => self.terminate(&message.payload),
-            "agent_task_acknowledge" => {
+            message::INTERACTIVE_SHELL => self.start(&message.payload),
+            message::CHANNEL_CLOSED => self.terminate(&message.payload),
+            message::AGENT_TASK_ACKNOWLEDGE => {
                 let v: serde_json::Value =
                     serde_json::from_slice(&message.payload).unwrap_or_default();
                 let id = v

@@ -271,9 +271,7 @@ static CREATING: Mutex<()> = Mutex::new(());
 
 /// Creates ssm-user with sudo rights unless it exists.
 fn ensure_ssm_user(host: &Host) -> Result<(), String> {
-    let _guard = CREATING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = crate::sync::lock(&CREATING);
     if Accounts::load(host)?.user(SSM_USER)?.is_some() {
         return Ok(());
     }
