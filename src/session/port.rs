@@ -10,16 +10,13 @@
 //! addresses, never resolving the name again: no other spelling and no DNS answer that changes
 //! between check and connect reaches a denied address.
 
-use super::datachannel::payload_type;
-use super::plugin::{CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult, read_chunk};
+use super::plugin::{
+    CHUNK, Ended, Event, Input, Interest, Output, Pending, Plugin, ReadResult, read_chunk,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-/// Flag values (§4.6.1).
-pub const FLAG_DISCONNECT_TO_PORT: u32 = 1;
-pub const FLAG_TERMINATE_SESSION: u32 = 2;
-pub const FLAG_CONNECT_TO_PORT_ERROR: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a Port session goes, resolved and checked: `addrs` are canonical and allowed.
@@ -262,16 +259,16 @@ impl Plugin for Port {
             return;
         }
         match read_chunk(conn, CHUNK) {
-            Ok(ReadResult::Data(data)) => events.push(Event::Output(payload_type::OUTPUT, data)),
+            Ok(ReadResult::Data(data)) => events.push(Event::Output(Output::Stdout(data))),
             Ok(ReadResult::WouldBlock) => {}
             // The server closed: in basic mode that ends the forwarded connection, and the session.
             Ok(ReadResult::Eof) | Err(_) => self.end(events, Ended::Success),
         }
     }
 
-    fn input(&mut self, kind: u32, data: &[u8], events: &mut Vec<Event>) {
-        match kind {
-            payload_type::OUTPUT => {
+    fn input(&mut self, input: Input<'_>, events: &mut Vec<Event>) {
+        match input {
+            Input::Bytes(data) => {
                 if self.conn.is_none() {
                     if let Err(e) = self.connect() {
                         return self.end(events, Ended::Failed(e));
@@ -284,15 +281,12 @@ impl Plugin for Port {
                     }
                 }
             }
-            payload_type::FLAG => match data.try_into().map(u32::from_be_bytes) {
-                Ok(FLAG_DISCONNECT_TO_PORT) => {
-                    self.conn = None;
-                    self.input = Pending::default();
-                }
-                Ok(FLAG_TERMINATE_SESSION) => self.end(events, Ended::Success),
-                other => log::debug!("session: ignoring flag {other:?}"),
-            },
-            other => log::debug!("session: ignoring input of payload type {other}"),
+            Input::DisconnectPort => {
+                self.conn = None;
+                self.input = Pending::default();
+            }
+            Input::Terminate => self.end(events, Ended::Success),
+            other => log::debug!("session: ignoring {other:?} in a port session"),
         }
     }
 

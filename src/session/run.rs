@@ -4,7 +4,7 @@
 //! client has not acknowledged — until the plugin ends or the session is terminated.
 
 use super::crypto::{self, SessionCipher};
-use super::datachannel::{Ack, Incoming, Outgoing, payload_type};
+use super::datachannel::{self, Ack, Incoming, Outgoing, payload_type};
 use super::plugin::{Ended, Event, Plugin};
 use super::task::{SessionTask, SessionType};
 use crate::aws::credentials::CredentialsProvider;
@@ -780,14 +780,22 @@ impl Session<'_> {
             },
             _ => m.payload,
         };
-        p.input(m.payload_type, &data, &mut self.events);
+        match datachannel::input(m.payload_type, &data) {
+            Some(input) => p.input(input, &mut self.events),
+            None => log::debug!(
+                "session {}: ignoring input of payload type {}",
+                self.task.session_id,
+                m.payload_type
+            ),
+        }
     }
 
     /// The plugin's output goes out in sequence; its end starts draining.
     fn on_plugin_events(&mut self) {
         for event in self.events.drain(..) {
             match event {
-                Event::Output(kind, bytes) => {
+                Event::Output(output) => {
+                    let (kind, bytes) = datachannel::output(output);
                     if let Err(e) = self.ch.stream(kind, bytes) {
                         log::warn!("session {}: cannot send output: {e}", self.task.session_id);
                     }

@@ -25,10 +25,11 @@
 //! clients this plugin sends NOPs. Client NOPs are ignored; a silent client is not timed out
 //! here (the data channel has its own liveness).
 
-use super::datachannel::payload_type;
 use super::plugin::read_chunk;
-use super::plugin::{CHUNK, Ended, Event, Interest, PENDING_LIMIT, Pending, Plugin, ReadResult};
-use super::port::{Destination, FLAG_CONNECT_TO_PORT_ERROR, FLAG_TERMINATE_SESSION, connect};
+use super::plugin::{
+    CHUNK, Ended, Event, Input, Interest, Output, PENDING_LIMIT, Pending, Plugin, ReadResult,
+};
+use super::port::{Destination, connect};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -260,7 +261,7 @@ impl Stream {
 }
 
 fn output(frames: Vec<u8>) -> Event {
-    Event::Output(payload_type::OUTPUT, frames)
+    Event::Output(Output::Stdout(frames))
 }
 
 /// One non-blocking read of at most `max` bytes.
@@ -388,8 +389,7 @@ impl PortMux {
             }
             Err(e) => {
                 log::warn!("session: smux stream {id}: {e}");
-                let flag = FLAG_CONNECT_TO_PORT_ERROR.to_be_bytes().to_vec();
-                events.push(Event::Output(payload_type::FLAG, flag));
+                events.push(Event::Output(Output::ConnectError));
                 events.push(output(encode_control(Cmd::Fin, id)));
                 self.streams.remove(&id);
             }
@@ -484,12 +484,12 @@ impl Plugin for PortMux {
         }
     }
 
-    fn input(&mut self, kind: u32, data: &[u8], events: &mut Vec<Event>) {
+    fn input(&mut self, input: Input<'_>, events: &mut Vec<Event>) {
         if self.ended {
             return;
         }
-        match kind {
-            payload_type::OUTPUT => {
+        match input {
+            Input::Bytes(data) => {
                 self.decoder.push(data);
                 loop {
                     match self.decoder.next_frame() {
@@ -499,11 +499,8 @@ impl Plugin for PortMux {
                     }
                 }
             }
-            payload_type::FLAG => match data.try_into().map(u32::from_be_bytes) {
-                Ok(FLAG_TERMINATE_SESSION) => self.end(events, Ended::Success),
-                other => log::debug!("session: ignoring flag {other:?} in a multiplexed session"),
-            },
-            other => log::debug!("session: ignoring input of payload type {other}"),
+            Input::Terminate => self.end(events, Ended::Success),
+            other => log::debug!("session: ignoring {other:?} in a multiplexed session"),
         }
     }
 
@@ -525,6 +522,7 @@ impl Plugin for PortMux {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::datachannel::{self, payload_type};
     use crate::session::port::destination;
     use crate::sys::poll::{PollFd, poll};
     use std::collections::{HashMap, HashSet};
@@ -666,7 +664,7 @@ mod tests {
         fn send(&mut self, wire: &[u8]) {
             for piece in wire.chunks(CHUNK) {
                 let mut events = Vec::new();
-                self.mux.input(payload_type::OUTPUT, piece, &mut events);
+                self.mux.input(Input::Bytes(piece), &mut events);
                 self.absorb(events);
             }
         }
@@ -674,7 +672,7 @@ mod tests {
         fn absorb(&mut self, events: Vec<Event>) {
             for event in events {
                 match event {
-                    Event::Output(payload_type::OUTPUT, bytes) => {
+                    Event::Output(Output::Stdout(bytes)) => {
                         self.messages += 1;
                         assert!(bytes.len() <= CHUNK, "message of {} bytes", bytes.len());
                         let frames = decode_all(&bytes);
@@ -692,8 +690,11 @@ mod tests {
                             }
                         }
                     }
-                    Event::Output(payload_type::FLAG, bytes) => self.flags.push(bytes),
-                    Event::Output(kind, _) => panic!("unexpected payload type {kind}"),
+                    Event::Output(other) => {
+                        let (kind, bytes) = datachannel::output(other);
+                        assert_eq!(kind, payload_type::FLAG, "unexpected payload type {kind}");
+                        self.flags.push(bytes);
+                    }
                     Event::End(how) => self.ended = Some(how),
                 }
             }
@@ -904,11 +905,7 @@ mod tests {
 
         let mut client = Client::new(echo_server(), None);
         let mut events = Vec::new();
-        client.mux.input(
-            payload_type::FLAG,
-            &FLAG_TERMINATE_SESSION.to_be_bytes(),
-            &mut events,
-        );
+        client.mux.input(Input::Terminate, &mut events);
         assert_eq!(events, vec![Event::End(Ended::Success)]);
     }
 }
