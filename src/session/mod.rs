@@ -42,7 +42,7 @@ pub fn start_plugin(
             run_as_default_user: &task.run_as_default_user,
             run_as_elevated: task.run_as_elevated,
         };
-        runas::resolve(&req, &env.users)
+        runas::resolve(&req, &env.users).map_err(|e| e.to_string())
     };
     Ok(match task.session_type {
         SessionType::StandardStream => {
