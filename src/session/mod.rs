@@ -62,7 +62,8 @@ pub fn start_plugin(
             &task.stderr_prefix,
         )?),
         SessionType::Port => {
-            let dest = port::destination(&task.host, &task.port_number, &env.denied_ips)?;
+            let dest = port::destination(&task.host, &task.port_number, &env.denied_ips)
+                .map_err(|e| e.to_string())?;
             match client_version {
                 // As upstream `port.go`: multiplexing for local forwarding by clients that know it.
                 Some(client)
@@ -72,9 +73,9 @@ pub fn start_plugin(
                     let keepalive = version_cmp(client, smux::KEEPALIVE_OFF_AFTER_CLIENT)
                         .is_le()
                         .then_some(smux::KEEPALIVE_INTERVAL);
-                    Box::new(smux::PortMux::start(dest, keepalive)?)
+                    Box::new(smux::PortMux::start(dest, keepalive).map_err(|e| e.to_string())?)
                 }
-                _ => Box::new(port::Port::start(dest)?),
+                _ => Box::new(port::Port::start(dest).map_err(|e| e.to_string())?),
             }
         }
     })
