@@ -217,7 +217,7 @@ impl Sessions {
             let t0 = Instant::now();
             let ended = run::run(&thread_shared.env, &task, &stop);
             log::info!(
-                "session {}: ended {:?} after {} s",
+                "session {}: ended {} after {} s",
                 task.session_id,
                 ended,
                 t0.elapsed().as_secs()

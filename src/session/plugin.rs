@@ -24,6 +24,16 @@ pub enum Ended {
     Failed(String),
 }
 
+/// For log lines: "session …: ended successfully".
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Success => f.write_str("successfully"),
+            Ended::Failed(why) => write!(f, "in failure: {why}"),
+        }
+    }
+}
+
 /// Client input for a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input<'a> {
