@@ -185,23 +185,8 @@ impl Sessions {
                 );
             }
         };
-        {
-            let mut active = lock(&shared.active);
-            if active.contains_key(&task.session_id) {
-                return log::info!(
-                    "session {}: already running; ignoring the repeated start",
-                    task.session_id
-                );
-            }
-            if active.len() >= shared.limit {
-                drop(active);
-                let why = format!(
-                    "the agent already runs {} sessions (Mgs.SessionWorkersLimit)",
-                    shared.limit
-                );
-                return shared.complete(&task.session_id, &Ended::Failed(why));
-            }
-            active.insert(task.session_id.clone(), Arc::clone(&stop));
+        if !shared.admit(&task.session_id, &stop) {
+            return;
         }
         log::info!(
             "session {}: starting {}",
@@ -266,6 +251,27 @@ impl Shared {
         };
         self.send_completion(&mut c);
         lock(&self.completions).push(c);
+    }
+
+    /// Makes the session active unless it already is or the agent runs its limit of sessions
+    /// (then the session is failed).
+    fn admit(&self, session_id: &str, stop: &Arc<Stop>) -> bool {
+        let mut active = lock(&self.active);
+        if active.contains_key(session_id) {
+            log::info!("session {session_id}: already running; ignoring the repeated start");
+            return false;
+        }
+        if active.len() >= self.limit {
+            drop(active);
+            let why = format!(
+                "the agent already runs {} sessions (Mgs.SessionWorkersLimit)",
+                self.limit
+            );
+            self.complete(session_id, &Ended::Failed(why));
+            return false;
+        }
+        active.insert(session_id.to_owned(), Arc::clone(stop));
+        true
     }
 
     fn send_completion(&self, c: &mut Completion) {
