@@ -101,7 +101,7 @@ pub fn data_channel(data: &[u8]) {
             }
         }
         1 => {
-            let _ = crate::session::shell::parse_size(payload);
+            let _ = crate::session::datachannel::parse_size(payload);
         }
         2 => {
             if let Some(ack) = Ack::parse(payload) {

@@ -6,8 +6,9 @@
 //! Upstream splits the command with shell-words rules and runs it without a shell; ssm-lite runs
 //! it with `sh -c`, which gives the same result for plain commands and also lets pipes work.
 
-use super::datachannel::payload_type;
-use super::plugin::{CHUNK, Ended, Event, ExitWatch, Interest, Plugin, ReadResult, read_chunk};
+use super::plugin::{
+    CHUNK, Ended, Event, ExitWatch, Input, Interest, Output, Plugin, ReadResult, read_chunk,
+};
 use super::runas::SessionUser;
 use crate::sys::{Pid, Signal, kill_group};
 use std::os::fd::AsRawFd;
@@ -96,8 +97,7 @@ impl Commands {
                 s.code()
                     .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|n| 128 + n))
             });
-            let text = format!("EXIT_CODE: {}", code.unwrap_or(1));
-            events.push(Event::Output(payload_type::EXIT_CODE, text.into_bytes()));
+            events.push(Event::Output(Output::ExitCode(code.unwrap_or(1))));
         }
         // §9 item 6: the session succeeded whatever the command's exit code; the client has the code.
         events.push(Event::End(Ended::Success));
@@ -144,10 +144,10 @@ impl Plugin for Commands {
         };
         match result {
             Ok(ReadResult::Data(data)) => {
-                let (kind, prefix) = match (is_stdout, self.separate) {
-                    (true, _) => (payload_type::OUTPUT, &self.stdout_prefix),
-                    (false, true) => (payload_type::STDERR, &self.stderr_prefix),
-                    (false, false) => (payload_type::OUTPUT, &self.stdout_prefix),
+                let (kind, prefix): (fn(Vec<u8>) -> Output, _) = match (is_stdout, self.separate) {
+                    (true, _) => (Output::Stdout, &self.stdout_prefix),
+                    (false, true) => (Output::Stderr, &self.stderr_prefix),
+                    (false, false) => (Output::Stdout, &self.stdout_prefix),
                 };
                 let mut chunk = if self.separate {
                     prefix.clone()
@@ -155,7 +155,7 @@ impl Plugin for Commands {
                     Vec::new()
                 };
                 chunk.extend_from_slice(&data);
-                events.push(Event::Output(kind, chunk));
+                events.push(Event::Output(kind(chunk)));
             }
             Ok(ReadResult::WouldBlock) => {}
             Ok(ReadResult::Eof) | Err(_) => {
@@ -171,10 +171,10 @@ impl Plugin for Commands {
         }
     }
 
-    fn input(&mut self, kind: u32, data: &[u8], _events: &mut Vec<Event>) {
-        if kind != payload_type::OUTPUT {
+    fn input(&mut self, input: Input<'_>, _events: &mut Vec<Event>) {
+        let Input::Bytes(data) = input else {
             return;
-        }
+        };
         for b in data {
             let signal = match b {
                 0x03 => Signal::Int,

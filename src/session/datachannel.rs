@@ -3,14 +3,11 @@
 //! delivery of the client's input. No I/O here: the session loop feeds it frames and the clock,
 //! and sends what it returns.
 
-use crate::mgs::message::{AgentMessage, FLAG_SYN};
+use super::plugin::{Input, Output};
+use crate::mgs::message::{ACKNOWLEDGE, AgentMessage, FLAG_SYN, OUTPUT_STREAM_DATA};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-
-pub const OUTPUT_STREAM: &str = "output_stream_data";
-pub const INPUT_STREAM: &str = "input_stream_data";
-pub const ACKNOWLEDGE: &str = "acknowledge";
 
 /// Payload types (§4.6.1).
 pub mod payload_type {
@@ -24,6 +21,55 @@ pub mod payload_type {
     pub const FLAG: u32 = 10;
     pub const STDERR: u32 = 11;
     pub const EXIT_CODE: u32 = 12;
+}
+
+/// Flag values of payload type `FLAG` (§4.6.1), 4 bytes big-endian.
+pub mod flag {
+    pub const DISCONNECT_TO_PORT: u32 = 1;
+    pub const TERMINATE_SESSION: u32 = 2;
+    pub const CONNECT_TO_PORT_ERROR: u32 = 3;
+}
+
+/// Client input of `payload_type` as a plugin takes it; `None` for what no plugin takes.
+pub fn input(payload_type: u32, data: &[u8]) -> Option<Input<'_>> {
+    match payload_type {
+        payload_type::OUTPUT => Some(Input::Bytes(data)),
+        payload_type::SIZE => parse_size(data).map(|(cols, rows)| Input::Resize { cols, rows }),
+        payload_type::FLAG => match data.try_into().map(u32::from_be_bytes) {
+            Ok(flag::DISCONNECT_TO_PORT) => Some(Input::DisconnectPort),
+            Ok(flag::TERMINATE_SESSION) => Some(Input::Terminate),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A plugin's output as a stream message: payload type and bytes.
+pub fn output(output: Output) -> (u32, Vec<u8>) {
+    match output {
+        Output::Stdout(bytes) => (payload_type::OUTPUT, bytes),
+        Output::Stderr(bytes) => (payload_type::STDERR, bytes),
+        Output::ExitCode(code) => (
+            payload_type::EXIT_CODE,
+            format!("EXIT_CODE: {code}").into_bytes(),
+        ),
+        Output::ConnectError => (
+            payload_type::FLAG,
+            flag::CONNECT_TO_PORT_ERROR.to_be_bytes().to_vec(),
+        ),
+    }
+}
+
+/// A `SIZE` payload: `{"cols":…,"rows":…}`.
+pub fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let obj = v.as_object()?;
+    let get = |k: &str| {
+        crate::document::field(obj, k)?
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+    };
+    Some((get("cols")?, get("rows")?))
 }
 
 /// Retransmission constants of upstream (§4 intro): RTO starts at 200 ms, at most 1 s.
@@ -120,7 +166,7 @@ impl Outgoing {
         self.next_sequence += 1;
         let flags = if sequence == 0 { FLAG_SYN } else { 0 };
         let frame =
-            AgentMessage::new(OUTPUT_STREAM, sequence, flags, payload_type, payload).encode();
+            AgentMessage::new(OUTPUT_STREAM_DATA, sequence, flags, payload_type, payload).encode();
         let send_now = !self.paused;
         self.unacked.push_back(Unacked {
             sequence,
@@ -278,9 +324,17 @@ impl Incoming {
 mod tests {
     use super::*;
 
+    #[test]
+    fn size_messages_parse() {
+        assert_eq!(parse_size(br#"{"cols":120,"rows":40}"#), Some((120, 40)));
+        assert_eq!(parse_size(br#"{"Cols":1,"Rows":2}"#), Some((1, 2)));
+        assert_eq!(parse_size(b"{}"), None);
+        assert_eq!(parse_size(br#"{"cols":99999999,"rows":1}"#), None);
+    }
+
     fn input(seq: i64, data: &str) -> AgentMessage {
         AgentMessage::new(
-            INPUT_STREAM,
+            crate::mgs::message::INPUT_STREAM_DATA,
             seq,
             0,
             payload_type::OUTPUT,

@@ -14,12 +14,13 @@ pub mod smux;
 pub mod task;
 
 use crate::mgs::control::{ControlHandler, ControlSender};
-use crate::mgs::message::AgentMessage;
+use crate::mgs::message::{self, AgentMessage};
+use crate::sync::{lock, wait_until};
 use plugin::{Ended, Plugin};
 use run::{SessionEnv, Stop, StopKind};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use task::{SessionTask, SessionType};
@@ -41,7 +42,7 @@ pub fn start_plugin(
             run_as_default_user: &task.run_as_default_user,
             run_as_elevated: task.run_as_elevated,
         };
-        runas::resolve(&req, &env.users)
+        runas::resolve(&req, &env.users).map_err(|e| e.to_string())
     };
     Ok(match task.session_type {
         SessionType::StandardStream => {
@@ -61,7 +62,8 @@ pub fn start_plugin(
             &task.stderr_prefix,
         )?),
         SessionType::Port => {
-            let dest = port::destination(&task.host, &task.port_number, &env.denied_ips)?;
+            let dest = port::destination(&task.host, &task.port_number, &env.denied_ips)
+                .map_err(|e| e.to_string())?;
             match client_version {
                 // As upstream `port.go`: multiplexing for local forwarding by clients that know it.
                 Some(client)
@@ -71,9 +73,9 @@ pub fn start_plugin(
                     let keepalive = version_cmp(client, smux::KEEPALIVE_OFF_AFTER_CLIENT)
                         .is_le()
                         .then_some(smux::KEEPALIVE_INTERVAL);
-                    Box::new(smux::PortMux::start(dest, keepalive)?)
+                    Box::new(smux::PortMux::start(dest, keepalive).map_err(|e| e.to_string())?)
                 }
-                _ => Box::new(port::Port::start(dest)?),
+                _ => Box::new(port::Port::start(dest).map_err(|e| e.to_string())?),
             }
         }
     })
@@ -117,10 +119,6 @@ struct Shared {
     completions: Mutex<Vec<Completion>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The sessions of this agent; also the control channel's handler for session messages.
 pub struct Sessions {
     shared: Arc<Shared>,
@@ -154,12 +152,7 @@ impl Sessions {
                 log::warn!("shutdown: {} session(s) did not end in time", active.len());
                 break;
             }
-            active = self
-                .shared
-                .ended
-                .wait_timeout(active, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            active = wait_until(&self.shared.ended, active, deadline).0;
         }
         drop(active);
         // A session leaves `active` as the last thing its thread does; a thread still stuck
@@ -192,23 +185,8 @@ impl Sessions {
                 );
             }
         };
-        {
-            let mut active = lock(&shared.active);
-            if active.contains_key(&task.session_id) {
-                return log::info!(
-                    "session {}: already running; ignoring the repeated start",
-                    task.session_id
-                );
-            }
-            if active.len() >= shared.limit {
-                drop(active);
-                let why = format!(
-                    "the agent already runs {} sessions (Mgs.SessionWorkersLimit)",
-                    shared.limit
-                );
-                return shared.complete(&task.session_id, &Ended::Failed(why));
-            }
-            active.insert(task.session_id.clone(), Arc::clone(&stop));
+        if !shared.admit(&task.session_id, &stop) {
+            return;
         }
         log::info!(
             "session {}: starting {}",
@@ -224,7 +202,7 @@ impl Sessions {
             let t0 = Instant::now();
             let ended = run::run(&thread_shared.env, &task, &stop);
             log::info!(
-                "session {}: ended {:?} after {} s",
+                "session {}: ended {} after {} s",
                 task.session_id,
                 ended,
                 t0.elapsed().as_secs()
@@ -275,13 +253,34 @@ impl Shared {
         lock(&self.completions).push(c);
     }
 
+    /// Makes the session active unless it already is or the agent runs its limit of sessions
+    /// (then the session is failed).
+    fn admit(&self, session_id: &str, stop: &Arc<Stop>) -> bool {
+        let mut active = lock(&self.active);
+        if active.contains_key(session_id) {
+            log::info!("session {session_id}: already running; ignoring the repeated start");
+            return false;
+        }
+        if active.len() >= self.limit {
+            drop(active);
+            let why = format!(
+                "the agent already runs {} sessions (Mgs.SessionWorkersLimit)",
+                self.limit
+            );
+            self.complete(session_id, &Ended::Failed(why));
+            return false;
+        }
+        active.insert(session_id.to_owned(), Arc::clone(stop));
+        true
+    }
+
     fn send_completion(&self, c: &mut Completion) {
         c.tries += 1;
         c.last_sent = Instant::now();
         let body = json!({
             "SchemaVersion": 1,
             "TaskId": c.session_id,
-            "Topic": "agent_task_complete",
+            "Topic": message::AGENT_TASK_COMPLETE,
             "FinalTaskStatus": c.status,
             "IsRoutingFailure": false,
             "AwsAccountId": "",
@@ -294,7 +293,7 @@ impl Shared {
             "RetryNumber": c.tries,
         });
         self.sender.send(&AgentMessage::new(
-            "agent_task_complete",
+            message::AGENT_TASK_COMPLETE,
             0,
             0,
             0,
@@ -308,9 +307,9 @@ impl ControlHandler for Sessions {
 
     fn message(&self, message: AgentMessage, _sender: &ControlSender) {
         match message.message_type.as_str() {
-            "interactive_shell" => self.start(&message.payload),
-            "channel_closed" => self.terminate(&message.payload),
-            "agent_task_acknowledge" => {
+            message::INTERACTIVE_SHELL => self.start(&message.payload),
+            message::CHANNEL_CLOSED => self.terminate(&message.payload),
+            message::AGENT_TASK_ACKNOWLEDGE => {
                 let v: serde_json::Value =
                     serde_json::from_slice(&message.payload).unwrap_or_default();
                 let id = v

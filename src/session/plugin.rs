@@ -1,4 +1,5 @@
-//! What a session plugin looks like to the session loop: fds to wait on, bytes in, bytes out.
+//! What a session plugin looks like to the session loop: fds to wait on, typed input in, typed
+//! output out (the data channel's payload types are `datachannel::input`/`output`'s business).
 //! Plugins never block: their fds are non-blocking and unwritten input waits in a buffer, which
 //! takes no more once it holds [`PENDING_LIMIT`] bytes.
 
@@ -23,11 +24,46 @@ pub enum Ended {
     Failed(String),
 }
 
+/// For log lines: "session …: ended successfully".
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Success => f.write_str("successfully"),
+            Ended::Failed(why) => write!(f, "in failure: {why}"),
+        }
+    }
+}
+
+/// Client input for a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Session data: keystrokes, or the bytes for a forwarded port.
+    Bytes(&'a [u8]),
+    /// The client's terminal size.
+    Resize { cols: u16, rows: u16 },
+    /// Port forwarding: close the connection to the port; the next bytes open a new one.
+    DisconnectPort,
+    /// The client ends the session.
+    Terminate,
+}
+
+/// Output for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout(Vec<u8>),
+    /// A command's stderr, when it goes out apart from stdout.
+    Stderr(Vec<u8>),
+    /// A command's exit code, when stderr goes out apart.
+    ExitCode(i32),
+    /// Port forwarding: the destination refused a connection.
+    ConnectError,
+}
+
 /// Something for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A stream message: payload type (§4.6.1) and bytes.
-    Output(u32, Vec<u8>),
+    /// A stream message.
+    Output(Output),
     End(Ended),
 }
 
@@ -45,8 +81,8 @@ pub trait Plugin: Send {
     fn interests(&self, reading: bool) -> Vec<Interest>;
     /// `fd` is ready: read output into `events` and/or write pending input.
     fn ready(&mut self, fd: RawFd, readable: bool, writable: bool, events: &mut Vec<Event>);
-    /// Client input of `payload_type` (1 data, 3 size, 10 flag).
-    fn input(&mut self, payload_type: u32, data: &[u8], events: &mut Vec<Event>);
+    /// Client input, in sequence.
+    fn input(&mut self, input: Input<'_>, events: &mut Vec<Event>);
     /// False while the plugin holds [`PENDING_LIMIT`] bytes of input that its destination has
     /// not taken yet: the session loop then gives it no more.
     fn wants_input(&self) -> bool;

@@ -10,17 +10,46 @@
 //! addresses, never resolving the name again: no other spelling and no DNS answer that changes
 //! between check and connect reaches a denied address.
 
-use super::datachannel::payload_type;
-use super::plugin::{CHUNK, Ended, Event, Interest, Pending, Plugin, ReadResult, read_chunk};
+use super::plugin::{
+    CHUNK, Ended, Event, Input, Interest, Output, Pending, Plugin, ReadResult, read_chunk,
+};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-/// Flag values (§4.6.1).
-pub const FLAG_DISCONNECT_TO_PORT: u32 = 1;
-pub const FLAG_TERMINATE_SESSION: u32 = 2;
-pub const FLAG_CONNECT_TO_PORT_ERROR: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a Port session cannot reach its destination; the text is shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("Port session needs a portNumber")]
+    NoPort,
+    #[error("invalid portNumber {0:?}")]
+    BadPort(String),
+    #[error("cannot resolve {label}: {source}")]
+    Resolve {
+        label: String,
+        source: std::io::Error,
+    },
+    /// The refusal reads as upstream's.
+    #[error("Forwarding to IP address {0} is forbidden.")]
+    Forbidden(String),
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    #[error("cannot make the connection to {label} non-blocking: {source}")]
+    NonBlocking {
+        label: String,
+        source: std::io::Error,
+    },
+    /// `last`: the last address tried and why it failed.
+    #[error("cannot connect to {label} ({last})")]
+    Connect { label: String, last: String },
+    #[error("cannot start a thread to connect to {label}: {source}")]
+    ConnectThread {
+        label: String,
+        source: std::io::Error,
+    },
+}
 
 /// Where a Port session goes, resolved and checked: `addrs` are canonical and allowed.
 #[derive(Debug, Clone)]
@@ -32,14 +61,14 @@ pub struct Destination {
 /// Resolves `host:port` (host defaults to localhost) and refuses it when any address it resolves
 /// to is in `denied` (addresses and CIDR blocks; entries that are neither are skipped, and
 /// reported once at start by [`DenyList::parse`]'s caller). The refusal reads as upstream's.
-pub fn destination(host: &str, port: &str, denied: &[String]) -> Result<Destination, String> {
+pub fn destination(host: &str, port: &str, denied: &[String]) -> Result<Destination, PortError> {
     if port.trim().is_empty() {
-        return Err("Port session needs a portNumber".into());
+        return Err(PortError::NoPort);
     }
     let port: u16 = port
         .trim()
         .parse()
-        .map_err(|_| format!("invalid portNumber {port:?}"))?;
+        .map_err(|_| PortError::BadPort(port.to_string()))?;
     let host = if host.trim().is_empty() {
         "localhost"
     } else {
@@ -47,7 +76,10 @@ pub fn destination(host: &str, port: &str, denied: &[String]) -> Result<Destinat
     };
     let resolved = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?;
+        .map_err(|source| PortError::Resolve {
+            label: format!("{host}:{port}"),
+            source,
+        })?;
     checked(host, port, resolved, denied)
 }
 
@@ -58,7 +90,7 @@ fn checked(
     port: u16,
     resolved: impl Iterator<Item = SocketAddr>,
     denied: &[String],
-) -> Result<Destination, String> {
+) -> Result<Destination, PortError> {
     let label = format!("{host}:{port}");
     let addrs: Vec<SocketAddr> = resolved
         // An address already canonical is kept whole: a link-local IPv6 one keeps its scope id.
@@ -74,11 +106,11 @@ fn checked(
                 "session: port forwarding to {label} refused: it resolves to {}, which {entry} denies",
                 addr.ip()
             );
-            return Err(format!("Forwarding to IP address {host} is forbidden."));
+            return Err(PortError::Forbidden(host.to_string()));
         }
     }
     if addrs.is_empty() {
-        return Err(format!("{label} resolves to no address"));
+        return Err(PortError::NoAddress(label));
     }
     Ok(Destination { addrs, label })
 }
@@ -181,24 +213,26 @@ pub fn vpc_reserved(cidrs: &[String]) -> Vec<String> {
 }
 
 /// Tries the destination's addresses in order; the connection comes back non-blocking.
-pub fn connect(dest: &Destination) -> Result<TcpStream, String> {
+pub fn connect(dest: &Destination) -> Result<TcpStream, PortError> {
     let mut last = String::from("no address");
     for addr in &dest.addrs {
         match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT) {
             Ok(conn) => {
-                conn.set_nonblocking(true).map_err(|e| {
-                    format!(
-                        "cannot make the connection to {} non-blocking: {e}",
-                        dest.label
-                    )
-                })?;
+                conn.set_nonblocking(true)
+                    .map_err(|source| PortError::NonBlocking {
+                        label: dest.label.clone(),
+                        source,
+                    })?;
                 let _ = conn.set_nodelay(true);
                 return Ok(conn);
             }
             Err(e) => last = format!("{addr}: {e}"),
         }
     }
-    Err(format!("cannot connect to {} ({last})", dest.label))
+    Err(PortError::Connect {
+        label: dest.label.clone(),
+        last,
+    })
 }
 
 /// Basic mode: one TCP connection at a time.
@@ -210,7 +244,7 @@ pub struct Port {
 }
 
 impl Port {
-    pub fn start(dest: Destination) -> Result<Port, String> {
+    pub fn start(dest: Destination) -> Result<Port, PortError> {
         let mut port = Port {
             dest,
             conn: None,
@@ -221,7 +255,7 @@ impl Port {
         Ok(port)
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), PortError> {
         self.conn = Some(connect(&self.dest)?);
         log::info!("session: connected to {}", self.dest.label);
         Ok(())
@@ -262,19 +296,19 @@ impl Plugin for Port {
             return;
         }
         match read_chunk(conn, CHUNK) {
-            Ok(ReadResult::Data(data)) => events.push(Event::Output(payload_type::OUTPUT, data)),
+            Ok(ReadResult::Data(data)) => events.push(Event::Output(Output::Stdout(data))),
             Ok(ReadResult::WouldBlock) => {}
             // The server closed: in basic mode that ends the forwarded connection, and the session.
             Ok(ReadResult::Eof) | Err(_) => self.end(events, Ended::Success),
         }
     }
 
-    fn input(&mut self, kind: u32, data: &[u8], events: &mut Vec<Event>) {
-        match kind {
-            payload_type::OUTPUT => {
+    fn input(&mut self, input: Input<'_>, events: &mut Vec<Event>) {
+        match input {
+            Input::Bytes(data) => {
                 if self.conn.is_none() {
                     if let Err(e) = self.connect() {
-                        return self.end(events, Ended::Failed(e));
+                        return self.end(events, Ended::Failed(e.to_string()));
                     }
                 }
                 self.input.push(data);
@@ -284,15 +318,12 @@ impl Plugin for Port {
                     }
                 }
             }
-            payload_type::FLAG => match data.try_into().map(u32::from_be_bytes) {
-                Ok(FLAG_DISCONNECT_TO_PORT) => {
-                    self.conn = None;
-                    self.input = Pending::default();
-                }
-                Ok(FLAG_TERMINATE_SESSION) => self.end(events, Ended::Success),
-                other => log::debug!("session: ignoring flag {other:?}"),
-            },
-            other => log::debug!("session: ignoring input of payload type {other}"),
+            Input::DisconnectPort => {
+                self.conn = None;
+                self.input = Pending::default();
+            }
+            Input::Terminate => self.end(events, Ended::Success),
+            other => log::debug!("session: ignoring {other:?} in a port session"),
         }
     }
 
@@ -313,11 +344,14 @@ mod tests {
     #[test]
     fn denied_addresses_are_refused_after_resolution() {
         let denied = vec!["127.0.0.1".to_owned()];
-        let e = destination("localhost", "22", &denied).unwrap_err();
+        let e = destination("localhost", "22", &denied)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "Forwarding to IP address localhost is forbidden.");
         assert!(
             destination("127.0.0.1", "", &[])
                 .unwrap_err()
+                .to_string()
                 .contains("portNumber")
         );
         assert!(destination("127.0.0.1", "http", &[]).is_err());
@@ -338,7 +372,7 @@ mod tests {
             "2852039166",
             "0251.0376.0251.0376",
         ] {
-            let e = destination(host, "80", &denied).unwrap_err();
+            let e = destination(host, "80", &denied).unwrap_err().to_string();
             assert_eq!(e, format!("Forwarding to IP address {host} is forbidden."));
         }
         let ok = destination("::ffff:127.0.0.2", "80", &denied).unwrap();
@@ -399,7 +433,7 @@ mod tests {
             checked("svc.example", 443, resolved.iter().copied(), &denied)
         };
         for denied in ["192.0.2.1", "198.51.100.0/24", "2001:db8::/32"] {
-            let e = name(&[denied]).unwrap_err();
+            let e = name(&[denied]).unwrap_err().to_string();
             assert_eq!(
                 e, "Forwarding to IP address svc.example is forbidden.",
                 "{denied}"

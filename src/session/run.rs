@@ -4,17 +4,19 @@
 //! client has not acknowledged — until the plugin ends or the session is terminated.
 
 use super::crypto::{self, SessionCipher};
-use super::datachannel::{ACKNOWLEDGE, Ack, INPUT_STREAM, Incoming, Outgoing, payload_type};
+use super::datachannel::{self, Ack, Incoming, Outgoing, payload_type};
 use super::plugin::{Ended, Event, Plugin};
 use super::task::{SessionTask, SessionType};
 use crate::aws::credentials::CredentialsProvider;
 use crate::aws::endpoint::Endpoint;
 use crate::aws::http::HttpClient;
-use crate::mgs::message::AgentMessage;
-use crate::mgs::rest;
-use crate::mgs::websocket::{Connection, Frame};
+use crate::mgs::message::{self, AgentMessage};
+use crate::mgs::rest::{self, MgsError};
+use crate::mgs::websocket::{Connection, Frame, WsError};
+use crate::sync::lock;
 use crate::sys::poll::{PollFd, Waker, poll};
 use serde_json::{Value, json};
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,16 +68,39 @@ impl Stop {
     }
 
     pub fn stop(&self, kind: StopKind) {
-        self.kind
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(kind);
+        lock(&self.kind).get_or_insert(kind);
         self.waker.wake();
     }
 
     fn kind(&self) -> Option<StopKind> {
-        *self.kind.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.kind)
     }
+}
+
+/// Why the data channel cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Reconnecting is pointless: the service has ended the session.
+    #[error("the service says session {0} is already terminated; start a new session")]
+    Terminated(String),
+    #[error(
+        "{step} for session {session_id} failed: {source}; check the network path and the instance's ssmmessages permissions"
+    )]
+    Service {
+        step: &'static str,
+        session_id: String,
+        source: MgsError,
+    },
+    #[error("cannot send on the data channel: {0}")]
+    Send(#[from] WsError),
+    /// Session output that could not be encrypted (the text comes from the cipher).
+    #[error("cannot encrypt session output: {0}")]
+    Encrypt(String),
+    #[error("data channel lost and not reopened after {attempts} attempts: {last}")]
+    Lost {
+        attempts: u32,
+        last: Box<ChannelError>,
+    },
 }
 
 /// The websocket of one session, with its stream state.
@@ -94,7 +119,7 @@ struct DataChannel<'a> {
 }
 
 impl<'a> DataChannel<'a> {
-    fn open(env: &'a SessionEnv, session_id: &'a str) -> Result<DataChannel<'a>, String> {
+    fn open(env: &'a SessionEnv, session_id: &'a str) -> Result<DataChannel<'a>, ChannelError> {
         let conn = connect(env, session_id)?;
         Ok(DataChannel {
             env,
@@ -109,9 +134,9 @@ impl<'a> DataChannel<'a> {
     }
 
     /// CreateDataChannel + websocket again, then everything unacknowledged goes out again.
-    fn reconnect(&mut self) -> Result<(), String> {
+    fn reconnect(&mut self) -> Result<(), ChannelError> {
         let mut delay = Duration::from_millis(crate::random::between(100, 199));
-        let mut last = String::new();
+        let mut last = None;
         for attempt in 1..=RECONNECT_ATTEMPTS {
             match connect(self.env, self.session_id) {
                 Ok(conn) => {
@@ -123,15 +148,16 @@ impl<'a> DataChannel<'a> {
                     self.out.resend_all();
                     return Ok(());
                 }
-                Err(e) if e.contains("Session is already terminated") => return Err(e),
-                Err(e) => last = e,
+                Err(e @ ChannelError::Terminated(_)) => return Err(e),
+                Err(e) => last = Some(e),
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-        Err(format!(
-            "data channel lost and not reopened after {RECONNECT_ATTEMPTS} attempts: {last}"
-        ))
+        Err(ChannelError::Lost {
+            attempts: RECONNECT_ATTEMPTS,
+            last: Box::new(last.expect("at least one attempt")),
+        })
     }
 
     /// A message outside the stream (`agent_session_state`): flags 3, sequence 0.
@@ -139,7 +165,7 @@ impl<'a> DataChannel<'a> {
         let body =
             json!({ "SchemaVersion": 1, "SessionState": state, "SessionId": self.session_id });
         let msg = AgentMessage::new(
-            "agent_session_state",
+            message::AGENT_SESSION_STATE,
             0,
             3,
             0,
@@ -149,30 +175,46 @@ impl<'a> DataChannel<'a> {
     }
 
     /// Sends a stream message; session data (types 1, 11, 12) is encrypted once keys are agreed.
-    fn stream(&mut self, kind: u32, payload: Vec<u8>) -> Result<(), String> {
+    fn stream(&mut self, kind: u32, payload: Vec<u8>) -> Result<(), ChannelError> {
         let data = matches!(
             kind,
             payload_type::OUTPUT | payload_type::STDERR | payload_type::EXIT_CODE
         );
         let payload = match self.cipher.as_mut() {
-            Some(c) if data && !payload.is_empty() => c.encrypt(&payload)?,
+            Some(c) if data && !payload.is_empty() => {
+                c.encrypt(&payload).map_err(ChannelError::Encrypt)?
+            }
             _ => payload,
         };
         if let Some(frame) = self.out.push(kind, payload, Instant::now()) {
-            self.conn.send_binary(frame).map_err(|e| e.to_string())?;
+            self.conn.send_binary(frame)?;
         }
         Ok(())
     }
 }
 
-fn connect(env: &SessionEnv, session_id: &str) -> Result<Connection, String> {
+/// The service's refusal of a session it has ended: the only sign is the text of its answer.
+fn service_error(step: &'static str, session_id: &str, source: MgsError) -> ChannelError {
+    match &source {
+        MgsError::Refused { body, .. } if body.contains("Session is already terminated") => {
+            ChannelError::Terminated(session_id.to_owned())
+        }
+        _ => ChannelError::Service {
+            step,
+            session_id: session_id.to_owned(),
+            source,
+        },
+    }
+}
+
+fn connect(env: &SessionEnv, session_id: &str) -> Result<Connection, ChannelError> {
     let token = rest::create_data_channel(
         &env.http,
         &env.endpoint,
         env.credentials.as_ref(),
         session_id,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| service_error("CreateDataChannel", session_id, e))?;
     let url = rest::websocket_url(
         &env.endpoint,
         &format!("/v1/data-channel/{session_id}?role=publish_subscribe"),
@@ -180,7 +222,7 @@ fn connect(env: &SessionEnv, session_id: &str) -> Result<Connection, String> {
     let credentials = env.credentials.as_ref();
     let mut conn =
         rest::open_websocket(&env.http, &env.endpoint, credentials, &url, CONNECT_TIMEOUT)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| service_error("opening the data channel websocket", session_id, e))?;
     let open = json!({
         "MessageSchemaVersion": "1.0",
         "RequestId": crate::random::uuid_v4(),
@@ -188,8 +230,7 @@ fn connect(env: &SessionEnv, session_id: &str) -> Result<Connection, String> {
         "ClientInstanceId": env.instance_id,
         "ClientId": "",
     });
-    conn.send_text(open.to_string())
-        .map_err(|e| e.to_string())?;
+    conn.send_text(open.to_string())?;
     Ok(conn)
 }
 
@@ -219,43 +260,32 @@ pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
         Err(e) => return Ended::Failed(format!("cannot open the data channel: {e}")),
     };
     ch.send_state("Connected");
-    let mut plugin: Option<Box<dyn Plugin>> = None;
     let encrypt = !task.kms_key_id.is_empty() && task.session_type != SessionType::Port;
     let challenge = match encrypt.then(crypto::random_challenge).transpose() {
         Ok(c) => c,
         Err(e) => return Ended::Failed(e),
     };
-    let mut phase = if task.session_type.needs_handshake() || encrypt {
-        let request = handshake_request(task, &env.agent_version, challenge.as_deref());
-        if let Err(e) = ch.stream(payload_type::HANDSHAKE_REQUEST, request) {
-            return Ended::Failed(e);
-        }
-        ch.handshake_started = Some(Instant::now());
-        Phase::Handshake {
-            since: Instant::now(),
+    let mut session = Session {
+        ch,
+        env,
+        task,
+        stop,
+        plugin: None,
+        phase: Phase::Running,
+        challenge,
+        events: Vec::new(),
+    };
+    if task.session_type.needs_handshake() || encrypt {
+        if let Err(e) = session.start_handshake() {
+            return Ended::Failed(e.to_string());
         }
     } else {
         match super::start_plugin(env, task, None) {
-            Ok(p) => plugin = Some(p),
-            Err(e) => return fail_visibly(&mut ch, e),
+            Ok(p) => session.plugin = Some(p),
+            Err(e) => return fail_visibly(&mut session.ch, e),
         }
-        Phase::Running
-    };
-    let ended = session_loop(
-        &mut ch,
-        task,
-        env,
-        stop,
-        &mut plugin,
-        &mut phase,
-        challenge.as_deref(),
-    );
-    if let Some(p) = plugin.as_mut() {
-        p.stop();
     }
-    ch.send_state("Terminating");
-    let _ = ch.conn.flush();
-    ended
+    session.run()
 }
 
 /// Tells the client why the session cannot run, then fails it.
@@ -290,7 +320,7 @@ fn drain(ch: &mut DataChannel<'_>, until: Instant) {
         while let Ok(Some(frame)) = ch.conn.read() {
             if let Frame::Binary(b) = frame {
                 if let Ok(m) = AgentMessage::decode(&b) {
-                    if m.message_type == ACKNOWLEDGE {
+                    if m.message_type == message::ACKNOWLEDGE {
                         if let Some(a) = Ack::parse(&m.payload) {
                             ch.out.acknowledged(a.sequence_number, Instant::now());
                         }
@@ -393,7 +423,8 @@ fn start_encryption(
     )?;
     let mut cipher = SessionCipher::new(&data_key)?;
     let (payload, expected) = crypto::challenge_request(&mut cipher)?;
-    ch.stream(payload_type::ENC_CHALLENGE_REQUEST, payload)?;
+    ch.stream(payload_type::ENC_CHALLENGE_REQUEST, payload)
+        .map_err(|e| e.to_string())?;
     ch.cipher = Some(cipher);
     Ok(Box::new(expected))
 }
@@ -418,55 +449,132 @@ fn complete_handshake(
     ch.stream(
         payload_type::HANDSHAKE_COMPLETE,
         done.to_string().into_bytes(),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     Ok(plugin)
 }
 
-#[allow(clippy::too_many_lines)]
-fn session_loop(
-    ch: &mut DataChannel<'_>,
-    task: &SessionTask,
-    env: &SessionEnv,
-    stop: &Stop,
-    plugin: &mut Option<Box<dyn Plugin>>,
-    phase: &mut Phase,
-    challenge: Option<&str>,
-) -> Ended {
-    let mut events = Vec::new();
-    loop {
-        if let Some(kind) = stop.kind() {
-            return match kind {
-                StopKind::Terminated => Ended::Success,
-                StopKind::Shutdown => Ended::Failed("the agent stopped during the session".into()),
-            };
+/// One running session: the channel, the plugin once started, where the handshake is, and the
+/// plugin's output not yet sent. Each `on_*` method handles one event; `step` is one turn of
+/// the poll loop. Flow control (window, resends) is decided in `reading`, `deadline` and
+/// `resend_due` only.
+struct Session<'a> {
+    ch: DataChannel<'a>,
+    env: &'a SessionEnv,
+    task: &'a SessionTask,
+    stop: &'a Stop,
+    plugin: Option<Box<dyn Plugin>>,
+    phase: Phase,
+    /// The KMS challenge of an encrypted session's handshake.
+    challenge: Option<String>,
+    events: Vec<Event>,
+}
+
+/// `Break` ends the session with how it ended.
+type Step = ControlFlow<Ended>;
+
+impl Session<'_> {
+    /// Sends the HandshakeRequest (§4.6.3); the plugin starts once the client answers.
+    fn start_handshake(&mut self) -> Result<(), ChannelError> {
+        let challenge = self.challenge.as_deref();
+        let request = handshake_request(self.task, &self.env.agent_version, challenge);
+        self.ch.stream(payload_type::HANDSHAKE_REQUEST, request)?;
+        self.ch.handshake_started = Some(Instant::now());
+        self.phase = Phase::Handshake {
+            since: Instant::now(),
+        };
+        Ok(())
+    }
+
+    fn run(mut self) -> Ended {
+        let ended = loop {
+            if let ControlFlow::Break(ended) = self.step() {
+                break ended;
+            }
+        };
+        if let Some(p) = self.plugin.as_mut() {
+            p.stop();
         }
+        self.ch.send_state("Terminating");
+        let _ = self.ch.conn.flush();
+        ended
+    }
+
+    /// One wait for the websocket, the plugin's fds, the stop waker or a timer, then every
+    /// event that woke it, in the order that keeps input before the output it causes.
+    fn step(&mut self) -> Step {
+        self.on_stop()?;
         let now = Instant::now();
-        match phase {
+        self.on_timer(now)?;
+        resend_due(&mut self.ch, now);
+        let mut fds = self.poll_fds();
+        let timeout = self
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if let Err(e) = poll(&mut fds, timeout) {
+            return ControlFlow::Break(Ended::Failed(format!("poll failed: {e}")));
+        }
+        if fds[1].readable {
+            self.stop.waker.reset();
+        }
+        if fds[0].writable {
+            self.on_writable()?;
+        }
+        self.on_frames()?;
+        self.on_plugin_ready(&fds[2..]);
+        self.deliver_input()?;
+        self.on_plugin_events();
+        ControlFlow::Continue(())
+    }
+
+    fn on_stop(&self) -> Step {
+        match self.stop.kind() {
+            Some(StopKind::Terminated) => ControlFlow::Break(Ended::Success),
+            Some(StopKind::Shutdown) => {
+                ControlFlow::Break(Ended::Failed("the agent stopped during the session".into()))
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    /// The handshake's timeout, and the end of draining.
+    fn on_timer(&mut self, now: Instant) -> Step {
+        let message = match &self.phase {
             Phase::Handshake { since }
                 if now.saturating_duration_since(*since) > HANDSHAKE_TIMEOUT =>
             {
-                return fail_visibly(ch, "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".into());
+                "Handshake timed out. Please ensure that you have the latest version of the session manager plugin."
             }
             Phase::Challenge { since, .. }
                 if now.saturating_duration_since(*since) > HANDSHAKE_TIMEOUT =>
             {
-                return fail_visibly(ch, "Timed out waiting for encryption challenge.".into());
+                "Timed out waiting for encryption challenge."
             }
-            Phase::Draining { until, ended } if ch.out.unacked() == 0 || now >= *until => {
-                return ended.clone();
+            Phase::Draining { until, ended } if self.ch.out.unacked() == 0 || now >= *until => {
+                return ControlFlow::Break(ended.clone());
             }
-            _ => {}
-        }
-        resend_due(ch, now);
-        let reading =
-            matches!(phase, Phase::Running) && !ch.out.is_paused() && ch.out.unacked() < WINDOW;
-        let interests = plugin
+            _ => return ControlFlow::Continue(()),
+        };
+        ControlFlow::Break(fail_visibly(&mut self.ch, message.into()))
+    }
+
+    /// Whether the plugin's output is read now: not while the client cannot take more.
+    fn reading(&self) -> bool {
+        matches!(self.phase, Phase::Running)
+            && !self.ch.out.is_paused()
+            && self.ch.out.unacked() < WINDOW
+    }
+
+    /// The websocket, the stop waker, then the plugin's fds.
+    fn poll_fds(&self) -> Vec<PollFd> {
+        let interests = self
+            .plugin
             .as_ref()
-            .map(|p| p.interests(reading))
+            .map(|p| p.interests(self.reading()))
             .unwrap_or_default();
-        let mut fds: Vec<PollFd> = vec![
-            PollFd::new(ch.conn.fd(), true, ch.conn.wants_write()),
-            PollFd::new(stop.waker.fd(), true, false),
+        let mut fds = vec![
+            PollFd::new(self.ch.conn.fd(), true, self.ch.conn.wants_write()),
+            PollFd::new(self.stop.waker.fd(), true, false),
         ];
         fds.extend(
             interests
@@ -474,114 +582,227 @@ fn session_loop(
                 .filter(|i| i.read || i.write)
                 .map(|i| PollFd::new(i.fd, i.read, i.write)),
         );
+        fds
+    }
+
+    /// The next resend, handshake timeout or end of draining.
+    fn deadline(&self) -> Option<Instant> {
         // While bytes wait in the socket's queue nothing is re-sent (see `resend_due`): the
         // socket becoming writable wakes the loop, not a resend deadline that has passed.
-        let mut deadline = if ch.conn.wants_write() {
+        let resend = if self.ch.conn.wants_write() {
             None
         } else {
-            ch.out.next_deadline()
+            self.ch.out.next_deadline()
         };
-        if let Phase::Handshake { since } | Phase::Challenge { since, .. } = phase {
-            deadline = Some(deadline.map_or(*since + HANDSHAKE_TIMEOUT, |d| {
-                d.min(*since + HANDSHAKE_TIMEOUT)
-            }));
+        let phase = match &self.phase {
+            Phase::Handshake { since } | Phase::Challenge { since, .. } => {
+                Some(*since + HANDSHAKE_TIMEOUT)
+            }
+            Phase::Draining { until, .. } => Some(*until),
+            Phase::Running => None,
+        };
+        match (resend, phase) {
+            (Some(r), Some(p)) => Some(r.min(p)),
+            (r, p) => r.or(p),
         }
-        if let Phase::Draining { until, .. } = phase {
-            deadline = Some(deadline.map_or(*until, |d| d.min(*until)));
+    }
+
+    fn on_writable(&mut self) -> Step {
+        if self.ch.conn.flush().is_err() && self.ch.reconnect().is_err() {
+            return ControlFlow::Break(Ended::Failed("data channel lost".into()));
         }
-        if let Err(e) = poll(
-            &mut fds,
-            deadline.map(|d| d.saturating_duration_since(Instant::now())),
-        ) {
-            return Ended::Failed(format!("poll failed: {e}"));
-        }
-        if fds[1].readable {
-            stop.waker.reset();
-        }
-        if fds[0].writable && ch.conn.flush().is_err() && ch.reconnect().is_err() {
-            return Ended::Failed("data channel lost".into());
-        }
-        // Websocket frames.
+        ControlFlow::Continue(())
+    }
+
+    /// Every frame the websocket has; a lost connection is reopened.
+    fn on_frames(&mut self) -> Step {
         loop {
-            let frame = match ch.conn.read() {
+            let frame = match self.ch.conn.read() {
                 Ok(Some(f)) => f,
-                Ok(None) => break,
+                Ok(None) => return ControlFlow::Continue(()),
                 Err(e) => {
-                    log::warn!("session {}: data channel error: {e}", task.session_id);
+                    log::warn!("session {}: data channel error: {e}", self.task.session_id);
                     Frame::Closed
                 }
             };
             let bytes = match frame {
                 Frame::Binary(b) => b,
                 Frame::Text(t) => t.into_bytes(),
-                Frame::Closed => {
-                    if let Err(e) = ch.reconnect() {
-                        return Ended::Failed(e);
-                    }
-                    break;
-                }
+                Frame::Closed => return self.on_connection_lost(),
             };
-            let msg = match AgentMessage::decode(&bytes) {
-                Ok(m) => m,
+            match AgentMessage::decode(&bytes) {
+                Ok(m) => self.on_message(m)?,
+                Err(e) => log::warn!(
+                    "session {}: dropping a malformed frame: {e}",
+                    self.task.session_id
+                ),
+            }
+        }
+    }
+
+    fn on_connection_lost(&mut self) -> Step {
+        match self.ch.reconnect() {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(Ended::Failed(e.to_string())),
+        }
+    }
+
+    fn on_message(&mut self, msg: AgentMessage) -> Step {
+        match msg.message_type.as_str() {
+            message::INPUT_STREAM_DATA => {
+                if let Some(ack) = self.ch.inc.receive(msg) {
+                    let _ = self.ch.conn.send_binary(ack.encode());
+                }
+                self.ch.out.resume();
+            }
+            message::ACKNOWLEDGE => self.on_ack(&msg.payload),
+            message::PAUSE_PUBLICATION => self.ch.out.pause(),
+            message::START_PUBLICATION => self.ch.out.resume(),
+            message::CHANNEL_CLOSED => return ControlFlow::Break(Ended::Success),
+            other => log::debug!("session {}: ignoring {other}", self.task.session_id),
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_ack(&mut self, payload: &[u8]) {
+        if let Some(a) = Ack::parse(payload) {
+            self.ch.out.acknowledged(a.sequence_number, Instant::now());
+            // Draining waits as long as the client keeps acknowledging.
+            if let Phase::Draining { until, .. } = &mut self.phase {
+                *until = Instant::now() + DRAIN_TIMEOUT;
+            }
+        }
+    }
+
+    fn on_plugin_ready(&mut self, fds: &[PollFd]) {
+        if let Some(p) = self.plugin.as_mut() {
+            for f in fds.iter().filter(|f| f.readable || f.writable) {
+                p.ready(f.fd, f.readable, f.writable, &mut self.events);
+            }
+        }
+    }
+
+    /// Input in sequence, as far as the plugin takes it; the rest waits in the window. Input
+    /// can make output too (an smux FIN for each refused SYN), beyond the `WINDOW` that stops
+    /// reading the plugin: a client that acknowledges none of it gets no further either, which
+    /// bounds what waits for its acknowledgement. (Output from reading stops at `WINDOW`, so a
+    /// busy shell still takes its Ctrl-C.)
+    fn deliver_input(&mut self) -> Step {
+        while self.ch.out.unacked() + self.events.len() < 2 * WINDOW
+            && self.plugin.as_ref().is_none_or(|p| p.wants_input())
+        {
+            let Some(m) = self.ch.inc.take_next() else {
+                break;
+            };
+            if let Err(e) = self.deliver(m) {
+                return ControlFlow::Break(fail_visibly(&mut self.ch, e));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One in-order input message, by phase. The error is the message shown to the client.
+    fn deliver(&mut self, m: AgentMessage) -> Result<(), String> {
+        match &self.phase {
+            Phase::Handshake { .. } if m.payload_type == payload_type::HANDSHAKE_RESPONSE => {
+                self.on_handshake_response(&m.payload)
+            }
+            Phase::Challenge { .. } if m.payload_type == payload_type::ENC_CHALLENGE_RESPONSE => {
+                self.on_challenge_response(&m.payload)
+            }
+            Phase::Running => {
+                self.on_client_input(m);
+                Ok(())
+            }
+            // Before the handshake completes (and after the end) other input is dropped.
+            _ => Ok(()),
+        }
+    }
+
+    fn on_handshake_response(&mut self, payload: &[u8]) -> Result<(), String> {
+        let response = handshake_response(payload)?;
+        if let Some(challenge) = self.challenge.as_deref() {
+            let kms_result = response.kms_result.as_ref();
+            let expected =
+                start_encryption(&mut self.ch, self.env, self.task, kms_result, challenge)?;
+            self.phase = Phase::Challenge {
+                since: Instant::now(),
+                expected,
+            };
+            // The client version is needed again once the challenge is answered.
+            self.ch.client_version = response.client_version;
+            Ok(())
+        } else {
+            self.start_running(&response.client_version)
+        }
+    }
+
+    fn on_challenge_response(&mut self, payload: &[u8]) -> Result<(), String> {
+        let Phase::Challenge { expected, .. } = &self.phase else {
+            return Ok(());
+        };
+        let cipher = self
+            .ch
+            .cipher
+            .as_ref()
+            .ok_or("encryption challenge without keys")?;
+        crypto::check_challenge_response(cipher, payload, expected)?;
+        let client_version = std::mem::take(&mut self.ch.client_version);
+        self.start_running(&client_version)
+    }
+
+    fn start_running(&mut self, client_version: &str) -> Result<(), String> {
+        self.plugin = Some(complete_handshake(
+            &mut self.ch,
+            self.env,
+            self.task,
+            client_version,
+        )?);
+        self.phase = Phase::Running;
+        Ok(())
+    }
+
+    /// Session data, decrypted when keys are agreed, for the plugin.
+    fn on_client_input(&mut self, m: AgentMessage) {
+        let Some(p) = self.plugin.as_mut() else {
+            return;
+        };
+        let data = match (&self.ch.cipher, m.payload_type) {
+            (Some(c), payload_type::OUTPUT) => match c.decrypt(&m.payload) {
+                Ok(d) => d,
                 Err(e) => {
                     log::warn!(
-                        "session {}: dropping a malformed frame: {e}",
-                        task.session_id
+                        "session {}: dropping input that does not decrypt: {e}",
+                        self.task.session_id
                     );
-                    continue;
+                    return;
                 }
-            };
-            match msg.message_type.as_str() {
-                INPUT_STREAM => {
-                    if let Some(ack) = ch.inc.receive(msg) {
-                        let _ = ch.conn.send_binary(ack.encode());
-                    }
-                    ch.out.resume();
-                }
-                ACKNOWLEDGE => {
-                    if let Some(a) = Ack::parse(&msg.payload) {
-                        ch.out.acknowledged(a.sequence_number, Instant::now());
-                        // Draining waits as long as the client keeps acknowledging.
-                        if let Phase::Draining { until, .. } = phase {
-                            *until = Instant::now() + DRAIN_TIMEOUT;
-                        }
-                    }
-                }
-                "pause_publication" => ch.out.pause(),
-                "start_publication" => ch.out.resume(),
-                "channel_closed" => return Ended::Success,
-                other => log::debug!("session {}: ignoring {other}", task.session_id),
-            }
+            },
+            _ => m.payload,
+        };
+        match datachannel::input(m.payload_type, &data) {
+            Some(input) => p.input(input, &mut self.events),
+            None => log::debug!(
+                "session {}: ignoring input of payload type {}",
+                self.task.session_id,
+                m.payload_type
+            ),
         }
-        // Plugin fds.
-        if let Some(p) = plugin.as_mut() {
-            for f in fds.iter().skip(2).filter(|f| f.readable || f.writable) {
-                p.ready(f.fd, f.readable, f.writable, &mut events);
-            }
-        }
-        // Input in sequence, as far as the plugin takes it; the rest waits in the window. Input
-        // can make output too (an smux FIN for each refused SYN), beyond the `WINDOW` that
-        // stops reading the plugin: a client that acknowledges none of it gets no further
-        // either, which bounds what waits for its acknowledgement. (Output from reading stops
-        // at `WINDOW`, so a busy shell still takes its Ctrl-C.)
-        while ch.out.unacked() + events.len() < 2 * WINDOW
-            && plugin.as_ref().is_none_or(|p| p.wants_input())
-        {
-            let Some(m) = ch.inc.take_next() else { break };
-            if let Err(e) = deliver(ch, env, task, plugin, phase, challenge, m, &mut events) {
-                return fail_visibly(ch, e);
-            }
-        }
-        for event in events.drain(..) {
+    }
+
+    /// The plugin's output goes out in sequence; its end starts draining.
+    fn on_plugin_events(&mut self) {
+        for event in self.events.drain(..) {
             match event {
-                Event::Output(kind, bytes) => {
-                    if let Err(e) = ch.stream(kind, bytes) {
-                        log::warn!("session {}: cannot send output: {e}", task.session_id);
+                Event::Output(output) => {
+                    let (kind, bytes) = datachannel::output(output);
+                    if let Err(e) = self.ch.stream(kind, bytes) {
+                        log::warn!("session {}: cannot send output: {e}", self.task.session_id);
                     }
                 }
                 Event::End(ended) => {
-                    if !matches!(phase, Phase::Draining { .. }) {
-                        *phase = Phase::Draining {
+                    if !matches!(self.phase, Phase::Draining { .. }) {
+                        self.phase = Phase::Draining {
                             until: Instant::now() + DRAIN_TIMEOUT,
                             ended,
                         };
@@ -590,72 +811,6 @@ fn session_loop(
             }
         }
     }
-}
-
-/// One in-order input message, by phase.
-#[allow(clippy::too_many_arguments)]
-fn deliver(
-    ch: &mut DataChannel<'_>,
-    env: &SessionEnv,
-    task: &SessionTask,
-    plugin: &mut Option<Box<dyn Plugin>>,
-    phase: &mut Phase,
-    challenge: Option<&str>,
-    m: AgentMessage,
-    events: &mut Vec<Event>,
-) -> Result<(), String> {
-    match phase {
-        Phase::Handshake { .. } if m.payload_type == payload_type::HANDSHAKE_RESPONSE => {
-            let response = handshake_response(&m.payload)?;
-            if let Some(challenge) = challenge {
-                let expected =
-                    start_encryption(ch, env, task, response.kms_result.as_ref(), challenge)?;
-                *phase = Phase::Challenge {
-                    since: Instant::now(),
-                    expected,
-                };
-                // The client version is needed again once the challenge is answered.
-                ch.client_version = response.client_version;
-            } else {
-                *plugin = Some(complete_handshake(ch, env, task, &response.client_version)?);
-                *phase = Phase::Running;
-            }
-        }
-        Phase::Challenge { expected, .. }
-            if m.payload_type == payload_type::ENC_CHALLENGE_RESPONSE =>
-        {
-            let cipher = ch
-                .cipher
-                .as_ref()
-                .ok_or("encryption challenge without keys")?;
-            crypto::check_challenge_response(cipher, &m.payload, expected)?;
-            let client_version = std::mem::take(&mut ch.client_version);
-            *plugin = Some(complete_handshake(ch, env, task, &client_version)?);
-            *phase = Phase::Running;
-        }
-        Phase::Running => {
-            let Some(p) = plugin.as_mut() else {
-                return Ok(());
-            };
-            let data = match (&ch.cipher, m.payload_type) {
-                (Some(c), payload_type::OUTPUT) => match c.decrypt(&m.payload) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        log::warn!(
-                            "session {}: dropping input that does not decrypt: {e}",
-                            task.session_id
-                        );
-                        return Ok(());
-                    }
-                },
-                _ => m.payload,
-            };
-            p.input(m.payload_type, &data, events);
-        }
-        // Before the handshake completes (and after the end) other input is dropped.
-        _ => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

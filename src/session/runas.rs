@@ -17,7 +17,70 @@ use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::Mutex;
+
+/// Why a session cannot run as the user it asks for; the text is shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum RunAsError {
+    #[error("please set the RunAs default user")]
+    NoDefaultUser,
+    #[error(
+        "cannot run the session as RunAs user {0}: the agent is not running as root; run the \
+         agent as root or disable runAsEnabled in the session preferences"
+    )]
+    AgentNotRoot(String),
+    #[error("failed to start pty since RunAs user {0} does not exist")]
+    NoSuchUser(String),
+    #[error("user {name} is not in {passwd}")]
+    NotInPasswd { name: String, passwd: String },
+    #[error(
+        "refusing to run the session as {name} (uid {uid}, gid {gid}): that is root; set \
+         runAsElevated in the session document to run as root"
+    )]
+    IsRoot { name: String, uid: u32, gid: u32 },
+    #[error("malformed entry for {name} at line {number} of {passwd}: {line:?}")]
+    Malformed {
+        name: String,
+        number: usize,
+        passwd: String,
+        line: String,
+    },
+    #[error(
+        "cannot create user {0}: neither useradd nor adduser is in PATH; create the user \
+         yourself or enable RunAs in the session preferences"
+    )]
+    NoUserAdd(String),
+    #[error("cannot run {program} to create user {name}: {source}")]
+    UserAddSpawn {
+        program: &'static str,
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("{program} {name} failed ({status}): {stderr}")]
+    UserAdd {
+        program: &'static str,
+        name: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    /// Reading the account files or writing the sudoers rule.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunAsError {
+    let path = path.to_path_buf();
+    move |source| RunAsError::File {
+        action,
+        path,
+        source,
+    }
+}
 
 /// The account created for sessions when the document names none.
 pub const SSM_USER: &str = "ssm-user";
@@ -80,7 +143,7 @@ enum Choice {
     SsmUser,
 }
 
-fn choose(req: &Request<'_>, agent_is_root: bool) -> Result<Choice, String> {
+fn choose(req: &Request<'_>, agent_is_root: bool) -> Result<Choice, RunAsError> {
     if req.run_as_elevated {
         return Ok(Choice::Agent { elevated: true });
     }
@@ -90,13 +153,10 @@ fn choose(req: &Request<'_>, agent_is_root: bool) -> Result<Choice, String> {
             user => user,
         };
         if user.is_empty() {
-            return Err("please set the RunAs default user".to_string());
+            return Err(RunAsError::NoDefaultUser);
         }
         if !agent_is_root {
-            return Err(format!(
-                "cannot run the session as RunAs user {user}: the agent is not running as root; \
-                 run the agent as root or disable runAsEnabled in the session preferences"
-            ));
+            return Err(RunAsError::AgentNotRoot(user.to_string()));
         }
         return Ok(Choice::Named(user.to_string()));
     }
@@ -108,7 +168,7 @@ fn choose(req: &Request<'_>, agent_is_root: bool) -> Result<Choice, String> {
 }
 
 /// Decides the session user for `req` on `host`, creating ssm-user when it is needed and missing.
-pub fn resolve(req: &Request<'_>, host: &Host) -> Result<SessionUser, String> {
+pub fn resolve(req: &Request<'_>, host: &Host) -> Result<SessionUser, RunAsError> {
     match choose(req, host.agent_uid == 0)? {
         Choice::Agent { elevated } => {
             let accounts = Accounts::load(host)?;
@@ -126,9 +186,7 @@ pub fn resolve(req: &Request<'_>, host: &Host) -> Result<SessionUser, String> {
         Choice::Named(name) => {
             let accounts = Accounts::load(host)?;
             if accounts.user(&name)?.is_none() {
-                return Err(format!(
-                    "failed to start pty since RunAs user {name} does not exist"
-                ));
+                return Err(RunAsError::NoSuchUser(name));
             }
             switch_to(&accounts, &name)
         }
@@ -140,16 +198,19 @@ pub fn resolve(req: &Request<'_>, host: &Host) -> Result<SessionUser, String> {
 }
 
 /// The credentials and HOME of the existing, non-root user `name`.
-fn switch_to(accounts: &Accounts, name: &str) -> Result<SessionUser, String> {
+fn switch_to(accounts: &Accounts, name: &str) -> Result<SessionUser, RunAsError> {
     let user = accounts
         .user(name)?
-        .ok_or_else(|| format!("user {name} is not in {}", accounts.passwd_path))?;
+        .ok_or_else(|| RunAsError::NotInPasswd {
+            name: name.to_string(),
+            passwd: accounts.passwd_path.clone(),
+        })?;
     if user.uid == 0 || user.gid == 0 {
-        return Err(format!(
-            "refusing to run the session as {name} (uid {}, gid {}): that is root; set \
-             runAsElevated in the session document to run as root",
-            user.uid, user.gid
-        ));
+        return Err(RunAsError::IsRoot {
+            name: name.to_string(),
+            uid: user.uid,
+            gid: user.gid,
+        });
     }
     let home = if user.home.is_empty() {
         format!("/home/{name}")
@@ -270,10 +331,8 @@ fn without_credentials(url: &str) -> String {
 static CREATING: Mutex<()> = Mutex::new(());
 
 /// Creates ssm-user with sudo rights unless it exists.
-fn ensure_ssm_user(host: &Host) -> Result<(), String> {
-    let _guard = CREATING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+fn ensure_ssm_user(host: &Host) -> Result<(), RunAsError> {
+    let _guard = crate::sync::lock(&CREATING);
     if Accounts::load(host)?.user(SSM_USER)?.is_some() {
         return Ok(());
     }
@@ -283,30 +342,29 @@ fn ensure_ssm_user(host: &Host) -> Result<(), String> {
 }
 
 /// Adds the local user `name` with a home directory, with `useradd` or else busybox `adduser`.
-fn create_user(name: &str) -> Result<(), String> {
-    let mut cmd = if in_path("useradd") {
-        let mut cmd = crate::sys::child::command("useradd");
-        cmd.args(["-m", name]);
-        cmd
+fn create_user(name: &str) -> Result<(), RunAsError> {
+    let (program, option) = if in_path("useradd") {
+        ("useradd", "-m")
     } else if in_path("adduser") {
-        let mut cmd = crate::sys::child::command("adduser");
-        cmd.args(["-D", name]);
-        cmd
+        ("adduser", "-D")
     } else {
-        return Err(format!(
-            "cannot create user {name}: neither useradd nor adduser is in PATH; create the \
-             user yourself or enable RunAs in the session preferences"
-        ));
+        return Err(RunAsError::NoUserAdd(name.to_string()));
     };
-    let out = cmd
+    let out = crate::sys::child::command(program)
+        .args([option, name])
         .output()
-        .map_err(|e| format!("cannot run {cmd:?} to create user {name}: {e}"))?;
+        .map_err(|source| RunAsError::UserAddSpawn {
+            program,
+            name: name.to_string(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(RunAsError::UserAdd {
+            program,
+            name: name.to_string(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -323,7 +381,7 @@ fn in_path(program: &str) -> bool {
 /// Gives ssm-user password-less sudo: writes `<dir>/ssm-agent-users` unless it exists, and makes
 /// it 0440 (sudo ignores writable rule files) in either case. Without `dir` sudo is not set up
 /// here, and that is only logged.
-fn write_sudoers(dir: &Path) -> Result<(), String> {
+fn write_sudoers(dir: &Path) -> Result<(), RunAsError> {
     if !dir.is_dir() {
         log::warn!(
             "{} does not exist: {SSM_USER} gets no sudo rights",
@@ -340,12 +398,12 @@ fn write_sudoers(dir: &Path) -> Result<(), String> {
     match created {
         Ok(mut file) => file
             .write_all(SUDOERS_RULES.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            .map_err(file_error("write", &path))?,
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+        Err(e) => return Err(file_error("create", &path)(e)),
     }
     fs::set_permissions(&path, fs::Permissions::from_mode(0o440))
-        .map_err(|e| format!("cannot chmod 0440 {}: {e}", path.display()))
+        .map_err(file_error("chmod 0440", &path))
 }
 
 /// The contents of the passwd and group files.
@@ -366,10 +424,8 @@ struct User<'a> {
 }
 
 impl Accounts {
-    fn load(host: &Host) -> Result<Accounts, String> {
-        let read = |path: &Path| {
-            fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
+    fn load(host: &Host) -> Result<Accounts, RunAsError> {
+        let read = |path: &Path| fs::read_to_string(path).map_err(file_error("read", path));
         Ok(Accounts {
             passwd_path: host.passwd.display().to_string(),
             passwd: read(&host.passwd)?,
@@ -378,17 +434,19 @@ impl Accounts {
     }
 
     /// The entry of `name`; an error if that entry is malformed.
-    fn user(&self, name: &str) -> Result<Option<User<'_>>, String> {
+    fn user(&self, name: &str) -> Result<Option<User<'_>>, RunAsError> {
         let Some((number, line)) = entries(&self.passwd).find(|(_, l)| field(l, 0) == Some(name))
         else {
             return Ok(None);
         };
-        parse_user(line).map(Some).ok_or_else(|| {
-            format!(
-                "malformed entry for {name} at line {number} of {}: {line:?}",
-                self.passwd_path
-            )
-        })
+        parse_user(line)
+            .map(Some)
+            .ok_or_else(|| RunAsError::Malformed {
+                name: name.to_string(),
+                number,
+                passwd: self.passwd_path.clone(),
+                line: line.to_string(),
+            })
     }
 
     fn user_by_uid(&self, uid: u32) -> Option<User<'_>> {
@@ -516,9 +574,12 @@ bad:x:nonnumeric:alice
             ),
         ];
         for (req, root, want) in cases {
-            assert_eq!(choose(&req, root), want, "{req:?} root={root}");
+            let got = choose(&req, root).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{req:?} root={root}");
         }
-        let err = choose(&request(true, "alice", ""), false).unwrap_err();
+        let err = choose(&request(true, "alice", ""), false)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("alice") && err.contains("not running as root"),
             "{err}"
@@ -545,7 +606,9 @@ bad:x:nonnumeric:alice
     #[test]
     fn unknown_root_and_malformed_users_are_refused() {
         let host = fixture(0);
-        let err = resolve(&request(true, "carol", ""), &host).unwrap_err();
+        let err = resolve(&request(true, "carol", ""), &host)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "failed to start pty since RunAs user carol does not exist"
@@ -555,14 +618,18 @@ bad:x:nonnumeric:alice
             ("wheelie", "gid 0"),
             ("broken", "line 10"),
         ] {
-            let err = resolve(&request(true, name, ""), &host).unwrap_err();
+            let err = resolve(&request(true, name, ""), &host)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(name) && err.contains(needle), "{err}");
         }
         let gone = Host {
             passwd: "/nonexistent/passwd".into(),
             ..host
         };
-        let err = resolve(&request(true, "alice", ""), &gone).unwrap_err();
+        let err = resolve(&request(true, "alice", ""), &gone)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/passwd"), "{err}");
     }
 
@@ -721,7 +788,7 @@ bad:x:nonnumeric:alice
         create_user(NAME).unwrap();
         let user = resolve(&request(true, NAME, ""), &host);
         let home_made = Path::new("/home").join(NAME).is_dir();
-        let err = create_user(NAME).unwrap_err();
+        let err = create_user(NAME).unwrap_err().to_string();
         let removed = delete().unwrap();
         assert!(removed.status.success(), "{removed:?}");
         let user = user.unwrap();

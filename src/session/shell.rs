@@ -1,10 +1,9 @@
 //! `Standard_Stream` and `InteractiveCommands` (docs/protocol.md §4.7): `sh` (or `sh -c <commands>`) on a
 //! PTY as the session user; keystrokes in, terminal output out in UTF-8-safe chunks.
 
-use super::datachannel::payload_type;
 use super::plugin::{
-    CHUNK, Ended, Event, ExitWatch, Interest, Pending, Plugin, ReadResult, hold_incomplete_utf8,
-    read_chunk,
+    CHUNK, Ended, Event, ExitWatch, Input, Interest, Output, Pending, Plugin, ReadResult,
+    hold_incomplete_utf8, read_chunk,
 };
 use super::runas::SessionUser;
 use crate::sys::pty::{self, Pty};
@@ -60,10 +59,9 @@ impl Shell {
             return;
         }
         if !self.carry.is_empty() {
-            events.push(Event::Output(
-                payload_type::OUTPUT,
-                std::mem::take(&mut self.carry),
-            ));
+            events.push(Event::Output(Output::Stdout(std::mem::take(
+                &mut self.carry,
+            ))));
         }
         if self
             .exit
@@ -114,7 +112,7 @@ impl Plugin for Shell {
                 chunk.append(&mut data);
                 self.carry = hold_incomplete_utf8(&mut chunk);
                 if !chunk.is_empty() {
-                    events.push(Event::Output(payload_type::OUTPUT, chunk));
+                    events.push(Event::Output(Output::Stdout(chunk)));
                 }
             }
             Ok(ReadResult::WouldBlock) => {}
@@ -126,22 +124,20 @@ impl Plugin for Shell {
         }
     }
 
-    fn input(&mut self, kind: u32, data: &[u8], _events: &mut Vec<Event>) {
-        match kind {
-            payload_type::OUTPUT => {
+    fn input(&mut self, input: Input<'_>, _events: &mut Vec<Event>) {
+        match input {
+            Input::Bytes(data) => {
                 self.input.push(data);
                 if let Err(e) = self.input.write_to(&mut self.pty.master) {
                     log::debug!("session: terminal write failed: {e}");
                 }
             }
-            payload_type::SIZE => {
-                if let Some((cols, rows)) = parse_size(data) {
-                    if let Err(e) = self.pty.resize(cols, rows) {
-                        log::debug!("session: resize failed: {e}");
-                    }
+            Input::Resize { cols, rows } => {
+                if let Err(e) = self.pty.resize(cols, rows) {
+                    log::debug!("session: resize failed: {e}");
                 }
             }
-            other => log::debug!("session: ignoring input of payload type {other}"),
+            other => log::debug!("session: ignoring {other:?} in a shell session"),
         }
     }
 
@@ -165,30 +161,5 @@ impl Plugin for Shell {
 impl Drop for Shell {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// `{"cols": N, "rows": M}`.
-pub fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
-    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-    let obj = v.as_object()?;
-    let get = |k: &str| {
-        crate::document::field(obj, k)?
-            .as_u64()
-            .and_then(|n| u16::try_from(n).ok())
-    };
-    Some((get("cols")?, get("rows")?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn size_messages_parse() {
-        assert_eq!(parse_size(br#"{"cols":120,"rows":40}"#), Some((120, 40)));
-        assert_eq!(parse_size(br#"{"Cols":1,"Rows":2}"#), Some((1, 2)));
-        assert_eq!(parse_size(b"{}"), None);
-        assert_eq!(parse_size(br#"{"cols":99999999,"rows":1}"#), None);
     }
 }

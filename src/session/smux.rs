@@ -25,10 +25,11 @@
 //! clients this plugin sends NOPs. Client NOPs are ignored; a silent client is not timed out
 //! here (the data channel has its own liveness).
 
-use super::datachannel::payload_type;
 use super::plugin::read_chunk;
-use super::plugin::{CHUNK, Ended, Event, Interest, PENDING_LIMIT, Pending, Plugin, ReadResult};
-use super::port::{Destination, FLAG_CONNECT_TO_PORT_ERROR, FLAG_TERMINATE_SESSION, connect};
+use super::plugin::{
+    CHUNK, Ended, Event, Input, Interest, Output, PENDING_LIMIT, Pending, Plugin, ReadResult,
+};
+use super::port::{Destination, PortError, connect};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -36,6 +37,33 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
+
+/// Input that is not smux v1: the stream cannot be resynchronised and the session ends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error(
+        "not an smux v1 frame at input byte {offset}: version {version}, command {code} \
+         (expected version 1, command 0-3); the client must use smux protocol version 1"
+    )]
+    NotV1 {
+        offset: usize,
+        version: u8,
+        code: u8,
+    },
+    #[error(
+        "smux {cmd:?} frame for stream {stream} declares {len} data bytes; only PSH carries data"
+    )]
+    DataOnControl { cmd: Cmd, stream: u32, len: usize },
+}
+
+/// Why a multiplexed session cannot start; the text is shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the smux wake-up socket: {0}")]
+    WakeSocket(#[source] io::Error),
+    #[error("cannot start the smux keep-alive thread: {0}")]
+    KeepAlive(#[source] io::Error),
+}
 
 /// smux protocol version spoken (session-manager-plugin uses smux's default, 1).
 pub const VERSION: u8 = 1;
@@ -52,7 +80,6 @@ pub const KEEPALIVE_OFF_AFTER_CLIENT: &str = "1.2.331.0";
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Streams open at once; more SYNs are answered with FIN (bounds fds and connect threads).
 const MAX_STREAMS: usize = 256;
-/// Flag values (§4.6.1).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmd {
@@ -134,7 +161,7 @@ impl Decoder {
 
     /// The next complete frame, `None` until more bytes arrive. An error means the stream is
     /// not smux v1 (or is corrupt) and cannot be resynchronised.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let rest = self.buf.get(self.taken..).unwrap_or_default();
         let Some(head) = rest.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
@@ -143,16 +170,15 @@ impl Decoder {
         let len = usize::from(u16::from_le_bytes([l0, l1]));
         let stream = u32::from_le_bytes([s0, s1, s2, s3]);
         let offset = self.taken;
-        let cmd = Cmd::from_code(code).filter(|_| version == VERSION).ok_or_else(|| {
-            format!(
-                "not an smux v1 frame at input byte {offset}: version {version}, command {code} \
-                 (expected version 1, command 0-3); the client must use smux protocol version 1"
-            )
-        })?;
+        let cmd = Cmd::from_code(code)
+            .filter(|_| version == VERSION)
+            .ok_or(FrameError::NotV1 {
+                offset,
+                version,
+                code,
+            })?;
         if cmd != Cmd::Psh && len != 0 {
-            return Err(format!(
-                "smux {cmd:?} frame for stream {stream} declares {len} data bytes; only PSH carries data"
-            ));
+            return Err(FrameError::DataOnControl { cmd, stream, len });
         }
         let Some(data) = rest.get(HEADER_LEN..HEADER_LEN + len) else {
             return Ok(None);
@@ -169,7 +195,7 @@ impl Decoder {
 
 /// What helper threads hand to the plugin.
 enum Mail {
-    Connected(u32, Result<TcpStream, String>),
+    Connected(u32, Result<TcpStream, PortError>),
     KeepAlive,
 }
 
@@ -260,7 +286,7 @@ impl Stream {
 }
 
 fn output(frames: Vec<u8>) -> Event {
-    Event::Output(payload_type::OUTPUT, frames)
+    Event::Output(Output::Stdout(frames))
 }
 
 /// One non-blocking read of at most `max` bytes.
@@ -281,12 +307,10 @@ pub struct PortMux {
 
 impl PortMux {
     /// `keepalive`: send a NOP this often (for clients that time out a silent smux session).
-    pub fn start(dest: Destination, keepalive: Option<Duration>) -> Result<PortMux, String> {
-        let (wake, wake_tx) =
-            UnixStream::pair().map_err(|e| format!("cannot create a wake-up socket: {e}"))?;
+    pub fn start(dest: Destination, keepalive: Option<Duration>) -> Result<PortMux, StartError> {
+        let (wake, wake_tx) = UnixStream::pair().map_err(StartError::WakeSocket)?;
         for end in [&wake, &wake_tx] {
-            end.set_nonblocking(true)
-                .map_err(|e| format!("cannot make the wake-up socket non-blocking: {e}"))?;
+            end.set_nonblocking(true).map_err(StartError::WakeSocket)?;
         }
         let (tx, mail) = mpsc::channel();
         let mailbox = Mailbox {
@@ -367,16 +391,19 @@ impl PortMux {
             .spawn(move || {
                 mailbox.post(Mail::Connected(id, connect(&dest)));
             });
-        if let Err(e) = spawned {
-            self.connected(
-                id,
-                Err(format!("cannot start a connect thread: {e}")),
-                events,
-            );
+        if let Err(source) = spawned {
+            let label = self.dest.label.clone();
+            let e = PortError::ConnectThread { label, source };
+            self.connected(id, Err(e), events);
         }
     }
 
-    fn connected(&mut self, id: u32, result: Result<TcpStream, String>, events: &mut Vec<Event>) {
+    fn connected(
+        &mut self,
+        id: u32,
+        result: Result<TcpStream, PortError>,
+        events: &mut Vec<Event>,
+    ) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -388,8 +415,7 @@ impl PortMux {
             }
             Err(e) => {
                 log::warn!("session: smux stream {id}: {e}");
-                let flag = FLAG_CONNECT_TO_PORT_ERROR.to_be_bytes().to_vec();
-                events.push(Event::Output(payload_type::FLAG, flag));
+                events.push(Event::Output(Output::ConnectError));
                 events.push(output(encode_control(Cmd::Fin, id)));
                 self.streams.remove(&id);
             }
@@ -432,7 +458,7 @@ impl PortMux {
 }
 
 /// Posts a keep-alive every `every` until the returned sender is dropped.
-fn spawn_keepalive(mailbox: Mailbox, every: Duration) -> Result<Sender<()>, String> {
+fn spawn_keepalive(mailbox: Mailbox, every: Duration) -> Result<Sender<()>, StartError> {
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("smux-keepalive".into())
@@ -443,7 +469,7 @@ fn spawn_keepalive(mailbox: Mailbox, every: Duration) -> Result<Sender<()>, Stri
                 }
             }
         })
-        .map_err(|e| format!("cannot start the smux keep-alive thread: {e}"))?;
+        .map_err(StartError::KeepAlive)?;
     Ok(stop)
 }
 
@@ -484,26 +510,23 @@ impl Plugin for PortMux {
         }
     }
 
-    fn input(&mut self, kind: u32, data: &[u8], events: &mut Vec<Event>) {
+    fn input(&mut self, input: Input<'_>, events: &mut Vec<Event>) {
         if self.ended {
             return;
         }
-        match kind {
-            payload_type::OUTPUT => {
+        match input {
+            Input::Bytes(data) => {
                 self.decoder.push(data);
                 loop {
                     match self.decoder.next_frame() {
                         Ok(Some(frame)) => self.frame(frame, events),
                         Ok(None) => break,
-                        Err(e) => return self.end(events, Ended::Failed(e)),
+                        Err(e) => return self.end(events, Ended::Failed(e.to_string())),
                     }
                 }
             }
-            payload_type::FLAG => match data.try_into().map(u32::from_be_bytes) {
-                Ok(FLAG_TERMINATE_SESSION) => self.end(events, Ended::Success),
-                other => log::debug!("session: ignoring flag {other:?} in a multiplexed session"),
-            },
-            other => log::debug!("session: ignoring input of payload type {other}"),
+            Input::Terminate => self.end(events, Ended::Success),
+            other => log::debug!("session: ignoring {other:?} in a multiplexed session"),
         }
     }
 
@@ -525,6 +548,7 @@ impl Plugin for PortMux {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::datachannel::{self, payload_type};
     use crate::session::port::destination;
     use crate::sys::poll::{PollFd, poll};
     use std::collections::{HashMap, HashSet};
@@ -613,7 +637,7 @@ mod tests {
         ] {
             let mut d = Decoder::default();
             d.push(bad);
-            let e = d.next_frame().unwrap_err();
+            let e = d.next_frame().unwrap_err().to_string();
             assert!(e.contains("smux"), "{e}");
         }
         let mut d = Decoder::default();
@@ -666,7 +690,7 @@ mod tests {
         fn send(&mut self, wire: &[u8]) {
             for piece in wire.chunks(CHUNK) {
                 let mut events = Vec::new();
-                self.mux.input(payload_type::OUTPUT, piece, &mut events);
+                self.mux.input(Input::Bytes(piece), &mut events);
                 self.absorb(events);
             }
         }
@@ -674,7 +698,7 @@ mod tests {
         fn absorb(&mut self, events: Vec<Event>) {
             for event in events {
                 match event {
-                    Event::Output(payload_type::OUTPUT, bytes) => {
+                    Event::Output(Output::Stdout(bytes)) => {
                         self.messages += 1;
                         assert!(bytes.len() <= CHUNK, "message of {} bytes", bytes.len());
                         let frames = decode_all(&bytes);
@@ -692,8 +716,11 @@ mod tests {
                             }
                         }
                     }
-                    Event::Output(payload_type::FLAG, bytes) => self.flags.push(bytes),
-                    Event::Output(kind, _) => panic!("unexpected payload type {kind}"),
+                    Event::Output(other) => {
+                        let (kind, bytes) = datachannel::output(other);
+                        assert_eq!(kind, payload_type::FLAG, "unexpected payload type {kind}");
+                        self.flags.push(bytes);
+                    }
                     Event::End(how) => self.ended = Some(how),
                 }
             }
@@ -904,11 +931,7 @@ mod tests {
 
         let mut client = Client::new(echo_server(), None);
         let mut events = Vec::new();
-        client.mux.input(
-            payload_type::FLAG,
-            &FLAG_TERMINATE_SESSION.to_be_bytes(),
-            &mut events,
-        );
+        client.mux.input(Input::Terminate, &mut events);
         assert_eq!(events, vec![Event::End(Ended::Success)]);
     }
 }

@@ -1,7 +1,7 @@
 //! The session a control-channel `interactive_shell` asks for (docs/protocol.md §4.5.3): its id, type,
 //! inputs and plugin properties, decoded as Go does (case-insensitive keys, bools as strings).
 
-use crate::document::{field, substitute_parameters};
+use crate::document::{DocumentError, field, substitute_parameters};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,39 +81,67 @@ fn text(obj: Option<&Map<String, Value>>, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Decodes the `interactive_shell` payload (an MGSPayload whose `Content` is a JSON string).
-pub fn parse(payload: &[u8]) -> Result<SessionTask, String> {
-    let outer: Value = serde_json::from_slice(payload)
-        .map_err(|e| format!("interactive_shell payload is not JSON: {e}"))?;
+/// Why an `interactive_shell` message cannot start a session (logged: there is no session id
+/// to report it to).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("interactive_shell payload is not JSON: {0}")]
+    PayloadNotJson(#[source] serde_json::Error),
+    #[error("interactive_shell payload has no Content")]
+    NoContent,
+    #[error("session Content is not JSON: {0}")]
+    ContentNotJson(#[source] serde_json::Error),
+    #[error("session Content is not a JSON object")]
+    ContentNotObject,
+    #[error("invalid SessionId {0:?}")]
+    SessionId(String),
+    #[error("session has no DocumentContent")]
+    NoDocument,
+    #[error(
+        "Document with schema version {0} is not supported by this version of ssm agent, please update to latest version"
+    )]
+    Schema(String),
+    #[error("unsupported session type {0:?}")]
+    SessionType(String),
+    /// The document's parameters (the text is the document module's message).
+    #[error(transparent)]
+    Parameters(#[from] DocumentError),
+}
+
+/// The session object inside the `interactive_shell` payload (an MGSPayload whose `Content` is
+/// a JSON string, or the object itself).
+fn content(payload: &[u8]) -> Result<Map<String, Value>, TaskError> {
+    let outer: Value = serde_json::from_slice(payload).map_err(TaskError::PayloadNotJson)?;
     let content = outer
         .as_object()
         .and_then(|o| field(o, "Content"))
-        .ok_or("interactive_shell payload has no Content")?;
+        .ok_or(TaskError::NoContent)?;
     let task: Value = match content {
-        Value::String(s) => {
-            serde_json::from_str(s).map_err(|e| format!("session Content is not JSON: {e}"))?
-        }
+        Value::String(s) => serde_json::from_str(s).map_err(TaskError::ContentNotJson)?,
         other => other.clone(),
     };
-    let task = task
-        .as_object()
-        .ok_or("session Content is not a JSON object")?;
+    match task {
+        Value::Object(task) => Ok(task),
+        _ => Err(TaskError::ContentNotObject),
+    }
+}
+
+/// Decodes the `interactive_shell` payload.
+pub fn parse(payload: &[u8]) -> Result<SessionTask, TaskError> {
+    let task = &content(payload)?;
     let session_id = text(Some(task), "SessionId");
     if session_id.is_empty() || crate::state::safe_file_name(&session_id).is_none() {
-        return Err(format!("invalid SessionId {session_id:?}"));
+        return Err(TaskError::SessionId(session_id));
     }
     let doc = field(task, "DocumentContent")
         .and_then(Value::as_object)
-        .ok_or("session has no DocumentContent")?;
+        .ok_or(TaskError::NoDocument)?;
     let schema = text(Some(doc), "schemaVersion");
     if schema != "1.0" {
-        return Err(format!(
-            "Document with schema version {schema} is not supported by this version of ssm agent, please update to latest version"
-        ));
+        return Err(TaskError::Schema(schema));
     }
     let kind = text(Some(doc), "sessionType");
-    let session_type =
-        SessionType::parse(&kind).ok_or_else(|| format!("unsupported session type {kind:?}"))?;
+    let session_type = SessionType::parse(&kind).ok_or(TaskError::SessionType(kind))?;
     let supplied = field(task, "Parameters")
         .and_then(Value::as_object)
         .cloned()
@@ -122,8 +150,7 @@ pub fn parse(payload: &[u8]) -> Result<SessionTask, String> {
     let inputs = field(doc, "inputs").unwrap_or(&empty);
     let properties = field(doc, "properties").unwrap_or(&none);
     let resolved =
-        substitute_parameters(field(doc, "parameters"), &supplied, &[inputs, properties])
-            .map_err(|e| e.0)?;
+        substitute_parameters(field(doc, "parameters"), &supplied, &[inputs, properties])?;
     let inputs = resolved[0].as_object();
     let properties = match &resolved[1] {
         // Command sessions keep per-OS properties; Port sessions keep them flat.
@@ -223,10 +250,14 @@ mod tests {
 
     #[test]
     fn bad_start_messages_say_why() {
-        assert!(parse(b"nope").unwrap_err().contains("not JSON"));
-        let e = parse(&wrap(json!({ "SessionId": "../x", "DocumentContent": {} }))).unwrap_err();
+        assert!(parse(b"nope").unwrap_err().to_string().contains("not JSON"));
+        let e = parse(&wrap(json!({ "SessionId": "../x", "DocumentContent": {} })))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SessionId"), "{e}");
-        let e = parse(&wrap(json!({ "SessionId": "s", "DocumentContent": { "schemaVersion": "1.0", "sessionType": "Telepathy" } }))).unwrap_err();
+        let e = parse(&wrap(json!({ "SessionId": "s", "DocumentContent": { "schemaVersion": "1.0", "sessionType": "Telepathy" } })))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Telepathy"));
         assert_eq!(
             closed_session_id(br#"{"MessageType":"channel_closed","sessionId":"s-9"}"#).as_deref(),
