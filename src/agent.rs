@@ -2,12 +2,12 @@
 //! everything down in order (stop polling, let running steps finish or stop them, flush replies).
 
 use crate::aws::credentials::Env;
-use crate::aws::endpoint;
-use crate::aws::http::HttpClient;
+use crate::aws::endpoint::{self, EndpointError};
+use crate::aws::http::{HttpClient, HttpError};
 use crate::aws::jsonrpc::JsonClient;
-use crate::config::{COMPATIBLE_AGENT_VERSION, Config};
+use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
-use crate::identity::{self, Identity};
+use crate::identity::{self, Identity, IdentityError};
 use crate::mds::client::{self as mds_client, MdsClient};
 use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
@@ -18,7 +18,7 @@ use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
 use crate::shutdown::Shutdown;
-use crate::state::{ReplySpool, StateDir};
+use crate::state::{ReplySpool, StateDir, StateError};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,44 @@ const IDENTITY_RETRY_MAX: Duration = Duration::from_secs(30);
 const IDENTITY_RETRY_MAX_LATER: Duration = Duration::from_secs(300);
 /// How long replies may take to drain at shutdown; what is left stays spooled for next start.
 const REPLY_FLUSH: Duration = Duration::from_secs(5);
+
+/// Why the agent could not start; logged once, then the process exits with code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("stopped before an identity was found")]
+    StoppedEarly,
+    #[error("cannot set up HTTPS: {0}")]
+    Https(#[from] HttpError),
+    #[error("{service} endpoint: {source}")]
+    Endpoint {
+        service: &'static str,
+        source: EndpointError,
+    },
+    /// `what` names the part that needs a thread, a pipe or a signal handler; all are out of
+    /// the same process limits.
+    #[error("cannot {what}: {source} (check the process and descriptor limits)")]
+    Resource {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Maps an I/O failure while starting `what` to [`AgentError::Resource`].
+fn resource(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Resource { what, source }
+}
+
+/// Maps an endpoint resolution failure for `service` to [`AgentError::Endpoint`].
+fn endpoint_of(service: &'static str) -> impl FnOnce(EndpointError) -> AgentError {
+    move |source| AgentError::Endpoint { service, source }
+}
 
 /// `ssm-lite run`: where the configuration is and where state is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +100,13 @@ fn select_identity(
     env: &Env,
     state_dir: &Path,
     shutdown: &Shutdown,
-) -> Result<Identity, String> {
+) -> Result<Identity, AgentError> {
     let patient_until = Instant::now() + IDENTITY_PATIENCE;
     let mut attempt = 0;
     loop {
         match identity::select(config, http.clone(), env, state_dir) {
             Ok(id) => return Ok(id),
-            Err(e) if e.fatal => return Err(e.to_string()),
+            Err(e) if e.fatal => return Err(e.into()),
             Err(e) => {
                 attempt += 1;
                 let cap = if Instant::now() < patient_until {
@@ -82,18 +120,18 @@ fn select_identity(
                     delay.as_secs()
                 );
                 if shutdown.wait_timeout(delay) {
-                    return Err("stopped before an identity was found".into());
+                    return Err(AgentError::StoppedEarly);
                 }
             }
         }
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, AgentError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
+        .map_err(resource(format!("start thread {name}")))
 }
 
 /// Keeps credentials fresh while nothing uses them (an idle agent on MGS makes few signed calls):
@@ -139,7 +177,7 @@ fn start_mds(
     ctx: &Context<'_>,
     engine: &Arc<Engine>,
     outbox: &Arc<Outbox>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, AgentError> {
     let (config, identity) = (ctx.config, ctx.identity);
     let endpoint = endpoint::resolve(
         mds_client::SIGNING_NAME,
@@ -147,7 +185,7 @@ fn start_mds(
         &config.mds.endpoint,
         &config.agent.service_domain,
     )
-    .map_err(|e| format!("ec2messages endpoint: {e}"))?;
+    .map_err(endpoint_of("ec2messages"))?;
     log::info!("ec2messages endpoint {}", endpoint.url);
     let timeout = Duration::from_millis(config.mds.stop_timeout_millis);
     let client = || {
@@ -184,7 +222,7 @@ fn start_mgs(
     ctx: &Context<'_>,
     jobs: Arc<MgsJobs>,
     control: ControlSender,
-) -> Result<Arc<Sessions>, String> {
+) -> Result<Arc<Sessions>, AgentError> {
     let config = ctx.config;
     let region = if config.mgs.region.is_empty() {
         ctx.region
@@ -197,7 +235,7 @@ fn start_mgs(
         &config.mgs.endpoint,
         &config.agent.service_domain,
     )
-    .map_err(|e| format!("ssmmessages endpoint: {e}"))?;
+    .map_err(endpoint_of("ssmmessages"))?;
     log::info!("ssmmessages endpoint {}", endpoint.url);
     let env = SessionEnv {
         http: ctx.http.clone(),
@@ -213,7 +251,7 @@ fn start_mgs(
             config,
             ctx.identity.credentials.clone(),
         )
-        .map_err(|e| format!("kms endpoint: {e}"))?,
+        .map_err(endpoint_of("kms"))?,
         require_kms_challenge: config.kms.require_kms_challenge_response,
     };
     let sessions = Arc::new(Sessions::new(
@@ -270,8 +308,8 @@ fn denied_ips(ctx: &Context<'_>) -> Vec<String> {
 }
 
 /// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
-pub fn run(args: &RunArgs) -> Result<(), String> {
-    let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+pub fn run(args: &RunArgs) -> Result<(), AgentError> {
+    let config = Config::load(args.config.as_deref())?;
     log::info!(
         "ssm-lite {} starting (advertised as {} {}; upstream-compatible with {COMPATIBLE_AGENT_VERSION})",
         env!("CARGO_PKG_VERSION"),
@@ -287,7 +325,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     }
     let shutdown = Shutdown::new();
     let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        .map_err(resource("install signal handlers"))?;
     let signal_shutdown = shutdown.clone();
     let signal_handle = signals.handle();
     spawn("signals", move || {
@@ -297,8 +335,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         }
     })?;
 
-    let http =
-        Arc::new(HttpClient::for_agent(&config).map_err(|e| format!("cannot set up HTTPS: {e}"))?);
+    let http = Arc::new(HttpClient::for_agent(&config)?);
     let env = Env::capture();
     let identity = select_identity(&config, &http, &env, &args.state_dir, &shutdown)?;
     let (provider, refresher_shutdown) = (identity.credentials.clone(), shutdown.clone());
@@ -310,17 +347,14 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     } else {
         config.agent.region.clone()
     };
-    let state =
-        StateDir::open(&args.state_dir, &identity.instance_id).map_err(|e| e.to_string())?;
+    let state = StateDir::open(&args.state_dir, &identity.instance_id)?;
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
     let channel = ChannelHandle::default();
-    let (spool, leftovers) = ReplySpool::open(&state.replies_dir()).map_err(|e| e.to_string())?;
+    let (spool, leftovers) = ReplySpool::open(&state.replies_dir())?;
     let outbox = Outbox::open(spool, leftovers, channel.clone());
-    let (mgs_spool, mgs_leftovers) =
-        ReplySpool::open(&state.mgs_replies_dir()).map_err(|e| e.to_string())?;
-    let control =
-        ControlSender::new().map_err(|e| format!("cannot set up the control channel: {e}"))?;
+    let (mgs_spool, mgs_leftovers) = ReplySpool::open(&state.mgs_replies_dir())?;
+    let control = ControlSender::new().map_err(resource("set up the control channel"))?;
     let builder = ReplyBuilder {
         agent: AgentInfo::from_config(&config),
         able_to_open_mgs_connection: None,
@@ -357,7 +391,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
             )
             .with_imds_placement(http.clone(), env)
             .spawn()
-            .map_err(|e| format!("cannot start the health thread: {e}"))?;
+            .map_err(resource("start the health thread"))?;
         }
         Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
     }

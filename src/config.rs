@@ -22,48 +22,23 @@ pub const CONFIG_SEARCH_PATH: [&str; 2] = [
 pub const COMPATIBLE_AGENT_VERSION: &str = "3.3.1142.0";
 
 /// Configuration errors name the file and, for JSON errors, the line and column.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("config file {} is not valid JSON at line {line}, column {column}: {message}", path.display())]
     Json {
         path: PathBuf,
         line: usize,
         column: usize,
         message: String,
     },
-    Invalid {
-        path: PathBuf,
-        message: String,
-    },
+    #[error("config file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, error } => {
-                write!(f, "cannot read config file {}: {error}", path.display())
-            }
-            ConfigError::Json {
-                path,
-                line,
-                column,
-                message,
-            } => write!(
-                f,
-                "config file {} is not valid JSON at line {line}, column {column}: {message}",
-                path.display()
-            ),
-            ConfigError::Invalid { path, message } => {
-                write!(f, "config file {}: {message}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileConfig {

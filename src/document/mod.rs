@@ -62,17 +62,11 @@ pub struct Document {
     pub steps: Vec<Step>,
 }
 
-/// The message is the upstream text, sent to the service as `documentTraceOutput`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The message is the upstream text, sent to the service as `documentTraceOutput`: its wording
+/// is upstream's, so it stays one string rather than an enum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct DocumentError(pub String);
-
-impl std::fmt::Display for DocumentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DocumentError {}
 
 /// `appconfig.SupportedDocumentVersions`.
 const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.0.3", "2.2"];
