@@ -1,12 +1,12 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
-use super::payload::{SendCommand, command_id_of};
+use super::payload::{PayloadError, SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
 use super::{OutgoingReply, ReplySink, Stored, Transport};
-use crate::document::{self, Document, ExitAction, Step, Verdict};
+use crate::document::{self, Document, DocumentError, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -351,9 +351,9 @@ impl Inner {
     ) -> Option<Arc<Job>> {
         let (command, document) = match parse(payload, command_id) {
             Ok(parsed) => parsed,
-            Err(trace) => {
-                log::warn!("command {message_id}: rejected: {trace}");
-                self.reject(transport, message_id, Some(file_id), &trace);
+            Err(e) => {
+                log::warn!("command {message_id}: rejected: {e}");
+                self.reject(transport, message_id, Some(file_id), &e.to_string());
                 return None;
             }
         };
@@ -737,7 +737,7 @@ impl Inner {
                         rec.transport,
                         &rec.message_id,
                         Some(&rec.command_id.clone()),
-                        &e,
+                        &e.to_string(),
                     );
                     continue;
                 }
@@ -851,15 +851,26 @@ impl Inner {
     }
 }
 
+/// A command that cannot run; the text is the reply's `documentTraceOutput`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// Upstream's wording for a document with no steps it can run.
+    #[error("Unsupported schema format")]
+    NoSteps,
+}
+
 pub(crate) fn parse(
     payload: &str,
     fallback_command_id: &str,
-) -> Result<(SendCommand, Document), String> {
+) -> Result<(SendCommand, Document), CommandError> {
     let command = SendCommand::parse(payload, fallback_command_id)?;
-    let document =
-        document::parse(&command.document_content, &command.parameters).map_err(|e| e.0)?;
+    let document = document::parse(&command.document_content, &command.parameters)?;
     if document.steps.is_empty() {
-        return Err("Unsupported schema format".into());
+        return Err(CommandError::NoSteps);
     }
     Ok((command, document))
 }
