@@ -121,6 +121,7 @@ pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), Doc
 
 /// Strings are matched as they are, list elements one by one (non-strings as JSON), maps as JSON;
 /// any other value (including a missing one) is an error, as upstream.
+/// The error is one line of upstream's validation message for the reply, hence a string.
 fn check(
     parameter: &Declared,
     pattern: &Pattern,

@@ -12,6 +12,8 @@ const DEFAULT_TIMEOUT_SECONDS: u64 = 3600;
 const MIN_TIMEOUT_SECONDS: i64 = 5;
 const MAX_TIMEOUT_SECONDS: i64 = 172_800;
 
+/// The error is the step's output text, worded as upstream's (`Invalid format in plugin
+/// properties …`), so it stays a string here and in the helpers below that word its reason.
 pub(crate) fn decode(inputs: &Value) -> Result<ShellScriptInput, String> {
     decode_fields(inputs)
         .map_err(|why| format!("Invalid format in plugin properties {inputs};\nerror {why}"))
