@@ -324,8 +324,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
         Err(e) => log::warn!("{e}; sessions may run out of descriptors"),
     }
     let shutdown = Shutdown::new();
-    let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(resource("install signal handlers"))?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT]).map_err(resource("install signal handlers"))?;
     let signal_shutdown = shutdown.clone();
     let signal_handle = signals.handle();
     spawn("signals", move || {

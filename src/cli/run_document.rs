@@ -36,10 +36,14 @@ pub enum RunDocumentError {
 pub fn run_document(args: &RunDocumentArgs) -> Result<bool, RunDocumentError> {
     let config = Config::load(args.config.as_deref())?;
     let path = || args.file.clone();
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|error| RunDocumentError::Read { path: path(), error })?;
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|error| RunDocumentError::Json { path: path(), error })?;
+    let text = std::fs::read_to_string(&args.file).map_err(|error| RunDocumentError::Read {
+        path: path(),
+        error,
+    })?;
+    let doc: Value = serde_json::from_str(&text).map_err(|error| RunDocumentError::Json {
+        path: path(),
+        error,
+    })?;
     let parameters: Map<String, Value> = match &args.parameters {
         None => Map::new(),
         Some(p) => serde_json::from_str(p).map_err(RunDocumentError::Parameters)?,
