@@ -124,10 +124,7 @@ pub fn substitute_parameters(
 /// `content` is the `DocumentContent` object; `parameters` the caller's values.
 pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Document, DocumentError> {
     let Value::Object(content) = content else {
-        return Err(invalid(
-            "DocumentContent",
-            &format!("must be a JSON object, found {}", kind(content)),
-        ));
+        return Err(wrong_kind("DocumentContent", "a JSON object", content));
     };
     let schema_version = string_field(content, "schemaVersion")
         .map_err(|why| invalid("DocumentContent", &why))?
@@ -171,10 +168,7 @@ fn steps_v1(
         None => return Ok(Vec::new()),
         Some(Value::Object(plugins)) => plugins,
         Some(other) => {
-            return Err(invalid(
-                "runtimeConfig",
-                &format!("must be an object, found {}", kind(other)),
-            ));
+            return Err(wrong_kind("runtimeConfig", "an object", other));
         }
     };
     let mut steps = Vec::with_capacity(plugins.len());
@@ -184,10 +178,7 @@ fn steps_v1(
             Value::Null => None,
             other => {
                 let path = format!("runtimeConfig.{plugin}");
-                return Err(invalid(
-                    &path,
-                    &format!("must be an object, found {}", kind(other)),
-                ));
+                return Err(wrong_kind(&path, "an object", other));
             }
         };
         let verdict = verdict(false, plugin, plugin, &[], values);
@@ -212,10 +203,7 @@ fn steps_v2(
         None => return Ok(Vec::new()),
         Some(Value::Array(entries)) => entries,
         Some(other) => {
-            return Err(invalid(
-                "mainSteps",
-                &format!("must be an array, found {}", kind(other)),
-            ));
+            return Err(wrong_kind("mainSteps", "an array", other));
         }
     };
     let preconditions_enabled = schema == PRECONDITION_SCHEMA;
@@ -223,10 +211,7 @@ fn steps_v2(
     for (index, entry) in entries.iter().enumerate() {
         let path = format!("mainSteps[{index}]");
         let Value::Object(entry) = entry else {
-            return Err(invalid(
-                &path,
-                &format!("must be an object, found {}", kind(entry)),
-            ));
+            return Err(wrong_kind(&path, "an object", entry));
         };
         let text = |key| string_field(entry, key).map_err(|why| invalid(&path, &why));
         let plugin = text("action")?.unwrap_or_default().to_owned();
@@ -443,6 +428,21 @@ pub(crate) fn kind(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// [`invalid`] for a value of the wrong JSON type: `want` is what `place` must hold.
+pub(crate) fn wrong_kind(place: &str, want: &str, found: &Value) -> DocumentError {
+    invalid(place, &format!("must be {want}, found {}", kind(found)))
+}
+
+/// A string list element or map value as Go decodes it into a string: `null` is empty, any
+/// other non-string is returned as the error, for the caller to name its place.
+pub(crate) fn text_or_empty(value: &Value) -> Result<String, &Value> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Null => Ok(String::new()),
+        other => Err(other),
     }
 }
 

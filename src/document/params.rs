@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::pattern::Pattern;
-use super::{DocumentError, field, invalid, kind, string_field};
+use super::{DocumentError, field, invalid, kind, string_field, wrong_kind};
 
 /// Parameter name → value, after dropping invalid names and adding defaults.
 pub(crate) type Values = Map<String, Value>;
@@ -26,10 +26,7 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
         return Ok(Vec::new());
     };
     let Value::Object(parameters) = parameters else {
-        return Err(invalid(
-            "parameters",
-            &format!("must be an object, found {}", kind(parameters)),
-        ));
+        return Err(wrong_kind("parameters", "an object", parameters));
     };
     let mut out = Vec::with_capacity(parameters.len());
     for (name, definition) in parameters {
@@ -38,10 +35,7 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
             Value::Object(definition) => definition,
             Value::Null => &Map::new(),
             other => {
-                return Err(invalid(
-                    &path,
-                    &format!("must be an object, found {}", kind(other)),
-                ));
+                return Err(wrong_kind(&path, "an object", other));
             }
         };
         let text = |key| string_field(definition, key).map_err(|why| invalid(&path, &why));
