@@ -9,8 +9,9 @@ use super::{OutgoingReply, ReplySink, Stored, Transport};
 use crate::document::{self, Document, DocumentError, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
+use crate::sync::{self, lock};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -131,10 +132,6 @@ struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
     workers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Engine {
@@ -263,15 +260,11 @@ impl Inner {
         let deadline = Instant::now() + timeout;
         let mut q = lock(&self.queue);
         while !ready(&q) {
-            let now = Instant::now();
-            if now >= deadline {
+            let (guard, passed) = sync::wait_until(&self.changed, q, deadline);
+            if passed {
                 return false;
             }
-            q = self
-                .changed
-                .wait_timeout(q, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            q = guard;
         }
         true
     }
@@ -484,15 +477,13 @@ impl Inner {
                         break job;
                     }
                     if lock(&self.unsaved).is_empty() {
-                        q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                        q = sync::wait(&self.changed, q);
                         continue;
                     }
-                    let (guard, waited) = self
-                        .changed
-                        .wait_timeout(q, RETRY_UNSAVED)
-                        .unwrap_or_else(|e| e.into_inner());
+                    let (guard, passed) =
+                        sync::wait_until(&self.changed, q, Instant::now() + RETRY_UNSAVED);
                     q = guard;
-                    if waited.timed_out() {
+                    if passed {
                         drop(q);
                         self.retry_unsaved();
                         q = lock(&self.queue);
@@ -1121,7 +1112,7 @@ mod tests {
             MemorySink::default().spool(message_id, payload, terminal)
         }
         fn send(&self, reply: OutgoingReply) {
-            self.0.lock().unwrap().push(reply);
+            lock(&self.0).push(reply);
         }
         fn has_terminal_reply(&self, _message_id: &str) -> bool {
             false
@@ -1150,7 +1141,7 @@ mod tests {
             }
             assert!(engine.wait_idle(Duration::from_secs(30)));
             engine.shutdown(Duration::ZERO);
-            std::mem::take(&mut *sink.0.lock().unwrap())
+            std::mem::take(&mut *lock(&sink.0))
         };
         let sent = start(&payload(json!([step("one", &["echo one"], json!({}))])))
             .pop()

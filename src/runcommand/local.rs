@@ -2,6 +2,7 @@
 
 use super::{Engine, EngineConfig, Offer, OutgoingReply, ReplySink, Transport};
 use crate::state::StateDir;
+use crate::sync::lock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,18 +14,14 @@ pub struct MemorySink {
 
 impl MemorySink {
     pub fn replies(&self) -> Vec<(String, bool)> {
-        self.replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.replies)
             .clone()
     }
 }
 
 impl ReplySink for MemorySink {
     fn accepted(&self, _message_id: &str, receipt: String) {
-        self.replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.replies)
             .push((receipt, false));
     }
     fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
@@ -40,9 +37,7 @@ impl ReplySink for MemorySink {
         if let Some(stored) = &reply.stored {
             stored.release(); // delivered: the caller has it
         }
-        self.replies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.replies)
             .push((reply.payload, reply.terminal));
     }
     fn has_terminal_reply(&self, _message_id: &str) -> bool {
