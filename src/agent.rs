@@ -307,9 +307,8 @@ fn denied_ips(ctx: &Context<'_>) -> Vec<String> {
     denied
 }
 
-/// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
-pub fn run(args: &RunArgs) -> Result<(), AgentError> {
-    let config = Config::load(args.config.as_deref())?;
+/// Logs what is starting and raises the descriptor limit sessions need.
+fn announce(config: &Config) {
     log::info!(
         "ssm-lite {} starting (advertised as {} {}; upstream-compatible with {COMPATIBLE_AGENT_VERSION})",
         env!("CARGO_PKG_VERSION"),
@@ -323,18 +322,48 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
         Ok(_) => {}
         Err(e) => log::warn!("{e}; sessions may run out of descriptors"),
     }
-    let shutdown = Shutdown::new();
+}
+
+/// The first SIGTERM or SIGINT triggers `shutdown`; the handle closes the signal thread.
+fn watch_signals(shutdown: &Shutdown) -> Result<signal_hook::iterator::Handle, AgentError> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT]).map_err(resource("install signal handlers"))?;
-    let signal_shutdown = shutdown.clone();
-    let signal_handle = signals.handle();
+    let (shutdown, handle) = (shutdown.clone(), signals.handle());
     spawn("signals", move || {
         if let Some(sig) = signals.forever().next() {
             log::info!("received signal {sig}; shutting down");
-            signal_shutdown.trigger();
+            shutdown.trigger();
         }
     })?;
+    Ok(handle)
+}
 
+/// Health pings to ssm; without an ssm endpoint the agent runs on, without them.
+fn start_health(ctx: &Context<'_>, env: Env) -> Result<(), AgentError> {
+    match health::ssm_client(ctx.http.clone(), ctx.identity, ctx.config) {
+        Ok(ssm) => {
+            Health::new(
+                ssm,
+                ctx.identity.clone(),
+                ctx.config.clone(),
+                ctx.channel.clone(),
+                ctx.shutdown.clone(),
+            )
+            .with_imds_placement(ctx.http.clone(), env)
+            .spawn()
+            .map_err(resource("start the health thread"))?;
+        }
+        Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
+    }
+    Ok(())
+}
+
+/// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
+pub fn run(args: &RunArgs) -> Result<(), AgentError> {
+    let config = Config::load(args.config.as_deref())?;
+    announce(&config);
+    let shutdown = Shutdown::new();
+    let signal_handle = watch_signals(&shutdown)?;
     let http = Arc::new(HttpClient::for_agent(&config)?);
     let env = Env::capture();
     let identity = select_identity(&config, &http, &env, &args.state_dir, &shutdown)?;
@@ -380,21 +409,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let sender = start_mds(&ctx, &engine, &outbox)?;
     let sessions = start_mgs(&ctx, jobs, control)?;
 
-    match health::ssm_client(http.clone(), &identity, &config) {
-        Ok(ssm) => {
-            Health::new(
-                ssm,
-                identity.clone(),
-                config.clone(),
-                channel.clone(),
-                shutdown.clone(),
-            )
-            .with_imds_placement(http.clone(), env)
-            .spawn()
-            .map_err(resource("start the health thread"))?;
-        }
-        Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
-    }
+    start_health(&ctx, env)?;
 
     log::info!(
         "ssm-lite is running as {} in {region}",
@@ -402,19 +417,41 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     );
     while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
 
-    // The poll thread may sit in a long poll for up to Mds.StopTimeoutMillis; it is not joined.
-    // Anything it receives from now on is refused by the closed engine and redelivered later.
-    let grace = Duration::from_millis(config.mds.stop_timeout_millis);
-    sessions.shutdown(grace);
-    engine.shutdown(grace);
-    outbox.close(Instant::now() + REPLY_FLUSH);
-    let _ = sender.join();
+    let running = Running {
+        sessions,
+        engine,
+        outbox,
+        sender,
+    };
+    running.stop(Duration::from_millis(config.mds.stop_timeout_millis));
     signal_handle.close();
-    if !outbox.is_empty() {
-        log::warn!(
-            "some replies could not be sent before exit; they stay spooled and go out at the next start"
-        );
-    }
     log::info!("ssm-lite stopped");
     Ok(())
+}
+
+/// What runs once the agent is up, stopped in this order at shutdown.
+struct Running {
+    sessions: Arc<Sessions>,
+    engine: Arc<Engine>,
+    outbox: Arc<Outbox>,
+    /// The ec2messages reply sender, joined once the outbox is closed.
+    sender: JoinHandle<()>,
+}
+
+impl Running {
+    /// Sessions and steps get `grace` to end, then the outbox `REPLY_FLUSH` to drain.
+    fn stop(self, grace: Duration) {
+        // The poll thread may sit in a long poll for up to Mds.StopTimeoutMillis; it is not
+        // joined. Anything it receives from now on is refused by the closed engine and
+        // redelivered later.
+        self.sessions.shutdown(grace);
+        self.engine.shutdown(grace);
+        self.outbox.close(Instant::now() + REPLY_FLUSH);
+        let _ = self.sender.join();
+        if !self.outbox.is_empty() {
+            log::warn!(
+                "some replies could not be sent before exit; they stay spooled and go out at the next start"
+            );
+        }
+    }
 }

@@ -14,15 +14,13 @@ pub struct MemorySink {
 
 impl MemorySink {
     pub fn replies(&self) -> Vec<(String, bool)> {
-        lock(&self.replies)
-            .clone()
+        lock(&self.replies).clone()
     }
 }
 
 impl ReplySink for MemorySink {
     fn accepted(&self, _message_id: &str, receipt: String) {
-        lock(&self.replies)
-            .push((receipt, false));
+        lock(&self.replies).push((receipt, false));
     }
     fn spool(&self, message_id: &str, payload: String, terminal: bool) -> OutgoingReply {
         OutgoingReply {
@@ -37,8 +35,7 @@ impl ReplySink for MemorySink {
         if let Some(stored) = &reply.stored {
             stored.release(); // delivered: the caller has it
         }
-        lock(&self.replies)
-            .push((reply.payload, reply.terminal));
+        lock(&self.replies).push((reply.payload, reply.terminal));
     }
     fn has_terminal_reply(&self, _message_id: &str) -> bool {
         false
