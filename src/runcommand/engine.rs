@@ -559,46 +559,57 @@ impl Inner {
         match &step.verdict {
             Verdict::Skip(text) => steps::without_running(step, Status::Skipped, 0, text),
             Verdict::Fail(text) => steps::without_running(step, Status::Failed, 1, text),
-            Verdict::Run => {
-                let started = crate::timefmt::iso8601_ms(std::time::SystemTime::now());
-                rec.running = Some(RunningStep {
-                    index,
-                    process_group: None,
-                    started,
-                });
-                self.save(rec, true);
-                log::info!(
-                    "command {}: step {} ({}) started",
-                    job.message_id,
-                    step.id,
-                    step.plugin
-                );
-                let t0 = Instant::now();
-                let env = StepEnv {
-                    command_dir: dir,
-                    env: &job.env,
-                    stop: &job.stop,
-                    max_output_bytes: self.cfg.max_step_output,
-                    delete_output: self.cfg.delete_step_output,
-                };
-                let mut on_start = |pgid: crate::sys::Pid| {
-                    if let Some(r) = rec.running.as_mut() {
-                        r.process_group = Some(pgid.as_raw());
-                    }
-                    self.save(rec, false);
-                };
-                let result = steps::run_step(step, &env, &mut on_start);
-                log::info!(
-                    "command {}: step {} finished: {} (code {}) in {} ms",
-                    job.message_id,
-                    step.id,
-                    result.status.as_str(),
-                    result.code,
-                    t0.elapsed().as_millis()
-                );
-                result
-            }
+            Verdict::Run => self.run_step(job, rec, step, index, dir),
         }
+    }
+
+    /// Runs a step whose verdict is Run, recording its start and process group as it goes, so
+    /// that a crash in between is reported at once (docs/protocol.md §9 item 13).
+    fn run_step(
+        &self,
+        job: &Job,
+        rec: &mut CommandRecord,
+        step: &Step,
+        index: usize,
+        dir: &std::path::Path,
+    ) -> PluginResult {
+        let started = crate::timefmt::iso8601_ms(std::time::SystemTime::now());
+        rec.running = Some(RunningStep {
+            index,
+            process_group: None,
+            started,
+        });
+        self.save(rec, true);
+        log::info!(
+            "command {}: step {} ({}) started",
+            job.message_id,
+            step.id,
+            step.plugin
+        );
+        let t0 = Instant::now();
+        let env = StepEnv {
+            command_dir: dir,
+            env: &job.env,
+            stop: &job.stop,
+            max_output_bytes: self.cfg.max_step_output,
+            delete_output: self.cfg.delete_step_output,
+        };
+        let mut on_start = |pgid: crate::sys::Pid| {
+            if let Some(r) = rec.running.as_mut() {
+                r.process_group = Some(pgid.as_raw());
+            }
+            self.save(rec, false);
+        };
+        let result = steps::run_step(step, &env, &mut on_start);
+        log::info!(
+            "command {}: step {} finished: {} (code {}) in {} ms",
+            job.message_id,
+            step.id,
+            result.status.as_str(),
+            result.code,
+            t0.elapsed().as_millis()
+        );
+        result
     }
 
     /// Records a step's result, applies the document's control flow, sends the step reply.
