@@ -315,25 +315,9 @@ fn verdict(
 ) -> Verdict {
     let registered = LINUX_PLUGINS.contains(&plugin);
     let known = registered || OTHER_KNOWN_PLUGINS.contains(&plugin);
-    let unknown = || {
-        Verdict::Fail(format!(
-            "Plugin with name {plugin} is not supported by this version of ssm agent, please update to latest version. Step name: {id}"
-        ))
-    };
-    let unsupported = || {
-        Verdict::Skip(format!(
-            "Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"
-        ))
-    };
-    let run = || match plugin == SHELL_PLUGIN {
-        true => Verdict::Run,
-        false => Verdict::Fail(format!(
-            "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
-        )),
-    };
     if !preconditions_enabled {
         return if !known {
-            unknown()
+            unknown_plugin(plugin, id)
         } else if !preconditions.is_empty() {
             Verdict::Fail(format!(
                 "Precondition is not supported for document schema version prior to 2.2. Step name: {id}"
@@ -343,25 +327,32 @@ fn verdict(
                 "Plugin with name {plugin} not found. Step name: {id}"
             ))
         } else {
-            run()
+            run_plugin(plugin, id)
         };
     }
     if preconditions.is_empty() {
         return if !known {
-            unknown()
+            unknown_plugin(plugin, id)
         } else if registered {
-            run()
+            run_plugin(plugin, id)
         } else {
-            unsupported()
+            unsupported_plugin(plugin, id)
         };
     }
     let outcome = precondition::evaluate(preconditions, values);
-    let notes = outcome.notes.join(", ");
     if outcome.allowed && !known {
-        unknown()
-    } else if !registered {
-        unsupported()
-    } else if !outcome.allowed {
+        return unknown_plugin(plugin, id);
+    }
+    if !registered {
+        return unsupported_plugin(plugin, id);
+    }
+    precondition_verdict(&outcome, plugin, id)
+}
+
+/// A registered plugin's verdict once its preconditions are evaluated.
+fn precondition_verdict(outcome: &precondition::Outcome, plugin: &str, id: &str) -> Verdict {
+    let notes = outcome.notes.join(", ");
+    if !outcome.allowed {
         Verdict::Skip(format!(
             "Step execution skipped due to unsatisfied preconditions: '{notes}'. Step name: {id}"
         ))
@@ -370,7 +361,31 @@ fn verdict(
             "Unrecognized precondition(s): '{notes}', please update agent to latest version. Step name: {id}"
         ))
     } else {
-        run()
+        run_plugin(plugin, id)
+    }
+}
+
+/// Upstream's words for a plugin on none of its lists.
+fn unknown_plugin(plugin: &str, id: &str) -> Verdict {
+    Verdict::Fail(format!(
+        "Plugin with name {plugin} is not supported by this version of ssm agent, please update to latest version. Step name: {id}"
+    ))
+}
+
+/// Upstream's words for a plugin known on other platforms only.
+fn unsupported_plugin(plugin: &str, id: &str) -> Verdict {
+    Verdict::Skip(format!(
+        "Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"
+    ))
+}
+
+/// A Linux plugin: runs if ssm-lite implements it.
+fn run_plugin(plugin: &str, id: &str) -> Verdict {
+    match plugin == SHELL_PLUGIN {
+        true => Verdict::Run,
+        false => Verdict::Fail(format!(
+            "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
+        )),
     }
 }
 
