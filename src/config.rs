@@ -531,13 +531,17 @@ const U64S: &[Uint<u64>] = &[
 ];
 
 /// A parse failure: either the text is not JSON, or a known key has a value of the wrong type.
-#[derive(Debug)]
+/// [`ConfigError`] adds the file's path to it.
+#[derive(Debug, thiserror::Error)]
 pub enum JsonOrShape {
+    #[error("not valid JSON at line {line}, column {column}: {message}")]
     Json {
         line: usize,
         column: usize,
         message: String,
     },
+    /// Names the key and what it must hold, e.g. `Mds.CommandWorkersLimit must be a whole number`.
+    #[error("{0}")]
     Shape(String),
 }
 
