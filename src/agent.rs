@@ -2,12 +2,12 @@
 //! everything down in order (stop polling, let running steps finish or stop them, flush replies).
 
 use crate::aws::credentials::Env;
-use crate::aws::endpoint;
-use crate::aws::http::HttpClient;
+use crate::aws::endpoint::{self, EndpointError};
+use crate::aws::http::{HttpClient, HttpError};
 use crate::aws::jsonrpc::JsonClient;
-use crate::config::{COMPATIBLE_AGENT_VERSION, Config};
+use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
-use crate::identity::{self, Identity};
+use crate::identity::{self, Identity, IdentityError};
 use crate::mds::client::{self as mds_client, MdsClient};
 use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
@@ -18,7 +18,7 @@ use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
 use crate::shutdown::Shutdown;
-use crate::state::{ReplySpool, StateDir};
+use crate::state::{ReplySpool, StateDir, StateError};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,44 @@ const IDENTITY_RETRY_MAX: Duration = Duration::from_secs(30);
 const IDENTITY_RETRY_MAX_LATER: Duration = Duration::from_secs(300);
 /// How long replies may take to drain at shutdown; what is left stays spooled for next start.
 const REPLY_FLUSH: Duration = Duration::from_secs(5);
+
+/// Why the agent could not start; logged once, then the process exits with code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("stopped before an identity was found")]
+    StoppedEarly,
+    #[error("cannot set up HTTPS: {0}")]
+    Https(#[from] HttpError),
+    #[error("{service} endpoint: {source}")]
+    Endpoint {
+        service: &'static str,
+        source: EndpointError,
+    },
+    /// `what` names the part that needs a thread, a pipe or a signal handler; all are out of
+    /// the same process limits.
+    #[error("cannot {what}: {source} (check the process and descriptor limits)")]
+    Resource {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Maps an I/O failure while starting `what` to [`AgentError::Resource`].
+fn resource(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Resource { what, source }
+}
+
+/// Maps an endpoint resolution failure for `service` to [`AgentError::Endpoint`].
+fn endpoint_of(service: &'static str) -> impl FnOnce(EndpointError) -> AgentError {
+    move |source| AgentError::Endpoint { service, source }
+}
 
 /// `ssm-lite run`: where the configuration is and where state is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +100,13 @@ fn select_identity(
     env: &Env,
     state_dir: &Path,
     shutdown: &Shutdown,
-) -> Result<Identity, String> {
+) -> Result<Identity, AgentError> {
     let patient_until = Instant::now() + IDENTITY_PATIENCE;
     let mut attempt = 0;
     loop {
         match identity::select(config, http.clone(), env, state_dir) {
             Ok(id) => return Ok(id),
-            Err(e) if e.fatal => return Err(e.to_string()),
+            Err(e) if e.fatal => return Err(e.into()),
             Err(e) => {
                 attempt += 1;
                 let cap = if Instant::now() < patient_until {
@@ -82,18 +120,18 @@ fn select_identity(
                     delay.as_secs()
                 );
                 if shutdown.wait_timeout(delay) {
-                    return Err("stopped before an identity was found".into());
+                    return Err(AgentError::StoppedEarly);
                 }
             }
         }
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, AgentError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|e| format!("cannot start thread {name}: {e}"))
+        .map_err(resource(format!("start thread {name}")))
 }
 
 /// Keeps credentials fresh while nothing uses them (an idle agent on MGS makes few signed calls):
@@ -139,7 +177,7 @@ fn start_mds(
     ctx: &Context<'_>,
     engine: &Arc<Engine>,
     outbox: &Arc<Outbox>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, AgentError> {
     let (config, identity) = (ctx.config, ctx.identity);
     let endpoint = endpoint::resolve(
         mds_client::SIGNING_NAME,
@@ -147,7 +185,7 @@ fn start_mds(
         &config.mds.endpoint,
         &config.agent.service_domain,
     )
-    .map_err(|e| format!("ec2messages endpoint: {e}"))?;
+    .map_err(endpoint_of("ec2messages"))?;
     log::info!("ec2messages endpoint {}", endpoint.url);
     let timeout = Duration::from_millis(config.mds.stop_timeout_millis);
     let client = || {
@@ -184,7 +222,7 @@ fn start_mgs(
     ctx: &Context<'_>,
     jobs: Arc<MgsJobs>,
     control: ControlSender,
-) -> Result<Arc<Sessions>, String> {
+) -> Result<Arc<Sessions>, AgentError> {
     let config = ctx.config;
     let region = if config.mgs.region.is_empty() {
         ctx.region
@@ -197,7 +235,7 @@ fn start_mgs(
         &config.mgs.endpoint,
         &config.agent.service_domain,
     )
-    .map_err(|e| format!("ssmmessages endpoint: {e}"))?;
+    .map_err(endpoint_of("ssmmessages"))?;
     log::info!("ssmmessages endpoint {}", endpoint.url);
     let env = SessionEnv {
         http: ctx.http.clone(),
@@ -213,7 +251,7 @@ fn start_mgs(
             config,
             ctx.identity.credentials.clone(),
         )
-        .map_err(|e| format!("kms endpoint: {e}"))?,
+        .map_err(endpoint_of("kms"))?,
         require_kms_challenge: config.kms.require_kms_challenge_response,
     };
     let sessions = Arc::new(Sessions::new(
@@ -269,9 +307,8 @@ fn denied_ips(ctx: &Context<'_>) -> Vec<String> {
     denied
 }
 
-/// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
-pub fn run(args: &RunArgs) -> Result<(), String> {
-    let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
+/// Logs what is starting and raises the descriptor limit sessions need.
+fn announce(config: &Config) {
     log::info!(
         "ssm-lite {} starting (advertised as {} {}; upstream-compatible with {COMPATIBLE_AGENT_VERSION})",
         env!("CARGO_PKG_VERSION"),
@@ -285,20 +322,49 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => log::warn!("{e}; sessions may run out of descriptors"),
     }
-    let shutdown = Shutdown::new();
-    let mut signals = Signals::new([SIGTERM, SIGINT])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let signal_shutdown = shutdown.clone();
-    let signal_handle = signals.handle();
+}
+
+/// The first SIGTERM or SIGINT triggers `shutdown`; the handle closes the signal thread.
+fn watch_signals(shutdown: &Shutdown) -> Result<signal_hook::iterator::Handle, AgentError> {
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT]).map_err(resource("install signal handlers"))?;
+    let (shutdown, handle) = (shutdown.clone(), signals.handle());
     spawn("signals", move || {
         if let Some(sig) = signals.forever().next() {
             log::info!("received signal {sig}; shutting down");
-            signal_shutdown.trigger();
+            shutdown.trigger();
         }
     })?;
+    Ok(handle)
+}
 
-    let http =
-        Arc::new(HttpClient::for_agent(&config).map_err(|e| format!("cannot set up HTTPS: {e}"))?);
+/// Health pings to ssm; without an ssm endpoint the agent runs on, without them.
+fn start_health(ctx: &Context<'_>, env: Env) -> Result<(), AgentError> {
+    match health::ssm_client(ctx.http.clone(), ctx.identity, ctx.config) {
+        Ok(ssm) => {
+            Health::new(
+                ssm,
+                ctx.identity.clone(),
+                ctx.config.clone(),
+                ctx.channel.clone(),
+                ctx.shutdown.clone(),
+            )
+            .with_imds_placement(ctx.http.clone(), env)
+            .spawn()
+            .map_err(resource("start the health thread"))?;
+        }
+        Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
+    }
+    Ok(())
+}
+
+/// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
+pub fn run(args: &RunArgs) -> Result<(), AgentError> {
+    let config = Config::load(args.config.as_deref())?;
+    announce(&config);
+    let shutdown = Shutdown::new();
+    let signal_handle = watch_signals(&shutdown)?;
+    let http = Arc::new(HttpClient::for_agent(&config)?);
     let env = Env::capture();
     let identity = select_identity(&config, &http, &env, &args.state_dir, &shutdown)?;
     let (provider, refresher_shutdown) = (identity.credentials.clone(), shutdown.clone());
@@ -310,17 +376,14 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     } else {
         config.agent.region.clone()
     };
-    let state =
-        StateDir::open(&args.state_dir, &identity.instance_id).map_err(|e| e.to_string())?;
+    let state = StateDir::open(&args.state_dir, &identity.instance_id)?;
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
     let channel = ChannelHandle::default();
-    let (spool, leftovers) = ReplySpool::open(&state.replies_dir()).map_err(|e| e.to_string())?;
+    let (spool, leftovers) = ReplySpool::open(&state.replies_dir())?;
     let outbox = Outbox::open(spool, leftovers, channel.clone());
-    let (mgs_spool, mgs_leftovers) =
-        ReplySpool::open(&state.mgs_replies_dir()).map_err(|e| e.to_string())?;
-    let control =
-        ControlSender::new().map_err(|e| format!("cannot set up the control channel: {e}"))?;
+    let (mgs_spool, mgs_leftovers) = ReplySpool::open(&state.mgs_replies_dir())?;
+    let control = ControlSender::new().map_err(resource("set up the control channel"))?;
     let builder = ReplyBuilder {
         agent: AgentInfo::from_config(&config),
         able_to_open_mgs_connection: None,
@@ -346,21 +409,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let sender = start_mds(&ctx, &engine, &outbox)?;
     let sessions = start_mgs(&ctx, jobs, control)?;
 
-    match health::ssm_client(http.clone(), &identity, &config) {
-        Ok(ssm) => {
-            Health::new(
-                ssm,
-                identity.clone(),
-                config.clone(),
-                channel.clone(),
-                shutdown.clone(),
-            )
-            .with_imds_placement(http.clone(), env)
-            .spawn()
-            .map_err(|e| format!("cannot start the health thread: {e}"))?;
-        }
-        Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
-    }
+    start_health(&ctx, env)?;
 
     log::info!(
         "ssm-lite is running as {} in {region}",
@@ -368,19 +417,41 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     );
     while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
 
-    // The poll thread may sit in a long poll for up to Mds.StopTimeoutMillis; it is not joined.
-    // Anything it receives from now on is refused by the closed engine and redelivered later.
-    let grace = Duration::from_millis(config.mds.stop_timeout_millis);
-    sessions.shutdown(grace);
-    engine.shutdown(grace);
-    outbox.close(Instant::now() + REPLY_FLUSH);
-    let _ = sender.join();
+    let running = Running {
+        sessions,
+        engine,
+        outbox,
+        sender,
+    };
+    running.stop(Duration::from_millis(config.mds.stop_timeout_millis));
     signal_handle.close();
-    if !outbox.is_empty() {
-        log::warn!(
-            "some replies could not be sent before exit; they stay spooled and go out at the next start"
-        );
-    }
     log::info!("ssm-lite stopped");
     Ok(())
+}
+
+/// What runs once the agent is up, stopped in this order at shutdown.
+struct Running {
+    sessions: Arc<Sessions>,
+    engine: Arc<Engine>,
+    outbox: Arc<Outbox>,
+    /// The ec2messages reply sender, joined once the outbox is closed.
+    sender: JoinHandle<()>,
+}
+
+impl Running {
+    /// Sessions and steps get `grace` to end, then the outbox `REPLY_FLUSH` to drain.
+    fn stop(self, grace: Duration) {
+        // The poll thread may sit in a long poll for up to Mds.StopTimeoutMillis; it is not
+        // joined. Anything it receives from now on is refused by the closed engine and
+        // redelivered later.
+        self.sessions.shutdown(grace);
+        self.engine.shutdown(grace);
+        self.outbox.close(Instant::now() + REPLY_FLUSH);
+        let _ = self.sender.join();
+        if !self.outbox.is_empty() {
+            log::warn!(
+                "some replies could not be sent before exit; they stay spooled and go out at the next start"
+            );
+        }
+    }
 }

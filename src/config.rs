@@ -22,48 +22,23 @@ pub const CONFIG_SEARCH_PATH: [&str; 2] = [
 pub const COMPATIBLE_AGENT_VERSION: &str = "3.3.1142.0";
 
 /// Configuration errors name the file and, for JSON errors, the line and column.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
         error: std::io::Error,
     },
+    #[error("config file {} is not valid JSON at line {line}, column {column}: {message}", path.display())]
     Json {
         path: PathBuf,
         line: usize,
         column: usize,
         message: String,
     },
-    Invalid {
-        path: PathBuf,
-        message: String,
-    },
+    #[error("config file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, error } => {
-                write!(f, "cannot read config file {}: {error}", path.display())
-            }
-            ConfigError::Json {
-                path,
-                line,
-                column,
-                message,
-            } => write!(
-                f,
-                "config file {} is not valid JSON at line {line}, column {column}: {message}",
-                path.display()
-            ),
-            ConfigError::Invalid { path, message } => {
-                write!(f, "config file {}: {message}", path.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileConfig {
@@ -305,94 +280,18 @@ impl Config {
         }
         let mut c = Config::default();
         let r = Reader { root: &root };
-        r.bool("Profile", "ShareCreds", &mut c.profile.share_creds)?;
-        r.string("Profile", "ShareProfile", &mut c.profile.share_profile)?;
-        r.uint(
-            "Profile",
-            "KeyAutoRotateDays",
-            &mut c.profile.key_auto_rotate_days,
-        )?;
-        r.string("Mds", "Endpoint", &mut c.mds.endpoint)?;
-        r.uint(
-            "Mds",
-            "CommandWorkersLimit",
-            &mut c.mds.command_workers_limit,
-        )?;
-        r.uint(
-            "Mds",
-            "CommandWorkerBufferLimit",
-            &mut c.mds.command_worker_buffer_limit,
-        )?;
-        r.uint("Mds", "StopTimeoutMillis", &mut c.mds.stop_timeout_millis)?;
-        r.uint("Mds", "CommandRetryLimit", &mut c.mds.command_retry_limit)?;
-        r.string("Ssm", "Endpoint", &mut c.ssm.endpoint)?;
-        r.uint(
-            "Ssm",
-            "HealthFrequencyMinutes",
-            &mut c.ssm.health_frequency_minutes,
-        )?;
-        r.uint(
-            "Ssm",
-            "RunCommandLogsRetentionDurationHours",
-            &mut c.ssm.run_command_logs_retention_duration_hours,
-        )?;
-        r.uint(
-            "Ssm",
-            "RunCommandLogsMaxStepOutputMiB",
-            &mut c.ssm.run_command_logs_max_step_output_mib,
-        )?;
-        r.uint(
-            "Ssm",
-            "RunCommandLogsMaxTotalMiB",
-            &mut c.ssm.run_command_logs_max_total_mib,
-        )?;
-        r.string(
-            "Ssm",
-            "PluginLocalOutputCleanup",
-            &mut c.ssm.plugin_local_output_cleanup,
-        )?;
-        r.string(
-            "Ssm",
-            "OrchestrationDirectoryCleanup",
-            &mut c.ssm.orchestration_directory_cleanup,
-        )?;
-        r.string("Mgs", "Region", &mut c.mgs.region)?;
-        r.string("Mgs", "Endpoint", &mut c.mgs.endpoint)?;
-        r.uint("Mgs", "StopTimeoutMillis", &mut c.mgs.stop_timeout_millis)?;
-        r.uint(
-            "Mgs",
-            "SessionWorkersLimit",
-            &mut c.mgs.session_workers_limit,
-        )?;
-        r.strings(
-            "Mgs",
-            "DeniedPortForwardingRemoteIPs",
-            &mut c.mgs.denied_port_forwarding_remote_ips,
-        )?;
-        r.string("Agent", "Name", &mut c.agent.name)?;
-        r.string("Agent", "Version", &mut c.agent.version)?;
-        r.string("Agent", "Region", &mut c.agent.region)?;
-        r.string("Agent", "ServiceDomain", &mut c.agent.service_domain)?;
-        r.string(
-            "Agent",
-            "OrchestrationRootDir",
-            &mut c.agent.orchestration_root_dir,
-        )?;
-        r.string("Os", "Lang", &mut c.os.lang)?;
-        r.string("Os", "Name", &mut c.os.name)?;
-        r.string("Os", "Version", &mut c.os.version)?;
-        r.string("S3", "Endpoint", &mut c.s3.endpoint)?;
-        r.string("Kms", "Endpoint", &mut c.kms.endpoint)?;
-        r.bool(
-            "Kms",
-            "RequireKMSChallengeResponse",
-            &mut c.kms.require_kms_challenge_response,
-        )?;
-        r.strings(
-            "Identity",
-            "ConsumptionOrder",
-            &mut c.identity.consumption_order,
-        )?;
+        for &(section, key, field) in STRINGS {
+            r.string(section, key, field(&mut c))?;
+        }
+        for &(section, key, field) in BOOLS {
+            r.bool(section, key, field(&mut c))?;
+        }
+        for &(section, key, field) in STRING_LISTS {
+            r.strings(section, key, field(&mut c))?;
+        }
+        read_all(&r, U32S, &mut c)?;
+        read_all(&r, USIZES, &mut c)?;
+        read_all(&r, U64S, &mut c)?;
         if let Some(list) = r.get("Identity", "CustomIdentities") {
             c.identity.custom_identities = custom_identities(list)?;
         }
@@ -402,72 +301,9 @@ impl Config {
 
     /// Upstream's `appconfig_parser.go` rules: out-of-range values fall back to a bound or default.
     fn clamp(&mut self) {
-        fix_min(
-            "Mds.CommandWorkersLimit",
-            &mut self.mds.command_workers_limit,
-            1,
-            5,
-        );
-        fix_min(
-            "Mds.CommandWorkerBufferLimit",
-            &mut self.mds.command_worker_buffer_limit,
-            1,
-            5,
-        );
-        fix_range(
-            "Mds.StopTimeoutMillis",
-            &mut self.mds.stop_timeout_millis,
-            10_000,
-            1_000_000,
-            20_000,
-        );
-        fix_range(
-            "Mds.CommandRetryLimit",
-            &mut self.mds.command_retry_limit,
-            1,
-            100,
-            15,
-        );
-        fix_range(
-            "Ssm.HealthFrequencyMinutes",
-            &mut self.ssm.health_frequency_minutes,
-            5,
-            60,
-            5,
-        );
-        fix_min(
-            "Ssm.RunCommandLogsRetentionDurationHours",
-            &mut self.ssm.run_command_logs_retention_duration_hours,
-            8,
-            336,
-        );
-        fix_range(
-            "Ssm.RunCommandLogsMaxStepOutputMiB",
-            &mut self.ssm.run_command_logs_max_step_output_mib,
-            1,
-            1024,
-            DEFAULT_STEP_OUTPUT_MIB,
-        );
-        fix_range(
-            "Ssm.RunCommandLogsMaxTotalMiB",
-            &mut self.ssm.run_command_logs_max_total_mib,
-            8,
-            1 << 20,
-            DEFAULT_TOTAL_MIB,
-        );
-        fix_range(
-            "Profile.KeyAutoRotateDays",
-            &mut self.profile.key_auto_rotate_days,
-            0,
-            365,
-            0,
-        );
-        fix_min(
-            "Mgs.SessionWorkersLimit",
-            &mut self.mgs.session_workers_limit,
-            1,
-            1000,
-        );
+        U32S.iter().for_each(|u| u.clamp(self));
+        USIZES.iter().for_each(|u| u.clamp(self));
+        U64S.iter().for_each(|u| u.clamp(self));
         fix_enum(
             "Ssm.PluginLocalOutputCleanup",
             &mut self.ssm.plugin_local_output_cleanup,
@@ -504,13 +340,6 @@ impl Config {
     }
 }
 
-fn fix_min<T: PartialOrd + Copy + fmt::Display>(key: &str, v: &mut T, min: T, default: T) {
-    if *v < min {
-        log::warn!("config: {key} = {v} is below {min}; using {default}");
-        *v = default;
-    }
-}
-
 /// Upstream's `getStringEnum`: a value outside `allowed` becomes the first one, the default.
 fn fix_enum(key: &str, v: &mut String, allowed: &[&str]) {
     if !allowed.contains(&v.as_str()) {
@@ -522,27 +351,197 @@ fn fix_enum(key: &str, v: &mut String, allowed: &[&str]) {
     }
 }
 
-fn fix_range<T: PartialOrd + Copy + fmt::Display>(
-    key: &str,
-    v: &mut T,
+/// `Section.Key` in the file and the field it sets.
+type Slot<T> = (&'static str, &'static str, fn(&mut Config) -> &mut T);
+
+const STRINGS: &[Slot<String>] = &[
+    ("Profile", "ShareProfile", |c| &mut c.profile.share_profile),
+    ("Mds", "Endpoint", |c| &mut c.mds.endpoint),
+    ("Ssm", "Endpoint", |c| &mut c.ssm.endpoint),
+    ("Ssm", "PluginLocalOutputCleanup", |c| {
+        &mut c.ssm.plugin_local_output_cleanup
+    }),
+    ("Ssm", "OrchestrationDirectoryCleanup", |c| {
+        &mut c.ssm.orchestration_directory_cleanup
+    }),
+    ("Mgs", "Region", |c| &mut c.mgs.region),
+    ("Mgs", "Endpoint", |c| &mut c.mgs.endpoint),
+    ("Agent", "Name", |c| &mut c.agent.name),
+    ("Agent", "Version", |c| &mut c.agent.version),
+    ("Agent", "Region", |c| &mut c.agent.region),
+    ("Agent", "ServiceDomain", |c| &mut c.agent.service_domain),
+    ("Agent", "OrchestrationRootDir", |c| {
+        &mut c.agent.orchestration_root_dir
+    }),
+    ("Os", "Lang", |c| &mut c.os.lang),
+    ("Os", "Name", |c| &mut c.os.name),
+    ("Os", "Version", |c| &mut c.os.version),
+    ("S3", "Endpoint", |c| &mut c.s3.endpoint),
+    ("Kms", "Endpoint", |c| &mut c.kms.endpoint),
+];
+
+const BOOLS: &[Slot<bool>] = &[
+    ("Profile", "ShareCreds", |c| &mut c.profile.share_creds),
+    ("Kms", "RequireKMSChallengeResponse", |c| {
+        &mut c.kms.require_kms_challenge_response
+    }),
+];
+
+const STRING_LISTS: &[Slot<Vec<String>>] = &[
+    ("Mgs", "DeniedPortForwardingRemoteIPs", |c| {
+        &mut c.mgs.denied_port_forwarding_remote_ips
+    }),
+    ("Identity", "ConsumptionOrder", |c| {
+        &mut c.identity.consumption_order
+    }),
+];
+
+/// A whole-number setting and upstream's rule for it (`appconfig_parser.go`): a value outside
+/// `min..=max` becomes `default`.
+struct Uint<T: 'static> {
+    slot: Slot<T>,
     min: T,
     max: T,
     default: T,
-) {
-    if *v < min || *v > max {
-        log::warn!("config: {key} = {v} is outside {min}..={max}; using {default}");
+}
+
+impl<T: TryFrom<u64> + PartialOrd + Copy + fmt::Display> Uint<T> {
+    fn clamp(&self, c: &mut Config) {
+        let (section, key, field) = self.slot;
+        let v = field(c);
+        let (min, max, default) = (self.min, self.max, self.default);
+        if *v < min {
+            log::warn!("config: {section}.{key} = {v} is below {min}; using {default}");
+        } else if *v > max {
+            log::warn!("config: {section}.{key} = {v} is above {max}; using {default}");
+        } else {
+            return;
+        }
         *v = default;
     }
 }
 
+fn read_all<T: TryFrom<u64>>(
+    r: &Reader<'_>,
+    table: &[Uint<T>],
+    c: &mut Config,
+) -> Result<(), JsonOrShape> {
+    table.iter().try_for_each(|u| {
+        let (section, key, field) = u.slot;
+        r.uint(section, key, field(c))
+    })
+}
+
+const U32S: &[Uint<u32>] = &[
+    Uint {
+        slot: ("Profile", "KeyAutoRotateDays", |c| {
+            &mut c.profile.key_auto_rotate_days
+        }),
+        min: 0,
+        max: 365,
+        default: 0,
+    },
+    Uint {
+        slot: ("Mds", "CommandRetryLimit", |c| {
+            &mut c.mds.command_retry_limit
+        }),
+        min: 1,
+        max: 100,
+        default: 15,
+    },
+];
+
+const USIZES: &[Uint<usize>] = &[
+    Uint {
+        slot: ("Mds", "CommandWorkersLimit", |c| {
+            &mut c.mds.command_workers_limit
+        }),
+        min: 1,
+        max: usize::MAX,
+        default: 5,
+    },
+    Uint {
+        slot: ("Mds", "CommandWorkerBufferLimit", |c| {
+            &mut c.mds.command_worker_buffer_limit
+        }),
+        min: 1,
+        max: usize::MAX,
+        default: 5,
+    },
+    Uint {
+        slot: ("Mgs", "SessionWorkersLimit", |c| {
+            &mut c.mgs.session_workers_limit
+        }),
+        min: 1,
+        max: usize::MAX,
+        default: 1000,
+    },
+];
+
+const U64S: &[Uint<u64>] = &[
+    Uint {
+        slot: ("Mds", "StopTimeoutMillis", |c| {
+            &mut c.mds.stop_timeout_millis
+        }),
+        min: 10_000,
+        max: 1_000_000,
+        default: 20_000,
+    },
+    Uint {
+        slot: ("Ssm", "HealthFrequencyMinutes", |c| {
+            &mut c.ssm.health_frequency_minutes
+        }),
+        min: 5,
+        max: 60,
+        default: 5,
+    },
+    Uint {
+        slot: ("Ssm", "RunCommandLogsRetentionDurationHours", |c| {
+            &mut c.ssm.run_command_logs_retention_duration_hours
+        }),
+        min: 8,
+        max: u64::MAX,
+        default: 336,
+    },
+    Uint {
+        slot: ("Ssm", "RunCommandLogsMaxStepOutputMiB", |c| {
+            &mut c.ssm.run_command_logs_max_step_output_mib
+        }),
+        min: 1,
+        max: 1024,
+        default: DEFAULT_STEP_OUTPUT_MIB,
+    },
+    Uint {
+        slot: ("Ssm", "RunCommandLogsMaxTotalMiB", |c| {
+            &mut c.ssm.run_command_logs_max_total_mib
+        }),
+        min: 8,
+        max: 1 << 20,
+        default: DEFAULT_TOTAL_MIB,
+    },
+    // Not clamped upstream: any value is kept.
+    Uint {
+        slot: ("Mgs", "StopTimeoutMillis", |c| {
+            &mut c.mgs.stop_timeout_millis
+        }),
+        min: 0,
+        max: u64::MAX,
+        default: 0,
+    },
+];
+
 /// A parse failure: either the text is not JSON, or a known key has a value of the wrong type.
-#[derive(Debug)]
+/// [`ConfigError`] adds the file's path to it.
+#[derive(Debug, thiserror::Error)]
 pub enum JsonOrShape {
+    #[error("not valid JSON at line {line}, column {column}: {message}")]
     Json {
         line: usize,
         column: usize,
         message: String,
     },
+    /// Names the key and what it must hold, e.g. `Mds.CommandWorkersLimit must be a whole number`.
+    #[error("{0}")]
     Shape(String),
 }
 

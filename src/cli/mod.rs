@@ -62,14 +62,9 @@ pub enum Command {
 }
 
 /// A command line that cannot be understood; printed with the usage, exit code 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Splits `--flag=value`, and takes the value of `--flag value` from the iterator.
 fn flag_value(

@@ -2,25 +2,51 @@
 
 use super::RunDocumentArgs;
 use serde_json::{Map, Value, json};
-use ssm_lite::config::Config;
+use ssm_lite::config::{Config, ConfigError};
 use ssm_lite::random;
 use ssm_lite::runcommand::EngineConfig;
 use ssm_lite::runcommand::local::run_payload;
 use ssm_lite::runcommand::payload;
-use ssm_lite::state::StateDir;
+use ssm_lite::state::{StateDir, StateError};
+use std::path::PathBuf;
+
+/// Why `run-document` could not run the document at all (a failing document is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunDocumentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot read document {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("document {} is not valid JSON: {error}", path.display())]
+    Json {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("--parameters is not a JSON object: {0}")]
+    Parameters(serde_json::Error),
+}
 
 /// `ssm-lite run-document`: runs a document file (or a whole send-command payload) and prints
 /// the final reply. Returns whether the document succeeded.
-pub fn run_document(args: &RunDocumentArgs) -> Result<bool, String> {
-    let config = Config::load(args.config.as_deref()).map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| format!("cannot read document {}: {e}", args.file.display()))?;
-    let doc: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("document {} is not valid JSON: {e}", args.file.display()))?;
+pub fn run_document(args: &RunDocumentArgs) -> Result<bool, RunDocumentError> {
+    let config = Config::load(args.config.as_deref())?;
+    let path = || args.file.clone();
+    let text = std::fs::read_to_string(&args.file).map_err(|error| RunDocumentError::Read {
+        path: path(),
+        error,
+    })?;
+    let doc: Value = serde_json::from_str(&text).map_err(|error| RunDocumentError::Json {
+        path: path(),
+        error,
+    })?;
     let parameters: Map<String, Value> = match &args.parameters {
         None => Map::new(),
-        Some(p) => serde_json::from_str(p)
-            .map_err(|e| format!("--parameters is not a JSON object: {e}"))?,
+        Some(p) => serde_json::from_str(p).map_err(RunDocumentError::Parameters)?,
     };
     let command_id = random::uuid_v4();
     let is_payload = doc
@@ -46,7 +72,7 @@ pub fn run_document(args: &RunDocumentArgs) -> Result<bool, String> {
         .clone()
         .or_else(|| temp.clone())
         .expect("one of the two is set");
-    let dir = StateDir::open(&root, "local").map_err(|e| e.to_string())?;
+    let dir = StateDir::open(&root, "local")?;
     let cfg = EngineConfig::from_config(&config, Vec::new());
     let reply = run_payload(cfg, dir, &command_id, &payload.to_string());
     if let Some(t) = temp {

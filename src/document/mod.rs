@@ -62,17 +62,11 @@ pub struct Document {
     pub steps: Vec<Step>,
 }
 
-/// The message is the upstream text, sent to the service as `documentTraceOutput`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The message is the upstream text, sent to the service as `documentTraceOutput`: its wording
+/// is upstream's, so it stays one string rather than an enum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct DocumentError(pub String);
-
-impl std::fmt::Display for DocumentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DocumentError {}
 
 /// `appconfig.SupportedDocumentVersions`.
 const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.0.3", "2.2"];
@@ -130,10 +124,7 @@ pub fn substitute_parameters(
 /// `content` is the `DocumentContent` object; `parameters` the caller's values.
 pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Document, DocumentError> {
     let Value::Object(content) = content else {
-        return Err(invalid(
-            "DocumentContent",
-            &format!("must be a JSON object, found {}", kind(content)),
-        ));
+        return Err(wrong_kind("DocumentContent", "a JSON object", content));
     };
     let schema_version = string_field(content, "schemaVersion")
         .map_err(|why| invalid("DocumentContent", &why))?
@@ -177,10 +168,7 @@ fn steps_v1(
         None => return Ok(Vec::new()),
         Some(Value::Object(plugins)) => plugins,
         Some(other) => {
-            return Err(invalid(
-                "runtimeConfig",
-                &format!("must be an object, found {}", kind(other)),
-            ));
+            return Err(wrong_kind("runtimeConfig", "an object", other));
         }
     };
     let mut steps = Vec::with_capacity(plugins.len());
@@ -190,10 +178,7 @@ fn steps_v1(
             Value::Null => None,
             other => {
                 let path = format!("runtimeConfig.{plugin}");
-                return Err(invalid(
-                    &path,
-                    &format!("must be an object, found {}", kind(other)),
-                ));
+                return Err(wrong_kind(&path, "an object", other));
             }
         };
         let verdict = verdict(false, plugin, plugin, &[], values);
@@ -218,10 +203,7 @@ fn steps_v2(
         None => return Ok(Vec::new()),
         Some(Value::Array(entries)) => entries,
         Some(other) => {
-            return Err(invalid(
-                "mainSteps",
-                &format!("must be an array, found {}", kind(other)),
-            ));
+            return Err(wrong_kind("mainSteps", "an array", other));
         }
     };
     let preconditions_enabled = schema == PRECONDITION_SCHEMA;
@@ -229,10 +211,7 @@ fn steps_v2(
     for (index, entry) in entries.iter().enumerate() {
         let path = format!("mainSteps[{index}]");
         let Value::Object(entry) = entry else {
-            return Err(invalid(
-                &path,
-                &format!("must be an object, found {}", kind(entry)),
-            ));
+            return Err(wrong_kind(&path, "an object", entry));
         };
         let text = |key| string_field(entry, key).map_err(|why| invalid(&path, &why));
         let plugin = text("action")?.unwrap_or_default().to_owned();
@@ -336,25 +315,9 @@ fn verdict(
 ) -> Verdict {
     let registered = LINUX_PLUGINS.contains(&plugin);
     let known = registered || OTHER_KNOWN_PLUGINS.contains(&plugin);
-    let unknown = || {
-        Verdict::Fail(format!(
-            "Plugin with name {plugin} is not supported by this version of ssm agent, please update to latest version. Step name: {id}"
-        ))
-    };
-    let unsupported = || {
-        Verdict::Skip(format!(
-            "Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"
-        ))
-    };
-    let run = || match plugin == SHELL_PLUGIN {
-        true => Verdict::Run,
-        false => Verdict::Fail(format!(
-            "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
-        )),
-    };
     if !preconditions_enabled {
         return if !known {
-            unknown()
+            unknown_plugin(plugin, id)
         } else if !preconditions.is_empty() {
             Verdict::Fail(format!(
                 "Precondition is not supported for document schema version prior to 2.2. Step name: {id}"
@@ -364,25 +327,32 @@ fn verdict(
                 "Plugin with name {plugin} not found. Step name: {id}"
             ))
         } else {
-            run()
+            run_plugin(plugin, id)
         };
     }
     if preconditions.is_empty() {
         return if !known {
-            unknown()
+            unknown_plugin(plugin, id)
         } else if registered {
-            run()
+            run_plugin(plugin, id)
         } else {
-            unsupported()
+            unsupported_plugin(plugin, id)
         };
     }
     let outcome = precondition::evaluate(preconditions, values);
-    let notes = outcome.notes.join(", ");
     if outcome.allowed && !known {
-        unknown()
-    } else if !registered {
-        unsupported()
-    } else if !outcome.allowed {
+        return unknown_plugin(plugin, id);
+    }
+    if !registered {
+        return unsupported_plugin(plugin, id);
+    }
+    precondition_verdict(&outcome, plugin, id)
+}
+
+/// A registered plugin's verdict once its preconditions are evaluated.
+fn precondition_verdict(outcome: &precondition::Outcome, plugin: &str, id: &str) -> Verdict {
+    let notes = outcome.notes.join(", ");
+    if !outcome.allowed {
         Verdict::Skip(format!(
             "Step execution skipped due to unsatisfied preconditions: '{notes}'. Step name: {id}"
         ))
@@ -391,7 +361,31 @@ fn verdict(
             "Unrecognized precondition(s): '{notes}', please update agent to latest version. Step name: {id}"
         ))
     } else {
-        run()
+        run_plugin(plugin, id)
+    }
+}
+
+/// Upstream's words for a plugin on none of its lists.
+fn unknown_plugin(plugin: &str, id: &str) -> Verdict {
+    Verdict::Fail(format!(
+        "Plugin with name {plugin} is not supported by this version of ssm agent, please update to latest version. Step name: {id}"
+    ))
+}
+
+/// Upstream's words for a plugin known on other platforms only.
+fn unsupported_plugin(plugin: &str, id: &str) -> Verdict {
+    Verdict::Skip(format!(
+        "Step execution skipped due to unsupported plugin: {plugin}. Step name: {id}"
+    ))
+}
+
+/// A Linux plugin: runs if ssm-lite implements it.
+fn run_plugin(plugin: &str, id: &str) -> Verdict {
+    match plugin == SHELL_PLUGIN {
+        true => Verdict::Run,
+        false => Verdict::Fail(format!(
+            "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
+        )),
     }
 }
 
@@ -449,6 +443,21 @@ pub(crate) fn kind(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// [`invalid`] for a value of the wrong JSON type: `want` is what `place` must hold.
+pub(crate) fn wrong_kind(place: &str, want: &str, found: &Value) -> DocumentError {
+    invalid(place, &format!("must be {want}, found {}", kind(found)))
+}
+
+/// A string list element or map value as Go decodes it into a string: `null` is empty, any
+/// other non-string is returned as the error, for the caller to name its place.
+pub(crate) fn text_or_empty(value: &Value) -> Result<String, &Value> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Null => Ok(String::new()),
+        other => Err(other),
     }
 }
 

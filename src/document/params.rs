@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::pattern::Pattern;
-use super::{DocumentError, field, invalid, kind, string_field};
+use super::{DocumentError, field, invalid, kind, string_field, wrong_kind};
 
 /// Parameter name → value, after dropping invalid names and adding defaults.
 pub(crate) type Values = Map<String, Value>;
@@ -26,10 +26,7 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
         return Ok(Vec::new());
     };
     let Value::Object(parameters) = parameters else {
-        return Err(invalid(
-            "parameters",
-            &format!("must be an object, found {}", kind(parameters)),
-        ));
+        return Err(wrong_kind("parameters", "an object", parameters));
     };
     let mut out = Vec::with_capacity(parameters.len());
     for (name, definition) in parameters {
@@ -38,10 +35,7 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
             Value::Object(definition) => definition,
             Value::Null => &Map::new(),
             other => {
-                return Err(invalid(
-                    &path,
-                    &format!("must be an object, found {}", kind(other)),
-                ));
+                return Err(wrong_kind(&path, "an object", other));
             }
         };
         let text = |key| string_field(definition, key).map_err(|why| invalid(&path, &why));
@@ -121,6 +115,7 @@ pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), Doc
 
 /// Strings are matched as they are, list elements one by one (non-strings as JSON), maps as JSON;
 /// any other value (including a missing one) is an error, as upstream.
+/// The error is one line of upstream's validation message for the reply, hence a string.
 fn check(
     parameter: &Declared,
     pattern: &Pattern,
@@ -323,26 +318,21 @@ mod tests {
     #[test]
     fn in_string_substitution_matches_upstream_vectors() {
         let values = values_of(json!({"p1": "name", "p2": "p2-value"}));
-        assert_eq!(substitute_text("A {{ p1 }}", &values), "A name");
-        assert_eq!(
-            substitute_text("A {{p1 }} is a {{ p1}}", &values),
-            "A name is a name"
-        );
-        assert_eq!(
-            substitute_text("{{p1}} and {{p2}}", &values),
-            "name and p2-value"
-        );
-        assert_eq!(
-            substitute_text("there is no parameter", &values),
-            "there is no parameter"
-        );
-        assert_eq!(
-            substitute_text(" we have {{p1}} and {{p2}}, but no {{p3}}", &values),
-            " we have name and p2-value, but no {{p3}}"
-        );
-        assert_eq!(substitute_text("{{{ p1 }}}", &values), "{name}");
-        assert_eq!(substitute_text("{{ {{p1}} }}", &values), "{{ name }}");
-        assert_eq!(substitute_text("{{ P1 }}", &values), "{{ P1 }}");
+        for (text, expected) in [
+            ("A {{ p1 }}", "A name"),
+            ("A {{p1 }} is a {{ p1}}", "A name is a name"),
+            ("{{p1}} and {{p2}}", "name and p2-value"),
+            ("there is no parameter", "there is no parameter"),
+            (
+                " we have {{p1}} and {{p2}}, but no {{p3}}",
+                " we have name and p2-value, but no {{p3}}",
+            ),
+            ("{{{ p1 }}}", "{name}"),
+            ("{{ {{p1}} }}", "{{ name }}"),
+            ("{{ P1 }}", "{{ P1 }}"),
+        ] {
+            assert_eq!(substitute_text(text, &values), expected, "{text}");
+        }
     }
 
     #[test]
@@ -350,18 +340,16 @@ mod tests {
         let values = values_of(json!({
             "Path": "C:\\$$Recycle.Bin", "Plain": "C:\\$Recycle.Bin", "p1": "{{p2}}", "p2": "p2-value"
         }));
-        assert_eq!(
-            substitute_text("Write-Host '{{ Path }}'", &values),
-            "Write-Host 'C:\\$Recycle.Bin'"
-        );
-        assert_eq!(
-            substitute_text("Write-Host '{{Plain}}'", &values),
-            "Write-Host 'C:\\$Recycle.Bin'"
-        );
-        assert_eq!(
-            substitute_text(" embedded {{p1}} and {{p2}}, not {{p2}} twice", &values),
-            " embedded {{p2}} and p2-value, not p2-value twice"
-        );
+        for (text, expected) in [
+            ("Write-Host '{{ Path }}'", "Write-Host 'C:\\$Recycle.Bin'"),
+            ("Write-Host '{{Plain}}'", "Write-Host 'C:\\$Recycle.Bin'"),
+            (
+                " embedded {{p1}} and {{p2}}, not {{p2}} twice",
+                " embedded {{p2}} and p2-value, not p2-value twice",
+            ),
+        ] {
+            assert_eq!(substitute_text(text, &values), expected, "{text}");
+        }
         // The whole-value form hands the value over untouched.
         assert_eq!(
             substitute(&json!("{{ Path }}"), &values),

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::params::{Values, find_reference, substitute_text};
-use super::{DocumentError, invalid, kind};
+use super::{DocumentError, text_or_empty, wrong_kind};
 
 /// The agent's platform type, as upstream reports it on Linux.
 const PLATFORM_TYPE: &str = "linux";
@@ -33,10 +33,7 @@ pub(crate) fn decode(
         None => return Ok(Vec::new()),
         Some(Value::Object(operators)) => operators,
         Some(other) => {
-            return Err(invalid(
-                path,
-                &format!("must be an object, found {}", kind(other)),
-            ));
+            return Err(wrong_kind(path, "an object", other));
         }
     };
     operators
@@ -52,21 +49,13 @@ fn arguments_of(
     path: &str,
     operator: &str,
 ) -> Result<Vec<String>, DocumentError> {
-    let wrong = |found: &Value| {
-        invalid(
-            &format!("{path}.{operator}"),
-            &format!("must be a list of strings, found {}", kind(found)),
-        )
-    };
+    let wrong =
+        |found: &Value| wrong_kind(&format!("{path}.{operator}"), "a list of strings", found);
     match arguments {
         Value::Null => Ok(Vec::new()),
         Value::Array(items) => items
             .iter()
-            .map(|item| match item {
-                Value::String(text) => Ok(text.clone()),
-                Value::Null => Ok(String::new()),
-                other => Err(wrong(other)),
-            })
+            .map(|item| text_or_empty(item).map_err(wrong))
             .collect(),
         other => Err(wrong(other)),
     }

@@ -6,12 +6,14 @@
 
 use serde_json::Value;
 
-use super::{ShellScriptInput, field, kind, string_field};
+use super::{ShellScriptInput, field, kind, string_field, text_or_empty};
 
 const DEFAULT_TIMEOUT_SECONDS: u64 = 3600;
 const MIN_TIMEOUT_SECONDS: i64 = 5;
 const MAX_TIMEOUT_SECONDS: i64 = 172_800;
 
+/// The error is the step's output text, worded as upstream's (`Invalid format in plugin
+/// properties …`), so it stays a string here and in the helpers below that word its reason.
 pub(crate) fn decode(inputs: &Value) -> Result<ShellScriptInput, String> {
     decode_fields(inputs)
         .map_err(|why| format!("Invalid format in plugin properties {inputs};\nerror {why}"))
@@ -56,11 +58,7 @@ fn run_command(value: Option<&Value>) -> Result<Vec<String>, String> {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|item| match item {
-                Value::String(line) => Ok(line.clone()),
-                Value::Null => Ok(String::new()),
-                other => Err(wrong(other)),
-            })
+            .map(|item| text_or_empty(item).map_err(wrong))
             .collect(),
         Some(other) => Err(wrong(other)),
     }
@@ -77,11 +75,7 @@ fn environment(value: Option<&Value>) -> Result<Vec<(String, String)>, String> {
         None => Ok(Vec::new()),
         Some(Value::Object(variables)) => variables
             .iter()
-            .map(|(name, value)| match value {
-                Value::String(text) => Ok((name.clone(), text.clone())),
-                Value::Null => Ok((name.clone(), String::new())),
-                other => Err(wrong(other)),
-            })
+            .map(|(name, value)| Ok((name.clone(), text_or_empty(value).map_err(wrong)?)))
             .collect(),
         Some(other) => Err(wrong(other)),
     }

@@ -15,7 +15,7 @@ use crate::sys::{self, Pid, Signal};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -120,7 +120,35 @@ pub enum Outcome {
     Signaled(i32),
     TimedOut,
     Stopped(StopReason),
-    FailedToStart(String),
+    FailedToStart(ExecError),
+}
+
+/// Why a script did not run or could not be followed to its end; shown in the step's output.
+/// I/O causes are kept as their text: an `Outcome` is compared and cloned, an `io::Error` is not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot create output file {} for script {}: {error}", path.display(), script.display())]
+    CreateOutput {
+        path: PathBuf,
+        script: PathBuf,
+        error: String,
+    },
+    #[error("cannot run script {}: {error}", script.display())]
+    Pump { script: PathBuf, error: String },
+    #[error("cannot start script {} with sh in working directory {dir}: {error}", script.display())]
+    Spawn {
+        script: PathBuf,
+        dir: String,
+        error: String,
+    },
+    #[error("script {}: std gave no output pipes", script.display())]
+    NoPipes { script: PathBuf },
+    #[error("cannot start a thread to watch script {} (it was killed): {error}", script.display())]
+    Unwatched { script: PathBuf, error: String },
+    #[error("script {} ended with an unexpected status {status}", script.display())]
+    OddStatus { script: PathBuf, status: String },
+    #[error("cannot collect the exit status of script {}: {error}", script.display())]
+    NoStatus { script: PathBuf, error: String },
 }
 
 /// How the wait ended, before the child is reaped.
@@ -163,19 +191,20 @@ pub fn run_script(
 }
 
 /// Creates the output files, spawns the shell and hands its pipes to the output pump.
-fn start(spec: &ScriptSpec<'_>) -> Result<(Child, Arc<capture::Capture>), String> {
+fn start(spec: &ScriptSpec<'_>) -> Result<(Child, Arc<capture::Capture>), ExecError> {
     let stdout = create_output(spec.stdout, spec.script)?;
     let stderr = create_output(spec.stderr, spec.script)?;
-    let pump =
-        capture::pump().map_err(|e| format!("cannot run script {}: {e}", spec.script.display()))?;
+    let pump = capture::pump().map_err(|e| ExecError::Pump {
+        script: spec.script.to_owned(),
+        error: e.to_string(),
+    })?;
     let mut child = spawn(spec)?;
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(format!(
-            "script {}: std gave no output pipes",
-            spec.script.display()
-        ));
+        return Err(ExecError::NoPipes {
+            script: spec.script.to_owned(),
+        });
     };
     let pipes = [
         (out.into(), stdout, spec.stdout.to_owned()),
@@ -184,7 +213,7 @@ fn start(spec: &ScriptSpec<'_>) -> Result<(Child, Arc<capture::Capture>), String
     Ok((child, pump.watch(pipes, spec.limits)))
 }
 
-fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
+fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, ExecError> {
     // `sh <script>` reads the file. Upstream's `sh -c <script>` makes sh exec the file (and, as
     // it has no #! line, start a second sh), which fails with ETXTBSY when another worker's
     // fork briefly holds a write fd to a script being created: a real race under load.
@@ -198,27 +227,26 @@ fn spawn(spec: &ScriptSpec<'_>) -> Result<Child, String> {
     if let Some(dir) = spec.working_dir {
         cmd.current_dir(dir);
     }
-    cmd.spawn().map_err(|e| {
-        let dir = spec
+    cmd.spawn().map_err(|e| ExecError::Spawn {
+        script: spec.script.to_owned(),
+        dir: spec
             .working_dir
-            .map_or_else(|| ".".into(), |d| d.display().to_string());
-        format!(
-            "cannot start script {} with sh in working directory {dir}: {e}",
-            spec.script.display()
-        )
+            .map_or_else(|| ".".into(), |d| d.display().to_string()),
+        error: e.to_string(),
     })
 }
 
-fn create_output(path: &Path, script: &Path) -> Result<File, String> {
+fn create_output(path: &Path, script: &Path) -> Result<File, ExecError> {
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| {
-            let (path, script) = (path.display(), script.display());
-            format!("cannot create output file {path} for script {script}: {e}")
+        .map_err(|e| ExecError::CreateOutput {
+            path: path.to_owned(),
+            script: script.to_owned(),
+            error: e.to_string(),
         })
 }
 
@@ -262,10 +290,10 @@ fn collect(child: &mut Child, end: End, script: &Path) -> Outcome {
         End::Exited => return exit_outcome(status, script),
         End::TimedOut => Outcome::TimedOut,
         End::Stopped(reason) => Outcome::Stopped(reason),
-        End::Unwatched(e) => Outcome::FailedToStart(format!(
-            "cannot start a thread to watch script {} (it was killed): {e}",
-            script.display()
-        )),
+        End::Unwatched(e) => Outcome::FailedToStart(ExecError::Unwatched {
+            script: script.to_owned(),
+            error: e.to_string(),
+        }),
     };
     if let Err(e) = status {
         log::warn!(
@@ -281,15 +309,15 @@ fn exit_outcome(status: std::io::Result<ExitStatus>, script: &Path) -> Outcome {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => Outcome::Exited(code),
             (None, Some(sig)) => Outcome::Signaled(sig),
-            (None, None) => Outcome::FailedToStart(format!(
-                "script {} ended with an unexpected status {s:?}",
-                script.display()
-            )),
+            (None, None) => Outcome::FailedToStart(ExecError::OddStatus {
+                script: script.to_owned(),
+                status: s.to_string(),
+            }),
         },
-        Err(e) => Outcome::FailedToStart(format!(
-            "cannot collect the exit status of script {}: {e}",
-            script.display()
-        )),
+        Err(e) => Outcome::FailedToStart(ExecError::NoStatus {
+            script: script.to_owned(),
+            error: e.to_string(),
+        }),
     }
 }
 
@@ -655,7 +683,8 @@ mod tests {
         run.working_dir = Some(s.0.join("absent"));
         let script = run.script.display().to_string();
         match run.go(&StopToken::new(), &mut |_| panic!("nothing may be spawned")) {
-            Outcome::FailedToStart(m) => {
+            Outcome::FailedToStart(e) => {
+                let m = e.to_string();
                 assert!(m.contains(&script) && m.contains("absent"), "{m}")
             }
             other => panic!("expected FailedToStart, got {other:?}"),
@@ -676,7 +705,8 @@ mod tests {
         })
         .outcome
         {
-            Outcome::FailedToStart(m) => {
+            Outcome::FailedToStart(e) => {
+                let m = e.to_string();
                 assert!(m.contains(&script) && m.contains("absent/stdout"), "{m}")
             }
             other => panic!("expected FailedToStart, got {other:?}"),

@@ -1,12 +1,12 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
-use super::payload::{SendCommand, command_id_of};
+use super::payload::{PayloadError, SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
 use super::{OutgoingReply, ReplySink, Stored, Transport};
-use crate::document::{self, Document, ExitAction, Step, Verdict};
+use crate::document::{self, Document, DocumentError, ExitAction, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
 use crate::sync::{lock, wait, wait_until};
@@ -343,9 +343,9 @@ impl Inner {
     ) -> Option<Arc<Job>> {
         let (command, document) = match parse(payload, command_id) {
             Ok(parsed) => parsed,
-            Err(trace) => {
-                log::warn!("command {message_id}: rejected: {trace}");
-                self.reject(transport, message_id, Some(file_id), &trace);
+            Err(e) => {
+                log::warn!("command {message_id}: rejected: {e}");
+                self.reject(transport, message_id, Some(file_id), &e.to_string());
                 return None;
             }
         };
@@ -558,46 +558,57 @@ impl Inner {
         match &step.verdict {
             Verdict::Skip(text) => steps::without_running(step, Status::Skipped, 0, text),
             Verdict::Fail(text) => steps::without_running(step, Status::Failed, 1, text),
-            Verdict::Run => {
-                let started = crate::timefmt::iso8601_ms(std::time::SystemTime::now());
-                rec.running = Some(RunningStep {
-                    index,
-                    process_group: None,
-                    started,
-                });
-                self.save(rec, true);
-                log::info!(
-                    "command {}: step {} ({}) started",
-                    job.message_id,
-                    step.id,
-                    step.plugin
-                );
-                let t0 = Instant::now();
-                let env = StepEnv {
-                    command_dir: dir,
-                    env: &job.env,
-                    stop: &job.stop,
-                    max_output_bytes: self.cfg.max_step_output,
-                    delete_output: self.cfg.delete_step_output,
-                };
-                let mut on_start = |pgid: crate::sys::Pid| {
-                    if let Some(r) = rec.running.as_mut() {
-                        r.process_group = Some(pgid.as_raw());
-                    }
-                    self.save(rec, false);
-                };
-                let result = steps::run_step(step, &env, &mut on_start);
-                log::info!(
-                    "command {}: step {} finished: {} (code {}) in {} ms",
-                    job.message_id,
-                    step.id,
-                    result.status.as_str(),
-                    result.code,
-                    t0.elapsed().as_millis()
-                );
-                result
-            }
+            Verdict::Run => self.run_step(job, rec, step, index, dir),
         }
+    }
+
+    /// Runs a step whose verdict is Run, recording its start and process group as it goes, so
+    /// that a crash in between is reported at once (docs/protocol.md §9 item 13).
+    fn run_step(
+        &self,
+        job: &Job,
+        rec: &mut CommandRecord,
+        step: &Step,
+        index: usize,
+        dir: &std::path::Path,
+    ) -> PluginResult {
+        let started = crate::timefmt::iso8601_ms(std::time::SystemTime::now());
+        rec.running = Some(RunningStep {
+            index,
+            process_group: None,
+            started,
+        });
+        self.save(rec, true);
+        log::info!(
+            "command {}: step {} ({}) started",
+            job.message_id,
+            step.id,
+            step.plugin
+        );
+        let t0 = Instant::now();
+        let env = StepEnv {
+            command_dir: dir,
+            env: &job.env,
+            stop: &job.stop,
+            max_output_bytes: self.cfg.max_step_output,
+            delete_output: self.cfg.delete_step_output,
+        };
+        let mut on_start = |pgid: crate::sys::Pid| {
+            if let Some(r) = rec.running.as_mut() {
+                r.process_group = Some(pgid.as_raw());
+            }
+            self.save(rec, false);
+        };
+        let result = steps::run_step(step, &env, &mut on_start);
+        log::info!(
+            "command {}: step {} finished: {} (code {}) in {} ms",
+            job.message_id,
+            step.id,
+            result.status.as_str(),
+            result.code,
+            t0.elapsed().as_millis()
+        );
+        result
     }
 
     /// Records a step's result, applies the document's control flow, sends the step reply.
@@ -727,7 +738,7 @@ impl Inner {
                         rec.transport,
                         &rec.message_id,
                         Some(&rec.command_id.clone()),
-                        &e,
+                        &e.to_string(),
                     );
                     continue;
                 }
@@ -841,15 +852,26 @@ impl Inner {
     }
 }
 
+/// A command that cannot run; the text is the reply's `documentTraceOutput`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// Upstream's wording for a document with no steps it can run.
+    #[error("Unsupported schema format")]
+    NoSteps,
+}
+
 pub(crate) fn parse(
     payload: &str,
     fallback_command_id: &str,
-) -> Result<(SendCommand, Document), String> {
+) -> Result<(SendCommand, Document), CommandError> {
     let command = SendCommand::parse(payload, fallback_command_id)?;
-    let document =
-        document::parse(&command.document_content, &command.parameters).map_err(|e| e.0)?;
+    let document = document::parse(&command.document_content, &command.parameters)?;
     if document.steps.is_empty() {
-        return Err("Unsupported schema format".into());
+        return Err(CommandError::NoSteps);
     }
     Ok((command, document))
 }
@@ -1100,7 +1122,7 @@ mod tests {
             MemorySink::default().spool(message_id, payload, terminal)
         }
         fn send(&self, reply: OutgoingReply) {
-            self.0.lock().unwrap().push(reply);
+            lock(&self.0).push(reply);
         }
         fn has_terminal_reply(&self, _message_id: &str) -> bool {
             false
@@ -1129,7 +1151,7 @@ mod tests {
             }
             assert!(engine.wait_idle(Duration::from_secs(30)));
             engine.shutdown(Duration::ZERO);
-            std::mem::take(&mut *sink.0.lock().unwrap())
+            std::mem::take(&mut *lock(&sink.0))
         };
         let sent = start(&payload(json!([step("one", &["echo one"], json!({}))])))
             .pop()

@@ -58,5 +58,17 @@ pub fn run_payload(cfg: EngineConfig, dir: StateDir, command_id: &str, payload: 
         .rev()
         .find(|(_, terminal)| *terminal)
         .map(|(p, _)| p)
-        .unwrap_or_else(|| format!("{{\"error\":\"no final reply ({offer:?})\"}}"))
+        .unwrap_or_else(|| no_final_reply(&offer))
+}
+
+/// The JSON printed instead of a final reply, saying why there is none.
+fn no_final_reply(offer: &Offer) -> String {
+    let why = match offer {
+        Offer::Accepted => "the command ended without one",
+        Offer::Duplicate { .. } => "the command id was seen before",
+        Offer::Full => "the engine's queue is full",
+        Offer::Rejected => "the payload or document is invalid",
+        Offer::Closed => "the engine is shutting down",
+    };
+    serde_json::json!({ "error": format!("no final reply: {why}") }).to_string()
 }

@@ -20,14 +20,51 @@ pub struct SendCommand {
 
 pub use crate::document::field as get_ci;
 
-fn string_field(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
-    match get_ci(obj, key) {
+/// A payload the agent cannot run. The text goes to the service as `documentTraceOutput`, where
+/// the sender of the command reads it: it names the field and what it held instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload is {0} bytes, more than the {MAX_PAYLOAD_BYTES} bytes ssm-lite accepts")]
+    TooLarge(usize),
+    #[error("payload is not valid JSON: {0}")]
+    NotJson(String),
+    /// `field` is `payload` for the payload itself; `found` is the JSON kind it held.
+    #[error("{field} is JSON {found} where an object was expected")]
+    NotObject {
+        field: &'static str,
+        found: &'static str,
+    },
+    #[error("payload has no DocumentContent")]
+    NoDocumentContent,
+    /// Go's `encoding/json` wording, kept for upstream compatibility.
+    #[error("json: cannot unmarshal {found} into field {field} of type string")]
+    NotString {
+        field: &'static str,
+        found: &'static str,
+    },
+    #[error("cancel payload has no CancelMessageId")]
+    NoCancelMessageId,
+}
+
+fn string_field(obj: &Map<String, Value>, field: &'static str) -> Result<String, PayloadError> {
+    match get_ci(obj, field) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(format!(
-            "json: cannot unmarshal {} into field {key} of type string",
-            kind(other)
-        )),
+        Some(other) => Err(PayloadError::NotString {
+            field,
+            found: kind(other),
+        }),
+    }
+}
+
+/// The object held by `field`, or `NotObject` naming what it held instead.
+fn object_field(field: &'static str, value: &Value) -> Result<Map<String, Value>, PayloadError> {
+    match value {
+        Value::Object(m) => Ok(m.clone()),
+        other => Err(PayloadError::NotObject {
+            field,
+            found: kind(other),
+        }),
     }
 }
 
@@ -42,47 +79,29 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn object(text: &str) -> Result<Map<String, Value>, String> {
+fn object(text: &str) -> Result<Map<String, Value>, PayloadError> {
     if text.len() > MAX_PAYLOAD_BYTES {
-        return Err(format!(
-            "payload is {} bytes, more than the {MAX_PAYLOAD_BYTES} bytes ssm-lite accepts",
-            text.len()
-        ));
+        return Err(PayloadError::TooLarge(text.len()));
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(other) => Err(format!(
-            "payload is JSON {} where an object was expected",
-            kind(&other)
-        )),
-        Err(e) => Err(format!("payload is not valid JSON: {e}")),
+        Ok(other) => object_field("payload", &other),
+        Err(e) => Err(PayloadError::NotJson(e.to_string())),
     }
 }
 
 impl SendCommand {
     /// Decodes the payload; the error text goes to the service as `documentTraceOutput`.
     /// `fallback_command_id` is the id derived from the MessageId, used when the payload has none.
-    pub fn parse(text: &str, fallback_command_id: &str) -> Result<SendCommand, String> {
+    pub fn parse(text: &str, fallback_command_id: &str) -> Result<SendCommand, PayloadError> {
         let m = object(text)?;
         let document_content = match get_ci(&m, "DocumentContent") {
-            Some(v @ Value::Object(_)) => v.clone(),
-            Some(other) => {
-                return Err(format!(
-                    "DocumentContent is JSON {} where an object was expected",
-                    kind(other)
-                ));
-            }
-            None => return Err("payload has no DocumentContent".into()),
+            Some(v) => Value::Object(object_field("DocumentContent", v)?),
+            None => return Err(PayloadError::NoDocumentContent),
         };
         let parameters = match get_ci(&m, "Parameters") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(p)) => p.clone(),
-            Some(other) => {
-                return Err(format!(
-                    "Parameters is JSON {} where an object was expected",
-                    kind(other)
-                ));
-            }
+            Some(p) => object_field("Parameters", p)?,
         };
         let mut command_id = string_field(&m, "CommandId")?;
         if command_id.is_empty() {
@@ -100,10 +119,10 @@ impl SendCommand {
 }
 
 /// `{"CancelMessageId": "aws.ssm.<CommandId>.<InstanceId>"}`: returns the message id to cancel.
-pub fn parse_cancel(text: &str) -> Result<String, String> {
+pub fn parse_cancel(text: &str) -> Result<String, PayloadError> {
     let m = object(text)?;
     match string_field(&m, "CancelMessageId")? {
-        id if id.is_empty() => Err("cancel payload has no CancelMessageId".into()),
+        id if id.is_empty() => Err(PayloadError::NoCancelMessageId),
         id => Ok(id),
     }
 }
@@ -146,27 +165,12 @@ mod tests {
 
     #[test]
     fn bad_payloads_say_why() {
-        assert!(
-            SendCommand::parse("not json", "x")
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
-        assert!(
-            SendCommand::parse("[1]", "x")
-                .unwrap_err()
-                .contains("array")
-        );
-        assert!(
-            SendCommand::parse("{}", "x")
-                .unwrap_err()
-                .contains("DocumentContent")
-        );
+        let why = |text: &str| SendCommand::parse(text, "x").unwrap_err().to_string();
+        assert!(why("not json").contains("not valid JSON"));
+        assert!(why("[1]").contains("array"));
+        assert!(why("{}").contains("DocumentContent"));
         let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_PAYLOAD_BYTES));
-        assert!(
-            SendCommand::parse(&huge, "x")
-                .unwrap_err()
-                .contains("bytes")
-        );
+        assert!(why(&huge).contains("bytes"));
         assert_eq!(
             SendCommand::parse(r#"{"DocumentContent":{}}"#, "fb")
                 .unwrap()

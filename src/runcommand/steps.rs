@@ -174,6 +174,34 @@ fn run_dir(step: &Step, index: usize, input: &ShellScriptInput, command_dir: &Pa
         .join(step_dir_name(&name))
 }
 
+/// Adds the agent's own lines to a step's output: output it could not keep, why the step ended
+/// (`note`), and upstream's words for the exit codes that stop the document.
+fn annotate(out: &mut Output<'_>, err: &mut Output<'_>, code: i32, note: Option<String>) {
+    let write_errors: Vec<String> = [&out.captured, &err.captured]
+        .iter()
+        .filter_map(|c| c.write_error.clone())
+        .collect();
+    for error in write_errors {
+        err.line(&format!(
+            "ssm-lite could not keep this step's output on disk: {error}"
+        ));
+    }
+    if let Some(note) = note {
+        err.line(&note);
+    }
+    match code {
+        EXIT_SUCCESS_AND_STOP => out.line(
+            "Step exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.",
+        ),
+        EXIT_FAILURE_AND_STOP => {
+            let text = "Step exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.";
+            out.line(text);
+            err.line(text);
+        }
+        _ => {}
+    }
+}
+
 fn run_shell(
     step: &Step,
     index: usize,
@@ -209,29 +237,7 @@ fn run_shell(
     let (status, code, note) = classify(&end.outcome);
     let mut out = Output::new(&stdout, end.stdout);
     let mut err = Output::new(&stderr, end.stderr);
-    let write_errors: Vec<String> = [&out.captured, &err.captured]
-        .iter()
-        .filter_map(|c| c.write_error.clone())
-        .collect();
-    for error in write_errors {
-        err.line(&format!(
-            "ssm-lite could not keep this step's output on disk: {error}"
-        ));
-    }
-    if let Some(note) = note {
-        err.line(&note);
-    }
-    match code {
-        EXIT_SUCCESS_AND_STOP => out.line(
-            "Step exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.",
-        ),
-        EXIT_FAILURE_AND_STOP => {
-            let text = "Step exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.";
-            out.line(text);
-            err.line(text);
-        }
-        _ => {}
-    }
+    annotate(&mut out, &mut err, code, note);
     if env.delete_output && code != EXIT_REBOOT {
         for path in [&stdout, &stderr] {
             if let Err(e) = crate::state::remove_file(path) {

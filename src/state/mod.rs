@@ -22,26 +22,16 @@ use std::path::{Path, PathBuf};
 pub use spool::{ReplySpool, SpooledReply};
 
 /// A state-dir failure, naming the path.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot {what} {}: {error} (check that the state dir is writable by the agent and the disk is not full)",
+    path.display()
+)]
 pub struct StateError {
     pub path: PathBuf,
     pub what: &'static str,
     pub error: io::Error,
 }
-
-impl std::fmt::Display for StateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot {} {}: {} (check that the state dir is writable by the agent and the disk is not full)",
-            self.what,
-            self.path.display(),
-            self.error
-        )
-    }
-}
-
-impl std::error::Error for StateError {}
 
 pub(crate) fn err<'a>(
     what: &'static str,
