@@ -7,7 +7,7 @@ use super::credentials::{CredentialsError, CredentialsProvider};
 use super::endpoint::Endpoint;
 use super::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use super::retry::{self, ErrorKind, Fix};
-use super::sigv4;
+use super::signer::{Key, SignRequest, Signer};
 use log::debug;
 use serde_json::Value;
 use std::sync::Arc;
@@ -24,28 +24,24 @@ const THROTTLING_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
 ];
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AwsError {
     /// The service answered with an error status; `code` is the `__type` without any namespace.
+    #[error("the service refused the call (HTTP {status}, {code}): {message}")]
     Service {
         status: u16,
         code: String,
         message: String,
     },
     /// No answer: connection, TLS or timeout failure.
+    #[error("no answer from the service: {0}; check the network, proxy and endpoint settings")]
     Transport(HttpError),
+    #[error("no credentials to sign the call with: {0}")]
     Credentials(CredentialsError),
     /// A 2xx answer whose body is not the JSON expected.
+    #[error("unexpected answer: {0}")]
     Decode(String),
 }
-
-impl std::fmt::Display for AwsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-impl std::error::Error for AwsError {}
 
 impl AwsError {
     /// Throttling codes (`ThrottlingException`, `TooManyRequestsException`, …) or HTTP 429.
@@ -151,25 +147,41 @@ impl JsonClient {
     ) -> Result<Value, AwsError> {
         let target = format!("{}.{operation}", self.target_prefix);
         let body = input.to_string().into_bytes();
-        let (region, service) = (&self.endpoint.region, self.signing_name);
+        let service = self.signing_name;
         let provider = self.credentials.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
-            let mut headers = request_headers(&self.endpoint, &target);
-            let now = self.clock.now();
-            sigv4::sign(
-                "POST",
-                "/",
-                &mut headers,
-                &body,
-                credentials,
-                region,
-                service,
-                now,
-            );
+            let signer = Signer {
+                key: Key::Hmac(credentials),
+                region: &self.endpoint.region,
+                clock: self.clock,
+            };
+            let headers = signed_headers(&signer, &self.endpoint, &target, &body, service)
+                .map_err(|e| (e, Fix::None))?;
             let request = (target.as_str(), headers, body.as_slice());
             attempt(self.clock, &self.http, &self.endpoint, request, timeout)
         })
     }
+}
+
+/// The headers of `POST /` calling `target` with `body`, signed by `signer` for `service`. A key
+/// that cannot sign is a `Credentials` error: nothing may be sent.
+pub fn signed_headers(
+    signer: &Signer<'_>,
+    endpoint: &Endpoint,
+    target: &str,
+    body: &[u8],
+    service: &str,
+) -> Result<Vec<(String, String)>, AwsError> {
+    let mut request = SignRequest {
+        method: "POST",
+        path_and_query: "/",
+        headers: request_headers(endpoint, target),
+        body,
+    };
+    signer
+        .sign(&mut request, service)
+        .map_err(|e| AwsError::Credentials(CredentialsError(e.to_string())))?;
+    Ok(request.headers)
 }
 
 /// The headers of a JSON 1.1 call before signing: `Host`, `Content-Type`, `X-Amz-Target`.
@@ -279,6 +291,7 @@ mod tests {
     use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{Received, Server, response, serve};
+    use crate::aws::sigv4;
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::SystemTime;

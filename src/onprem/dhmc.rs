@@ -14,10 +14,10 @@ use crate::aws::http::HttpClient;
 use crate::aws::imds::ImdsClient;
 use crate::aws::jsonrpc::{self, AwsError};
 use crate::aws::retry::{self, Fix};
-use crate::aws::sigv4;
+use crate::aws::signer::{Key, Signer};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The header carrying the RSA signature of the `Authorization` value.
 pub const ASYMMETRIC_HEADER: &str = "SSM-AsymmetricKeyAuthorization";
@@ -56,21 +56,16 @@ impl DhmcClient {
     ) -> Result<Value, AwsError> {
         let target = format!("{TARGET_PREFIX}.{operation}");
         let body = input.to_string().into_bytes();
-        let region = &self.endpoint.region;
         let provider = self.identity.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
-            let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
-            let now = clock::now();
-            sigv4::sign(
-                "POST",
-                "/",
-                &mut headers,
-                &body,
-                credentials,
-                region,
-                SIGNING_NAME,
-                now,
-            );
+            let signer = Signer {
+                key: Key::Hmac(credentials),
+                region: &self.endpoint.region,
+                clock: &clock::PROCESS,
+            };
+            let mut headers =
+                jsonrpc::signed_headers(&signer, &self.endpoint, &target, &body, SIGNING_NAME)
+                    .map_err(|e| (e, Fix::None))?;
             if let Some(key) = key {
                 add_asymmetric_signature(&mut headers, key)
                     .map_err(|e| (AwsError::Credentials(CredentialsError(e)), Fix::None))?;
@@ -140,9 +135,7 @@ pub fn register(
         instance_id: instance_id.to_owned(),
         region: region.to_owned(),
         key: KeyPair::generate()?,
-        key_created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        key_created: crate::timefmt::unix_now(),
         fingerprint: instance_id.to_owned(),
     };
     store

@@ -14,10 +14,11 @@ use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::{self, AwsError};
 use crate::config::Config;
+use crate::timefmt::unix_now;
 use serde_json::{Value, json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const TARGET: &str = "AmazonSSM.RegisterManagedInstance";
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,12 +132,6 @@ pub fn register(
     store.save(&registration)?;
     store.clear_pending_key()?;
     Ok(registration)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// One unsigned JSON 1.1 call, retried on transport errors and `TooManyUpdates` (§5.4).

@@ -20,8 +20,9 @@ use super::keys::KeyPair;
 use super::store::{Registration, RegistrationStore, StoreError};
 use crate::aws::credentials::{Credentials, CredentialsError};
 use crate::aws::jsonrpc::AwsError;
+use crate::sync::lock;
+use crate::timefmt::unix_now;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the registration and a pending key are kept: [`RegistrationStore`], or a fake in tests.
 pub trait KeyStore: Send + Sync {
@@ -97,7 +98,7 @@ impl KeyManager {
     /// Fresh credentials from `RequestManagedInstanceRoleToken`, then a key rotation when one
     /// is due (its failure is logged, never returned: the credentials are good).
     pub fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         let token = match state.pending.take() {
             Some(pending) => self.settle(&mut state, pending),
             None => self.request(&state.registration.key, &state.registration),
@@ -232,18 +233,12 @@ fn surely_not_applied(error: &AwsError) -> bool {
     matches!(error, AwsError::Service { status, .. } if *status < 500)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aws::http::HttpError;
     use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
 
     const NOW: u64 = 1_700_000_000;
 
