@@ -4,7 +4,7 @@
 
 use super::clock::{self, Clock};
 use super::credentials::{CredentialsError, CredentialsProvider};
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Service};
 use super::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use super::retry::{self, ErrorKind, Fix};
 use super::signer::{Key, SignRequest, Signer};
@@ -117,15 +117,14 @@ impl JsonClient {
     pub fn new(
         http: Arc<HttpClient>,
         endpoint: Endpoint,
-        target_prefix: &'static str,
-        signing_name: &'static str,
+        service: Service,
         credentials: Arc<dyn CredentialsProvider>,
     ) -> JsonClient {
         JsonClient {
             http,
             endpoint,
-            target_prefix,
-            signing_name,
+            target_prefix: service.target_prefix,
+            signing_name: service.signing_name,
             credentials,
             clock: &clock::PROCESS,
         }
@@ -317,8 +316,7 @@ mod tests {
         JsonClient::new(
             Arc::new(http),
             endpoint,
-            "EC2WindowsMessageDeliveryService",
-            "ec2messages",
+            endpoint::EC2MESSAGES,
             credentials,
         )
     }

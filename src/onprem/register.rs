@@ -282,13 +282,9 @@ pub fn run(
                 Config::load(args.config.as_deref()).map_err(|e| RegisterError(e.to_string()))?;
             let http = HttpClient::for_agent(&config)
                 .map_err(|e| RegisterError(format!("cannot set up HTTPS: {e}")))?;
-            let endpoint = endpoint::resolve(
-                "ssm",
-                &activation.region,
-                &config.ssm.endpoint,
-                &config.agent.service_domain,
-            )
-            .map_err(|e| RegisterError(e.0))?;
+            let endpoint = config
+                .endpoint(&endpoint::SSM, &activation.region)
+                .map_err(|e| RegisterError(e.to_string()))?;
             let service = Service {
                 http: &http,
                 endpoint,

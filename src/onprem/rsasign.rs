@@ -5,7 +5,7 @@
 
 use super::keys::KeyPair;
 use crate::aws::clock;
-use crate::aws::endpoint::Endpoint;
+use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::{self, AwsError};
 use crate::aws::retry::{self, Fix};
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// SSM's signing name (the scope's service) and its JSON 1.1 target prefix.
-pub const SIGNING_NAME: &str = "ssm";
-pub const TARGET_PREFIX: &str = "AmazonSSM";
+pub const SIGNING_NAME: &str = endpoint::SSM.signing_name;
+pub const TARGET_PREFIX: &str = endpoint::SSM.target_prefix;
 
 pub use crate::aws::signer::PssSigner;
 
