@@ -55,7 +55,9 @@ pub enum EndpointError {
          Agent.Region in amazon-ssm-agent.json or the instance metadata"
     )]
     InvalidRegion(String),
-    #[error("endpoint override {value:?} has scheme {scheme:?}; use http://, https:// or a bare host")]
+    #[error(
+        "endpoint override {value:?} has scheme {scheme:?}; use http://, https:// or a bare host"
+    )]
     Scheme { value: String, scheme: String },
     #[error(
         "endpoint override {0:?} has no usable host; write it as host, host:port or \
@@ -268,7 +270,10 @@ mod tests {
             long.as_str(),
         ] {
             let err = resolve("ssm", region, "", "").unwrap_err();
-            assert!(err.to_string().contains("invalid region"), "{region}: {err}");
+            assert!(
+                err.to_string().contains("invalid region"),
+                "{region}: {err}"
+            );
         }
         assert!(resolve("ssm", &"a".repeat(100), "", "").is_ok());
         for ovr in [

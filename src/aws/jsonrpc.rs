@@ -146,99 +146,94 @@ impl JsonClient {
     ) -> Result<Value, AwsError> {
         let target = format!("{}.{operation}", self.target_prefix);
         let body = input.to_string().into_bytes();
-        let service = self.signing_name;
+        let call = Call {
+            http: &self.http,
+            endpoint: &self.endpoint,
+            clock: self.clock,
+            service: self.signing_name,
+            target: &target,
+            body: &body,
+            timeout,
+        };
         let provider = self.credentials.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
-            let signer = Signer {
-                key: Key::Hmac(credentials),
-                region: &self.endpoint.region,
-                clock: self.clock,
-            };
-            let headers = signed_headers(&signer, &self.endpoint, &target, &body, service)
-                .map_err(|e| (e, Fix::None))?;
-            let request = (target.as_str(), headers, body.as_slice());
-            attempt(self.clock, &self.http, &self.endpoint, request, timeout)
+            call.attempt(Key::Hmac(credentials), |_| Ok(()))
         })
     }
 }
 
-/// The headers of `POST /` calling `target` with `body`, signed by `signer` for `service`. A key
-/// that cannot sign is a `Credentials` error: nothing may be sent.
-pub fn signed_headers(
-    signer: &Signer<'_>,
-    endpoint: &Endpoint,
-    target: &str,
-    body: &[u8],
-    service: &str,
-) -> Result<Vec<(String, String)>, AwsError> {
-    let mut request = SignRequest {
-        method: "POST",
-        path_and_query: "/",
-        headers: request_headers(endpoint, target),
-        body,
-    };
-    signer
-        .sign(&mut request, service)
-        .map_err(|e| AwsError::Credentials(CredentialsError(e.to_string())))?;
-    Ok(request.headers)
+/// One JSON 1.1 call (`POST /`, `X-Amz-Target: <target>`) to one endpoint, each attempt
+/// signed with the key its caller holds: the one request path of every JSON 1.1 service,
+/// whatever signs it.
+pub struct Call<'a> {
+    pub http: &'a HttpClient,
+    pub endpoint: &'a Endpoint,
+    /// Stamps the request; corrected when a refusal shows skew.
+    pub clock: &'a Clock,
+    /// The signing name.
+    pub service: &'a str,
+    pub target: &'a str,
+    pub body: &'a [u8],
+    pub timeout: Duration,
 }
 
-/// The headers of a JSON 1.1 call before signing: `Host`, `Content-Type`, `X-Amz-Target`.
-/// Shared with the on-prem RSA signer, which signs the same request differently.
-pub fn request_headers(endpoint: &Endpoint, target: &str) -> Vec<(String, String)> {
-    vec![
-        ("Host".to_string(), endpoint.host.clone()),
-        ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
-        ("X-Amz-Target".to_string(), target.to_string()),
-    ]
-}
+impl Call<'_> {
+    /// Signs the request with `key`, lets `extend` add what goes after the signature (DHMC's
+    /// asymmetric-key header), sends it and decodes the answer; a refusal says what would fix
+    /// it, for [`retry::signed_call`] and [`retry::keyed_call`]. A key that cannot sign is a
+    /// `Credentials` error and nothing is sent.
+    pub fn attempt(
+        &self,
+        key: Key<'_>,
+        extend: impl FnOnce(&mut Vec<(String, String)>) -> Result<(), AwsError>,
+    ) -> Result<Value, (AwsError, Fix)> {
+        let signer = Signer {
+            key,
+            region: &self.endpoint.region,
+            clock: self.clock,
+        };
+        let mut request = SignRequest {
+            method: "POST",
+            path_and_query: "/",
+            headers: vec![
+                ("Host".to_string(), self.endpoint.host.clone()),
+                ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
+                ("X-Amz-Target".to_string(), self.target.to_string()),
+            ],
+            body: self.body,
+        };
+        let credentials = |e: String| (AwsError::Credentials(CredentialsError(e)), Fix::None);
+        signer
+            .sign(&mut request, self.service)
+            .map_err(|e| credentials(e.to_string()))?;
+        extend(&mut request.headers).map_err(|e| (e, Fix::None))?;
+        self.send(request.headers)
+    }
 
-/// Sends a signed `POST /` to `endpoint` and decodes the answer: the response object, or the
-/// service's error.
-pub fn send(
-    http: &HttpClient,
-    endpoint: &Endpoint,
-    target: &str,
-    headers: Vec<(String, String)>,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Value, AwsError> {
-    let request = (target, headers, body);
-    attempt(&clock::PROCESS, http, endpoint, request, timeout).map_err(|(e, _)| e)
-}
-
-/// The target, headers and body of one signed JSON 1.1 request.
-pub type Signed<'a> = (&'a str, Vec<(String, String)>, &'a [u8]);
-
-/// [`send`], also saying what would fix a refusal (correcting `clock` when its `Date` shows
-/// skew), for callers that sign again and resend: [`retry::signed_call`], [`retry::keyed_call`].
-pub fn attempt(
-    clock: &Clock,
-    http: &HttpClient,
-    endpoint: &Endpoint,
-    (target, headers, body): Signed<'_>,
-    timeout: Duration,
-) -> Result<Value, (AwsError, Fix)> {
-    let url = format!("{}/", endpoint.url);
-    let request = HttpRequest {
-        method: "POST",
-        url: &url,
-        headers,
-        body,
-        timeout,
-    };
-    let response = http
-        .send(request)
-        .map_err(|e| (AwsError::Transport(e), Fix::None))?;
-    debug!("{target} at {}: HTTP {}", endpoint.url, response.status);
-    if (200..300).contains(&response.status) {
-        decode_success(target, &response.body).map_err(|e| (e, Fix::None))
-    } else {
-        let fix = retry::fix_for(clock, &response);
-        if fix != Fix::None {
-            debug!("{target} refused ({fix:?}); sending it again unless that was tried");
+    fn send(&self, headers: Vec<(String, String)>) -> Result<Value, (AwsError, Fix)> {
+        let (target, endpoint) = (self.target, self.endpoint);
+        let url = format!("{}/", endpoint.url);
+        let request = HttpRequest {
+            method: "POST",
+            url: &url,
+            headers,
+            body: self.body,
+            timeout: self.timeout,
+        };
+        let response = self
+            .http
+            .send(request)
+            .map_err(|e| (AwsError::Transport(e), Fix::None))?;
+        debug!("{target} at {}: HTTP {}", endpoint.url, response.status);
+        if (200..300).contains(&response.status) {
+            decode_success(target, &response.body).map_err(|e| (e, Fix::None))
+        } else {
+            let fix = retry::fix_for(self.clock, &response);
+            if fix != Fix::None {
+                debug!("{target} refused ({fix:?}); sending it again unless that was tried");
+            }
+            Err((service_error(&response), fix))
         }
-        Err((service_error(&response), fix))
     }
 }
 
@@ -313,12 +308,7 @@ mod tests {
         };
         let http = HttpClient::with_proxies(&config, &Default::default()).unwrap();
         let endpoint = endpoint::resolve("ec2messages", "us-west-2", server_url, "").unwrap();
-        JsonClient::new(
-            Arc::new(http),
-            endpoint,
-            endpoint::EC2MESSAGES,
-            credentials,
-        )
+        JsonClient::new(Arc::new(http), endpoint, endpoint::EC2MESSAGES, credentials)
     }
 
     fn call(server: &Server, op: &str) -> Result<Value, AwsError> {

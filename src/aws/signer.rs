@@ -24,6 +24,9 @@ pub enum Key<'a> {
         instance_id: &'a str,
         key: &'a dyn PssSigner,
     },
+    /// No signature: the calls that create a registration, authorised by the activation code in
+    /// their body (docs/protocol.md §5.4).
+    Anonymous,
 }
 
 /// One request as it is sent: `headers` must already hold `Host` and every other header that
@@ -97,6 +100,7 @@ impl Signer<'_> {
                 headers.push(("Authorization".to_string(), value));
                 headers.push(("X-Amz-Content-Sha256".to_string(), sigv4::sha256_hex(body)));
             }
+            Key::Anonymous => {}
         }
         Ok(())
     }

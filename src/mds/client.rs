@@ -4,7 +4,6 @@ use crate::aws::jsonrpc::{AwsError, JsonClient};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-
 /// One delivered message. Field names follow the service's (case-sensitive) JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {

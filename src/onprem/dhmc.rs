@@ -12,9 +12,9 @@ use crate::aws::credentials::{CredentialsError, CredentialsProvider, RefreshingC
 use crate::aws::endpoint::Endpoint;
 use crate::aws::http::HttpClient;
 use crate::aws::imds::ImdsClient;
-use crate::aws::jsonrpc::{self, AwsError};
-use crate::aws::retry::{self, Fix};
-use crate::aws::signer::{Key, Signer};
+use crate::aws::jsonrpc::{AwsError, Call};
+use crate::aws::retry;
+use crate::aws::signer::Key;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,28 +56,22 @@ impl DhmcClient {
     ) -> Result<Value, AwsError> {
         let target = format!("{TARGET_PREFIX}.{operation}");
         let body = input.to_string().into_bytes();
+        let call = Call {
+            http: &self.http,
+            endpoint: &self.endpoint,
+            clock: &clock::PROCESS,
+            service: SIGNING_NAME,
+            target: &target,
+            body: &body,
+            timeout: CALL_TIMEOUT,
+        };
         let provider = self.identity.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
-            let signer = Signer {
-                key: Key::Hmac(credentials),
-                region: &self.endpoint.region,
-                clock: &clock::PROCESS,
-            };
-            let mut headers =
-                jsonrpc::signed_headers(&signer, &self.endpoint, &target, &body, SIGNING_NAME)
-                    .map_err(|e| (e, Fix::None))?;
-            if let Some(key) = key {
-                add_asymmetric_signature(&mut headers, key)
-                    .map_err(|e| (AwsError::Credentials(CredentialsError(e)), Fix::None))?;
-            }
-            let request = (target.as_str(), headers, body.as_slice());
-            jsonrpc::attempt(
-                &clock::PROCESS,
-                &self.http,
-                &self.endpoint,
-                request,
-                CALL_TIMEOUT,
-            )
+            call.attempt(Key::Hmac(credentials), |headers| match key {
+                Some(key) => add_asymmetric_signature(headers, key)
+                    .map_err(|e| AwsError::Credentials(CredentialsError(e))),
+                None => Ok(()),
+            })
         })
     }
 }

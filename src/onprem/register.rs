@@ -10,9 +10,11 @@ use super::fingerprint::{self, Hardware};
 use super::keys::KeyPair;
 use super::store::{KEY_TYPE, Registration, RegistrationStore, StoreError};
 use super::vault;
+use crate::aws::clock;
 use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::http::HttpClient;
-use crate::aws::jsonrpc::{self, AwsError};
+use crate::aws::jsonrpc::{AwsError, Call};
+use crate::aws::signer::Key;
 use crate::config::Config;
 use crate::timefmt::unix_now;
 use serde_json::{Value, json};
@@ -139,15 +141,16 @@ fn call_with_retry(service: &Service<'_>, body: &Value) -> Result<Value, Registe
     let body = body.to_string().into_bytes();
     let mut retry = 0;
     loop {
-        let headers = jsonrpc::request_headers(&service.endpoint, TARGET);
-        let result = jsonrpc::send(
-            service.http,
-            &service.endpoint,
-            TARGET,
-            headers,
-            &body,
-            CALL_TIMEOUT,
-        );
+        let call = Call {
+            http: service.http,
+            endpoint: &service.endpoint,
+            clock: &clock::PROCESS,
+            service: endpoint::SSM.signing_name,
+            target: TARGET,
+            body: &body,
+            timeout: CALL_TIMEOUT,
+        };
+        let result = call.attempt(Key::Anonymous, |_| Ok(())).map_err(|(e, _)| e);
         match result {
             Err(e) if retry < service.retry.retries && worth_retrying(&e) => {
                 let delay = service.retry.delay(retry);

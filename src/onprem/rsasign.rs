@@ -7,9 +7,9 @@ use super::keys::KeyPair;
 use crate::aws::clock;
 use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::http::HttpClient;
-use crate::aws::jsonrpc::{self, AwsError};
-use crate::aws::retry::{self, Fix};
-use crate::aws::signer::{Key, Signer};
+use crate::aws::jsonrpc::{AwsError, Call};
+use crate::aws::retry;
+use crate::aws::signer::Key;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,26 +56,18 @@ impl RsaClient {
     ) -> Result<Value, AwsError> {
         let target = format!("{TARGET_PREFIX}.{operation}");
         let body = input.to_string().into_bytes();
+        let call = Call {
+            http: &self.http,
+            endpoint: &self.endpoint,
+            clock: &clock::PROCESS,
+            service: SIGNING_NAME,
+            target: &target,
+            body: &body,
+            timeout,
+        };
         retry::keyed_call(|| {
-            let signer = Signer {
-                key: Key::Rsa {
-                    instance_id: &self.instance_id,
-                    key,
-                },
-                region: &self.endpoint.region,
-                clock: &clock::PROCESS,
-            };
-            let headers =
-                jsonrpc::signed_headers(&signer, &self.endpoint, &target, &body, SIGNING_NAME)
-                    .map_err(|e| (e, Fix::None))?;
-            let request = (target.as_str(), headers, body.as_slice());
-            jsonrpc::attempt(
-                &clock::PROCESS,
-                &self.http,
-                &self.endpoint,
-                request,
-                timeout,
-            )
+            let instance_id = &self.instance_id;
+            call.attempt(Key::Rsa { instance_id, key }, |_| Ok(()))
         })
     }
 }
@@ -201,7 +193,7 @@ mod tests {
     use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{response, serve};
-    use crate::aws::signer::SignRequest;
+    use crate::aws::signer::{SignRequest, Signer};
     use crate::aws::sigv4;
     use serde_json::json;
     use std::time::UNIX_EPOCH;
