@@ -262,10 +262,7 @@ fn ec2_identity(
         }
         _ => Arc::new(RefreshingCredentials::new(
             "IMDS instance-profile role",
-            move || {
-                imds.role_credentials()
-                    .map_err(|e| CredentialsError(e.to_string()))
-            },
+            move || imds.role_credentials().map_err(CredentialsError::Imds),
         )),
     };
     Ok(Identity {

@@ -202,10 +202,10 @@ impl Call<'_> {
             ],
             body: self.body,
         };
-        let credentials = |e: String| (AwsError::Credentials(CredentialsError(e)), Fix::None);
-        signer
-            .sign(&mut request, self.service)
-            .map_err(|e| credentials(e.to_string()))?;
+        signer.sign(&mut request, self.service).map_err(|e| {
+            let e = CredentialsError::Key(e.to_string());
+            (AwsError::Credentials(e), Fix::None)
+        })?;
         extend(&mut request.headers).map_err(|e| (e, Fix::None))?;
         self.send(request.headers)
     }
@@ -477,7 +477,7 @@ mod tests {
 
     impl CredentialsProvider for NoCredentials {
         fn credentials(&self) -> Result<Credentials, CredentialsError> {
-            Err(CredentialsError("no credentials in test".into()))
+            Err(CredentialsError::Fetch("no credentials in test".into()))
         }
     }
 
@@ -680,7 +680,7 @@ mod tests {
                 ErrorKind::Retryable,
             ),
             (
-                AwsError::Credentials(CredentialsError("none".into())),
+                AwsError::Credentials(CredentialsError::Fetch("none".into())),
                 ErrorKind::Credentials,
             ),
             (AwsError::Decode("bad".into()), ErrorKind::Permanent),

@@ -69,7 +69,7 @@ impl DhmcClient {
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
             call.attempt(Key::Hmac(credentials), |headers| match key {
                 Some(key) => add_asymmetric_signature(headers, key)
-                    .map_err(|e| AwsError::Credentials(CredentialsError(e))),
+                    .map_err(|e| AwsError::Credentials(CredentialsError::Key(e))),
                 None => Ok(()),
             })
         })
@@ -170,8 +170,7 @@ pub fn provider(
     auto_rotate_days: u32,
 ) -> Result<RefreshingCredentials, String> {
     let identity = RefreshingCredentials::new("IMDS instance identity credentials", move || {
-        imds.identity_credentials()
-            .map_err(|e| CredentialsError(e.to_string()))
+        imds.identity_credentials().map_err(CredentialsError::Imds)
     });
     let region = endpoint.region.clone();
     let client = DhmcClient::new(http, endpoint, Arc::new(identity));

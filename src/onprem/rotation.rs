@@ -103,7 +103,9 @@ impl KeyManager {
             Some(pending) => self.settle(&mut state, pending),
             None => self.request(&state.registration.key, &state.registration),
         }
-        .map_err(|e| CredentialsError(format!("RequestManagedInstanceRoleToken failed: {e}")))?;
+        .map_err(|e| {
+            CredentialsError::Fetch(format!("RequestManagedInstanceRoleToken failed: {e}"))
+        })?;
         let now = unix_now();
         if self.rotation_due(&state.registration, token.update_key_pair, now) {
             if let Err(e) = self.rotate(&mut state, now) {
@@ -526,7 +528,7 @@ mod tests {
         FakeService::set(&service.down, true);
         let manager = start(&disk, &service, 0);
         let err = manager.credentials().unwrap_err();
-        assert!(err.0.contains("service down"), "{err}");
+        assert!(err.to_string().contains("service down"), "{err}");
         assert!(disk.lock().unwrap().pending.is_some(), "pending key kept");
         FakeService::set(&service.down, false);
         manager.credentials().unwrap();

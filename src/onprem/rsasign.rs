@@ -373,7 +373,7 @@ mod tests {
             timeout,
         );
         assert!(
-            matches!(&err, Err(AwsError::Credentials(e)) if e.0.contains("mi-0123456789abcdef0") && e.0.contains("key unusable")),
+            matches!(&err, Err(AwsError::Credentials(e)) if e.to_string().contains("mi-0123456789abcdef0") && e.to_string().contains("key unusable")),
             "{err:?}"
         );
         assert_eq!(server.connections(), 1);
