@@ -234,8 +234,7 @@ mod tests {
             body,
         };
         signer.sign_at(&mut request, "ssm", UNIX_EPOCH).unwrap();
-        let headers = request.headers;
-        headers
+        request.headers
     }
 
     fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
