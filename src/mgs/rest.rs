@@ -21,26 +21,23 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// How much of an error body an error keeps.
 const BODY_SHOWN: usize = 1000;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum MgsError {
     /// The service answered with something other than 201; `access_denied` when the body names
     /// `AccessDeniedException` (which switches Run Command back to ec2messages).
+    #[error(
+        "the Session Manager service (ssmmessages) refused the request with HTTP {status}: \
+         {body}; check the instance's ssmmessages:* permissions and Mgs.Endpoint"
+    )]
     Refused {
         status: u16,
         body: String,
         access_denied: bool,
     },
     /// No usable answer: connection, TLS, timeout, credentials, or a 201 without a token.
+    #[error("{0}")]
     Transport(String),
 }
-
-impl std::fmt::Display for MgsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-impl std::error::Error for MgsError {}
 
 /// `POST /v1/control-channel/<instance id>` → TokenValue.
 pub fn create_control_channel(
