@@ -100,14 +100,13 @@ fn is_time_refusal(code: &str, message: &str) -> bool {
         || message.starts_with("Signature not yet current")
 }
 
-/// A client for one service: `target_prefix` e.g. `EC2WindowsMessageDeliveryService`,
-/// `signing_name` e.g. `ec2messages`. Cloning is cheap and shares the connection pool.
+/// A client for one service (e.g. [`super::endpoint::EC2MESSAGES`]) signed with HMAC
+/// credentials. Cloning is cheap and shares the connection pool.
 #[derive(Clone)]
 pub struct JsonClient {
     http: Arc<HttpClient>,
     endpoint: Endpoint,
-    target_prefix: &'static str,
-    signing_name: &'static str,
+    service: Service,
     credentials: Arc<dyn CredentialsProvider>,
     /// [`clock::PROCESS`] but in tests of the skew correction.
     clock: &'static Clock,
@@ -123,8 +122,7 @@ impl JsonClient {
         JsonClient {
             http,
             endpoint,
-            target_prefix: service.target_prefix,
-            signing_name: service.signing_name,
+            service,
             credentials,
             clock: &clock::PROCESS,
         }
@@ -136,7 +134,7 @@ impl JsonClient {
         JsonClient { clock, ..self }
     }
 
-    /// Calls `<target_prefix>.<operation>` with `input` as the body; returns the response object.
+    /// Calls `<target prefix>.<operation>` with `input` as the body; returns the response object.
     /// Credentials are fetched per attempt, so that refreshed ones are picked up.
     pub fn call(
         &self,
@@ -144,16 +142,16 @@ impl JsonClient {
         input: &Value,
         timeout: Duration,
     ) -> Result<Value, AwsError> {
-        let target = format!("{}.{operation}", self.target_prefix);
-        let body = input.to_string().into_bytes();
         let call = Call {
-            http: &self.http,
-            endpoint: &self.endpoint,
             clock: self.clock,
-            service: self.signing_name,
-            target: &target,
-            body: &body,
-            timeout,
+            ..Call::new(
+                &self.http,
+                &self.endpoint,
+                self.service,
+                operation,
+                input,
+                timeout,
+            )
         };
         let provider = self.credentials.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
@@ -171,13 +169,34 @@ pub struct Call<'a> {
     /// Stamps the request; corrected when a refusal shows skew.
     pub clock: &'a Clock,
     /// The signing name.
-    pub service: &'a str,
-    pub target: &'a str,
-    pub body: &'a [u8],
+    pub service: &'static str,
+    pub target: String,
+    pub body: Vec<u8>,
     pub timeout: Duration,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// `<service's target prefix>.<operation>` with `input` as the body, stamped by the
+    /// process clock.
+    pub fn new(
+        http: &'a HttpClient,
+        endpoint: &'a Endpoint,
+        service: Service,
+        operation: &str,
+        input: &Value,
+        timeout: Duration,
+    ) -> Call<'a> {
+        Call {
+            http,
+            endpoint,
+            clock: &clock::PROCESS,
+            service: service.signing_name,
+            target: format!("{}.{operation}", service.target_prefix),
+            body: input.to_string().into_bytes(),
+            timeout,
+        }
+    }
+
     /// Signs the request with `key`, lets `extend` add what goes after the signature (DHMC's
     /// asymmetric-key header), sends it and decodes the answer; a refusal says what would fix
     /// it, for [`retry::signed_call`] and [`retry::keyed_call`]. A key that cannot sign is a
@@ -200,7 +219,7 @@ impl Call<'_> {
                 ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
                 ("X-Amz-Target".to_string(), self.target.to_string()),
             ],
-            body: self.body,
+            body: &self.body,
         };
         signer.sign(&mut request, self.service).map_err(|e| {
             let e = CredentialsError::Key(e.to_string());
@@ -211,13 +230,13 @@ impl Call<'_> {
     }
 
     fn send(&self, headers: Vec<(String, String)>) -> Result<Value, (AwsError, Fix)> {
-        let (target, endpoint) = (self.target, self.endpoint);
+        let (target, endpoint) = (self.target.as_str(), self.endpoint);
         let url = format!("{}/", endpoint.url);
         let request = HttpRequest {
             method: "POST",
             url: &url,
             headers,
-            body: self.body,
+            body: &self.body,
             timeout: self.timeout,
         };
         let response = self

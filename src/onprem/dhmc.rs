@@ -5,11 +5,10 @@
 
 use super::credentials::{self, ManagedInstanceService, RoleToken};
 use super::keys::KeyPair;
-use super::rsasign::{PssSigner, SIGNING_NAME, TARGET_PREFIX};
+use super::rsasign::PssSigner;
 use super::store::{KEY_TYPE, Registration, RegistrationStore};
-use crate::aws::clock;
 use crate::aws::credentials::{CredentialsError, CredentialsProvider, RefreshingCredentials};
-use crate::aws::endpoint::Endpoint;
+use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
 use crate::aws::imds::ImdsClient;
 use crate::aws::jsonrpc::{AwsError, Call};
@@ -54,17 +53,14 @@ impl DhmcClient {
         operation: &str,
         input: &Value,
     ) -> Result<Value, AwsError> {
-        let target = format!("{TARGET_PREFIX}.{operation}");
-        let body = input.to_string().into_bytes();
-        let call = Call {
-            http: &self.http,
-            endpoint: &self.endpoint,
-            clock: &clock::PROCESS,
-            service: SIGNING_NAME,
-            target: &target,
-            body: &body,
-            timeout: CALL_TIMEOUT,
-        };
+        let call = Call::new(
+            &self.http,
+            &self.endpoint,
+            SSM,
+            operation,
+            input,
+            CALL_TIMEOUT,
+        );
         let provider = self.identity.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
             call.attempt(Key::Hmac(credentials), |headers| match key {

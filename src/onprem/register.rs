@@ -10,8 +10,7 @@ use super::fingerprint::{self, Hardware};
 use super::keys::KeyPair;
 use super::store::{KEY_TYPE, Registration, RegistrationStore, StoreError};
 use super::vault;
-use crate::aws::clock;
-use crate::aws::endpoint::{self, Endpoint};
+use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::{AwsError, Call};
 use crate::aws::signer::Key;
@@ -22,7 +21,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TARGET: &str = "AmazonSSM.RegisterManagedInstance";
+const OPERATION: &str = "RegisterManagedInstance";
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A hybrid activation, as created in the Systems Manager console or with `create-activation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,18 +137,10 @@ pub fn register(
 
 /// One unsigned JSON 1.1 call, retried on transport errors and `TooManyUpdates` (§5.4).
 fn call_with_retry(service: &Service<'_>, body: &Value) -> Result<Value, RegisterError> {
-    let body = body.to_string().into_bytes();
+    let (http, endpoint) = (service.http, &service.endpoint);
+    let call = Call::new(http, endpoint, SSM, OPERATION, body, CALL_TIMEOUT);
     let mut retry = 0;
     loop {
-        let call = Call {
-            http: service.http,
-            endpoint: &service.endpoint,
-            clock: &clock::PROCESS,
-            service: endpoint::SSM.signing_name,
-            target: TARGET,
-            body: &body,
-            timeout: CALL_TIMEOUT,
-        };
         let result = call.attempt(Key::Anonymous, |_| Ok(())).map_err(|(e, _)| e);
         match result {
             Err(e) if retry < service.retry.retries && worth_retrying(&e) => {
@@ -286,7 +277,7 @@ pub fn run(
             let http = HttpClient::for_agent(&config)
                 .map_err(|e| RegisterError(format!("cannot set up HTTPS: {e}")))?;
             let endpoint = config
-                .endpoint(&endpoint::SSM, &activation.region)
+                .endpoint(&SSM, &activation.region)
                 .map_err(|e| RegisterError(e.to_string()))?;
             let service = Service {
                 http: &http,
@@ -303,6 +294,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{Received, Server, response, serve};
     use crate::onprem::fingerprint::tests::fake_machine;

@@ -4,8 +4,7 @@
 //! string to sign in place of the hex HMAC.
 
 use super::keys::KeyPair;
-use crate::aws::clock;
-use crate::aws::endpoint::{self, Endpoint};
+use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::{AwsError, Call};
 use crate::aws::retry;
@@ -13,10 +12,6 @@ use crate::aws::signer::Key;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// SSM's signing name (the scope's service) and its JSON 1.1 target prefix.
-pub const SIGNING_NAME: &str = endpoint::SSM.signing_name;
-pub const TARGET_PREFIX: &str = endpoint::SSM.target_prefix;
 
 pub use crate::aws::signer::PssSigner;
 
@@ -54,17 +49,7 @@ impl RsaClient {
         input: &Value,
         timeout: Duration,
     ) -> Result<Value, AwsError> {
-        let target = format!("{TARGET_PREFIX}.{operation}");
-        let body = input.to_string().into_bytes();
-        let call = Call {
-            http: &self.http,
-            endpoint: &self.endpoint,
-            clock: &clock::PROCESS,
-            service: SIGNING_NAME,
-            target: &target,
-            body: &body,
-            timeout,
-        };
+        let call = Call::new(&self.http, &self.endpoint, SSM, operation, input, timeout);
         retry::keyed_call(|| {
             let instance_id = &self.instance_id;
             call.attempt(Key::Rsa { instance_id, key }, |_| Ok(()))
