@@ -124,7 +124,7 @@ pub fn register(
     let registration = Registration {
         instance_id: instance_id.to_owned(),
         region: region.to_owned(),
-        key: KeyPair::generate()?,
+        key: KeyPair::generate().map_err(|e| e.to_string())?,
         key_created: crate::timefmt::unix_now(),
         fingerprint: instance_id.to_owned(),
     };

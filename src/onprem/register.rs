@@ -110,7 +110,7 @@ pub fn register(
     service: &Service<'_>,
     activation: &Activation,
 ) -> Result<Registration, RegisterError> {
-    let key = KeyPair::generate().map_err(RegisterError)?;
+    let key = KeyPair::generate().map_err(|e| RegisterError(e.to_string()))?;
     let key_created = unix_now();
     // Also proves the state dir is writable before the service hears of the new key.
     let fingerprint = fingerprint::instance_fingerprint(store, hardware)?;

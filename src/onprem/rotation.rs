@@ -16,7 +16,7 @@
 //! is settled the same way before the next request.
 
 use super::credentials::{ManagedInstanceService, RoleToken};
-use super::keys::KeyPair;
+use super::keys::{KeyError, KeyPair};
 use super::store::{Registration, RegistrationStore, StoreError};
 use crate::aws::credentials::{Credentials, CredentialsError};
 use crate::aws::jsonrpc::AwsError;
@@ -53,7 +53,7 @@ const SECONDS_PER_DAY: u64 = 86_400;
 pub struct KeyManager {
     service: Box<dyn ManagedInstanceService>,
     store: Box<dyn KeyStore>,
-    generate: fn() -> Result<KeyPair, String>,
+    generate: fn() -> Result<KeyPair, KeyError>,
     /// `Profile.KeyAutoRotateDays`; 0 = only when the service asks.
     auto_rotate_days: u32,
     state: Mutex<KeyState>,
@@ -245,15 +245,15 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     /// A key that is only bytes: the fake service tells keys apart by their public half.
-    fn fake_key() -> Result<KeyPair, String> {
+    fn fake_key() -> Result<KeyPair, KeyError> {
         Ok(KeyPair {
             private_pkcs1_der: crate::random::uuid_v4().into_bytes(),
             public_pkix_der: crate::random::uuid_v4().into_bytes(),
         })
     }
 
-    fn no_key() -> Result<KeyPair, String> {
-        Err("no entropy in this test".into())
+    fn no_key() -> Result<KeyPair, KeyError> {
+        Err(KeyError::NoRandom)
     }
 
     /// How the fake service treats the next `UpdateManagedInstancePublicKey`.

@@ -17,7 +17,7 @@ pub use crate::aws::signer::PssSigner;
 
 impl PssSigner for KeyPair {
     fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        KeyPair::sign_pss_sha256(self, message)
+        KeyPair::sign_pss_sha256(self, message).map_err(|e| e.to_string())
     }
 }
 

@@ -72,7 +72,7 @@ pub fn import(
     if !record.private_key_type.is_empty() && record.private_key_type != KEY_TYPE {
         return Err(bad("privateKeyType is not Rsa"));
     }
-    let key = KeyPair::from_private_b64(&record.private_key).map_err(|e| bad(&e))?;
+    let key = KeyPair::from_private_b64(&record.private_key).map_err(|e| bad(&e.to_string()))?;
     let key_created = parse_go_time(&record.private_key_created_date).unwrap_or_else(|| {
         log::warn!("the imported key's creation date is missing or unreadable; counting from now");
         unix_now()
