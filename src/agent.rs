@@ -8,7 +8,7 @@ use crate::aws::jsonrpc::JsonClient;
 use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
 use crate::identity::{self, Identity, IdentityError};
-use crate::mds::client::{self as mds_client, MdsClient};
+use crate::mds::client::MdsClient;
 use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
@@ -179,21 +179,16 @@ fn start_mds(
     outbox: &Arc<Outbox>,
 ) -> Result<JoinHandle<()>, AgentError> {
     let (config, identity) = (ctx.config, ctx.identity);
-    let endpoint = endpoint::resolve(
-        mds_client::SIGNING_NAME,
-        ctx.region,
-        &config.mds.endpoint,
-        &config.agent.service_domain,
-    )
-    .map_err(endpoint_of("ec2messages"))?;
+    let endpoint = config
+        .endpoint(&endpoint::EC2MESSAGES, ctx.region)
+        .map_err(endpoint_of("ec2messages"))?;
     log::info!("ec2messages endpoint {}", endpoint.url);
     let timeout = Duration::from_millis(config.mds.stop_timeout_millis);
     let client = || {
         let json = JsonClient::new(
             ctx.http.clone(),
             endpoint.clone(),
-            mds_client::TARGET_PREFIX,
-            mds_client::SIGNING_NAME,
+            endpoint::EC2MESSAGES,
             identity.credentials.clone(),
         );
         MdsClient::new(json, &identity.instance_id, timeout)
@@ -229,13 +224,9 @@ fn start_mgs(
     } else {
         &config.mgs.region
     };
-    let endpoint = endpoint::resolve(
-        "ssmmessages",
-        region,
-        &config.mgs.endpoint,
-        &config.agent.service_domain,
-    )
-    .map_err(endpoint_of("ssmmessages"))?;
+    let endpoint = config
+        .endpoint(&endpoint::SSMMESSAGES, region)
+        .map_err(endpoint_of("ssmmessages"))?;
     log::info!("ssmmessages endpoint {}", endpoint.url);
     let env = SessionEnv {
         http: ctx.http.clone(),

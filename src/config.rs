@@ -5,6 +5,7 @@
 //! module does the same. Values outside their allowed range are clamped (or reset to the default)
 //! exactly where upstream's `appconfig_parser.go` does, and each such fix is logged.
 
+use crate::aws::endpoint::{self, Endpoint, EndpointError, Service};
 use serde_json::Value;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -337,6 +338,23 @@ impl Config {
         if self.identity.consumption_order.is_empty() {
             self.identity.consumption_order = Config::default().identity.consumption_order;
         }
+    }
+}
+
+impl Config {
+    /// Where `service` is reached in `region`: its `<Section>.Endpoint` override when set, else
+    /// `<prefix>.<region>.<Agent.ServiceDomain or the partition's domain>`.
+    pub fn endpoint(&self, service: &Service, region: &str) -> Result<Endpoint, EndpointError> {
+        let override_ = match service.endpoint_prefix {
+            "ec2messages" => &self.mds.endpoint,
+            "ssm" => &self.ssm.endpoint,
+            "ssmmessages" => &self.mgs.endpoint,
+            "kms" => &self.kms.endpoint,
+            "s3" => &self.s3.endpoint,
+            _ => "",
+        };
+        let domain = &self.agent.service_domain;
+        endpoint::resolve(service.endpoint_prefix, region, override_, domain)
     }
 }
 

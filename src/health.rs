@@ -16,8 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const SSM_TARGET_PREFIX: &str = "AmazonSSM";
-pub const SSM_SIGNING_NAME: &str = "ssm";
 /// Where the platform name and version come from, in order (os-release(5)).
 pub const OS_RELEASE_PATHS: [&str; 2] = ["/etc/os-release", "/usr/lib/os-release"];
 const PING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -224,17 +222,11 @@ pub fn ssm_client(
     identity: &Identity,
     config: &Config,
 ) -> Result<JsonClient, EndpointError> {
-    let endpoint = endpoint::resolve(
-        SSM_SIGNING_NAME,
-        &identity.region,
-        &config.ssm.endpoint,
-        &config.agent.service_domain,
-    )?;
+    let endpoint = config.endpoint(&endpoint::SSM, &identity.region)?;
     Ok(JsonClient::new(
         http,
         endpoint,
-        SSM_TARGET_PREFIX,
-        SSM_SIGNING_NAME,
+        endpoint::SSM,
         identity.credentials.clone(),
     ))
 }

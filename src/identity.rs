@@ -10,7 +10,7 @@ use crate::aws::imds::{ImdsClient, ImdsError};
 use crate::config::Config;
 use crate::onprem::credentials::{self as onprem_credentials, SsmService};
 use crate::onprem::dhmc;
-use crate::onprem::rsasign::{self, RsaClient};
+use crate::onprem::rsasign::RsaClient;
 use crate::onprem::store::RegistrationStore;
 use std::fmt;
 use std::path::Path;
@@ -191,13 +191,9 @@ pub fn onprem_identity(
         return Ok(None);
     };
     let region = region(config, &registration.region);
-    let endpoint = endpoint::resolve(
-        rsasign::SIGNING_NAME,
-        &region,
-        &config.ssm.endpoint,
-        &config.agent.service_domain,
-    )
-    .map_err(|e| format!("SSM endpoint for {}: {e}", registration.instance_id))?;
+    let endpoint = config
+        .endpoint(&endpoint::SSM, &region)
+        .map_err(|e| format!("SSM endpoint for {}: {e}", registration.instance_id))?;
     let instance_id = registration.instance_id.clone();
     let service = SsmService::new(RsaClient::new(http, endpoint, &instance_id));
     let rotate_days = config.profile.key_auto_rotate_days;
@@ -250,13 +246,9 @@ fn ec2_identity(
     let credentials: Arc<dyn CredentialsProvider> = match imds.role_credentials() {
         Err(ImdsError::NoRole) => {
             log::info!("identity: no instance-profile role; using EC2 Default Host Management");
-            let endpoint = endpoint::resolve(
-                rsasign::SIGNING_NAME,
-                &region,
-                &config.ssm.endpoint,
-                &config.agent.service_domain,
-            )
-            .map_err(|e| format!("SSM endpoint for {instance_id}: {e}"))?;
+            let endpoint = config
+                .endpoint(&endpoint::SSM, &region)
+                .map_err(|e| format!("SSM endpoint for {instance_id}: {e}"))?;
             let store = RegistrationStore::ec2(state_dir);
             let rotate_days = config.profile.key_auto_rotate_days;
             Arc::new(dhmc::provider(
@@ -270,10 +262,7 @@ fn ec2_identity(
         }
         _ => Arc::new(RefreshingCredentials::new(
             "IMDS instance-profile role",
-            move || {
-                imds.role_credentials()
-                    .map_err(|e| CredentialsError(e.to_string()))
-            },
+            move || imds.role_credentials().map_err(CredentialsError::Imds),
         )),
     };
     Ok(Identity {

@@ -31,16 +31,31 @@ impl fmt::Debug for Credentials {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CredentialsError(pub String);
-
-impl fmt::Display for CredentialsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// A cached source failed and nothing usable is held: which source, and why.
+    #[error("cannot get AWS credentials from {source_name}: {reason}")]
+    Source { source_name: String, reason: String },
+    #[error(
+        "the credentials returned expire at {0}, which is already past or too close; check the \
+         system clock"
+    )]
+    Expiring(String),
+    #[error(
+        "no AWS credentials found; tried {tried}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+         in the agent's environment, or put aws_access_key_id and aws_secret_access_key in \
+         profile [{profile}] of the shared credentials file"
+    )]
+    NotFound { tried: String, profile: String },
+    #[error("{0}")]
+    Imds(#[from] super::imds::ImdsError),
+    /// A key of the agent's own could not sign (on-prem RSA, DHMC); the text names the key.
+    #[error("{0}")]
+    Key(String),
+    /// A call that hands out credentials failed (an on-prem role token, a test script).
+    #[error("{0}")]
+    Fetch(String),
 }
-
-impl std::error::Error for CredentialsError {}
 
 /// Anything that can hand out current credentials; implementations refresh as needed.
 pub trait CredentialsProvider: Send + Sync {
@@ -223,10 +238,10 @@ impl RefreshingCredentials {
     }
 
     fn failure(&self, error: &CredentialsError) -> CredentialsError {
-        CredentialsError(format!(
-            "cannot get AWS credentials from {}: {error}",
-            self.source
-        ))
+        CredentialsError::Source {
+            source_name: self.source.to_string(),
+            reason: error.to_string(),
+        }
     }
 }
 
@@ -237,12 +252,9 @@ fn usable(credentials: Credentials, now: SystemTime) -> Result<Credentials, Cred
         retrieved_at: now,
     };
     if !held.usable_at(now) {
-        return Err(CredentialsError(format!(
-            "the credentials returned expire at {}, which is already past or too close; check the system clock",
-            held.credentials
-                .expires_at
-                .map_or("?".into(), crate::timefmt::iso8601_ms)
-        )));
+        let expires_at = held.credentials.expires_at;
+        let shown = expires_at.map_or("?".into(), crate::timefmt::iso8601_ms);
+        return Err(CredentialsError::Expiring(shown));
     }
     Ok(held.credentials)
 }
@@ -347,10 +359,10 @@ pub fn default_chain(env: &Env) -> Result<Credentials, CredentialsError> {
             Err(why) => tried.push(why),
         }
     }
-    Err(CredentialsError(format!(
-        "no AWS credentials found; tried {}. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the agent's environment, or put aws_access_key_id and aws_secret_access_key in profile [{profile}] of the shared credentials file",
-        tried.join("; ")
-    )))
+    Err(CredentialsError::NotFound {
+        tried: tried.join("; "),
+        profile: profile.to_string(),
+    })
 }
 
 fn from_environment(env: &Env) -> Result<Credentials, String> {
@@ -522,7 +534,7 @@ mod tests {
         let provider = RefreshingCredentials::new("test source", move || {
             counter.fetch_add(1, Ordering::SeqCst);
             let next = script.lock().unwrap().pop_front();
-            next.unwrap_or_else(|| Err(CredentialsError("script exhausted".into())))
+            next.unwrap_or_else(|| Err(CredentialsError::Fetch("script exhausted".into())))
         });
         (provider, calls)
     }
@@ -532,7 +544,7 @@ mod tests {
     }
 
     fn fail() -> Result<Credentials, CredentialsError> {
-        Err(CredentialsError("IMDS unreachable".into()))
+        Err(CredentialsError::Fetch("IMDS unreachable".into()))
     }
 
     #[test]

@@ -12,16 +12,61 @@ pub struct Endpoint {
     pub region: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndpointError(pub String);
-
-impl std::fmt::Display for EndpointError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// One AWS service the agent calls. Adding a service is this value and its operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    /// The first label of its host name, `<prefix>.<region>.<domain>`.
+    pub endpoint_prefix: &'static str,
+    /// The SigV4 scope's service.
+    pub signing_name: &'static str,
+    /// The `X-Amz-Target` prefix of its JSON 1.1 operations (empty for REST services).
+    pub target_prefix: &'static str,
 }
 
-impl std::error::Error for EndpointError {}
+/// Run Command's message delivery service (docs/protocol.md §2).
+pub const EC2MESSAGES: Service = Service {
+    endpoint_prefix: "ec2messages",
+    signing_name: "ec2messages",
+    target_prefix: "EC2WindowsMessageDeliveryService",
+};
+/// Systems Manager itself: health, registration, on-prem and DHMC credentials.
+pub const SSM: Service = Service {
+    endpoint_prefix: "ssm",
+    signing_name: "ssm",
+    target_prefix: "AmazonSSM",
+};
+/// Session Manager's message gateway (MGS, REST and websockets).
+pub const SSMMESSAGES: Service = Service {
+    endpoint_prefix: "ssmmessages",
+    signing_name: "ssmmessages",
+    target_prefix: "",
+};
+/// KMS, for session encryption.
+pub const KMS: Service = Service {
+    endpoint_prefix: "kms",
+    signing_name: "kms",
+    target_prefix: "TrentService",
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error(
+        "invalid region {0:?}: expected 1-100 letters, digits or '-' (e.g. us-east-1); fix \
+         Agent.Region in amazon-ssm-agent.json or the instance metadata"
+    )]
+    InvalidRegion(String),
+    #[error(
+        "endpoint override {value:?} has scheme {scheme:?}; use http://, https:// or a bare host"
+    )]
+    Scheme { value: String, scheme: String },
+    #[error(
+        "endpoint override {0:?} has no usable host; write it as host, host:port or \
+         https://host[:port]"
+    )]
+    NoHost(String),
+    #[error("endpoint {input:?}: port {port:?} is not a number in 1-65535")]
+    Port { input: String, port: String },
+}
 
 /// Region prefixes of the partitions whose DNS suffix is not `amazonaws.com`.
 const PARTITION_DOMAINS: &[(&str, &str)] = &[
@@ -71,10 +116,7 @@ fn check_region(region: &str) -> Result<(), EndpointError> {
     if valid {
         Ok(())
     } else {
-        Err(EndpointError(format!(
-            "invalid region {region:?}: expected 1-100 letters, digits or '-' (e.g. us-east-1); \
-             fix Agent.Region in amazon-ssm-agent.json or the instance metadata"
-        )))
+        Err(EndpointError::InvalidRegion(region.to_string()))
     }
 }
 
@@ -96,17 +138,15 @@ fn split_override(value: &str) -> Result<(&'static str, String), EndpointError> 
         Some((s, rest)) if s.eq_ignore_ascii_case("https") => ("https", rest),
         Some((s, rest)) if s.eq_ignore_ascii_case("http") => ("http", rest),
         Some((s, _)) => {
-            return Err(EndpointError(format!(
-                "endpoint override {value:?} has scheme {s:?}; use http://, https:// or a bare host"
-            )));
+            return Err(EndpointError::Scheme {
+                value: value.to_string(),
+                scheme: s.to_string(),
+            });
         }
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() || authority.contains('@') {
-        return Err(EndpointError(format!(
-            "endpoint override {value:?} has no usable host; write it as host, host:port or \
-             https://host[:port]"
-        )));
+        return Err(EndpointError::NoHost(value.to_string()));
     }
     Ok((scheme, authority.to_ascii_lowercase()))
 }
@@ -119,11 +159,14 @@ fn strip_default_port(scheme: &str, authority: &str, input: &str) -> Result<Stri
         return Ok(authority.to_string());
     };
     let (host, port) = (&authority[..colon], &authority[colon + 1..]);
-    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
-        EndpointError(format!(
-            "endpoint {input:?}: port {port:?} is not a number in 1-65535"
-        ))
-    })?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| EndpointError::Port {
+            input: input.to_string(),
+            port: port.to_string(),
+        })?;
     let default = if scheme == "https" { 443 } else { 80 };
     Ok(if port == default {
         host.to_string()
@@ -227,7 +270,10 @@ mod tests {
             long.as_str(),
         ] {
             let err = resolve("ssm", region, "", "").unwrap_err();
-            assert!(err.0.contains("invalid region"), "{region}: {err}");
+            assert!(
+                err.to_string().contains("invalid region"),
+                "{region}: {err}"
+            );
         }
         assert!(resolve("ssm", &"a".repeat(100), "", "").is_ok());
         for ovr in [

@@ -69,23 +69,21 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("timed out: {0}")]
     Timeout(String),
+    #[error("cannot connect: {0}")]
     Connect(String),
+    #[error("I/O error: {0}")]
     Io(String),
+    #[error("TLS failure: {0}")]
     Tls(String),
+    #[error("answer too large: {0}")]
     TooLarge(String),
+    #[error("{0}")]
     Other(String),
 }
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-impl std::error::Error for HttpError {}
 
 /// Proxy settings, normally from the environment (see [`ProxySettings::from_env`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

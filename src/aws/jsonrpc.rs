@@ -4,10 +4,10 @@
 
 use super::clock::{self, Clock};
 use super::credentials::{CredentialsError, CredentialsProvider};
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Service};
 use super::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use super::retry::{self, ErrorKind, Fix};
-use super::sigv4;
+use super::signer::{Key, SignRequest, Signer};
 use log::debug;
 use serde_json::Value;
 use std::sync::Arc;
@@ -24,28 +24,24 @@ const THROTTLING_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
 ];
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AwsError {
     /// The service answered with an error status; `code` is the `__type` without any namespace.
+    #[error("the service refused the call (HTTP {status}, {code}): {message}")]
     Service {
         status: u16,
         code: String,
         message: String,
     },
     /// No answer: connection, TLS or timeout failure.
+    #[error("no answer from the service: {0}; check the network, proxy and endpoint settings")]
     Transport(HttpError),
+    #[error("no credentials to sign the call with: {0}")]
     Credentials(CredentialsError),
     /// A 2xx answer whose body is not the JSON expected.
+    #[error("unexpected answer: {0}")]
     Decode(String),
 }
-
-impl std::fmt::Display for AwsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-impl std::error::Error for AwsError {}
 
 impl AwsError {
     /// Throttling codes (`ThrottlingException`, `TooManyRequestsException`, …) or HTTP 429.
@@ -104,14 +100,13 @@ fn is_time_refusal(code: &str, message: &str) -> bool {
         || message.starts_with("Signature not yet current")
 }
 
-/// A client for one service: `target_prefix` e.g. `EC2WindowsMessageDeliveryService`,
-/// `signing_name` e.g. `ec2messages`. Cloning is cheap and shares the connection pool.
+/// A client for one service (e.g. [`super::endpoint::EC2MESSAGES`]) signed with HMAC
+/// credentials. Cloning is cheap and shares the connection pool.
 #[derive(Clone)]
 pub struct JsonClient {
     http: Arc<HttpClient>,
     endpoint: Endpoint,
-    target_prefix: &'static str,
-    signing_name: &'static str,
+    service: Service,
     credentials: Arc<dyn CredentialsProvider>,
     /// [`clock::PROCESS`] but in tests of the skew correction.
     clock: &'static Clock,
@@ -121,15 +116,13 @@ impl JsonClient {
     pub fn new(
         http: Arc<HttpClient>,
         endpoint: Endpoint,
-        target_prefix: &'static str,
-        signing_name: &'static str,
+        service: Service,
         credentials: Arc<dyn CredentialsProvider>,
     ) -> JsonClient {
         JsonClient {
             http,
             endpoint,
-            target_prefix,
-            signing_name,
+            service,
             credentials,
             clock: &clock::PROCESS,
         }
@@ -141,7 +134,7 @@ impl JsonClient {
         JsonClient { clock, ..self }
     }
 
-    /// Calls `<target_prefix>.<operation>` with `input` as the body; returns the response object.
+    /// Calls `<target prefix>.<operation>` with `input` as the body; returns the response object.
     /// Credentials are fetched per attempt, so that refreshed ones are picked up.
     pub fn call(
         &self,
@@ -149,85 +142,117 @@ impl JsonClient {
         input: &Value,
         timeout: Duration,
     ) -> Result<Value, AwsError> {
-        let target = format!("{}.{operation}", self.target_prefix);
-        let body = input.to_string().into_bytes();
-        let (region, service) = (&self.endpoint.region, self.signing_name);
+        let call = Call {
+            clock: self.clock,
+            ..Call::new(
+                &self.http,
+                &self.endpoint,
+                self.service,
+                operation,
+                input,
+                timeout,
+            )
+        };
         let provider = self.credentials.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
-            let mut headers = request_headers(&self.endpoint, &target);
-            let now = self.clock.now();
-            sigv4::sign(
-                "POST",
-                "/",
-                &mut headers,
-                &body,
-                credentials,
-                region,
-                service,
-                now,
-            );
-            let request = (target.as_str(), headers, body.as_slice());
-            attempt(self.clock, &self.http, &self.endpoint, request, timeout)
+            call.attempt(Key::Hmac(credentials), |_| Ok(()))
         })
     }
 }
 
-/// The headers of a JSON 1.1 call before signing: `Host`, `Content-Type`, `X-Amz-Target`.
-/// Shared with the on-prem RSA signer, which signs the same request differently.
-pub fn request_headers(endpoint: &Endpoint, target: &str) -> Vec<(String, String)> {
-    vec![
-        ("Host".to_string(), endpoint.host.clone()),
-        ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
-        ("X-Amz-Target".to_string(), target.to_string()),
-    ]
+/// One JSON 1.1 call (`POST /`, `X-Amz-Target: <target>`) to one endpoint, each attempt
+/// signed with the key its caller holds: the one request path of every JSON 1.1 service,
+/// whatever signs it.
+pub struct Call<'a> {
+    pub http: &'a HttpClient,
+    pub endpoint: &'a Endpoint,
+    /// Stamps the request; corrected when a refusal shows skew.
+    pub clock: &'a Clock,
+    /// The signing name.
+    pub service: &'static str,
+    pub target: String,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
 }
 
-/// Sends a signed `POST /` to `endpoint` and decodes the answer: the response object, or the
-/// service's error.
-pub fn send(
-    http: &HttpClient,
-    endpoint: &Endpoint,
-    target: &str,
-    headers: Vec<(String, String)>,
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Value, AwsError> {
-    let request = (target, headers, body);
-    attempt(&clock::PROCESS, http, endpoint, request, timeout).map_err(|(e, _)| e)
-}
-
-/// The target, headers and body of one signed JSON 1.1 request.
-pub type Signed<'a> = (&'a str, Vec<(String, String)>, &'a [u8]);
-
-/// [`send`], also saying what would fix a refusal (correcting `clock` when its `Date` shows
-/// skew), for callers that sign again and resend: [`retry::signed_call`], [`retry::keyed_call`].
-pub fn attempt(
-    clock: &Clock,
-    http: &HttpClient,
-    endpoint: &Endpoint,
-    (target, headers, body): Signed<'_>,
-    timeout: Duration,
-) -> Result<Value, (AwsError, Fix)> {
-    let url = format!("{}/", endpoint.url);
-    let request = HttpRequest {
-        method: "POST",
-        url: &url,
-        headers,
-        body,
-        timeout,
-    };
-    let response = http
-        .send(request)
-        .map_err(|e| (AwsError::Transport(e), Fix::None))?;
-    debug!("{target} at {}: HTTP {}", endpoint.url, response.status);
-    if (200..300).contains(&response.status) {
-        decode_success(target, &response.body).map_err(|e| (e, Fix::None))
-    } else {
-        let fix = retry::fix_for(clock, &response);
-        if fix != Fix::None {
-            debug!("{target} refused ({fix:?}); sending it again unless that was tried");
+impl<'a> Call<'a> {
+    /// `<service's target prefix>.<operation>` with `input` as the body, stamped by the
+    /// process clock.
+    pub fn new(
+        http: &'a HttpClient,
+        endpoint: &'a Endpoint,
+        service: Service,
+        operation: &str,
+        input: &Value,
+        timeout: Duration,
+    ) -> Call<'a> {
+        Call {
+            http,
+            endpoint,
+            clock: &clock::PROCESS,
+            service: service.signing_name,
+            target: format!("{}.{operation}", service.target_prefix),
+            body: input.to_string().into_bytes(),
+            timeout,
         }
-        Err((service_error(&response), fix))
+    }
+
+    /// Signs the request with `key`, lets `extend` add what goes after the signature (DHMC's
+    /// asymmetric-key header), sends it and decodes the answer; a refusal says what would fix
+    /// it, for [`retry::signed_call`] and [`retry::keyed_call`]. A key that cannot sign is a
+    /// `Credentials` error and nothing is sent.
+    pub fn attempt(
+        &self,
+        key: Key<'_>,
+        extend: impl FnOnce(&mut Vec<(String, String)>) -> Result<(), AwsError>,
+    ) -> Result<Value, (AwsError, Fix)> {
+        let signer = Signer {
+            key,
+            region: &self.endpoint.region,
+            clock: self.clock,
+        };
+        let mut request = SignRequest {
+            method: "POST",
+            path_and_query: "/",
+            headers: vec![
+                ("Host".to_string(), self.endpoint.host.clone()),
+                ("Content-Type".to_string(), CONTENT_TYPE.to_string()),
+                ("X-Amz-Target".to_string(), self.target.to_string()),
+            ],
+            body: &self.body,
+        };
+        signer.sign(&mut request, self.service).map_err(|e| {
+            let e = CredentialsError::Key(e.to_string());
+            (AwsError::Credentials(e), Fix::None)
+        })?;
+        extend(&mut request.headers).map_err(|e| (e, Fix::None))?;
+        self.send(request.headers)
+    }
+
+    fn send(&self, headers: Vec<(String, String)>) -> Result<Value, (AwsError, Fix)> {
+        let (target, endpoint) = (self.target.as_str(), self.endpoint);
+        let url = format!("{}/", endpoint.url);
+        let request = HttpRequest {
+            method: "POST",
+            url: &url,
+            headers,
+            body: &self.body,
+            timeout: self.timeout,
+        };
+        let response = self
+            .http
+            .send(request)
+            .map_err(|e| (AwsError::Transport(e), Fix::None))?;
+        debug!("{target} at {}: HTTP {}", endpoint.url, response.status);
+        if (200..300).contains(&response.status) {
+            decode_success(target, &response.body).map_err(|e| (e, Fix::None))
+        } else {
+            let fix = retry::fix_for(self.clock, &response);
+            if fix != Fix::None {
+                debug!("{target} refused ({fix:?}); sending it again unless that was tried");
+            }
+            Err((service_error(&response), fix))
+        }
     }
 }
 
@@ -279,6 +304,7 @@ mod tests {
     use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{Received, Server, response, serve};
+    use crate::aws::sigv4;
     use serde_json::json;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::SystemTime;
@@ -301,13 +327,7 @@ mod tests {
         };
         let http = HttpClient::with_proxies(&config, &Default::default()).unwrap();
         let endpoint = endpoint::resolve("ec2messages", "us-west-2", server_url, "").unwrap();
-        JsonClient::new(
-            Arc::new(http),
-            endpoint,
-            "EC2WindowsMessageDeliveryService",
-            "ec2messages",
-            credentials,
-        )
+        JsonClient::new(Arc::new(http), endpoint, endpoint::EC2MESSAGES, credentials)
     }
 
     fn call(server: &Server, op: &str) -> Result<Value, AwsError> {
@@ -329,20 +349,8 @@ mod tests {
         else {
             return false;
         };
-        let headers: Vec<(String, String)> = signed
-            .split(';')
-            .map(|n| (n.to_string(), r.header(n).unwrap_or_default().to_string()))
-            .collect();
-        let target = r.request_line.split(' ').nth(1).unwrap_or_default();
-        let request = sigv4::Request {
-            method: "POST",
-            path_and_query: target,
-            headers: &headers,
-            body: &r.body,
-            normalize_path: true,
-        };
         let date = r.header("x-amz-date").unwrap_or_default();
-        let sts = sigv4::string_to_sign(&request, date, "us-west-2", "ec2messages");
+        let sts = sigv4::received_string_to_sign(r, signed, date, "us-west-2", "ec2messages");
         auth == sigv4::authorization("AKIDTEST", &sts, &sigv4::hmac_signature(SECRET, &sts))
     }
 
@@ -476,7 +484,7 @@ mod tests {
 
     impl CredentialsProvider for NoCredentials {
         fn credentials(&self) -> Result<Credentials, CredentialsError> {
-            Err(CredentialsError("no credentials in test".into()))
+            Err(CredentialsError::Fetch("no credentials in test".into()))
         }
     }
 
@@ -679,7 +687,7 @@ mod tests {
                 ErrorKind::Retryable,
             ),
             (
-                AwsError::Credentials(CredentialsError("none".into())),
+                AwsError::Credentials(CredentialsError::Fetch("none".into())),
                 ErrorKind::Credentials,
             ),
             (AwsError::Decode("bad".into()), ErrorKind::Permanent),

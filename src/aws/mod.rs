@@ -7,5 +7,7 @@ pub mod endpoint;
 pub mod http;
 pub mod imds;
 pub mod jsonrpc;
+pub mod rest;
 pub mod retry;
+pub mod signer;
 pub mod sigv4;

@@ -287,6 +287,30 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// What a service rebuilds from a `POST` a test server received: the string to sign over the
+/// headers named in `signed` (the `SignedHeaders` list) with `date` (its `X-Amz-Date`).
+#[cfg(test)]
+pub(crate) fn received_string_to_sign(
+    r: &super::http::test_server::Received,
+    signed: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> StringToSign {
+    let headers: Vec<(String, String)> = signed
+        .split(';')
+        .map(|n| (n.to_string(), r.header(n).unwrap_or_default().to_string()))
+        .collect();
+    let request = Request {
+        method: "POST",
+        path_and_query: r.request_line.split(' ').nth(1).unwrap_or_default(),
+        headers: &headers,
+        body: &r.body,
+        normalize_path: true,
+    };
+    string_to_sign(&request, date, region, service)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

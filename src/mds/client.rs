@@ -4,10 +4,6 @@ use crate::aws::jsonrpc::{AwsError, JsonClient};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Target prefix and signing name of ec2messages.
-pub const TARGET_PREFIX: &str = "EC2WindowsMessageDeliveryService";
-pub const SIGNING_NAME: &str = "ec2messages";
-
 /// One delivered message. Field names follow the service's (case-sensitive) JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {

@@ -7,9 +7,10 @@ use super::websocket::Connection;
 use crate::aws::clock;
 use crate::aws::credentials::{Credentials, CredentialsProvider};
 use crate::aws::endpoint::Endpoint;
-use crate::aws::http::{HttpClient, HttpRequest, HttpResponse};
+use crate::aws::http::{HttpClient, HttpResponse};
+use crate::aws::rest::{RestClient, RestError};
 use crate::aws::retry::{self, Fix};
-use crate::aws::sigv4;
+use crate::aws::signer::{Key, SignRequest, Signer};
 use serde_json::json;
 use std::time::Duration;
 
@@ -20,26 +21,23 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// How much of an error body an error keeps.
 const BODY_SHOWN: usize = 1000;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum MgsError {
     /// The service answered with something other than 201; `access_denied` when the body names
     /// `AccessDeniedException` (which switches Run Command back to ec2messages).
+    #[error(
+        "the Session Manager service (ssmmessages) refused the request with HTTP {status}: \
+         {body}; check the instance's ssmmessages:* permissions and Mgs.Endpoint"
+    )]
     Refused {
         status: u16,
         body: String,
         access_denied: bool,
     },
     /// No usable answer: connection, TLS, timeout, credentials, or a 201 without a token.
+    #[error("{0}")]
     Transport(String),
 }
-
-impl std::fmt::Display for MgsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-
-impl std::error::Error for MgsError {}
 
 /// `POST /v1/control-channel/<instance id>` → TokenValue.
 pub fn create_control_channel(
@@ -78,20 +76,24 @@ fn sign_upgrade(
     credentials: &Credentials,
     host: &str,
     path_and_query: &str,
-) -> Vec<(String, String)> {
-    let mut headers = vec![("Host".to_string(), host.to_string())];
-    sigv4::sign(
-        "GET",
+) -> Result<Vec<(String, String)>, MgsError> {
+    let signer = Signer {
+        key: Key::Hmac(credentials),
+        region: &endpoint.region,
+        clock: &clock::PROCESS,
+    };
+    let mut request = SignRequest {
+        method: "GET",
         path_and_query,
-        &mut headers,
-        b"",
-        credentials,
-        &endpoint.region,
-        SERVICE,
-        clock::now(),
-    );
+        headers: vec![("Host".to_string(), host.to_string())],
+        body: b"",
+    };
+    signer
+        .sign(&mut request, SERVICE)
+        .map_err(|e| MgsError::Transport(e.to_string()))?;
+    let mut headers = request.headers;
     headers.retain(|(name, _)| name != "Host");
-    headers
+    Ok(headers)
 }
 
 /// Opens the websocket at `url` (from [`websocket_url`]) with a signed upgrade; a refused
@@ -109,7 +111,8 @@ pub fn open_websocket(
         credentials,
         |e| no_credentials(&e, url),
         |credentials| {
-            let headers = sign_upgrade(endpoint, credentials, host, &path_and_query);
+            let headers = sign_upgrade(endpoint, credentials, host, &path_and_query)
+                .map_err(|e| (e, Fix::None))?;
             Connection::open(http, url, &headers, timeout).map_err(|(e, refused)| {
                 let fix = refused.as_ref().map_or(Fix::None, fix);
                 (MgsError::Transport(e.to_string()), fix)
@@ -138,41 +141,19 @@ fn create_channel(
 ) -> Result<String, MgsError> {
     let url = format!("{}{path}", endpoint.url);
     let body = body.to_string().into_bytes();
-    let response = retry::signed_call(
+    let client = RestClient {
+        http,
+        endpoint,
+        service: SERVICE,
         credentials,
-        |e| no_credentials(&e, &url),
-        |credentials| {
-            let mut headers = vec![
-                ("Host".to_string(), endpoint.host.clone()),
-                ("Content-Type".to_string(), "application/json".to_string()),
-            ];
-            let (region, now) = (&endpoint.region, clock::now());
-            sigv4::sign(
-                "POST",
-                path,
-                &mut headers,
-                &body,
-                credentials,
-                region,
-                SERVICE,
-                now,
-            );
-            let request = HttpRequest {
-                method: "POST",
-                url: &url,
-                headers,
-                body: &body,
-                timeout: TIMEOUT,
-            };
-            let response = http
-                .send(request)
-                .map_err(|e| (MgsError::Transport(e.to_string()), Fix::None))?;
-            if response.status != 201 {
-                return Err((refused(&response), fix(&response)));
-            }
-            Ok(response)
-        },
-    )?;
+        clock: &clock::PROCESS,
+    };
+    let headers = [("Content-Type".to_string(), "application/json".to_string())];
+    let response = match client.call("POST", path, &headers, &body, TIMEOUT) {
+        Ok(response) if response.status == 201 => response,
+        Ok(response) | Err(RestError::Refused { response, .. }) => return Err(refused(&response)),
+        Err(e) => return Err(MgsError::Transport(e.to_string())),
+    };
     token(&String::from_utf8_lossy(&response.body)).ok_or_else(|| {
         MgsError::Transport(format!(
             "POST {url}: the 201 answer ({} bytes) has no TokenValue",
@@ -269,6 +250,7 @@ mod tests {
     use crate::aws::credentials::StaticCredentials;
     use crate::aws::http::test_server::{Received, response, serve};
     use crate::aws::http::{HttpConfig, ProxySettings};
+    use crate::aws::sigv4;
 
     fn http() -> HttpClient {
         let config = HttpConfig {
@@ -428,7 +410,7 @@ mod tests {
             format!("wss://ssmmessages.eu-west-1.amazonaws.com{path}")
         );
         let (host, path_and_query) = split_url(&url).unwrap();
-        let headers = sign_upgrade(&ep, &creds(Some("TOKEN")).0, host, &path_and_query);
+        let headers = sign_upgrade(&ep, &creds(Some("TOKEN")).0, host, &path_and_query).unwrap();
         let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,

@@ -249,7 +249,7 @@ mod tests {
     ) -> (Result<Credentials, String>, Instant) {
         let deadline = Instant::now() + 3 * LIFETIME;
         loop {
-            let answer = p.credentials().map_err(|e| e.0);
+            let answer = p.credentials().map_err(|e| e.to_string());
             if done(&answer) {
                 return (answer, Instant::now());
             }

@@ -5,19 +5,18 @@
 
 use super::credentials::{self, ManagedInstanceService, RoleToken};
 use super::keys::KeyPair;
-use super::rsasign::{PssSigner, SIGNING_NAME, TARGET_PREFIX};
+use super::rsasign::PssSigner;
 use super::store::{KEY_TYPE, Registration, RegistrationStore};
-use crate::aws::clock;
 use crate::aws::credentials::{CredentialsError, CredentialsProvider, RefreshingCredentials};
-use crate::aws::endpoint::Endpoint;
+use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
 use crate::aws::imds::ImdsClient;
-use crate::aws::jsonrpc::{self, AwsError};
-use crate::aws::retry::{self, Fix};
-use crate::aws::sigv4;
+use crate::aws::jsonrpc::{AwsError, Call};
+use crate::aws::retry;
+use crate::aws::signer::Key;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The header carrying the RSA signature of the `Authorization` value.
 pub const ASYMMETRIC_HEADER: &str = "SSM-AsymmetricKeyAuthorization";
@@ -54,35 +53,21 @@ impl DhmcClient {
         operation: &str,
         input: &Value,
     ) -> Result<Value, AwsError> {
-        let target = format!("{TARGET_PREFIX}.{operation}");
-        let body = input.to_string().into_bytes();
-        let region = &self.endpoint.region;
+        let call = Call::new(
+            &self.http,
+            &self.endpoint,
+            SSM,
+            operation,
+            input,
+            CALL_TIMEOUT,
+        );
         let provider = self.identity.as_ref();
         retry::signed_call(provider, AwsError::Credentials, |credentials| {
-            let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
-            let now = clock::now();
-            sigv4::sign(
-                "POST",
-                "/",
-                &mut headers,
-                &body,
-                credentials,
-                region,
-                SIGNING_NAME,
-                now,
-            );
-            if let Some(key) = key {
-                add_asymmetric_signature(&mut headers, key)
-                    .map_err(|e| (AwsError::Credentials(CredentialsError(e)), Fix::None))?;
-            }
-            let request = (target.as_str(), headers, body.as_slice());
-            jsonrpc::attempt(
-                &clock::PROCESS,
-                &self.http,
-                &self.endpoint,
-                request,
-                CALL_TIMEOUT,
-            )
+            call.attempt(Key::Hmac(credentials), |headers| match key {
+                Some(key) => add_asymmetric_signature(headers, key)
+                    .map_err(|e| AwsError::Credentials(CredentialsError::Key(e))),
+                None => Ok(()),
+            })
         })
     }
 }
@@ -139,10 +124,8 @@ pub fn register(
     let registration = Registration {
         instance_id: instance_id.to_owned(),
         region: region.to_owned(),
-        key: KeyPair::generate()?,
-        key_created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        key: KeyPair::generate().map_err(|e| e.to_string())?,
+        key_created: crate::timefmt::unix_now(),
         fingerprint: instance_id.to_owned(),
     };
     store
@@ -183,8 +166,7 @@ pub fn provider(
     auto_rotate_days: u32,
 ) -> Result<RefreshingCredentials, String> {
     let identity = RefreshingCredentials::new("IMDS instance identity credentials", move || {
-        imds.identity_credentials()
-            .map_err(|e| CredentialsError(e.to_string()))
+        imds.identity_credentials().map_err(CredentialsError::Imds)
     });
     let region = endpoint.region.clone();
     let client = DhmcClient::new(http, endpoint, Arc::new(identity));

@@ -15,6 +15,28 @@ use std::convert::Infallible;
 /// The size upstream generates; the service has registered keys of this size for years.
 const KEY_BITS: usize = 2048;
 
+/// Why a key pair cannot be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot generate an RSA-{KEY_BITS} key pair: {0}")]
+    Generate(String),
+    #[error(
+        "cannot generate an RSA key pair: the system random source (getrandom, /dev/urandom) \
+         failed; check that the kernel provides it"
+    )]
+    NoRandom,
+    #[error("the private key is not valid base64: {0}")]
+    Base64(String),
+    #[error("the private key is not a PKCS#1 RSA private key: {0}")]
+    NotPkcs1(String),
+    #[error("the private key cannot be used for RSA signing: {0}")]
+    Unusable(String),
+    #[error("cannot encode the {0}")]
+    Encode(String),
+    #[error("RSA-PSS signing failed (system random source unavailable?)")]
+    Sign,
+}
+
 /// An RSA key pair. `Debug` never prints the private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyPair {
@@ -32,43 +54,37 @@ impl std::fmt::Debug for KeyPair {
 
 impl KeyPair {
     /// A new RSA-2048 key pair.
-    pub fn generate() -> Result<KeyPair, String> {
+    pub fn generate() -> Result<KeyPair, KeyError> {
         let mut rng = RingRng {
             source: SystemRandom::new(),
             failed: false,
         };
         let key = rsa::RsaPrivateKey::new(&mut rng, KEY_BITS)
-            .map_err(|e| format!("cannot generate an RSA-{KEY_BITS} key pair: {e}"))?;
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
         if rng.failed {
-            return Err(
-                "cannot generate an RSA key pair: the system random source (getrandom, \
-                 /dev/urandom) failed; check that the kernel provides it"
-                    .into(),
-            );
+            return Err(KeyError::NoRandom);
         }
         KeyPair::from_rsa(&key)
     }
 
     /// From a stored base64 PKCS#1 private key; the public key is derived from it.
-    pub fn from_private_b64(private_b64: &str) -> Result<KeyPair, String> {
-        let der = crate::base64::decode(private_b64.trim())
-            .map_err(|e| format!("the private key is not valid base64: {e}"))?;
+    pub fn from_private_b64(private_b64: &str) -> Result<KeyPair, KeyError> {
+        let der = crate::base64::decode(private_b64.trim()).map_err(KeyError::Base64)?;
         let key = rsa::RsaPrivateKey::from_pkcs1_der(&der)
-            .map_err(|e| format!("the private key is not a PKCS#1 RSA private key: {e}"))?;
+            .map_err(|e| KeyError::NotPkcs1(e.to_string()))?;
         // Checked now so that a key ring cannot sign with fails at load, not at the first call.
-        RsaKeyPair::from_der(&der)
-            .map_err(|e| format!("the private key cannot be used for RSA signing: {e}"))?;
+        RsaKeyPair::from_der(&der).map_err(|e| KeyError::Unusable(e.to_string()))?;
         KeyPair::from_rsa(&key)
     }
 
-    fn from_rsa(key: &rsa::RsaPrivateKey) -> Result<KeyPair, String> {
+    fn from_rsa(key: &rsa::RsaPrivateKey) -> Result<KeyPair, KeyError> {
         let private = key
             .to_pkcs1_der()
-            .map_err(|e| format!("cannot encode the private key as PKCS#1: {e}"))?;
+            .map_err(|e| KeyError::Encode(format!("private key as PKCS#1: {e}")))?;
         let public = key
             .to_public_key()
             .to_public_key_der()
-            .map_err(|e| format!("cannot encode the public key as PKIX: {e}"))?;
+            .map_err(|e| KeyError::Encode(format!("public key as PKIX: {e}")))?;
         Ok(KeyPair {
             private_pkcs1_der: private.as_bytes().to_vec(),
             public_pkix_der: public.as_bytes().to_vec(),
@@ -84,9 +100,9 @@ impl KeyPair {
     }
 
     /// RSASSA-PSS with SHA-256 and a 32-byte salt over `message` (ring).
-    pub fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let key = RsaKeyPair::from_der(&self.private_pkcs1_der)
-            .map_err(|e| format!("the private key cannot be used for RSA signing: {e}"))?;
+            .map_err(|e| KeyError::Unusable(e.to_string()))?;
         let mut signature = vec![0; key.public().modulus_len()];
         key.sign(
             &RSA_PSS_SHA256,
@@ -94,7 +110,7 @@ impl KeyPair {
             message,
             &mut signature,
         )
-        .map_err(|_| "RSA-PSS signing failed (system random source unavailable?)".to_string())?;
+        .map_err(|_| KeyError::Sign)?;
         Ok(signature)
     }
 }
@@ -208,10 +224,10 @@ mod tests {
     #[test]
     fn bad_stored_keys_are_errors_not_panics() {
         let err = KeyPair::from_private_b64("not base64!").unwrap_err();
-        assert!(err.contains("base64"), "{err}");
+        assert!(err.to_string().contains("base64"), "{err}");
         let garbage = crate::base64::encode(b"\x30\x03\x02\x01\x00");
         let err = KeyPair::from_private_b64(&garbage).unwrap_err();
-        assert!(err.contains("PKCS#1"), "{err}");
+        assert!(err.to_string().contains("PKCS#1"), "{err}");
         // A public key is not a private key.
         assert!(KeyPair::from_private_b64(&test_key().public_b64()).is_err());
         let broken = KeyPair {
@@ -219,7 +235,7 @@ mod tests {
             public_pkix_der: vec![],
         };
         let err = broken.sign_pss_sha256(b"m").unwrap_err();
-        assert!(err.contains("signing"), "{err}");
+        assert!(err.to_string().contains("signing"), "{err}");
     }
 
     #[test]

@@ -10,16 +10,18 @@ use super::fingerprint::{self, Hardware};
 use super::keys::KeyPair;
 use super::store::{KEY_TYPE, Registration, RegistrationStore, StoreError};
 use super::vault;
-use crate::aws::endpoint::{self, Endpoint};
+use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
-use crate::aws::jsonrpc::{self, AwsError};
+use crate::aws::jsonrpc::{AwsError, Call};
+use crate::aws::signer::Key;
 use crate::config::Config;
+use crate::timefmt::unix_now;
 use serde_json::{Value, json};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-const TARGET: &str = "AmazonSSM.RegisterManagedInstance";
+const OPERATION: &str = "RegisterManagedInstance";
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A hybrid activation, as created in the Systems Manager console or with `create-activation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +110,7 @@ pub fn register(
     service: &Service<'_>,
     activation: &Activation,
 ) -> Result<Registration, RegisterError> {
-    let key = KeyPair::generate().map_err(RegisterError)?;
+    let key = KeyPair::generate().map_err(|e| RegisterError(e.to_string()))?;
     let key_created = unix_now();
     // Also proves the state dir is writable before the service hears of the new key.
     let fingerprint = fingerprint::instance_fingerprint(store, hardware)?;
@@ -133,26 +135,13 @@ pub fn register(
     Ok(registration)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// One unsigned JSON 1.1 call, retried on transport errors and `TooManyUpdates` (§5.4).
 fn call_with_retry(service: &Service<'_>, body: &Value) -> Result<Value, RegisterError> {
-    let body = body.to_string().into_bytes();
+    let (http, endpoint) = (service.http, &service.endpoint);
+    let call = Call::new(http, endpoint, SSM, OPERATION, body, CALL_TIMEOUT);
     let mut retry = 0;
     loop {
-        let headers = jsonrpc::request_headers(&service.endpoint, TARGET);
-        let result = jsonrpc::send(
-            service.http,
-            &service.endpoint,
-            TARGET,
-            headers,
-            &body,
-            CALL_TIMEOUT,
-        );
+        let result = call.attempt(Key::Anonymous, |_| Ok(())).map_err(|(e, _)| e);
         match result {
             Err(e) if retry < service.retry.retries && worth_retrying(&e) => {
                 let delay = service.retry.delay(retry);
@@ -287,13 +276,9 @@ pub fn run(
                 Config::load(args.config.as_deref()).map_err(|e| RegisterError(e.to_string()))?;
             let http = HttpClient::for_agent(&config)
                 .map_err(|e| RegisterError(format!("cannot set up HTTPS: {e}")))?;
-            let endpoint = endpoint::resolve(
-                "ssm",
-                &activation.region,
-                &config.ssm.endpoint,
-                &config.agent.service_domain,
-            )
-            .map_err(|e| RegisterError(e.0))?;
+            let endpoint = config
+                .endpoint(&SSM, &activation.region)
+                .map_err(|e| RegisterError(e.to_string()))?;
             let service = Service {
                 http: &http,
                 endpoint,
@@ -309,6 +294,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{Received, Server, response, serve};
     use crate::onprem::fingerprint::tests::fake_machine;

@@ -16,12 +16,13 @@
 //! is settled the same way before the next request.
 
 use super::credentials::{ManagedInstanceService, RoleToken};
-use super::keys::KeyPair;
+use super::keys::{KeyError, KeyPair};
 use super::store::{Registration, RegistrationStore, StoreError};
 use crate::aws::credentials::{Credentials, CredentialsError};
 use crate::aws::jsonrpc::AwsError;
+use crate::sync::lock;
+use crate::timefmt::unix_now;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the registration and a pending key are kept: [`RegistrationStore`], or a fake in tests.
 pub trait KeyStore: Send + Sync {
@@ -52,7 +53,7 @@ const SECONDS_PER_DAY: u64 = 86_400;
 pub struct KeyManager {
     service: Box<dyn ManagedInstanceService>,
     store: Box<dyn KeyStore>,
-    generate: fn() -> Result<KeyPair, String>,
+    generate: fn() -> Result<KeyPair, KeyError>,
     /// `Profile.KeyAutoRotateDays`; 0 = only when the service asks.
     auto_rotate_days: u32,
     state: Mutex<KeyState>,
@@ -97,12 +98,14 @@ impl KeyManager {
     /// Fresh credentials from `RequestManagedInstanceRoleToken`, then a key rotation when one
     /// is due (its failure is logged, never returned: the credentials are good).
     pub fn credentials(&self) -> Result<Credentials, CredentialsError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock(&self.state);
         let token = match state.pending.take() {
             Some(pending) => self.settle(&mut state, pending),
             None => self.request(&state.registration.key, &state.registration),
         }
-        .map_err(|e| CredentialsError(format!("RequestManagedInstanceRoleToken failed: {e}")))?;
+        .map_err(|e| {
+            CredentialsError::Fetch(format!("RequestManagedInstanceRoleToken failed: {e}"))
+        })?;
         let now = unix_now();
         if self.rotation_due(&state.registration, token.update_key_pair, now) {
             if let Err(e) = self.rotate(&mut state, now) {
@@ -232,31 +235,25 @@ fn surely_not_applied(error: &AwsError) -> bool {
     matches!(error, AwsError::Service { status, .. } if *status < 500)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aws::http::HttpError;
     use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
 
     const NOW: u64 = 1_700_000_000;
 
     /// A key that is only bytes: the fake service tells keys apart by their public half.
-    fn fake_key() -> Result<KeyPair, String> {
+    fn fake_key() -> Result<KeyPair, KeyError> {
         Ok(KeyPair {
             private_pkcs1_der: crate::random::uuid_v4().into_bytes(),
             public_pkix_der: crate::random::uuid_v4().into_bytes(),
         })
     }
 
-    fn no_key() -> Result<KeyPair, String> {
-        Err("no entropy in this test".into())
+    fn no_key() -> Result<KeyPair, KeyError> {
+        Err(KeyError::NoRandom)
     }
 
     /// How the fake service treats the next `UpdateManagedInstancePublicKey`.
@@ -531,7 +528,7 @@ mod tests {
         FakeService::set(&service.down, true);
         let manager = start(&disk, &service, 0);
         let err = manager.credentials().unwrap_err();
-        assert!(err.0.contains("service down"), "{err}");
+        assert!(err.to_string().contains("service down"), "{err}");
         assert!(disk.lock().unwrap().pending.is_some(), "pending key kept");
         FakeService::set(&service.down, false);
         manager.credentials().unwrap();

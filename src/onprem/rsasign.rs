@@ -4,63 +4,21 @@
 //! string to sign in place of the hex HMAC.
 
 use super::keys::KeyPair;
-use crate::aws::clock;
-use crate::aws::credentials::CredentialsError;
-use crate::aws::endpoint::Endpoint;
+use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
-use crate::aws::jsonrpc::{self, AwsError};
-use crate::aws::retry::{self, Fix};
-use crate::aws::sigv4;
+use crate::aws::jsonrpc::{AwsError, Call};
+use crate::aws::retry;
+use crate::aws::signer::Key;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-/// SSM's signing name (the scope's service) and its JSON 1.1 target prefix.
-pub const SIGNING_NAME: &str = "ssm";
-pub const TARGET_PREFIX: &str = "AmazonSSM";
-
-/// What signs the string to sign: the registration's key pair (tests sign with ring directly).
-pub trait PssSigner {
-    /// RSASSA-PSS, SHA-256, 32-byte salt.
-    fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String>;
-}
+pub use crate::aws::signer::PssSigner;
 
 impl PssSigner for KeyPair {
     fn sign_pss_sha256(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        KeyPair::sign_pss_sha256(self, message)
+        KeyPair::sign_pss_sha256(self, message).map_err(|e| e.to_string())
     }
-}
-
-/// Signs a request as `instance_id`: appends `X-Amz-Date`, `Authorization` and then
-/// `X-Amz-Content-Sha256`, which the service reads but the signature does not cover (as upstream
-/// sends it). `headers` must already hold `Host` and every other header that will be sent.
-#[allow(clippy::too_many_arguments)]
-pub fn sign(
-    method: &str,
-    path_and_query: &str,
-    headers: &mut Vec<(String, String)>,
-    body: &[u8],
-    instance_id: &str,
-    signer: &dyn PssSigner,
-    region: &str,
-    now: SystemTime,
-) -> Result<(), String> {
-    let sts = sigv4::stamp(
-        method,
-        path_and_query,
-        headers,
-        body,
-        region,
-        SIGNING_NAME,
-        now,
-    );
-    let signature = signer
-        .sign_pss_sha256(sts.text.as_bytes())
-        .map_err(|e| format!("cannot sign a request as {instance_id} with its RSA key: {e}"))?;
-    let value = sigv4::authorization(instance_id, &sts, &crate::base64::encode(&signature));
-    headers.push(("Authorization".to_string(), value));
-    headers.push(("X-Amz-Content-Sha256".to_string(), sigv4::sha256_hex(body)));
-    Ok(())
 }
 
 /// AmazonSSM calls signed with a managed instance's RSA key. Cloning shares the connection pool.
@@ -91,31 +49,10 @@ impl RsaClient {
         input: &Value,
         timeout: Duration,
     ) -> Result<Value, AwsError> {
-        let target = format!("{TARGET_PREFIX}.{operation}");
-        let body = input.to_string().into_bytes();
+        let call = Call::new(&self.http, &self.endpoint, SSM, operation, input, timeout);
         retry::keyed_call(|| {
-            let mut headers = jsonrpc::request_headers(&self.endpoint, &target);
-            let region = &self.endpoint.region;
-            let now = clock::now();
-            sign(
-                "POST",
-                "/",
-                &mut headers,
-                &body,
-                &self.instance_id,
-                key,
-                region,
-                now,
-            )
-            .map_err(|e| (AwsError::Credentials(CredentialsError(e)), Fix::None))?;
-            let request = (target.as_str(), headers, body.as_slice());
-            jsonrpc::attempt(
-                &clock::PROCESS,
-                &self.http,
-                &self.endpoint,
-                request,
-                timeout,
-            )
+            let instance_id = &self.instance_id;
+            call.attempt(Key::Rsa { instance_id, key }, |_| Ok(()))
         })
     }
 }
@@ -208,20 +145,8 @@ pub(crate) mod test_key {
             field("SignedHeaders")?,
             field("Signature")?,
         );
-        let headers: Vec<(String, String)> = signed
-            .split(';')
-            .map(|n| (n.to_string(), r.header(n).unwrap_or_default().to_string()))
-            .collect();
-        let target = r.request_line.split(' ').nth(1).unwrap_or_default();
-        let request = sigv4::Request {
-            method: "POST",
-            path_and_query: target,
-            headers: &headers,
-            body: &r.body,
-            normalize_path: true,
-        };
         let date = r.header("x-amz-date").ok_or("no X-Amz-Date")?;
-        let sts = sigv4::string_to_sign(&request, date, region, "ssm");
+        let sts = sigv4::received_string_to_sign(r, signed, date, region, "ssm");
         let (who, scope) = credential.split_once('/').ok_or("bad Credential")?;
         if scope != sts.scope {
             return Err(format!("scope {scope} is not {}", sts.scope));
@@ -241,6 +166,8 @@ mod tests {
     use crate::aws::endpoint;
     use crate::aws::http::HttpConfig;
     use crate::aws::http::test_server::{response, serve};
+    use crate::aws::signer::{SignRequest, Signer};
+    use crate::aws::sigv4;
     use serde_json::json;
     use std::time::UNIX_EPOCH;
 
@@ -264,20 +191,23 @@ mod tests {
     }
 
     fn sign_at_epoch(body: &[u8], key: &TestKey) -> Vec<(String, String)> {
-        let mut headers = upstream_headers(body);
         let instance = "s-1234567890abcdefa";
-        sign(
-            "POST",
-            "/",
-            &mut headers,
+        let signer = Signer {
+            key: Key::Rsa {
+                instance_id: instance,
+                key,
+            },
+            region: "us-east-1",
+            clock: &crate::aws::clock::PROCESS,
+        };
+        let mut request = SignRequest {
+            method: "POST",
+            path_and_query: "/",
+            headers: upstream_headers(body),
             body,
-            instance,
-            key,
-            "us-east-1",
-            UNIX_EPOCH,
-        )
-        .unwrap();
-        headers
+        };
+        signer.sign_at(&mut request, "ssm", UNIX_EPOCH).unwrap();
+        request.headers
     }
 
     fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
@@ -415,7 +345,7 @@ mod tests {
             timeout,
         );
         assert!(
-            matches!(&err, Err(AwsError::Credentials(e)) if e.0.contains("mi-0123456789abcdef0") && e.0.contains("key unusable")),
+            matches!(&err, Err(AwsError::Credentials(e)) if e.to_string().contains("mi-0123456789abcdef0") && e.to_string().contains("key unusable")),
             "{err:?}"
         );
         assert_eq!(server.connections(), 1);

@@ -87,7 +87,7 @@ impl KeyFile {
                 self.private_key_type
             ));
         }
-        KeyPair::from_private_b64(&self.private_key)
+        KeyPair::from_private_b64(&self.private_key).map_err(|e| e.to_string())
     }
 }
 

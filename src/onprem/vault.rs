@@ -10,11 +10,11 @@
 use super::fingerprint::{self, DEFAULT_SIMILARITY_THRESHOLD, Hardware};
 use super::keys::KeyPair;
 use super::store::{KEY_TYPE, Registration, RegistrationStore};
+use crate::timefmt::{unix_now, unix_secs};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const MANIFEST: &str = "Manifest";
 const REGISTRATION_KEY: &str = "RegistrationKey";
@@ -72,7 +72,7 @@ pub fn import(
     if !record.private_key_type.is_empty() && record.private_key_type != KEY_TYPE {
         return Err(bad("privateKeyType is not Rsa"));
     }
-    let key = KeyPair::from_private_b64(&record.private_key).map_err(|e| bad(&e))?;
+    let key = KeyPair::from_private_b64(&record.private_key).map_err(|e| bad(&e.to_string()))?;
     let key_created = parse_go_time(&record.private_key_created_date).unwrap_or_else(|| {
         log::warn!("the imported key's creation date is missing or unreadable; counting from now");
         unix_now()
@@ -178,12 +178,6 @@ impl Vault {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Go's `time.Time.String()` layout, `2006-01-02 15:04:05.999999999 -0700 MST` (a monotonic
 /// `m=+…` suffix is ignored), as seconds since the epoch.
 fn parse_go_time(text: &str) -> Option<u64> {
@@ -192,7 +186,7 @@ fn parse_go_time(text: &str) -> Option<u64> {
     let (sign_hours, minutes) = offset.split_at_checked(3)?;
     let iso = format!("{date} {time}{sign_hours}:{minutes}");
     let t = crate::timefmt::parse_iso8601(&iso)?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs())
+    Some(unix_secs(t))
 }
 
 #[cfg(test)]

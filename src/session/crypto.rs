@@ -26,8 +26,6 @@ pub const CHALLENGE_LEN: usize = 64;
 const TAG_LEN: usize = 16;
 /// The handshake itself waits at most 15 s per step; KMS gets the same budget.
 const KMS_TIMEOUT: Duration = Duration::from_secs(15);
-const KMS_TARGET_PREFIX: &str = "TrentService";
-const KMS_SIGNING_NAME: &str = "kms";
 
 /// The JSON 1.1 client for KMS (`TrentService.*`, signed for `kms`) at `Kms.Endpoint` or the
 /// region's endpoint. `region` is the agent's region (identity or `Agent.Region`), not `Mgs.Region`.
@@ -37,19 +35,8 @@ pub fn kms_client(
     config: &Config,
     credentials: Arc<dyn CredentialsProvider>,
 ) -> Result<JsonClient, EndpointError> {
-    let endpoint = endpoint::resolve(
-        KMS_SIGNING_NAME,
-        region,
-        &config.kms.endpoint,
-        &config.agent.service_domain,
-    )?;
-    Ok(JsonClient::new(
-        http,
-        endpoint,
-        KMS_TARGET_PREFIX,
-        KMS_SIGNING_NAME,
-        credentials,
-    ))
+    let endpoint = config.endpoint(&endpoint::KMS, region)?;
+    Ok(JsonClient::new(http, endpoint, endpoint::KMS, credentials))
 }
 
 /// Asks KMS for the plaintext of the client's data key (`KMSCipherTextKey`, base64). The
