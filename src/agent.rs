@@ -13,6 +13,7 @@ use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
 use crate::mgs::jobs::MgsJobs;
+use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
@@ -381,7 +382,11 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
         max_encoded_len: None,
     };
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
-    let engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
+    let mut engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
+    match health::ssm_client(http.clone(), &identity, &config) {
+        Ok(client) => engine_cfg.parameter_store = Arc::new(SsmParameterStore::new(client)),
+        Err(e) => log::error!("Parameter Store references cannot be resolved: ssm endpoint: {e}"),
+    }
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

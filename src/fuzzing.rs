@@ -170,7 +170,7 @@ pub fn pattern(data: &[u8]) {
     });
     let mut supplied = Map::new();
     supplied.insert("p".into(), Value::String(value.into()));
-    let _ = crate::document::parse(&content, &supplied);
+    let _ = crate::document::parse(&content, &supplied, crate::document::References::Keep);
 }
 
 /// Control-channel frames as the agent's Run Command handler receives them, with no engine

@@ -25,7 +25,6 @@ const PING_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Channel {
     Ec2Messages,
     SsmMessages,
-    Unknown,
 }
 
 impl Channel {
@@ -33,7 +32,6 @@ impl Channel {
         match self {
             Channel::Ec2Messages => "ec2messages",
             Channel::SsmMessages => "ssmmessages",
-            Channel::Unknown => "",
         }
     }
 }
@@ -617,7 +615,7 @@ mod tests {
             &config,
             &HostFacts::default(),
             &Placement::default(),
-            Channel::Unknown,
+            Channel::Ec2Messages,
         );
         client.update_instance_information(&request).unwrap();
         let seen = server.requests();

@@ -10,23 +10,23 @@
 
 pub mod agent;
 pub mod aws;
-pub mod base64;
+pub(crate) mod base64;
 pub mod config;
-pub mod document;
-pub mod exec;
+pub(crate) mod document;
+pub(crate) mod exec;
 pub mod fuzzing;
-pub mod health;
-pub mod identity;
+pub(crate) mod health;
+pub(crate) mod identity;
 pub mod logging;
-pub mod mds;
-pub mod mgs;
+pub(crate) mod mds;
+pub(crate) mod mgs;
 pub mod onprem;
 pub mod random;
 pub mod runcommand;
-pub mod session;
-pub mod shutdown;
+pub(crate) mod session;
+pub(crate) mod shutdown;
 pub mod state;
-pub mod sync;
+pub(crate) mod sync;
 #[allow(unsafe_code)]
-pub mod sys;
+pub(crate) mod sys;
 pub mod timefmt;

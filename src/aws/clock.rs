@@ -47,6 +47,7 @@ impl Clock {
     }
 
     /// The current correction in milliseconds (positive: the system clock is behind).
+    #[cfg(test)]
     pub fn offset_ms(&self) -> i64 {
         self.offset_ms.load(Ordering::Relaxed)
     }

@@ -54,15 +54,6 @@ impl AwsError {
         }
     }
 
-    /// Worth retrying: transport failures, 5xx, throttling.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            AwsError::Transport(_) => true,
-            AwsError::Service { status, .. } => *status >= 500 || self.is_throttling(),
-            AwsError::Credentials(_) | AwsError::Decode(_) => false,
-        }
-    }
-
     /// What kind of failure this is for a caller that tries again later (see [`ErrorKind`]).
     /// Credential and clock refusals reach callers only after the call layer tried to fix them.
     pub fn kind(&self) -> ErrorKind {
@@ -406,7 +397,7 @@ mod tests {
             matches!(&err, AwsError::Decode(m) if m.contains("GetMessages")),
             "{err}"
         );
-        assert!(!err.is_retryable());
+        assert!(!err.kind().is_retried());
     }
 
     #[test]
@@ -441,15 +432,15 @@ mod tests {
         assert!(
             matches!(&err, AwsError::Service { code, message, .. } if code == "ThrottlingException" && message == "slow")
         );
-        assert!(err.is_throttling() && err.is_retryable());
+        assert!(err.is_throttling() && err.kind().is_retried());
 
         let status = serve(|_| Some(response(429, &[], b"")));
         let err = call(&status, "GetMessages").unwrap_err();
-        assert!(err.is_throttling() && err.is_retryable(), "{err}");
+        assert!(err.is_throttling() && err.kind().is_retried(), "{err}");
 
         let auth = serve(|_| Some(response(400, &[], br#"{"__type":"AccessDeniedException"}"#)));
         let err = call(&auth, "GetMessages").unwrap_err();
-        assert!(!err.is_throttling() && !err.is_retryable(), "{err}");
+        assert!(!err.is_throttling() && !err.kind().is_retried(), "{err}");
     }
 
     #[test]
@@ -459,7 +450,7 @@ mod tests {
         assert!(
             matches!(&err, AwsError::Service { status: 503, code, message } if code == "UnknownError" && message.contains("Service Unavailable"))
         );
-        assert!(err.is_retryable() && !err.is_throttling());
+        assert!(err.kind().is_retried() && !err.is_throttling());
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -477,7 +468,7 @@ mod tests {
             matches!(err, AwsError::Transport(HttpError::Connect(_))),
             "{err}"
         );
-        assert!(err.is_retryable());
+        assert!(err.kind().is_retried());
     }
 
     struct NoCredentials;
@@ -495,7 +486,7 @@ mod tests {
             .call("GetMessages", &json!({}), Duration::from_secs(5))
             .unwrap_err();
         assert!(matches!(err, AwsError::Credentials(_)), "{err}");
-        assert!(!err.is_retryable());
+        assert!(!err.kind().is_retried());
         assert_eq!(server.connections(), 0);
     }
 
@@ -630,7 +621,7 @@ mod tests {
             .call("SendReply", &json!({}), Duration::from_secs(5))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
-        assert!(!err.is_retryable() && !err.is_throttling());
+        assert!(!err.kind().is_retried() && !err.is_throttling());
         assert_eq!(server.requests.try_iter().count(), 2);
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }

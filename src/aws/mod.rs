@@ -1,13 +1,13 @@
 //! The AWS client toolkit: endpoints, the HTTPS client, SigV4, JSON 1.1 calls, credentials, IMDS.
 //! Nothing here knows about commands, sessions, on-prem registration or which identity is chosen.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod credentials;
-pub mod endpoint;
-pub mod http;
-pub mod imds;
-pub mod jsonrpc;
-pub mod rest;
-pub mod retry;
-pub mod signer;
+pub(crate) mod endpoint;
+pub(crate) mod http;
+pub(crate) mod imds;
+pub(crate) mod jsonrpc;
+pub(crate) mod rest;
+pub(crate) mod retry;
+pub(crate) mod signer;
 pub mod sigv4;

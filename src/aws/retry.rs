@@ -61,6 +61,13 @@ pub enum ErrorKind {
     Permanent,
 }
 
+impl ErrorKind {
+    /// Tried again at once by a caller that waits for the answer (with back-off).
+    pub fn is_retried(self) -> bool {
+        matches!(self, ErrorKind::Retryable | ErrorKind::Throttled)
+    }
+}
+
 /// What a refused attempt needs before it is sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fix {

@@ -12,14 +12,17 @@
 //! in this build (no `preserve_order` feature) and would be document order with it. Real 1.x
 //! documents have a single entry.
 //!
-//! `{{ssm:…}}` and `{{ssm-secure:…}}` Parameter Store references are not resolved yet: a command
-//! holding one fails before it runs.
+//! `{{ssm:…}}` Parameter Store references are kept as text when a command is admitted and
+//! resolved before its first step runs (`References`, `parameter_store`). `{{ssm-secure:…}}` is
+//! text here, as upstream, which resolves it only in the plugins that take secrets.
 
+pub mod parameter_store;
 mod params;
 mod pattern;
 mod precondition;
 mod shell;
 
+use parameter_store::{ParameterStoreError, Resolver};
 use serde_json::{Map, Value};
 
 /// What to do with a step, decided when the document is parsed (preconditions, plugin support).
@@ -60,6 +63,25 @@ pub struct Step {
 pub struct Document {
     pub schema_version: String,
     pub steps: Vec<Step>,
+    /// A parameter value or a step input holds a `{{ssm:…}}` reference left as text: parse the
+    /// document again with `References::Resolve` before it runs.
+    pub parameter_store: bool,
+}
+
+/// How `parse` treats `{{ssm:…}}` references (docs/protocol.md §3.7).
+pub enum References<'r, 'a> {
+    /// Left as text, so that admitting a command costs no service call; the values that hold
+    /// one are validated once they are resolved.
+    Keep,
+    /// Looked up: parameter values are resolved for validation, the steps' inputs after
+    /// substitution, as upstream does it.
+    Resolve(&'r mut Resolver<'a>),
+}
+
+impl From<ParameterStoreError> for DocumentError {
+    fn from(e: ParameterStoreError) -> DocumentError {
+        DocumentError(e.to_string())
+    }
 }
 
 /// The message is the upstream text, sent to the service as `documentTraceOutput`: its wording
@@ -114,7 +136,7 @@ pub fn substitute_parameters(
 ) -> Result<Vec<Value>, DocumentError> {
     let declared = params::declared(declarations)?;
     let values = params::values(&declared, supplied);
-    params::validate(&declared, &values)?;
+    params::validate(&declared, &values, |_| true)?;
     Ok(targets
         .iter()
         .map(|t| params::substitute(t, &values))
@@ -122,7 +144,11 @@ pub fn substitute_parameters(
 }
 
 /// `content` is the `DocumentContent` object; `parameters` the caller's values.
-pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Document, DocumentError> {
+pub fn parse(
+    content: &Value,
+    parameters: &Map<String, Value>,
+    mut references: References<'_, '_>,
+) -> Result<Document, DocumentError> {
     let Value::Object(content) = content else {
         return Err(wrong_kind("DocumentContent", "a JSON object", content));
     };
@@ -137,32 +163,66 @@ pub fn parse(content: &Value, parameters: &Map<String, Value>) -> Result<Documen
     }
     let declared = params::declared(field(content, "parameters"))?;
     let values = params::values(&declared, parameters);
-    for (name, value) in &values {
-        refuse_parameter_store(&format!("parameter {name}"), value)?;
-    }
-    params::validate(&declared, &values)?;
+    validate(&declared, &values, &mut references)?;
+    let mut resolve = |inputs: Value| match &mut references {
+        References::Keep => Ok(inputs),
+        References::Resolve(resolver) => Ok(resolver.resolve(&inputs)?),
+    };
     let steps = match schema_version.starts_with("1.") {
-        true => steps_v1(field(content, "runtimeConfig"), &values)?,
-        false => steps_v2(field(content, "mainSteps"), &schema_version, &values)?,
+        true => steps_v1(field(content, "runtimeConfig"), &values, &mut resolve)?,
+        false => steps_v2(
+            field(content, "mainSteps"),
+            &schema_version,
+            &values,
+            &mut resolve,
+        )?,
     };
     if steps.is_empty() {
         return Err(DocumentError("Unsupported schema format".to_owned()));
     }
-    for step in &steps {
-        for input in &step.inputs {
-            refuse_parameter_store(&format!("the inputs of step {}", step.id), input)?;
-        }
-    }
+    let keep = matches!(references, References::Keep);
+    let parameter_store = keep
+        && (values.values().any(parameter_store::holds_reference)
+            || steps
+                .iter()
+                .flat_map(|s| &s.inputs)
+                .any(parameter_store::holds_reference));
     Ok(Document {
         schema_version,
         steps,
+        parameter_store,
     })
 }
+
+/// `allowedPattern` checks on the values as they will be used: resolved from Parameter Store
+/// first (upstream `ValidateSSMParameters`), or, while references are kept, only the values
+/// that hold none.
+fn validate(
+    declared: &[params::Declared],
+    values: &params::Values,
+    references: &mut References<'_, '_>,
+) -> Result<(), DocumentError> {
+    match references {
+        References::Keep => params::validate(declared, values, |name| {
+            !values
+                .get(name)
+                .is_some_and(parameter_store::holds_reference)
+        }),
+        References::Resolve(resolver) => match resolver.resolve(&Value::Object(values.clone()))? {
+            Value::Object(resolved) => params::validate(declared, &resolved, |_| true),
+            _ => Err(ParameterStoreError::Internal.into()),
+        },
+    }
+}
+
+/// Resolves (or keeps) the `{{ssm:…}}` references of a step's substituted inputs.
+type ResolveInputs<'f> = dyn FnMut(Value) -> Result<Value, DocumentError> + 'f;
 
 /// One step per `runtimeConfig` entry; the plugin name is also the step id.
 fn steps_v1(
     runtime_config: Option<&Value>,
     values: &params::Values,
+    resolve: &mut ResolveInputs<'_>,
 ) -> Result<Vec<Step>, DocumentError> {
     let plugins = match runtime_config {
         None => return Ok(Vec::new()),
@@ -188,7 +248,8 @@ fn steps_v1(
             properties,
             values,
             verdict,
-        ));
+            resolve,
+        )?);
     }
     Ok(steps)
 }
@@ -198,6 +259,7 @@ fn steps_v2(
     main_steps: Option<&Value>,
     schema: &str,
     values: &params::Values,
+    resolve: &mut ResolveInputs<'_>,
 ) -> Result<Vec<Step>, DocumentError> {
     let entries = match main_steps {
         None => return Ok(Vec::new()),
@@ -221,20 +283,29 @@ fn steps_v2(
             &format!("{path}.precondition"),
         )?;
         let verdict = verdict(preconditions_enabled, &plugin, &id, &preconditions, values);
-        steps.push(step(id, plugin, field(entry, "inputs"), values, verdict));
+        steps.push(step(
+            id,
+            plugin,
+            field(entry, "inputs"),
+            values,
+            verdict,
+            resolve,
+        )?);
     }
     Ok(steps)
 }
 
-/// Substitutes parameters in the step's inputs, unrolls an array, and reads the control inputs.
+/// Substitutes parameters in the step's inputs, resolves Parameter Store references, unrolls an
+/// array, and reads the control inputs.
 fn step(
     id: String,
     plugin: String,
     inputs: Option<&Value>,
     values: &params::Values,
     verdict: Verdict,
-) -> Step {
-    let inputs = inputs.map_or(Value::Null, |inputs| params::substitute(inputs, values));
+    resolve: &mut ResolveInputs<'_>,
+) -> Result<Step, DocumentError> {
+    let inputs = resolve(inputs.map_or(Value::Null, |inputs| params::substitute(inputs, values)))?;
     // Upstream reads the control inputs only from an object (so not from a 1.x properties list).
     let control = |key| match &inputs {
         Value::Object(map) => control_value(map, key),
@@ -251,7 +322,7 @@ fn step(
         Value::Array(items) => items,
         single => vec![single],
     };
-    Step {
+    Ok(Step {
         id,
         plugin,
         inputs,
@@ -259,7 +330,7 @@ fn step(
         on_failure,
         on_success,
         finally_step,
-    }
+    })
 }
 
 /// A control input as upstream sees it: a string as is, a boolean as `true`/`false`. Values are
@@ -268,38 +339,6 @@ fn control_value(inputs: &Map<String, Value>, key: &str) -> Option<String> {
     match field(inputs, key)? {
         Value::String(text) => Some(text.clone()),
         Value::Bool(flag) => Some(flag.to_string()),
-        _ => None,
-    }
-}
-
-/// Upstream resolves Parameter Store references in parameters and inputs before any step runs
-/// (and fails the command when it cannot). ssm-lite does not resolve them yet; a step run with
-/// the reference as text would do the wrong work, so the command fails before it runs.
-fn refuse_parameter_store(place: &str, value: &Value) -> Result<(), DocumentError> {
-    match parameter_store_reference(value) {
-        None => Ok(()),
-        Some(reference) => Err(DocumentError(format!(
-            "ssm-lite does not resolve Parameter Store references yet: {place} holds {reference}; \
-             send the value itself instead of the reference"
-        ))),
-    }
-}
-
-/// The first `{{ssm:…}}` or `{{ssm-secure:…}}` reference in a string, array or object (keys
-/// included), in the forms upstream's resolvers look for.
-fn parameter_store_reference(value: &Value) -> Option<String> {
-    let find = |text: &str| {
-        params::find_reference(text, &["ssm:", "ssm-secure:"], |c| {
-            c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.' | ':')
-        })
-        .map(str::to_owned)
-    };
-    match value {
-        Value::String(text) => find(text),
-        Value::Array(items) => items.iter().find_map(parameter_store_reference),
-        Value::Object(map) => map
-            .iter()
-            .find_map(|(key, item)| find(key).or_else(|| parameter_store_reference(item))),
         _ => None,
     }
 }
@@ -508,11 +547,11 @@ mod tests {
     }
 
     fn parsed(content: Value, supplied: Value) -> Document {
-        parse(&content, &params(supplied)).unwrap_or_else(|e| panic!("{e}"))
+        parse(&content, &params(supplied), References::Keep).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn error(content: Value, supplied: Value) -> String {
-        match parse(&content, &params(supplied)) {
+        match parse(&content, &params(supplied), References::Keep) {
             Err(DocumentError(message)) => message,
             Ok(document) => panic!("parsed: {document:?}"),
         }
@@ -1022,50 +1061,72 @@ mod tests {
     }
 
     #[test]
-    fn parameter_store_references_fail_the_command_before_it_runs() {
-        let content = |inputs: Value| {
-            json!({"schemaVersion": "2.2",
-                   "parameters": {"token": {"type": "String", "default": "plain"}},
-                   "mainSteps": [{"action": "aws:runShellScript", "name": "use", "inputs": inputs}]})
-        };
-        let refused = |place: &str, reference: &str| {
-            format!(
-                "ssm-lite does not resolve Parameter Store references yet: {place} holds {reference}; \
-                 send the value itself instead of the reference"
-            )
-        };
-        assert_eq!(
-            error(
-                content(json!({"runCommand": ["echo {{ token }}"]})),
-                json!({"token": "{{ssm:/app/token}}"})
-            ),
-            refused("parameter token", "{{ssm:/app/token}}")
-        );
-        assert_eq!(
-            error(
-                content(json!({"runCommand": ["echo {{ token }}"]})),
-                json!({"token": ["a", "{{ ssm-secure:db.password }}"]})
-            ),
-            refused("parameter token", "{{ ssm-secure:db.password }}")
-        );
-        assert_eq!(
-            error(
-                content(json!({"runCommand": ["curl -H {{ssm:/a/b-c}}"]})),
-                json!({})
-            ),
-            refused("the inputs of step use", "{{ssm:/a/b-c}}")
-        );
-        assert_eq!(
-            error(
-                content(json!({"environment": {"K": "{{ssm-secure:key}}"}})),
-                json!({})
-            ),
-            refused("the inputs of step use", "{{ssm-secure:key}}")
-        );
-        // Text that is no reference in upstream's forms is left alone.
-        for text in ["{{ssm:}}", "{{ ssm: x }}", "{{ssmx:/a}}", "ssm:/a"] {
-            let document = parsed(content(json!({"runCommand": [text]})), json!({}));
-            assert_eq!(document.steps[0].inputs[0]["runCommand"][0], text);
+    fn parameter_store_references_are_kept_on_admission_and_resolved_on_request() {
+        use parameter_store::{Found, Parameter, ParameterSource};
+        struct Token;
+        impl ParameterSource for Token {
+            fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
+                let parameters = names
+                    .iter()
+                    .map(|name| Parameter {
+                        name: name.clone(),
+                        kind: "String".into(),
+                        value: "t0k3n".into(),
+                        version: 1,
+                    })
+                    .collect();
+                Ok(Found {
+                    parameters,
+                    invalid: vec![],
+                })
+            }
         }
+        let content = json!({"schemaVersion": "2.2",
+               "parameters": {"token": {"type": "String", "allowedPattern": "^[a-z0-9]+$"}},
+               "mainSteps": [{"action": "aws:runShellScript", "name": "use",
+                              "inputs": {"runCommand": ["echo {{ token }} {{ssm:/b}}"]}}]});
+        let supplied = json!({"token": "{{ssm:/app/token}}"});
+        // Admission: the pattern is not checked against the reference's text.
+        let kept = parsed(content.clone(), supplied.clone());
+        assert!(kept.parameter_store);
+        assert_eq!(
+            kept.steps[0].inputs[0]["runCommand"][0],
+            "echo {{ssm:/app/token}} {{ssm:/b}}"
+        );
+        let mut resolver = parameter_store::Resolver::new(&Token);
+        let resolved = parse(
+            &content,
+            &params(supplied),
+            References::Resolve(&mut resolver),
+        )
+        .unwrap();
+        assert!(!resolved.parameter_store);
+        assert_eq!(
+            resolved.steps[0].inputs[0]["runCommand"][0],
+            "echo t0k3n t0k3n"
+        );
+        // The resolved value is what allowedPattern sees.
+        let mut resolver = parameter_store::Resolver::new(&Token);
+        let strict = json!({"schemaVersion": "2.2",
+               "parameters": {"token": {"type": "String", "allowedPattern": "^x$"}},
+               "mainSteps": [{"action": "aws:runShellScript", "name": "use",
+                              "inputs": {"runCommand": ["echo {{ token }}"]}}]});
+        let refused = parse(
+            &strict,
+            &params(json!({"token": "{{ssm:/app/token}}"})),
+            References::Resolve(&mut resolver),
+        )
+        .unwrap_err();
+        assert!(
+            refused.0.contains("validating parameter /token/"),
+            "{refused}"
+        );
+        // ssm-secure is resolved only by plugins that take secrets; elsewhere it is text.
+        let document = parsed(
+            v22(json!([{"action": "aws:runShellScript", "name": "s",
+                        "inputs": {"runCommand": ["{{ssm-secure:key}}"]}}])),
+            json!({}),
+        );
+        assert!(!document.parameter_store);
     }
 }

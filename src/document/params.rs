@@ -85,10 +85,16 @@ const MATCH_BUDGET: u64 = 20_000_000;
 /// cannot be compiled fails the check, as upstream (where `regexp.Compile` fails), and so does a
 /// check that would exceed [`MATCH_BUDGET`]. Error messages name the parameter and the pattern,
 /// never the value.
-pub(crate) fn validate(declared: &[Declared], values: &Values) -> Result<(), DocumentError> {
+/// Checks the `allowedPattern` of each declared parameter whose name `checked` accepts.
+pub(crate) fn validate(
+    declared: &[Declared],
+    values: &Values,
+    checked: impl Fn(&str) -> bool,
+) -> Result<(), DocumentError> {
     let mut errors = Vec::new();
     let mut budget = MATCH_BUDGET;
-    for parameter in declared.iter().filter(|p| !p.allowed_pattern.is_empty()) {
+    let with_pattern = declared.iter().filter(|p| !p.allowed_pattern.is_empty());
+    for parameter in with_pattern.filter(|p| checked(&p.name)) {
         let value = values.get(&parameter.name).unwrap_or(&Value::Null);
         let outcome = match Pattern::new(&parameter.allowed_pattern, &mut budget) {
             Ok(pattern) => check(parameter, &pattern, value, &mut budget),
@@ -439,7 +445,7 @@ mod tests {
     fn validated(definition: Value, supplied: Value) -> Result<(), DocumentError> {
         let declared = declared(Some(&definition))?;
         let values = values(&declared, &values_of(supplied));
-        validate(&declared, &values)
+        validate(&declared, &values, |_| true)
     }
 
     #[test]

@@ -14,7 +14,6 @@ use crate::shutdown::Shutdown;
 use crate::sync::lock;
 use crate::sys::poll::{PollFd, Waker, poll};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +42,6 @@ pub trait ControlHandler: Send + Sync {
 pub struct ControlSender {
     queue: Arc<Mutex<VecDeque<Vec<u8>>>>,
     waker: Waker,
-    connected: Arc<AtomicBool>,
 }
 
 impl ControlSender {
@@ -51,7 +49,6 @@ impl ControlSender {
         Ok(ControlSender {
             queue: Arc::default(),
             waker: Waker::new()?,
-            connected: Arc::default(),
         })
     }
 
@@ -59,10 +56,6 @@ impl ControlSender {
     pub fn send(&self, message: &AgentMessage) {
         lock(&self.queue).push_back(message.encode());
         self.waker.wake();
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
     }
 
     fn take(&self) -> Vec<Vec<u8>> {
@@ -103,12 +96,9 @@ impl ControlChannel {
                         log::info!("control channel: connected");
                     }
                     failures = 0;
-                    self.sender.connected.store(true, Ordering::SeqCst);
                     self.channel.set(Channel::SsmMessages);
                     handler.connected(&self.sender);
-                    let end = self.serve(&mut conn, handler);
-                    self.sender.connected.store(false, Ordering::SeqCst);
-                    match end {
+                    match self.serve(&mut conn, handler) {
                         End::Shutdown => return,
                         End::Lost(why) => {
                             log::warn!("control channel: connection lost: {why}; reconnecting")

@@ -12,11 +12,11 @@
 //! as upstream does not verify it either.
 
 use ring::digest;
+#[cfg(test)]
 use serde_json::Value;
 
 /// Flags bits.
 pub const FLAG_SYN: u64 = 1;
-pub const FLAG_FIN: u64 = 2;
 
 /// Message types (docs/protocol.md §4.4).
 pub const INTERACTIVE_SHELL: &str = "interactive_shell";
@@ -98,11 +98,13 @@ impl AgentMessage {
     }
 
     /// A control-channel message (sequence 0, no flags, payload type 0) carrying `json`.
+    #[cfg(test)]
     pub fn json(message_type: &str, json: &Value) -> AgentMessage {
         AgentMessage::new(message_type, 0, 0, 0, json.to_string().into_bytes())
     }
 
     /// The payload as JSON.
+    #[cfg(test)]
     pub fn payload_json(&self) -> Result<Value, FrameError> {
         serde_json::from_slice(&self.payload).map_err(|e| {
             FrameError(format!(

@@ -6,7 +6,8 @@ use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
 use super::{OutgoingReply, ReplySink, Stored, Transport};
-use crate::document::{self, Document, DocumentError, ExitAction, Step, Verdict};
+use crate::document::parameter_store::{ParameterSource, Resolver};
+use crate::document::{self, Document, DocumentError, ExitAction, References, Step, Verdict};
 use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
 use crate::sync::{lock, wait, wait_until};
@@ -47,6 +48,8 @@ pub struct EngineConfig {
     pub agent: AgentInfo,
     /// Run after a step exits 194 (upstream: `shutdown -r +1`).
     pub reboot_command: Vec<String>,
+    /// Where `{{ssm:…}}` references are looked up before a command's first step.
+    pub parameter_store: Arc<dyn ParameterSource + Send + Sync>,
 }
 
 impl EngineConfig {
@@ -70,7 +73,21 @@ impl EngineConfig {
             env,
             agent: AgentInfo::from_config(config),
             reboot_command: reboot_command(),
+            parameter_store: Arc::new(NoParameterStore),
         }
+    }
+}
+
+/// The Parameter Store of an engine that makes no AWS calls (`ssm-lite run-document`).
+struct NoParameterStore;
+
+impl ParameterSource for NoParameterStore {
+    fn get_parameters(&self, names: &[String]) -> Result<document::parameter_store::Found, String> {
+        Err(format!(
+            "Parameter Store references ({}) cannot be resolved here: this agent makes no AWS calls; \
+             put the values in the document's parameters instead",
+            names.join(", ")
+        ))
     }
 }
 
@@ -101,6 +118,12 @@ struct Job {
     transport: Transport,
     message_id: String,
     document: Document,
+    /// `DocumentContent` and `Parameters`, kept when the document holds Parameter Store
+    /// references: it is parsed again, resolving them, when the job starts.
+    unresolved: Option<(
+        serde_json::Value,
+        serde_json::Map<String, serde_json::Value>,
+    )>,
     env: Vec<(String, String)>,
     stop: StopToken,
     record: Mutex<CommandRecord>,
@@ -378,10 +401,14 @@ impl Inner {
     fn job(&self, record: CommandRecord, document: Document, command: &SendCommand) -> Job {
         let mut env = self.cfg.env.clone();
         env.push(("SSM_COMMAND_ID".into(), command.command_id.clone()));
+        let unresolved = document
+            .parameter_store
+            .then(|| (command.document_content.clone(), command.parameters.clone()));
         Job {
             transport: record.transport,
             message_id: record.message_id.clone(),
             document,
+            unresolved,
             env,
             stop: StopToken::new(),
             record: Mutex::new(record),
@@ -515,11 +542,27 @@ impl Inner {
             self.step_finished(job, &mut rec, step, result);
         }
         let dir = self.dir.orchestration_dir(&rec.command_id);
-        let total = job.document.steps.len();
+        let resolved;
+        let document = match self.resolve(job) {
+            Ok(None) => &job.document,
+            Ok(Some(d)) => {
+                resolved = d;
+                &resolved
+            }
+            Err(e) => {
+                log::warn!("command {}: {e}", job.message_id);
+                let payload = self
+                    .builder(job.transport, &job.message_id)
+                    .rejected(&e.to_string());
+                self.close(&mut rec, payload);
+                return;
+            }
+        };
+        let total = document.steps.len();
         while rec.next_step < total {
             let index = rec.next_step;
-            let step = &job.document.steps[index];
-            let result = self.run_one(job, &mut rec, step, index, &dir);
+            let step = &document.steps[index];
+            let result = self.run_one(job, &mut rec, document, index, &dir);
             if result.status == Status::SuccessAndReboot {
                 self.step_finished(job, &mut rec, step, result);
                 rec.results.pop();
@@ -534,17 +577,28 @@ impl Inner {
         self.finish(&mut rec);
     }
 
+    /// The document with its Parameter Store references resolved (`None`: it holds none), as
+    /// upstream does before a command runs (docs/protocol.md §3.7).
+    fn resolve(&self, job: &Job) -> Result<Option<Document>, DocumentError> {
+        let Some((content, parameters)) = &job.unresolved else {
+            return Ok(None);
+        };
+        let mut resolver = Resolver::new(self.cfg.parameter_store.as_ref());
+        document::parse(content, parameters, References::Resolve(&mut resolver)).map(Some)
+    }
+
     /// Decides and runs step `index`: skipped after an exit condition, stopped before start,
     /// the document's verdict, or a real run.
     fn run_one(
         &self,
         job: &Job,
         rec: &mut CommandRecord,
-        step: &Step,
+        document: &Document,
         index: usize,
         dir: &std::path::Path,
     ) -> PluginResult {
-        let is_last = index + 1 == job.document.steps.len();
+        let step = &document.steps[index];
+        let is_last = index + 1 == document.steps.len();
         if rec.exit_condition && !(step.finally_step && is_last) {
             let text = format!(
                 "Plugin with name {} and id {} skipped due to prior step with an exit condition",
@@ -869,7 +923,11 @@ pub(crate) fn parse(
     fallback_command_id: &str,
 ) -> Result<(SendCommand, Document), CommandError> {
     let command = SendCommand::parse(payload, fallback_command_id)?;
-    let document = document::parse(&command.document_content, &command.parameters)?;
+    let document = document::parse(
+        &command.document_content,
+        &command.parameters,
+        References::Keep,
+    )?;
     if document.steps.is_empty() {
         return Err(CommandError::NoSteps);
     }
@@ -951,6 +1009,7 @@ mod tests {
             env: vec![],
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
+            parameter_store: Arc::new(NoParameterStore),
         }
     }
 
@@ -991,6 +1050,78 @@ mod tests {
             .filter_map(|r| r["runtimeStatus"].as_object())
             .flat_map(|m| m.values().cloned())
             .collect()
+    }
+
+    /// A Parameter Store holding `/app/greeting` = `hello`, counting its calls.
+    #[derive(Default)]
+    struct Greeting(std::sync::atomic::AtomicUsize);
+
+    impl ParameterSource for Greeting {
+        fn get_parameters(
+            &self,
+            names: &[String],
+        ) -> Result<document::parameter_store::Found, String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut found = document::parameter_store::Found::default();
+            for name in names {
+                match name.as_str() {
+                    "/app/greeting" => {
+                        found.parameters.push(document::parameter_store::Parameter {
+                            name: name.clone(),
+                            kind: "String".into(),
+                            value: "hello".into(),
+                            version: 1,
+                        })
+                    }
+                    _ => found.invalid.push(name.clone()),
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    #[test]
+    fn parameter_store_references_are_resolved_before_the_first_step() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let store = Arc::new(Greeting::default());
+        let cfg = EngineConfig {
+            parameter_store: store.clone(),
+            ..config(&[])
+        };
+        let p = json!({ "DocumentContent": {
+            "schemaVersion": "2.2",
+            "parameters": { "who": { "type": "String", "allowedPattern": "^[a-z]+$" } },
+            "mainSteps": [step("say", &["echo {{ who }} {{ssm:/app/greeting}}"], json!({}))],
+        }, "Parameters": { "who": "{{ ssm:/app/greeting }}" } })
+        .to_string();
+        let replies = run(&dir, cfg, "aws.ssm.c-ps.i-1", &p);
+        let steps = step_results(&replies);
+        assert_eq!(steps[0]["standardOutput"], "hello hello\n");
+        assert_eq!(replies.last().unwrap()["documentStatus"], "Success");
+        // The value and the input name the same parameter: one lookup serves both.
+        assert_eq!(store.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_unknown_parameter_fails_the_command_with_upstreams_text_and_runs_nothing() {
+        let t = TestDir::new("engine");
+        let dir = StateDir::open(t.path(), "i-1").unwrap();
+        let marker = t.path().join("ran");
+        let cfg = EngineConfig {
+            parameter_store: Arc::new(Greeting::default()),
+            ..config(&[])
+        };
+        let script = format!("touch {} {{{{ssm:/app/missing}}}}", marker.display());
+        let p = payload(json!([step("touch", &[&script], json!({}))]));
+        let replies = run(&dir, cfg, "aws.ssm.c-ps2.i-1", &p);
+        let last = replies.last().unwrap();
+        assert_eq!(last["documentStatus"], "Failed");
+        assert_eq!(
+            last["documentTraceOutput"],
+            "Input contains invalid parameters [/app/missing]"
+        );
+        assert!(!marker.exists());
     }
 
     #[test]

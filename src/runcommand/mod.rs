@@ -2,11 +2,12 @@
 //! `run-document` CLI share. A transport offers messages and carries replies back through a
 //! [`ReplySink`]; everything in between — parsing, queueing, running, reporting — happens here.
 
-pub mod engine;
+pub(crate) mod engine;
 pub mod local;
+pub(crate) mod parameters;
 pub mod payload;
-pub mod record;
-pub mod reply;
+pub(crate) mod record;
+pub(crate) mod reply;
 mod spooled;
 mod steps;
 

@@ -253,6 +253,7 @@ impl Outgoing {
         self.unacked.len()
     }
 
+    #[cfg(test)]
     pub fn rto(&self) -> Duration {
         self.rto
     }

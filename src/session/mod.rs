@@ -165,11 +165,6 @@ impl Sessions {
         }
     }
 
-    /// Sessions running now.
-    pub fn active(&self) -> usize {
-        lock(&self.shared.active).len()
-    }
-
     fn start(&self, payload: &[u8]) {
         let task = match task::parse(payload) {
             Ok(t) => t,

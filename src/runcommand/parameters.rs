@@ -1,0 +1,59 @@
+//! The engine's Parameter Store: `ssm:GetParameters` through the agent's SSM client, retried on
+//! throttling and transient failures as the AWS SDK upstream links does (docs/protocol.md §3.7).
+
+use crate::aws::jsonrpc::{AwsError, JsonClient};
+use crate::document::parameter_store::{Found, ParameterSource};
+use serde_json::json;
+use std::time::Duration;
+
+/// Per attempt; a worker waits at most about four of these before the command fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Retries after the first attempt (the SDK's default for SSM).
+const RETRIES: u32 = 3;
+const BACKOFF_FIRST_MS: u64 = 200;
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+pub struct SsmParameterStore {
+    client: JsonClient,
+}
+
+impl SsmParameterStore {
+    pub fn new(client: JsonClient) -> SsmParameterStore {
+        SsmParameterStore { client }
+    }
+}
+
+impl ParameterSource for SsmParameterStore {
+    fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
+        // Upstream never asks for decryption: a SecureString is refused, not read.
+        let input = json!({"Names": names, "WithDecryption": false});
+        let mut attempt = 0;
+        loop {
+            match self.client.call("GetParameters", &input, CALL_TIMEOUT) {
+                Ok(answer) => {
+                    return serde_json::from_value(answer)
+                        .map_err(|e| refused(&AwsError::Decode(e.to_string())));
+                }
+                Err(e) if attempt < RETRIES && e.kind().is_retried() => {
+                    attempt += 1;
+                    log::warn!("GetParameters: {e}; retry {attempt} of {RETRIES}");
+                    std::thread::sleep(crate::random::backoff(
+                        BACKOFF_FIRST_MS,
+                        attempt,
+                        BACKOFF_CAP,
+                    ));
+                }
+                Err(e) => return Err(refused(&e)),
+            }
+        }
+    }
+}
+
+/// Upstream's text for a failed call, with the service's `Code: message` where the SDK has one.
+fn refused(e: &AwsError) -> String {
+    let detail = match e {
+        AwsError::Service { code, message, .. } => format!("{code}: {message}"),
+        other => other.to_string(),
+    };
+    format!("Encountered error while calling GetParameters API. Error: {detail}")
+}
