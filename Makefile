@@ -99,9 +99,14 @@ test-e2e-%:
 # the CI machine); nextest reports a test that passed only the second time as FLAKY.
 QEMU_TEST := $(if $(shell command -v cargo-nextest),nextest run --retries 1,test)
 
+# rust-version in Cargo.toml is checked with that toolchain, for the agent (the emulator and the
+# tests may use newer Rust).
+MSRV := $(shell sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	rustup toolchain install $(MSRV) --profile minimal
+	$(CARGO) +$(MSRV) check -p ssm-lite --lib --bins --locked
 
 bench:
 	$(CARGO) build --release --bin ssm-lite

@@ -94,10 +94,10 @@ pub fn data_channel(data: &[u8]) {
     };
     match selector % 5 {
         0 => {
-            if let Ok(response) = crate::session::run::handshake_response(payload) {
-                if let Some(result) = &response.kms_result {
-                    let _ = parse_kms_result(result);
-                }
+            if let Ok(response) = crate::session::run::handshake_response(payload)
+                && let Some(result) = &response.kms_result
+            {
+                let _ = parse_kms_result(result);
             }
         }
         1 => {

@@ -437,7 +437,7 @@ struct SessionOutcome {
 fn run_session(emu: &Emulator, n: usize) -> SessionOutcome {
     let started = Instant::now();
     let text = format!("soak-session-{n}");
-    let spec = if n % 2 == 0 {
+    let spec = if n.is_multiple_of(2) {
         SessionSpec::non_interactive_commands(&format!("echo {text}"), false)
     } else {
         SessionSpec::interactive_commands(&format!("echo {text}"))

@@ -180,23 +180,23 @@ impl RefreshingCredentials {
     ) -> Result<Credentials, CredentialsError> {
         let now = clock();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = state.current.as_ref().filter(|_| !state.rejected) {
-            if held.refresh_at().is_none_or(|at| now < at) {
-                return Ok(held.credentials.clone());
-            }
+        if let Some(held) = state.current.as_ref().filter(|_| !state.rejected)
+            && held.refresh_at().is_none_or(|at| now < at)
+        {
+            return Ok(held.credentials.clone());
         }
         let fallback = state
             .current
             .as_ref()
             .filter(|h| h.usable_at(now))
             .map(|h| (h.credentials.clone(), h.usable_until()));
-        if let Some((error, retry_at)) = &state.last_failure {
-            if now < *retry_at {
-                return match fallback {
-                    Some((credentials, _)) => Ok(credentials),
-                    None => Err(self.failure(error)),
-                };
-            }
+        if let Some((error, retry_at)) = &state.last_failure
+            && now < *retry_at
+        {
+            return match fallback {
+                Some((credentials, _)) => Ok(credentials),
+                None => Err(self.failure(error)),
+            };
         }
         let fetched = (self.fetch)();
         let now = clock();

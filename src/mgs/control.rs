@@ -221,10 +221,10 @@ impl ControlChannel {
             if fds[1].readable {
                 self.sender.waker.reset();
             }
-            if fds[0].writable {
-                if let Err(e) = conn.flush() {
-                    return End::Lost(e.to_string());
-                }
+            if fds[0].writable
+                && let Err(e) = conn.flush()
+            {
+                return End::Lost(e.to_string());
             }
         }
     }

@@ -358,17 +358,16 @@ impl ControlHandler for MgsJobs {
     fn tick(&self, _sender: &ControlSender) {
         let now = Instant::now();
         for queue in lock(&self.queues).values_mut() {
-            if let Some(head) = queue.front_mut() {
-                if head
+            if let Some(head) = queue.front_mut()
+                && head
                     .sent_at
                     .is_none_or(|t| now.saturating_duration_since(t) >= RESEND_AFTER)
-                {
-                    log::info!(
-                        "reply for {} not acknowledged yet; sending it again",
-                        head.job_id
-                    );
-                    self.transmit(head);
-                }
+            {
+                log::info!(
+                    "reply for {} not acknowledged yet; sending it again",
+                    head.job_id
+                );
+                self.transmit(head);
             }
         }
     }

@@ -107,13 +107,13 @@ impl KeyManager {
             CredentialsError::Fetch(format!("RequestManagedInstanceRoleToken failed: {e}"))
         })?;
         let now = unix_now();
-        if self.rotation_due(&state.registration, token.update_key_pair, now) {
-            if let Err(e) = self.rotate(&mut state, now) {
-                log::warn!(
-                    "onprem: key rotation of {} failed: {e}; the old key stays in use and the rotation is tried again after the next refresh",
-                    state.registration.instance_id
-                );
-            }
+        if self.rotation_due(&state.registration, token.update_key_pair, now)
+            && let Err(e) = self.rotate(&mut state, now)
+        {
+            log::warn!(
+                "onprem: key rotation of {} failed: {e}; the old key stays in use and the rotation is tried again after the next refresh",
+                state.registration.instance_id
+            );
         }
         Ok(token.credentials)
     }

@@ -286,11 +286,9 @@ impl Plugin for Port {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if writable {
-            if let Err(e) = self.input.write_to(conn) {
-                log::info!("session: write to {} failed: {e}", self.dest.label);
-                return self.end(events, Ended::Success);
-            }
+        if writable && let Err(e) = self.input.write_to(conn) {
+            log::info!("session: write to {} failed: {e}", self.dest.label);
+            return self.end(events, Ended::Success);
         }
         if !readable {
             return;
@@ -306,16 +304,16 @@ impl Plugin for Port {
     fn input(&mut self, input: Input<'_>, events: &mut Vec<Event>) {
         match input {
             Input::Bytes(data) => {
-                if self.conn.is_none() {
-                    if let Err(e) = self.connect() {
-                        return self.end(events, Ended::Failed(e.to_string()));
-                    }
+                if self.conn.is_none()
+                    && let Err(e) = self.connect()
+                {
+                    return self.end(events, Ended::Failed(e.to_string()));
                 }
                 self.input.push(data);
-                if let Some(conn) = self.conn.as_mut() {
-                    if let Err(e) = self.input.write_to(conn) {
-                        log::info!("session: write to {} failed: {e}", self.dest.label);
-                    }
+                if let Some(conn) = self.conn.as_mut()
+                    && let Err(e) = self.input.write_to(conn)
+                {
+                    log::info!("session: write to {} failed: {e}", self.dest.label);
                 }
             }
             Input::DisconnectPort => {

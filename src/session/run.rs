@@ -318,14 +318,12 @@ fn drain(ch: &mut DataChannel<'_>, until: Instant) {
         let _ = poll(&mut fds, Some(Duration::from_millis(100)));
         let _ = ch.conn.flush();
         while let Ok(Some(frame)) = ch.conn.read() {
-            if let Frame::Binary(b) = frame {
-                if let Ok(m) = AgentMessage::decode(&b) {
-                    if m.message_type == message::ACKNOWLEDGE {
-                        if let Some(a) = Ack::parse(&m.payload) {
-                            ch.out.acknowledged(a.sequence_number, Instant::now());
-                        }
-                    }
-                }
+            if let Frame::Binary(b) = frame
+                && let Ok(m) = AgentMessage::decode(&b)
+                && m.message_type == message::ACKNOWLEDGE
+                && let Some(a) = Ack::parse(&m.payload)
+            {
+                ch.out.acknowledged(a.sequence_number, Instant::now());
             }
         }
         resend_due(ch, Instant::now());

@@ -98,10 +98,8 @@ impl Plugin for Shell {
         if self.exit.as_ref().and_then(ExitWatch::fd) == Some(fd) {
             return self.finish(events);
         }
-        if writable {
-            if let Err(e) = self.input.write_to(&mut self.pty.master) {
-                log::debug!("session: terminal write failed: {e}");
-            }
+        if writable && let Err(e) = self.input.write_to(&mut self.pty.master) {
+            log::debug!("session: terminal write failed: {e}");
         }
         if !readable || self.ended {
             return;

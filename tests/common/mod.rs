@@ -312,10 +312,10 @@ pub fn group_alive(pgid: &str) -> bool {
 pub fn wait_file(path: &Path, limit: Duration) -> Option<String> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
-        if let Ok(s) = fs::read_to_string(path) {
-            if !s.is_empty() {
-                return Some(s.trim().to_owned());
-            }
+        if let Ok(s) = fs::read_to_string(path)
+            && !s.is_empty()
+        {
+            return Some(s.trim().to_owned());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
