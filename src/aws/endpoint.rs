@@ -23,30 +23,25 @@ pub struct Service {
     pub target_prefix: &'static str,
 }
 
+impl Service {
+    /// A service whose signing name is its endpoint prefix (every one the agent calls so far).
+    const fn named(prefix: &'static str, target_prefix: &'static str) -> Service {
+        Service {
+            endpoint_prefix: prefix,
+            signing_name: prefix,
+            target_prefix,
+        }
+    }
+}
+
 /// Run Command's message delivery service (docs/protocol.md §2).
-pub const EC2MESSAGES: Service = Service {
-    endpoint_prefix: "ec2messages",
-    signing_name: "ec2messages",
-    target_prefix: "EC2WindowsMessageDeliveryService",
-};
-/// Systems Manager itself: health, registration, on-prem and DHMC credentials.
-pub const SSM: Service = Service {
-    endpoint_prefix: "ssm",
-    signing_name: "ssm",
-    target_prefix: "AmazonSSM",
-};
+pub const EC2MESSAGES: Service = Service::named("ec2messages", "EC2WindowsMessageDeliveryService");
+/// Systems Manager itself: health, registration, on-prem and DHMC credentials, Parameter Store.
+pub const SSM: Service = Service::named("ssm", "AmazonSSM");
 /// Session Manager's message gateway (MGS, REST and websockets).
-pub const SSMMESSAGES: Service = Service {
-    endpoint_prefix: "ssmmessages",
-    signing_name: "ssmmessages",
-    target_prefix: "",
-};
+pub const SSMMESSAGES: Service = Service::named("ssmmessages", "");
 /// KMS, for session encryption.
-pub const KMS: Service = Service {
-    endpoint_prefix: "kms",
-    signing_name: "kms",
-    target_prefix: "TrentService",
-};
+pub const KMS: Service = Service::named("kms", "TrentService");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {

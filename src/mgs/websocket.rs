@@ -46,16 +46,9 @@ pub enum Frame {
     Closed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct WsError(pub String);
-
-impl std::fmt::Display for WsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for WsError {}
 
 pub struct Connection {
     ws: WebSocket<Stream>,

@@ -78,16 +78,9 @@ impl RetryPolicy {
 }
 
 /// A registration that failed, in words for the person at the terminal.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct RegisterError(pub String);
-
-impl std::fmt::Display for RegisterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RegisterError {}
 
 impl From<StoreError> for RegisterError {
     fn from(e: StoreError) -> RegisterError {
