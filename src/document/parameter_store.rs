@@ -5,7 +5,6 @@
 //! element per item. Unknown names, SecureString values and a StringList used inside a string fail
 //! the command with upstream's texts, so nothing literal ever reaches a script.
 
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -13,25 +12,58 @@ use std::collections::BTreeMap;
 pub const NAMES_PER_CALL: usize = 10;
 
 /// One parameter as `GetParameters` returns it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parameter {
-    #[serde(rename = "Name")]
     pub name: String,
-    #[serde(rename = "Type")]
     pub kind: String,
-    #[serde(rename = "Value")]
     pub value: String,
-    #[serde(rename = "Version", default)]
     pub version: i64,
 }
 
 /// What one `GetParameters` call found.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Found {
-    #[serde(rename = "Parameters", default)]
     pub parameters: Vec<Parameter>,
-    #[serde(rename = "InvalidParameters", default)]
     pub invalid: Vec<String>,
+}
+
+impl Found {
+    /// Reads a `GetParameters` answer (AWS JSON: exact key spellings). Read by hand: a serde
+    /// `from_value` would link serde_json's `Value` deserializer, about 35 KB, for this one use.
+    pub fn from_answer(answer: &Value) -> Result<Found, String> {
+        let text = |p: &Value, key: &str| match &p[key] {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(format!("Parameters[].{key} is {other}, not a string")),
+        };
+        let list = |key: &str| match &answer[key] {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) => Ok(items.clone()),
+            other => Err(format!("{key} is {other}, not a list")),
+        };
+        let parameters = list("Parameters")?
+            .iter()
+            .map(|p| {
+                Ok(Parameter {
+                    name: text(p, "Name")?,
+                    kind: text(p, "Type")?,
+                    value: text(p, "Value")?,
+                    version: p["Version"].as_i64().unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        let invalid = list("InvalidParameters")?
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .map(str::to_owned)
+                    .ok_or(format!("InvalidParameters holds {n}"))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Found {
+            parameters,
+            invalid,
+        })
+    }
 }
 
 /// Where values come from: `ssm:GetParameters` for at most `NAMES_PER_CALL` names (a name may
@@ -372,6 +404,25 @@ mod tests {
             err.to_string(),
             "Parameters [db.password] of type SecureString are not supported"
         );
+    }
+
+    #[test]
+    fn answers_are_read_in_the_services_shape() {
+        let found = Found::from_answer(&json!({
+            "Parameters": [{"Name": "/a", "Type": "String", "Value": "v", "Version": 3,
+                            "ARN": "arn:aws:ssm:r:1:parameter/a", "DataType": "text"}],
+            "InvalidParameters": ["/b"]}))
+        .unwrap();
+        assert_eq!(found.parameters, [parameter("/a", "String", "v", 3)]);
+        assert_eq!(found.invalid, ["/b"]);
+        assert!(
+            Found::from_answer(&json!({}))
+                .unwrap()
+                .parameters
+                .is_empty()
+        );
+        let bad = Found::from_answer(&json!({"Parameters": [{"Name": 1}]})).unwrap_err();
+        assert_eq!(bad, "Parameters[].Name is 1, not a string");
     }
 
     #[test]

@@ -31,8 +31,7 @@ impl ParameterSource for SsmParameterStore {
         loop {
             match self.client.call("GetParameters", &input, CALL_TIMEOUT) {
                 Ok(answer) => {
-                    return serde_json::from_value(answer)
-                        .map_err(|e| refused(&AwsError::Decode(e.to_string())));
+                    return Found::from_answer(&answer).map_err(|e| refused(&AwsError::Decode(e)));
                 }
                 Err(e) if attempt < RETRIES && e.kind().is_retried() => {
                     attempt += 1;
