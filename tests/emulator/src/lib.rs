@@ -1,7 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
 //! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
 //! and `session.rs`; smux for multiplexed port forwarding in `smux.rs`) and `kms` (Decrypt of
-//! session data keys, see `kms.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
+//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
 //! `Mgs.Endpoint` at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
@@ -33,6 +33,7 @@ mod mgs;
 #[cfg(test)]
 mod mgs_tests;
 mod onprem;
+mod parameters;
 mod service;
 mod session;
 pub mod sigv4;
@@ -56,6 +57,7 @@ pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use onprem::{
     Activation, KeyRotation, MIN_PUBLIC_KEY_LEN, Registration, RoleTokenRequest, RsaCheck,
 };
+pub use parameters::{GetParametersCall, ParameterType};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use smux::{SmuxStats, SmuxStream};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
@@ -75,6 +77,7 @@ pub mod targets {
     pub const REQUEST_MANAGED_INSTANCE_ROLE_TOKEN: &str =
         "AmazonSSM.RequestManagedInstanceRoleToken";
     pub const UPDATE_MANAGED_INSTANCE_PUBLIC_KEY: &str = "AmazonSSM.UpdateManagedInstancePublicKey";
+    pub const GET_PARAMETERS: &str = "AmazonSSM.GetParameters";
 }
 
 /// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
@@ -393,6 +396,20 @@ impl Emulator {
     /// The public key (base64 SubjectPublicKeyInfo DER) `instance_id` is registered with now.
     pub fn current_public_key(&self, instance_id: &str) -> Option<String> {
         self.read(|st| st.current_public_key(instance_id).map(str::to_string))
+    }
+
+    /// Stores a new version of Parameter Store parameter `name` (as `PutParameter` with
+    /// `Overwrite` does) for `GetParameters`; returns its version number, 1 for a new name.
+    pub fn put_parameter(&self, name: &str, kind: ParameterType, value: &str) -> i64 {
+        self.shared.update(|st| {
+            let now = st.now();
+            st.parameters.put(name, kind, value, now)
+        })
+    }
+
+    /// `AmazonSSM.GetParameters` calls that reached the operation, in order.
+    pub fn get_parameters_calls(&self) -> Vec<GetParametersCall> {
+        self.read(|st| st.get_parameters_calls().to_vec())
     }
 
     /// Restricts injected faults to one API family (or lifts the restriction).

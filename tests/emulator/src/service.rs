@@ -10,7 +10,7 @@ use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
-use crate::{control, imds, kms, mds, mgs, onprem, sigv4};
+use crate::{control, imds, kms, mds, mgs, onprem, parameters, sigv4};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -103,7 +103,9 @@ fn classify(target: &str) -> Option<(Api, &str, &'static str, Auth)> {
         mds::TARGET_PREFIX if mds::OPERATIONS.contains(&op) => {
             Some((Api::Mds, op, "ec2messages", Auth::Hmac))
         }
-        SSM_PREFIX if op == "UpdateInstanceInformation" => Some((Api::Ssm, op, "ssm", Auth::Hmac)),
+        SSM_PREFIX if matches!(op, "UpdateInstanceInformation" | "GetParameters") => {
+            Some((Api::Ssm, op, "ssm", Auth::Hmac))
+        }
         SSM_PREFIX if op == onprem::REGISTER => Some((Api::Ssm, op, "ssm", Auth::Unsigned)),
         SSM_PREFIX if onprem::RSA_SIGNED.contains(&op) => Some((Api::Ssm, op, "ssm", Auth::Rsa)),
         kms::TARGET_PREFIX if op == "Decrypt" => Some((Api::Kms, op, kms::SERVICE, Auth::Hmac)),
@@ -197,6 +199,9 @@ fn operation(shared: &Shared, api: Api, op: &str, caller: &str, body: &[u8]) -> 
     match api {
         Api::Mds => mds::handle(shared, op, &body),
         Api::Ssm if op == "UpdateInstanceInformation" => update_instance_information(shared, body),
+        Api::Ssm if op == "GetParameters" => {
+            shared.update(|st| parameters::get_parameters(st, &body))
+        }
         Api::Ssm => onprem::handle(shared, op, caller, &body),
         Api::Kms => shared.update(|st| kms::decrypt(st, &body)),
     }

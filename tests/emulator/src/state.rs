@@ -13,6 +13,7 @@ use crate::kms::{KmsDecrypt, KmsState};
 use crate::mds::MdsState;
 use crate::mgs::MgsState;
 use crate::onprem::OnPremState;
+use crate::parameters::{GetParametersCall, ParameterState};
 use crate::sigv4::KeyInfo;
 
 /// One `SendReply` as stored (first arrival of its ReplyId).
@@ -108,6 +109,7 @@ pub struct State {
     pub(crate) mgs: MgsState,
     pub(crate) kms: KmsState,
     pub(crate) onprem: OnPremState,
+    pub(crate) parameters: ParameterState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -175,6 +177,11 @@ impl State {
     /// `TrentService.Decrypt` calls that reached the operation, in order.
     pub fn kms_decrypts(&self) -> &[KmsDecrypt] {
         &self.kms.decrypts
+    }
+
+    /// `AmazonSSM.GetParameters` calls that reached the operation, in order.
+    pub fn get_parameters_calls(&self) -> &[GetParametersCall] {
+        &self.parameters.calls
     }
 
     pub fn health_pings(&self) -> &[HealthPing] {
@@ -250,6 +257,7 @@ impl Shared {
             mgs: MgsState::default(),
             kms: KmsState::default(),
             onprem: OnPremState::new(options.activations.clone()),
+            parameters: ParameterState::default(),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),

@@ -835,3 +835,133 @@ fn demo_wires_the_agent_and_reports_an_early_exit() {
     assert!(!std::path::Path::new(demo_dir).exists(), "temp dir removed");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn get_parameters_answers_as_the_service_does() {
+    let emu = quick(1000);
+    let c = role_credentials(&emu);
+    assert_eq!(
+        emu.put_parameter("/app/greeting", ParameterType::String, "hello"),
+        1
+    );
+    assert_eq!(
+        emu.put_parameter("/app/greeting", ParameterType::String, "hi"),
+        2
+    );
+    emu.put_parameter("cmds", ParameterType::StringList, "ls,date");
+    emu.put_parameter("db.password", ParameterType::SecureString, "s3cret");
+    let names = [
+        "/app/greeting",
+        "/app/greeting:1",
+        "cmds",
+        "db.password",
+        "nope",
+        "cmds:7",
+        "cmds:prod",
+    ];
+    let resp = call(
+        &emu,
+        &c,
+        GET_PARAMETERS,
+        &json!({"Names": names, "WithDecryption": false}),
+    );
+    assert_eq!(resp.status, 200);
+    let body = resp.json();
+    assert_eq!(
+        body["InvalidParameters"],
+        json!(["nope", "cmds:7", "cmds:prod"])
+    );
+    let found = body["Parameters"].as_array().unwrap();
+    let brief: Vec<(&str, &str, i64)> = found
+        .iter()
+        .map(|p| {
+            (
+                p["Name"].as_str().unwrap(),
+                p["Type"].as_str().unwrap(),
+                p["Version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("/app/greeting", "String", 2),
+            ("/app/greeting", "String", 1),
+            ("cmds", "StringList", 1),
+            ("db.password", "SecureString", 1)
+        ]
+    );
+    assert_eq!(found[0]["Value"], "hi");
+    assert!(found[0].get("Selector").is_none());
+    assert_eq!(
+        (&found[1]["Value"], &found[1]["Selector"]),
+        (&json!("hello"), &json!(":1"))
+    );
+    assert_eq!(found[2]["Value"], "ls,date");
+    assert_eq!(
+        found[0]["ARN"],
+        "arn:aws:ssm:us-east-1:123456789012:parameter/app/greeting"
+    );
+    assert_eq!(
+        found[2]["ARN"],
+        "arn:aws:ssm:us-east-1:123456789012:parameter/cmds"
+    );
+    assert_eq!(found[0]["DataType"], "text");
+    let modified = found[0]["LastModifiedDate"].as_f64().unwrap();
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - modified).abs() < 60.0, "{modified} vs {now}");
+    // A SecureString read without decryption is ciphertext, the same on every read.
+    let secret = found[3]["Value"].as_str().unwrap();
+    assert!(
+        secret.starts_with("AQICAHh") && !secret.contains("s3cret"),
+        "{secret}"
+    );
+    let again = call(&emu, &c, GET_PARAMETERS, &json!({"Names": ["db.password"]})).json();
+    assert_eq!(again["Parameters"][0]["Value"], secret);
+    let plain = call(
+        &emu,
+        &c,
+        GET_PARAMETERS,
+        &json!({"Names": ["db.password"], "WithDecryption": true}),
+    )
+    .json();
+    assert_eq!(plain["Parameters"][0]["Value"], "s3cret");
+
+    let eleven: Vec<String> = (0..11).map(|i| format!("p{i}")).collect();
+    let too_many = call(&emu, &c, GET_PARAMETERS, &json!({"Names": eleven}));
+    assert_eq!(
+        (too_many.status, too_many.error_type().as_str()),
+        (400, "ValidationException")
+    );
+    assert_eq!(
+        too_many.json()["message"],
+        "1 validation error detected: Value '[p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10]' at \
+         'names' failed to satisfy constraint: Member must have length less than or equal to 10"
+    );
+    for body in [json!({}), json!({"Names": []})] {
+        let r = call(&emu, &c, GET_PARAMETERS, &body);
+        assert_eq!(
+            (r.status, r.error_type().as_str()),
+            (400, "ValidationException"),
+            "{body}"
+        );
+    }
+    // Unsigned: refused before the operation, so not among the calls.
+    let unsigned = send(
+        &emu,
+        &json_request(&emu, GET_PARAMETERS, &json!({"Names": ["cmds"]})),
+    )
+    .unwrap();
+    assert_eq!(unsigned.status, 403);
+    let calls = emu.get_parameters_calls();
+    assert_eq!(calls.len(), 6);
+    assert_eq!(calls[0].names(), names);
+    assert!(!calls[0].with_decryption() && calls[2].with_decryption());
+    assert!(calls[0].error.is_none());
+    assert_eq!(calls[3].error.as_ref().unwrap().0, "ValidationException");
+    assert_eq!(emu.count(GET_PARAMETERS), 7);
+    assert_eq!(emu.signature_failures().len(), 1);
+}
