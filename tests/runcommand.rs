@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use ssm_emulator::{FaultTarget, aws_run_shell_script_payload as shell_payload, targets};
+use ssm_emulator::{
+    FaultTarget, ParameterType, aws_run_shell_script_payload as shell_payload, targets,
+};
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -1256,39 +1258,180 @@ fn unimplemented_plugins_fail_and_windows_only_ones_are_skipped() {
     );
 }
 
+// ---- Parameter Store: `{{ssm:…}}` resolved with GetParameters (docs/protocol.md §3.7) ----
+
+/// A 2.2 command that echoes parameter `who` (lower-case letters only) and runs `commands`.
+fn greeting_payload(id: &str, who: &str, commands: &[&str]) -> Value {
+    let mut run = vec![json!("echo {{ who }}")];
+    run.extend(commands.iter().map(|c| json!(c)));
+    json!({
+        "CommandId": id,
+        "DocumentName": "Greeting",
+        "Parameters": { "who": who },
+        "DocumentContent": {
+            "schemaVersion": "2.2",
+            "parameters": { "who": { "type": "String", "allowedPattern": "^[a-z]+$" } },
+            "mainSteps": [{ "action": "aws:runShellScript", "name": "greet",
+                            "inputs": { "runCommand": run } }]
+        }
+    })
+}
+
+/// Every GetParameters call asked for no decryption, and every signature held.
+fn assert_plain_signed_lookups(emu: &ssm_emulator::Emulator) {
+    let calls = emu.get_parameters_calls();
+    assert!(!calls.is_empty(), "no GetParameters call");
+    assert!(calls.iter().all(|c| !c.with_decryption()), "{calls:?}");
+    assert!(calls.iter().all(|c| c.error.is_none()), "{calls:?}");
+    assert!(
+        emu.signature_failures().is_empty(),
+        "{:?}",
+        emu.signature_failures()
+    );
+}
+
 #[test]
-fn parameter_store_references_fail_before_anything_runs() {
+fn parameter_store_values_reach_scripts_and_parameters() {
     let emu = emulator();
-    let agent = Agent::start(&emu, json!({}));
-    let marker = agent.scratch().join("ran");
-    let touch = format!("touch {}", marker.display());
-    let by_parameter = run(
+    let _agent = Agent::start(&emu, json!({}));
+    emu.put_parameter("/app/greeting", ParameterType::String, "hello");
+    emu.put_parameter("/app/greeting", ParameterType::String, "howdy");
+    emu.put_parameter("/app/steps", ParameterType::StringList, "echo one,echo two");
+    let direct = run(
         &emu,
-        "dddddddd-0000-4000-8000-000000000001",
-        &[&touch, "echo {{ssm:/app/token}}"],
+        "eeeeeeee-0000-4000-8000-000000000001",
+        &["echo {{ssm:/app/greeting}} {{ ssm:/app/greeting:1 }}"],
         3600,
     );
-    let mut in_inputs = shell_payload("dddddddd-0000-4000-8000-000000000002", &[&touch], 3600);
-    in_inputs["DocumentContent"]["runtimeConfig"]["aws:runShellScript"]["properties"][0]["workingDirectory"] =
-        json!("{{ ssm-secure:/app/dir }}");
-    let in_inputs = emu.send_command(&in_inputs);
-    for (msg, place, reference) in [
-        (&by_parameter, "parameter commands", "{{ssm:/app/token}}"),
+    assert_eq!(
+        plugin(&final_of(&emu, &direct))["standardOutput"],
+        "howdy hello\n"
+    );
+    // The value is resolved before `allowedPattern` sees it: the reference itself would not match.
+    let through_parameter = emu.send_command(&greeting_payload(
+        "eeeeeeee-0000-4000-8000-000000000002",
+        "{{ssm:/app/greeting}}",
+        &[],
+    ));
+    let reply = final_of(&emu, &through_parameter);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    assert_eq!(plugin(&reply)["standardOutput"], "howdy\n");
+    // A StringList that is a whole element of runCommand becomes one line per item.
+    let list = run(
+        &emu,
+        "eeeeeeee-0000-4000-8000-000000000003",
+        &["{{ssm:/app/steps}}", "echo three"],
+        3600,
+    );
+    assert_eq!(
+        plugin(&final_of(&emu, &list))["standardOutput"],
+        "one\ntwo\nthree\n"
+    );
+    let asked: Vec<Vec<String>> = emu
+        .get_parameters_calls()
+        .iter()
+        .map(|c| c.names())
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            vec!["/app/greeting".to_owned(), "/app/greeting:1".to_owned()],
+            vec!["/app/greeting".to_owned()],
+            vec!["/app/steps".to_owned()],
+        ]
+    );
+    assert_plain_signed_lookups(&emu);
+}
+
+#[test]
+fn unknown_secure_and_misused_parameters_fail_before_anything_runs() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({}));
+    emu.put_parameter("/app/token", ParameterType::SecureString, "t0ps3cret");
+    emu.put_parameter("/app/steps", ParameterType::StringList, "a,b");
+    let marker = agent.scratch().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let cases = [
         (
-            &in_inputs,
-            "the inputs of step aws:runShellScript",
-            "{{ ssm-secure:/app/dir }}",
+            "echo {{ssm:/app/nope}} {{ssm:/app/steps:9}}",
+            "Input contains invalid parameters [/app/nope /app/steps:9]",
         ),
-    ] {
-        let r = final_of(&emu, msg);
-        assert_eq!(r["documentStatus"], "Failed");
-        assert_eq!(
-            trace(&r),
-            format!(
-                "ssm-lite does not resolve Parameter Store references yet: {place} holds {reference}; \
-                 send the value itself instead of the reference"
-            )
-        );
+        (
+            "echo {{ssm:/app/token}}",
+            "Parameters [/app/token] of type SecureString are not supported",
+        ),
+        (
+            "echo {{ssm:/app/steps}}",
+            "Parameter /app/steps of type StringList cannot be used as a String",
+        ),
+    ];
+    let sent: Vec<(String, &str)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (command, why))| {
+            let id = format!("eeeeeeee-0000-4000-8000-00000000001{i}");
+            (run(&emu, &id, &[&touch, command], 3600), *why)
+        })
+        .collect();
+    // Through a document parameter too: resolved for validation, before anything runs.
+    let in_parameter = emu.send_command(&greeting_payload(
+        "eeeeeeee-0000-4000-8000-000000000020",
+        "{{ssm:/app/token}}",
+        &[&touch],
+    ));
+    for (msg, why) in sent.iter().map(|(m, w)| (m, *w)).chain([(
+        &in_parameter,
+        "Parameters [/app/token] of type SecureString are not supported",
+    )]) {
+        let reply = final_of(&emu, msg);
+        assert_eq!(reply["documentStatus"], "Failed", "{reply}");
+        assert_eq!(trace(&reply), why, "{reply}");
     }
-    assert!(!marker.exists(), "the script ran");
+    assert!(!marker.exists(), "a script ran");
+    assert_plain_signed_lookups(&emu);
+    // `{{ssm-secure:…}}` is no reference for runShellScript (upstream resolves it only in
+    // downloadContent): the script gets the text, and nothing is looked up.
+    let calls = emu.get_parameters_calls().len();
+    let secure = run(
+        &emu,
+        "eeeeeeee-0000-4000-8000-000000000030",
+        &["echo '{{ssm-secure:/app/token}}'"],
+        3600,
+    );
+    assert_eq!(
+        plugin(&final_of(&emu, &secure))["standardOutput"],
+        "{{ssm-secure:/app/token}}\n"
+    );
+    assert_eq!(emu.get_parameters_calls().len(), calls);
+}
+
+#[test]
+fn twenty_three_names_take_three_get_parameters_calls() {
+    let emu = emulator();
+    let _agent = Agent::start(&emu, json!({}));
+    for i in 0..23 {
+        emu.put_parameter(&format!("/n/p{i}"), ParameterType::String, &format!("v{i}"));
+    }
+    let echo = format!(
+        "echo {}",
+        (0..23)
+            .map(|i| format!("{{{{ssm:/n/p{i}}}}}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let msg = run(&emu, "eeeeeeee-0000-4000-8000-000000000040", &[&echo], 3600);
+    let want: Vec<String> = (0..23).map(|i| format!("v{i}")).collect();
+    assert_eq!(
+        plugin(&final_of(&emu, &msg))["standardOutput"],
+        format!("{}\n", want.join(" "))
+    );
+    let calls = emu.get_parameters_calls();
+    let sizes: Vec<usize> = calls.iter().map(|c| c.names().len()).collect();
+    assert_eq!(sizes, [10, 10, 3]);
+    let mut asked: Vec<String> = calls.iter().flat_map(|c| c.names()).collect();
+    asked.sort();
+    let mut all: Vec<String> = (0..23).map(|i| format!("/n/p{i}")).collect();
+    all.sort();
+    assert_eq!(asked, all, "each name asked once");
+    assert_plain_signed_lookups(&emu);
 }
