@@ -153,10 +153,11 @@ impl<'a> Resolver<'a> {
             .filter(|p| p.kind == "SecureString")
             .map(|p| p.name.clone())
             .collect();
-        for name in names {
-            let parameter =
-                matching(&name, &found.parameters).ok_or(ParameterStoreError::Internal)?;
-            self.known.insert(name, parameter.clone());
+        let mut unmatched = names;
+        for parameter in found.parameters {
+            let selector =
+                claim(&mut unmatched, &parameter).ok_or(ParameterStoreError::Internal)?;
+            self.known.insert(selector, parameter);
         }
         match secure.is_empty() {
             true => Ok(()),
@@ -165,17 +166,17 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The parameter a selector asked for: `name:version` matches that version exactly, a bare name
-/// matches the parameter of that name (upstream tries the versioned form first).
-fn matching<'p>(selector: &str, parameters: &'p [Parameter]) -> Option<&'p Parameter> {
-    parameters
+/// Takes the selector `parameter` answers out of `unmatched`: its `name:version` when that was
+/// asked for, else its bare name (upstream tries the versioned form first). A bare name and
+/// `name:1` both come back named `name`, in no promised order, so a parameter is matched by its
+/// version, never by its place in the answer.
+fn claim(unmatched: &mut Vec<String>, parameter: &Parameter) -> Option<String> {
+    let versioned = format!("{}:{}", parameter.name, parameter.version);
+    let at = unmatched
         .iter()
-        .find(|p| format!("{}:{}", p.name, p.version) == selector)
-        .or_else(|| {
-            (!selector.contains(':'))
-                .then(|| parameters.iter().find(|p| p.name == selector))
-                .flatten()
-        })
+        .position(|s| *s == versioned)
+        .or_else(|| unmatched.iter().position(|s| *s == parameter.name))?;
+    Some(unmatched.remove(at))
 }
 
 /// Whether `value` holds a reference `Resolver::resolve` would look up.
@@ -367,6 +368,23 @@ mod tests {
         // The same names again are not looked up twice within one document.
         resolver.resolve(&input).unwrap();
         assert_eq!(store.calls.borrow().len(), 1);
+    }
+
+    #[test]
+    fn versions_are_matched_whatever_the_order_of_the_answer() {
+        /// Answers as `store()` does, last name first (moto answers in hash order).
+        struct Reversed(Store);
+        impl ParameterSource for Reversed {
+            fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
+                let mut found = self.0.get_parameters(names)?;
+                found.parameters.reverse();
+                Ok(found)
+            }
+        }
+        let store = Reversed(store());
+        let input = json!("{{ssm:/app/greeting}} {{ssm:/app/greeting:1}}");
+        let out = Resolver::new(&store).resolve(&input).unwrap();
+        assert_eq!(out, json!("hi hello"));
     }
 
     #[test]
