@@ -76,8 +76,10 @@ test: tools
 	$(MAKE) -j2 test-native release
 	$(MAKE) test-release
 
+# tests/moto.rs runs moto's server from this venv (.ci/run makes it from tests/requirements.txt).
+TEST_VENV ?= $(CURDIR)/.venv-tests
 test-native:
-	$(CARGO) test --workspace
+	SSM_LITE_TEST_VENV=$(TEST_VENV) $(CARGO) test --workspace
 
 test-release:
 	$(MAKE) -j5 test-artifacts $(addprefix test-e2e-,$(ARCHES))
