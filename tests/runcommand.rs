@@ -1435,3 +1435,49 @@ fn twenty_three_names_take_three_get_parameters_calls() {
     assert_eq!(asked, all, "each name asked once");
     assert_plain_signed_lookups(&emu);
 }
+
+#[test]
+fn a_throttled_get_parameters_is_retried_and_a_refused_one_reported() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({}));
+    emu.put_parameter("/app/greeting", ParameterType::String, "hello");
+    // After the start's health ping the only ssm calls are the lookups.
+    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()));
+    emu.set_fault_target(FaultTarget::Ssm);
+    emu.fail_next(2, 400, "ThrottlingException");
+    let throttled = run(
+        &emu,
+        "eeeeeeee-0000-4000-8000-000000000050",
+        &["echo {{ssm:/app/greeting}}"],
+        3600,
+    );
+    assert_eq!(
+        plugin(&final_of(&emu, &throttled))["standardOutput"],
+        "hello\n"
+    );
+    assert_eq!(emu.count(targets::GET_PARAMETERS), 3);
+    emu.fail_next(1, 400, "AccessDeniedException");
+    let marker = agent.scratch().join("ran");
+    let refused = run(
+        &emu,
+        "eeeeeeee-0000-4000-8000-000000000051",
+        &[
+            &format!("touch {}", marker.display()),
+            "echo {{ssm:/app/greeting}}",
+        ],
+        3600,
+    );
+    let reply = final_of(&emu, &refused);
+    assert_eq!(reply["documentStatus"], "Failed", "{reply}");
+    assert_eq!(
+        trace(&reply),
+        "Encountered error while calling GetParameters API. Error: AccessDeniedException: \
+         injected by the emulator"
+    );
+    assert_eq!(
+        emu.count(targets::GET_PARAMETERS),
+        4,
+        "a refusal is not retried"
+    );
+    assert!(!marker.exists(), "the script ran");
+}
