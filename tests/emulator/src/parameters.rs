@@ -217,7 +217,7 @@ fn parameter(
     p
 }
 
-/// A KMS ciphertext blob's look (`AQICAHh…`): random bytes, nothing of `value` in them.
+/// A KMS ciphertext blob's look (`AQICAH…`): random bytes, nothing of `value` in them.
 fn ciphertext(value: &str) -> String {
     let mut blob = vec![0u8; 5 + 64 + value.len()];
     fill_random(&mut blob);
