@@ -572,6 +572,90 @@ mod tests {
         );
     }
 
+    fn role(tags: Vec<Tag>) -> RoleRegistration {
+        RoleRegistration {
+            iam_role: "SSMServiceRole".into(),
+            region: "eu-west-1".into(),
+            tags,
+        }
+    }
+
+    /// `authregister`: SigV4 with the machine's keys, `IamRole`, `Tags` only when there are any,
+    /// no activation; `-disableSimilarityCheck` leaves the fingerprint's check off.
+    #[test]
+    fn a_role_registration_is_signed_and_names_the_role_and_tags() {
+        let s = setup();
+        let credentials = Credentials {
+            access_key_id: "AKIDMACHINE".into(),
+            secret_access_key: "secret".into(),
+            session_token: Some("token".into()),
+            expires_at: None,
+        };
+        let tag = Tag {
+            key: "env".into(),
+            value: "lab".into(),
+        };
+        for (tags, want_tags) in [
+            (vec![tag], json!([{"Key": "env", "Value": "lab"}])),
+            (vec![], Value::Null),
+        ] {
+            let server = fake_ssm(vec![Some(ok_answer())]);
+            let service = Service {
+                http: &s.http,
+                endpoint: endpoint::resolve("ssm", "eu-west-1", &server.url(), "").unwrap(),
+                retry: FAST,
+            };
+            let role = role(tags);
+            let authority = Authority::Role(&role, &credentials);
+            let registration = register(&s.store, &s.hardware, &service, &authority, true).unwrap();
+            assert_eq!(
+                (
+                    registration.instance_id.as_str(),
+                    registration.region.as_str()
+                ),
+                (MI, "eu-west-1")
+            );
+            let [request] = <[Received; 1]>::try_from(requests(&server)).unwrap();
+            let auth = request.header("authorization").unwrap();
+            assert!(
+                auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDMACHINE/"),
+                "{auth}"
+            );
+            assert!(auth.contains("/eu-west-1/ssm/aws4_request"), "{auth}");
+            assert_eq!(request.header("x-amz-security-token"), Some("token"));
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            assert_eq!(body["IamRole"], "SSMServiceRole");
+            assert_eq!(body["Tags"], want_tags);
+            assert!(body.get("ActivationCode").is_none() && body.get("ActivationId").is_none());
+            assert_eq!(body["Fingerprint"], registration.fingerprint.as_str());
+            let record = s.store.load_fingerprint().unwrap().unwrap();
+            assert_eq!(record.similarity_threshold, fingerprint::CHECK_DISABLED);
+        }
+    }
+
+    #[test]
+    fn tags_are_read_as_go_reads_them() {
+        let tags = parse_tags(
+            r#"[{"Key":"a","Value":"1"},{"KEY":"b","value":"2","Extra":3},{"Key":"c"},{"Key":"","Value":"4"},{"Key":null,"Value":"5"}]"#,
+        )
+        .unwrap();
+        let pairs: Vec<(&str, &str)> = tags
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("a", "1"), ("b", "2")]);
+        assert_eq!(parse_tags("[]").unwrap(), []);
+        for bad in [
+            r#"{"Key":"a"}"#,
+            r#"[{"Key":1,"Value":"x"}]"#,
+            "[",
+            r#"["a"]"#,
+        ] {
+            let err = parse_tags(bad).unwrap_err();
+            assert!(err.contains("is not a JSON list of tags"), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn too_many_updates_and_dropped_connections_are_retried() {
         let s = setup();
