@@ -176,6 +176,37 @@ fn a_role_registration_is_signed_with_the_instance_profile_and_carries_its_tags(
     .unwrap();
     assert_eq!(fingerprint["similarityThreshold"], -1);
 
+    // `-fingerprint -similarityThreshold N` changes only the threshold, within upstream's bounds.
+    let threshold = |n: &str| {
+        let state = agent.state_dir();
+        let args = ["-fingerprint", "-similarityThreshold", n, "-state-dir"];
+        let out = agent_command().args(args).arg(&state).output().unwrap();
+        let stored: Value = serde_json::from_slice(
+            &std::fs::read(state.join("registration/fingerprint.json")).unwrap(),
+        )
+        .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            stored,
+        )
+    };
+    let (code, _, stored) = threshold("60");
+    assert_eq!(
+        (code, &stored["similarityThreshold"]),
+        (Some(0), &json!(60))
+    );
+    assert_eq!(stored["fingerprint"], fingerprint["fingerprint"]);
+    let (code, err, stored) = threshold("0");
+    assert_eq!(
+        (code, &stored["similarityThreshold"]),
+        (Some(1), &json!(60))
+    );
+    assert!(
+        err.contains("Invalid Similarity Threshold value of 0. Value must be between 1 and 100 or -1 (check disabled)"),
+        "{err}"
+    );
+
     agent.start_again();
     assert_runs_commands_as(&emu, &agent, "12121212-0000-4000-8000-000000000011", &mi);
 }

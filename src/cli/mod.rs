@@ -34,7 +34,7 @@ Commands:
   register       register this machine as a managed instance (mi-…) with a hybrid activation,
                  print its id; --clear removes the registration (before registering again, when
                  given with an activation); --import-amazon-ssm-agent takes over the registration
-                 amazon-ssm-agent keeps in /var/lib/amazon/ssm/Vault (same id and key)
+                 amazon-ssm-agent keeps in /var/lib/amazon/ssm/Vault (same id and key);
                  --role registers without an activation, signed with this machine's EC2 instance
                  profile, for the IAM role ROLE, with --tags '[{\"Key\":\"k\",\"Value\":\"v\"}]';
                  --disable-similarity-check keeps the fingerprint whatever the hardware becomes;
