@@ -124,6 +124,93 @@ fn an_agent_started_before_registration_takes_it_up_without_a_restart() {
     assert_eq!(emu.health_pings()[0].request["InstanceId"], mi.as_str());
 }
 
+/// amazon-ssm-agent's `-register -role R -region X -tags JSON` (`core/agent_parser.go`,
+/// `agent/ssm/authregister/`): no activation, signed with the machine's instance profile, the
+/// role and the non-empty tags in the body; the new `mi-…` then works like an activated one.
+#[test]
+fn a_role_registration_is_signed_with_the_instance_profile_and_carries_its_tags() {
+    let emu = emulator();
+    let mut agent = Agent::prepare(
+        &emu,
+        json!({ "Identity": { "ConsumptionOrder": ["OnPrem"] } }),
+        &[],
+    );
+    let config = agent.dir.path().join("amazon-ssm-agent.json");
+    let tags = r#"[{"Key":"env","Value":"lab"},{"Key":"","Value":"dropped"}]"#;
+    let out = agent_command()
+        .args([
+            "-register",
+            "-role",
+            "SSMServiceRole",
+            "-region",
+            "us-east-1",
+        ])
+        .args(["-tags", tags, "-disableSimilarityCheck", "-y"])
+        .arg("-config")
+        .arg(&config)
+        .arg("-state-dir")
+        .arg(agent.state_dir())
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mi = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(mi.starts_with("mi-"), "{mi:?}");
+    let registrations = emu.registrations();
+    let [r] = &registrations[..] else {
+        panic!("{registrations:?}")
+    };
+    assert_eq!(r.instance_id.as_deref(), Some(mi.as_str()), "{r:?}");
+    assert_eq!(r.iam_role.as_deref(), Some("SSMServiceRole"));
+    assert_eq!(r.tags, Some(json!([{"Key": "env", "Value": "lab"}])));
+    assert_eq!(r.activation_id, "");
+    assert!(
+        emu.signature_failures().is_empty(),
+        "{:?}",
+        emu.signature_failures()
+    );
+    let fingerprint: Value = serde_json::from_slice(
+        &std::fs::read(agent.state_dir().join("registration/fingerprint.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fingerprint["similarityThreshold"], -1);
+
+    // `-fingerprint -similarityThreshold N` changes only the threshold, within upstream's bounds.
+    let threshold = |n: &str| {
+        let state = agent.state_dir();
+        let args = ["-fingerprint", "-similarityThreshold", n, "-state-dir"];
+        let out = agent_command().args(args).arg(&state).output().unwrap();
+        let stored: Value = serde_json::from_slice(
+            &std::fs::read(state.join("registration/fingerprint.json")).unwrap(),
+        )
+        .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            stored,
+        )
+    };
+    let (code, _, stored) = threshold("60");
+    assert_eq!(
+        (code, &stored["similarityThreshold"]),
+        (Some(0), &json!(60))
+    );
+    assert_eq!(stored["fingerprint"], fingerprint["fingerprint"]);
+    let (code, err, stored) = threshold("0");
+    assert_eq!(
+        (code, &stored["similarityThreshold"]),
+        (Some(1), &json!(60))
+    );
+    assert!(
+        err.contains("Invalid Similarity Threshold value of 0. Value must be between 1 and 100 or -1 (check disabled)"),
+        "{err}"
+    );
+
+    agent.start_again();
+    assert_runs_commands_as(&emu, &agent, "12121212-0000-4000-8000-000000000011", &mi);
+}
+
 #[test]
 fn a_wrong_activation_is_refused_in_plain_words() {
     let emu = emulator();

@@ -176,11 +176,11 @@ fn nonzero_exit_fails_with_its_code_and_separate_stderr() {
     assert_eq!(p["standardOutput"], "out\n");
     assert_eq!(
         p["standardError"],
-        "err\n\nfailed to run commands: exit status 2"
+        "err\nfailed to run commands: exit status 2"
     );
     assert_eq!(
         p["output"],
-        "out\n\n----------ERROR-------\nerr\n\nfailed to run commands: exit status 2"
+        "out\n\n----------ERROR-------\nerr\nfailed to run commands: exit status 2"
     );
 }
 
@@ -676,7 +676,7 @@ fn a_step_writing_far_more_than_the_cap_keeps_a_capped_file_and_its_exit_code() 
     );
     assert_eq!(
         p["standardError"],
-        "err\n\nfailed to run commands: exit status 3"
+        "err\nfailed to run commands: exit status 3"
     );
     let stdout = output_files(&agent, id, "stdout");
     assert_eq!(stdout.len(), 1, "{stdout:?}");

@@ -1,7 +1,7 @@
 //! Command-line parsing (no framework: a few commands and a handful of flags).
 
 use ssm_lite::agent::RunArgs;
-use ssm_lite::onprem::register::{Activation, RegisterArgs};
+use ssm_lite::onprem::register::{Activation, RegisterArgs, RoleRegistration, parse_tags};
 use std::path::PathBuf;
 
 mod register;
@@ -16,10 +16,15 @@ pub const USAGE: &str = "\
 usage: ssm-lite [run] [--config PATH] [--state-dir DIR]
        ssm-lite run-document FILE [--parameters JSON] [--config PATH] [--state-dir DIR]
        ssm-lite register --code CODE --id ID --region REGION [--yes] [--clear]
-                [--config PATH] [--state-dir DIR]
+                [--disable-similarity-check] [--config PATH] [--state-dir DIR]
+       ssm-lite register --role ROLE --region REGION [--tags JSON] [--yes] [--clear]
+                [--disable-similarity-check] [--config PATH] [--state-dir DIR]
        ssm-lite register --import-amazon-ssm-agent [--amazon-ssm-agent-vault DIR] [--yes] [--state-dir DIR]
        ssm-lite register --clear [--state-dir DIR]
-       ssm-lite -register -code CODE -id ID -region REGION [-y] [-clear]   (amazon-ssm-agent's form)
+       ssm-lite register --similarity-threshold N [--state-dir DIR]
+       ssm-lite -register -code CODE -id ID -region REGION [-y] [-clear] [-disableSimilarityCheck]
+       ssm-lite -register -role ROLE -region REGION [-tags JSON] [-y] [-clear] [-disableSimilarityCheck]
+       ssm-lite -fingerprint [-similarityThreshold N]         (the last three: amazon-ssm-agent's form)
        ssm-lite --version | --help
 
 Commands:
@@ -29,7 +34,12 @@ Commands:
   register       register this machine as a managed instance (mi-…) with a hybrid activation,
                  print its id; --clear removes the registration (before registering again, when
                  given with an activation); --import-amazon-ssm-agent takes over the registration
-                 amazon-ssm-agent keeps in /var/lib/amazon/ssm/Vault (same id and key)
+                 amazon-ssm-agent keeps in /var/lib/amazon/ssm/Vault (same id and key);
+                 --role registers without an activation, signed with this machine's EC2 instance
+                 profile, for the IAM role ROLE, with --tags '[{\"Key\":\"k\",\"Value\":\"v\"}]';
+                 --disable-similarity-check keeps the fingerprint whatever the hardware becomes;
+                 --similarity-threshold N (1-100, or -1 for no check; -fingerprint's default 40)
+                 sets how much of the hardware must still match for the fingerprint to stay
 
 Options:
   --config PATH      amazon-ssm-agent.json to use (default: the first that exists of
@@ -82,7 +92,7 @@ fn flag_value(
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
     let args: Vec<String> = args.into_iter().collect();
     // amazon-ssm-agent's Go-flag spelling, kept so existing provisioning scripts work unchanged.
-    if args.iter().any(|a| a == "-register") {
+    if args.iter().any(|a| a == "-register" || a == "-fingerprint") {
         return parse_upstream_register(args);
     }
     if args.first().map(String::as_str) == Some("register") {
@@ -142,6 +152,10 @@ struct RegisterFlags {
     code: Option<String>,
     id: Option<String>,
     region: Option<String>,
+    role: Option<String>,
+    tags: Option<String>,
+    disable_similarity_check: bool,
+    similarity_threshold: Option<i32>,
     import_amazon_ssm_agent: bool,
     clear: bool,
     yes: bool,
@@ -164,6 +178,12 @@ fn parse_register(args: impl IntoIterator<Item = String>) -> Result<Command, Usa
             "--code" => flags.code = Some(value()?),
             "--id" => flags.id = Some(value()?),
             "--region" => flags.region = Some(value()?),
+            "--role" => flags.role = Some(value()?),
+            "--tags" => flags.tags = Some(value()?),
+            "--disable-similarity-check" => flags.disable_similarity_check = true,
+            "--similarity-threshold" => {
+                flags.similarity_threshold = Some(threshold(&name, &value()?)?);
+            }
             "--config" => flags.config = Some(value()?.into()),
             "--state-dir" => flags.state_dir = Some(value()?.into()),
             "--yes" | "-y" => flags.yes = true,
@@ -176,10 +196,22 @@ fn parse_register(args: impl IntoIterator<Item = String>) -> Result<Command, Usa
     flags.check()
 }
 
-/// `-register -code C -id I -region R [-y] [-clear]`, as Go's flag package reads it: one or two
-/// dashes, values after a space or `=`.
+/// `N` of a similarity threshold; its range is checked where it is stored.
+fn threshold(flag: &str, value: &str) -> Result<i32, UsageError> {
+    value.parse().map_err(|_| {
+        UsageError(format!(
+            "{flag} takes a whole number (1 to 100, or -1 for no check), not {value:?}"
+        ))
+    })
+}
+
+/// amazon-ssm-agent's registration flags (`core/agent_parser.go`), as Go's flag package reads
+/// them: one or two dashes, values after a space or `=`. `-register` registers (or clears);
+/// otherwise `-fingerprint` sets the similarity threshold, 40 unless `-similarityThreshold`
+/// says otherwise. `-config` and `-state-dir` are ssm-lite's own.
 fn parse_upstream_register(args: Vec<String>) -> Result<Command, UsageError> {
     let mut flags = RegisterFlags::default();
+    let (mut register, mut fingerprint) = (false, false);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let bare = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'));
@@ -195,47 +227,117 @@ fn parse_upstream_register(args: Vec<String>) -> Result<Command, UsageError> {
         let flag = format!("-{name}");
         let mut value = || flag_value(&flag, inline.clone(), &mut args);
         match name {
-            "register" => {}
+            "register" => register = true,
+            "fingerprint" => fingerprint = true,
             "code" => flags.code = Some(value()?),
             "id" => flags.id = Some(value()?),
             "region" => flags.region = Some(value()?),
+            "role" => flags.role = Some(value()?),
+            "tags" => flags.tags = Some(value()?),
+            "disableSimilarityCheck" => flags.disable_similarity_check = true,
+            "similarityThreshold" => {
+                flags.similarity_threshold = Some(threshold(&flag, &value()?)?);
+            }
             "y" => flags.yes = true,
             "clear" => flags.clear = true,
+            "config" => flags.config = Some(value()?.into()),
+            "state-dir" => flags.state_dir = Some(value()?.into()),
             _ => {
                 return Err(UsageError(format!(
-                    "-register: {arg} is not supported (accepted: -code, -id, -region, -y, -clear)"
+                    "-register: {arg} is not supported (accepted: -code, -id, -region, -role, \
+                     -tags, -disableSimilarityCheck, -y, -clear; -fingerprint \
+                     -similarityThreshold N)"
                 )));
             }
         }
+    }
+    if register && (fingerprint || flags.similarity_threshold.is_some()) {
+        return Err(UsageError(
+            "-fingerprint and -similarityThreshold do not go with -register (amazon-ssm-agent \
+             ignores them there): register with -disableSimilarityCheck, or run \
+             -fingerprint -similarityThreshold N afterwards"
+                .into(),
+        ));
+    }
+    if !register {
+        flags.similarity_threshold = Some(
+            flags
+                .similarity_threshold
+                .unwrap_or(ssm_lite::onprem::fingerprint::DEFAULT_SIMILARITY_THRESHOLD),
+        );
     }
     flags.check()
 }
 
 impl RegisterFlags {
     fn check(self) -> Result<Command, UsageError> {
-        let activation = match (self.code, self.id, self.region) {
-            (None, None, None) => None,
-            (Some(code), Some(id), Some(region)) => Some(Activation { code, id, region }),
-            _ => {
-                return Err(UsageError(
-                    "register needs all of --code, --id and --region".into(),
-                ));
+        let usage = |text: &str| Err(UsageError(text.into()));
+        let (activation, role) = match (self.code, self.id, self.role, self.region) {
+            (None, None, None, None) => (None, None),
+            (Some(code), Some(id), None, Some(region)) => {
+                (Some(Activation { code, id, region }), None)
             }
+            (None, None, Some(iam_role), Some(region)) => {
+                let tags = match &self.tags {
+                    Some(text) => parse_tags(text).map_err(UsageError)?,
+                    None => Vec::new(),
+                };
+                let role = RoleRegistration {
+                    iam_role,
+                    region,
+                    tags,
+                };
+                (None, Some(role))
+            }
+            (code, id, Some(_), _) if code.is_some() || id.is_some() => {
+                return usage(
+                    "register: --role registers without an activation; give --code and --id, \
+                     or --role, not both",
+                );
+            }
+            (_, _, Some(_), None) => return usage("register: --role needs --region too"),
+            _ => return usage("register needs all of --code, --id and --region"),
         };
-        if activation.is_some() && self.import_amazon_ssm_agent {
-            return Err(UsageError(
-                "register: --import-amazon-ssm-agent takes no activation (--code/--id/--region)"
-                    .into(),
-            ));
+        let registers = activation.is_some() || role.is_some();
+        if self.tags.is_some() && role.is_none() {
+            return usage(
+                "register: --tags go with --role (an activation carries its own tags, and \
+                 amazon-ssm-agent ignores --tags with one)",
+            );
         }
-        if activation.is_none() && !self.import_amazon_ssm_agent && !self.clear {
-            return Err(UsageError(
-                "register needs --code, --id and --region, or --import-amazon-ssm-agent, or --clear"
-                    .into(),
-            ));
+        if registers && self.import_amazon_ssm_agent {
+            return usage(
+                "register: --import-amazon-ssm-agent takes no activation or role \
+                 (--code/--id/--role/--region)",
+            );
+        }
+        if self.disable_similarity_check && !registers {
+            return usage(
+                "register: --disable-similarity-check goes with a registration (--code/--id or \
+                 --role); to change an existing fingerprint use --similarity-threshold -1",
+            );
+        }
+        if self.similarity_threshold.is_some() && (registers || self.import_amazon_ssm_agent) {
+            return usage(
+                "register: --similarity-threshold changes an existing fingerprint and goes \
+                 alone; when registering use --disable-similarity-check",
+            );
+        }
+        if !registers
+            && !self.import_amazon_ssm_agent
+            && !self.clear
+            && self.similarity_threshold.is_none()
+        {
+            return usage(
+                "register needs --code, --id and --region, or --role and --region, or \
+                 --import-amazon-ssm-agent, or --clear, or --similarity-threshold",
+            );
         }
         Ok(Command::Register(RegisterArgs {
             activation,
+            role,
+            disable_similarity_check: self.disable_similarity_check,
+            similarity_threshold: self.similarity_threshold,
             import_amazon_ssm_agent: self.import_amazon_ssm_agent,
             clear: self.clear,
             yes: self.yes,
@@ -251,6 +353,8 @@ impl RegisterFlags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use ssm_lite::onprem::register::Tag;
 
     fn p(args: &[&str]) -> Result<Command, UsageError> {
         parse(args.iter().map(|s| s.to_string()))
@@ -293,6 +397,9 @@ mod tests {
                 id: id.into(),
                 region: region.into(),
             }),
+            role: None,
+            disable_similarity_check: false,
+            similarity_threshold: None,
             import_amazon_ssm_agent: false,
             clear: false,
             yes: false,
@@ -374,6 +481,61 @@ mod tests {
         assert_eq!(got, Command::Register(want));
     }
 
+    /// `core/agent_parser.go`: `-role` instead of an activation, `-tags` with it,
+    /// `-disableSimilarityCheck`, and `-fingerprint` (default threshold 40) on its own.
+    #[test]
+    fn register_takes_upstreams_role_tags_and_fingerprint_flags() {
+        let got = p(&[
+            "-register",
+            "-role",
+            "SSMServiceRole",
+            "-region=eu-west-1",
+            "-tags",
+            r#"[{"Key":"env","Value":"lab"},{"key":"team","value":"edge"},{"Key":"","Value":"x"},{"Key":"y"}]"#,
+            "-disableSimilarityCheck",
+            "-y",
+        ])
+        .unwrap();
+        let tag = |key: &str, value: &str| Tag {
+            key: key.into(),
+            value: value.into(),
+        };
+        let want = RegisterArgs {
+            role: Some(RoleRegistration {
+                iam_role: "SSMServiceRole".into(),
+                region: "eu-west-1".into(),
+                tags: vec![tag("env", "lab"), tag("team", "edge")],
+            }),
+            disable_similarity_check: true,
+            yes: true,
+            ..register(None)
+        };
+        assert_eq!(got, Command::Register(want.clone()));
+        let same = p(&[
+            "register",
+            "--role=SSMServiceRole",
+            "--region",
+            "eu-west-1",
+            "--tags",
+            r#"[{"Key":"env","Value":"lab"},{"KEY":"team","VALUE":"edge"}]"#,
+            "--disable-similarity-check",
+            "--yes",
+        ]);
+        assert_eq!(same.unwrap(), Command::Register(want));
+
+        let threshold = |n: Option<i32>| {
+            Command::Register(RegisterArgs {
+                similarity_threshold: n,
+                ..register(None)
+            })
+        };
+        assert_eq!(p(&["-fingerprint"]).unwrap(), threshold(Some(40)));
+        let minus_one = ["-fingerprint", "-similarityThreshold", "-1"];
+        assert_eq!(p(&minus_one).unwrap(), threshold(Some(-1)));
+        let own = ["register", "--similarity-threshold=75"];
+        assert_eq!(p(&own).unwrap(), threshold(Some(75)));
+    }
+
     #[test]
     fn register_mistakes_are_usage_errors() {
         let err = |args: &[&str]| p(args).unwrap_err().0;
@@ -392,7 +554,35 @@ mod tests {
         ];
         assert!(err(&[&both[..], &["--region", "r"]].concat()).contains("takes no activation"));
         assert!(err(&["-register", "-code", "c", "-id", "i"]).contains("all of"));
-        assert!(err(&["-register", "-disableSimilarityCheck"]).contains("not supported"));
+        assert!(
+            err(&["-register", "-disableSimilarityCheck"]).contains("goes with a registration")
+        );
+        assert!(err(&["-register", "-bogus"]).contains("not supported"));
+        assert!(err(&["-register", "-role", "R"]).contains("needs --region"));
+        let role = ["-register", "-role", "R", "-region", "r"];
+        assert!(err(&[&role[..], &["-code", "c", "-id", "i"]].concat()).contains("not both"));
+        assert!(err(&[&role[..], &["-tags", "{}"]].concat()).contains("not a JSON list"));
+        let activation = ["-register", "-code", "c", "-id", "i", "-region", "r"];
+        assert!(err(&[&activation[..], &["-tags", "[]"]].concat()).contains("go with --role"));
+        assert!(
+            err(&[&activation[..], &["-similarityThreshold", "50"]].concat())
+                .contains("do not go with -register")
+        );
+        assert!(err(&["-fingerprint", "-similarityThreshold", "x"]).contains("whole number"));
+        let fingerprint_and_activation = ["-fingerprint", "-code", "c", "-id", "i", "-region", "r"];
+        assert!(err(&fingerprint_and_activation).contains("goes alone"));
+        assert!(
+            err(&[
+                "register",
+                "--similarity-threshold",
+                "5",
+                "--role",
+                "R",
+                "--region",
+                "r"
+            ])
+            .contains("goes alone")
+        );
         assert!(err(&["-register", "stray"]).contains("stray"));
         assert!(err(&["-register", "-region"]).contains("needs a value"));
     }

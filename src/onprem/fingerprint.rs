@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 /// Upstream's default: at least 40 % of the stored values must still match.
 pub const DEFAULT_SIMILARITY_THRESHOLD: i32 = 40;
+/// The threshold that turns the check off (`-disableSimilarityCheck`).
+pub const CHECK_DISABLED: i32 = -1;
 
 /// `fingerprint.json`, in amazon-ssm-agent's `InstanceFingerprint` shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +227,29 @@ pub fn instance_fingerprint(
     Ok(record.fingerprint)
 }
 
+/// `-fingerprint -similarityThreshold N` (upstream `fingerprint.SetSimilarityThreshold`):
+/// -1, or 1 to 100, with upstream's words for anything else. Upstream stores a threshold set
+/// before the first fingerprint and then resets it to 40 when the fingerprint is made; here
+/// that is refused instead, so the setting is never silently lost.
+pub fn set_similarity_threshold(store: &RegistrationStore, value: i32) -> Result<(), StoreError> {
+    if value != CHECK_DISABLED && !(1..=100).contains(&value) {
+        return Err(StoreError(format!(
+            "Invalid Similarity Threshold value of {value}. Value must be between 1 and 100 or -1 (check disabled)"
+        )));
+    }
+    let Some(record) = store.load_fingerprint()? else {
+        return Err(StoreError(format!(
+            "no fingerprint under {} yet to set the similarity threshold of; register first \
+             (add -disableSimilarityCheck there to turn the check off)",
+            store.dir().display()
+        )));
+    };
+    store.save_fingerprint(&FingerprintRecord {
+        similarity_threshold: value,
+        ..record
+    })
+}
+
 /// Keeps `fingerprint` (taken over from amazon-ssm-agent) for this machine's current hardware.
 pub fn adopt(
     store: &RegistrationStore,
@@ -381,6 +406,38 @@ pub(crate) mod tests {
         let second = instance_fingerprint(&store, &hw).unwrap();
         assert_ne!(second, first);
         assert_eq!(instance_fingerprint(&store, &hw).unwrap(), second);
+    }
+
+    #[test]
+    fn the_threshold_is_set_within_upstreams_bounds_on_an_existing_fingerprint() {
+        let t = TestDir::new("fp");
+        let root = t.path().join("root");
+        fake_machine(&root);
+        let hw = Hardware::under(&root);
+        let store = RegistrationStore::new(&t.path().join("state"));
+        let err = set_similarity_threshold(&store, 60).unwrap_err().0;
+        assert!(err.contains("register first"), "{err}");
+        assert!(store.load_fingerprint().unwrap().is_none());
+
+        let fingerprint = instance_fingerprint(&store, &hw).unwrap();
+        for bad in [0, 101, -2] {
+            let err = set_similarity_threshold(&store, bad).unwrap_err().0;
+            assert_eq!(
+                err,
+                format!(
+                    "Invalid Similarity Threshold value of {bad}. Value must be between 1 and 100 or -1 (check disabled)"
+                )
+            );
+        }
+        for good in [1, 100, CHECK_DISABLED] {
+            set_similarity_threshold(&store, good).unwrap();
+            let record = store.load_fingerprint().unwrap().unwrap();
+            assert_eq!(
+                (record.fingerprint.as_str(), record.similarity_threshold),
+                (fingerprint.as_str(), good)
+            );
+            assert_eq!(record.hardware_hash, hw.hash());
+        }
     }
 
     #[test]

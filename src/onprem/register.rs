@@ -2,16 +2,21 @@
 //! instance `mi-…` with its own RSA key; or amazon-ssm-agent's registration is taken over; or
 //! the registration is removed.
 //!
-//! `RegisterManagedInstance` is the one SSM call made without credentials: the activation code
-//! is the proof. The registration on disk is replaced only once the service has answered, so a
-//! failed or refused registration leaves the previous one working.
+//! `RegisterManagedInstance` with an activation is the one SSM call made without credentials:
+//! the activation code is the proof. With `-role` (upstream's Greengrass registration,
+//! `core/agent_parser.go`, `agent/ssm/authregister/`) it is SigV4-signed with the machine's own
+//! credentials instead and names the IAM role the instance is to assume. The registration on
+//! disk is replaced only once the service has answered, so a failed or refused registration
+//! leaves the previous one working.
 
 use super::fingerprint::{self, Hardware};
 use super::keys::KeyPair;
 use super::store::{KEY_TYPE, Registration, RegistrationStore, StoreError};
 use super::vault;
+use crate::aws::credentials::{Credentials, Env};
 use crate::aws::endpoint::{Endpoint, SSM};
 use crate::aws::http::HttpClient;
+use crate::aws::imds::ImdsClient;
 use crate::aws::jsonrpc::{AwsError, Call};
 use crate::aws::signer::Key;
 use crate::config::Config;
@@ -31,10 +36,61 @@ pub struct Activation {
     pub region: String,
 }
 
-/// `register`: at least one of `activation`, `import_amazon_ssm_agent` (never both) or `clear`.
+/// upstream's `-role` registration: no activation; the request is signed with the machine's
+/// credentials and the instance gets `iam_role`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRegistration {
+    pub iam_role: String,
+    pub region: String,
+    /// Sent as `Tags` when there are any.
+    pub tags: Vec<Tag>,
+}
+
+/// One `{"Key":…,"Value":…}` of `-tags`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// `-tags` as upstream's `authregister` reads it: a JSON list of objects whose `Key` and `Value`
+/// (matched case-insensitively, as Go's `encoding/json` does) are strings; other fields are
+/// ignored, and a tag with an empty key or value is dropped.
+pub fn parse_tags(text: &str) -> Result<Vec<Tag>, String> {
+    let bad = |why: String| {
+        format!(
+            "-tags {text:?} is not a JSON list of tags ({why}); write it as              '[{{\"Key\":\"env\",\"Value\":\"lab\"}}]'"
+        )
+    };
+    let list: Vec<serde_json::Map<String, Value>> =
+        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let mut tags = Vec::new();
+    for item in &list {
+        let field = |name: &str| -> Result<String, String> {
+            match item.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                None | Some((_, Value::Null)) => Ok(String::new()),
+                Some((_, Value::String(s))) => Ok(s.clone()),
+                Some((k, other)) => Err(bad(format!("{k} is {other}, not a string"))),
+            }
+        };
+        let (key, value) = (field("Key")?, field("Value")?);
+        if !key.is_empty() && !value.is_empty() {
+            tags.push(Tag { key, value });
+        }
+    }
+    Ok(tags)
+}
+
+/// `register`: at least one of `activation` or `role`, `import_amazon_ssm_agent` (never two of
+/// them), `clear`, or `similarity_threshold`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterArgs {
     pub activation: Option<Activation>,
+    pub role: Option<RoleRegistration>,
+    /// `-disableSimilarityCheck`: the new fingerprint is kept whatever the hardware becomes.
+    pub disable_similarity_check: bool,
+    /// `-fingerprint -similarityThreshold N`: sets the stored fingerprint's threshold only.
+    pub similarity_threshold: Option<i32>,
     pub import_amazon_ssm_agent: bool,
     /// Remove the current registration first (alone: only that).
     pub clear: bool,
@@ -95,30 +151,80 @@ pub struct Service<'a> {
     pub retry: RetryPolicy,
 }
 
-/// Registers with `activation`: new key pair, fingerprint, `RegisterManagedInstance`, then the
-/// registration is saved (replacing any previous one) and returned.
+/// Who vouches for a new registration.
+pub enum Authority<'a> {
+    /// The activation code, in the body of an unsigned call.
+    Activation(&'a Activation),
+    /// The machine's credentials, which sign the call; the body names the role.
+    Role(&'a RoleRegistration, &'a Credentials),
+}
+
+impl Authority<'_> {
+    fn region(&self) -> &str {
+        match self {
+            Authority::Activation(a) => &a.region,
+            Authority::Role(r, _) => &r.region,
+        }
+    }
+
+    /// The body of `RegisterManagedInstance`: the anonymous one's (`anonauth`), or the signed
+    /// one's (`authregister`: `IamRole`, and `Tags` only when there are some).
+    fn body(&self, fingerprint: &str, key: &KeyPair) -> Value {
+        let mut body = json!({
+            "Fingerprint": fingerprint,
+            "PublicKey": key.public_b64(),
+            "PublicKeyType": KEY_TYPE,
+        });
+        match self {
+            Authority::Activation(a) => {
+                body["ActivationCode"] = json!(a.code);
+                body["ActivationId"] = json!(a.id);
+            }
+            Authority::Role(r, _) => {
+                body["IamRole"] = json!(r.iam_role);
+                if !r.tags.is_empty() {
+                    let tags: Vec<Value> = r
+                        .tags
+                        .iter()
+                        .map(|t| json!({"Key": t.key, "Value": t.value}))
+                        .collect();
+                    body["Tags"] = json!(tags);
+                }
+            }
+        }
+        body
+    }
+
+    fn key(&self) -> Key<'_> {
+        match self {
+            Authority::Activation(_) => Key::Anonymous,
+            Authority::Role(_, credentials) => Key::Hmac(credentials),
+        }
+    }
+}
+
+/// Registers: new key pair, fingerprint (its check disabled when asked, as upstream does before
+/// calling the service), `RegisterManagedInstance`, then the registration is saved (replacing
+/// any previous one) and returned.
 pub fn register(
     store: &RegistrationStore,
     hardware: &Hardware,
     service: &Service<'_>,
-    activation: &Activation,
+    authority: &Authority<'_>,
+    disable_similarity_check: bool,
 ) -> Result<Registration, RegisterError> {
     let key = KeyPair::generate().map_err(|e| RegisterError(e.to_string()))?;
     let key_created = unix_now();
     // Also proves the state dir is writable before the service hears of the new key.
     let fingerprint = fingerprint::instance_fingerprint(store, hardware)?;
-    let body = json!({
-        "ActivationCode": activation.code,
-        "ActivationId": activation.id,
-        "Fingerprint": fingerprint,
-        "PublicKey": key.public_b64(),
-        "PublicKeyType": KEY_TYPE,
-    });
-    let answer = call_with_retry(service, &body)?;
+    if disable_similarity_check {
+        fingerprint::set_similarity_threshold(store, fingerprint::CHECK_DISABLED)?;
+    }
+    let answer = call_with_retry(service, authority, &authority.body(&fingerprint, &key))?;
     let instance_id = instance_id_from(&answer)?;
     let registration = Registration {
         instance_id,
-        region: activation.region.clone(),
+        region: authority.region().to_owned(),
         key,
         key_created,
         fingerprint,
@@ -128,13 +234,19 @@ pub fn register(
     Ok(registration)
 }
 
-/// One unsigned JSON 1.1 call, retried on transport errors and `TooManyUpdates` (§5.4).
-fn call_with_retry(service: &Service<'_>, body: &Value) -> Result<Value, RegisterError> {
+/// One JSON 1.1 call, retried on transport errors and `TooManyUpdates` (§5.4).
+fn call_with_retry(
+    service: &Service<'_>,
+    authority: &Authority<'_>,
+    body: &Value,
+) -> Result<Value, RegisterError> {
     let (http, endpoint) = (service.http, &service.endpoint);
     let call = Call::new(http, endpoint, SSM, OPERATION, body, CALL_TIMEOUT);
     let mut retry = 0;
     loop {
-        let result = call.attempt(Key::Anonymous, |_| Ok(())).map_err(|(e, _)| e);
+        let result = call
+            .attempt(authority.key(), |_| Ok(()))
+            .map_err(|(e, _)| e);
         match result {
             Err(e) if retry < service.retry.retries && worth_retrying(&e) => {
                 let delay = service.retry.delay(retry);
@@ -185,7 +297,9 @@ fn explain(e: &AwsError, endpoint: &Endpoint) -> RegisterError {
         }
         "TooManyUpdates" => "the service is busy with this activation; try again in a minute",
         "AccessDeniedException" | "UnrecognizedClientException" => {
-            "the service refused the activation in this region; check --region"
+            "the service refused the activation or the credentials in this region; check \
+             --region, and for -role that this machine's credentials may call \
+             ssm:RegisterManagedInstance and iam:PassRole on the role"
         }
         "InternalServerError" | "InternalFailure" | "ServiceUnavailable" => {
             "the service failed; try again later"
@@ -256,32 +370,63 @@ pub fn run(
             store.dir().display()
         );
     }
-    if args.activation.is_none() && !args.import_amazon_ssm_agent {
+    if let Some(threshold) = args.similarity_threshold {
+        fingerprint::set_similarity_threshold(store, threshold)?;
+        eprintln!("ssm-lite register: fingerprint similarity threshold set to {threshold}");
+    }
+    if args.activation.is_none() && args.role.is_none() && !args.import_amazon_ssm_agent {
         return Ok(None);
     }
     // A corrupt registration stops here too: it is replaced only on purpose, with --clear.
     if store.load()?.is_some() && !confirm(args.yes)? {
         return Err(RegisterError("the existing registration was kept".into()));
     }
-    let registration = match &args.activation {
-        Some(activation) => {
-            let config =
-                Config::load(args.config.as_deref()).map_err(|e| RegisterError(e.to_string()))?;
-            let http = HttpClient::for_agent(&config)
-                .map_err(|e| RegisterError(format!("cannot set up HTTPS: {e}")))?;
-            let endpoint = config
-                .endpoint(&SSM, &activation.region)
-                .map_err(|e| RegisterError(e.to_string()))?;
-            let service = Service {
-                http: &http,
-                endpoint,
-                retry: REGISTER_RETRY,
-            };
-            register(store, hardware, &service, activation)?
+    if args.import_amazon_ssm_agent {
+        let registration = vault::import(vault_dir, store, hardware).map_err(RegisterError)?;
+        return Ok(Some(registration.instance_id));
+    }
+    let config = Config::load(args.config.as_deref()).map_err(|e| RegisterError(e.to_string()))?;
+    let http = HttpClient::for_agent(&config)
+        .map_err(|e| RegisterError(format!("cannot set up HTTPS: {e}")))?;
+    let credentials;
+    let authority = match (&args.activation, &args.role) {
+        (Some(activation), _) => Authority::Activation(activation),
+        (None, Some(role)) => {
+            credentials = machine_credentials(&config)?;
+            Authority::Role(role, &credentials)
         }
-        None => vault::import(vault_dir, store, hardware).map_err(RegisterError)?,
+        (None, None) => unreachable!("checked above"),
     };
+    let endpoint = config
+        .endpoint(&SSM, authority.region())
+        .map_err(|e| RegisterError(e.to_string()))?;
+    let service = Service {
+        http: &http,
+        endpoint,
+        retry: REGISTER_RETRY,
+    };
+    let registration = register(
+        store,
+        hardware,
+        &service,
+        &authority,
+        args.disable_similarity_check,
+    )?;
     Ok(Some(registration.instance_id))
+}
+
+/// The credentials a `-role` registration is signed with. Upstream takes the SDK's "remote"
+/// provider: a container credentials endpoint, else the EC2 instance profile; ssm-lite reads the
+/// instance profile (IMDS) only.
+fn machine_credentials(config: &Config) -> Result<Credentials, RegisterError> {
+    let http = HttpClient::for_agent(config)
+        .map_err(|e| RegisterError(format!("cannot set up HTTP for IMDS: {e}")))?;
+    let imds = ImdsClient::new(std::sync::Arc::new(http), &Env::capture());
+    imds.role_credentials().map_err(|e| {
+        RegisterError(format!(
+            "-role registration needs this machine's own AWS credentials, from the EC2 instance              profile, and none could be read: {e}; use an activation (-code/-id) instead"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -362,7 +507,14 @@ mod tests {
             endpoint: endpoint::resolve("ssm", "eu-west-1", &server.url(), "").unwrap(),
             retry: FAST,
         };
-        register(&s.store, &s.hardware, &service, &activation())
+        let activation = activation();
+        register(
+            &s.store,
+            &s.hardware,
+            &service,
+            &Authority::Activation(&activation),
+            false,
+        )
     }
 
     fn existing() -> Registration {
@@ -411,6 +563,90 @@ mod tests {
             fingerprint::instance_fingerprint(&s.store, &s.hardware).unwrap(),
             stored.fingerprint
         );
+    }
+
+    fn role(tags: Vec<Tag>) -> RoleRegistration {
+        RoleRegistration {
+            iam_role: "SSMServiceRole".into(),
+            region: "eu-west-1".into(),
+            tags,
+        }
+    }
+
+    /// `authregister`: SigV4 with the machine's keys, `IamRole`, `Tags` only when there are any,
+    /// no activation; `-disableSimilarityCheck` leaves the fingerprint's check off.
+    #[test]
+    fn a_role_registration_is_signed_and_names_the_role_and_tags() {
+        let s = setup();
+        let credentials = Credentials {
+            access_key_id: "AKIDMACHINE".into(),
+            secret_access_key: "secret".into(),
+            session_token: Some("token".into()),
+            expires_at: None,
+        };
+        let tag = Tag {
+            key: "env".into(),
+            value: "lab".into(),
+        };
+        for (tags, want_tags) in [
+            (vec![tag], json!([{"Key": "env", "Value": "lab"}])),
+            (vec![], Value::Null),
+        ] {
+            let server = fake_ssm(vec![Some(ok_answer())]);
+            let service = Service {
+                http: &s.http,
+                endpoint: endpoint::resolve("ssm", "eu-west-1", &server.url(), "").unwrap(),
+                retry: FAST,
+            };
+            let role = role(tags);
+            let authority = Authority::Role(&role, &credentials);
+            let registration = register(&s.store, &s.hardware, &service, &authority, true).unwrap();
+            assert_eq!(
+                (
+                    registration.instance_id.as_str(),
+                    registration.region.as_str()
+                ),
+                (MI, "eu-west-1")
+            );
+            let [request] = <[Received; 1]>::try_from(requests(&server)).unwrap();
+            let auth = request.header("authorization").unwrap();
+            assert!(
+                auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDMACHINE/"),
+                "{auth}"
+            );
+            assert!(auth.contains("/eu-west-1/ssm/aws4_request"), "{auth}");
+            assert_eq!(request.header("x-amz-security-token"), Some("token"));
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            assert_eq!(body["IamRole"], "SSMServiceRole");
+            assert_eq!(body["Tags"], want_tags);
+            assert!(body.get("ActivationCode").is_none() && body.get("ActivationId").is_none());
+            assert_eq!(body["Fingerprint"], registration.fingerprint.as_str());
+            let record = s.store.load_fingerprint().unwrap().unwrap();
+            assert_eq!(record.similarity_threshold, fingerprint::CHECK_DISABLED);
+        }
+    }
+
+    #[test]
+    fn tags_are_read_as_go_reads_them() {
+        let tags = parse_tags(
+            r#"[{"Key":"a","Value":"1"},{"KEY":"b","value":"2","Extra":3},{"Key":"c"},{"Key":"","Value":"4"},{"Key":null,"Value":"5"}]"#,
+        )
+        .unwrap();
+        let pairs: Vec<(&str, &str)> = tags
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("a", "1"), ("b", "2")]);
+        assert_eq!(parse_tags("[]").unwrap(), []);
+        for bad in [
+            r#"{"Key":"a"}"#,
+            r#"[{"Key":1,"Value":"x"}]"#,
+            "[",
+            r#"["a"]"#,
+        ] {
+            let err = parse_tags(bad).unwrap_err();
+            assert!(err.contains("is not a JSON list of tags"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -496,6 +732,9 @@ mod tests {
     fn args(s: &Setup, config: Option<&Path>) -> RegisterArgs {
         RegisterArgs {
             activation: Some(activation()),
+            role: None,
+            disable_similarity_check: false,
+            similarity_threshold: None,
             import_amazon_ssm_agent: false,
             clear: false,
             yes: false,

@@ -962,10 +962,8 @@ fn apply_control_flow(step: &Step, r: &mut PluginResult) -> bool {
         return true;
     }
     match (r.status, step.on_failure, step.on_success) {
-        (Status::Failed, Some(ExitAction::Exit), _) => {
-            r.output.push_str("\nStep was found to have onFailure property. Further document steps will be skipped.");
-            true
-        }
+        // Its words are in the step's streams already (steps.rs, as upstream puts them).
+        (Status::Failed, Some(ExitAction::Exit), _) => true,
         (Status::Failed, Some(ExitAction::SuccessAndExit), _) => {
             r.status = Status::Success;
             r.code = EXIT_SUCCESS_AND_STOP;

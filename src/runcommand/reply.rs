@@ -386,6 +386,21 @@ impl Head {
         }
     }
 
+    /// Adds `bytes` to the end of the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.append(&Head::whole(bytes));
+    }
+
+    /// Adds another stream to the end of this one. The kept start grows only while it is the
+    /// whole stream, and never past `STREAM_CAPACITY`, which every truncation fits in.
+    pub fn append(&mut self, next: &Head) {
+        if self.len == self.bytes.len() {
+            let room = STREAM_CAPACITY.saturating_sub(self.bytes.len());
+            self.bytes.extend_from_slice(next.take(room));
+        }
+        self.len += next.len;
+    }
+
     fn take(&self, n: usize) -> &[u8] {
         &self.bytes[..n.min(self.bytes.len())]
     }
@@ -499,6 +514,27 @@ mod tests {
             );
             assert_eq!(&got, want, "case {i}");
         }
+    }
+
+    /// Bytes added after a stream's kept start would be taken for its middle: only the length
+    /// grows once the start is not the whole stream.
+    #[test]
+    fn a_head_grows_only_while_it_is_the_whole_stream() {
+        let mut h = Head::whole(b"ab");
+        h.push(b"c");
+        assert_eq!((h.bytes.as_slice(), h.len), (&b"abc"[..], 3));
+        let mut cut = Head {
+            bytes: b"ab".to_vec(),
+            len: 10,
+        };
+        cut.append(&h);
+        assert_eq!((cut.bytes.as_slice(), cut.len), (&b"ab"[..], 13));
+        let mut full = Head::whole(&vec![b'x'; STREAM_CAPACITY - 1]);
+        full.push(b"yz");
+        assert_eq!(
+            (full.bytes.len(), full.len),
+            (STREAM_CAPACITY, STREAM_CAPACITY + 1)
+        );
     }
 
     #[test]

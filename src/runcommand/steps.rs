@@ -125,39 +125,70 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
     render(step, run, start)
 }
 
+/// Upstream `DefaultIOHandler.Merge`: each stream joined to the next by `\n` once it has output;
+/// the first non-zero exit code stays.
 fn merge(acc: Option<Run>, next: Run) -> Run {
     let Some(mut acc) = acc else { return next };
     acc.status = acc.status.merge(next.status);
-    if next.code != 0 {
+    if acc.code == 0 {
         acc.code = next.code;
     }
     for (a, b) in [
         (&mut acc.stdout, next.stdout),
         (&mut acc.stderr, next.stderr),
     ] {
-        a.bytes.extend_from_slice(&b.bytes);
-        a.bytes.truncate(STREAM_CAPACITY);
-        a.len += b.len;
+        if a.len > 0 {
+            a.push(b"\n");
+        }
+        a.append(&b);
     }
     acc
 }
 
+/// `output` is made from the streams as the plugin left them; only then do the control-flow
+/// lines of upstream `runpluginutil.go` join `standardOutput`/`standardError` (§3.6), in the
+/// reply only: upstream never writes them to the output files.
 fn render(step: &Step, run: Run, start: String) -> PluginResult {
-    let stderr = if run.code == EXIT_SUCCESS_AND_STOP {
+    let mut stdout = run.stdout;
+    let mut stderr = if run.code == EXIT_SUCCESS_AND_STOP {
         Head::default()
     } else {
         run.stderr
     };
+    let output = truncate_output(&stdout, &stderr, OUTPUT_CAPACITY);
+    if let Some(line) = control_flow_line(step, run.status, run.code) {
+        stdout.push(line.as_bytes());
+        if run.code != EXIT_SUCCESS_AND_STOP {
+            stderr.push(line.as_bytes());
+        }
+    }
     PluginResult {
         plugin_id: step.id.clone(),
         plugin_name: step.plugin.clone(),
         status: run.status,
         code: run.code,
-        output: truncate_output(&run.stdout, &stderr, OUTPUT_CAPACITY),
-        standard_output: truncate_stream(&run.stdout),
+        output,
+        standard_output: truncate_stream(&stdout),
         standard_error: truncate_stream(&stderr),
         start,
         end: iso8601_ms(SystemTime::now()),
+    }
+}
+
+/// Upstream's words, with their leading `\n` whatever precedes them, for an exit code or an
+/// `onFailure` that stops the document (168 clears stderr, so it gains nothing there).
+fn control_flow_line(step: &Step, status: Status, code: i32) -> Option<&'static str> {
+    match code {
+        EXIT_SUCCESS_AND_STOP => Some(
+            "\nStep exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.",
+        ),
+        EXIT_FAILURE_AND_STOP => Some(
+            "\nStep exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.",
+        ),
+        _ if status == Status::Failed && step.on_failure.is_some() => Some(
+            "\nStep was found to have onFailure property. Further document steps will be skipped.",
+        ),
+        _ => None,
     }
 }
 
@@ -174,31 +205,34 @@ fn run_dir(step: &Step, index: usize, input: &ShellScriptInput, command_dir: &Pa
         .join(step_dir_name(&name))
 }
 
-/// Adds the agent's own lines to a step's output: output it could not keep, why the step ended
-/// (`note`), and upstream's words for the exit codes that stop the document.
-fn annotate(out: &mut Output<'_>, err: &mut Output<'_>, code: i32, note: Option<String>) {
+/// What ending a script adds to its stderr: upstream's `MarkAsFailed` text, or a line of the
+/// agent's own where upstream has no counterpart.
+#[derive(Debug, PartialEq)]
+enum Note {
+    /// Appended exactly as upstream's `AppendError` does while the streams are open: with no
+    /// separator, so `err\n` + exit 2 reads `err\nfailed to run commands: exit status 2`
+    /// (`iohandler.go`: its `stderr` string is filled only when the writers close).
+    Upstream(String),
+    /// A line of its own.
+    Own(String),
+}
+
+/// Adds to a step's stderr what the agent knows and the script could not say: output it could
+/// not keep, then why the step ended.
+fn annotate(out: &Output<'_>, err: &mut Output<'_>, note: Option<Note>) {
     let write_errors: Vec<String> = [&out.captured, &err.captured]
         .iter()
         .filter_map(|c| c.write_error.clone())
         .collect();
     for error in write_errors {
-        err.line(&format!(
+        err.own_line(&format!(
             "ssm-lite could not keep this step's output on disk: {error}"
         ));
     }
-    if let Some(note) = note {
-        err.line(&note);
-    }
-    match code {
-        EXIT_SUCCESS_AND_STOP => out.line(
-            "Step exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.",
-        ),
-        EXIT_FAILURE_AND_STOP => {
-            let text = "Step exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.";
-            out.line(text);
-            err.line(text);
-        }
-        _ => {}
+    match note {
+        Some(Note::Upstream(text)) => err.append(&text),
+        Some(Note::Own(line)) => err.own_line(&line),
+        None => {}
     }
 }
 
@@ -235,9 +269,9 @@ fn run_shell(
     };
     let end = run_script(&spec, env.stop, on_start);
     let (status, code, note) = classify(&end.outcome);
-    let mut out = Output::new(&stdout, end.stdout);
+    let out = Output::new(&stdout, end.stdout);
     let mut err = Output::new(&stderr, end.stderr);
-    annotate(&mut out, &mut err, code, note);
+    annotate(&out, &mut err, note);
     if env.delete_output && code != EXIT_REBOOT {
         for path in [&stdout, &stderr] {
             if let Err(e) = crate::state::remove_file(path) {
@@ -273,61 +307,103 @@ impl Output<'_> {
         }
     }
 
-    /// Adds `line` after the output (on a new line when there is output), in the file and in
-    /// the reply's share.
-    fn line(&mut self, line: &str) {
-        let text = if self.head.len > 0 {
-            format!("\n{line}")
-        } else {
-            line.to_owned()
-        };
-        let room = STREAM_CAPACITY.saturating_sub(self.head.bytes.len());
-        if self.head.len == self.head.bytes.len() {
-            self.head
-                .bytes
-                .extend_from_slice(&text.as_bytes()[..room.min(text.len())]);
-        }
-        self.head.len += text.len();
+    /// Adds `text` right after the output, in the file and in the reply's share.
+    fn append(&mut self, text: &str) {
+        self.head.push(text.as_bytes());
         if self.captured.write_error.is_none() {
-            append(self.path, &text);
+            append(self.path, text);
         }
+    }
+
+    /// Adds `line` as a whole line: after a `\n` unless the output is empty or known to end in
+    /// one (past the reply's share the end is not known, and a `\n` is added).
+    fn own_line(&mut self, line: &str) {
+        let complete = self.head.len == self.head.bytes.len();
+        let at_line_start = self.head.len == 0 || (complete && self.head.bytes.ends_with(b"\n"));
+        let lead = if at_line_start { "" } else { "\n" };
+        self.append(&format!("{lead}{line}\n"));
     }
 }
 
-/// Exit code → status, code, and the line upstream appends to stderr (§3.5, §9.1).
-fn classify(outcome: &Outcome) -> (Status, i32, Option<String>) {
+/// Exit code → status, code, and what upstream appends to stderr (§3.5, §9.1): upstream
+/// `pluginutil_unix.go` `GetStatus`, and `runscript.go`, which appends `failed to run commands:
+/// <error>` unless the status is `Cancelled`, `TimedOut` or `SuccessAndReboot`. A script's own
+/// `exit 137` is therefore `TimedOut` with nothing added, as upstream reports it; 168 gets the
+/// text in its file, and the reply drops its stderr (§3.6).
+fn classify(outcome: &Outcome) -> (Status, i32, Option<Note>) {
     match outcome {
-        Outcome::Exited(0) | Outcome::Exited(EXIT_SUCCESS_AND_STOP) => {
-            (Status::Success, outcome_code(outcome), None)
-        }
+        Outcome::Exited(0) => (Status::Success, 0, None),
         Outcome::Exited(EXIT_REBOOT) => (Status::SuccessAndReboot, EXIT_REBOOT, None),
-        Outcome::Exited(c) => (
-            Status::Failed,
-            *c,
-            Some(format!("failed to run commands: exit status {c}")),
-        ),
+        Outcome::Exited(EXIT_KILLED) | Outcome::TimedOut => (Status::TimedOut, EXIT_KILLED, None),
+        Outcome::Exited(c) => {
+            let status = if *c == EXIT_SUCCESS_AND_STOP {
+                Status::Success
+            } else {
+                Status::Failed
+            };
+            (status, *c, failed_to_run(format!("exit status {c}")))
+        }
+        // Go reports a signalled child as exit code -1 and `signal: <name>`.
         Outcome::Signaled(sig) => (
             Status::Failed,
-            128 + sig,
-            Some(format!("failed to run commands: killed by signal {sig}")),
+            -1,
+            failed_to_run(format!("signal: {}", go_signal_name(*sig))),
         ),
-        Outcome::TimedOut => (Status::TimedOut, EXIT_KILLED, None),
         Outcome::Stopped(StopReason::Cancelled) => (Status::Cancelled, EXIT_KILLED, None),
         Outcome::Stopped(StopReason::Shutdown) => (
             Status::Failed,
             EXIT_KILLED,
-            Some("the agent stopped while this step ran".into()),
+            Some(Note::Own("the agent stopped while this step ran".into())),
         ),
-        Outcome::FailedToStart(m) => (
-            Status::Failed,
-            1,
-            Some(format!("failed to run commands: {m}")),
-        ),
+        Outcome::FailedToStart(m) => (Status::Failed, 1, failed_to_run(m.to_string())),
     }
 }
 
-fn outcome_code(o: &Outcome) -> i32 {
-    if let Outcome::Exited(c) = o { *c } else { 1 }
+fn failed_to_run(error: String) -> Option<Note> {
+    Some(Note::Upstream(format!("failed to run commands: {error}")))
+}
+
+/// Go's `syscall.Signal.String()` on Linux (the same numbers on every architecture ssm-lite is
+/// built for), which upstream's error text carries.
+fn go_signal_name(sig: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "hangup",
+        "interrupt",
+        "quit",
+        "illegal instruction",
+        "trace/breakpoint trap",
+        "aborted",
+        "bus error",
+        "floating point exception",
+        "killed",
+        "user defined signal 1",
+        "segmentation fault",
+        "user defined signal 2",
+        "broken pipe",
+        "alarm clock",
+        "terminated",
+        "stack fault",
+        "child exited",
+        "continued",
+        "stopped (signal)",
+        "stopped",
+        "stopped (tty input)",
+        "stopped (tty output)",
+        "urgent I/O condition",
+        "CPU time limit exceeded",
+        "file size limit exceeded",
+        "virtual timer expired",
+        "profiling timer expired",
+        "window changed",
+        "I/O possible",
+        "power failure",
+        "bad system call",
+    ];
+    usize::try_from(sig)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| NAMES.get(i))
+        .map_or_else(|| format!("signal {sig}"), |name| (*name).to_owned())
 }
 
 /// Absolute → as given; relative → `<command dir>/downloads/<dir>` when it exists (upstream);
@@ -368,5 +444,196 @@ fn append(path: &Path, text: &str) {
         .and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = res {
         log::warn!("cannot append to {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{ExitAction, Verdict};
+    use crate::state::testdir::TestDir;
+    use serde_json::json;
+    use std::fs;
+
+    fn shell_step(property_sets: &[&[&str]], on_failure: Option<ExitAction>) -> Step {
+        Step {
+            id: "s".into(),
+            plugin: SHELL_PLUGIN.into(),
+            inputs: property_sets
+                .iter()
+                .map(|lines| json!({ "runCommand": lines }))
+                .collect(),
+            verdict: Verdict::Run,
+            on_failure,
+            on_success: None,
+            finally_step: false,
+        }
+    }
+
+    /// Runs `step` as a real script under a fresh command directory.
+    fn run(step: &Step) -> PluginResult {
+        let t = TestDir::new("steps");
+        let stop = StopToken::new();
+        let env = StepEnv {
+            command_dir: t.path(),
+            env: &[],
+            stop: &stop,
+            max_output_bytes: 1 << 20,
+            delete_output: false,
+        };
+        run_step(step, &env, &mut |_| {})
+    }
+
+    fn run_lines(lines: &[&str]) -> PluginResult {
+        run(&shell_step(&[lines], None))
+    }
+
+    const STOP_168: &str = "\nStep exited with code 168. Therefore, marking step as succeeded. Further document steps will be skipped.";
+    const STOP_169: &str = "\nStep exited with code 169. Therefore, marking step as Failed. Further document steps will be skipped.";
+    const ON_FAILURE: &str =
+        "\nStep was found to have onFailure property. Further document steps will be skipped.";
+
+    /// Upstream's `AppendError` adds no separator while the streams are open (docs/protocol.md
+    /// §3.5): the text follows the script's last byte, newline or not.
+    #[test]
+    fn the_failure_text_follows_stderr_with_no_separator() {
+        let cases: [(&[&str], &str); 3] = [
+            (
+                &["echo out", "echo err >&2", "exit 2"],
+                "err\nfailed to run commands: exit status 2",
+            ),
+            (&["exit 3"], "failed to run commands: exit status 3"),
+            (
+                &["printf err >&2", "exit 2"],
+                "errfailed to run commands: exit status 2",
+            ),
+        ];
+        for (lines, stderr) in cases {
+            let r = run_lines(lines);
+            assert_eq!(
+                (r.status, r.standard_error.as_str()),
+                (Status::Failed, stderr)
+            );
+        }
+        let r = run_lines(&["echo out", "echo err >&2", "exit 2"]);
+        assert_eq!(r.code, 2);
+        assert_eq!(
+            r.output,
+            "out\n\n----------ERROR-------\nerr\nfailed to run commands: exit status 2"
+        );
+    }
+
+    /// `GetStatus` maps 137 to `TimedOut` whoever exited with it, and then nothing is added.
+    #[test]
+    fn a_scripts_own_exit_137_is_timed_out_with_its_stderr_only() {
+        let r = run_lines(&["echo err >&2", "exit 137"]);
+        assert_eq!(
+            (r.status, r.code, r.standard_error.as_str()),
+            (Status::TimedOut, 137, "err\n")
+        );
+    }
+
+    /// Go reports a signalled child as code -1 and `signal: <name>`.
+    #[test]
+    fn a_signalled_script_is_code_minus_1_with_gos_signal_name() {
+        let r = run_lines(&["kill -TERM $$"]);
+        assert_eq!(
+            (r.status, r.code, r.standard_error.as_str()),
+            (
+                Status::Failed,
+                -1,
+                "failed to run commands: signal: terminated"
+            )
+        );
+        assert_eq!(go_signal_name(9), "killed");
+        assert_eq!(go_signal_name(31), "bad system call");
+        assert_eq!(go_signal_name(34), "signal 34");
+    }
+
+    /// `runpluginutil.go`: the control-flow lines always start with `\n`, join the streams in
+    /// the reply only, and `output` is made before them.
+    #[test]
+    fn control_flow_lines_join_the_reply_streams_but_not_output_or_files() {
+        let t = TestDir::new("steps");
+        let stop = StopToken::new();
+        let env = StepEnv {
+            command_dir: t.path(),
+            env: &[],
+            stop: &stop,
+            max_output_bytes: 1 << 20,
+            delete_output: false,
+        };
+        let step = shell_step(&[&["echo o", "echo e >&2", "exit 168"]], None);
+        let r = run_step(&step, &env, &mut |_| {});
+        assert_eq!(
+            (r.status, r.code, r.standard_error.as_str()),
+            (Status::Success, 168, "")
+        );
+        assert_eq!(r.standard_output, format!("o\n{STOP_168}"));
+        assert_eq!(r.output, "o\n");
+        let dir = t.path().join("awsrunShellScript").join("s");
+        assert_eq!(fs::read_to_string(dir.join("stdout")).unwrap(), "o\n");
+        assert_eq!(
+            fs::read_to_string(dir.join("stderr")).unwrap(),
+            "e\nfailed to run commands: exit status 168"
+        );
+
+        let r = run_lines(&["echo e >&2", "exit 169"]);
+        assert_eq!((r.status, r.code), (Status::Failed, 169));
+        assert_eq!(r.standard_output, STOP_169);
+        assert_eq!(
+            r.standard_error,
+            format!("e\nfailed to run commands: exit status 169{STOP_169}")
+        );
+        assert_eq!(
+            r.output,
+            "\n----------ERROR-------\ne\nfailed to run commands: exit status 169"
+        );
+
+        let r = run(&shell_step(&[&["exit 4"]], Some(ExitAction::Exit)));
+        assert_eq!(r.standard_output, ON_FAILURE);
+        assert_eq!(
+            r.standard_error,
+            format!("failed to run commands: exit status 4{ON_FAILURE}")
+        );
+        assert_eq!(
+            r.output,
+            "\n----------ERROR-------\nfailed to run commands: exit status 4"
+        );
+        let ok = run(&shell_step(&[&["echo fine"]], Some(ExitAction::Exit)));
+        assert_eq!(ok.standard_output, "fine\n");
+    }
+
+    /// Upstream `Merge`: `\n` between property sets once a stream has output; the first
+    /// non-zero code stays.
+    #[test]
+    fn property_sets_merge_as_upstream() {
+        let step = shell_step(&[&["echo a", "exit 5"], &["echo b >&2", "exit 3"]], None);
+        let r = run(&step);
+        assert_eq!((r.status, r.code), (Status::Failed, 5));
+        assert_eq!(r.standard_output, "a\n\n");
+        assert_eq!(
+            r.standard_error,
+            "failed to run commands: exit status 5\nb\nfailed to run commands: exit status 3"
+        );
+    }
+
+    /// The agent's own notes are whole lines, whatever the script left.
+    #[test]
+    fn own_lines_start_and_end_a_line() {
+        let t = TestDir::new("steps");
+        for (before, after) in [("", "n\n"), ("x\n", "x\nn\n"), ("x", "x\nn\n")] {
+            let path = t.path().join("stderr");
+            fs::write(&path, before).unwrap();
+            let captured = Captured {
+                head: before.as_bytes().to_vec(),
+                total: before.len() as u64,
+                ..Captured::default()
+            };
+            let mut err = Output::new(&path, captured);
+            err.own_line("n");
+            assert_eq!(err.head.bytes, after.as_bytes());
+            assert_eq!(fs::read_to_string(&path).unwrap(), after);
+        }
     }
 }

@@ -73,6 +73,10 @@ pub struct Registration {
     pub fingerprint: String,
     /// `PublicKey` as sent (base64 SubjectPublicKeyInfo DER).
     pub public_key: String,
+    /// `IamRole` of a signed (`-role`) registration.
+    pub iam_role: Option<String>,
+    /// `Tags` as sent, when they were.
+    pub tags: Option<Value>,
     /// The `mi-…` id answered, when the registration succeeded.
     pub instance_id: Option<String>,
     /// Error type and message answered, when it failed.
@@ -368,7 +372,8 @@ pub(crate) fn note_role_token(
 /// signature was verified for (empty for the unsigned `RegisterManagedInstance`).
 pub(crate) fn handle(shared: &Shared, op: &str, caller: &str, body: &Value) -> Response {
     let result = match op {
-        REGISTER if is_ec2_registration(body) => shared.update(|st| register_ec2(st, body)),
+        REGISTER if body.get("IamRole").is_some() => shared.update(|st| register_role(st, body)),
+        REGISTER if is_signed_registration(body) => shared.update(|st| register_ec2(st, body)),
         REGISTER => shared.update(|st| register(st, body)),
         ROLE_TOKEN => shared.update(|st| role_token(st, caller, body)),
         UPDATE_KEY => shared.update(|st| update_key(st, caller, body)),
@@ -403,6 +408,8 @@ fn note_registration(
     st.onprem.registrations.push(Registration {
         at: Instant::now(),
         activation_id: text("ActivationId"),
+        iam_role: body["IamRole"].as_str().map(str::to_owned),
+        tags: body.get("Tags").cloned(),
         fingerprint: text("Fingerprint"),
         public_key: text("PublicKey"),
         instance_id: result.as_ref().ok().cloned(),
@@ -411,9 +418,10 @@ fn note_registration(
     result.map(|iid| Response::json(200, &json!({"InstanceId": iid})))
 }
 
-/// A registration without an activation is EC2 Default Host Management's (docs/protocol.md §5.3),
-/// signed with the instance identity credentials.
-pub(crate) fn is_ec2_registration(body: &Value) -> bool {
+/// A registration without an activation is signed (HMAC): EC2 Default Host Management's
+/// (docs/protocol.md §5.3, with the instance identity credentials), or, with `IamRole`,
+/// amazon-ssm-agent's `-register -role` one (with whatever credentials the machine has).
+pub(crate) fn is_signed_registration(body: &Value) -> bool {
     body.is_object() && body.get("ActivationCode").is_none()
 }
 
@@ -426,6 +434,51 @@ fn register_ec2(st: &mut State, body: &Value) -> Result<Response, Response> {
         iid
     });
     note_registration(st, body, result)
+}
+
+/// Registers a new managed instance for `IamRole` (`-register -role`): no activation, the
+/// signature is the proof; `Tags`, when sent, must be a list of `{Key, Value}` strings.
+fn register_role(st: &mut State, body: &Value) -> Result<Response, Response> {
+    let result = new_role_instance(body).map(|instance| {
+        let iid = managed_instance_id();
+        st.onprem.instances.insert(iid.clone(), instance);
+        st.options.instance_id = iid.clone();
+        iid
+    });
+    note_registration(st, body, result)
+}
+
+fn new_role_instance(body: &Value) -> Result<Instance, Response> {
+    required(body, "IamRole", 1)?;
+    let fingerprint = required(body, "Fingerprint", 1)?;
+    let key_b64 = required(body, "PublicKey", MIN_PUBLIC_KEY_LEN)?;
+    key_type(body, "PublicKeyType")?;
+    if let Some(tags) = body.get("Tags") {
+        check_tags(tags)?;
+    }
+    Ok(Instance {
+        key: parse_public_key("PublicKey", key_b64)?,
+        fingerprint: fingerprint.into(),
+        rotation_requested: false,
+    })
+}
+
+/// The service's `Tag` shape: `Key` of 1-128 characters, `Value` a string.
+fn check_tags(tags: &Value) -> Result<(), Response> {
+    let ok = |t: &Value| {
+        let key = t["Key"].as_str().map_or(0, |k| k.chars().count());
+        t.as_object().is_some_and(|o| o.len() == 2)
+            && (1..=128).contains(&key)
+            && t["Value"].is_string()
+    };
+    match tags.as_array() {
+        Some(list) if list.iter().all(ok) => Ok(()),
+        _ => Err(Response::aws_error(
+            400,
+            "ValidationException",
+            &format!("Tags must be a list of {{\"Key\",\"Value\"}} strings, not {tags}"),
+        )),
+    }
 }
 
 fn new_ec2_instance(st: &State, iid: &str, body: &Value) -> Result<Instance, Response> {

@@ -123,7 +123,7 @@ fn json11(shared: &Shared, req: &Request) -> Handled {
     };
     let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
     let auth = match auth {
-        Auth::Unsigned if onprem::is_ec2_registration(&body) => Auth::Hmac,
+        Auth::Unsigned if onprem::is_signed_registration(&body) => Auth::Hmac,
         Auth::Rsa if req.header(onprem::ASYMMETRIC_HEADER).is_some() => Auth::Dhmc,
         other => other,
     };
