@@ -270,68 +270,11 @@ fn parse_upstream_register(args: Vec<String>) -> Result<Command, UsageError> {
 }
 
 impl RegisterFlags {
-    fn check(self) -> Result<Command, UsageError> {
-        let usage = |text: &str| Err(UsageError(text.into()));
-        let (activation, role) = match (self.code, self.id, self.role, self.region) {
-            (None, None, None, None) => (None, None),
-            (Some(code), Some(id), None, Some(region)) => {
-                (Some(Activation { code, id, region }), None)
-            }
-            (None, None, Some(iam_role), Some(region)) => {
-                let tags = match &self.tags {
-                    Some(text) => parse_tags(text).map_err(UsageError)?,
-                    None => Vec::new(),
-                };
-                let role = RoleRegistration {
-                    iam_role,
-                    region,
-                    tags,
-                };
-                (None, Some(role))
-            }
-            (code, id, Some(_), _) if code.is_some() || id.is_some() => {
-                return usage(
-                    "register: --role registers without an activation; give --code and --id, \
-                     or --role, not both",
-                );
-            }
-            (_, _, Some(_), None) => return usage("register: --role needs --region too"),
-            _ => return usage("register needs all of --code, --id and --region"),
-        };
+    fn check(mut self) -> Result<Command, UsageError> {
+        let (activation, role) = self.authority()?;
         let registers = activation.is_some() || role.is_some();
-        if self.tags.is_some() && role.is_none() {
-            return usage(
-                "register: --tags go with --role (an activation carries its own tags, and \
-                 amazon-ssm-agent ignores --tags with one)",
-            );
-        }
-        if registers && self.import_amazon_ssm_agent {
-            return usage(
-                "register: --import-amazon-ssm-agent takes no activation or role \
-                 (--code/--id/--role/--region)",
-            );
-        }
-        if self.disable_similarity_check && !registers {
-            return usage(
-                "register: --disable-similarity-check goes with a registration (--code/--id or \
-                 --role); to change an existing fingerprint use --similarity-threshold -1",
-            );
-        }
-        if self.similarity_threshold.is_some() && (registers || self.import_amazon_ssm_agent) {
-            return usage(
-                "register: --similarity-threshold changes an existing fingerprint and goes \
-                 alone; when registering use --disable-similarity-check",
-            );
-        }
-        if !registers
-            && !self.import_amazon_ssm_agent
-            && !self.clear
-            && self.similarity_threshold.is_none()
-        {
-            return usage(
-                "register needs --code, --id and --region, or --role and --region, or \
-                 --import-amazon-ssm-agent, or --clear, or --similarity-threshold",
-            );
+        if let Some(text) = self.refused_combination(registers, role.is_some()) {
+            return Err(UsageError(text.into()));
         }
         Ok(Command::Register(RegisterArgs {
             activation,
@@ -347,6 +290,74 @@ impl RegisterFlags {
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         }))
+    }
+
+    /// The activation or the role the flags give (or neither), with the tags that go with a role.
+    fn authority(&mut self) -> Result<(Option<Activation>, Option<RoleRegistration>), UsageError> {
+        let usage = |text: &str| Err(UsageError(text.into()));
+        match (
+            self.code.take(),
+            self.id.take(),
+            self.role.take(),
+            self.region.take(),
+        ) {
+            (None, None, None, None) => Ok((None, None)),
+            (Some(code), Some(id), None, Some(region)) => {
+                Ok((Some(Activation { code, id, region }), None))
+            }
+            (None, None, Some(iam_role), Some(region)) => {
+                let tags = match &self.tags {
+                    Some(text) => parse_tags(text).map_err(UsageError)?,
+                    None => Vec::new(),
+                };
+                let role = RoleRegistration {
+                    iam_role,
+                    region,
+                    tags,
+                };
+                Ok((None, Some(role)))
+            }
+            (code, id, Some(_), _) if code.is_some() || id.is_some() => usage(
+                "register: --role registers without an activation; give --code and --id, \
+                 or --role, not both",
+            ),
+            (_, _, Some(_), None) => usage("register: --role needs --region too"),
+            _ => usage("register needs all of --code, --id and --region"),
+        }
+    }
+
+    /// Flags that do not go together, in words; upstream ignores most of these silently.
+    fn refused_combination(&self, registers: bool, with_role: bool) -> Option<&'static str> {
+        if self.tags.is_some() && !with_role {
+            return Some(
+                "register: --tags go with --role (an activation carries its own tags, and \
+                 amazon-ssm-agent ignores --tags with one)",
+            );
+        }
+        if registers && self.import_amazon_ssm_agent {
+            return Some(
+                "register: --import-amazon-ssm-agent takes no activation or role \
+                 (--code/--id/--role/--region)",
+            );
+        }
+        if self.disable_similarity_check && !registers {
+            return Some(
+                "register: --disable-similarity-check goes with a registration (--code/--id or \
+                 --role); to change an existing fingerprint use --similarity-threshold -1",
+            );
+        }
+        if self.similarity_threshold.is_some() && (registers || self.import_amazon_ssm_agent) {
+            return Some(
+                "register: --similarity-threshold changes an existing fingerprint and goes \
+                 alone; when registering use --disable-similarity-check",
+            );
+        }
+        let alone =
+            self.import_amazon_ssm_agent || self.clear || self.similarity_threshold.is_some();
+        (!registers && !alone).then_some(
+            "register needs --code, --id and --region, or --role and --region, or \
+             --import-amazon-ssm-agent, or --clear, or --similarity-threshold",
+        )
     }
 }
 
