@@ -408,15 +408,8 @@ mod tests {
                 id: id.into(),
                 region: region.into(),
             }),
-            role: None,
-            disable_similarity_check: false,
-            similarity_threshold: None,
-            import_amazon_ssm_agent: false,
-            clear: false,
-            yes: false,
-            config: None,
             state_dir: DEFAULT_STATE_DIR.into(),
-            vault_dir: None,
+            ..RegisterArgs::default()
         }
     }
 

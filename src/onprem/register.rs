@@ -83,7 +83,7 @@ pub fn parse_tags(text: &str) -> Result<Vec<Tag>, String> {
 
 /// `register`: at least one of `activation` or `role`, `import_amazon_ssm_agent` (never two of
 /// them), `clear`, or `similarity_threshold`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegisterArgs {
     pub activation: Option<Activation>,
     pub role: Option<RoleRegistration>,
@@ -732,15 +732,9 @@ mod tests {
     fn args(s: &Setup, config: Option<&Path>) -> RegisterArgs {
         RegisterArgs {
             activation: Some(activation()),
-            role: None,
-            disable_similarity_check: false,
-            similarity_threshold: None,
-            import_amazon_ssm_agent: false,
-            clear: false,
-            yes: false,
             config: config.map(Path::to_owned),
             state_dir: s.t.path().join("state"),
-            vault_dir: None,
+            ..RegisterArgs::default()
         }
     }
 

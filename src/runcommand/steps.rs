@@ -472,7 +472,11 @@ mod tests {
 
     /// Runs `step` as a real script under a fresh command directory.
     fn run(step: &Step) -> PluginResult {
-        let t = TestDir::new("steps");
+        run_in(&TestDir::new("steps"), step)
+    }
+
+    /// Runs `step` as a real script under `t`, whose files the caller then reads.
+    fn run_in(t: &TestDir, step: &Step) -> PluginResult {
         let stop = StopToken::new();
         let env = StepEnv {
             command_dir: t.path(),
@@ -555,16 +559,8 @@ mod tests {
     #[test]
     fn control_flow_lines_join_the_reply_streams_but_not_output_or_files() {
         let t = TestDir::new("steps");
-        let stop = StopToken::new();
-        let env = StepEnv {
-            command_dir: t.path(),
-            env: &[],
-            stop: &stop,
-            max_output_bytes: 1 << 20,
-            delete_output: false,
-        };
         let step = shell_step(&[&["echo o", "echo e >&2", "exit 168"]], None);
-        let r = run_step(&step, &env, &mut |_| {});
+        let r = run_in(&t, &step);
         assert_eq!(
             (r.status, r.code, r.standard_error.as_str()),
             (Status::Success, 168, "")
