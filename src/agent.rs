@@ -13,6 +13,7 @@ use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
 use crate::mgs::jobs::MgsJobs;
+use crate::runcommand::engine::NoParameterStore;
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
@@ -331,22 +332,21 @@ fn watch_signals(shutdown: &Shutdown) -> Result<signal_hook::iterator::Handle, A
 }
 
 /// Health pings to ssm; without an ssm endpoint the agent runs on, without them.
-fn start_health(ctx: &Context<'_>, env: Env) -> Result<(), AgentError> {
-    match health::ssm_client(ctx.http.clone(), ctx.identity, ctx.config) {
-        Ok(ssm) => {
-            Health::new(
-                ssm,
-                ctx.identity.clone(),
-                ctx.config.clone(),
-                ctx.channel.clone(),
-                ctx.shutdown.clone(),
-            )
-            .with_imds_placement(ctx.http.clone(), env)
-            .spawn()
-            .map_err(resource("start the health thread"))?;
-        }
-        Err(e) => log::error!("health pings disabled: ssm endpoint: {e}"),
-    }
+fn start_health(ctx: &Context<'_>, ssm: Option<JsonClient>, env: Env) -> Result<(), AgentError> {
+    let Some(ssm) = ssm else {
+        log::error!("health pings disabled: no usable ssm endpoint");
+        return Ok(());
+    };
+    Health::new(
+        ssm,
+        ctx.identity.clone(),
+        ctx.config.clone(),
+        ctx.channel.clone(),
+        ctx.shutdown.clone(),
+    )
+    .with_imds_placement(ctx.http.clone(), env)
+    .spawn()
+    .map_err(resource("start the health thread"))?;
     Ok(())
 }
 
@@ -383,10 +383,19 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     };
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let mut engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
-    match health::ssm_client(http.clone(), &identity, &config) {
-        Ok(client) => engine_cfg.parameter_store = Arc::new(SsmParameterStore::new(client)),
-        Err(e) => log::error!("Parameter Store references cannot be resolved: ssm endpoint: {e}"),
-    }
+    // One ssm client serves health pings and Parameter Store lookups.
+    let ssm = match health::ssm_client(http.clone(), &identity, &config) {
+        Ok(client) => {
+            engine_cfg.parameter_store = Arc::new(SsmParameterStore::new(client.clone()));
+            Some(client)
+        }
+        Err(e) => {
+            log::error!("ssm endpoint: {e}; no health pings and no Parameter Store lookups");
+            let why = format!("the ssm endpoint is not usable: {e}");
+            engine_cfg.parameter_store = Arc::new(NoParameterStore(why));
+            None
+        }
+    };
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),
@@ -405,7 +414,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let sender = start_mds(&ctx, &engine, &outbox)?;
     let sessions = start_mgs(&ctx, jobs, control)?;
 
-    start_health(&ctx, env)?;
+    start_health(&ctx, ssm, env)?;
 
     log::info!(
         "ssm-lite is running as {} in {region}",

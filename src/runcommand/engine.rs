@@ -73,20 +73,24 @@ impl EngineConfig {
             env,
             agent: AgentInfo::from_config(config),
             reboot_command: reboot_command(),
-            parameter_store: Arc::new(NoParameterStore),
+            parameter_store: Arc::new(NoParameterStore(
+                "this run makes no AWS calls; put the values in the document's parameters instead"
+                    .into(),
+            )),
         }
     }
 }
 
-/// The Parameter Store of an engine that makes no AWS calls (`ssm-lite run-document`).
-struct NoParameterStore;
+/// The Parameter Store of an engine that cannot call ssm, and why (`ssm-lite run-document`, or
+/// an agent whose ssm endpoint is unusable).
+pub struct NoParameterStore(pub String);
 
 impl ParameterSource for NoParameterStore {
     fn get_parameters(&self, names: &[String]) -> Result<document::parameter_store::Found, String> {
         Err(format!(
-            "Parameter Store references ({}) cannot be resolved here: this agent makes no AWS calls; \
-             put the values in the document's parameters instead",
-            names.join(", ")
+            "Parameter Store references ({}) cannot be resolved: {}",
+            names.join(", "),
+            self.0
         ))
     }
 }
@@ -1007,7 +1011,7 @@ mod tests {
             env: vec![],
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
-            parameter_store: Arc::new(NoParameterStore),
+            parameter_store: Arc::new(NoParameterStore("tests".into())),
         }
     }
 
