@@ -1,9 +1,11 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
+use super::output::{Destination, Destinations, LocalOnly};
 use super::payload::{PayloadError, SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
+use super::sources::Sources;
 use super::steps::{self, EXIT_FAILURE_AND_STOP, EXIT_SUCCESS_AND_STOP, StepEnv};
 use super::{OutgoingReply, ReplySink, Stored, Transport};
 use crate::document::parameter_store::{ParameterSource, Resolver};
@@ -50,6 +52,10 @@ pub struct EngineConfig {
     pub reboot_command: Vec<String>,
     /// Where `{{ssm:…}}` references are looked up before a command's first step.
     pub parameter_store: Arc<dyn ParameterSource + Send + Sync>,
+    /// Where a command's output goes besides its local files (S3, CloudWatch Logs).
+    pub destinations: Arc<dyn Destinations>,
+    /// What plugins fetch while they run (SSM documents, S3 objects).
+    pub sources: Sources,
 }
 
 impl EngineConfig {
@@ -77,6 +83,8 @@ impl EngineConfig {
                 "this run makes no AWS calls; put the values in the document's parameters instead"
                     .into(),
             )),
+            destinations: Arc::new(LocalOnly),
+            sources: Sources::unavailable("this run makes no AWS calls"),
         }
     }
 }
@@ -129,6 +137,8 @@ struct Job {
         serde_json::Map<String, serde_json::Value>,
     )>,
     env: Vec<(String, String)>,
+    /// Where each step's output goes besides its files.
+    outputs: Vec<Box<dyn Destination>>,
     stop: StopToken,
     record: Mutex<CommandRecord>,
 }
@@ -414,6 +424,7 @@ impl Inner {
             document,
             unresolved,
             env,
+            outputs: self.cfg.destinations.for_command(command),
             stop: StopToken::new(),
             record: Mutex::new(record),
         }
@@ -650,6 +661,8 @@ impl Inner {
             stop: &job.stop,
             max_output_bytes: self.cfg.max_step_output,
             delete_output: self.cfg.delete_step_output,
+            outputs: &job.outputs,
+            sources: &self.cfg.sources,
         };
         let mut on_start = |pgid: crate::sys::Pid| {
             if let Some(r) = rec.running.as_mut() {
@@ -1012,6 +1025,8 @@ mod tests {
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
             parameter_store: Arc::new(NoParameterStore("tests".into())),
+            destinations: Arc::new(LocalOnly),
+            sources: Sources::unavailable("tests"),
         }
     }
 

@@ -4,10 +4,12 @@
 
 pub(crate) mod engine;
 pub mod local;
+pub(crate) mod output;
 pub(crate) mod parameters;
 pub mod payload;
 pub(crate) mod record;
 pub(crate) mod reply;
+pub(crate) mod sources;
 mod spooled;
 mod steps;
 

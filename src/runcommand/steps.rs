@@ -1,9 +1,11 @@
 //! Runs one document step and turns what happened into a `PluginResult`: the script file, the
 //! process, exit-code semantics (§3.5, §3.6, §9.1) and the output fields (§2.8).
 
+use super::output::{Destination, RunFiles, Upload};
 use super::reply::{
     Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream,
 };
+use super::sources::Sources;
 use crate::document::{ShellScriptInput, Step, shell_script_input};
 use crate::exec::capture::Limits;
 use crate::exec::{Captured, Outcome, ScriptSpec, StopReason, StopToken, run_script};
@@ -33,6 +35,11 @@ pub struct StepEnv<'a> {
     pub max_output_bytes: u64,
     /// Remove the output files once the result is made (`Ssm.PluginLocalOutputCleanup`).
     pub delete_output: bool,
+    /// Where each run's output goes besides its files (S3, CloudWatch Logs).
+    pub outputs: &'a [Box<dyn Destination>],
+    /// What plugins fetch while they run (SSM documents, S3 objects).
+    #[allow(dead_code)] // read by aws:runDocument and aws:downloadContent, being written
+    pub sources: &'a Sources,
 }
 
 /// One finished run of a plugin over one property set, before it is merged and rendered.
@@ -192,17 +199,15 @@ fn control_flow_line(step: &Step, status: Status, code: i32) -> Option<&'static 
     }
 }
 
-/// `<command dir>/<plugin>/<run name>/`: the run name is the input `id` or the step id, plus the
-/// property-set index when a 1.x plugin has several.
-fn run_dir(step: &Step, index: usize, input: &ShellScriptInput, command_dir: &Path) -> PathBuf {
+/// `<plugin>/<run name>`, the run's directory under the command's: the run name is the input
+/// `id` or the step id, plus the property-set index when a 1.x plugin has several.
+fn run_path(step: &Step, index: usize, input: &ShellScriptInput) -> String {
     let name = match (input.id.is_empty(), step.inputs.len() > 1) {
         (false, _) => input.id.clone(),
         (true, false) => step.id.clone(),
         (true, true) => format!("{index}.{}", step.id),
     };
-    command_dir
-        .join(step_dir_name(&step.plugin))
-        .join(step_dir_name(&name))
+    format!("{}/{}", step_dir_name(&step.plugin), step_dir_name(&name))
 }
 
 /// What ending a script adds to its stderr: upstream's `MarkAsFailed` text, or a line of the
@@ -243,7 +248,8 @@ fn run_shell(
     env: &StepEnv<'_>,
     on_start: &mut dyn FnMut(Pid),
 ) -> Run {
-    let dir = run_dir(step, index, input, env.command_dir);
+    let run_path = run_path(step, index, input);
+    let dir = env.command_dir.join(&run_path);
     let (script, stdout, stderr) = (
         dir.join("_script.sh"),
         dir.join("stdout"),
@@ -267,11 +273,24 @@ fn run_shell(
             head_bytes: STREAM_CAPACITY,
         },
     };
+    let files = RunFiles {
+        plugin: &step.plugin,
+        run_path: &run_path,
+        stdout: &stdout,
+        stderr: &stderr,
+    };
+    let uploads: Vec<Box<dyn Upload + '_>> = env.outputs.iter().map(|d| d.start(&files)).collect();
     let end = run_script(&spec, env.stop, on_start);
     let (status, code, note) = classify(&end.outcome);
     let out = Output::new(&stdout, end.stdout);
     let mut err = Output::new(&stderr, end.stderr);
     annotate(&out, &mut err, note);
+    for upload in uploads {
+        if let Err(line) = upload.finish() {
+            log::warn!("step {}: {line}", step.id);
+            err.own_line(&line);
+        }
+    }
     if env.delete_output && code != EXIT_REBOOT {
         for path in [&stdout, &stderr] {
             if let Err(e) = crate::state::remove_file(path) {
@@ -484,6 +503,8 @@ mod tests {
             stop: &stop,
             max_output_bytes: 1 << 20,
             delete_output: false,
+            outputs: &[],
+            sources: &Sources::unavailable("tests"),
         };
         run_step(step, &env, &mut |_| {})
     }

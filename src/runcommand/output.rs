@@ -1,0 +1,46 @@
+//! Where a step's output goes besides its local files: an S3 bucket (`OutputS3BucketName`) and
+//! CloudWatch Logs (`CloudWatchOutputConfig`). The engine asks [`Destinations`] once per command
+//! which ones the command wants; each run of a plugin then gets one [`Upload`] per destination,
+//! started before its script and finished once the script's files are complete, before the step
+//! reply is made.
+
+use super::payload::SendCommand;
+use std::path::Path;
+
+/// One run of a plugin over one property set, as a destination sees it.
+pub struct RunFiles<'a> {
+    /// The plugin's name, e.g. `aws:runShellScript`.
+    pub plugin: &'a str,
+    /// The run's directory under the command's: `awsrunShellScript/0.awsrunShellScript`
+    /// (colons removed, as upstream names its S3 keys).
+    pub run_path: &'a str,
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
+}
+
+/// Where one command's output goes.
+pub trait Destination: Send + Sync {
+    /// Called before the run's script starts (its files may not exist yet).
+    fn start(&self, run: &RunFiles<'_>) -> Box<dyn Upload + '_>;
+}
+
+/// One run's output on its way to a destination.
+pub trait Upload {
+    /// Called once the run ended and its files are complete. `Err` is a line for the step's
+    /// stderr: a failed upload is never silent.
+    fn finish(self: Box<Self>) -> Result<(), String>;
+}
+
+/// Builds the destinations a command asks for.
+pub trait Destinations: Send + Sync {
+    fn for_command(&self, command: &SendCommand) -> Vec<Box<dyn Destination>>;
+}
+
+/// An engine that sends output nowhere but its local files (`ssm-lite run-document`).
+pub struct LocalOnly;
+
+impl Destinations for LocalOnly {
+    fn for_command(&self, _command: &SendCommand) -> Vec<Box<dyn Destination>> {
+        Vec::new()
+    }
+}
