@@ -1,7 +1,7 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
-use super::output::{Destination, Destinations, LocalOnly};
+use super::output::{Destination, Destinations};
 use super::payload::{PayloadError, SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
@@ -52,8 +52,9 @@ pub struct EngineConfig {
     pub reboot_command: Vec<String>,
     /// Where `{{ssm:…}}` references are looked up before a command's first step.
     pub parameter_store: Arc<dyn ParameterSource + Send + Sync>,
-    /// Where a command's output goes besides its local files (S3, CloudWatch Logs).
-    pub destinations: Arc<dyn Destinations>,
+    /// Where a command's output goes besides its local files (S3, CloudWatch Logs): each asked
+    /// in turn which destinations a command wants.
+    pub destinations: Vec<Arc<dyn Destinations>>,
     /// What plugins fetch while they run (SSM documents, S3 objects).
     pub sources: Sources,
 }
@@ -83,7 +84,7 @@ impl EngineConfig {
                 "this run makes no AWS calls; put the values in the document's parameters instead"
                     .into(),
             )),
-            destinations: Arc::new(LocalOnly),
+            destinations: Vec::new(),
             sources: Sources::unavailable("this run makes no AWS calls"),
         }
     }
@@ -424,7 +425,9 @@ impl Inner {
             document,
             unresolved,
             env,
-            outputs: self.cfg.destinations.for_command(command),
+            outputs: (self.cfg.destinations.iter())
+                .flat_map(|d| d.for_command(command))
+                .collect(),
             stop: StopToken::new(),
             record: Mutex::new(record),
         }
@@ -1025,7 +1028,7 @@ mod tests {
             agent: AgentInfo::from_config(&crate::config::Config::default()),
             reboot_command: reboot.iter().map(|s| s.to_string()).collect(),
             parameter_store: Arc::new(NoParameterStore("tests".into())),
-            destinations: Arc::new(LocalOnly),
+            destinations: Vec::new(),
             sources: Sources::unavailable("tests"),
         }
     }

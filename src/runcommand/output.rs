@@ -1,6 +1,6 @@
 //! Where a step's output goes besides its local files: an S3 bucket (`OutputS3BucketName`) and
-//! CloudWatch Logs (`CloudWatchOutputConfig`). The engine asks [`Destinations`] once per command
-//! which ones the command wants; each run of a plugin then gets one [`Upload`] per destination,
+//! CloudWatch Logs (`CloudWatchOutputConfig`). The engine asks each [`Destinations`] once per
+//! command which ones the command wants; each run of a plugin then gets one [`Upload`] per destination,
 //! started before its script and finished once the script's files are complete, before the step
 //! reply is made.
 
@@ -31,16 +31,7 @@ pub trait Upload {
     fn finish(self: Box<Self>) -> Result<(), String>;
 }
 
-/// Builds the destinations a command asks for.
+/// Builds the destinations of one kind a command asks for (none, when it asks for none).
 pub trait Destinations: Send + Sync {
     fn for_command(&self, command: &SendCommand) -> Vec<Box<dyn Destination>>;
-}
-
-/// An engine that sends output nowhere but its local files (`ssm-lite run-document`).
-pub struct LocalOnly;
-
-impl Destinations for LocalOnly {
-    fn for_command(&self, _command: &SendCommand) -> Vec<Box<dyn Destination>> {
-        Vec::new()
-    }
 }
