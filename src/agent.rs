@@ -368,7 +368,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     } else {
         config.agent.region.clone()
     };
-    let state = StateDir::open(&args.state_dir, &identity.instance_id)?;
+    let state = StateDir::open(&args.state_dir, &identity.instance_id)?
+        .with_orchestration_root(&config.agent.orchestration_root_dir)?;
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
     let channel = ChannelHandle::default();
