@@ -83,9 +83,11 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
 }
 
-/// Variables every script sees, besides SSM_COMMAND_ID (§3.5 item 7).
+/// Variables every script sees, besides SSM_COMMAND_ID (§3.5 item 7), and where the node's
+/// credentials are shared with them (§5.7).
 fn script_env(identity: &Identity, host: &HostFacts) -> Vec<(String, String)> {
-    vec![
+    let shared = identity.shared_credentials.iter();
+    let mut env = vec![
         ("AWS_SSM_INSTANCE_ID".into(), identity.instance_id.clone()),
         ("AWS_SSM_REGION_NAME".into(), identity.region.clone()),
         ("AWS_SSM_PLATFORM_NAME".into(), host.platform_name.clone()),
@@ -93,7 +95,9 @@ fn script_env(identity: &Identity, host: &HostFacts) -> Vec<(String, String)> {
             "AWS_SSM_PLATFORM_VERSION".into(),
             host.platform_version.clone(),
         ),
-    ]
+    ];
+    env.extend(shared.flat_map(|file| file.script_env()));
+    env
 }
 
 fn select_identity(
