@@ -643,7 +643,10 @@ mod tests {
         std::fs::write(dir.join("credentials"), "[default]\n").unwrap();
         let id = select(&config(CUSTOM), http(), &env, &dir).unwrap();
         assert_eq!(id.kind, IdentityKind::Ec2);
-        assert!(id.shared_credentials.is_none(), "an instance profile is not shared");
+        assert!(
+            id.shared_credentials.is_none(),
+            "an instance profile is not shared"
+        );
         assert!(
             !dir.join("credentials").exists(),
             "Default Host Management's file is purged"

@@ -6,8 +6,8 @@
 
 use super::keys::KeyPair;
 use super::rotation::KeyManager;
-use super::shared_credentials::SharedFile;
 use super::rsasign::RsaClient;
+use super::shared_credentials::SharedFile;
 use super::store::{Registration, RegistrationStore, StoreError};
 use crate::aws::credentials::{Credentials, RefreshingCredentials};
 use crate::aws::jsonrpc::AwsError;

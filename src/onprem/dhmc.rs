@@ -174,8 +174,14 @@ pub fn provider(
     let region = endpoint.region.clone();
     let client = DhmcClient::new(http, endpoint, Arc::new(identity));
     let registration = register(&store, &client, instance_id, &region)?;
-    credentials::provider(registration, store, Box::new(client), auto_rotate_days, share)
-        .map_err(|e| format!("EC2 registration key of an interrupted rotation: {e}"))
+    credentials::provider(
+        registration,
+        store,
+        Box::new(client),
+        auto_rotate_days,
+        share,
+    )
+    .map_err(|e| format!("EC2 registration key of an interrupted rotation: {e}"))
 }
 
 #[cfg(test)]

@@ -320,7 +320,10 @@ mod tests {
     fn merge_keeps_crlf_lines_and_finds_lines_that_are_not_ini() {
         let merged = merge("[default]\r\nregion = x\r\n", "default", &KEYS).unwrap();
         assert!(merged.starts_with("[default]\r\nregion = x\r\naws_access_key_id"));
-        assert_eq!(merge("[default]\nkey = v\njunk\n", "default", &KEYS), Err(3));
+        assert_eq!(
+            merge("[default]\nkey = v\njunk\n", "default", &KEYS),
+            Err(3)
+        );
         assert_eq!(merge("[unclosed\n", "default", &KEYS), Err(1));
     }
 
@@ -371,7 +374,11 @@ mod tests {
         };
         let err = file.write(&creds("ASIA1"), false).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
-        assert_eq!(std::fs::read_to_string(&real).unwrap(), "junk\n", "untouched");
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            "junk\n",
+            "untouched"
+        );
         file.store(&creds("ASIA1")).unwrap();
         assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
         assert!(
@@ -388,7 +395,10 @@ mod tests {
         assert_eq!(file.path, Path::new("/x/creds"));
         assert_eq!(
             file.script_env(),
-            [("AWS_SHARED_CREDENTIALS_FILE".to_owned(), "/x/creds".to_owned())]
+            [(
+                "AWS_SHARED_CREDENTIALS_FILE".to_owned(),
+                "/x/creds".to_owned()
+            )]
         );
         let env = Env::from_pairs(&[("AWS_SHARED_CREDENTIALS_FILE", ""), ("HOME", "/h")]);
         let file = SharedFile::for_onprem(&env, "ssm", || None).unwrap();

@@ -188,7 +188,10 @@ mod tests {
             path: "/".into(),
             query: String::new(),
             headers: vec![
-                ("Host".into(), emu.url().trim_start_matches("http://").into()),
+                (
+                    "Host".into(),
+                    emu.url().trim_start_matches("http://").into(),
+                ),
                 (
                     "Content-Type".into(),
                     "application/x-www-form-urlencoded; charset=utf-8".into(),
@@ -197,7 +200,15 @@ mod tests {
             body: body.as_bytes().to_vec(),
         };
         let now = SystemTime::now();
-        sign_for_tests(&mut req, "AKIDSTATIC", secret, None, "us-east-1", "sts", now);
+        sign_for_tests(
+            &mut req,
+            "AKIDSTATIC",
+            secret,
+            None,
+            "us-east-1",
+            "sts",
+            now,
+        );
         req
     }
 
@@ -212,10 +223,16 @@ mod tests {
             ..Options::default()
         });
         let ok = "Action=GetCallerIdentity&Version=2011-06-15";
-        assert_eq!(send(&emu, &request(&emu, ok, "s3cr3t")).unwrap().status, 200);
+        assert_eq!(
+            send(&emu, &request(&emu, ok, "s3cr3t")).unwrap().status,
+            200
+        );
         assert_eq!(send(&emu, &request(&emu, ok, "wrong")).unwrap().status, 403);
         let other = "Action=AssumeRole&Version=2011-06-15";
-        assert_eq!(send(&emu, &request(&emu, other, "s3cr3t")).unwrap().status, 400);
+        assert_eq!(
+            send(&emu, &request(&emu, other, "s3cr3t")).unwrap().status,
+            400
+        );
         let calls = emu.caller_identity_calls();
         assert_eq!(
             calls[0].arn.as_deref(),
