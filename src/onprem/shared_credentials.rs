@@ -19,6 +19,8 @@ const DEFAULT_PROFILE: &str = "default";
 const ACCESS_KEY_ID: &str = "aws_access_key_id";
 const SECRET_ACCESS_KEY: &str = "aws_secret_access_key";
 const SESSION_TOKEN: &str = "aws_session_token";
+/// Larger than any credentials file: a bigger one is not edited.
+const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Why the credentials could not be written; each names the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,15 @@ pub enum SharedCredentialsError {
         path.display()
     )]
     Parse { path: PathBuf, line: usize },
+    #[error(
+        "the shared credentials file {} is larger than {MAX_FILE_BYTES} bytes; it is not edited, \
+         check what wrote it",
+        path.display()
+    )]
+    TooLarge { path: PathBuf },
+    /// A value from the service that would break the file's lines (never written).
+    #[error("the role credentials' {0} holds a line break; not writing them")]
+    BadValue(&'static str),
     #[error(transparent)]
     Write(#[from] StateError),
 }
@@ -138,11 +149,7 @@ impl SharedFile {
     fn write(&self, credentials: &Credentials, force: bool) -> Result<(), SharedCredentialsError> {
         // A symlinked file is updated where it points, not replaced by a plain file.
         let path = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
-        let text = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(error) => return Err(SharedCredentialsError::Read { path, error }),
-        };
+        let text = read_bounded(&path)?;
         let keys = [
             (ACCESS_KEY_ID, credentials.access_key_id.as_str()),
             (SECRET_ACCESS_KEY, credentials.secret_access_key.as_str()),
@@ -151,6 +158,9 @@ impl SharedFile {
                 credentials.session_token.as_deref().unwrap_or_default(),
             ),
         ];
+        if let Some((name, _)) = keys.iter().find(|(_, v)| v.contains(['\n', '\r'])) {
+            return Err(SharedCredentialsError::BadValue(name));
+        }
         let parsed = std::str::from_utf8(&text)
             .map_err(|e| line_of(&text, e.valid_up_to()))
             .and_then(|text| merge(text, self.profile(), &keys));
@@ -169,6 +179,30 @@ impl SharedFile {
         crate::state::write_atomic(&path, merged.as_bytes(), true)?;
         Ok(())
     }
+}
+
+/// The file's bytes (none when it does not exist yet), at most [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, SharedCredentialsError> {
+    use std::io::Read;
+    let read_error = |error| SharedCredentialsError::Read {
+        path: path.to_owned(),
+        error,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(SharedCredentialsError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The 1-based line holding byte `offset`.
@@ -386,6 +420,28 @@ mod tests {
                 .unwrap()
                 .starts_with("[ssm]\naws_access_key_id = ASIA1\n")
         );
+    }
+
+    #[test]
+    fn an_oversized_file_and_values_with_line_breaks_are_refused() {
+        let t = TestDir::new("shared-creds-bounds");
+        let path = t.path().join("credentials");
+        let file = SharedFile {
+            path: path.clone(),
+            profile: String::new(),
+        };
+        let mut bad = creds("ASIA1");
+        bad.session_token = Some("t\n[evil]".into());
+        let err = file.store(&bad).unwrap_err();
+        assert!(err.to_string().contains("aws_session_token"), "{err}");
+        assert!(!path.exists());
+        std::fs::write(&path, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let err = file.store(&creds("ASIA1")).unwrap_err();
+        assert!(
+            matches!(err, SharedCredentialsError::TooLarge { .. }),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), MAX_FILE_BYTES + 1);
     }
 
     #[test]
