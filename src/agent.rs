@@ -13,6 +13,7 @@ use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
 use crate::mgs::jobs::MgsJobs;
+use crate::runcommand::cloudwatch::CloudWatchDestinations;
 use crate::runcommand::engine::NoParameterStore;
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
@@ -396,6 +397,10 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             None
         }
     };
+    match CloudWatchDestinations::new(http.clone(), &identity, &config) {
+        Ok(logs) => engine_cfg.destinations.push(Arc::new(logs)),
+        Err(e) => log::error!("logs endpoint: {e}; no command output goes to CloudWatch Logs"),
+    }
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

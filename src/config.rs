@@ -135,6 +135,9 @@ pub struct Config {
     pub os: OsConfig,
     pub s3: EndpointConfig,
     pub kms: KmsConfig,
+    /// `CloudWatchLogs.Endpoint`: ssm-lite's own key (upstream has none), for VPC endpoints
+    /// and tests.
+    pub cloudwatch_logs: EndpointConfig,
     pub identity: IdentityConfig,
 }
 
@@ -208,6 +211,7 @@ impl Default for Config {
                 endpoint: String::new(),
                 require_kms_challenge_response: false,
             },
+            cloudwatch_logs: EndpointConfig::default(),
             identity: IdentityConfig {
                 consumption_order: vec!["OnPrem".into(), "EC2".into(), "CustomIdentity".into()],
                 custom_identities: Vec::new(),
@@ -351,6 +355,7 @@ impl Config {
             "ssmmessages" => &self.mgs.endpoint,
             "kms" => &self.kms.endpoint,
             "s3" => &self.s3.endpoint,
+            "logs" => &self.cloudwatch_logs.endpoint,
             _ => "",
         };
         let domain = &self.agent.service_domain;
@@ -396,6 +401,9 @@ const STRINGS: &[Slot<String>] = &[
     ("Os", "Version", |c| &mut c.os.version),
     ("S3", "Endpoint", |c| &mut c.s3.endpoint),
     ("Kms", "Endpoint", |c| &mut c.kms.endpoint),
+    ("CloudWatchLogs", "Endpoint", |c| {
+        &mut c.cloudwatch_logs.endpoint
+    }),
 ];
 
 const BOOLS: &[Slot<bool>] = &[
