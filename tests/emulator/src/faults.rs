@@ -23,6 +23,7 @@ pub enum Api {
     Mds,
     Ssm,
     Kms,
+    Logs,
 }
 
 /// What to do instead of (or before) answering normally.

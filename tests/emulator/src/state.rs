@@ -110,6 +110,7 @@ pub struct State {
     pub(crate) kms: KmsState,
     pub(crate) onprem: OnPremState,
     pub(crate) parameters: ParameterState,
+    pub(crate) logs: crate::logs::LogsState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -121,6 +122,11 @@ impl State {
     /// The ssmmessages side: control channel, jobs, sessions.
     pub fn mgs(&self) -> &crate::mgs::MgsState {
         &self.mgs
+    }
+
+    /// CloudWatch Logs: groups, streams, events.
+    pub fn logs(&self) -> &crate::logs::LogsState {
+        &self.logs
     }
 
     pub fn replies(&self, message_id: &str) -> &[Reply] {
@@ -258,6 +264,7 @@ impl Shared {
             kms: KmsState::default(),
             onprem: OnPremState::new(options.activations.clone()),
             parameters: ParameterState::default(),
+            logs: Default::default(),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),
