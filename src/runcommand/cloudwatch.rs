@@ -33,6 +33,9 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 - EVENT_OVERHEAD;
 const MAX_HELD_NEWLINES: usize = 1024;
 /// Bytes read from an output file at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes one stream reads in a pass before the run's other stream gets its turn (the last
+/// pass reads to the end).
+const PASS_BYTES: usize = 4 * 1024 * 1024;
 /// Upstream's `CloudWatchLogGroupNamePrefix`.
 const DEFAULT_GROUP_PREFIX: &str = "/aws/ssm/";
 
@@ -286,10 +289,12 @@ impl Stream {
             return;
         };
         let mut chunk = vec![0; READ_CHUNK];
-        while self.failure.is_none() {
+        let mut read = 0;
+        while self.failure.is_none() && (last || read < PASS_BYTES) {
             match file.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
+                    read += n;
                     let messages = self.lines.feed(&chunk[..n]);
                     self.add(target, messages);
                 }
