@@ -154,6 +154,93 @@ fn expected_token(message: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::credentials::{Credentials, StaticCredentials};
+    use crate::aws::endpoint::{self, resolve};
+    use crate::aws::http::test_server::{Received, response, serve};
+    use crate::aws::http::{HttpClient, HttpConfig};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A client of a local server answering with `respond`.
+    fn client(
+        respond: impl Fn(&Received) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> (LogsClient, crate::aws::http::test_server::Server) {
+        let server = serve(respond);
+        let config = HttpConfig {
+            user_agent: "ssm-lite-test".into(),
+            extra_ca_files: vec![],
+        };
+        let http = HttpClient::with_proxies(&config, &Default::default()).unwrap();
+        let at = resolve("logs", "us-west-2", &server.url(), "").unwrap();
+        let credentials = Arc::new(StaticCredentials(Credentials {
+            access_key_id: "AKIDTEST".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+            expires_at: None,
+        }));
+        let json = JsonClient::new(Arc::new(http), at, endpoint::LOGS, credentials);
+        (LogsClient::new(json), server)
+    }
+
+    fn refusal(code: &str, message: &str) -> Option<Vec<u8>> {
+        let body = json!({ "__type": code, "message": message }).to_string();
+        Some(response(400, &[], body.as_bytes()))
+    }
+
+    #[test]
+    fn a_stale_token_is_replaced_by_the_one_the_refusal_names() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let (logs, server) = client(move |r| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(r.header("x-amz-target"), Some("Logs_20140328.PutLogEvents"));
+            match body["sequenceToken"].as_str() {
+                Some("42") => Some(response(200, &[], br#"{"nextSequenceToken":"43"}"#)),
+                Some("dup") => refusal(
+                    "DataAlreadyAcceptedException",
+                    "The given batch of log events has already been accepted. The next batch \
+                     can be sent with sequenceToken: 44",
+                ),
+                _ => refusal(
+                    "InvalidSequenceTokenException",
+                    "The given sequenceToken is invalid. The next expected sequenceToken is: 42",
+                ),
+            }
+        });
+        let events = [Event {
+            timestamp_ms: 1,
+            message: "a".into(),
+        }];
+        let put =
+            |token: Option<&str>| logs.put_log_events("g", "s", &events, token.map(Into::into));
+        assert_eq!(put(Some("stale")).unwrap().as_deref(), Some("43"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let first: Value = serde_json::from_slice(&server.requests.recv().unwrap().body).unwrap();
+        assert_eq!(
+            first,
+            json!({"logGroupName": "g", "logStreamName": "s", "sequenceToken": "stale",
+                   "logEvents": [{"timestamp": 1, "message": "a"}]})
+        );
+        assert_eq!(put(Some("dup")).unwrap().as_deref(), Some("44"));
+    }
+
+    #[test]
+    fn existing_groups_and_streams_are_fine_and_other_refusals_are_errors() {
+        let (logs, _server) = client(|r| {
+            if r.header("x-amz-target") == Some("Logs_20140328.CreateLogGroup") {
+                refusal("ResourceAlreadyExistsException", "exists")
+            } else {
+                refusal("AccessDeniedException", "not allowed")
+            }
+        });
+        assert!(logs.create_log_group("g").is_ok());
+        let err = logs.create_log_stream("g", "s").unwrap_err().to_string();
+        assert!(
+            err.contains("CreateLogStream") && err.contains("g/s") && err.contains("not allowed"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn the_expected_token_comes_from_the_refusal() {
