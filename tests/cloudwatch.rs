@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use ssm_emulator::{Emulator, aws_run_shell_script_payload as shell_payload};
+use ssm_emulator::{Emulator, FaultTarget, aws_run_shell_script_payload as shell_payload};
 use std::time::Duration;
 
 const FINAL_WAIT: Duration = Duration::from_secs(60);
@@ -151,4 +151,27 @@ fn a_refused_upload_is_written_into_the_steps_stderr() {
         "{reply}"
     );
     assert_eq!(plugin(&reply)["standardOutput"], "hi\n");
+}
+
+#[test]
+fn throttled_and_failing_calls_are_retried() {
+    let emu = emulator();
+    let _agent = Agent::start(&emu, json!({ "CloudWatchLogs": { "Endpoint": emu.url() } }));
+    emu.set_fault_target(FaultTarget::Logs);
+    // The first call (CreateLogGroup) meets four refusals in a row, within its five retries.
+    emu.fail_next(1, 400, "ThrottlingException");
+    emu.fail_next(1, 503, "ServiceUnavailableException");
+    emu.fail_next(1, 400, "ThrottlingException");
+    emu.fail_next(1, 500, "InternalFailure");
+    let id = "cccccccc-0000-4000-8000-000000000004";
+    let reply = final_of(
+        &emu,
+        &emu.send_command(&cloudwatch_payload(id, &["echo a; echo b"])),
+    );
+    assert_eq!(plugin(&reply)["standardError"], "", "{reply}");
+    let stream = format!("{id}/{INSTANCE}/aws-runShellScript/stdout");
+    assert_eq!(joined(&emu, "/aws/ssm/AWS-RunShellScript", &stream), "a\nb");
+    let calls = ["CreateLogGroup", "CreateLogStream", "PutLogEvents"]
+        .map(|op| emu.count(&format!("Logs_20140328.{op}")));
+    assert_eq!(calls, [5, 1, 1]);
 }
