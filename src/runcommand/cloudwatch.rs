@@ -16,12 +16,15 @@ use serde_json::Value;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often new lines are sent (upstream `UploadFrequency`).
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the step reply waits for the rest of the output to be sent once the script ended
+/// (upstream: `maxCloudWatchUploadRetry` × `UploadFrequency`). Past it the sending goes on
+/// without the reply waiting for it.
+const FINISH_LIMIT: Duration = Duration::from_secs(60);
 /// PutLogEvents' limits: an event counts its UTF-8 message plus 26 bytes; a batch holds at most
 /// 1,048,576 such bytes and 10,000 events spanning at most 24 hours; an event at most 256 KiB.
 const EVENT_OVERHEAD: usize = 26;
@@ -177,9 +180,11 @@ impl Destination for CommandLogs {
             .map(|(kind, path)| Stream::new(kind, format!("{prefix}/{kind}"), path));
         let stop = Arc::new(StopFlag::default());
         let (target, flag) = (self.target.clone(), stop.clone());
+        let (done, failures) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cloudwatch-output".into())
-            .spawn(move || tail(&target, streams, &flag))
+            .spawn(move || drop(done.send(tail(&target, streams, &flag))))
+            .map(|_| failures)
             .map_err(|e| {
                 format!("ssm-lite could not start sending output to CloudWatch Logs: {e}")
             });
@@ -231,16 +236,20 @@ fn tail(target: &Target, mut streams: [Stream; 2], stop: &StopFlag) -> Vec<Strin
 
 struct Tailing {
     stop: Arc<StopFlag>,
-    thread: Result<JoinHandle<Vec<String>>, String>,
+    /// The thread's failures, sent when it is done.
+    thread: Result<mpsc::Receiver<Vec<String>>, String>,
 }
 
 impl Upload for Tailing {
     fn finish(self: Box<Self>) -> Result<(), String> {
         self.stop.set();
-        let failures = match self.thread {
-            Ok(thread) => thread.join().unwrap_or_else(|_| {
-                vec!["ssm-lite's CloudWatch Logs output thread failed".to_owned()]
-            }),
+        let failures = match self.thread.map(|done| done.recv_timeout(FINISH_LIMIT)) {
+            Ok(Ok(failures)) => failures,
+            Ok(Err(_)) => vec![format!(
+                "ssm-lite had not sent all of this step's output to CloudWatch Logs {}s after \
+                 it ended; the rest may arrive later or not at all",
+                FINISH_LIMIT.as_secs()
+            )],
             Err(line) => vec![line],
         };
         if failures.is_empty() {
