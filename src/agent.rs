@@ -397,10 +397,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             None
         }
     };
-    match CloudWatchDestinations::new(http.clone(), &identity, &config) {
-        Ok(logs) => engine_cfg.destinations.push(Arc::new(logs)),
-        Err(e) => log::error!("logs endpoint: {e}; no command output goes to CloudWatch Logs"),
-    }
+    let logs = CloudWatchDestinations::new(http.clone(), &identity, &config);
+    engine_cfg.destinations.push(Arc::new(logs));
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

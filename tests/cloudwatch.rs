@@ -175,3 +175,24 @@ fn throttled_and_failing_calls_are_retried() {
         .map(|op| emu.count(&format!("Logs_20140328.{op}")));
     assert_eq!(calls, [5, 1, 1]);
 }
+
+#[test]
+fn an_unusable_endpoint_is_reported_in_each_step() {
+    let emu = emulator();
+    let _agent = Agent::start(
+        &emu,
+        json!({ "CloudWatchLogs": { "Endpoint": "ftp://logs" } }),
+    );
+    let id = "cccccccc-0000-4000-8000-000000000005";
+    let reply = final_of(
+        &emu,
+        &emu.send_command(&cloudwatch_payload(id, &["echo hi"])),
+    );
+    let err = plugin(&reply)["standardError"].as_str().unwrap().to_owned();
+    assert!(
+        err.starts_with("ssm-lite could not send this step's output to CloudWatch Logs: the logs endpoint is not usable")
+            && err.contains("ftp"),
+        "{reply}"
+    );
+    assert_eq!(emu.count("Logs_20140328.CreateLogGroup"), 0);
+}

@@ -4,7 +4,7 @@
 
 use super::output::{Destination, Destinations, RunFiles, Upload};
 use super::payload::{SendCommand, get_ci};
-use crate::aws::endpoint::{self, EndpointError};
+use crate::aws::endpoint;
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::JsonClient;
 use crate::aws::logs::{Event, LogsClient};
@@ -44,25 +44,32 @@ const DEFAULT_GROUP_PREFIX: &str = "/aws/ssm/";
 
 /// Gives commands with `CloudWatchOutputEnabled` their CloudWatch Logs destination.
 pub struct CloudWatchDestinations {
-    logs: LogsClient,
+    /// The client, or why there is none (an unusable endpoint), for each step's stderr.
+    logs: Result<LogsClient, String>,
     instance_id: String,
 }
 
 impl CloudWatchDestinations {
     /// Output signed with the identity's credentials, to `logs.<region>.<domain>` or
     /// `CloudWatchLogs.Endpoint`.
-    pub fn new(
-        http: Arc<HttpClient>,
-        identity: &Identity,
-        config: &Config,
-    ) -> Result<CloudWatchDestinations, EndpointError> {
-        let at = config.endpoint(&endpoint::LOGS, &identity.region)?;
+    pub fn new(http: Arc<HttpClient>, identity: &Identity, config: &Config) -> Self {
         let credentials = identity.credentials.clone();
-        let client = JsonClient::new(http, at, endpoint::LOGS, credentials);
-        Ok(CloudWatchDestinations {
-            logs: LogsClient::new(client),
+        let logs = match config.endpoint(&endpoint::LOGS, &identity.region) {
+            Ok(at) => Ok(LogsClient::new(JsonClient::new(
+                http,
+                at,
+                endpoint::LOGS,
+                credentials,
+            ))),
+            Err(e) => {
+                log::error!("logs endpoint: {e}; no command output goes to CloudWatch Logs");
+                Err(format!("the logs endpoint is not usable: {e}"))
+            }
+        };
+        CloudWatchDestinations {
+            logs,
             instance_id: identity.instance_id.clone(),
-        })
+        }
     }
 }
 
@@ -71,6 +78,10 @@ impl Destinations for CloudWatchDestinations {
         let Some(given) = &command.cloudwatch_log_group else {
             return Vec::new();
         };
+        let logs = match &self.logs {
+            Ok(logs) => logs.clone(),
+            Err(why) => return vec![Box::new(Unusable(why.clone()))],
+        };
         let group = group_name(given, &command.document_name);
         log::info!(
             "command {}: output goes to CloudWatch Logs group {group}",
@@ -78,13 +89,33 @@ impl Destinations for CloudWatchDestinations {
         );
         vec![Box::new(CommandLogs {
             target: Arc::new(Target {
-                logs: self.logs.clone(),
+                logs,
                 group,
                 group_created: OnceLock::new(),
             }),
             stream_prefix: format!("{}/{}", command.command_id, self.instance_id),
             steps: step_ids(&command.document_content),
         })]
+    }
+}
+
+/// CloudWatch output a command asked for and the agent cannot send: every run says why.
+struct Unusable(String);
+
+impl Destination for Unusable {
+    fn start(&self, _run: &RunFiles<'_>) -> Box<dyn Upload + '_> {
+        Box::new(Refused(&self.0))
+    }
+}
+
+struct Refused<'a>(&'a str);
+
+impl Upload for Refused<'_> {
+    fn finish(self: Box<Self>) -> Result<(), String> {
+        Err(format!(
+            "ssm-lite could not send this step's output to CloudWatch Logs: {}",
+            self.0
+        ))
     }
 }
 
