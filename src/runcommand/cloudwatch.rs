@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often new lines are sent (upstream `UploadFrequency`).
@@ -209,53 +209,77 @@ impl Destination for CommandLogs {
         let prefix = format!("{}/{}", self.stream_prefix, stream_step(&self.steps, run));
         let streams = [("stdout", run.stdout), ("stderr", run.stderr)]
             .map(|(kind, path)| Stream::new(kind, format!("{prefix}/{kind}"), path));
-        let stop = Arc::new(StopFlag::default());
-        let (target, flag) = (self.target.clone(), stop.clone());
-        let (done, failures) = mpsc::channel();
-        let thread = std::thread::Builder::new()
+        let handoff = Arc::new(Handoff::default());
+        let (target, shared) = (self.target.clone(), handoff.clone());
+        let started = std::thread::Builder::new()
             .name("cloudwatch-output".into())
-            .spawn(move || drop(done.send(tail(&target, streams, &flag))))
-            .map(|_| failures)
+            .spawn(move || shared.done(tail(&target, streams, &shared)))
+            .map(drop)
             .map_err(|e| {
                 format!("ssm-lite could not start sending output to CloudWatch Logs: {e}")
             });
-        Box::new(Tailing { stop, thread })
+        Box::new(Tailing { handoff, started })
     }
 }
 
-/// Set when the run's files are complete.
+/// What a run's thread and its [`Upload`] tell each other: the files are complete; the thread
+/// is done, with these failures.
 #[derive(Default)]
-struct StopFlag {
-    stopped: Mutex<bool>,
+struct Handoff {
+    state: Mutex<HandoffState>,
     changed: Condvar,
 }
 
-impl StopFlag {
-    fn set(&self) {
-        *lock(&self.stopped) = true;
+#[derive(Default)]
+struct HandoffState {
+    /// The run's files are complete.
+    stopped: bool,
+    /// Set by the thread when it is done.
+    failures: Option<Vec<String>>,
+}
+
+impl Handoff {
+    fn stop(&self) {
+        lock(&self.state).stopped = true;
         self.changed.notify_all();
     }
 
-    /// Waits up to `limit` for the flag; true when it is set.
-    fn wait(&self, limit: Duration) -> bool {
+    fn done(&self, failures: Vec<String>) {
+        lock(&self.state).failures = Some(failures);
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `limit` for the files to be complete; true when they are.
+    fn wait_stop(&self, limit: Duration) -> bool {
+        self.wait(limit, |s| s.stopped.then_some(())).is_some()
+    }
+
+    /// Waits up to `limit` for `ready` to find what it waits for.
+    fn wait<R>(
+        &self,
+        limit: Duration,
+        mut ready: impl FnMut(&mut HandoffState) -> Option<R>,
+    ) -> Option<R> {
         let deadline = Instant::now() + limit;
-        let mut stopped = lock(&self.stopped);
-        while !*stopped {
-            let (guard, timed_out) = wait_until(&self.changed, stopped, deadline);
-            stopped = guard;
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(found) = ready(&mut state) {
+                return Some(found);
+            }
+            let (guard, timed_out) = wait_until(&self.changed, state, deadline);
+            state = guard;
             if timed_out {
-                break;
+                return ready(&mut state);
             }
         }
-        *stopped
     }
 }
 
 /// Sends what the files hold every [`FLUSH_INTERVAL`] until stopped, then the rest; returns
 /// the failures, one line per stream.
-fn tail(target: &Target, mut streams: [Stream; 2], stop: &StopFlag) -> Vec<String> {
+fn tail(target: &Target, mut streams: [Stream; 2], handoff: &Handoff) -> Vec<String> {
     loop {
-        let last = stop.wait(FLUSH_INTERVAL);
+        let last = handoff.wait_stop(FLUSH_INTERVAL);
         for stream in &mut streams {
             stream.pump(target, last);
         }
@@ -266,17 +290,18 @@ fn tail(target: &Target, mut streams: [Stream; 2], stop: &StopFlag) -> Vec<Strin
 }
 
 struct Tailing {
-    stop: Arc<StopFlag>,
-    /// The thread's failures, sent when it is done.
-    thread: Result<mpsc::Receiver<Vec<String>>, String>,
+    handoff: Arc<Handoff>,
+    /// Why there is no thread.
+    started: Result<(), String>,
 }
 
 impl Upload for Tailing {
     fn finish(self: Box<Self>) -> Result<(), String> {
-        self.stop.set();
-        let failures = match self.thread.map(|done| done.recv_timeout(FINISH_LIMIT)) {
-            Ok(Ok(failures)) => failures,
-            Ok(Err(_)) => vec![format!(
+        self.handoff.stop();
+        let done = || (self.handoff).wait(FINISH_LIMIT, |s| s.failures.take());
+        let failures = match self.started.map(|()| done()) {
+            Ok(Some(failures)) => failures,
+            Ok(None) => vec![format!(
                 "ssm-lite had not sent all of this step's output to CloudWatch Logs {}s after \
                  it ended; the rest may arrive later or not at all",
                 FINISH_LIMIT.as_secs()
