@@ -711,6 +711,23 @@ mod tests {
     }
 
     #[test]
+    fn the_logs_endpoint_is_its_own_key_else_the_regions() {
+        let logs = |json: &str| {
+            let c = Config::from_json(json).unwrap();
+            c.endpoint(&endpoint::LOGS, "eu-west-1").unwrap().url
+        };
+        assert_eq!(logs("{}"), "https://logs.eu-west-1.amazonaws.com");
+        assert_eq!(
+            logs(r#"{"Agent":{"ServiceDomain":"example.org"}}"#),
+            "https://logs.eu-west-1.example.org"
+        );
+        assert_eq!(
+            logs(r#"{"CloudWatchLogs":{"Endpoint":"http://127.0.0.1:9"}}"#),
+            "http://127.0.0.1:9"
+        );
+    }
+
+    #[test]
     fn out_of_range_values_are_clamped_as_upstream() {
         let c = Config::from_json(
             r#"{"Mds":{"CommandWorkersLimit":0,"StopTimeoutMillis":5,"CommandRetryLimit":1000},
