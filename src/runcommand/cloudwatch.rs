@@ -1,6 +1,7 @@
-//! Run Command output to CloudWatch Logs (`CloudWatchOutputConfig`, docs/protocol.md §3.10): while
-//! a script runs, a thread per run tails its `stdout` and `stderr` files and sends whole lines to
-//! the streams `<CommandId>/<InstanceId>/<step>/stdout` and `…/stderr` of the command's group.
+//! Run Command output to CloudWatch Logs (the payload's `CloudWatchOutputEnabled`,
+//! docs/protocol.md §3.10): while a script runs, a thread per run tails its `stdout` and `stderr`
+//! files and sends whole lines to the streams `<CommandId>/<InstanceId>/<step>/stdout` and
+//! `…/stderr` of the command's group.
 
 use super::output::{Destination, Destinations, RunFiles, Upload};
 use super::payload::{SendCommand, get_ci};
@@ -53,19 +54,16 @@ impl CloudWatchDestinations {
     /// Output signed with the identity's credentials, to `logs.<region>.<domain>` or
     /// `CloudWatchLogs.Endpoint`.
     pub fn new(http: Arc<HttpClient>, identity: &Identity, config: &Config) -> Self {
-        let credentials = identity.credentials.clone();
-        let logs = match config.endpoint(&endpoint::LOGS, &identity.region) {
-            Ok(at) => Ok(LogsClient::new(JsonClient::new(
-                http,
-                at,
-                endpoint::LOGS,
-                credentials,
-            ))),
-            Err(e) => {
-                log::error!("logs endpoint: {e}; no command output goes to CloudWatch Logs");
-                Err(format!("the logs endpoint is not usable: {e}"))
-            }
+        let client = |at| {
+            let credentials = identity.credentials.clone();
+            LogsClient::new(JsonClient::new(http, at, endpoint::LOGS, credentials))
         };
+        let logs = (config.endpoint(&endpoint::LOGS, &identity.region))
+            .map(client)
+            .map_err(|e| {
+                log::error!("logs endpoint: {e}; no command output goes to CloudWatch Logs");
+                format!("the logs endpoint is not usable: {e}")
+            });
         CloudWatchDestinations {
             logs,
             instance_id: identity.instance_id.clone(),
