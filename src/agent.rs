@@ -13,6 +13,7 @@ use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
 use crate::mgs::jobs::MgsJobs;
+use crate::runcommand::cloudwatch::CloudWatchDestinations;
 use crate::runcommand::engine::NoParameterStore;
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
@@ -401,6 +402,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             None
         }
     };
+    let logs = CloudWatchDestinations::new(http.clone(), &identity, &config);
+    engine_cfg.destinations.push(Arc::new(logs));
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

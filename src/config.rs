@@ -138,6 +138,9 @@ pub struct Config {
     pub os: OsConfig,
     pub s3: EndpointConfig,
     pub kms: KmsConfig,
+    /// `CloudWatchLogs.Endpoint`: ssm-lite's own key (upstream has none), for VPC endpoints
+    /// and tests.
+    pub cloudwatch_logs: EndpointConfig,
     pub identity: IdentityConfig,
 }
 
@@ -211,6 +214,7 @@ impl Default for Config {
                 endpoint: String::new(),
                 require_kms_challenge_response: false,
             },
+            cloudwatch_logs: EndpointConfig::default(),
             identity: IdentityConfig {
                 consumption_order: vec!["OnPrem".into(), "EC2".into(), "CustomIdentity".into()],
                 custom_identities: Vec::new(),
@@ -354,6 +358,7 @@ impl Config {
             "ssmmessages" => &self.mgs.endpoint,
             "kms" => &self.kms.endpoint,
             "s3" => &self.s3.endpoint,
+            "logs" => &self.cloudwatch_logs.endpoint,
             _ => "",
         };
         let domain = &self.agent.service_domain;
@@ -399,6 +404,9 @@ const STRINGS: &[Slot<String>] = &[
     ("Os", "Version", |c| &mut c.os.version),
     ("S3", "Endpoint", |c| &mut c.s3.endpoint),
     ("Kms", "Endpoint", |c| &mut c.kms.endpoint),
+    ("CloudWatchLogs", "Endpoint", |c| {
+        &mut c.cloudwatch_logs.endpoint
+    }),
 ];
 
 const BOOLS: &[Slot<bool>] = &[
@@ -703,6 +711,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.mds.command_workers_limit, 2);
         assert_eq!(c.ssm.endpoint, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn the_logs_endpoint_is_its_own_key_else_the_regions() {
+        let logs = |json: &str| {
+            let c = Config::from_json(json).unwrap();
+            c.endpoint(&endpoint::LOGS, "eu-west-1").unwrap().url
+        };
+        assert_eq!(logs("{}"), "https://logs.eu-west-1.amazonaws.com");
+        assert_eq!(
+            logs(r#"{"Agent":{"ServiceDomain":"example.org"}}"#),
+            "https://logs.eu-west-1.example.org"
+        );
+        assert_eq!(
+            logs(r#"{"CloudWatchLogs":{"Endpoint":"http://127.0.0.1:9"}}"#),
+            "http://127.0.0.1:9"
+        );
     }
 
     #[test]

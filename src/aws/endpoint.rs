@@ -42,6 +42,8 @@ pub const SSM: Service = Service::named("ssm", "AmazonSSM");
 pub const SSMMESSAGES: Service = Service::named("ssmmessages", "");
 /// KMS, for session encryption.
 pub const KMS: Service = Service::named("kms", "TrentService");
+/// CloudWatch Logs, for Run Command output (docs/protocol.md §3.10).
+pub const LOGS: Service = Service::named("logs", "Logs_20140328");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {

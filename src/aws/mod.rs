@@ -7,6 +7,7 @@ pub(crate) mod endpoint;
 pub(crate) mod http;
 pub(crate) mod imds;
 pub(crate) mod jsonrpc;
+pub(crate) mod logs;
 pub(crate) mod rest;
 pub(crate) mod retry;
 pub(crate) mod signer;

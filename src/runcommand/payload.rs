@@ -16,6 +16,9 @@ pub struct SendCommand {
     pub parameters: Map<String, Value>,
     pub output_s3_bucket_name: String,
     pub output_s3_key_prefix: String,
+    /// `Some(CloudWatchLogGroupName)` when `CloudWatchOutputEnabled` is true (the name may be
+    /// empty: the default group then applies, docs/protocol.md §3.10).
+    pub cloudwatch_log_group: Option<String>,
 }
 
 pub use crate::document::field as get_ci;
@@ -114,7 +117,20 @@ impl SendCommand {
             parameters,
             output_s3_bucket_name: string_field(&m, "OutputS3BucketName")?,
             output_s3_key_prefix: string_field(&m, "OutputS3KeyPrefix")?,
+            cloudwatch_log_group: cloudwatch_enabled(&m)
+                .then(|| string_field(&m, "CloudWatchLogGroupName"))
+                .transpose()?,
         })
+    }
+}
+
+/// `CloudWatchOutputEnabled`: upstream's field is a string read with Go's `strconv.ParseBool`
+/// (anything else, an error there, leaves the output off); a JSON `true` is taken as well.
+fn cloudwatch_enabled(m: &Map<String, Value>) -> bool {
+    match get_ci(m, "CloudWatchOutputEnabled") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => matches!(s.as_str(), "1" | "t" | "T" | "TRUE" | "true" | "True"),
+        _ => false,
     }
 }
 
@@ -161,6 +177,25 @@ mod tests {
         assert_eq!(p.command_id, "c-1");
         assert_eq!(p.parameters["a"], "b");
         assert_eq!(p.document_name, "AWS-RunShellScript");
+    }
+
+    #[test]
+    fn cloudwatch_output_is_on_only_when_enabled_parses_true() {
+        let group = |extra: &str| {
+            let text = format!(r#"{{"DocumentContent":{{}}{extra}}}"#);
+            SendCommand::parse(&text, "x").unwrap().cloudwatch_log_group
+        };
+        assert_eq!(group(""), None);
+        assert_eq!(group(r#","CloudWatchOutputEnabled":"false""#), None);
+        assert_eq!(group(r#","CloudWatchOutputEnabled":"yes""#), None);
+        assert_eq!(
+            group(r#","cloudwatchoutputenabled":"True""#),
+            Some(String::new())
+        );
+        assert_eq!(
+            group(r#","CloudWatchOutputEnabled":true,"CloudWatchLogGroupName":"g""#),
+            Some("g".to_owned())
+        );
     }
 
     #[test]

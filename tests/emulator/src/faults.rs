@@ -13,6 +13,8 @@ pub enum FaultTarget {
     Ssm,
     /// Only `TrentService.*` (kms).
     Kms,
+    /// Only `Logs_20140328.*` (CloudWatch Logs).
+    Logs,
     /// Only this operation of ec2messages (e.g. `"SendReply"`), so the rest of it works.
     MdsOperation(&'static str),
 }
@@ -23,6 +25,7 @@ pub enum Api {
     Mds,
     Ssm,
     Kms,
+    Logs,
 }
 
 /// What to do instead of (or before) answering normally.
@@ -77,6 +80,7 @@ impl Faults {
             FaultTarget::Mds => api == Api::Mds,
             FaultTarget::Ssm => api == Api::Ssm,
             FaultTarget::Kms => api == Api::Kms,
+            FaultTarget::Logs => api == Api::Logs,
             FaultTarget::MdsOperation(name) => api == Api::Mds && op == name,
         }
     }

@@ -28,6 +28,7 @@ mod faults;
 mod http;
 mod imds;
 mod kms;
+mod logs;
 mod mds;
 mod mgs;
 #[cfg(test)]
@@ -54,6 +55,7 @@ use serde_json::{Value, json};
 pub use agentmessage::AgentMessage;
 pub use faults::{FaultTarget, FaultWindow};
 pub use kms::KmsDecrypt;
+pub use logs::LogsState;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use onprem::{
     Activation, KeyRotation, MIN_PUBLIC_KEY_LEN, Registration, RoleTokenRequest, RsaCheck,
@@ -417,6 +419,27 @@ impl Emulator {
     /// Every STS `GetCallerIdentity`, in order.
     pub fn caller_identity_calls(&self) -> Vec<CallerIdentityCall> {
         self.read(|st| st.sts.clone())
+    }
+
+    /// The messages of CloudWatch Logs stream `stream` in `group`, in order; `None` when the
+    /// stream was never created.
+    pub fn log_events(&self, group: &str, stream: &str) -> Option<Vec<String>> {
+        self.read(|st| st.logs.messages(group, stream))
+    }
+
+    /// The accepted PutLogEvents calls for a stream, and the streams of a group.
+    pub fn log_puts(&self, group: &str, stream: &str) -> usize {
+        self.read(|st| st.logs.puts(group, stream))
+    }
+
+    pub fn log_streams(&self, group: &str) -> Vec<String> {
+        self.read(|st| st.logs.streams(group))
+    }
+
+    /// Refuses every PutLogEvents with `(status, error type)`, or stops refusing (`None`).
+    pub fn refuse_put_log_events(&self, refusal: Option<(u16, &str)>) {
+        let refusal = refusal.map(|(status, code)| (status, code.to_owned()));
+        self.shared.update(|st| st.logs.refuse_puts(refusal));
     }
 
     /// Restricts injected faults to one API family (or lifts the restriction).

@@ -10,7 +10,7 @@ use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
-use crate::{control, imds, kms, mds, mgs, onprem, parameters, sigv4, sts};
+use crate::{control, imds, kms, logs, mds, mgs, onprem, parameters, sigv4, sts};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -115,6 +115,9 @@ fn classify(target: &str) -> Option<(Api, &str, &'static str, Auth)> {
         SSM_PREFIX if op == onprem::REGISTER => Some((Api::Ssm, op, "ssm", Auth::Unsigned)),
         SSM_PREFIX if onprem::RSA_SIGNED.contains(&op) => Some((Api::Ssm, op, "ssm", Auth::Rsa)),
         kms::TARGET_PREFIX if op == "Decrypt" => Some((Api::Kms, op, kms::SERVICE, Auth::Hmac)),
+        logs::TARGET_PREFIX if logs::OPERATIONS.contains(&op) => {
+            Some((Api::Logs, op, logs::SERVICE, Auth::Hmac))
+        }
         _ => None,
     }
 }
@@ -210,6 +213,7 @@ fn operation(shared: &Shared, api: Api, op: &str, caller: &str, body: &[u8]) -> 
         }
         Api::Ssm => onprem::handle(shared, op, caller, &body),
         Api::Kms => shared.update(|st| kms::decrypt(st, &body)),
+        Api::Logs => shared.update(|st| st.logs.handle(op, &body)),
     }
 }
 

@@ -111,6 +111,7 @@ pub struct State {
     pub(crate) onprem: OnPremState,
     pub(crate) parameters: ParameterState,
     pub(crate) sts: Vec<crate::sts::CallerIdentityCall>,
+    pub(crate) logs: crate::logs::LogsState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -122,6 +123,11 @@ impl State {
     /// The ssmmessages side: control channel, jobs, sessions.
     pub fn mgs(&self) -> &crate::mgs::MgsState {
         &self.mgs
+    }
+
+    /// CloudWatch Logs: groups, streams, events.
+    pub fn logs(&self) -> &crate::logs::LogsState {
+        &self.logs
     }
 
     pub fn replies(&self, message_id: &str) -> &[Reply] {
@@ -260,6 +266,7 @@ impl Shared {
             onprem: OnPremState::new(options.activations.clone()),
             parameters: ParameterState::default(),
             sts: Vec::new(),
+            logs: Default::default(),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),
