@@ -42,6 +42,8 @@ pub const SSM: Service = Service::named("ssm", "AmazonSSM");
 pub const SSMMESSAGES: Service = Service::named("ssmmessages", "");
 /// KMS, for session encryption.
 pub const KMS: Service = Service::named("kms", "TrentService");
+/// S3, for command output and downloads (REST; the bucket joins the host, see `super::s3`).
+pub const S3: Service = Service::named("s3", "");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {

@@ -70,6 +70,9 @@ pub struct PluginResult {
     pub standard_error: String,
     pub start: String,
     pub end: String,
+    /// Where the full output went in S3, when the command named a bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<super::output::OutputLocation>,
 }
 
 /// `additionalInfo.agent`.
@@ -142,9 +145,10 @@ impl<'a> RuntimeStatus<'a> {
             output: texts[0],
             start_date_time: &r.start,
             end_date_time: &r.end,
-            output_s3_bucket_name: "",
-            output_s3_key_prefix: "",
-            step_name: "",
+            // Upstream `prepareRuntimeStatus`: only when a bucket was named.
+            output_s3_bucket_name: r.s3.as_ref().map_or("", |l| &l.bucket),
+            output_s3_key_prefix: r.s3.as_ref().map_or("", |l| &l.key_prefix),
+            step_name: r.s3.as_ref().map_or("", |l| &l.step_name),
             standard_output: texts[1],
             standard_error: texts[2],
         }
@@ -567,6 +571,7 @@ mod tests {
             standard_error: String::new(),
             start: "2026-01-01T00:00:00.000Z".into(),
             end: "2026-01-01T00:00:01.000Z".into(),
+            s3: None,
         }
     }
 
