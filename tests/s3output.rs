@@ -1,4 +1,4 @@
-//! Output to S3 end to end (docs/protocol.md §11): the real agent against the emulator's S3, with
+//! Output to S3 end to end (docs/protocol.md §3.10): the real agent against the emulator's S3, with
 //! `OutputS3BucketName`/`OutputS3KeyPrefix` on AWS-RunShellScript commands.
 
 mod common;

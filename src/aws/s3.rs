@@ -1,4 +1,4 @@
-//! The one S3 client (docs/protocol.md §11): command output uploads (`OutputS3BucketName`) and
+//! The one S3 client (docs/protocol.md §3.10): command output uploads (`OutputS3BucketName`) and
 //! object downloads (`aws:downloadContent`), as upstream's `agent/s3util` does them with the Go SDK.
 //!
 //! * Addressing: virtual-hosted (`<bucket>.<endpoint host>`, path `/<key>`) as the SDK does;
@@ -31,9 +31,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Files larger than this go up in parts. 16 MiB: one PutObject covers every output up to the
-/// default `Ssm.RunCommandLogsMaxStepOutputMiB`... and beyond it, parts of 16 MiB keep a failed
-/// part's resend short and stay far inside S3's 10,000-part limit for any step output.
+/// Files larger than this go up in parts. 16 MiB: one PutObject carries any output under the
+/// default 4 MiB `Ssm.RunCommandLogsMaxStepOutputMiB` and well above it (one request, one
+/// signature); beyond, 16 MiB parts keep the resend of a failed part short, and even a 160 GB
+/// file stays inside S3's 10,000 parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
 /// See [`MULTIPART_THRESHOLD`] (S3's minimum part is 5 MiB).
 pub const PART_SIZE: u64 = 16 << 20;

@@ -1,4 +1,4 @@
-//! Output to S3 (docs/protocol.md §11): a command with `OutputS3BucketName` has each run's full
+//! Output to S3 (docs/protocol.md §3.10): a command with `OutputS3BucketName` has each run's full
 //! `stdout` and `stderr` uploaded, once the run ended and before its reply is made, to
 //! `<OutputS3KeyPrefix>/<CommandId>/<InstanceId>/<plugin dir>/<run name>/stdout|stderr`, as
 //! upstream's `iomodule/fileS3.go` does (an empty file is not uploaded), and the reply names the

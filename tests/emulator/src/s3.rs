@@ -1,5 +1,5 @@
 //! S3 (REST, SigV4 for `s3`), path-style only: the emulator listens on an IP address, where the
-//! agent addresses buckets in the path (docs/protocol.md §11). Buckets live in a region of their
+//! agent addresses buckets in the path (docs/protocol.md §3.10). Buckets live in a region of their
 //! own ([`crate::Emulator::create_bucket`]); a request signed for another region is refused with
 //! `X-Amz-Bucket-Region`, as S3 does, which is how the agent finds a bucket's region.
 //!
