@@ -805,6 +805,88 @@ mod tests {
         assert!(!refusal("u", &missing).is_retried());
     }
 
+    fn client_at(url: &str) -> S3Client {
+        use crate::aws::credentials::{Credentials, StaticCredentials};
+        let http = HttpClient::new(&crate::aws::http::HttpConfig {
+            user_agent: "test".into(),
+            extra_ca_files: Vec::new(),
+        })
+        .unwrap();
+        let credentials = StaticCredentials(Credentials {
+            access_key_id: "AK".into(),
+            secret_access_key: "SK".into(),
+            session_token: None,
+            expires_at: None,
+        });
+        let settings = S3Settings {
+            endpoint: url.into(),
+            service_domain: String::new(),
+            region: "us-east-1".into(),
+        };
+        S3Client::new(Arc::new(http), Arc::new(credentials), settings)
+    }
+
+    #[test]
+    fn the_region_is_asked_once_per_bucket_and_objects_stream_within_their_limit() {
+        use crate::aws::http::test_server::{response, serve};
+        let server = serve(|r| {
+            let line = &r.request_line;
+            let in_region = r
+                .header("Authorization")
+                .is_some_and(|a| a.contains("/eu-west-2/s3/aws4_request"));
+            Some(if line.starts_with("HEAD /bkt ") {
+                // S3 refuses a request signed for another region, and names the right one.
+                response(400, &[("x-amz-bucket-region", "eu-west-2")], b"")
+            } else if !in_region {
+                response(
+                    400,
+                    &[],
+                    b"<Error><Code>AuthorizationHeaderMalformed</Code></Error>",
+                )
+            } else if line.starts_with("GET /bkt/dir/obj%201 ") {
+                response(200, &[], b"0123456789")
+            } else {
+                response(
+                    404,
+                    &[],
+                    b"<Error><Code>NoSuchKey</Code><Message>No</Message></Error>",
+                )
+            })
+        });
+        let client = client_at(&server.url());
+        let mut out = Vec::new();
+        assert_eq!(
+            client.get_object("bkt", "dir/obj 1", &mut out, 10).unwrap(),
+            10
+        );
+        assert_eq!(out, b"0123456789");
+        let err = client
+            .get_object("bkt", "dir/obj 1", &mut Vec::new(), 9)
+            .unwrap_err();
+        assert!(matches!(err, S3Error::TooLarge { limit: 9, .. }), "{err}");
+        let err = client
+            .get_object("bkt", "nope", &mut Vec::new(), 100)
+            .unwrap_err();
+        assert!(err.to_string().contains("HTTP 404: NoSuchKey: No"), "{err}");
+        let lines: Vec<String> = server.requests.try_iter().map(|r| r.request_line).collect();
+        let heads = lines.iter().filter(|l| l.starts_with("HEAD")).count();
+        assert_eq!(heads, 1, "{lines:?}");
+        assert_eq!(lines.len(), 4, "nothing retried: {lines:?}");
+    }
+
+    #[test]
+    fn the_region_cache_is_bounded() {
+        let client = client_at("http://127.0.0.1:9");
+        for i in 0..REGION_CACHE {
+            client.remember(&format!("b{i}"), "eu-west-1");
+        }
+        assert_eq!(client.region_of("b0"), "eu-west-1", "cached: no call made");
+        client.remember("b0", "eu-west-3");
+        assert_eq!(crate::sync::lock(&client.regions).len(), REGION_CACHE);
+        client.remember("one-more", "eu-west-1");
+        assert_eq!(crate::sync::lock(&client.regions).len(), 1);
+    }
+
     #[test]
     fn digests_cover_exactly_the_range() {
         let dir = std::env::temp_dir().join(format!("ssm-lite-s3-{}", std::process::id()));

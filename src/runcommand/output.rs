@@ -82,3 +82,22 @@ impl OutputCleanup {
 pub trait Destinations: Send + Sync {
     fn for_command(&self, command: &SendCommand) -> Vec<Box<dyn Destination>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OutputCleanup;
+
+    #[test]
+    fn after_upload_removes_only_what_a_destination_took() {
+        let removes =
+            |setting: &str, uploaded| OutputCleanup::from_setting(setting).removes(uploaded);
+        assert!(!removes("default", true));
+        assert!(removes("after-execution", false));
+        assert!(removes("after-upload", true));
+        assert!(!removes("after-upload", false), "nothing uploaded: kept");
+        assert!(
+            !removes("bogus", true),
+            "config.rs maps unknown values to default"
+        );
+    }
+}

@@ -639,6 +639,42 @@ mod tests {
     }
 
     #[test]
+    fn s3_fields_are_filled_only_for_a_result_that_names_a_bucket() {
+        let b = builder();
+        let plain: Value =
+            serde_json::from_str(&b.finished(&[result("p", Status::Success, 0)])).unwrap();
+        let rs = &plain["runtimeStatus"]["p"];
+        assert_eq!(
+            [
+                &rs["outputS3BucketName"],
+                &rs["outputS3KeyPrefix"],
+                &rs["stepName"]
+            ],
+            ["", "", ""]
+        );
+        let mut uploaded = result("p", Status::Success, 0);
+        uploaded.s3 = Some(super::super::output::OutputLocation {
+            bucket: "bkt".into(),
+            key_prefix: "pre/c/i-1/awsrunShellScript".into(),
+            step_name: "0.awsrunShellScript".into(),
+        });
+        let v: Value = serde_json::from_str(&b.finished(&[uploaded.clone()])).unwrap();
+        let rs = &v["runtimeStatus"]["p"];
+        assert_eq!(rs["outputS3BucketName"], "bkt");
+        assert_eq!(rs["outputS3KeyPrefix"], "pre/c/i-1/awsrunShellScript");
+        assert_eq!(rs["stepName"], "0.awsrunShellScript");
+        // Kept in the command record, and records written before the field still load.
+        let stored = serde_json::to_string(&uploaded).unwrap();
+        assert_eq!(
+            serde_json::from_str::<PluginResult>(&stored).unwrap(),
+            uploaded
+        );
+        let old = serde_json::to_string(&result("p", Status::Success, 0)).unwrap();
+        assert!(!old.contains("\"s3\""), "{old}");
+        assert_eq!(serde_json::from_str::<PluginResult>(&old).unwrap().s3, None);
+    }
+
+    #[test]
     fn encoded_len_is_the_length_as_a_json_string() {
         let all: String = (0u32..0x80)
             .chain([0xe9, 0x2028, 0xfffd, 0x1f600])
