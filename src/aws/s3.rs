@@ -77,6 +77,12 @@ pub enum S3Error {
     },
     #[error("{url} answered without {what}; is S3.Endpoint an S3 service?")]
     Decode { url: String, what: &'static str },
+    #[error("the download of {url} broke off after {written} bytes: {source}")]
+    BrokeOff {
+        url: String,
+        written: u64,
+        source: Box<S3Error>,
+    },
     #[error("s3://{bucket}/{key} is larger than the {limit} bytes allowed")]
     TooLarge {
         bucket: String,
@@ -204,22 +210,24 @@ impl S3Client {
     ) -> Result<u64, S3Error> {
         let mut counted = Counted { out, written: 0 };
         let mut written = 0;
+        let call = self.call("GET", bucket, key, "", Vec::new(), EMPTY_SHA256);
         self.retrying(bucket, || {
-            // Bytes already handed on cannot be taken back: only a failure before the first
-            // is sent again.
-            if counted.written > 0 {
-                return Err(S3Error::Decode {
-                    url: format!("s3://{bucket}/{key}"),
-                    what: "a complete body (the transfer broke off)",
-                });
-            }
-            let call = self.call("GET", bucket, key, "", Vec::new(), EMPTY_SHA256);
             let http = &self.http;
-            self.send(&call, &mut |request| {
+            let result = self.send(&call, &mut |request| {
                 let (answer, n) = http.download(request, &mut counted, limit)?;
                 written = n;
                 Ok(answer)
-            })
+            });
+            // Bytes already handed on cannot be taken back: only a failure before the first
+            // is sent again.
+            match result {
+                Err(e) if counted.written > 0 && e.is_retried() => Err(S3Error::BrokeOff {
+                    url: format!("s3://{bucket}/{key}"),
+                    written: counted.written,
+                    source: Box::new(e),
+                }),
+                other => other,
+            }
         })
         .map_err(|e| match e {
             S3Error::Transport {
@@ -872,6 +880,36 @@ mod tests {
         let heads = lines.iter().filter(|l| l.starts_with("HEAD")).count();
         assert_eq!(heads, 1, "{lines:?}");
         assert_eq!(lines.len(), 4, "nothing retried: {lines:?}");
+    }
+
+    #[test]
+    fn a_download_that_broke_off_is_not_sent_again() {
+        use crate::aws::http::test_server::{read_request, serve_raw};
+        use std::io::BufReader;
+        let server = serve_raw(|stream| {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            while let Some(r) = read_request(&mut reader) {
+                let answer: &[u8] = if r.request_line.starts_with("HEAD") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"
+                };
+                if (&stream).write_all(answer).is_err() || !answer.ends_with(b"\n\r\n") {
+                    return;
+                }
+            }
+        });
+        let client = client_at(&server.url());
+        let mut out = Vec::new();
+        let err = client.get_object("bkt", "k", &mut out, 1000).unwrap_err();
+        assert!(
+            matches!(err, S3Error::BrokeOff { written: 10, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            out, b"0123456789",
+            "sent once: a resend would have written it twice"
+        );
     }
 
     #[test]
