@@ -366,3 +366,69 @@ fn error(status: u16, code: &str, message: &str) -> Response {
     );
     Response::new(status, "application/xml", body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sigv4::sign_for_tests;
+    use crate::tests::{role_credentials, send};
+    use crate::{Emulator, Options};
+    use std::time::SystemTime;
+
+    /// A PUT of `body` to `/bkt/k`, declaring `sha256` and `md5`, signed for `region`.
+    fn put(emu: &Emulator, body: &[u8], sha256: &str, md5: &str, region: &str) -> Request {
+        let creds = role_credentials(emu);
+        let mut req = Request {
+            method: "PUT".into(),
+            path: "/bkt/k".into(),
+            query: String::new(),
+            headers: vec![
+                (
+                    "Host".into(),
+                    emu.url().trim_start_matches("http://").into(),
+                ),
+                ("Content-MD5".into(), md5.into()),
+                ("X-Amz-Content-Sha256".into(), sha256.into()),
+            ],
+            body: body.to_vec(),
+        };
+        let (key, secret, token) = (&creds.key, &creds.secret, creds.token.as_deref());
+        sign_for_tests(
+            &mut req,
+            key,
+            secret,
+            token,
+            region,
+            "s3",
+            SystemTime::now(),
+        );
+        req
+    }
+
+    #[test]
+    fn payload_hashes_digests_and_regions_are_checked() {
+        let emu = Emulator::start(Options::default());
+        emu.create_bucket("bkt", "eu-west-1");
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let (body, sha) = (b"hello", sha256_hex(b"hello"));
+        let md5 = b64(&Md5::digest(body));
+        let status = |req: &Request| send(&emu, req).expect("an answer").status;
+
+        let wrong_region = send(&emu, &put(&emu, body, &sha, &md5, "us-east-1")).unwrap();
+        assert_eq!(wrong_region.status, 400);
+        assert_eq!(
+            wrong_region.header("x-amz-bucket-region"),
+            Some("eu-west-1")
+        );
+        // Signed over the hash of other bytes than those sent: the signature holds, the body
+        // does not match it.
+        let mut swapped = put(&emu, b"other", &sha256_hex(b"other"), &md5, "eu-west-1");
+        swapped.body = body.to_vec();
+        assert_eq!(status(&swapped), 400);
+        let other_md5 = b64(&Md5::digest(b"other"));
+        assert_eq!(status(&put(&emu, body, &sha, &other_md5, "eu-west-1")), 400);
+        assert_eq!(emu.s3_object("bkt", "k"), None);
+        assert_eq!(status(&put(&emu, body, &sha, &md5, "eu-west-1")), 200);
+        assert_eq!(emu.s3_object("bkt", "k").as_deref(), Some(&body[..]));
+    }
+}
