@@ -1,7 +1,8 @@
 //! MD5 (RFC 1321), for S3's `Content-MD5` only: ring has none. Hand-written rather than the
-//! RustCrypto `md-5` crate because the agent needs one streaming digest and nothing else of
-//! `digest`'s traits; this is about 60 lines of code and a few hundred bytes of machine code.
-//! Not for anything that needs collision resistance: S3 uses it as a transfer checksum.
+//! RustCrypto `md-5` crate: measured in place of this module (md-5 0.10, sharing the digest 0.10
+//! already in the tree), the release binary was 2,248 bytes larger (3,030,472 against 3,028,224,
+//! host x86_64 `cargo build --release`), for one streaming digest. Not for anything that needs
+//! collision resistance: S3 uses it as a transfer checksum.
 
 /// Per-round shift amounts.
 const S: [u32; 64] = [
