@@ -370,12 +370,14 @@ impl S3Client {
             ..self.call("PUT", bucket, key, "", headers, &sha256)
         };
         let http = &self.http;
+        let file = File::open(path).map_err(file_error)?;
         self.retrying(bucket, || {
-            let mut file = File::open(path).map_err(file_error)?;
-            file.seek(SeekFrom::Start(offset)).map_err(file_error)?;
-            let mut body = file.take(len);
+            // Every attempt, signed again or not, sends the range from its start.
             self.send(&call, &mut |request| {
-                http.send_reader(request, &mut body, len)
+                let unreadable =
+                    |e: io::Error| HttpError::Io(format!("cannot read {}: {e}", path.display()));
+                (&file).seek(SeekFrom::Start(offset)).map_err(unreadable)?;
+                http.send_reader(request, &mut (&file).take(len), len)
             })
         })
     }
@@ -712,6 +714,7 @@ fn xml_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn endpoint(url: &str) -> Endpoint {
         endpoint::resolve("s3", "eu-west-1", url, "").unwrap()
@@ -909,6 +912,52 @@ mod tests {
         assert_eq!(
             out, b"0123456789",
             "sent once: a resend would have written it twice"
+        );
+    }
+
+    #[test]
+    fn an_upload_signed_again_for_a_skewed_clock_sends_its_whole_body_again() {
+        use crate::aws::http::test_server::{response, serve};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CLOCK: Clock = Clock::new();
+        let puts = Arc::new(AtomicUsize::new(0));
+        let seen = puts.clone();
+        let server = serve(move |r| {
+            let line = &r.request_line;
+            Some(if line.starts_with("HEAD") {
+                response(200, &[("x-amz-bucket-region", "us-east-1")], b"")
+            } else if line.starts_with("GET") {
+                response(404, &[], b"<Error><Code>NoSuchBucket</Code></Error>")
+            } else if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                let later =
+                    crate::timefmt::http_date(SystemTime::now() + Duration::from_secs(3600));
+                let body = b"<Error><Code>RequestTimeTooSkewed</Code></Error>";
+                response(403, &[("Date", &later)], body)
+            } else if r.body == b"hello world" {
+                response(
+                    200,
+                    &[("ETag", "\"5eb63bbbe01eeed093cb22bb8f5acdc3\"")],
+                    b"",
+                )
+            } else {
+                response(400, &[], b"<Error><Code>IncompleteBody</Code></Error>")
+            })
+        });
+        let client = S3Client {
+            clock: &CLOCK,
+            ..client_at(&server.url())
+        };
+        let dir = std::env::temp_dir().join(format!("ssm-lite-s3-skew-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("stdout");
+        std::fs::write(&path, b"hello world").unwrap();
+        let result = client.put_file("bkt", "k", &path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result.unwrap();
+        assert_eq!(puts.load(Ordering::SeqCst), 2);
+        assert!(
+            CLOCK.offset_ms() > 3_500_000,
+            "the clock took the service's time"
         );
     }
 
