@@ -176,3 +176,44 @@ fn large_output_goes_in_parts_to_an_encrypted_bucket_and_after_upload_cleans_up(
     assert!(run_dir.is_dir(), "{run_dir:?}");
     assert!(!run_dir.join("stdout").exists(), "after-upload removes it");
 }
+
+#[test]
+fn a_job_over_mgs_uploads_to_the_same_keys() {
+    let emu = emulator();
+    emu.create_bucket("mgs-output", "us-east-1");
+    let agent = agent(&emu, json!({}));
+    assert!(
+        emu.wait_mgs_connected(FINAL_WAIT),
+        "control channel connected; log:\n{}",
+        agent.log()
+    );
+    let id = "5e5e5e5e-0000-4000-8000-000000000004";
+    let mut payload = shell_payload(id, &["echo over mgs"], 600);
+    payload["OutputS3BucketName"] = json!("mgs-output");
+    payload["OutputS3KeyPrefix"] = json!("jobs");
+    let job = emu.send_agent_job(&payload);
+    let reply = emu
+        .wait_job_final(&job, FINAL_WAIT)
+        .unwrap_or_else(|| panic!("no final reply for {job}: {:?}", emu.job_replies(&job)))
+        .payload;
+    let p = plugin(&reply);
+    let prefix = format!("jobs/{id}/{INSTANCE}/awsrunShellScript");
+    assert_eq!(p["outputS3KeyPrefix"], prefix.as_str(), "{reply}");
+    assert_eq!(p["stepName"], "0.awsrunShellScript");
+    assert_eq!(
+        emu.s3_object(
+            "mgs-output",
+            &format!("{prefix}/0.awsrunShellScript/stdout")
+        )
+        .as_deref(),
+        Some(&b"over mgs\n"[..])
+    );
+    assert_eq!(
+        emu.s3_object(
+            "mgs-output",
+            &format!("{prefix}/0.awsrunShellScript/stderr")
+        ),
+        None,
+        "an empty stderr is not uploaded"
+    );
+}
