@@ -5,6 +5,7 @@ use crate::aws::credentials::Env;
 use crate::aws::endpoint::{self, EndpointError};
 use crate::aws::http::{HttpClient, HttpError};
 use crate::aws::jsonrpc::JsonClient;
+use crate::aws::s3::{S3Client, S3Settings};
 use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
 use crate::identity::{self, Identity, IdentityError};
@@ -17,6 +18,7 @@ use crate::runcommand::cloudwatch::CloudWatchDestinations;
 use crate::runcommand::engine::NoParameterStore;
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
+use crate::runcommand::s3output::S3Destinations;
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
@@ -404,6 +406,16 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     };
     let logs = CloudWatchDestinations::new(http.clone(), &identity, &config);
     engine_cfg.destinations.push(Arc::new(logs));
+    // One S3 client uploads command output and serves downloads; buckets find their region.
+    let s3 = S3Settings::from_config(&config, &region);
+    let s3 = Arc::new(S3Client::new(
+        http.clone(),
+        identity.credentials.clone(),
+        s3,
+    ));
+    let s3_output = S3Destinations::new(s3.clone(), &identity.instance_id);
+    engine_cfg.destinations.push(Arc::new(s3_output));
+    engine_cfg.sources.objects = s3;
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

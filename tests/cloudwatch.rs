@@ -1,4 +1,4 @@
-//! Run Command output to CloudWatch Logs (docs/protocol.md §3.10) against the emulator: lines
+//! Run Command output to CloudWatch Logs (docs/protocol.md §3.11) against the emulator: lines
 //! streamed while the script runs, in batches within PutLogEvents' limits, at upstream's group
 //! and stream names; a refused upload is written into the step's stderr.
 

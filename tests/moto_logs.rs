@@ -1,4 +1,4 @@
-//! Run Command output to CloudWatch Logs (docs/protocol.md §3.10) judged by moto's server
+//! Run Command output to CloudWatch Logs (docs/protocol.md §3.11) judged by moto's server
 //! (tests/moto/server.rs), an implementation this project did not write: with
 //! `CloudWatchLogs.Endpoint` at moto, boto3's `get_log_events` reads back the script's output.
 //! ec2messages, IMDS and the rest are the emulator's, which sends the command.

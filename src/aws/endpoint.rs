@@ -42,8 +42,10 @@ pub const SSM: Service = Service::named("ssm", "AmazonSSM");
 pub const SSMMESSAGES: Service = Service::named("ssmmessages", "");
 /// KMS, for session encryption.
 pub const KMS: Service = Service::named("kms", "TrentService");
-/// CloudWatch Logs, for Run Command output (docs/protocol.md §3.10).
+/// CloudWatch Logs, for Run Command output (docs/protocol.md §3.11).
 pub const LOGS: Service = Service::named("logs", "Logs_20140328");
+/// S3, for command output and downloads (REST; the bucket joins the host, see `super::s3`).
+pub const S3: Service = Service::named("s3", "");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {

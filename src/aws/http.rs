@@ -31,7 +31,7 @@ use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
     TcpConnector, Transport, TransportAdapter,
 };
-use ureq::{Agent, Proxy, RequestExt};
+use ureq::{Agent, Proxy, RequestExt, SendBody};
 
 /// Larger answers are refused: no AWS response we read comes near it, and it bounds memory.
 pub const MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -67,6 +67,36 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+/// An answer's status line and headers, and what was asked, while its body is read.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+    what: String,
+    timeout: Duration,
+}
+
+impl Head {
+    /// The whole answer, its body read up to `limit` bytes.
+    fn read_body(
+        self,
+        response: &mut ureq::http::Response<ureq::Body>,
+        limit: u64,
+    ) -> Result<HttpResponse, HttpError> {
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| classify(e, &self.what, self.timeout))?;
+        debug!("{} -> {} ({} bytes)", self.what, self.status, body.len());
+        Ok(HttpResponse {
+            status: self.status,
+            headers: self.headers,
+            body,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +229,77 @@ impl HttpClient {
 
     /// Sends one request; 4xx/5xx are returned as responses, not errors.
     pub fn send(&self, request: HttpRequest<'_>) -> Result<HttpResponse, HttpError> {
+        let (mut response, head) = self.exchange(&request, request.body)?;
+        head.read_body(&mut response, MAX_BODY)
+    }
+
+    /// [`HttpClient::send`] with `len` bytes read from `body` in place of `request.body`, sent
+    /// with that `Content-Length`: a file is uploaded without being loaded whole.
+    pub fn send_reader(
+        &self,
+        request: HttpRequest<'_>,
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<HttpResponse, HttpError> {
+        let mut request = request;
+        request
+            .headers
+            .push(("Content-Length".to_string(), len.to_string()));
+        let (mut response, head) = self.exchange(&request, SendBody::from_reader(body))?;
+        head.read_body(&mut response, MAX_BODY)
+    }
+
+    /// [`HttpClient::send`] whose 2xx answer body is streamed into `out` (at most `limit`
+    /// bytes, else [`HttpError::TooLarge`]) rather than kept: the returned body is empty and
+    /// the count is the bytes written. Other answers are read whole, as by `send`.
+    pub fn download(
+        &self,
+        request: HttpRequest<'_>,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<(HttpResponse, u64), HttpError> {
+        let (mut response, head) = self.exchange(&request, request.body)?;
+        if !(200..300).contains(&response.status().as_u16()) {
+            return Ok((head.read_body(&mut response, MAX_BODY)?, 0));
+        }
+        let mut reader = response
+            .body_mut()
+            .with_config()
+            .limit(limit.saturating_add(1))
+            .reader();
+        let too_large = || HttpError::TooLarge(format!("{}: more than {limit} bytes", head.what));
+        let over_limit = |e: &io::Error| {
+            let inner = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>());
+            matches!(inner, Some(ureq::Error::BodyExceedsLimit(_)))
+        };
+        let written = io::copy(&mut reader, out).map_err(|e| {
+            if over_limit(&e) {
+                too_large()
+            } else {
+                classify_io(e, &head.what, head.timeout)
+            }
+        })?;
+        if written > limit {
+            return Err(too_large());
+        }
+        debug!(
+            "{} -> {} ({written} bytes streamed)",
+            head.what, head.status
+        );
+        let answer = HttpResponse {
+            status: head.status,
+            headers: head.headers,
+            body: Vec::new(),
+        };
+        Ok((answer, written))
+    }
+
+    /// Sends `request` with `body` and returns the answer whose body is still to be read.
+    fn exchange(
+        &self,
+        request: &HttpRequest<'_>,
+        body: impl ureq::AsSendBody,
+    ) -> Result<(ureq::http::Response<ureq::Body>, Head), HttpError> {
         let what = format!("{} {}", request.method, request.url);
         let mut builder = ureq::http::Request::builder()
             .method(request.method)
@@ -207,39 +308,31 @@ impl HttpClient {
             builder = builder.header(name.as_str(), value.as_str());
         }
         let http_request = builder
-            .body(request.body)
+            .body(body)
             .map_err(|e| HttpError::Other(format!("{what}: cannot build the request: {e}")))?;
         let agent = self.agent_for(request.url);
-        let fail = |e| classify(e, &what, request.timeout);
-        let mut response = http_request
+        let response = http_request
             .with_agent(agent)
             .configure()
             .timeout_global(Some(request.timeout))
             .run()
-            .map_err(fail)?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(fail)?;
-        debug!("{what} -> {status} ({} bytes)", body.len());
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        })
+            .map_err(|e| classify(e, &what, request.timeout))?;
+        let head = Head {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            what,
+            timeout: request.timeout,
+        };
+        Ok((response, head))
     }
 
     fn agent_for(&self, url: &str) -> &Agent {

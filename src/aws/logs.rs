@@ -1,5 +1,5 @@
 //! CloudWatch Logs over JSON 1.1 (`Logs_20140328.<Operation>`, signed for `logs`): the three
-//! calls Run Command output needs (docs/protocol.md §3.10), each retried on throttling and
+//! calls Run Command output needs (docs/protocol.md §3.11), each retried on throttling and
 //! transient failures as upstream's SDK client is (`maxRetries = 5`).
 
 use super::jsonrpc::{AwsError, JsonClient};

@@ -1,4 +1,5 @@
-//! AWS REST calls (MGS today, S3 next): a method, a path and query, headers and a body, signed
+//! AWS REST calls (MGS; S3 has its own client, `super::s3`, for streamed bodies and its signing
+//! variant): a method, a path and query, headers and a body, signed
 //! with SigV4 for the service and sent over the one HTTP layer. A refusal for the request's time
 //! or its credentials is fixed and the call sent again once (see [`retry`]); the caller reads
 //! the answer, whose shape differs per service.

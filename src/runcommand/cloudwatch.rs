@@ -1,5 +1,5 @@
 //! Run Command output to CloudWatch Logs (the payload's `CloudWatchOutputEnabled`,
-//! docs/protocol.md §3.10): while a script runs, a thread per run tails its `stdout` and `stderr`
+//! docs/protocol.md §3.11): while a script runs, a thread per run tails its `stdout` and `stderr`
 //! files and sends whole lines to the streams `<CommandId>/<InstanceId>/<step>/stdout` and
 //! `…/stderr` of the command's group.
 

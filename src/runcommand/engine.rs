@@ -1,7 +1,7 @@
 //! The engine: accepts jobs from any transport, persists them, runs them on a fixed pool of
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
-use super::output::{Destination, Destinations};
+use super::output::{Destination, Destinations, OutputCleanup};
 use super::payload::{PayloadError, SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
@@ -38,9 +38,8 @@ pub struct EngineConfig {
     pub max_step_output: u64,
     /// `Ssm.RunCommandLogsMaxTotalMiB`, in bytes: every finished command's files together.
     pub max_total_output: u64,
-    /// `Ssm.PluginLocalOutputCleanup` other than `default`: a step's stdout/stderr files are
-    /// removed once its reply is made (not after exit 194, as upstream).
-    pub delete_step_output: bool,
+    /// `Ssm.PluginLocalOutputCleanup`: when a step's stdout/stderr files are removed.
+    pub output_cleanup: OutputCleanup,
     /// `Ssm.OrchestrationDirectoryCleanup`: a finished command whose status is listed loses its
     /// orchestration directory at once.
     pub remove_output_of: Vec<Status>,
@@ -71,7 +70,7 @@ impl EngineConfig {
             ),
             max_step_output: config.ssm.run_command_logs_max_step_output_mib << 20,
             max_total_output: config.ssm.run_command_logs_max_total_mib << 20,
-            delete_step_output: config.ssm.plugin_local_output_cleanup != "default",
+            output_cleanup: OutputCleanup::from_setting(&config.ssm.plugin_local_output_cleanup),
             remove_output_of: match config.ssm.orchestration_directory_cleanup.as_str() {
                 "clean-success" => vec![Status::Success],
                 "clean-success-failed" => vec![Status::Success, Status::Failed],
@@ -663,7 +662,7 @@ impl Inner {
             env: &job.env,
             stop: &job.stop,
             max_output_bytes: self.cfg.max_step_output,
-            delete_output: self.cfg.delete_step_output,
+            cleanup: self.cfg.output_cleanup,
             outputs: &job.outputs,
             sources: &self.cfg.sources,
         };
@@ -1022,7 +1021,7 @@ mod tests {
             retention: Duration::from_secs(3600),
             max_step_output: 1 << 20,
             max_total_output: 1 << 30,
-            delete_step_output: false,
+            output_cleanup: OutputCleanup::Keep,
             remove_output_of: Vec::new(),
             env: vec![],
             agent: AgentInfo::from_config(&crate::config::Config::default()),
@@ -1179,7 +1178,7 @@ mod tests {
         let t = TestDir::new("engine");
         let dir = StateDir::open(t.path(), "i-1").unwrap();
         let cleaning = || EngineConfig {
-            delete_step_output: true,
+            output_cleanup: OutputCleanup::AfterExecution,
             remove_output_of: vec![Status::Success],
             ..config(&[])
         };

@@ -10,6 +10,7 @@ pub(crate) mod parameters;
 pub mod payload;
 pub(crate) mod record;
 pub(crate) mod reply;
+pub(crate) mod s3output;
 pub(crate) mod sources;
 mod spooled;
 mod steps;

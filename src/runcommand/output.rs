@@ -22,6 +22,21 @@ pub struct RunFiles<'a> {
 pub trait Destination: Send + Sync {
     /// Called before the run's script starts (its files may not exist yet).
     fn start(&self, run: &RunFiles<'_>) -> Box<dyn Upload + '_>;
+
+    /// Where the reply says the run's output is, for a destination the reply names (S3).
+    fn location(&self, _run: &RunFiles<'_>) -> Option<OutputLocation> {
+        None
+    }
+}
+
+/// The reply's `outputS3BucketName`, `outputS3KeyPrefix` and `stepName` of a step.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct OutputLocation {
+    pub bucket: String,
+    /// `<prefix>/<CommandId>/<InstanceId>/<plugin dir>`.
+    pub key_prefix: String,
+    /// The run's name under it, e.g. `0.awsrunShellScript`.
+    pub step_name: String,
 }
 
 /// One run's output on its way to a destination.
@@ -31,7 +46,58 @@ pub trait Upload {
     fn finish(self: Box<Self>) -> Result<(), String>;
 }
 
+/// `Ssm.PluginLocalOutputCleanup`: when a run's `stdout`/`stderr` files are removed, once its
+/// result is made (upstream `iomodule/fileS3.go` `cleanUp`; never after exit 194, whose files a
+/// reboot leaves incomplete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputCleanup {
+    /// `default`: kept until the retention prunes them.
+    Keep,
+    /// `after-execution`: always.
+    AfterExecution,
+    /// `after-upload`: when a destination took them (none: kept).
+    AfterUpload,
+}
+
+impl OutputCleanup {
+    pub fn from_setting(value: &str) -> OutputCleanup {
+        match value {
+            "after-execution" => OutputCleanup::AfterExecution,
+            "after-upload" => OutputCleanup::AfterUpload,
+            _ => OutputCleanup::Keep,
+        }
+    }
+
+    /// Whether a run's files go, `uploaded` meaning a destination finished with them.
+    pub fn removes(self, uploaded: bool) -> bool {
+        match self {
+            OutputCleanup::Keep => false,
+            OutputCleanup::AfterExecution => true,
+            OutputCleanup::AfterUpload => uploaded,
+        }
+    }
+}
+
 /// Builds the destinations of one kind a command asks for (none, when it asks for none).
 pub trait Destinations: Send + Sync {
     fn for_command(&self, command: &SendCommand) -> Vec<Box<dyn Destination>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutputCleanup;
+
+    #[test]
+    fn after_upload_removes_only_what_a_destination_took() {
+        let removes =
+            |setting: &str, uploaded| OutputCleanup::from_setting(setting).removes(uploaded);
+        assert!(!removes("default", true));
+        assert!(removes("after-execution", false));
+        assert!(removes("after-upload", true));
+        assert!(!removes("after-upload", false), "nothing uploaded: kept");
+        assert!(
+            !removes("bogus", true),
+            "config.rs maps unknown values to default"
+        );
+    }
 }

@@ -17,7 +17,7 @@ pub struct SendCommand {
     pub output_s3_bucket_name: String,
     pub output_s3_key_prefix: String,
     /// `Some(CloudWatchLogGroupName)` when `CloudWatchOutputEnabled` is true (the name may be
-    /// empty: the default group then applies, docs/protocol.md §3.10).
+    /// empty: the default group then applies, docs/protocol.md §3.11).
     pub cloudwatch_log_group: Option<String>,
 }
 

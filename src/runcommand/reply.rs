@@ -70,6 +70,9 @@ pub struct PluginResult {
     pub standard_error: String,
     pub start: String,
     pub end: String,
+    /// Where the full output went in S3, when the command named a bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<super::output::OutputLocation>,
 }
 
 /// `additionalInfo.agent`.
@@ -142,9 +145,10 @@ impl<'a> RuntimeStatus<'a> {
             output: texts[0],
             start_date_time: &r.start,
             end_date_time: &r.end,
-            output_s3_bucket_name: "",
-            output_s3_key_prefix: "",
-            step_name: "",
+            // Upstream `prepareRuntimeStatus`: only when a bucket was named.
+            output_s3_bucket_name: r.s3.as_ref().map_or("", |l| &l.bucket),
+            output_s3_key_prefix: r.s3.as_ref().map_or("", |l| &l.key_prefix),
+            step_name: r.s3.as_ref().map_or("", |l| &l.step_name),
             standard_output: texts[1],
             standard_error: texts[2],
         }
@@ -567,6 +571,7 @@ mod tests {
             standard_error: String::new(),
             start: "2026-01-01T00:00:00.000Z".into(),
             end: "2026-01-01T00:00:01.000Z".into(),
+            s3: None,
         }
     }
 
@@ -631,6 +636,42 @@ mod tests {
             "Failed with code 0 is reported as 1"
         );
         assert!(raw.find("\"status\"").unwrap() < raw.find("\"standardError\"").unwrap());
+    }
+
+    #[test]
+    fn s3_fields_are_filled_only_for_a_result_that_names_a_bucket() {
+        let b = builder();
+        let plain: Value =
+            serde_json::from_str(&b.finished(&[result("p", Status::Success, 0)])).unwrap();
+        let rs = &plain["runtimeStatus"]["p"];
+        assert_eq!(
+            [
+                &rs["outputS3BucketName"],
+                &rs["outputS3KeyPrefix"],
+                &rs["stepName"]
+            ],
+            ["", "", ""]
+        );
+        let mut uploaded = result("p", Status::Success, 0);
+        uploaded.s3 = Some(super::super::output::OutputLocation {
+            bucket: "bkt".into(),
+            key_prefix: "pre/c/i-1/awsrunShellScript".into(),
+            step_name: "0.awsrunShellScript".into(),
+        });
+        let v: Value = serde_json::from_str(&b.finished(&[uploaded.clone()])).unwrap();
+        let rs = &v["runtimeStatus"]["p"];
+        assert_eq!(rs["outputS3BucketName"], "bkt");
+        assert_eq!(rs["outputS3KeyPrefix"], "pre/c/i-1/awsrunShellScript");
+        assert_eq!(rs["stepName"], "0.awsrunShellScript");
+        // Kept in the command record, and records written before the field still load.
+        let stored = serde_json::to_string(&uploaded).unwrap();
+        assert_eq!(
+            serde_json::from_str::<PluginResult>(&stored).unwrap(),
+            uploaded
+        );
+        let old = serde_json::to_string(&result("p", Status::Success, 0)).unwrap();
+        assert!(!old.contains("\"s3\""), "{old}");
+        assert_eq!(serde_json::from_str::<PluginResult>(&old).unwrap().s3, None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Runs one document step and turns what happened into a `PluginResult`: the script file, the
 //! process, exit-code semantics (§3.5, §3.6, §9.1) and the output fields (§2.8).
 
-use super::output::{Destination, RunFiles, Upload};
+use super::output::{Destination, OutputCleanup, OutputLocation, RunFiles, Upload};
 use super::reply::{
     Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream,
 };
@@ -33,8 +33,8 @@ pub struct StepEnv<'a> {
     pub stop: &'a StopToken,
     /// Most bytes of each stream's output file (`Ssm.RunCommandLogsMaxStepOutputMiB`).
     pub max_output_bytes: u64,
-    /// Remove the output files once the result is made (`Ssm.PluginLocalOutputCleanup`).
-    pub delete_output: bool,
+    /// When the output files are removed once the result is made (`Ssm.PluginLocalOutputCleanup`).
+    pub cleanup: OutputCleanup,
     /// Where each run's output goes besides its files (S3, CloudWatch Logs).
     pub outputs: &'a [Box<dyn Destination>],
     /// What plugins fetch while they run (SSM documents, S3 objects).
@@ -48,6 +48,8 @@ struct Run {
     code: i32,
     stdout: Head,
     stderr: Head,
+    /// Where the run's output went in S3 (the reply names it).
+    s3: Option<OutputLocation>,
 }
 
 impl Run {
@@ -57,6 +59,7 @@ impl Run {
             code: 1,
             stdout: Head::default(),
             stderr: Head::whole(message.as_bytes()),
+            s3: None,
         }
     }
 }
@@ -79,6 +82,7 @@ pub fn without_running(step: &Step, status: Status, code: i32, output: &str) -> 
         standard_error: err.to_owned(),
         start: now.clone(),
         end: now,
+        s3: None,
     }
 }
 
@@ -106,6 +110,7 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
                     code: r.code,
                     stdout: Head::default(),
                     stderr: Head::default(),
+                    s3: None,
                 },
             ));
             break;
@@ -128,6 +133,7 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
         code: 0,
         stdout: Head::default(),
         stderr: Head::default(),
+        s3: None,
     });
     render(step, run, start)
 }
@@ -140,6 +146,8 @@ fn merge(acc: Option<Run>, next: Run) -> Run {
     if acc.code == 0 {
         acc.code = next.code;
     }
+    // Upstream's `res.StepName` is the last property set's.
+    acc.s3 = next.s3.or(acc.s3);
     for (a, b) in [
         (&mut acc.stdout, next.stdout),
         (&mut acc.stderr, next.stderr),
@@ -179,6 +187,7 @@ fn render(step: &Step, run: Run, start: String) -> PluginResult {
         standard_error: truncate_stream(&stderr),
         start,
         end: iso8601_ms(SystemTime::now()),
+        s3: run.s3,
     }
 }
 
@@ -280,18 +289,23 @@ fn run_shell(
         stderr: &stderr,
     };
     let uploads: Vec<Box<dyn Upload + '_>> = env.outputs.iter().map(|d| d.start(&files)).collect();
+    let s3 = env.outputs.iter().find_map(|d| d.location(&files));
     let end = run_script(&spec, env.stop, on_start);
     let (status, code, note) = classify(&end.outcome);
     let out = Output::new(&stdout, end.stdout);
     let mut err = Output::new(&stderr, end.stderr);
     annotate(&out, &mut err, note);
+    let mut uploaded = false;
     for upload in uploads {
-        if let Err(line) = upload.finish() {
-            log::warn!("step {}: {line}", step.id);
-            err.own_line(&line);
+        match upload.finish() {
+            Ok(()) => uploaded = true,
+            Err(line) => {
+                log::warn!("step {}: {line}", step.id);
+                err.own_line(&line);
+            }
         }
     }
-    if env.delete_output && code != EXIT_REBOOT {
+    if env.cleanup.removes(uploaded) && code != EXIT_REBOOT {
         for path in [&stdout, &stderr] {
             if let Err(e) = crate::state::remove_file(path) {
                 log::warn!("{e}");
@@ -303,6 +317,7 @@ fn run_shell(
         code,
         stdout: out.head,
         stderr: err.head,
+        s3,
     }
 }
 
@@ -502,7 +517,7 @@ mod tests {
             env: &[],
             stop: &stop,
             max_output_bytes: 1 << 20,
-            delete_output: false,
+            cleanup: OutputCleanup::Keep,
             outputs: &[],
             sources: &Sources::unavailable("tests"),
         };

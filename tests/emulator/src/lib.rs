@@ -35,6 +35,7 @@ mod mgs;
 mod mgs_tests;
 mod onprem;
 mod parameters;
+mod s3;
 mod service;
 mod session;
 pub mod sigv4;
@@ -61,6 +62,7 @@ pub use onprem::{
     Activation, KeyRotation, MIN_PUBLIC_KEY_LEN, Registration, RoleTokenRequest, RsaCheck,
 };
 pub use parameters::{GetParametersCall, ParameterType};
+pub use s3::{S3Call, S3Object};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use smux::{SmuxStats, SmuxStream};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
@@ -414,6 +416,37 @@ impl Emulator {
     /// `AmazonSSM.GetParameters` calls that reached the operation, in order.
     pub fn get_parameters_calls(&self) -> Vec<GetParametersCall> {
         self.read(|st| st.get_parameters_calls().to_vec())
+    }
+
+    /// Creates (or empties) S3 bucket `name` in `region`.
+    pub fn create_bucket(&self, name: &str, region: &str) {
+        self.shared.update(|st| st.s3.create_bucket(name, region));
+    }
+
+    /// Gives bucket `name` a default encryption rule (`AES256` or `aws:kms`).
+    pub fn set_bucket_encryption(&self, name: &str, algorithm: &str) {
+        self.shared
+            .update(|st| st.s3.set_encryption(name, algorithm));
+    }
+
+    /// The bytes stored at `s3://bucket/key`.
+    pub fn s3_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        self.s3_object_with_headers(bucket, key).map(|o| o.body)
+    }
+
+    /// The object at `s3://bucket/key` with the headers it was uploaded with.
+    pub fn s3_object_with_headers(&self, bucket: &str, key: &str) -> Option<S3Object> {
+        self.read(|st| st.s3.object(bucket, key).cloned())
+    }
+
+    /// S3 requests whose signature held, in order.
+    pub fn s3_calls(&self) -> Vec<S3Call> {
+        self.read(|st| st.s3.calls.clone())
+    }
+
+    /// Multipart uploads neither completed nor aborted.
+    pub fn s3_open_uploads(&self) -> usize {
+        self.read(|st| st.s3.open_uploads())
     }
 
     /// Every STS `GetCallerIdentity`, in order.

@@ -1,5 +1,5 @@
 //! CloudWatch Logs (`Logs_20140328.*`, JSON 1.1 signed for `logs`), for Run Command output
-//! (the agent's docs/protocol.md §3.10): CreateLogGroup, CreateLogStream and PutLogEvents with
+//! (the agent's docs/protocol.md §3.11): CreateLogGroup, CreateLogStream and PutLogEvents with
 //! the service's checks — the group and stream exist, at most 10,000 events and 1,048,576 bytes
 //! (26 a event) a call, no empty or oversized event, chronological order within 24 hours, and
 //! the sequence token when one is sent. Tests read streams with [`crate::Emulator::log_events`].

@@ -10,7 +10,7 @@ use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
-use crate::{control, imds, kms, logs, mds, mgs, onprem, parameters, sigv4, sts};
+use crate::{control, imds, kms, logs, mds, mgs, onprem, parameters, s3, sigv4, sts};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -60,7 +60,14 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Request) -> Outcome {
 }
 
 fn route(shared: &Arc<Shared>, req: &Request) -> Handled {
-    if let Some((outcome, signature)) = mgs::route(shared, req) {
+    if s3::is_s3(req) {
+        let (resp, signature) = shared.update(|st| s3::handle(st, req));
+        let target = format!("s3 {} {}", req.method, req.path);
+        Handled {
+            signature,
+            ..Handled::plain(&target, resp)
+        }
+    } else if let Some((outcome, signature)) = mgs::route(shared, req) {
         let target = format!("{} {}", req.method, req.path);
         Handled {
             outcome,

@@ -178,6 +178,27 @@ fn canonical_value(v: &str) -> String {
 
 /// The canonical request built from the request as received and the headers it claims to sign.
 pub fn canonical_request(req: &Request, signed: &[String]) -> Result<String, SigError> {
+    canonical_request_for(
+        req,
+        signed,
+        &canonical_uri(&req.path),
+        &sha256_hex(&req.body),
+    )
+}
+
+/// S3's canonical request: the path exactly as sent (encoded once, never normalised) and the
+/// payload hash the client declared in `X-Amz-Content-Sha256` (checked against the body apart).
+fn s3_canonical_request(req: &Request, signed: &[String]) -> Result<String, SigError> {
+    let payload = req.header("X-Amz-Content-Sha256").unwrap_or_default();
+    canonical_request_for(req, signed, &req.path, payload)
+}
+
+fn canonical_request_for(
+    req: &Request,
+    signed: &[String],
+    uri: &str,
+    payload_sha256: &str,
+) -> Result<String, SigError> {
     let mut headers = String::new();
     for name in signed {
         let values: Vec<String> = req
@@ -194,13 +215,11 @@ pub fn canonical_request(req: &Request, signed: &[String]) -> Result<String, Sig
         headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
     Ok(format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
+        "{}\n{uri}\n{}\n{}\n{}\n{payload_sha256}",
         req.method,
-        canonical_uri(&req.path),
         canonical_query(&req.query),
         headers,
         signed.join(";"),
-        sha256_hex(&req.body)
     ))
 }
 
@@ -294,7 +313,11 @@ fn signed_strings(
     check_signed_list(&auth.signed_headers)?;
     let amz_date = req.header("X-Amz-Date").unwrap_or_default();
     check_date(amz_date, auth, now)?;
-    let canonical = canonical_request(req, &auth.signed_headers)?;
+    let canonical = if service == "s3" {
+        s3_canonical_request(req, &auth.signed_headers)?
+    } else {
+        canonical_request(req, &auth.signed_headers)?
+    };
     let sts = string_to_sign(amz_date, &auth.scope(), &canonical);
     Ok((canonical, sts))
 }

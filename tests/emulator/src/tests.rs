@@ -29,7 +29,7 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -123,7 +123,7 @@ fn imds_get(emu: &Emulator, token: &str, path: &str) -> Resp {
     send(emu, &req).unwrap()
 }
 
-fn role_credentials(emu: &Emulator) -> Creds {
+pub(crate) fn role_credentials(emu: &Emulator) -> Creds {
     let token = imds_token(emu);
     let role = imds_get(emu, &token, "/latest/meta-data/iam/security-credentials/").text();
     let doc = imds_get(
