@@ -242,6 +242,71 @@ impl HttpClient {
         })
     }
 
+    /// Sends `request` and streams a 2xx body into `out`, refusing more than `limit` bytes; the
+    /// answer's `body` is then empty. Any other status comes back with at most 64 KiB of its
+    /// body and nothing written. For downloads (`aws:downloadContent`), too large for [`send`].
+    ///
+    /// [`send`]: HttpClient::send
+    pub fn download(
+        &self,
+        request: HttpRequest<'_>,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<HttpResponse, HttpError> {
+        const ERROR_BODY: u64 = 64 * 1024;
+        let what = format!("{} {}", request.method, request.url);
+        let mut builder = ureq::http::Request::builder()
+            .method(request.method)
+            .uri(request.url);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let http_request = builder
+            .body(request.body)
+            .map_err(|e| HttpError::Other(format!("{what}: cannot build the request: {e}")))?;
+        let mut response = http_request
+            .with_agent(self.agent_for(request.url))
+            .configure()
+            .timeout_global(Some(request.timeout))
+            .run()
+            .map_err(|e| classify(e, &what, request.timeout))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut reader = response.body_mut().as_reader();
+        let mut body = Vec::new();
+        let success = (200..300).contains(&status);
+        let read = if success {
+            // One byte past the limit tells a body of exactly `limit` bytes from a larger one.
+            io::copy(&mut (&mut reader).take(limit.saturating_add(1)), out)
+        } else {
+            (&mut reader)
+                .take(ERROR_BODY)
+                .read_to_end(&mut body)
+                .map(|n| n as u64)
+        };
+        let n = read.map_err(|e| classify_io(e, &what, request.timeout))?;
+        if success && n > limit {
+            return Err(HttpError::TooLarge(format!(
+                "{what}: body exceeds {limit} bytes"
+            )));
+        }
+        debug!("{what} -> {status} ({n} bytes)");
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
     fn agent_for(&self, url: &str) -> &Agent {
         let uri: Option<ureq::http::Uri> = url.parse().ok();
         let proxied = match uri.as_ref().and_then(|u| u.scheme_str()) {

@@ -2,6 +2,7 @@
 //! `run-document` CLI share. A transport offers messages and carries replies back through a
 //! [`ReplySink`]; everything in between — parsing, queueing, running, reporting — happens here.
 
+mod download;
 pub(crate) mod engine;
 pub mod local;
 pub(crate) mod output;

@@ -38,7 +38,6 @@ pub struct StepEnv<'a> {
     /// Where each run's output goes besides its files (S3, CloudWatch Logs).
     pub outputs: &'a [Box<dyn Destination>],
     /// What plugins fetch while they run (SSM documents, S3 objects).
-    #[allow(dead_code)] // read by aws:runDocument and aws:downloadContent, being written
     pub sources: &'a Sources,
 }
 
@@ -51,6 +50,15 @@ struct Run {
 }
 
 impl Run {
+    fn succeeded(stdout: String) -> Run {
+        Run {
+            status: Status::Success,
+            code: 0,
+            stdout: Head::whole(stdout.as_bytes()),
+            stderr: Head::default(),
+        }
+    }
+
     fn failed(message: String) -> Run {
         Run {
             status: Status::Failed,
@@ -113,6 +121,11 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
         let run = if step.plugin == SHELL_PLUGIN {
             match shell_script_input(inputs) {
                 Ok(input) => run_shell(step, i, &input, env, on_start),
+                Err(message) => Run::failed(message),
+            }
+        } else if step.plugin == super::download::PLUGIN {
+            match super::download::run(inputs, env.command_dir, env.sources) {
+                Ok(stdout) => Run::succeeded(stdout),
                 Err(message) => Run::failed(message),
             }
         } else {
