@@ -439,11 +439,9 @@ fn go_signal_name(sig: i32) -> String {
 }
 
 /// Absolute → as given; relative → `<command dir>/downloads/<dir>` when it exists (upstream);
-/// otherwise the agent's working directory.
+/// otherwise the agent's working directory. Empty is relative too: after an
+/// `aws:downloadContent` into the downloads directory (AWS-RunRemoteScript), scripts run there.
 fn working_dir(requested: &str, command_dir: &Path) -> Option<PathBuf> {
-    if requested.is_empty() {
-        return None;
-    }
     let p = Path::new(requested);
     if p.is_absolute() {
         return Some(p.to_owned());
