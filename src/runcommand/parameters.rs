@@ -1,7 +1,7 @@
 //! The engine's Parameter Store: `ssm:GetParameters` through the agent's SSM client, retried on
 //! throttling and transient failures as the AWS SDK upstream links does (docs/protocol.md §3.7).
 //! Document references are read without decryption; `{{ssm-secure:…}}` references of
-//! `aws:downloadContent` with it (docs/protocol.md §13).
+//! `aws:downloadContent` with it (docs/protocol.md §3.10).
 
 use super::sources::SecretSource;
 use crate::aws::jsonrpc::{AwsError, JsonClient};

@@ -1,4 +1,4 @@
-//! `aws:downloadContent` (docs/protocol.md §13): fetches a file or a directory over HTTPS, from
+//! `aws:downloadContent` (docs/protocol.md §3.10): fetches a file or a directory over HTTPS, from
 //! S3, from GitHub or from an SSM document into the command's `downloads/` directory or an
 //! absolute path, with upstream's inputs and texts (`agent/plugins/downloadcontent/`).
 //!

@@ -332,10 +332,11 @@ fn s3_objects_and_folders_land_as_upstream_places_them() {
     );
 }
 
-/// A plain HTTP server answering `path → (status, headers, body)`; other paths 404.
-fn web_server(
-    routes: Vec<(&'static str, u16, Vec<(&'static str, String)>, Vec<u8>)>,
-) -> crate::aws::http::test_server::Server {
+/// One answer of [`web_server`]: path, status, headers, body.
+type Route = (&'static str, u16, Vec<(&'static str, String)>, Vec<u8>);
+
+/// A plain HTTP server answering each route's path; other paths 404.
+fn web_server(routes: Vec<Route>) -> crate::aws::http::test_server::Server {
     serve(move |r: &Received| {
         let path = r.request_line.split(' ').nth(1).unwrap_or_default();
         let found = routes.iter().find(|(p, ..)| *p == path);
