@@ -152,7 +152,7 @@ impl Repo<'_> {
             Value::Array(entries) => {
                 for entry in entries {
                     let child = entry["path"].as_str().unwrap_or_default();
-                    let target = Path::new(dest).join(base_name(child));
+                    let target = super::below(dest, base_name(child))?;
                     self.fetch(child, &target.to_string_lossy(), true, None)?;
                 }
                 Ok(())

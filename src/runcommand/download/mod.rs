@@ -229,6 +229,20 @@ fn base_name(path: &str) -> &str {
     trimmed.rsplit('/').next().unwrap_or(trimmed)
 }
 
+/// `relative` (a GitHub entry's name, an S3 key below its folder) under `dest`, refused when a
+/// `..` would take it outside: the names come from the network.
+fn below(dest: &str, relative: &str) -> Result<PathBuf, String> {
+    let escapes = Path::new(relative)
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)));
+    match escapes || relative.is_empty() {
+        true => Err(format!(
+            "{relative:?} is not a name inside {dest}; ssm-lite does not write it"
+        )),
+        false => Ok(Path::new(dest).join(relative)),
+    }
+}
+
 /// Upstream `MakeDirs`: missing directories are made 0700; existing ones are left as they are.
 fn make_dirs(dir: &Path) -> Result<(), String> {
     DirBuilder::new()

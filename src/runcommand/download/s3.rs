@@ -124,16 +124,15 @@ fn plan(url: &S3Url, dest: &str, sources: &Sources) -> Result<Vec<(String, PathB
         };
         return Ok(vec![(url.key.clone(), target)]);
     }
-    Ok(listed
+    listed
         .into_iter()
         .filter(|key| !key.ends_with('/'))
         .map(|key| {
-            let below = key.strip_prefix(&url.key).unwrap_or(&key);
-            let below = below.trim_start_matches('/');
-            let target = Path::new(dest).join(below);
-            (key, target)
+            let relative = key.strip_prefix(&url.key).unwrap_or(&key);
+            let target = super::below(dest, relative.trim_start_matches('/'))?;
+            Ok((key, target))
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -320,6 +320,16 @@ fn s3_objects_and_folders_land_as_upstream_places_them() {
         read(t.path().join("downloads/tree/lib/util.sh")),
         "echo util\n"
     );
+    let mut hostile = Fake {
+        listing: Some(()),
+        ..Fake::default()
+    };
+    hostile
+        .objects
+        .insert("scripts/../../escape.sh".into(), b"x".to_vec());
+    let refused = run_in(&t, &self::sources(hostile).0, s3(folder, "tree")).unwrap_err();
+    assert!(refused.contains("is not a name inside"), "{refused}");
+    assert!(!t.path().join("escape.sh").exists());
     assert_eq!(
         run_in(&t, &sources, s3("https://example.com/bucket/k", "")).unwrap_err(),
         "invalid S3 path parameter"
