@@ -387,8 +387,10 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     // One ssm client serves health pings and Parameter Store lookups.
     let ssm = match health::ssm_client(http.clone(), &identity, &config) {
         Ok(client) => {
-            engine_cfg.parameter_store = Arc::new(SsmParameterStore::new(client.clone()));
-            engine_cfg.sources.secrets = Arc::new(SsmParameterStore::new(client.clone()));
+            // The same store reads downloadContent's `{{ssm-secure:…}}` tokens, with decryption.
+            let store = Arc::new(SsmParameterStore::new(client.clone()));
+            engine_cfg.parameter_store = store.clone();
+            engine_cfg.sources.secrets = store;
             Some(client)
         }
         Err(e) => {
