@@ -664,4 +664,20 @@ mod tests {
             assert_eq!(fs::read_to_string(&path).unwrap(), after);
         }
     }
+
+    /// Upstream `runscript.go`: relative and empty directories are under `downloads/` when that
+    /// exists (AWS-RunRemoteScript runs its script where downloadContent put it).
+    #[test]
+    fn relative_and_empty_working_directories_are_under_downloads_when_it_exists() {
+        let t = TestDir::new("workdir");
+        assert_eq!(working_dir("", t.path()), None);
+        assert_eq!(working_dir("tools", t.path()), None);
+        fs::create_dir_all(t.path().join("downloads/tools")).unwrap();
+        assert!(working_dir("", t.path()).unwrap().ends_with("downloads"));
+        assert_eq!(
+            working_dir("tools", t.path()),
+            Some(t.path().join("downloads/tools"))
+        );
+        assert_eq!(working_dir("/srv", t.path()), Some(PathBuf::from("/srv")));
+    }
 }
