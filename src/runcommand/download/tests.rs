@@ -545,3 +545,40 @@ fn github_files_and_directories_come_through_the_contents_api() {
         "Owner for GitHub SourceType must be specified"
     );
 }
+
+#[test]
+fn a_github_file_without_content_comes_from_its_download_url_with_the_token() {
+    let t = TestDir::new("github-raw");
+    let base: Arc<Mutex<String>> = Arc::default();
+    let seen = base.clone();
+    let server = serve(move |r: &Received| {
+        let path = r.request_line.split(' ').nth(1).unwrap_or_default();
+        let url = seen.lock().unwrap().clone();
+        Some(match path {
+            "/repos/o/r/contents/big.bin?ref=master" => {
+                let entry = json!({"type": "file", "path": "big.bin", "encoding": "none", "content": "",
+                                   "download_url": format!("{url}/raw/o/r/master/big.bin")});
+                response(200, &[], entry.to_string().as_bytes())
+            }
+            "/raw/o/r/master/big.bin" => response(200, &[], b"large bytes"),
+            _ => response(404, &[], b"{\"message\":\"Not Found\"}"),
+        })
+    });
+    *base.lock().unwrap() = server.url();
+    let (sources, _) = sources(Fake {
+        parameters: vec![parameter("tok", "SecureString", "ghp_raw")],
+        ..Fake::default()
+    });
+    let info = json!({"owner": "o", "repository": "r", "path": "big.bin", "tokenInfo": "{{ssm-secure:tok}}",
+                      "sha256": crate::aws::sigv4::sha256_hex(b"large bytes")});
+    let dest = destination("big.bin", t.path());
+    github::download_from(&server.url(), &info.to_string(), &dest, &sources).unwrap();
+    assert_eq!(read(t.path().join("downloads/big.bin")), "large bytes");
+    let requests: Vec<Received> = server.requests.try_iter().collect();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer ghp_raw"))
+    );
+}
