@@ -124,10 +124,12 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
                 Err(message) => Run::failed(message),
             }
         } else if step.plugin == super::download::PLUGIN {
-            match super::download::run(inputs, env.command_dir, env.sources) {
-                Ok(stdout) => Run::succeeded(stdout),
-                Err(message) => Run::failed(message),
-            }
+            in_agent(step, i, env, || {
+                match super::download::run(inputs, env.command_dir, env.sources) {
+                    Ok(stdout) => Run::succeeded(stdout),
+                    Err(message) => Run::failed(message),
+                }
+            })
         } else {
             Run::failed(format!(
                 "Plugin with name {} not found. Step name: {}",
@@ -221,6 +223,53 @@ fn run_path(step: &Step, index: usize, input: &ShellScriptInput) -> String {
         (true, true) => format!("{index}.{}", step.id),
     };
     format!("{}/{}", step_dir_name(&step.plugin), step_dir_name(&name))
+}
+
+/// Runs a plugin the agent carries out itself (no script) with a script's output files and
+/// destinations, as upstream's IOHandler gives every plugin: `<plugin>/<run name>/stdout` and
+/// `stderr` under the command directory, uploaded like a script's.
+fn in_agent(step: &Step, index: usize, env: &StepEnv<'_>, body: impl FnOnce() -> Run) -> Run {
+    let name = match step.inputs.len() > 1 {
+        true => format!("{index}.{}", step.id),
+        false => step.id.clone(),
+    };
+    let run_path = format!("{}/{}", step_dir_name(&step.plugin), step_dir_name(&name));
+    let dir = env.command_dir.join(&run_path);
+    let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
+    if let Err(e) = ensure_private_dir(&dir) {
+        log::warn!("step {}: {e}", step.id);
+    }
+    let files = RunFiles {
+        plugin: &step.plugin,
+        run_path: &run_path,
+        stdout: &stdout,
+        stderr: &stderr,
+    };
+    let uploads: Vec<Box<dyn Upload + '_>> = env.outputs.iter().map(|d| d.start(&files)).collect();
+    let mut run = body();
+    append(&stdout, &String::from_utf8_lossy(&run.stdout.bytes));
+    append(&stderr, &String::from_utf8_lossy(&run.stderr.bytes));
+    for upload in uploads {
+        if let Err(line) = upload.finish() {
+            log::warn!("step {}: {line}", step.id);
+            let starts_line = run.stderr.bytes.is_empty() || run.stderr.bytes.ends_with(b"\n");
+            let line = if starts_line {
+                format!("{line}\n")
+            } else {
+                format!("\n{line}\n")
+            };
+            append(&stderr, &line);
+            run.stderr.push(line.as_bytes());
+        }
+    }
+    if env.delete_output {
+        for path in [&stdout, &stderr] {
+            if let Err(e) = crate::state::remove_file(path) {
+                log::warn!("{e}");
+            }
+        }
+    }
+    run
 }
 
 /// What ending a script adds to its stderr: upstream's `MarkAsFailed` text, or a line of the
@@ -679,5 +728,64 @@ mod tests {
             Some(t.path().join("downloads/tools"))
         );
         assert_eq!(working_dir("/srv", t.path()), Some(PathBuf::from("/srv")));
+    }
+
+    /// Uploads that see a run's files, and fail.
+    struct Refusing(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Destination for Refusing {
+        fn start(&self, run: &RunFiles<'_>) -> Box<dyn Upload + '_> {
+            self.0.lock().unwrap().push(run.run_path.to_owned());
+            Box::new(RefusedUpload(run.stderr.to_owned()))
+        }
+    }
+
+    struct RefusedUpload(PathBuf);
+
+    impl Upload for RefusedUpload {
+        fn finish(self: Box<Self>) -> Result<(), String> {
+            Err(format!(
+                "upload refused after {:?}",
+                fs::read_to_string(&self.0).unwrap()
+            ))
+        }
+    }
+
+    #[test]
+    fn an_in_agent_plugin_has_a_scripts_files_and_destinations() {
+        let t = TestDir::new("in-agent");
+        let started = std::sync::Arc::default();
+        let outputs: Vec<Box<dyn Destination>> =
+            vec![Box::new(Refusing(std::sync::Arc::clone(&started)))];
+        let stop = StopToken::new();
+        let env = StepEnv {
+            command_dir: t.path(),
+            env: &[],
+            stop: &stop,
+            max_output_bytes: 1 << 20,
+            delete_output: false,
+            outputs: &outputs,
+            sources: &Sources::unavailable("tests"),
+        };
+        let step = Step {
+            id: "fetch".into(),
+            plugin: crate::runcommand::download::PLUGIN.into(),
+            inputs: vec![json!({"sourceInfo": "{}"})],
+            ..shell_step(&[], None)
+        };
+        let r = run_step(&step, &env, &mut |_| {});
+        let why = "invalid input: SourceType must be specified";
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(
+            r.standard_error,
+            format!("{why}\nupload refused after {why:?}\n")
+        );
+        assert_eq!(*started.lock().unwrap(), ["awsdownloadContent/fetch"]);
+        let dir = t.path().join("awsdownloadContent/fetch");
+        assert_eq!(fs::read_to_string(dir.join("stdout")).unwrap(), "");
+        assert_eq!(
+            fs::read_to_string(dir.join("stderr")).unwrap(),
+            r.standard_error
+        );
     }
 }
