@@ -391,10 +391,14 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     };
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let mut engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
+    engine_cfg.sources.http = Some(http.clone());
     // One ssm client serves health pings and Parameter Store lookups.
     let ssm = match health::ssm_client(http.clone(), &identity, &config) {
         Ok(client) => {
-            engine_cfg.parameter_store = Arc::new(SsmParameterStore::new(client.clone()));
+            // The same store reads downloadContent's `{{ssm-secure:…}}` tokens, with decryption.
+            let store = Arc::new(SsmParameterStore::new(client.clone()));
+            engine_cfg.parameter_store = store.clone();
+            engine_cfg.sources.secrets = store;
             Some(client)
         }
         Err(e) => {

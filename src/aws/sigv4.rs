@@ -324,7 +324,7 @@ fn encode_into(out: &mut String, bytes: &[u8], keep_slash: bool) {
 }
 
 /// `%XX` escapes decoded; malformed escapes are kept as they are.
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

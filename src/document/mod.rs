@@ -94,7 +94,7 @@ pub struct DocumentError(pub String);
 const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.0.3", "2.2"];
 /// The first schema with preconditions and cross-platform skipping.
 const PRECONDITION_SCHEMA: &str = "2.2";
-/// The only plugin ssm-lite implements.
+/// The plugin ssm-lite first implemented (`aws:downloadContent` is the other it runs).
 const SHELL_PLUGIN: &str = "aws:runShellScript";
 /// The plugins upstream registers on Linux (`RegisteredWorkerPlugins`): it runs steps using them,
 /// so where it would, ssm-lite fails those it does not implement rather than skip them.
@@ -420,7 +420,7 @@ fn unsupported_plugin(plugin: &str, id: &str) -> Verdict {
 
 /// A Linux plugin: runs if ssm-lite implements it.
 fn run_plugin(plugin: &str, id: &str) -> Verdict {
-    match plugin == SHELL_PLUGIN {
+    match plugin == SHELL_PLUGIN || plugin == "aws:downloadContent" {
         true => Verdict::Run,
         false => Verdict::Fail(format!(
             "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"
@@ -929,7 +929,7 @@ mod tests {
             [
                 &missing("aws:configurePackage", "install"),
                 &missing("aws:runPowerShellScript", "pwsh"),
-                &missing("aws:downloadContent", "linux"),
+                &Verdict::Run,
                 &Verdict::Skip(
                     "Step execution skipped due to unsatisfied preconditions: '\"StringEquals\": [platformType, Windows]'. \
                      Step name: windows"

@@ -3,6 +3,7 @@
 //! [`ReplySink`]; everything in between — parsing, queueing, running, reporting — happens here.
 
 pub(crate) mod cloudwatch;
+mod download;
 pub(crate) mod engine;
 pub mod local;
 pub(crate) mod output;

@@ -1,8 +1,11 @@
 //! The engine's Parameter Store: `ssm:GetParameters` through the agent's SSM client, retried on
 //! throttling and transient failures as the AWS SDK upstream links does (docs/protocol.md §3.7).
+//! Document references are read without decryption; `{{ssm-secure:…}}` references of
+//! `aws:downloadContent` with it (docs/protocol.md §3.12).
 
+use super::sources::SecretSource;
 use crate::aws::jsonrpc::{AwsError, JsonClient};
-use crate::document::parameter_store::{Found, ParameterSource};
+use crate::document::parameter_store::{Found, Parameter, ParameterSource};
 use serde_json::json;
 use std::time::Duration;
 
@@ -23,10 +26,10 @@ impl SsmParameterStore {
     }
 }
 
-impl ParameterSource for SsmParameterStore {
-    fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
-        // Upstream never asks for decryption: a SecureString is refused, not read.
-        let input = json!({"Names": names, "WithDecryption": false});
+impl SsmParameterStore {
+    /// One `GetParameters` call of `names`, retried.
+    fn get(&self, names: &[String], decrypt: bool) -> Result<Found, String> {
+        let input = json!({"Names": names, "WithDecryption": decrypt});
         let mut attempt = 0;
         loop {
             match self.client.call("GetParameters", &input, CALL_TIMEOUT) {
@@ -45,6 +48,31 @@ impl ParameterSource for SsmParameterStore {
                 Err(e) => return Err(refused(&e)),
             }
         }
+    }
+}
+
+impl ParameterSource for SsmParameterStore {
+    fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
+        // Upstream never asks for decryption here: a SecureString is refused, not read.
+        self.get(names, false)
+    }
+}
+
+impl SecretSource for SsmParameterStore {
+    fn get_decrypted(&self, name: &str) -> Result<Parameter, String> {
+        let found = self.get(&[name.to_owned()], true)?;
+        // Upstream `ssmparameterresolver.getParameters`: invalid names fail the lookup.
+        if !found.invalid.is_empty() {
+            return Err(format!(
+                "The following parameter(s) cannot be resolved: {}",
+                found.invalid.join(",")
+            ));
+        }
+        found
+            .parameters
+            .into_iter()
+            .next()
+            .ok_or_else(|| "Invalid number of tokens returned - 0".to_owned())
     }
 }
 

@@ -1,8 +1,12 @@
-//! What plugins fetch from AWS while a step runs: SSM documents (`aws:runDocument`,
-//! `aws:downloadContent` with `SSMDocument`) and S3 objects (`aws:downloadContent` with `S3`).
+//! What plugins fetch while a step runs: SSM documents (`aws:runDocument`,
+//! `aws:downloadContent` with `SSMDocument`), S3 objects (`aws:downloadContent` with `S3`),
+//! decrypted Parameter Store values (`{{ssm-secure:…}}` in `aws:downloadContent`) and web
+//! resources through the agent's HTTPS client (`aws:downloadContent` with `HTTP` and `GitHub`).
 //! The engine holds one [`Sources`]; an agent without the calls (`ssm-lite run-document`) holds
 //! [`Sources::unavailable`], whose calls fail with the reason.
 
+use crate::aws::http::HttpClient;
+use crate::document::parameter_store::Parameter;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -32,12 +36,32 @@ pub trait ObjectSource: Send + Sync {
         out: &mut dyn Write,
         limit: u64,
     ) -> Result<u64, String>;
+
+    /// The keys under `prefix` (a "folder" download), at most `limit` of them. `Err` is the text
+    /// the step reports; a source that cannot list says so, and a key without a trailing `/` is
+    /// then fetched as one object, as upstream does when its listing fails.
+    fn list_keys(&self, bucket: &str, prefix: &str, _limit: usize) -> Result<Vec<String>, String> {
+        Err(format!(
+            "cannot list s3://{bucket}/{prefix}: this agent's S3 client does not list objects"
+        ))
+    }
+}
+
+/// Parameter Store values read with decryption: only `{{ssm-secure:…}}` references in the
+/// inputs upstream resolves them in (docs/protocol.md §3.7).
+pub trait SecretSource: Send + Sync {
+    /// `ssm:GetParameters` of `[name]` with `WithDecryption: true`. `Err` is upstream's text for
+    /// the failure (an unknown name: `The following parameter(s) cannot be resolved: name`).
+    fn get_decrypted(&self, name: &str) -> Result<Parameter, String>;
 }
 
 #[derive(Clone)]
 pub struct Sources {
     pub documents: Arc<dyn DocumentSource>,
     pub objects: Arc<dyn ObjectSource>,
+    pub secrets: Arc<dyn SecretSource>,
+    /// The agent's HTTPS client (proxies, CA bundle); `None` where the run has none.
+    pub http: Option<Arc<HttpClient>>,
 }
 
 impl Sources {
@@ -46,7 +70,9 @@ impl Sources {
         let none = Arc::new(Unavailable(reason.to_owned()));
         Sources {
             documents: none.clone(),
-            objects: none,
+            objects: none.clone(),
+            secrets: none,
+            http: None,
         }
     }
 }
@@ -68,5 +94,11 @@ impl ObjectSource for Unavailable {
         _: u64,
     ) -> Result<u64, String> {
         Err(format!("cannot fetch s3://{bucket}/{key}: {}", self.0))
+    }
+}
+
+impl SecretSource for Unavailable {
+    fn get_decrypted(&self, name: &str) -> Result<Parameter, String> {
+        Err(format!("cannot read parameter {name}: {}", self.0))
     }
 }

@@ -38,7 +38,6 @@ pub struct StepEnv<'a> {
     /// Where each run's output goes besides its files (S3, CloudWatch Logs).
     pub outputs: &'a [Box<dyn Destination>],
     /// What plugins fetch while they run (SSM documents, S3 objects).
-    #[allow(dead_code)] // read by aws:runDocument and aws:downloadContent, being written
     pub sources: &'a Sources,
 }
 
@@ -53,6 +52,16 @@ struct Run {
 }
 
 impl Run {
+    fn succeeded(stdout: String) -> Run {
+        Run {
+            status: Status::Success,
+            code: 0,
+            stdout: Head::whole(stdout.as_bytes()),
+            stderr: Head::default(),
+            s3: None,
+        }
+    }
+
     fn failed(message: String) -> Run {
         Run {
             status: Status::Failed,
@@ -120,6 +129,13 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
                 Ok(input) => run_shell(step, i, &input, env, on_start),
                 Err(message) => Run::failed(message),
             }
+        } else if step.plugin == super::download::PLUGIN {
+            in_agent(step, i, env, || {
+                match super::download::run(inputs, env.command_dir, env.sources) {
+                    Ok(stdout) => Run::succeeded(stdout),
+                    Err(message) => Run::failed(message),
+                }
+            })
         } else {
             Run::failed(format!(
                 "Plugin with name {} not found. Step name: {}",
@@ -219,6 +235,89 @@ fn run_path(step: &Step, index: usize, input: &ShellScriptInput) -> String {
     format!("{}/{}", step_dir_name(&step.plugin), step_dir_name(&name))
 }
 
+/// Runs a plugin the agent carries out itself (no script) with a script's output files and
+/// destinations, as upstream's IOHandler gives every plugin: `<plugin>/<run name>/stdout` and
+/// `stderr` under the command directory, uploaded like a script's.
+fn in_agent(step: &Step, index: usize, env: &StepEnv<'_>, body: impl FnOnce() -> Run) -> Run {
+    let name = match step.inputs.len() > 1 {
+        true => format!("{index}.{}", step.id),
+        false => step.id.clone(),
+    };
+    let run_path = format!("{}/{}", step_dir_name(&step.plugin), step_dir_name(&name));
+    let dir = env.command_dir.join(&run_path);
+    let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
+    if let Err(e) = ensure_private_dir(&dir) {
+        log::warn!("step {}: {e}", step.id);
+    }
+    let files = RunFiles {
+        plugin: &step.plugin,
+        run_path: &run_path,
+        stdout: &stdout,
+        stderr: &stderr,
+    };
+    let uploads = Uploads::start(env, &files);
+    let mut run = body();
+    append(&stdout, &String::from_utf8_lossy(&run.stdout.bytes));
+    append(&stderr, &String::from_utf8_lossy(&run.stderr.bytes));
+    run.s3 = uploads.s3.clone();
+    let uploaded = uploads.finish(step, |line| {
+        let starts_line = run.stderr.bytes.is_empty() || run.stderr.bytes.ends_with(b"\n");
+        let line = if starts_line {
+            format!("{line}\n")
+        } else {
+            format!("\n{line}\n")
+        };
+        append(&stderr, &line);
+        run.stderr.push(line.as_bytes());
+    });
+    clean_up(env, uploaded, &[&stdout, &stderr]);
+    run
+}
+
+/// A run's uploads to its destinations, from before its work starts until its files are whole.
+struct Uploads<'e> {
+    uploads: Vec<Box<dyn Upload + 'e>>,
+    /// Where the output goes in S3, which the reply names.
+    s3: Option<OutputLocation>,
+}
+
+impl<'e> Uploads<'e> {
+    fn start(env: &'e StepEnv<'_>, files: &RunFiles<'_>) -> Uploads<'e> {
+        Uploads {
+            uploads: env.outputs.iter().map(|d| d.start(files)).collect(),
+            s3: env.outputs.iter().find_map(|d| d.location(files)),
+        }
+    }
+
+    /// Finishes every upload; a failure is logged and its line handed to `report` (for the
+    /// step's stderr: never silent). True when one went through.
+    fn finish(self, step: &Step, mut report: impl FnMut(&str)) -> bool {
+        let mut uploaded = false;
+        for upload in self.uploads {
+            match upload.finish() {
+                Ok(()) => uploaded = true,
+                Err(line) => {
+                    log::warn!("step {}: {line}", step.id);
+                    report(&line);
+                }
+            }
+        }
+        uploaded
+    }
+}
+
+/// Removes a run's output files where `Ssm.PluginLocalOutputCleanup` asks.
+fn clean_up(env: &StepEnv<'_>, uploaded: bool, files: &[&Path]) {
+    if !env.cleanup.removes(uploaded) {
+        return;
+    }
+    for path in files {
+        if let Err(e) = crate::state::remove_file(path) {
+            log::warn!("{e}");
+        }
+    }
+}
+
 /// What ending a script adds to its stderr: upstream's `MarkAsFailed` text, or a line of the
 /// agent's own where upstream has no counterpart.
 #[derive(Debug, PartialEq)]
@@ -288,29 +387,16 @@ fn run_shell(
         stdout: &stdout,
         stderr: &stderr,
     };
-    let uploads: Vec<Box<dyn Upload + '_>> = env.outputs.iter().map(|d| d.start(&files)).collect();
-    let s3 = env.outputs.iter().find_map(|d| d.location(&files));
+    let uploads = Uploads::start(env, &files);
+    let s3 = uploads.s3.clone();
     let end = run_script(&spec, env.stop, on_start);
     let (status, code, note) = classify(&end.outcome);
     let out = Output::new(&stdout, end.stdout);
     let mut err = Output::new(&stderr, end.stderr);
     annotate(&out, &mut err, note);
-    let mut uploaded = false;
-    for upload in uploads {
-        match upload.finish() {
-            Ok(()) => uploaded = true,
-            Err(line) => {
-                log::warn!("step {}: {line}", step.id);
-                err.own_line(&line);
-            }
-        }
-    }
-    if env.cleanup.removes(uploaded) && code != EXIT_REBOOT {
-        for path in [&stdout, &stderr] {
-            if let Err(e) = crate::state::remove_file(path) {
-                log::warn!("{e}");
-            }
-        }
+    let uploaded = uploads.finish(step, |line| err.own_line(line));
+    if code != EXIT_REBOOT {
+        clean_up(env, uploaded, &[&stdout, &stderr]);
     }
     Run {
         status,
@@ -441,11 +527,9 @@ fn go_signal_name(sig: i32) -> String {
 }
 
 /// Absolute → as given; relative → `<command dir>/downloads/<dir>` when it exists (upstream);
-/// otherwise the agent's working directory.
+/// otherwise the agent's working directory. Empty is relative too: after an
+/// `aws:downloadContent` into the downloads directory (AWS-RunRemoteScript), scripts run there.
 fn working_dir(requested: &str, command_dir: &Path) -> Option<PathBuf> {
-    if requested.is_empty() {
-        return None;
-    }
     let p = Path::new(requested);
     if p.is_absolute() {
         return Some(p.to_owned());
@@ -667,5 +751,80 @@ mod tests {
             assert_eq!(err.head.bytes, after.as_bytes());
             assert_eq!(fs::read_to_string(&path).unwrap(), after);
         }
+    }
+
+    /// Upstream `runscript.go`: relative and empty directories are under `downloads/` when that
+    /// exists (AWS-RunRemoteScript runs its script where downloadContent put it).
+    #[test]
+    fn relative_and_empty_working_directories_are_under_downloads_when_it_exists() {
+        let t = TestDir::new("workdir");
+        assert_eq!(working_dir("", t.path()), None);
+        assert_eq!(working_dir("tools", t.path()), None);
+        fs::create_dir_all(t.path().join("downloads/tools")).unwrap();
+        assert!(working_dir("", t.path()).unwrap().ends_with("downloads"));
+        assert_eq!(
+            working_dir("tools", t.path()),
+            Some(t.path().join("downloads/tools"))
+        );
+        assert_eq!(working_dir("/srv", t.path()), Some(PathBuf::from("/srv")));
+    }
+
+    /// Uploads that see a run's files, and fail.
+    struct Refusing(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Destination for Refusing {
+        fn start(&self, run: &RunFiles<'_>) -> Box<dyn Upload + '_> {
+            self.0.lock().unwrap().push(run.run_path.to_owned());
+            Box::new(RefusedUpload(run.stderr.to_owned()))
+        }
+    }
+
+    struct RefusedUpload(PathBuf);
+
+    impl Upload for RefusedUpload {
+        fn finish(self: Box<Self>) -> Result<(), String> {
+            Err(format!(
+                "upload refused after {:?}",
+                fs::read_to_string(&self.0).unwrap()
+            ))
+        }
+    }
+
+    #[test]
+    fn an_in_agent_plugin_has_a_scripts_files_and_destinations() {
+        let t = TestDir::new("in-agent");
+        let started = std::sync::Arc::default();
+        let outputs: Vec<Box<dyn Destination>> =
+            vec![Box::new(Refusing(std::sync::Arc::clone(&started)))];
+        let stop = StopToken::new();
+        let env = StepEnv {
+            command_dir: t.path(),
+            env: &[],
+            stop: &stop,
+            max_output_bytes: 1 << 20,
+            cleanup: OutputCleanup::Keep,
+            outputs: &outputs,
+            sources: &Sources::unavailable("tests"),
+        };
+        let step = Step {
+            id: "fetch".into(),
+            plugin: crate::runcommand::download::PLUGIN.into(),
+            inputs: vec![json!({"sourceInfo": "{}"})],
+            ..shell_step(&[], None)
+        };
+        let r = run_step(&step, &env, &mut |_| {});
+        let why = "invalid input: SourceType must be specified";
+        assert_eq!(r.status, Status::Failed);
+        assert_eq!(
+            r.standard_error,
+            format!("{why}\nupload refused after {why:?}\n")
+        );
+        assert_eq!(*started.lock().unwrap(), ["awsdownloadContent/fetch"]);
+        let dir = t.path().join("awsdownloadContent/fetch");
+        assert_eq!(fs::read_to_string(dir.join("stdout")).unwrap(), "");
+        assert_eq!(
+            fs::read_to_string(dir.join("stderr")).unwrap(),
+            r.standard_error
+        );
     }
 }

@@ -364,7 +364,7 @@ pub(crate) fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String,
     }
 }
 
-fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",

@@ -25,6 +25,7 @@ mod control;
 pub mod demo;
 mod fault_windows;
 mod faults;
+mod files;
 mod http;
 mod imds;
 mod kms;
@@ -55,6 +56,7 @@ use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
 pub use faults::{FaultTarget, FaultWindow};
+pub use files::{FILES_CA_PEM, FileRequest, FileServer};
 pub use kms::KmsDecrypt;
 pub use logs::LogsState;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
@@ -173,6 +175,7 @@ pub struct Emulator {
     shared: Arc<state::Shared>,
     server: Mutex<Option<http::Server>>,
     url: String,
+    files: FileServer,
 }
 
 impl Emulator {
@@ -193,6 +196,7 @@ impl Emulator {
             shared,
             server: Mutex::new(Some(server)),
             url,
+            files: FileServer::start()?,
         })
     }
 
@@ -212,6 +216,17 @@ impl Emulator {
         if let Some(mut s) = server {
             s.stop();
         }
+        self.files.stop();
+    }
+
+    /// The HTTPS file server and GitHub double (trust [`FILES_CA_PEM`] to reach it).
+    pub fn files(&self) -> &FileServer {
+        &self.files
+    }
+
+    /// Serves `bytes` at `<files().url()><path>`.
+    pub fn put_file(&self, path: &str, bytes: &[u8]) {
+        self.files.put(path, bytes);
     }
 
     /// Enqueues a send-command message; returns its MessageId `aws.ssm.<CommandId>.<instance>`
