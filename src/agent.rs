@@ -13,9 +13,11 @@ use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
 use crate::mgs::jobs::MgsJobs;
+use crate::runcommand::documents::SsmDocuments;
 use crate::runcommand::engine::NoParameterStore;
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
+use crate::runcommand::sources::Sources;
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
@@ -383,15 +385,17 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     };
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let mut engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
-    // One ssm client serves health pings and Parameter Store lookups.
+    // One ssm client serves health pings, Parameter Store lookups and SSM documents.
     let ssm = match health::ssm_client(http.clone(), &identity, &config) {
         Ok(client) => {
             engine_cfg.parameter_store = Arc::new(SsmParameterStore::new(client.clone()));
+            engine_cfg.sources.documents = Arc::new(SsmDocuments::new(client.clone()));
             Some(client)
         }
         Err(e) => {
             log::error!("ssm endpoint: {e}; no health pings and no Parameter Store lookups");
             let why = format!("the ssm endpoint is not usable: {e}");
+            engine_cfg.sources.documents = Sources::unavailable(&why).documents;
             engine_cfg.parameter_store = Arc::new(NoParameterStore(why));
             None
         }

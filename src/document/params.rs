@@ -1,5 +1,6 @@
-//! Document parameters (docs/protocol.md §3.2): which values apply, `allowedPattern` checks, and
-//! `{{ name }}` substitution.
+//! Document parameters (docs/protocol.md §3.2): which values apply, `allowedPattern` checks (and,
+//! for `aws:runDocument`'s sub-documents, upstream's other validators, §3.9), and `{{ name }}`
+//! substitution.
 //!
 //! `{{ssm:…}}` Parameter Store references are not resolved yet: [`super::parse`] refuses a
 //! command that holds one before its values are checked here.
@@ -18,6 +19,12 @@ pub(crate) struct Declared {
     kind: String,
     default: Value,
     allowed_pattern: String,
+    allowed_values: Vec<String>,
+    /// `minChars`, `maxChars`, `minItems`, `maxItems` as written (Go `json.Number` text).
+    min_chars: Option<String>,
+    max_chars: Option<String>,
+    min_items: Option<String>,
+    max_items: Option<String>,
 }
 
 /// Decodes the document's `parameters` object (absent or `null` means none).
@@ -39,14 +46,46 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
             }
         };
         let text = |key| string_field(definition, key).map_err(|why| invalid(&path, &why));
+        let number = |key| number_text(definition, key).map_err(|why| invalid(&path, &why));
         out.push(Declared {
             name: name.clone(),
             kind: text("type")?.unwrap_or_default().to_owned(),
             default: field(definition, "default").cloned().unwrap_or(Value::Null),
             allowed_pattern: text("allowedPattern")?.unwrap_or_default().to_owned(),
+            allowed_values: string_list(definition, "allowedValues")
+                .map_err(|why| invalid(&path, &why))?,
+            min_chars: number("minChars")?,
+            max_chars: number("maxChars")?,
+            min_items: number("minItems")?,
+            max_items: number("maxItems")?,
         });
     }
     Ok(out)
+}
+
+/// A `json.Number` field: a number, or a string (as YAML gives it), as its text.
+fn number_text(definition: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match field(definition, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(format!("{key} must be a number, found {}", kind(other))),
+    }
+}
+
+/// A `[]string` field.
+fn string_list(definition: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    match field(definition, key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                super::text_or_empty(item)
+                    .map_err(|v| format!("{key} must hold strings, found {}", kind(v)))
+            })
+            .collect(),
+        Some(other) => Err(format!("{key} must be an array, found {}", kind(other))),
+    }
 }
 
 /// Supplied values with valid names, plus the default of every declared parameter not supplied.
@@ -85,12 +124,37 @@ const MATCH_BUDGET: u64 = 20_000_000;
 /// cannot be compiled fails the check, as upstream (where `regexp.Compile` fails), and so does a
 /// check that would exceed [`MATCH_BUDGET`]. Error messages name the parameter and the pattern,
 /// never the value.
-/// Checks the `allowedPattern` of each declared parameter whose name `checked` accepts.
+/// Checks the `allowedPattern` of each declared parameter whose name `checked` accepts; with
+/// `optional` (a sub-document of `aws:runDocument`, upstream `GetOptionalValidators`), also
+/// min/max chars, min/max items and allowed values of the parameters it accepts.
 pub(crate) fn validate(
     declared: &[Declared],
     values: &Values,
     checked: impl Fn(&str) -> bool,
+    optional: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<(), DocumentError> {
+    let mut errors = pattern_errors(declared, values, checked);
+    if let Some(optional) = optional {
+        for parameter in declared.iter().filter(|p| optional(&p.name)) {
+            let value = values.get(&parameter.name).unwrap_or(&Value::Null);
+            errors.extend(optional_errors(parameter, value));
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(DocumentError(format!(
+            "all errors during param validation errors: {}",
+            errors.join("\n")
+        ))),
+    }
+}
+
+/// Upstream `AllowedRegexParamValidator` for each parameter `checked` accepts.
+fn pattern_errors(
+    declared: &[Declared],
+    values: &Values,
+    checked: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut errors = Vec::new();
     let mut budget = MATCH_BUDGET;
     let with_pattern = declared.iter().filter(|p| !p.allowed_pattern.is_empty());
@@ -110,13 +174,214 @@ pub(crate) fn validate(
             ));
         }
     }
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(DocumentError(format!(
-            "all errors during param validation errors: {}",
-            errors.join("\n")
-        ))),
+    errors
+}
+
+/// Upstream's optional validators in its order, each error in its words.
+fn optional_errors(parameter: &Declared, value: &Value) -> Vec<String> {
+    let checks: [(&str, fn(&Declared, &Value) -> Result<(), String>); 3] = [
+        ("MinMaxCharParamValidator", min_max_chars),
+        ("MinMaxItemParamValidator", min_max_items),
+        ("AllowedValueParamValidator", allowed_value),
+    ];
+    checks
+        .iter()
+        .filter_map(|(name, check)| {
+            let why = check(parameter, value).err()?;
+            Some(format!(
+                "error thrown in '{name}' while validating parameter /{}/: {why}",
+                parameter.name
+            ))
+        })
+        .collect()
+}
+
+/// Upstream `GetCleanedUpVal`: the bound, or `fallback` when it is not an integer in 0..=2^31-1.
+fn bound(text: &Option<String>, fallback: i64) -> Option<i64> {
+    let text = text.as_deref().filter(|t| !t.is_empty())?;
+    Some(
+        text.parse::<i64>()
+            .ok()
+            .filter(|n| (0..=i64::from(i32::MAX)).contains(n))
+            .unwrap_or(fallback),
+    )
+}
+
+/// Go's `invalid parameter type …` for a value a validator cannot read.
+fn invalid_type(parameter: &Declared, value: &Value) -> String {
+    format!(
+        "invalid parameter type {} with parameter value {}",
+        parameter.kind,
+        go_value(value)
+    )
+}
+
+/// `minmaxcharparamvalidator`: strings by their byte length, list elements one by one
+/// (non-strings as JSON), maps as JSON; not for `Integer` or `Boolean` parameters.
+fn min_max_chars(parameter: &Declared, value: &Value) -> Result<(), String> {
+    let (min, max) = (
+        bound(&parameter.min_chars, 0),
+        bound(&parameter.max_chars, i64::from(i32::MAX)),
+    );
+    if (min.is_none() && max.is_none()) || matches!(parameter.kind.as_str(), "Integer" | "Boolean")
+    {
+        return Ok(());
     }
+    let check = |text: &str| {
+        let len = text.len() as i64;
+        if min.is_some_and(|min| len < min) {
+            return Err(format!(
+                "parameter value /{text}/ is less than the min char limit /{}/",
+                min.unwrap_or_default()
+            ));
+        }
+        match max.filter(|max| len > *max) {
+            Some(max) => Err(format!(
+                "parameter value /{text}/ is exceeding the max chars /{max}/"
+            )),
+            None => Ok(()),
+        }
+    };
+    match value {
+        Value::String(text) => check(text),
+        Value::Array(items) => items.iter().try_for_each(|item| match item {
+            Value::String(text) => check(text),
+            other => check(&go_json(other)),
+        }),
+        Value::Object(_) => check(&go_json(value)),
+        other => Err(invalid_type(parameter, other)),
+    }
+}
+
+/// `minmaxitemparamvalidator`: the length of a list or a map; a string passes (a StringMap from
+/// the console); not for `String`, `Integer` or `Boolean` parameters.
+fn min_max_items(parameter: &Declared, value: &Value) -> Result<(), String> {
+    let (min, max) = (
+        bound(&parameter.min_items, 0),
+        bound(&parameter.max_items, i64::from(i32::MAX)),
+    );
+    let ignored = matches!(parameter.kind.as_str(), "Integer" | "Boolean" | "String");
+    if (min.is_none() && max.is_none()) || ignored {
+        return Ok(());
+    }
+    let len = match value {
+        Value::String(_) => return Ok(()),
+        Value::Array(items) => items.len() as i64,
+        Value::Object(map) => map.len() as i64,
+        other => return Err(invalid_type(parameter, other)),
+    };
+    if min.is_some_and(|min| len < min) {
+        return Err(format!(
+            "parameter value list length /{len}/ is less the min item count"
+        ));
+    }
+    match max.filter(|max| len > *max) {
+        // Upstream names the limit here, not the length.
+        Some(max) => Err(format!(
+            "parameter value list length /{max}/ has exceeded the max item count"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `allowedvalueparamvalidator`. As upstream, an `Integer` or `Boolean` parameter must equal its
+/// default (its values are not compared with `allowedValues` at all); others must be in
+/// `allowedValues` when it has any: strings as they are, list elements one by one (non-strings
+/// as JSON), maps as JSON.
+fn allowed_value(parameter: &Declared, value: &Value) -> Result<(), String> {
+    match parameter.kind.as_str() {
+        "Integer" => return integer_is_default(parameter, value),
+        "Boolean" => {
+            return match (value, &parameter.default) {
+                (Value::Bool(v), Value::Bool(d)) if v == d => Ok(()),
+                _ => Err(format!(
+                    "parameter value /{}/ not equal to default for Boolean",
+                    go_value(value)
+                )),
+            };
+        }
+        _ => {}
+    }
+    let allowed = &parameter.allowed_values;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let check = |text: &str| match allowed.iter().any(|a| a == text) {
+        true => Ok(()),
+        false => Err(format!(
+            "parameter value /{text}/ is not in the allowed list [{}]",
+            allowed.join(" ")
+        )),
+    };
+    match value {
+        Value::String(text) => check(text),
+        Value::Array(items) => items.iter().try_for_each(|item| match item {
+            Value::String(text) => check(text),
+            other => check(&go_json(other)),
+        }),
+        Value::Object(_) => check(&go_json(value)),
+        other => Err(invalid_type(parameter, other)),
+    }
+}
+
+/// Upstream `isIntegerParamValueSetToDefault`: a number within int32, printed as the default is.
+fn integer_is_default(parameter: &Declared, value: &Value) -> Result<(), String> {
+    let Some(number) = value.as_f64() else {
+        return Err(format!(
+            "could not convert /{}/ to float64 for Integer",
+            go_value(value)
+        ));
+    };
+    let shown = go_value(value);
+    if number >= f64::from(i32::MAX) || number <= f64::from(i32::MIN) {
+        return Err(format!(
+            "out-of-boundary error for parameter value /{shown}/ for type Integer "
+        ));
+    }
+    let default = go_value(&parameter.default);
+    match shown == default {
+        true => Ok(()),
+        false => Err(format!(
+            "parameter value /{shown}/ not equal to default /{default}/ for Integer"
+        )),
+    }
+}
+
+/// A value as Go's `%v` prints what `encoding/json` decoded: `<nil>`, `[a b]`, `map[k:v]`,
+/// numbers as float64 (`5`, `0.5`, `1e+21`).
+pub(crate) fn go_value(value: &Value) -> String {
+    match value {
+        Value::Null => "<nil>".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), go_float),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(go_value).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::Object(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", go_value(v)))
+                .collect();
+            format!("map[{}]", entries.join(" "))
+        }
+    }
+}
+
+/// Go `%v` of a float64: the shortest digits, in exponent form below 1e-4 and from 1e21 on.
+fn go_float(f: f64) -> String {
+    let magnitude = f.abs();
+    if f == 0.0 || (1e-4..1e21).contains(&magnitude) {
+        return format!("{f}");
+    }
+    let text = format!("{f:e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let (sign, digits) = match exponent.strip_prefix('-') {
+        Some(digits) => ('-', digits),
+        None => ('+', exponent),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
 }
 
 /// Strings are matched as they are, list elements one by one (non-strings as JSON), maps as JSON;
@@ -445,7 +710,7 @@ mod tests {
     fn validated(definition: Value, supplied: Value) -> Result<(), DocumentError> {
         let declared = declared(Some(&definition))?;
         let values = values(&declared, &values_of(supplied));
-        validate(&declared, &values, |_| true)
+        validate(&declared, &values, |_| true, None)
     }
 
     #[test]

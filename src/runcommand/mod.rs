@@ -2,6 +2,7 @@
 //! `run-document` CLI share. A transport offers messages and carries replies back through a
 //! [`ReplySink`]; everything in between — parsing, queueing, running, reporting — happens here.
 
+pub(crate) mod documents;
 pub(crate) mod engine;
 pub mod local;
 pub(crate) mod output;
@@ -9,6 +10,7 @@ pub(crate) mod parameters;
 pub mod payload;
 pub(crate) mod record;
 pub(crate) mod reply;
+mod rundocument;
 pub(crate) mod sources;
 mod spooled;
 mod steps;
