@@ -1,7 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
 //! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
 //! and `session.rs`; smux for multiplexed port forwarding in `smux.rs`) and `kms` (Decrypt of
-//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
+//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), SSM documents (GetDocument, see `documents.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
 //! `Mgs.Endpoint` at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
@@ -23,6 +23,7 @@ pub mod attach;
 mod cipher;
 mod control;
 pub mod demo;
+mod documents;
 mod fault_windows;
 mod faults;
 mod http;
@@ -51,6 +52,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
+pub use documents::GetDocumentCall;
 pub use faults::{FaultTarget, FaultWindow};
 pub use kms::KmsDecrypt;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
@@ -78,6 +80,7 @@ pub mod targets {
         "AmazonSSM.RequestManagedInstanceRoleToken";
     pub const UPDATE_MANAGED_INSTANCE_PUBLIC_KEY: &str = "AmazonSSM.UpdateManagedInstancePublicKey";
     pub const GET_PARAMETERS: &str = "AmazonSSM.GetParameters";
+    pub const GET_DOCUMENT: &str = "AmazonSSM.GetDocument";
 }
 
 /// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
@@ -410,6 +413,20 @@ impl Emulator {
     /// `AmazonSSM.GetParameters` calls that reached the operation, in order.
     pub fn get_parameters_calls(&self) -> Vec<GetParametersCall> {
         self.read(|st| st.get_parameters_calls().to_vec())
+    }
+
+    /// Adds a version of SSM document `name` (`format`: `JSON`, `YAML` or `TEXT`) for
+    /// `GetDocument`; returns its version number. The default version stays the first.
+    pub fn put_document(&self, name: &str, format: &str, content: &str) -> usize {
+        self.shared.update(|st| {
+            let now = st.now();
+            st.documents.put(name, format, content, now)
+        })
+    }
+
+    /// `AmazonSSM.GetDocument` calls that reached the operation, in order.
+    pub fn get_document_calls(&self) -> Vec<GetDocumentCall> {
+        self.read(|st| st.documents.calls.clone())
     }
 
     /// Restricts injected faults to one API family (or lifts the restriction).

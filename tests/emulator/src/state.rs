@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::Options;
+use crate::documents::DocumentState;
 use crate::faults::Faults;
 use crate::imds::ImdsState;
 use crate::kms::{KmsDecrypt, KmsState};
@@ -110,6 +111,7 @@ pub struct State {
     pub(crate) kms: KmsState,
     pub(crate) onprem: OnPremState,
     pub(crate) parameters: ParameterState,
+    pub(crate) documents: DocumentState,
     pub(crate) faults: Faults,
     pub(crate) health: Vec<HealthPing>,
     pub(crate) log: Vec<RequestRecord>,
@@ -258,6 +260,7 @@ impl Shared {
             kms: KmsState::default(),
             onprem: OnPremState::new(options.activations.clone()),
             parameters: ParameterState::default(),
+            documents: DocumentState::default(),
             faults: Faults::new(options.fault_target),
             options,
             health: Vec::new(),
