@@ -1,4 +1,4 @@
-//! `aws:runDocument` end to end (docs/protocol.md §3.9): the real agent fetches SSM documents
+//! `aws:runDocument` end to end (docs/protocol.md §3.10): the real agent fetches SSM documents
 //! from the emulator's `GetDocument` (SigV4-checked), or reads local ones, and runs their steps.
 
 mod common;

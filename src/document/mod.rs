@@ -155,7 +155,7 @@ pub fn parse(
 }
 
 /// [`parse`] for a document `aws:runDocument` runs: upstream validates its parameters with the
-/// optional validators too (min/max chars and items, allowed values; docs/protocol.md §3.9).
+/// optional validators too (min/max chars and items, allowed values; docs/protocol.md §3.10).
 pub fn parse_sub_document(
     content: &Value,
     parameters: &Map<String, Value>,

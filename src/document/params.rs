@@ -1,5 +1,5 @@
 //! Document parameters (docs/protocol.md §3.2): which values apply, `allowedPattern` checks (and,
-//! for `aws:runDocument`'s sub-documents, upstream's other validators, §3.9), and `{{ name }}`
+//! for `aws:runDocument`'s sub-documents, upstream's other validators, §3.10), and `{{ name }}`
 //! substitution.
 //!
 //! `{{ssm:…}}` Parameter Store references are not resolved yet: [`super::parse`] refuses a

@@ -1,4 +1,4 @@
-//! YAML documents and `documentParameters` as JSON values (docs/protocol.md §3.9).
+//! YAML documents and `documentParameters` as JSON values (docs/protocol.md §3.10).
 //!
 //! Upstream decodes YAML with `gopkg.in/yaml.v2`, whose plain scalars follow YAML 1.1: `yes`/`no`/
 //! `on`/`off` are booleans, `0777` is octal, `~` is null (its `resolve.go`); this module resolves

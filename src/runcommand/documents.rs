@@ -1,6 +1,6 @@
 //! SSM documents for `aws:runDocument` (and `aws:downloadContent` with `SSMDocument`):
 //! `ssm:GetDocument` through the agent's SSM client, retried on throttling and transient failures
-//! only, as the SDK upstream links does (docs/protocol.md §3.9). `InvalidDocument` (an unknown
+//! only, as the SDK upstream links does (docs/protocol.md §3.10). `InvalidDocument` (an unknown
 //! name or version) is the service's final word: one call, no retry.
 
 use super::sources::{DocumentSource, RemoteDocument};

@@ -1,4 +1,4 @@
-//! `aws:runDocument` (upstream `agent/plugins/rundocument/`, docs/protocol.md §3.9): runs the
+//! `aws:runDocument` (upstream `agent/plugins/rundocument/`, docs/protocol.md §3.10): runs the
 //! steps of another Command document, an SSM document fetched with `ssm:GetDocument` or a local
 //! file, inside this step, and reports them as this one step.
 //!

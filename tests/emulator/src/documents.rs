@@ -1,5 +1,5 @@
 //! SSM documents (`AmazonSSM.GetDocument`, JSON 1.1 signed for `ssm`), for the agent's
-//! `aws:runDocument` (docs/protocol.md §3.9). Tests store documents with
+//! `aws:runDocument` (docs/protocol.md §3.10). Tests store documents with
 //! [`crate::Emulator::put_document`]; each put adds a version, and the default version stays the
 //! first, as `UpdateDocument` leaves it. Unknown names are `InvalidDocument`, unknown versions
 //! `InvalidDocumentVersion`, with the service's texts.
