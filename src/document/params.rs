@@ -369,10 +369,11 @@ pub(crate) fn go_value(value: &Value) -> String {
     }
 }
 
-/// Go `%v` of a float64: the shortest digits, in exponent form below 1e-4 and from 1e21 on.
+/// Go `%v` of a float64 (`%g` with the shortest digits): exponent form for a decimal exponent
+/// below -4 or from 6 on (`1e+06`, `1.5e-05`).
 fn go_float(f: f64) -> String {
     let magnitude = f.abs();
-    if f == 0.0 || (1e-4..1e21).contains(&magnitude) {
+    if f == 0.0 || (1e-4..1e6).contains(&magnitude) {
         return format!("{f}");
     }
     let text = format!("{f:e}");
@@ -879,5 +880,173 @@ mod tests {
             81,
             "{err}"
         );
+    }
+
+    /// What a sub-document of aws:runDocument gets: every validator, in upstream's order.
+    fn sub_validated(definition: Value, supplied: Value) -> Result<(), String> {
+        let declared = declared(Some(&definition)).map_err(|e| e.0)?;
+        let values = values(&declared, &values_of(supplied));
+        validate(&declared, &values, |_| true, Some(&|_: &str| true)).map_err(|e| e.0)
+    }
+
+    const PREFIX: &str = "all errors during param validation errors: ";
+
+    #[test]
+    fn optional_validators_apply_only_to_sub_documents() {
+        let definition = json!({"p": {"type": "String", "allowedValues": ["a"]}});
+        let declared = declared(Some(&definition)).unwrap();
+        let values = values(&declared, &values_of(json!({"p": "b"})));
+        assert_eq!(validate(&declared, &values, |_| true, None), Ok(()));
+        assert!(sub_validated(definition, json!({"p": "b"})).is_err());
+    }
+
+    #[test]
+    fn optional_validators_min_max_chars() {
+        let definition = json!({"p": {"type": "String", "minChars": 2, "maxChars": "4"}});
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": "abc"})),
+            Ok(())
+        );
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": "a"})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxCharParamValidator' while validating parameter /p/: parameter value /a/ is less than the min char limit /2/"
+            ))
+        );
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": "abcde"})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxCharParamValidator' while validating parameter /p/: parameter value /abcde/ is exceeding the max chars /4/"
+            ))
+        );
+        // List elements one by one, non-strings as JSON; a missing value cannot be read.
+        let list = json!({"p": {"type": "StringList", "maxChars": 3}});
+        assert!(sub_validated(list.clone(), json!({"p": ["ab", "abc"]})).is_ok());
+        let err = sub_validated(list.clone(), json!({"p": ["ab", {"k": 1}]})).unwrap_err();
+        assert!(
+            err.ends_with("parameter value /{\"k\":1}/ is exceeding the max chars /3/"),
+            "{err}"
+        );
+        let err = sub_validated(list, json!({})).unwrap_err();
+        assert!(
+            err.ends_with("invalid parameter type StringList with parameter value <nil>"),
+            "{err}"
+        );
+        // A bound that is not a non-negative int32 is upstream's fallback: 0 for a minimum.
+        let odd = json!({"p": {"type": "String", "minChars": "-3", "maxChars": "x"}});
+        assert!(sub_validated(odd, json!({"p": ""})).is_ok());
+        // Integer and Boolean parameters have no char limits.
+        let int = json!({"p": {"type": "Integer", "default": 5, "maxChars": 0}});
+        assert!(sub_validated(int, json!({"p": 5})).is_ok());
+    }
+
+    #[test]
+    fn optional_validators_min_max_items() {
+        let definition = json!({"p": {"type": "StringList", "minItems": 2, "maxItems": 3}});
+        assert!(sub_validated(definition.clone(), json!({"p": ["a", "b"]})).is_ok());
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": ["a"]})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxItemParamValidator' while validating parameter /p/: parameter value list length /1/ is less the min item count"
+            ))
+        );
+        // Upstream names the limit, not the length, when there are too many.
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": ["a", "b", "c", "d", "e"]})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxItemParamValidator' while validating parameter /p/: parameter value list length /3/ has exceeded the max item count"
+            ))
+        );
+        // A string (a StringMap from the console) passes; String parameters are not counted.
+        assert!(sub_validated(definition, json!({"p": "a"})).is_ok());
+        let string = json!({"p": {"type": "String", "maxItems": 0}});
+        assert!(sub_validated(string, json!({"p": "abc"})).is_ok());
+        let map = json!({"p": {"type": "StringMap", "maxItems": 1}});
+        assert!(sub_validated(map, json!({"p": {"a": "1", "b": "2"}})).is_err());
+    }
+
+    #[test]
+    fn optional_validators_allowed_values() {
+        let definition = json!({"p": {"type": "StringList", "allowedValues": ["a", "b"]}});
+        assert!(sub_validated(definition.clone(), json!({"p": ["a", "b"]})).is_ok());
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": ["a", "c", "d"]})),
+            Err(format!(
+                "{PREFIX}error thrown in 'AllowedValueParamValidator' while validating parameter /p/: parameter value /c/ is not in the allowed list [a b]"
+            ))
+        );
+        let err = sub_validated(definition, json!({"p": 5})).unwrap_err();
+        assert!(
+            err.ends_with("invalid parameter type StringList with parameter value 5"),
+            "{err}"
+        );
+        // As upstream: Integer and Boolean values must equal their defaults.
+        let int = json!({"n": {"type": "Integer", "default": 3, "allowedValues": ["4"]}});
+        assert!(sub_validated(int.clone(), json!({})).is_ok());
+        assert_eq!(
+            sub_validated(int.clone(), json!({"n": 4})),
+            Err(format!(
+                "{PREFIX}error thrown in 'AllowedValueParamValidator' while validating parameter /n/: parameter value /4/ not equal to default /3/ for Integer"
+            ))
+        );
+        let err = sub_validated(int.clone(), json!({"n": "3"})).unwrap_err();
+        assert!(
+            err.ends_with("could not convert /3/ to float64 for Integer"),
+            "{err}"
+        );
+        let err = sub_validated(int, json!({"n": 3_000_000_000u64})).unwrap_err();
+        assert!(
+            err.ends_with("out-of-boundary error for parameter value /3e+09/ for type Integer "),
+            "{err}"
+        );
+        let boolean = json!({"b": {"type": "Boolean", "default": true}});
+        assert!(sub_validated(boolean.clone(), json!({"b": true})).is_ok());
+        let err = sub_validated(boolean, json!({"b": false})).unwrap_err();
+        assert!(
+            err.ends_with("parameter value /false/ not equal to default for Boolean"),
+            "{err}"
+        );
+    }
+
+    /// Pattern errors first, then each parameter's optional errors in validator order.
+    #[test]
+    fn every_validator_reports_in_upstreams_order() {
+        let definition = json!({
+            "a": {"type": "StringList", "maxItems": 1, "allowedValues": ["x"], "maxChars": 1},
+            "b": {"type": "String", "allowedPattern": "^[0-9]+$"}
+        });
+        let err = sub_validated(definition, json!({"a": ["yy", "z"], "b": "q"})).unwrap_err();
+        let validators: Vec<&str> = err
+            .split('\n')
+            .map(|line| line.split('\'').nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            validators,
+            [
+                "AllowedRegexParamValidator",
+                "MinMaxCharParamValidator",
+                "MinMaxItemParamValidator",
+                "AllowedValueParamValidator"
+            ]
+        );
+    }
+
+    #[test]
+    fn values_print_as_gos_percent_v() {
+        let cases = [
+            (json!(null), "<nil>"),
+            (json!(5), "5"),
+            (json!(5.0), "5"),
+            (json!(0.5), "0.5"),
+            (json!(100000), "100000"),
+            (json!(1234567), "1.234567e+06"),
+            (json!(1e21), "1e+21"),
+            (json!(0.00001), "1e-05"),
+            (json!(["a", 1]), "[a 1]"),
+            (json!({"b": true, "a": "x"}), "map[a:x b:true]"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(go_value(&value), text);
+        }
     }
 }
