@@ -400,6 +400,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             None
         }
     };
+    engine_cfg.sources.parameters = engine_cfg.parameter_store.clone();
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use ssm_emulator::ParameterType;
 use std::time::Duration;
 
 const FINAL_WAIT: Duration = Duration::from_secs(60);
@@ -255,5 +256,53 @@ fn nesting_beyond_three_levels_fails() {
         "Maximum depth for document execution exceeded. Maximum depth permitted - 3 and current depth - 4"
     );
     assert_eq!(emu.get_document_calls().len(), 3);
+    assert_signed(&emu);
+}
+
+/// `{{ssm:…}}` in a sub-document are resolved with GetParameters before its steps run; a
+/// parameter that held one skips the optional validators, as upstream.
+#[test]
+fn parameter_store_references_in_a_sub_document_are_resolved() {
+    let emu = emulator();
+    let _agent = Agent::start(&emu, json!({}));
+    emu.put_parameter("/app/who", ParameterType::String, "world");
+    let doc = "schemaVersion: '2.2'\nparameters:\n  Who: {type: String, default: '{{ssm:/app/who}}', maxChars: 1}\nmainSteps:\n  - action: aws:runShellScript\n    name: greet\n    inputs:\n      runCommand:\n        - echo {{ Who }} {{ssm:/app/who}}\n";
+    emu.put_document("Store", "YAML", doc);
+    // The command's own inputs are resolved before it starts: the unknown name must be in the
+    // sub-document to reach aws:runDocument.
+    emu.put_document(
+        "StoreBad",
+        "YAML",
+        &doc.replace(
+            "default: '{{ssm:/app/who}}'",
+            "default: '{{ssm:/app/none}}'",
+        ),
+    );
+    let steps = json!([
+        run_document(
+            "store",
+            json!({"documentType": "SSMDocument", "documentPath": "Store"})
+        ),
+        run_document(
+            "unknown",
+            json!({"documentType": "SSMDocument", "documentPath": "StoreBad"})
+        ),
+    ]);
+    let msg = emu.send_command(&command("aaaaaaaa-0000-4000-8000-000000000006", steps));
+    let reply = final_of(&emu, &msg);
+    assert_eq!(reply["documentStatus"], "Failed", "{reply}");
+    let store = step(&emu, &msg, "store");
+    assert_eq!(store["status"], "Success", "{store}");
+    assert_eq!(store["standardOutput"], "world world\n");
+    let unknown = step(&emu, &msg, "unknown");
+    assert_eq!(
+        unknown["standardError"],
+        "There was an error while preparing documents - Input contains invalid parameters [/app/none]"
+    );
+    assert!(
+        emu.get_parameters_calls()
+            .iter()
+            .all(|c| !c.with_decryption())
+    );
     assert_signed(&emu);
 }

@@ -13,6 +13,7 @@ use super::engine::apply_control_flow;
 use super::output::{RunFiles, Upload};
 use super::reply::{Head, PluginResult, Status};
 use super::steps::{self, Output, Run, StepEnv};
+use crate::document::parameter_store::Resolver;
 use crate::document::{self, Document, References, Step, Verdict, field, go_value, yaml};
 use crate::exec::Captured;
 use crate::state::{ensure_private_dir, write_atomic};
@@ -136,7 +137,8 @@ fn execute(
         }),
         false => read_local(&local_path(&input.path, env.command_dir)),
     };
-    let document = match text.and_then(|text| prepare(&text, input.parameters.as_ref())) {
+    let prepared = text.and_then(|text| prepare(&text, input.parameters.as_ref(), env));
+    let document = match prepared {
         Ok(document) => document,
         Err(e) => {
             return out.fail(&format!(
@@ -265,23 +267,17 @@ fn read_local(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
-/// Upstream `prepareDocumentForExecution`: the parameters, the file, then the parsed document.
-fn prepare(text: &str, parameters: Option<&Value>) -> Result<Document, String> {
+/// Upstream `prepareDocumentForExecution`: the parameters, the file, then the parsed document,
+/// its `{{ssm:…}}` references resolved (`ValidateSSMParameters`, `Resolve`).
+fn prepare(text: &str, parameters: Option<&Value>, env: &StepEnv<'_>) -> Result<Document, String> {
     let parameters = document_parameters(parameters)?;
     if text.is_empty() {
         return Err("File is empty!".to_owned());
     }
     let content = document::content_from_text(text).map_err(|e| e.to_string())?;
-    let document = document::parse_sub_document(&content, &parameters, References::Keep)
-        .map_err(|e| e.to_string())?;
-    if document.parameter_store {
-        return Err(
-            "the document holds {{ssm:…}} Parameter Store references, which ssm-lite does not \
-             resolve in documents that aws:runDocument runs; pass the values in documentParameters"
-                .to_owned(),
-        );
-    }
-    Ok(document)
+    let mut resolver = Resolver::new(env.sources.parameters.as_ref());
+    let references = References::Resolve(&mut resolver);
+    document::parse_sub_document(&content, &parameters, references).map_err(|e| e.to_string())
 }
 
 /// `documentParameters`: an object, or a string holding one in JSON or YAML; `null` values are

@@ -1,8 +1,10 @@
 //! What plugins fetch from AWS while a step runs: SSM documents (`aws:runDocument`,
-//! `aws:downloadContent` with `SSMDocument`) and S3 objects (`aws:downloadContent` with `S3`).
+//! `aws:downloadContent` with `SSMDocument`), S3 objects (`aws:downloadContent` with `S3`) and
+//! Parameter Store values (`{{ssm:…}}` in the documents `aws:runDocument` runs).
 //! The engine holds one [`Sources`]; an agent without the calls (`ssm-lite run-document`) holds
 //! [`Sources::unavailable`], whose calls fail with the reason.
 
+use crate::document::parameter_store::{Found, ParameterSource};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -38,6 +40,8 @@ pub trait ObjectSource: Send + Sync {
 pub struct Sources {
     pub documents: Arc<dyn DocumentSource>,
     pub objects: Arc<dyn ObjectSource>,
+    /// The engine's Parameter Store, for sub-documents.
+    pub parameters: Arc<dyn ParameterSource + Send + Sync>,
 }
 
 impl Sources {
@@ -46,7 +50,8 @@ impl Sources {
         let none = Arc::new(Unavailable(reason.to_owned()));
         Sources {
             documents: none.clone(),
-            objects: none,
+            objects: none.clone(),
+            parameters: none,
         }
     }
 }
@@ -56,6 +61,16 @@ struct Unavailable(String);
 impl DocumentSource for Unavailable {
     fn get_document(&self, name: &str, _version: Option<&str>) -> Result<RemoteDocument, String> {
         Err(format!("cannot fetch SSM document {name}: {}", self.0))
+    }
+}
+
+impl ParameterSource for Unavailable {
+    fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
+        let names = names.join(", ");
+        Err(format!(
+            "cannot look up Parameter Store values ({names}): {}",
+            self.0
+        ))
     }
 }
 
