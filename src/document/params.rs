@@ -177,9 +177,12 @@ fn pattern_errors(
     errors
 }
 
+/// One of upstream's validators; the error is its text.
+type Validator = fn(&Declared, &Value) -> Result<(), String>;
+
 /// Upstream's optional validators in its order, each error in its words.
 fn optional_errors(parameter: &Declared, value: &Value) -> Vec<String> {
-    let checks: [(&str, fn(&Declared, &Value) -> Result<(), String>); 3] = [
+    let checks: [(&str, Validator); 3] = [
         ("MinMaxCharParamValidator", min_max_chars),
         ("MinMaxItemParamValidator", min_max_items),
         ("AllowedValueParamValidator", allowed_value),
