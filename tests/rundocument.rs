@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use ssm_emulator::ParameterType;
+use ssm_emulator::{FaultTarget, ParameterType, targets};
 use std::time::Duration;
 
 const FINAL_WAIT: Duration = Duration::from_secs(60);
@@ -305,4 +305,36 @@ fn parameter_store_references_in_a_sub_document_are_resolved() {
             .all(|c| !c.with_decryption())
     );
     assert_signed(&emu);
+}
+
+/// Throttling is retried (the SDK's 3 retries); a refusal is not, and its code and message are
+/// the step's error.
+#[test]
+fn a_throttled_get_document_is_retried_and_a_refused_one_reported() {
+    let emu = emulator();
+    let _agent = Agent::start(&emu, json!({}));
+    emu.put_document("Greeter", "YAML", GREETER_YAML);
+    // After the start's health ping the only ssm calls are the documents'.
+    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()));
+    emu.set_fault_target(FaultTarget::Ssm);
+    emu.fail_next(2, 400, "ThrottlingException");
+    let greet = json!([run_document(
+        "greet",
+        json!({"documentType": "SSMDocument", "documentPath": "Greeter"})
+    )]);
+    let msg = emu.send_command(&command(
+        "aaaaaaaa-0000-4000-8000-000000000007",
+        greet.clone(),
+    ));
+    assert_eq!(final_of(&emu, &msg)["documentStatus"], "Success");
+    assert_eq!(emu.count(targets::GET_DOCUMENT), 3);
+    emu.fail_next(1, 400, "AccessDeniedException");
+    let msg = emu.send_command(&command("aaaaaaaa-0000-4000-8000-000000000008", greet));
+    assert_eq!(final_of(&emu, &msg)["documentStatus"], "Failed");
+    assert_eq!(
+        step(&emu, &msg, "greet")["standardError"],
+        "AccessDeniedException: injected by the emulator\
+         There was an error while preparing documents - File is empty!"
+    );
+    assert_eq!(emu.count(targets::GET_DOCUMENT), 4);
 }

@@ -74,36 +74,7 @@ pub(super) fn run(
         stderr: Stream::create(err_path.clone()),
     };
     execute(inputs, env, on_start, depth, &dir, &mut outcome);
-    let Outcome {
-        status,
-        code,
-        stdout,
-        stderr,
-    } = outcome;
-    let mut err = Output::new(&err_path, stderr.finish());
-    for upload in uploads {
-        if let Err(line) = upload.finish() {
-            log::warn!("step {}: {line}", step.id);
-            err.own_line(&line);
-        }
-    }
-    let stdout = stdout.finish();
-    if env.delete_output {
-        for path in [&out_path, &err_path] {
-            if let Err(e) = crate::state::remove_file(path) {
-                log::warn!("{e}");
-            }
-        }
-    }
-    Run {
-        status: status.unwrap_or(Status::Success),
-        code,
-        stdout: Head {
-            len: usize::try_from(stdout.total).unwrap_or(usize::MAX),
-            bytes: stdout.head,
-        },
-        stderr: err.head,
-    }
+    outcome.finish(step, uploads, env.delete_output)
 }
 
 /// Upstream `execute` and `runDocument`, in its order.
@@ -382,6 +353,36 @@ impl Outcome {
         self.stderr.write(&result.standard_error);
         self.merge_status(result.status);
     }
+
+    /// Closes the files, finishes the uploads (a failure is a line of stderr, as for scripts),
+    /// and makes the run's result.
+    fn finish(self, step: &Step, uploads: Vec<Box<dyn Upload + '_>>, delete: bool) -> Run {
+        let (out_path, err_path) = (self.stdout.path.clone(), self.stderr.path.clone());
+        let stdout = self.stdout.into_captured();
+        let mut err = Output::new(&err_path, self.stderr.into_captured());
+        for upload in uploads {
+            if let Err(line) = upload.finish() {
+                log::warn!("step {}: {line}", step.id);
+                err.own_line(&line);
+            }
+        }
+        if delete {
+            for path in [&out_path, &err_path] {
+                if let Err(e) = crate::state::remove_file(path) {
+                    log::warn!("{e}");
+                }
+            }
+        }
+        Run {
+            status: self.status.unwrap_or(Status::Success),
+            code: self.code,
+            stdout: Head {
+                len: usize::try_from(stdout.total).unwrap_or(usize::MAX),
+                bytes: stdout.head,
+            },
+            stderr: err.head,
+        }
+    }
 }
 
 /// One of this step's streams: each text right after the last, in its file and in the reply's
@@ -431,7 +432,7 @@ impl Stream {
         }
     }
 
-    fn finish(self) -> Captured {
+    fn into_captured(self) -> Captured {
         self.captured
     }
 }
