@@ -265,9 +265,11 @@ fn document_parameters(value: Option<&Value>) -> Result<Map<String, Value>, Stri
 }
 
 fn parameters_from_text(text: &str) -> Result<Map<String, Value>, String> {
-    let json_error = match serde_json::from_str::<Map<String, Value>>(text) {
-        Ok(map) => return Ok(map),
-        Err(e) => e,
+    // Go decodes into a map: JSON that is not an object is a JSON error.
+    let json_error = match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => return Ok(map),
+        Ok(other) => format!("the parameters are {}, not an object", document::kind(&other)),
+        Err(e) => e.to_string(),
     };
     let yaml_error = match yaml::to_json(text) {
         Ok(Value::Object(map)) => return Ok(map),
