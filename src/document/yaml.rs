@@ -12,7 +12,7 @@
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, Tag};
 use serde_json::{Map, Number, Value};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 /// Largest YAML text read; SSM documents are at most 64 KB, local ones get room to spare.
 pub const MAX_INPUT_BYTES: usize = 1 << 20;
@@ -84,7 +84,7 @@ enum Open {
 #[derive(Default)]
 struct Builder {
     open: Vec<Open>,
-    anchors: BTreeMap<usize, Value>,
+    anchors: HashMap<usize, Value>,
     values: usize,
     root: Option<Value>,
 }
