@@ -312,9 +312,22 @@ fn yaml_float(s: &str) -> Option<f64> {
         None => digits(mantissa),
     };
     let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
-    (mantissa_ok && exponent_ok)
-        .then(|| s.parse().ok())
-        .flatten()
+    if !(mantissa_ok && exponent_ok) {
+        return None;
+    }
+    // As JSON, for serde_json's parser (core's would add ~10 KB): no `+`, no leading zeros, a
+    // digit on both sides of the point. Out of range is an error, as for Go's `ParseFloat`.
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
+    let sign = if s.starts_with('-') { "-" } else { "" };
+    let exponent = exponent.map(|e| format!("e{e}")).unwrap_or_default();
+    serde_json::from_str(&format!("{sign}{int}{frac}{exponent}")).ok()
 }
 
 #[cfg(test)]
@@ -391,6 +404,10 @@ mainSteps:
             ("1.5", json!(1.5)),
             (".5", json!(0.5)),
             ("1e3", json!(1000.0)),
+            ("+1.5e-2", json!(0.015)),
+            ("-007.50", json!(-7.5)),
+            ("5.", json!(5.0)),
+            ("1e400", json!("1e400")),
             ("2.2", json!(2.2)),
             ("1.2.3", json!("1.2.3")),
             ("0x", json!("0x")),

@@ -268,7 +268,10 @@ fn parameters_from_text(text: &str) -> Result<Map<String, Value>, String> {
     // Go decodes into a map: JSON that is not an object is a JSON error.
     let json_error = match serde_json::from_str(text) {
         Ok(Value::Object(map)) => return Ok(map),
-        Ok(other) => format!("the parameters are {}, not an object", document::kind(&other)),
+        Ok(other) => format!(
+            "the parameters are {}, not an object",
+            document::kind(&other)
+        ),
         Err(e) => e.to_string(),
     };
     let yaml_error = match yaml::to_json(text) {
