@@ -85,9 +85,11 @@ pub struct RunArgs {
     pub state_dir: PathBuf,
 }
 
-/// Variables every script sees, besides SSM_COMMAND_ID (§3.5 item 7).
+/// Variables every script sees, besides SSM_COMMAND_ID (§3.5 item 7), and where the node's
+/// credentials are shared with them (§5.7).
 fn script_env(identity: &Identity, host: &HostFacts) -> Vec<(String, String)> {
-    vec![
+    let shared = identity.shared_credentials.iter();
+    let mut env = vec![
         ("AWS_SSM_INSTANCE_ID".into(), identity.instance_id.clone()),
         ("AWS_SSM_REGION_NAME".into(), identity.region.clone()),
         ("AWS_SSM_PLATFORM_NAME".into(), host.platform_name.clone()),
@@ -95,7 +97,9 @@ fn script_env(identity: &Identity, host: &HostFacts) -> Vec<(String, String)> {
             "AWS_SSM_PLATFORM_VERSION".into(),
             host.platform_version.clone(),
         ),
-    ]
+    ];
+    env.extend(shared.flat_map(|file| file.script_env()));
+    env
 }
 
 fn select_identity(
@@ -370,7 +374,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     } else {
         config.agent.region.clone()
     };
-    let state = StateDir::open(&args.state_dir, &identity.instance_id)?;
+    let state = StateDir::open(&args.state_dir, &identity.instance_id)?
+        .with_orchestration_root(&config.agent.orchestration_root_dir)?;
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
     let channel = ChannelHandle::default();

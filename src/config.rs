@@ -43,8 +43,11 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileConfig {
+    /// Share a hybrid node's role credentials with scripts (docs/protocol.md §5.7).
     pub share_creds: bool,
+    /// The profile they are written to; empty: `default`.
     pub share_profile: String,
+
     pub key_auto_rotate_days: u32,
 }
 

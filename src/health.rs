@@ -373,6 +373,7 @@ mod tests {
                 session_token: None,
                 expires_at: None,
             })),
+            shared_credentials: None,
         }
     }
 

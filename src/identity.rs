@@ -11,7 +11,9 @@ use crate::config::Config;
 use crate::onprem::credentials::{self as onprem_credentials, SsmService};
 use crate::onprem::dhmc;
 use crate::onprem::rsasign::RsaClient;
+use crate::onprem::shared_credentials::SharedFile;
 use crate::onprem::store::RegistrationStore;
+use crate::session::runas;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub struct Identity {
     pub availability_zone_id: String,
     pub instance_type: String,
     pub credentials: Arc<dyn CredentialsProvider>,
+    /// Where the role credentials are shared with scripts (docs/protocol.md §5.7), if anywhere.
+    pub shared_credentials: Option<SharedFile>,
 }
 
 /// Everything but the credentials provider, which has nothing printable.
@@ -46,6 +50,7 @@ impl fmt::Debug for Identity {
             .field("availability_zone", &self.availability_zone)
             .field("availability_zone_id", &self.availability_zone_id)
             .field("instance_type", &self.instance_type)
+            .field("shared_credentials", &self.shared_credentials)
             .finish_non_exhaustive()
     }
 }
@@ -117,7 +122,7 @@ pub fn select(
     state_dir: &Path,
 ) -> Result<Identity, IdentityError> {
     select_in_order(&config.identity.consumption_order, |name| match name {
-        "OnPrem" => match onprem_identity(config, http.clone(), state_dir) {
+        "OnPrem" => match onprem_identity(config, http.clone(), env, state_dir) {
             Ok(Some(identity)) => Ok(identity),
             Ok(None) => Err(Rejected::Unusable(format!(
                 "not registered (nothing under {}); register with `ssm-lite register --code C --id I --region R`",
@@ -174,10 +179,12 @@ fn select_in_order(
 /// The `OnPrem` identity when `state_dir` holds a registration (docs/protocol.md §5.4), with
 /// credentials from RSA-signed role-token requests (§5.5); `Ok(None)` when not registered.
 /// `Err` when a registration exists but cannot be used: the agent must stop and say so rather
-/// than run as another identity or register again.
+/// than run as another identity or register again. With `Profile.ShareCreds`, the credentials
+/// are shared with scripts in the file `env` points to (§5.7).
 pub fn onprem_identity(
     config: &Config,
     http: Arc<HttpClient>,
+    env: &Env,
     state_dir: &Path,
 ) -> Result<Option<Identity>, String> {
     let store = RegistrationStore::new(state_dir);
@@ -197,15 +204,20 @@ pub fn onprem_identity(
     let instance_id = registration.instance_id.clone();
     let service = SsmService::new(RsaClient::new(http, endpoint, &instance_id));
     let rotate_days = config.profile.key_auto_rotate_days;
-    let credentials =
-        onprem_credentials::provider(registration, store, Box::new(service), rotate_days).map_err(
-            |e| {
-                format!(
-                    "the new key of an interrupted key rotation under {} cannot be read: {e}",
-                    state_dir.display()
-                )
-            },
-        )?;
+    let share = onprem_share(config, env);
+    let credentials = onprem_credentials::provider(
+        registration,
+        store,
+        Box::new(service),
+        rotate_days,
+        share.clone(),
+    )
+    .map_err(|e| {
+        format!(
+            "the new key of an interrupted key rotation under {} cannot be read: {e}",
+            state_dir.display()
+        )
+    })?;
     Ok(Some(Identity {
         kind: IdentityKind::OnPrem,
         instance_id,
@@ -214,7 +226,20 @@ pub fn onprem_identity(
         availability_zone_id: String::new(),
         instance_type: ONPREM.to_owned(),
         credentials: Arc::new(credentials),
+        shared_credentials: share,
     }))
+}
+
+/// The hybrid node's shared credentials file when `Profile.ShareCreds` is on; as upstream, a
+/// path that cannot be found means not sharing, with an error in the log.
+fn onprem_share(config: &Config, env: &Env) -> Option<SharedFile> {
+    if !config.profile.share_creds {
+        return None;
+    }
+    let agent_home = || runas::agent_home(&runas::Host::system());
+    SharedFile::for_onprem(env, &config.profile.share_profile, agent_home)
+        .inspect_err(|e| log::error!("identity: not sharing credentials with scripts: {e}"))
+        .ok()
 }
 
 /// `Agent.Region` overrides the region the identity discovered (docs/protocol.md §1.1).
@@ -229,7 +254,7 @@ fn region(config: &Config, discovered: &str) -> String {
 
 /// The EC2 identity: instance id and identity document over IMDSv2; credentials are the instance
 /// profile's, refreshed through the same client, or without a role Default Host Management's
-/// (registration under `state_dir`).
+/// (registration under `state_dir`), whose credentials are shared with scripts (§5.7).
 fn ec2_identity(
     config: &Config,
     http: Arc<HttpClient>,
@@ -243,7 +268,10 @@ fn ec2_identity(
         log::warn!("identity: no availability zone id from IMDS ({e}); reporting it empty");
         String::new()
     });
-    let credentials: Arc<dyn CredentialsProvider> = match imds.role_credentials() {
+    let dhmc_share = SharedFile::for_dhmc(state_dir);
+    let (credentials, shared_credentials): (Arc<dyn CredentialsProvider>, _) = match imds
+        .role_credentials()
+    {
         Err(ImdsError::NoRole) => {
             log::info!("identity: no instance-profile role; using EC2 Default Host Management");
             let endpoint = config
@@ -251,19 +279,29 @@ fn ec2_identity(
                 .map_err(|e| format!("SSM endpoint for {instance_id}: {e}"))?;
             let store = RegistrationStore::ec2(state_dir);
             let rotate_days = config.profile.key_auto_rotate_days;
-            Arc::new(dhmc::provider(
+            let share = Some(dhmc_share);
+            let provider = dhmc::provider(
                 http,
                 imds,
                 endpoint,
                 &instance_id,
                 store,
                 rotate_days,
-            )?)
+                share.clone(),
+            )?;
+            (Arc::new(provider) as Arc<dyn CredentialsProvider>, share)
         }
-        _ => Arc::new(RefreshingCredentials::new(
-            "IMDS instance-profile role",
-            move || imds.role_credentials().map_err(CredentialsError::Imds),
-        )),
+        _ => {
+            // Upstream purges Default Host Management's file once an instance profile is in
+            // use: scripts must not pick up a role the node no longer has.
+            if let Err(e) = crate::state::remove_file(&dhmc_share.path) {
+                log::warn!("identity: {e}");
+            }
+            let provider = RefreshingCredentials::new("IMDS instance-profile role", move || {
+                imds.role_credentials().map_err(CredentialsError::Imds)
+            });
+            (Arc::new(provider) as Arc<dyn CredentialsProvider>, None)
+        }
     };
     Ok(Identity {
         kind: IdentityKind::Ec2,
@@ -273,6 +311,7 @@ fn ec2_identity(
         availability_zone_id,
         instance_type: document.instance_type,
         credentials,
+        shared_credentials,
     })
 }
 
@@ -299,6 +338,7 @@ fn custom_identity(config: &Config, env: &Env) -> Result<Identity, String> {
         availability_zone_id: entry.availability_zone_id.clone(),
         instance_type: entry.instance_type.clone(),
         credentials: Arc::new(credentials),
+        shared_credentials: None,
     })
 }
 
@@ -509,9 +549,14 @@ mod tests {
             &format!(r#"{{"Ssm":{{"Endpoint":"{}"}},"#, server.url()),
             1,
         ));
-        let env = key_env(&[("AWS_EC2_METADATA_DISABLED", "true")]);
+        let shared = dir.join("aws/credentials");
+        let env = key_env(&[
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_SHARED_CREDENTIALS_FILE", shared.to_str().unwrap()),
+        ]);
         let id = select(&c, http(), &env, &dir).unwrap();
         assert_eq!(id.kind, IdentityKind::OnPrem);
+        assert_eq!(id.shared_credentials.as_ref().unwrap().path, shared);
         assert_eq!(
             (id.instance_id.as_str(), id.region.as_str()),
             (MI, "eu-north-1")
@@ -532,6 +577,15 @@ mod tests {
             body,
             serde_json::json!({"Fingerprint": registration.fingerprint})
         );
+        let text = std::fs::read_to_string(&shared).unwrap();
+        assert!(
+            text.starts_with("[default]\naws_access_key_id = ASIAONPREM\n"),
+            "shared with scripts: {text}"
+        );
+
+        let c = config(r#"{"Profile":{"ShareCreds":false}}"#);
+        let id = onprem_identity(&c, http(), &env, &dir).unwrap().unwrap();
+        assert!(id.shared_credentials.is_none(), "Profile.ShareCreds false");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -585,8 +639,18 @@ mod tests {
         ]);
         let env = key_env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.url.as_str())]);
         let dir = state_dir("ec2");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("credentials"), "[default]\n").unwrap();
         let id = select(&config(CUSTOM), http(), &env, &dir).unwrap();
         assert_eq!(id.kind, IdentityKind::Ec2);
+        assert!(
+            id.shared_credentials.is_none(),
+            "an instance profile is not shared"
+        );
+        assert!(
+            !dir.join("credentials").exists(),
+            "Default Host Management's file is purged"
+        );
         assert_eq!(
             (id.instance_id.as_str(), id.region.as_str()),
             ("i-0123456789abcdef0", "eu-west-1")

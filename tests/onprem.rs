@@ -106,6 +106,31 @@ fn a_registered_agent_runs_commands_as_mi_with_rsa_signed_credentials() {
     );
 }
 
+/// Parameter Store on a hybrid node: the lookup is signed with the role-token credentials (the
+/// only ones this agent has: no IMDS), and the value reaches the script.
+#[test]
+fn a_registered_agent_resolves_parameter_store_references() {
+    let emu = emulator();
+    let mut agent = onprem_agent(&emu);
+    let mi = register(&agent, &emu);
+    agent.start_again();
+    assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
+    emu.put_parameter("/app/site", ssm_emulator::ParameterType::String, "on-prem");
+    let reply = run_over_mgs(
+        &emu,
+        "12121212-0000-4000-8000-0000000000a7",
+        "echo {{ssm:/app/site}} $AWS_SSM_INSTANCE_ID",
+    );
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    assert_eq!(plugin(&reply)["standardOutput"], format!("on-prem {mi}\n"));
+    assert_eq!(emu.get_parameters_calls().len(), 1);
+    assert!(
+        emu.signature_failures().is_empty(),
+        "{:?}",
+        emu.signature_failures()
+    );
+}
+
 /// Installed before it was registered (the .deb does not start it then, but a boot does): the
 /// agent waits for an identity instead of exiting, and takes the registration when it appears.
 #[test]

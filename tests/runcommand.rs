@@ -651,6 +651,32 @@ fn output_files(agent: &Agent, command_id: &str, name: &str) -> Vec<std::path::P
 }
 
 #[test]
+fn agent_orchestration_root_dir_names_where_scripts_and_output_are_kept() {
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({ "Agent": { "OrchestrationRootDir": "runs" } }));
+    let id = "d15c0000-0000-4000-8000-0000000000a1";
+    let reply = final_of(&emu, &run(&emu, id, &["echo \"$0\""], 600));
+    let script = agent
+        .state_dir()
+        .join("i-0123456789abcdef0/document/runs")
+        .join(id)
+        .join("awsrunShellScript/0.awsrunShellScript/_script.sh");
+    assert_eq!(
+        plugin(&reply)["standardOutput"].as_str(),
+        Some(format!("{}\n", script.display()).as_str()),
+        "{reply}"
+    );
+    assert!(script.is_file());
+    assert!(
+        !agent
+            .state_dir()
+            .join("i-0123456789abcdef0/document/orchestration")
+            .join(id)
+            .exists()
+    );
+}
+
+#[test]
 fn a_step_writing_far_more_than_the_cap_keeps_a_capped_file_and_its_exit_code() {
     let emu = emulator();
     let agent = Agent::start(

@@ -281,3 +281,24 @@ fn the_failed_reply_to_an_unknown_topic_is_resent_until_acknowledged() {
         "the Failed reply was sent again while unacknowledged"
     );
 }
+
+#[test]
+fn parameter_store_references_resolve_for_a_job_over_mgs() {
+    let emu = emulator();
+    let _agent = agent(&emu, json!({}));
+    emu.put_parameter(
+        "/app/greeting",
+        ssm_emulator::ParameterType::String,
+        "over mgs",
+    );
+    let job = emu.send_agent_job(&shell_payload(
+        "eeeeeeee-0000-4000-8000-0000000000a7",
+        &["echo {{ssm:/app/greeting}}"],
+        3600,
+    ));
+    let reply = final_of(&emu, &job);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    assert_eq!(plugin(&reply)["standardOutput"], "over mgs\n");
+    let calls = emu.get_parameters_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+}

@@ -72,7 +72,8 @@ pub fn run_document(args: &RunDocumentArgs) -> Result<bool, RunDocumentError> {
         .clone()
         .or_else(|| temp.clone())
         .expect("one of the two is set");
-    let dir = StateDir::open(&root, "local")?;
+    let dir = StateDir::open(&root, "local")?
+        .with_orchestration_root(&config.agent.orchestration_root_dir)?;
     let cfg = EngineConfig::from_config(&config, Vec::new());
     let reply = run_payload(cfg, dir, &command_id, &payload.to_string());
     if let Some(t) = temp {

@@ -7,6 +7,7 @@
 use super::keys::KeyPair;
 use super::rotation::KeyManager;
 use super::rsasign::RsaClient;
+use super::shared_credentials::SharedFile;
 use super::store::{Registration, RegistrationStore, StoreError};
 use crate::aws::credentials::{Credentials, RefreshingCredentials};
 use crate::aws::jsonrpc::AwsError;
@@ -113,12 +114,14 @@ fn expiration(value: &Value) -> Option<SystemTime> {
 /// The credentials provider of a registered instance: role tokens through `service`, signed
 /// with the registration's key, which is rotated (and persisted in `store`) as §5.5 says.
 /// `auto_rotate_days` is `Profile.KeyAutoRotateDays` (0: only when the service asks). Fails when
-/// a pending key left by an interrupted rotation cannot be read.
+/// a pending key left by an interrupted rotation cannot be read. With `share`, every set of
+/// credentials fetched is also written there for scripts (docs/protocol.md §5.7).
 pub fn provider(
     registration: Registration,
     store: RegistrationStore,
     service: Box<dyn ManagedInstanceService>,
     auto_rotate_days: u32,
+    share: Option<SharedFile>,
 ) -> Result<RefreshingCredentials, StoreError> {
     let source = format!(
         "SSM RequestManagedInstanceRoleToken for {}",
@@ -126,7 +129,11 @@ pub fn provider(
     );
     let keys = KeyManager::open(registration, Box::new(store), service, auto_rotate_days)?;
     Ok(RefreshingCredentials::new(source, move || {
-        keys.credentials()
+        let credentials = keys.credentials()?;
+        if let Some(share) = &share {
+            share.store_logged(&credentials);
+        }
+        Ok(credentials)
     }))
 }
 
@@ -238,6 +245,10 @@ mod tests {
             RegistrationStore::new(dir),
             Box::new(service),
             0,
+            Some(SharedFile {
+                path: dir.join("shared"),
+                profile: "ssm".into(),
+            }),
         )
         .unwrap()
     }
@@ -256,6 +267,13 @@ mod tests {
             assert!(Instant::now() < deadline, "still {answer:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The access key id in the shared file's `[ssm]` profile.
+    fn shared_key(dir: &std::path::Path) -> String {
+        let text = std::fs::read_to_string(dir.join("shared")).unwrap();
+        let line = text.lines().find(|l| l.starts_with("aws_access_key_id"));
+        line.unwrap().rsplit(' ').next().unwrap().to_owned()
     }
 
     fn key_id(answer: &Result<Credentials, String>) -> &str {
@@ -281,8 +299,10 @@ mod tests {
             json!({"Fingerprint": "2f1b6a4e-8f0c-4c3e-9d7a-0b5e6f7a8b9c"})
         );
 
+        assert_eq!(shared_key(&dir), "ASIA1", "shared with scripts");
         let (second, at) = poll_until(&p, |a| key_id(a) != "ASIA1");
         assert_eq!(key_id(&second), "ASIA2");
+        assert_eq!(shared_key(&dir), "ASIA2", "rewritten after the refresh");
         let waited = at - start;
         assert!(
             waited >= LIFETIME / 2 && waited < LIFETIME * 3 / 4,
@@ -301,6 +321,7 @@ mod tests {
         );
         let (fourth, _) = poll_until(&p, |a| a.is_ok());
         assert_eq!(key_id(&fourth), "ASIA4");
+        assert_eq!(shared_key(&dir), "ASIA4");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -6,6 +6,7 @@
 use super::credentials::{self, ManagedInstanceService, RoleToken};
 use super::keys::KeyPair;
 use super::rsasign::PssSigner;
+use super::shared_credentials::SharedFile;
 use super::store::{KEY_TYPE, Registration, RegistrationStore};
 use crate::aws::credentials::{CredentialsError, CredentialsProvider, RefreshingCredentials};
 use crate::aws::endpoint::{Endpoint, SSM};
@@ -156,7 +157,8 @@ pub fn register(
 }
 
 /// The credentials of an EC2 instance without a role: registers if needed, then role tokens
-/// signed as DHMC asks, refreshed at half-life and key-rotated like on-prem ones.
+/// signed as DHMC asks, refreshed at half-life and key-rotated like on-prem ones, and written to
+/// `share` for scripts after every refresh (upstream always shares them, docs/protocol.md §5.7).
 pub fn provider(
     http: Arc<HttpClient>,
     imds: Arc<ImdsClient>,
@@ -164,6 +166,7 @@ pub fn provider(
     instance_id: &str,
     store: RegistrationStore,
     auto_rotate_days: u32,
+    share: Option<SharedFile>,
 ) -> Result<RefreshingCredentials, String> {
     let identity = RefreshingCredentials::new("IMDS instance identity credentials", move || {
         imds.identity_credentials().map_err(CredentialsError::Imds)
@@ -171,8 +174,14 @@ pub fn provider(
     let region = endpoint.region.clone();
     let client = DhmcClient::new(http, endpoint, Arc::new(identity));
     let registration = register(&store, &client, instance_id, &region)?;
-    credentials::provider(registration, store, Box::new(client), auto_rotate_days)
-        .map_err(|e| format!("EC2 registration key of an interrupted rotation: {e}"))
+    credentials::provider(
+        registration,
+        store,
+        Box::new(client),
+        auto_rotate_days,
+        share,
+    )
+    .map_err(|e| format!("EC2 registration key of an interrupted rotation: {e}"))
 }
 
 #[cfg(test)]
@@ -271,6 +280,7 @@ mod tests {
             IID,
             RegistrationStore::ec2(dir),
             0,
+            Some(SharedFile::for_dhmc(dir)),
         )
     }
 
@@ -288,6 +298,11 @@ mod tests {
         let ssm = fake_ssm(None);
         let p = provider_at(&ssm, &imds, &dir).unwrap();
         assert_eq!(p.credentials().unwrap().access_key_id, "ASIADHMC");
+        let shared = std::fs::read_to_string(dir.join("credentials")).unwrap();
+        assert!(
+            shared.starts_with("[default]\naws_access_key_id = ASIADHMC\n"),
+            "{shared}"
+        );
         assert_eq!(
             targets(&ssm),
             [

@@ -8,5 +8,6 @@ pub(crate) mod keys;
 pub mod register;
 pub(crate) mod rotation;
 pub(crate) mod rsasign;
+pub(crate) mod shared_credentials;
 pub mod store;
 pub(crate) mod vault;

@@ -231,6 +231,14 @@ fn switch_to(accounts: &Accounts, name: &str) -> Result<SessionUser, RunAsError>
     })
 }
 
+/// The agent's own home directory in passwd (for files upstream keeps under the agent user's
+/// home when HOME is unset, as under systemd without `User=`).
+pub fn agent_home(host: &Host) -> Option<String> {
+    let accounts = Accounts::load(host).ok()?;
+    let user = accounts.user_by_uid(host.agent_uid)?;
+    Some(user.home.to_string()).filter(|h| !h.is_empty())
+}
+
 /// Terminal type and language when the agent's environment names none, as upstream sets them.
 const TERM: &str = "xterm-256color";
 const DEFAULT_LANG: &str = "C.UTF-8";

@@ -17,7 +17,7 @@ pub mod spool;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 pub use spool::{ReplySpool, SpooledReply};
 
@@ -166,10 +166,16 @@ pub fn step_dir_name(name: &str) -> String {
     }
 }
 
+/// Upstream's `Agent.OrchestrationRootDir` default.
+const DEFAULT_ORCHESTRATION: &str = "orchestration";
+
 /// The agent's directories for one instance id.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// `Agent.OrchestrationRootDir`: the directory under `document/` that holds each command's
+    /// scripts and output (upstream's default `orchestration`).
+    orchestration: PathBuf,
 }
 
 impl StateDir {
@@ -183,6 +189,7 @@ impl StateDir {
         ensure_private_dir(state_dir)?;
         let s = StateDir {
             root: state_dir.join(id),
+            orchestration: PathBuf::from(DEFAULT_ORCHESTRATION),
         };
         for dir in [
             s.commands_dir(),
@@ -193,6 +200,26 @@ impl StateDir {
             ensure_private_dir(&dir)?;
         }
         Ok(s)
+    }
+
+    /// The same directories with `name` (`Agent.OrchestrationRootDir`) as the orchestration
+    /// directory: a relative path, joined under `document/` as upstream joins it.
+    pub fn with_orchestration_root(mut self, name: &str) -> Result<StateDir, StateError> {
+        let path = Path::new(name.trim_start_matches('/'));
+        let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
+        if name.is_empty() || !plain {
+            return Err(StateError {
+                path: self.root.join("document").join(name),
+                what: "use Agent.OrchestrationRootDir as the orchestration directory",
+                error: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it must be a directory name (or names joined by '/') without '.' or '..'",
+                ),
+            });
+        }
+        self.orchestration = path.to_owned();
+        ensure_private_dir(&self.orchestration_root())?;
+        Ok(self)
     }
 
     pub fn commands_dir(&self) -> PathBuf {
@@ -209,7 +236,7 @@ impl StateDir {
     }
 
     pub fn orchestration_root(&self) -> PathBuf {
-        self.root.join("document").join("orchestration")
+        self.root.join("document").join(&self.orchestration)
     }
 
     pub fn command_record(&self, command_id: &str) -> PathBuf {
@@ -265,6 +292,24 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(t.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file may be left behind");
+    }
+
+    #[test]
+    fn the_orchestration_root_is_a_relative_name_under_document() {
+        let t = TestDir::new("orch");
+        let s = StateDir::open(&t.path().join("st"), "i-1").unwrap();
+        let s = s.with_orchestration_root("runs/cmd").unwrap();
+        let want = t.path().join("st/i-1/document/runs/cmd/C1");
+        assert_eq!(s.orchestration_dir("C1"), want);
+        let mode = fs::metadata(s.orchestration_root())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        for bad in ["", "..", "a/../../b", "./x"] {
+            let e = s.clone().with_orchestration_root(bad).unwrap_err();
+            assert!(e.to_string().contains("OrchestrationRootDir"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -202,7 +202,9 @@ impl Agent {
                 sh
             }
         };
+        // A hybrid agent shares its credentials in $HOME/.aws/credentials: never the tester's.
         cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &self.url)
+            .env("HOME", self.dir.path())
             .env("RUST_LOG", "debug,ureq=warn,rustls=warn,ureq_proto=warn")
             .env("SSM_LITE_REBOOT_COMMAND", "true")
             .stdin(Stdio::null())

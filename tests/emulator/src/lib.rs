@@ -1,7 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
 //! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
 //! and `session.rs`; smux for multiplexed port forwarding in `smux.rs`) and `kms` (Decrypt of
-//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), SSM documents (GetDocument, see `documents.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
+//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), SSM documents (GetDocument, see `documents.rs`), STS GetCallerIdentity (`sts.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
 //! `Mgs.Endpoint` at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
@@ -40,6 +40,7 @@ mod session;
 pub mod sigv4;
 mod smux;
 mod state;
+mod sts;
 #[cfg(test)]
 mod tests;
 mod util;
@@ -63,6 +64,7 @@ pub use parameters::{GetParametersCall, ParameterType};
 pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
 pub use smux::{SmuxStats, SmuxStream};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
+pub use sts::CallerIdentityCall;
 pub use util::uuid_v4;
 pub use ws::{Incoming, WsConn};
 
@@ -427,6 +429,11 @@ impl Emulator {
     /// `AmazonSSM.GetDocument` calls that reached the operation, in order.
     pub fn get_document_calls(&self) -> Vec<GetDocumentCall> {
         self.read(|st| st.documents.calls.clone())
+    }
+
+    /// Every STS `GetCallerIdentity`, in order.
+    pub fn caller_identity_calls(&self) -> Vec<CallerIdentityCall> {
+        self.read(|st| st.sts.clone())
     }
 
     /// Restricts injected faults to one API family (or lifts the restriction).

@@ -10,7 +10,7 @@ use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
-use crate::{control, documents, imds, kms, mds, mgs, onprem, parameters, sigv4};
+use crate::{control, documents, imds, kms, mds, mgs, onprem, parameters, sigv4, sts};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -72,6 +72,12 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Handled {
         Handled::plain(&req.path, imds::handle(shared, req))
     } else if req.path.starts_with("/_emulator/") {
         Handled::plain(&req.path, control::handle(shared, req))
+    } else if sts::is_query(req) {
+        let (resp, signature) = shared.update(|st| sts::handle(st, req));
+        Handled {
+            signature,
+            ..Handled::plain(sts::TARGET, resp)
+        }
     } else if req.method == "POST" && req.path == "/" {
         json11(shared, req)
     } else {
