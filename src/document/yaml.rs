@@ -500,4 +500,24 @@ mainSteps:
         let many = "- 1\n".repeat(MAX_VALUES + 1);
         assert!(matches!(to_json(&many), Err(YamlError::TooManyValues(_))));
     }
+
+    /// Random token soup never panics: every input gives a value or an error.
+    #[test]
+    fn random_input_gives_a_value_or_an_error() {
+        const TOKENS: [&str; 24] = [
+            "a", ":", " ", "\n", "- ", "[", "]", "{", "}", ",", "&x ", "*x", "'", "\"", "|", ">",
+            "#", "---", "? ", "!!str ", "  ", "0x1", ".5", "\\u12",
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(TOKENS[(state % TOKENS.len() as u64) as usize]);
+            }
+            let _ = to_json(&text);
+        }
+    }
 }
