@@ -15,10 +15,12 @@ use crate::mgs::Dispatcher;
 use crate::mgs::control::{ControlChannel, ControlSender};
 use crate::mgs::jobs::MgsJobs;
 use crate::runcommand::cloudwatch::CloudWatchDestinations;
+use crate::runcommand::documents::SsmDocuments;
 use crate::runcommand::engine::NoParameterStore;
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::s3output::S3Destinations;
+use crate::runcommand::sources::Sources;
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
@@ -392,18 +394,20 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let mut engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
     engine_cfg.sources.http = Some(http.clone());
-    // One ssm client serves health pings and Parameter Store lookups.
+    // One ssm client serves health pings, Parameter Store lookups and SSM documents.
     let ssm = match health::ssm_client(http.clone(), &identity, &config) {
         Ok(client) => {
             // The same store reads downloadContent's `{{ssm-secure:…}}` tokens, with decryption.
             let store = Arc::new(SsmParameterStore::new(client.clone()));
             engine_cfg.parameter_store = store.clone();
             engine_cfg.sources.secrets = store;
+            engine_cfg.sources.documents = Arc::new(SsmDocuments::new(client.clone()));
             Some(client)
         }
         Err(e) => {
             log::error!("ssm endpoint: {e}; no health pings and no Parameter Store lookups");
             let why = format!("the ssm endpoint is not usable: {e}");
+            engine_cfg.sources.documents = Sources::unavailable(&why).documents;
             engine_cfg.parameter_store = Arc::new(NoParameterStore(why));
             None
         }
@@ -420,6 +424,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let s3_output = S3Destinations::new(s3.clone(), &identity.instance_id);
     engine_cfg.destinations.push(Arc::new(s3_output));
     engine_cfg.sources.objects = s3;
+    engine_cfg.sources.parameters = engine_cfg.parameter_store.clone();
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),

@@ -21,8 +21,10 @@ mod params;
 mod pattern;
 mod precondition;
 mod shell;
+pub mod yaml;
 
 use parameter_store::{ParameterStoreError, Resolver};
+pub(crate) use params::go_value;
 use serde_json::{Map, Value};
 
 /// What to do with a step, decided when the document is parsed (preconditions, plugin support).
@@ -94,8 +96,12 @@ pub struct DocumentError(pub String);
 const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.0.3", "2.2"];
 /// The first schema with preconditions and cross-platform skipping.
 const PRECONDITION_SCHEMA: &str = "2.2";
-/// The plugin ssm-lite first implemented (`aws:downloadContent` is the other it runs).
-const SHELL_PLUGIN: &str = "aws:runShellScript";
+/// The plugins ssm-lite implements.
+const IMPLEMENTED_PLUGINS: [&str; 3] = [
+    "aws:runShellScript",
+    "aws:runDocument",
+    "aws:downloadContent",
+];
 /// The plugins upstream registers on Linux (`RegisteredWorkerPlugins`): it runs steps using them,
 /// so where it would, ssm-lite fails those it does not implement rather than skip them.
 const LINUX_PLUGINS: [&str; 12] = [
@@ -136,7 +142,7 @@ pub fn substitute_parameters(
 ) -> Result<Vec<Value>, DocumentError> {
     let declared = params::declared(declarations)?;
     let values = params::values(&declared, supplied);
-    params::validate(&declared, &values, |_| true)?;
+    params::validate(&declared, &values, |_| true, None)?;
     Ok(targets
         .iter()
         .map(|t| params::substitute(t, &values))
@@ -147,7 +153,38 @@ pub fn substitute_parameters(
 pub fn parse(
     content: &Value,
     parameters: &Map<String, Value>,
+    references: References<'_, '_>,
+) -> Result<Document, DocumentError> {
+    parse_as(content, parameters, references, false)
+}
+
+/// [`parse`] for a document `aws:runDocument` runs: upstream validates its parameters with the
+/// optional validators too (min/max chars and items, allowed values; docs/protocol.md §3.13).
+pub fn parse_sub_document(
+    content: &Value,
+    parameters: &Map<String, Value>,
+    references: References<'_, '_>,
+) -> Result<Document, DocumentError> {
+    parse_as(content, parameters, references, true)
+}
+
+/// A document's text as upstream reads a file: JSON, else YAML (`execdoc.go` `ParseDocument`).
+/// The error names both failures.
+pub fn content_from_text(text: &str) -> Result<Value, DocumentError> {
+    serde_json::from_str(text).or_else(|json_error| {
+        yaml::to_json(text).map_err(|yaml_error| {
+            DocumentError(format!(
+                "the document is neither JSON ({json_error}) nor YAML ({yaml_error})"
+            ))
+        })
+    })
+}
+
+fn parse_as(
+    content: &Value,
+    parameters: &Map<String, Value>,
     mut references: References<'_, '_>,
+    sub_document: bool,
 ) -> Result<Document, DocumentError> {
     let Value::Object(content) = content else {
         return Err(wrong_kind("DocumentContent", "a JSON object", content));
@@ -163,7 +200,7 @@ pub fn parse(
     }
     let declared = params::declared(field(content, "parameters"))?;
     let values = params::values(&declared, parameters);
-    validate(&declared, &values, &mut references)?;
+    validate(&declared, &values, &mut references, sub_document)?;
     let mut resolve = |inputs: Value| match &mut references {
         References::Keep => Ok(inputs),
         References::Resolve(resolver) => Ok(resolver.resolve(&inputs)?),
@@ -197,19 +234,24 @@ pub fn parse(
 /// `allowedPattern` checks on the values as they will be used: resolved from Parameter Store
 /// first (upstream `ValidateSSMParameters`), or, while references are kept, only the values
 /// that hold none.
+/// The optional validators of a sub-document skip a value that held a reference, resolved or
+/// not (upstream `isParameterResolvedFromSSMParameterStore`).
 fn validate(
     declared: &[params::Declared],
     values: &params::Values,
     references: &mut References<'_, '_>,
+    sub_document: bool,
 ) -> Result<(), DocumentError> {
+    let literal = |name: &str| {
+        !values
+            .get(name)
+            .is_some_and(parameter_store::holds_reference)
+    };
+    let optional: Option<&dyn Fn(&str) -> bool> = sub_document.then_some(&literal);
     match references {
-        References::Keep => params::validate(declared, values, |name| {
-            !values
-                .get(name)
-                .is_some_and(parameter_store::holds_reference)
-        }),
+        References::Keep => params::validate(declared, values, literal, optional),
         References::Resolve(resolver) => match resolver.resolve(&Value::Object(values.clone()))? {
-            Value::Object(resolved) => params::validate(declared, &resolved, |_| true),
+            Value::Object(resolved) => params::validate(declared, &resolved, |_| true, optional),
             _ => Err(ParameterStoreError::Internal.into()),
         },
     }
@@ -420,7 +462,7 @@ fn unsupported_plugin(plugin: &str, id: &str) -> Verdict {
 
 /// A Linux plugin: runs if ssm-lite implements it.
 fn run_plugin(plugin: &str, id: &str) -> Verdict {
-    match plugin == SHELL_PLUGIN || plugin == "aws:downloadContent" {
+    match IMPLEMENTED_PLUGINS.contains(&plugin) {
         true => Verdict::Run,
         false => Verdict::Fail(format!(
             "ssm-lite does not implement plugin {plugin} yet, so this step did not run. Step name: {id}"

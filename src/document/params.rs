@@ -1,5 +1,6 @@
-//! Document parameters (docs/protocol.md §3.2): which values apply, `allowedPattern` checks, and
-//! `{{ name }}` substitution.
+//! Document parameters (docs/protocol.md §3.2): which values apply, `allowedPattern` checks (and,
+//! for `aws:runDocument`'s sub-documents, upstream's other validators, §3.13), and `{{ name }}`
+//! substitution.
 //!
 //! `{{ssm:…}}` Parameter Store references are not resolved yet: [`super::parse`] refuses a
 //! command that holds one before its values are checked here.
@@ -18,6 +19,12 @@ pub(crate) struct Declared {
     kind: String,
     default: Value,
     allowed_pattern: String,
+    allowed_values: Vec<String>,
+    /// `minChars`, `maxChars`, `minItems`, `maxItems` as written (Go `json.Number` text).
+    min_chars: Option<String>,
+    max_chars: Option<String>,
+    min_items: Option<String>,
+    max_items: Option<String>,
 }
 
 /// Decodes the document's `parameters` object (absent or `null` means none).
@@ -39,14 +46,46 @@ pub(crate) fn declared(parameters: Option<&Value>) -> Result<Vec<Declared>, Docu
             }
         };
         let text = |key| string_field(definition, key).map_err(|why| invalid(&path, &why));
+        let number = |key| number_text(definition, key).map_err(|why| invalid(&path, &why));
         out.push(Declared {
             name: name.clone(),
             kind: text("type")?.unwrap_or_default().to_owned(),
             default: field(definition, "default").cloned().unwrap_or(Value::Null),
             allowed_pattern: text("allowedPattern")?.unwrap_or_default().to_owned(),
+            allowed_values: string_list(definition, "allowedValues")
+                .map_err(|why| invalid(&path, &why))?,
+            min_chars: number("minChars")?,
+            max_chars: number("maxChars")?,
+            min_items: number("minItems")?,
+            max_items: number("maxItems")?,
         });
     }
     Ok(out)
+}
+
+/// A `json.Number` field: a number, or a string (as YAML gives it), as its text.
+fn number_text(definition: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match field(definition, key) {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(format!("{key} must be a number, found {}", kind(other))),
+    }
+}
+
+/// A `[]string` field.
+fn string_list(definition: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    match field(definition, key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                super::text_or_empty(item)
+                    .map_err(|v| format!("{key} must hold strings, found {}", kind(v)))
+            })
+            .collect(),
+        Some(other) => Err(format!("{key} must be an array, found {}", kind(other))),
+    }
 }
 
 /// Supplied values with valid names, plus the default of every declared parameter not supplied.
@@ -85,12 +124,37 @@ const MATCH_BUDGET: u64 = 20_000_000;
 /// cannot be compiled fails the check, as upstream (where `regexp.Compile` fails), and so does a
 /// check that would exceed [`MATCH_BUDGET`]. Error messages name the parameter and the pattern,
 /// never the value.
-/// Checks the `allowedPattern` of each declared parameter whose name `checked` accepts.
+/// Checks the `allowedPattern` of each declared parameter whose name `checked` accepts; with
+/// `optional` (a sub-document of `aws:runDocument`, upstream `GetOptionalValidators`), also
+/// min/max chars, min/max items and allowed values of the parameters it accepts.
 pub(crate) fn validate(
     declared: &[Declared],
     values: &Values,
     checked: impl Fn(&str) -> bool,
+    optional: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<(), DocumentError> {
+    let mut errors = pattern_errors(declared, values, checked);
+    if let Some(optional) = optional {
+        for parameter in declared.iter().filter(|p| optional(&p.name)) {
+            let value = values.get(&parameter.name).unwrap_or(&Value::Null);
+            errors.extend(optional_errors(parameter, value));
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(DocumentError(format!(
+            "all errors during param validation errors: {}",
+            errors.join("\n")
+        ))),
+    }
+}
+
+/// Upstream `AllowedRegexParamValidator` for each parameter `checked` accepts.
+fn pattern_errors(
+    declared: &[Declared],
+    values: &Values,
+    checked: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let mut errors = Vec::new();
     let mut budget = MATCH_BUDGET;
     let with_pattern = declared.iter().filter(|p| !p.allowed_pattern.is_empty());
@@ -110,13 +174,244 @@ pub(crate) fn validate(
             ));
         }
     }
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(DocumentError(format!(
-            "all errors during param validation errors: {}",
-            errors.join("\n")
-        ))),
+    errors
+}
+
+/// One of upstream's validators; the error is its text.
+type Validator = fn(&Declared, &Value) -> Result<(), String>;
+
+/// Upstream's optional validators in its order, each error in its words.
+fn optional_errors(parameter: &Declared, value: &Value) -> Vec<String> {
+    let checks: [(&str, Validator); 3] = [
+        ("MinMaxCharParamValidator", min_max_chars),
+        ("MinMaxItemParamValidator", min_max_items),
+        ("AllowedValueParamValidator", allowed_value),
+    ];
+    checks
+        .iter()
+        .filter_map(|(name, check)| {
+            let why = check(parameter, value).err()?;
+            Some(format!(
+                "error thrown in '{name}' while validating parameter /{}/: {why}",
+                parameter.name
+            ))
+        })
+        .collect()
+}
+
+/// Upstream `GetCleanedUpVal`: the bound, or `fallback` when it is not an integer in 0..=2^31-1.
+fn bound(text: &Option<String>, fallback: i64) -> Option<i64> {
+    let text = text.as_deref().filter(|t| !t.is_empty())?;
+    Some(
+        text.parse::<i64>()
+            .ok()
+            .filter(|n| (0..=i64::from(i32::MAX)).contains(n))
+            .unwrap_or(fallback),
+    )
+}
+
+/// Go's `invalid parameter type …` for a value a validator cannot read.
+fn invalid_type(parameter: &Declared, value: &Value) -> String {
+    format!(
+        "invalid parameter type {} with parameter value {}",
+        parameter.kind,
+        go_value(value)
+    )
+}
+
+/// `minmaxcharparamvalidator`: strings by their byte length, list elements one by one
+/// (non-strings as JSON), maps as JSON; not for `Integer` or `Boolean` parameters.
+fn min_max_chars(parameter: &Declared, value: &Value) -> Result<(), String> {
+    let (min, max) = (
+        bound(&parameter.min_chars, 0),
+        bound(&parameter.max_chars, i64::from(i32::MAX)),
+    );
+    if (min.is_none() && max.is_none()) || matches!(parameter.kind.as_str(), "Integer" | "Boolean")
+    {
+        return Ok(());
     }
+    let check = |text: &str| {
+        let len = text.len() as i64;
+        if min.is_some_and(|min| len < min) {
+            return Err(format!(
+                "parameter value /{text}/ is less than the min char limit /{}/",
+                min.unwrap_or_default()
+            ));
+        }
+        match max.filter(|max| len > *max) {
+            Some(max) => Err(format!(
+                "parameter value /{text}/ is exceeding the max chars /{max}/"
+            )),
+            None => Ok(()),
+        }
+    };
+    match value {
+        Value::String(text) => check(text),
+        Value::Array(items) => items.iter().try_for_each(|item| match item {
+            Value::String(text) => check(text),
+            other => check(&go_json(other)),
+        }),
+        Value::Object(_) => check(&go_json(value)),
+        other => Err(invalid_type(parameter, other)),
+    }
+}
+
+/// `minmaxitemparamvalidator`: the length of a list or a map; a string passes (a StringMap from
+/// the console); not for `String`, `Integer` or `Boolean` parameters.
+fn min_max_items(parameter: &Declared, value: &Value) -> Result<(), String> {
+    let (min, max) = (
+        bound(&parameter.min_items, 0),
+        bound(&parameter.max_items, i64::from(i32::MAX)),
+    );
+    let ignored = matches!(parameter.kind.as_str(), "Integer" | "Boolean" | "String");
+    if (min.is_none() && max.is_none()) || ignored {
+        return Ok(());
+    }
+    let len = match value {
+        Value::String(_) => return Ok(()),
+        Value::Array(items) => items.len() as i64,
+        Value::Object(map) => map.len() as i64,
+        other => return Err(invalid_type(parameter, other)),
+    };
+    if min.is_some_and(|min| len < min) {
+        return Err(format!(
+            "parameter value list length /{len}/ is less the min item count"
+        ));
+    }
+    match max.filter(|max| len > *max) {
+        // Upstream names the limit here, not the length.
+        Some(max) => Err(format!(
+            "parameter value list length /{max}/ has exceeded the max item count"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `allowedvalueparamvalidator`. As upstream, an `Integer` or `Boolean` parameter must equal its
+/// default (its values are not compared with `allowedValues` at all); others must be in
+/// `allowedValues` when it has any: strings as they are, list elements one by one (non-strings
+/// as JSON), maps as JSON.
+fn allowed_value(parameter: &Declared, value: &Value) -> Result<(), String> {
+    match parameter.kind.as_str() {
+        "Integer" => return integer_is_default(parameter, value),
+        "Boolean" => {
+            return match (value, &parameter.default) {
+                (Value::Bool(v), Value::Bool(d)) if v == d => Ok(()),
+                _ => Err(format!(
+                    "parameter value /{}/ not equal to default for Boolean",
+                    go_value(value)
+                )),
+            };
+        }
+        _ => {}
+    }
+    let allowed = &parameter.allowed_values;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let check = |text: &str| match allowed.iter().any(|a| a == text) {
+        true => Ok(()),
+        false => Err(format!(
+            "parameter value /{text}/ is not in the allowed list [{}]",
+            allowed.join(" ")
+        )),
+    };
+    match value {
+        Value::String(text) => check(text),
+        Value::Array(items) => items.iter().try_for_each(|item| match item {
+            Value::String(text) => check(text),
+            other => check(&go_json(other)),
+        }),
+        Value::Object(_) => check(&go_json(value)),
+        other => Err(invalid_type(parameter, other)),
+    }
+}
+
+/// Upstream `isIntegerParamValueSetToDefault`: a number within int32, printed as the default is.
+fn integer_is_default(parameter: &Declared, value: &Value) -> Result<(), String> {
+    let Some(number) = value.as_f64() else {
+        return Err(format!(
+            "could not convert /{}/ to float64 for Integer",
+            go_value(value)
+        ));
+    };
+    let shown = go_value(value);
+    if number >= f64::from(i32::MAX) || number <= f64::from(i32::MIN) {
+        return Err(format!(
+            "out-of-boundary error for parameter value /{shown}/ for type Integer "
+        ));
+    }
+    let default = go_value(&parameter.default);
+    match shown == default {
+        true => Ok(()),
+        false => Err(format!(
+            "parameter value /{shown}/ not equal to default /{default}/ for Integer"
+        )),
+    }
+}
+
+/// A value as Go's `%v` prints what `encoding/json` decoded: `<nil>`, `[a b]`, `map[k:v]`,
+/// numbers as float64 (`5`, `0.5`, `1e+21`).
+pub(crate) fn go_value(value: &Value) -> String {
+    match value {
+        Value::Null => "<nil>".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => go_float(n),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(go_value).collect();
+            format!("[{}]", items.join(" "))
+        }
+        Value::Object(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", go_value(v)))
+                .collect();
+            format!("map[{}]", entries.join(" "))
+        }
+    }
+}
+
+/// Go `%v` of a JSON number, which Go decodes as a float64: `%g` with the shortest digits, in
+/// exponent form for a decimal exponent below -4 or from 6 on (`1e+06`, `1.5e-05`). Made from
+/// serde_json's own float text, which saves linking core's float formatting (~24 KB with the
+/// parsing in yaml.rs).
+fn go_float(n: &serde_json::Number) -> String {
+    let float = n.as_f64().and_then(serde_json::Number::from_f64);
+    let text = float.map_or_else(|| n.to_string(), |f| f.to_string());
+    let (sign, text) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text.as_str()),
+    };
+    let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let lead = digits.len() - digits.trim_start_matches('0').len();
+    let digits = digits[lead..].trim_end_matches('0');
+    if digits.is_empty() {
+        return "0".to_owned();
+    }
+    // The decimal point is `point` digits into `digits`.
+    let point = int.len() as i64 - lead as i64 + exponent.parse::<i64>().unwrap_or(0);
+    let e = point - 1;
+    let len = digits.len() as i64;
+    let body = if !(-4..6).contains(&e) {
+        let rest = &digits[1..];
+        let dot = if rest.is_empty() { "" } else { "." };
+        let e_sign = if e < 0 { '-' } else { '+' };
+        format!("{}{dot}{rest}e{e_sign}{:02}", &digits[..1], e.abs())
+    } else if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point >= len {
+        format!("{digits}{}", "0".repeat((point - len) as usize))
+    } else {
+        format!(
+            "{}.{}",
+            &digits[..point as usize],
+            &digits[point as usize..]
+        )
+    };
+    format!("{sign}{body}")
 }
 
 /// Strings are matched as they are, list elements one by one (non-strings as JSON), maps as JSON;
@@ -445,7 +740,7 @@ mod tests {
     fn validated(definition: Value, supplied: Value) -> Result<(), DocumentError> {
         let declared = declared(Some(&definition))?;
         let values = values(&declared, &values_of(supplied));
-        validate(&declared, &values, |_| true)
+        validate(&declared, &values, |_| true, None)
     }
 
     #[test]
@@ -614,5 +909,179 @@ mod tests {
             81,
             "{err}"
         );
+    }
+
+    /// What a sub-document of aws:runDocument gets: every validator, in upstream's order.
+    fn sub_validated(definition: Value, supplied: Value) -> Result<(), String> {
+        let declared = declared(Some(&definition)).map_err(|e| e.0)?;
+        let values = values(&declared, &values_of(supplied));
+        validate(&declared, &values, |_| true, Some(&|_: &str| true)).map_err(|e| e.0)
+    }
+
+    const PREFIX: &str = "all errors during param validation errors: ";
+
+    #[test]
+    fn optional_validators_apply_only_to_sub_documents() {
+        let definition = json!({"p": {"type": "String", "allowedValues": ["a"]}});
+        let declared = declared(Some(&definition)).unwrap();
+        let values = values(&declared, &values_of(json!({"p": "b"})));
+        assert_eq!(validate(&declared, &values, |_| true, None), Ok(()));
+        assert!(sub_validated(definition, json!({"p": "b"})).is_err());
+    }
+
+    #[test]
+    fn optional_validators_min_max_chars() {
+        let definition = json!({"p": {"type": "String", "minChars": 2, "maxChars": "4"}});
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": "abc"})),
+            Ok(())
+        );
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": "a"})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxCharParamValidator' while validating parameter /p/: parameter value /a/ is less than the min char limit /2/"
+            ))
+        );
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": "abcde"})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxCharParamValidator' while validating parameter /p/: parameter value /abcde/ is exceeding the max chars /4/"
+            ))
+        );
+        // List elements one by one, non-strings as JSON; a missing value cannot be read.
+        let list = json!({"p": {"type": "StringList", "maxChars": 3}});
+        assert!(sub_validated(list.clone(), json!({"p": ["ab", "abc"]})).is_ok());
+        let err = sub_validated(list.clone(), json!({"p": ["ab", {"k": 1}]})).unwrap_err();
+        assert!(
+            err.ends_with("parameter value /{\"k\":1}/ is exceeding the max chars /3/"),
+            "{err}"
+        );
+        let err = sub_validated(list, json!({})).unwrap_err();
+        assert!(
+            err.ends_with("invalid parameter type StringList with parameter value <nil>"),
+            "{err}"
+        );
+        // A bound that is not a non-negative int32 is upstream's fallback: 0 for a minimum.
+        let odd = json!({"p": {"type": "String", "minChars": "-3", "maxChars": "x"}});
+        assert!(sub_validated(odd, json!({"p": ""})).is_ok());
+        // Integer and Boolean parameters have no char limits.
+        let int = json!({"p": {"type": "Integer", "default": 5, "maxChars": 0}});
+        assert!(sub_validated(int, json!({"p": 5})).is_ok());
+    }
+
+    #[test]
+    fn optional_validators_min_max_items() {
+        let definition = json!({"p": {"type": "StringList", "minItems": 2, "maxItems": 3}});
+        assert!(sub_validated(definition.clone(), json!({"p": ["a", "b"]})).is_ok());
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": ["a"]})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxItemParamValidator' while validating parameter /p/: parameter value list length /1/ is less the min item count"
+            ))
+        );
+        // Upstream names the limit, not the length, when there are too many.
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": ["a", "b", "c", "d", "e"]})),
+            Err(format!(
+                "{PREFIX}error thrown in 'MinMaxItemParamValidator' while validating parameter /p/: parameter value list length /3/ has exceeded the max item count"
+            ))
+        );
+        // A string (a StringMap from the console) passes; String parameters are not counted.
+        assert!(sub_validated(definition, json!({"p": "a"})).is_ok());
+        let string = json!({"p": {"type": "String", "maxItems": 0}});
+        assert!(sub_validated(string, json!({"p": "abc"})).is_ok());
+        let map = json!({"p": {"type": "StringMap", "maxItems": 1}});
+        assert!(sub_validated(map, json!({"p": {"a": "1", "b": "2"}})).is_err());
+    }
+
+    #[test]
+    fn optional_validators_allowed_values() {
+        let definition = json!({"p": {"type": "StringList", "allowedValues": ["a", "b"]}});
+        assert!(sub_validated(definition.clone(), json!({"p": ["a", "b"]})).is_ok());
+        assert_eq!(
+            sub_validated(definition.clone(), json!({"p": ["a", "c", "d"]})),
+            Err(format!(
+                "{PREFIX}error thrown in 'AllowedValueParamValidator' while validating parameter /p/: parameter value /c/ is not in the allowed list [a b]"
+            ))
+        );
+        let err = sub_validated(definition, json!({"p": 5})).unwrap_err();
+        assert!(
+            err.ends_with("invalid parameter type StringList with parameter value 5"),
+            "{err}"
+        );
+        // As upstream: Integer and Boolean values must equal their defaults.
+        let int = json!({"n": {"type": "Integer", "default": 3, "allowedValues": ["4"]}});
+        assert!(sub_validated(int.clone(), json!({})).is_ok());
+        assert_eq!(
+            sub_validated(int.clone(), json!({"n": 4})),
+            Err(format!(
+                "{PREFIX}error thrown in 'AllowedValueParamValidator' while validating parameter /n/: parameter value /4/ not equal to default /3/ for Integer"
+            ))
+        );
+        let err = sub_validated(int.clone(), json!({"n": "3"})).unwrap_err();
+        assert!(
+            err.ends_with("could not convert /3/ to float64 for Integer"),
+            "{err}"
+        );
+        let err = sub_validated(int, json!({"n": 3_000_000_000u64})).unwrap_err();
+        assert!(
+            err.ends_with("out-of-boundary error for parameter value /3e+09/ for type Integer "),
+            "{err}"
+        );
+        let boolean = json!({"b": {"type": "Boolean", "default": true}});
+        assert!(sub_validated(boolean.clone(), json!({"b": true})).is_ok());
+        let err = sub_validated(boolean, json!({"b": false})).unwrap_err();
+        assert!(
+            err.ends_with("parameter value /false/ not equal to default for Boolean"),
+            "{err}"
+        );
+    }
+
+    /// Pattern errors first, then each parameter's optional errors in validator order.
+    #[test]
+    fn every_validator_reports_in_upstreams_order() {
+        let definition = json!({
+            "a": {"type": "StringList", "maxItems": 1, "allowedValues": ["x"], "maxChars": 1},
+            "b": {"type": "String", "allowedPattern": "^[0-9]+$"}
+        });
+        let err = sub_validated(definition, json!({"a": ["yy", "z"], "b": "q"})).unwrap_err();
+        let validators: Vec<&str> = err
+            .split('\n')
+            .map(|line| line.split('\'').nth(1).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            validators,
+            [
+                "AllowedRegexParamValidator",
+                "MinMaxCharParamValidator",
+                "MinMaxItemParamValidator",
+                "AllowedValueParamValidator"
+            ]
+        );
+    }
+
+    #[test]
+    fn values_print_as_gos_percent_v() {
+        let cases = [
+            (json!(null), "<nil>"),
+            (json!(5), "5"),
+            (json!(5.0), "5"),
+            (json!(0.5), "0.5"),
+            (json!(100000), "100000"),
+            (json!(1234567), "1.234567e+06"),
+            (json!(1e21), "1e+21"),
+            (json!(0.00001), "1e-05"),
+            (json!(0.000015), "1.5e-05"),
+            (json!(0.0001), "0.0001"),
+            (json!(-2.5), "-2.5"),
+            (json!(0), "0"),
+            (json!(3_000_000_000u64), "3e+09"),
+            (json!(123.456), "123.456"),
+            (json!(["a", 1]), "[a 1]"),
+            (json!({"b": true, "a": "x"}), "map[a:x b:true]"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(go_value(&value), text);
+        }
     }
 }

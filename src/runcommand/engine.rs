@@ -976,7 +976,7 @@ fn interrupted_message(r: &RunningStep) -> String {
 }
 
 /// Exit codes 168/169 and `onFailure`/`onSuccess` (§3.6); true when later steps are skipped.
-fn apply_control_flow(step: &Step, r: &mut PluginResult) -> bool {
+pub(super) fn apply_control_flow(step: &Step, r: &mut PluginResult) -> bool {
     if r.code == EXIT_SUCCESS_AND_STOP || r.code == EXIT_FAILURE_AND_STOP {
         return true;
     }

@@ -3,6 +3,7 @@
 //! [`ReplySink`]; everything in between — parsing, queueing, running, reporting — happens here.
 
 pub(crate) mod cloudwatch;
+pub(crate) mod documents;
 mod download;
 pub(crate) mod engine;
 pub mod local;
@@ -11,6 +12,7 @@ pub(crate) mod parameters;
 pub mod payload;
 pub(crate) mod record;
 pub(crate) mod reply;
+mod rundocument;
 pub(crate) mod s3output;
 pub(crate) mod sources;
 mod spooled;

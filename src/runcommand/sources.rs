@@ -1,12 +1,13 @@
 //! What plugins fetch while a step runs: SSM documents (`aws:runDocument`,
 //! `aws:downloadContent` with `SSMDocument`), S3 objects (`aws:downloadContent` with `S3`),
-//! decrypted Parameter Store values (`{{ssm-secure:…}}` in `aws:downloadContent`) and web
-//! resources through the agent's HTTPS client (`aws:downloadContent` with `HTTP` and `GitHub`).
+//! Parameter Store values (`{{ssm:…}}` in the documents `aws:runDocument` runs, decrypted
+//! `{{ssm-secure:…}}` in `aws:downloadContent`) and web resources through the agent's HTTPS
+//! client (`aws:downloadContent` with `HTTP` and `GitHub`).
 //! The engine holds one [`Sources`]; an agent without the calls (`ssm-lite run-document`) holds
 //! [`Sources::unavailable`], whose calls fail with the reason.
 
 use crate::aws::http::HttpClient;
-use crate::document::parameter_store::Parameter;
+use crate::document::parameter_store::{Found, Parameter, ParameterSource};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -62,6 +63,8 @@ pub struct Sources {
     pub secrets: Arc<dyn SecretSource>,
     /// The agent's HTTPS client (proxies, CA bundle); `None` where the run has none.
     pub http: Option<Arc<HttpClient>>,
+    /// The engine's Parameter Store, for sub-documents.
+    pub parameters: Arc<dyn ParameterSource + Send + Sync>,
 }
 
 impl Sources {
@@ -71,8 +74,9 @@ impl Sources {
         Sources {
             documents: none.clone(),
             objects: none.clone(),
-            secrets: none,
+            secrets: none.clone(),
             http: None,
+            parameters: none,
         }
     }
 }
@@ -82,6 +86,16 @@ struct Unavailable(String);
 impl DocumentSource for Unavailable {
     fn get_document(&self, name: &str, _version: Option<&str>) -> Result<RemoteDocument, String> {
         Err(format!("cannot fetch SSM document {name}: {}", self.0))
+    }
+}
+
+impl ParameterSource for Unavailable {
+    fn get_parameters(&self, names: &[String]) -> Result<Found, String> {
+        let names = names.join(", ");
+        Err(format!(
+            "cannot look up Parameter Store values ({names}): {}",
+            self.0
+        ))
     }
 }
 

@@ -5,6 +5,7 @@ use super::output::{Destination, OutputCleanup, OutputLocation, RunFiles, Upload
 use super::reply::{
     Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream,
 };
+use super::rundocument;
 use super::sources::Sources;
 use crate::document::{ShellScriptInput, Step, shell_script_input};
 use crate::exec::capture::Limits;
@@ -42,13 +43,13 @@ pub struct StepEnv<'a> {
 }
 
 /// One finished run of a plugin over one property set, before it is merged and rendered.
-struct Run {
-    status: Status,
-    code: i32,
-    stdout: Head,
-    stderr: Head,
+pub(super) struct Run {
+    pub(super) status: Status,
+    pub(super) code: i32,
+    pub(super) stdout: Head,
+    pub(super) stderr: Head,
     /// Where the run's output went in S3 (the reply names it).
-    s3: Option<OutputLocation>,
+    pub(super) s3: Option<OutputLocation>,
 }
 
 impl Run {
@@ -62,7 +63,7 @@ impl Run {
         }
     }
 
-    fn failed(message: String) -> Run {
+    pub(super) fn failed(message: String) -> Run {
         Run {
             status: Status::Failed,
             code: 1,
@@ -107,6 +108,17 @@ pub fn stopped_before_start(step: &Step, reason: StopReason) -> PluginResult {
 
 /// Runs every property set of a runnable step; `on_start` sees each process group.
 pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -> PluginResult {
+    run_nested(step, env, on_start, 0)
+}
+
+/// [`run_step`] for a step of a document `depth` levels of `aws:runDocument` down (0: the
+/// command's own document).
+pub(super) fn run_nested(
+    step: &Step,
+    env: &StepEnv<'_>,
+    on_start: &mut dyn FnMut(Pid),
+    depth: usize,
+) -> PluginResult {
     let start = iso8601_ms(SystemTime::now());
     let mut merged: Option<Run> = None;
     for (i, inputs) in step.inputs.iter().enumerate() {
@@ -124,23 +136,22 @@ pub fn run_step(step: &Step, env: &StepEnv<'_>, on_start: &mut dyn FnMut(Pid)) -
             ));
             break;
         }
-        let run = if step.plugin == SHELL_PLUGIN {
-            match shell_script_input(inputs) {
+        let run = match step.plugin.as_str() {
+            SHELL_PLUGIN => match shell_script_input(inputs) {
                 Ok(input) => run_shell(step, i, &input, env, on_start),
                 Err(message) => Run::failed(message),
-            }
-        } else if step.plugin == super::download::PLUGIN {
-            in_agent(step, i, env, || {
+            },
+            super::download::PLUGIN => in_agent(step, i, env, || {
                 match super::download::run(inputs, env.command_dir, env.sources) {
                     Ok(stdout) => Run::succeeded(stdout),
                     Err(message) => Run::failed(message),
                 }
-            })
-        } else {
-            Run::failed(format!(
+            }),
+            rundocument::PLUGIN => rundocument::run(step, i, inputs, env, on_start, depth),
+            _ => Run::failed(format!(
                 "Plugin with name {} not found. Step name: {}",
                 step.plugin, step.id
-            ))
+            )),
         };
         merged = Some(merge(merged, run));
     }
@@ -226,9 +237,9 @@ fn control_flow_line(step: &Step, status: Status, code: i32) -> Option<&'static 
 
 /// `<plugin>/<run name>`, the run's directory under the command's: the run name is the input
 /// `id` or the step id, plus the property-set index when a 1.x plugin has several.
-fn run_path(step: &Step, index: usize, input: &ShellScriptInput) -> String {
-    let name = match (input.id.is_empty(), step.inputs.len() > 1) {
-        (false, _) => input.id.clone(),
+pub(super) fn run_path(step: &Step, index: usize, id: &str) -> String {
+    let name = match (id.is_empty(), step.inputs.len() > 1) {
+        (false, _) => id.to_owned(),
         (true, false) => step.id.clone(),
         (true, true) => format!("{index}.{}", step.id),
     };
@@ -275,14 +286,14 @@ fn in_agent(step: &Step, index: usize, env: &StepEnv<'_>, body: impl FnOnce() ->
 }
 
 /// A run's uploads to its destinations, from before its work starts until its files are whole.
-struct Uploads<'e> {
+pub(super) struct Uploads<'e> {
     uploads: Vec<Box<dyn Upload + 'e>>,
     /// Where the output goes in S3, which the reply names.
-    s3: Option<OutputLocation>,
+    pub(super) s3: Option<OutputLocation>,
 }
 
 impl<'e> Uploads<'e> {
-    fn start(env: &'e StepEnv<'_>, files: &RunFiles<'_>) -> Uploads<'e> {
+    pub(super) fn start(env: &'e StepEnv<'_>, files: &RunFiles<'_>) -> Uploads<'e> {
         Uploads {
             uploads: env.outputs.iter().map(|d| d.start(files)).collect(),
             s3: env.outputs.iter().find_map(|d| d.location(files)),
@@ -291,7 +302,7 @@ impl<'e> Uploads<'e> {
 
     /// Finishes every upload; a failure is logged and its line handed to `report` (for the
     /// step's stderr: never silent). True when one went through.
-    fn finish(self, step: &Step, mut report: impl FnMut(&str)) -> bool {
+    pub(super) fn finish(self, step: &Step, mut report: impl FnMut(&str)) -> bool {
         let mut uploaded = false;
         for upload in self.uploads {
             match upload.finish() {
@@ -307,7 +318,7 @@ impl<'e> Uploads<'e> {
 }
 
 /// Removes a run's output files where `Ssm.PluginLocalOutputCleanup` asks.
-fn clean_up(env: &StepEnv<'_>, uploaded: bool, files: &[&Path]) {
+pub(super) fn clean_up(env: &StepEnv<'_>, uploaded: bool, files: &[&Path]) {
     if !env.cleanup.removes(uploaded) {
         return;
     }
@@ -356,7 +367,7 @@ fn run_shell(
     env: &StepEnv<'_>,
     on_start: &mut dyn FnMut(Pid),
 ) -> Run {
-    let run_path = run_path(step, index, input);
+    let run_path = run_path(step, index, &input.id);
     let dir = env.command_dir.join(&run_path);
     let (script, stdout, stderr) = (
         dir.join("_script.sh"),
@@ -408,14 +419,14 @@ fn run_shell(
 }
 
 /// One stream of a finished script: its file, and the reply's share of it.
-struct Output<'a> {
+pub(super) struct Output<'a> {
     path: &'a Path,
     captured: Captured,
-    head: Head,
+    pub(super) head: Head,
 }
 
 impl Output<'_> {
-    fn new(path: &Path, captured: Captured) -> Output<'_> {
+    pub(super) fn new(path: &Path, captured: Captured) -> Output<'_> {
         let head = Head {
             len: usize::try_from(captured.total).unwrap_or(usize::MAX),
             bytes: captured.head.clone(),
@@ -437,7 +448,7 @@ impl Output<'_> {
 
     /// Adds `line` as a whole line: after a `\n` unless the output is empty or known to end in
     /// one (past the reply's share the end is not known, and a `\n` is added).
-    fn own_line(&mut self, line: &str) {
+    pub(super) fn own_line(&mut self, line: &str) {
         let complete = self.head.len == self.head.bytes.len();
         let at_line_start = self.head.len == 0 || (complete && self.head.bytes.ends_with(b"\n"));
         let lead = if at_line_start { "" } else { "\n" };

@@ -96,6 +96,7 @@ fn sources(fake: Fake) -> (Sources, Arc<Fake>) {
         objects: fake.clone(),
         secrets: fake.clone(),
         http: Some(Arc::new(http)),
+        ..Sources::unavailable("tests")
     };
     (sources, fake)
 }

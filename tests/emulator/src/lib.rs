@@ -1,7 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
 //! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
 //! and `session.rs`; smux for multiplexed port forwarding in `smux.rs`) and `kms` (Decrypt of
-//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), STS GetCallerIdentity (`sts.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
+//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), SSM documents (GetDocument, see `documents.rs`), STS GetCallerIdentity (`sts.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
 //! `Mgs.Endpoint` at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
@@ -23,6 +23,7 @@ pub mod attach;
 mod cipher;
 mod control;
 pub mod demo;
+mod documents;
 mod fault_windows;
 mod faults;
 mod files;
@@ -55,6 +56,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
+pub use documents::GetDocumentCall;
 pub use faults::{FaultTarget, FaultWindow};
 pub use files::{FILES_CA_PEM, FileRequest, FileServer};
 pub use kms::KmsDecrypt;
@@ -86,6 +88,7 @@ pub mod targets {
         "AmazonSSM.RequestManagedInstanceRoleToken";
     pub const UPDATE_MANAGED_INSTANCE_PUBLIC_KEY: &str = "AmazonSSM.UpdateManagedInstancePublicKey";
     pub const GET_PARAMETERS: &str = "AmazonSSM.GetParameters";
+    pub const GET_DOCUMENT: &str = "AmazonSSM.GetDocument";
 }
 
 /// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
@@ -462,6 +465,20 @@ impl Emulator {
     /// Multipart uploads neither completed nor aborted.
     pub fn s3_open_uploads(&self) -> usize {
         self.read(|st| st.s3.open_uploads())
+    }
+
+    /// Adds a version of SSM document `name` (`format`: `JSON`, `YAML` or `TEXT`) for
+    /// `GetDocument`; returns its version number. The default version stays the first.
+    pub fn put_document(&self, name: &str, format: &str, content: &str) -> usize {
+        self.shared.update(|st| {
+            let now = st.now();
+            st.documents.put(name, format, content, now)
+        })
+    }
+
+    /// `AmazonSSM.GetDocument` calls that reached the operation, in order.
+    pub fn get_document_calls(&self) -> Vec<GetDocumentCall> {
+        self.read(|st| st.documents.calls.clone())
     }
 
     /// Every STS `GetCallerIdentity`, in order.

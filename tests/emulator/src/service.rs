@@ -10,7 +10,7 @@ use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
-use crate::{control, imds, kms, logs, mds, mgs, onprem, parameters, s3, sigv4, sts};
+use crate::{control, documents, imds, kms, logs, mds, mgs, onprem, parameters, s3, sigv4, sts};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -116,7 +116,12 @@ fn classify(target: &str) -> Option<(Api, &str, &'static str, Auth)> {
         mds::TARGET_PREFIX if mds::OPERATIONS.contains(&op) => {
             Some((Api::Mds, op, "ec2messages", Auth::Hmac))
         }
-        SSM_PREFIX if matches!(op, "UpdateInstanceInformation" | "GetParameters") => {
+        SSM_PREFIX
+            if matches!(
+                op,
+                "UpdateInstanceInformation" | "GetParameters" | "GetDocument"
+            ) =>
+        {
             Some((Api::Ssm, op, "ssm", Auth::Hmac))
         }
         SSM_PREFIX if op == onprem::REGISTER => Some((Api::Ssm, op, "ssm", Auth::Unsigned)),
@@ -218,6 +223,7 @@ fn operation(shared: &Shared, api: Api, op: &str, caller: &str, body: &[u8]) -> 
         Api::Ssm if op == "GetParameters" => {
             shared.update(|st| parameters::get_parameters(st, &body))
         }
+        Api::Ssm if op == "GetDocument" => shared.update(|st| documents::get_document(st, &body)),
         Api::Ssm => onprem::handle(shared, op, caller, &body),
         Api::Kms => shared.update(|st| kms::decrypt(st, &body)),
         Api::Logs => shared.update(|st| st.logs.handle(op, &body)),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::Options;
+use crate::documents::DocumentState;
 use crate::faults::Faults;
 use crate::imds::ImdsState;
 use crate::kms::{KmsDecrypt, KmsState};
@@ -111,6 +112,7 @@ pub struct State {
     pub(crate) onprem: OnPremState,
     pub(crate) parameters: ParameterState,
     pub(crate) s3: crate::s3::S3State,
+    pub(crate) documents: DocumentState,
     pub(crate) sts: Vec<crate::sts::CallerIdentityCall>,
     pub(crate) logs: crate::logs::LogsState,
     pub(crate) faults: Faults,
@@ -267,6 +269,7 @@ impl Shared {
             onprem: OnPremState::new(options.activations.clone()),
             parameters: ParameterState::default(),
             s3: Default::default(),
+            documents: DocumentState::default(),
             sts: Vec::new(),
             logs: Default::default(),
             faults: Faults::new(options.fault_target),
