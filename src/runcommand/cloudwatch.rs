@@ -4,16 +4,14 @@
 //! `…/stderr` of the command's group.
 
 use super::output::{Destination, Destinations, RunFiles, Upload};
-use super::payload::{SendCommand, get_ci};
+use super::payload::SendCommand;
 use crate::aws::endpoint;
 use crate::aws::http::HttpClient;
 use crate::aws::jsonrpc::JsonClient;
 use crate::aws::logs::{Event, LogsClient};
 use crate::config::Config;
 use crate::identity::Identity;
-use crate::state::step_dir_name;
 use crate::sync::{lock, wait_until};
-use serde_json::Value;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
@@ -92,7 +90,6 @@ impl Destinations for CloudWatchDestinations {
                 group_created: OnceLock::new(),
             }),
             stream_prefix: format!("{}/{}", command.command_id, self.instance_id),
-            steps: step_ids(&command.document_content),
         })]
     }
 }
@@ -135,45 +132,10 @@ fn group_name(given: &str, document_name: &str) -> String {
         .collect()
 }
 
-/// `(plugin, step id)` of each step: a 2.x step's `name`, a 1.x plugin's own name.
-fn step_ids(document: &Value) -> Vec<(String, String)> {
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
-    let Some(doc) = document.as_object() else {
-        return Vec::new();
-    };
-    if let Some(Value::Array(steps)) = get_ci(doc, "mainSteps") {
-        let steps = steps.iter().filter_map(Value::as_object);
-        return steps
-            .map(|s| (text(get_ci(s, "action")), text(get_ci(s, "name"))))
-            .collect();
-    }
-    match get_ci(doc, "runtimeConfig") {
-        Some(Value::Object(plugins)) => plugins.keys().map(|k| (k.clone(), k.clone())).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The step a run belongs to, as upstream names its streams: the step id with `:` and `*`
-/// replaced by `-` (`runpluginutil.go`). The output hook names the plugin and the run's
-/// directory, not the step: a plugin used by one step is that step; of several, the one whose
-/// directory name ends the run's.
-fn stream_step(steps: &[(String, String)], run: &RunFiles<'_>) -> String {
-    let run_dir = run.run_path.rsplit('/').next().unwrap_or_default();
-    let same_plugin: Vec<&str> = (steps.iter())
-        .filter(|(plugin, _)| plugin == run.plugin)
-        .map(|(_, id)| id.as_str())
-        .collect();
-    let by_dir = || {
-        same_plugin.iter().copied().find(|id| {
-            let dir = step_dir_name(id);
-            run_dir == dir || run_dir.ends_with(&format!(".{dir}"))
-        })
-    };
-    let id = match same_plugin.as_slice() {
-        [only] => only,
-        _ => by_dir().unwrap_or(run.plugin),
-    };
-    id.replace([':', '*'], "-")
+/// A run's streams are named after its step: the step id with `:` and `*` replaced by `-`
+/// (upstream `runpluginutil.go`).
+fn stream_step(run: &RunFiles<'_>) -> String {
+    run.step_id.replace([':', '*'], "-")
 }
 
 /// One command's group, shared by the threads of its runs.
@@ -199,12 +161,11 @@ impl Target {
 struct CommandLogs {
     target: Arc<Target>,
     stream_prefix: String,
-    steps: Vec<(String, String)>,
 }
 
 impl Destination for CommandLogs {
     fn start(&self, run: &RunFiles<'_>) -> Box<dyn Upload + '_> {
-        let prefix = format!("{}/{}", self.stream_prefix, stream_step(&self.steps, run));
+        let prefix = format!("{}/{}", self.stream_prefix, stream_step(run));
         let streams = [("stdout", run.stdout), ("stderr", run.stderr)]
             .map(|(kind, path)| Stream::new(kind, format!("{prefix}/{kind}"), path));
         let handoff = Arc::new(Handoff::default());
@@ -575,7 +536,6 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     /// Feeds `chunks` (one pass each, the last one final) and joins the messages with `\n`.
     fn messages(chunks: &[&[u8]]) -> Vec<String> {
@@ -670,34 +630,17 @@ mod tests {
 
     #[test]
     fn streams_are_named_after_the_step() {
-        let run = |plugin, run_path| RunFiles {
-            plugin,
-            run_path,
+        let run = |step_id| RunFiles {
+            plugin: "aws:runShellScript",
+            step_id,
+            run_path: "awsrunShellScript/x",
             stdout: Path::new("o"),
             stderr: Path::new("e"),
         };
-        let shell = "aws:runShellScript";
-        let v12 = step_ids(&json!({"runtimeConfig": {shell: {"properties": []}}}));
         assert_eq!(
-            stream_step(&v12, &run(shell, "awsrunShellScript/0.awsrunShellScript")),
+            stream_step(&run("aws:runShellScript")),
             "aws-runShellScript"
         );
-        let v22 = step_ids(&json!({"mainSteps": [
-            {"action": shell, "name": "first"},
-            {"action": shell, "name": "second*"},
-            {"action": "aws:runPowerShellScript", "name": "ps"},
-        ]}));
-        assert_eq!(
-            stream_step(&v22, &run(shell, "awsrunShellScript/first")),
-            "first"
-        );
-        assert_eq!(
-            stream_step(&v22, &run(shell, "awsrunShellScript/1.second_")),
-            "second-"
-        );
-        assert_eq!(
-            stream_step(&v22, &run("aws:other", "awsother/x")),
-            "aws-other"
-        );
+        assert_eq!(stream_step(&run("second*")), "second-");
     }
 }

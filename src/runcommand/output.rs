@@ -11,6 +11,8 @@ use std::path::Path;
 pub struct RunFiles<'a> {
     /// The plugin's name, e.g. `aws:runShellScript`.
     pub plugin: &'a str,
+    /// The step's id: a 2.x step's `name`, a 1.x plugin's name (CloudWatch names streams so).
+    pub step_id: &'a str,
     /// The run's directory under the command's: `awsrunShellScript/0.awsrunShellScript`
     /// (colons removed, as upstream names its S3 keys).
     pub run_path: &'a str,

@@ -62,6 +62,7 @@ pub(super) fn run(
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
     let files = RunFiles {
         plugin: &step.plugin,
+        step_id: &step.id,
         run_path: &run_path,
         stdout: &out_path,
         stderr: &err_path,

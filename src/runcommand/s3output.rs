@@ -197,6 +197,7 @@ mod tests {
         let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
         let run = RunFiles {
             plugin: "aws:runShellScript",
+            step_id: "0.awsrunShellScript",
             run_path: "awsrunShellScript/0.awsrunShellScript",
             stdout: &stdout,
             stderr: &stderr,

@@ -262,6 +262,7 @@ fn in_agent(step: &Step, index: usize, env: &StepEnv<'_>, body: impl FnOnce() ->
     }
     let files = RunFiles {
         plugin: &step.plugin,
+        step_id: &step.id,
         run_path: &run_path,
         stdout: &stdout,
         stderr: &stderr,
@@ -394,6 +395,7 @@ fn run_shell(
     };
     let files = RunFiles {
         plugin: &step.plugin,
+        step_id: &step.id,
         run_path: &run_path,
         stdout: &stdout,
         stderr: &stderr,
