@@ -36,8 +36,7 @@ fn five_megabytes_of_output_reach_moto_at_upstreams_keys() {
     let _agent = Agent::start(
         &emu,
         json!({
-            "S3": { "Endpoint": moto.url() },
-            "Ssm": { "RunCommandLogsMaxStepOutputMiB": 64 }
+            "S3": { "Endpoint": moto.url() }
         }),
     );
     let id = "5e5e5e5e-0000-4000-8000-0000000000a1";

@@ -11,10 +11,10 @@ use std::time::Duration;
 const FINAL_WAIT: Duration = Duration::from_secs(60);
 const INSTANCE: &str = "i-0123456789abcdef0";
 
-/// The agent pointed at the emulator's S3, keeping up to 64 MiB of each stream (the default
-/// 4 MiB cap would cut the 5 MB output before it is uploaded).
+/// The agent pointed at the emulator's S3, with the default output caps unless `extra_ssm` sets
+/// them: output that goes to S3 is kept whole on disk, past the 4 MiB per-step cap.
 fn agent(emu: &Emulator, extra_ssm: Value) -> Agent {
-    let mut ssm = json!({ "RunCommandLogsMaxStepOutputMiB": 64 });
+    let mut ssm = json!({});
     if let (Some(s), Some(e)) = (ssm.as_object_mut(), extra_ssm.as_object()) {
         s.extend(e.clone());
     }

@@ -661,7 +661,10 @@ impl Inner {
             command_dir: dir,
             env: &job.env,
             stop: &job.stop,
-            max_output_bytes: self.cfg.max_step_output,
+            max_output_bytes: match job.outputs.iter().any(|d| d.takes_whole_files()) {
+                true => self.cfg.max_total_output.max(self.cfg.max_step_output),
+                false => self.cfg.max_step_output,
+            },
             cleanup: self.cfg.output_cleanup,
             outputs: &job.outputs,
             sources: &self.cfg.sources,

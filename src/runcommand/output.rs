@@ -29,6 +29,13 @@ pub trait Destination: Send + Sync {
     fn location(&self, _run: &RunFiles<'_>) -> Option<OutputLocation> {
         None
     }
+
+    /// A destination that takes the files whole (S3, as upstream uploads every byte): the
+    /// run's files are then capped by `Ssm.RunCommandLogsMaxTotalMiB`, the disk budget of all
+    /// output, rather than by the per-step `RunCommandLogsMaxStepOutputMiB`.
+    fn takes_whole_files(&self) -> bool {
+        false
+    }
 }
 
 /// The reply's `outputS3BucketName`, `outputS3KeyPrefix` and `stepName` of a step.

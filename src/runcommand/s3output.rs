@@ -52,6 +52,10 @@ struct S3Destination {
 }
 
 impl Destination for S3Destination {
+    fn takes_whole_files(&self) -> bool {
+        true
+    }
+
     fn start(&self, run: &RunFiles<'_>) -> Box<dyn Upload + '_> {
         Box::new(S3Upload {
             to: self,
