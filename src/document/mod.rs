@@ -189,10 +189,15 @@ fn parse_as(
     let Value::Object(content) = content else {
         return Err(wrong_kind("DocumentContent", "a JSON object", content));
     };
-    let schema_version = string_field(content, "schemaVersion")
-        .map_err(|why| invalid("DocumentContent", &why))?
-        .unwrap_or_default()
-        .to_owned();
+    let schema_version = match field(content, "schemaVersion") {
+        // An unquoted `schemaVersion: 2.2` in a YAML sub-document: Go's YAML decoder gives a
+        // string field the scalar's text.
+        Some(Value::Number(n)) if sub_document => n.to_string(),
+        _ => string_field(content, "schemaVersion")
+            .map_err(|why| invalid("DocumentContent", &why))?
+            .unwrap_or_default()
+            .to_owned(),
+    };
     if !SUPPORTED_SCHEMAS.contains(&schema_version.as_str()) {
         return Err(DocumentError(format!(
             "Document with schema version {schema_version} is not supported by this version of ssm agent, please update to latest version"
@@ -729,6 +734,16 @@ mod tests {
         let document = parsed(content.clone(), json!({}));
         let ids: Vec<&String> = document.steps.iter().map(|step| &step.id).collect();
         assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn an_unquoted_yaml_schema_version_is_read_in_a_sub_document_only() {
+        let yaml = "schemaVersion: 2.2\nmainSteps:\n- action: aws:runShellScript\n  name: a\n  inputs:\n    runCommand: [id]\n";
+        let content = content_from_text(yaml).unwrap();
+        let doc = parse_sub_document(&content, &Map::new(), References::Keep).unwrap();
+        assert_eq!(doc.steps.len(), 1);
+        let e = parse(&content, &Map::new(), References::Keep).unwrap_err();
+        assert!(e.to_string().contains("schemaVersion"), "{e}");
     }
 
     #[test]
