@@ -13,31 +13,15 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// An agent whose identity is on-prem only: no IMDS to fall back on.
 fn onprem_agent(emu: &ssm_emulator::Emulator) -> Agent {
-    Agent::prepare(
-        emu,
-        json!({ "Identity": { "ConsumptionOrder": ["OnPrem"] } }),
-        &[("AWS_EC2_METADATA_DISABLED", "true")],
-    )
+    onprem_agent_with(emu, json!({}))
 }
 
 fn register(agent: &Agent, emu: &ssm_emulator::Emulator) -> String {
-    let (id, code) = emu.create_activation();
-    let (status, out, err) = agent.cli(&[
-        "register",
-        "--code",
-        &code,
-        "--id",
-        &id,
-        "--region",
-        "us-east-1",
-    ]);
-    assert_eq!(status, 0, "register failed: {err}");
+    let (mi, err) = register_agent(agent, emu);
     assert!(
         err.contains("systemctl restart ssm-lite"),
         "says how to start: {err}"
     );
-    let mi = out.trim().to_owned();
-    assert!(mi.starts_with("mi-"), "{out:?}");
     mi
 }
 

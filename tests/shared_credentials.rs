@@ -60,23 +60,9 @@ fn caller_identity_script(emu: &Emulator) -> String {
 /// A hybrid agent (no IMDS to fall back on) with `profile` merged into its `Profile` section,
 /// HOME in its temp dir; registered, not started.
 fn registered_agent(emu: &Emulator, profile: Value) -> (Agent, String) {
-    let agent = Agent::prepare(
-        emu,
-        json!({ "Identity": { "ConsumptionOrder": ["OnPrem"] }, "Profile": profile }),
-        &[("AWS_EC2_METADATA_DISABLED", "true")],
-    );
-    let (id, code) = emu.create_activation();
-    let (status, out, err) = agent.cli(&[
-        "register",
-        "--code",
-        &code,
-        "--id",
-        &id,
-        "--region",
-        "us-east-1",
-    ]);
-    assert_eq!(status, 0, "register failed: {err}");
-    (agent, out.trim().to_owned())
+    let agent = onprem_agent_with(emu, json!({ "Profile": profile }));
+    let (mi, _) = register_agent(&agent, emu);
+    (agent, mi)
 }
 
 fn run(emu: &Emulator, agent: &Agent, command_id: &str, script: &str) -> Value {

@@ -24,7 +24,7 @@ mod shell;
 pub mod yaml;
 
 use parameter_store::{ParameterStoreError, Resolver};
-pub(crate) use params::go_value;
+pub(crate) use params::{go_kind, go_value};
 use serde_json::{Map, Value};
 
 /// What to do with a step, decided when the document is parsed (preconditions, plugin support).

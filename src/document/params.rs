@@ -350,6 +350,18 @@ fn integer_is_default(parameter: &Declared, value: &Value) -> Result<(), String>
     }
 }
 
+/// The JSON type of `value` as Go's decoding errors name it (`json: cannot unmarshal number …`).
+pub(crate) fn go_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 /// A value as Go's `%v` prints what `encoding/json` decoded: `<nil>`, `[a b]`, `map[k:v]`,
 /// numbers as float64 (`5`, `0.5`, `1e+21`).
 pub(crate) fn go_value(value: &Value) -> String {

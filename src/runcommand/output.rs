@@ -5,6 +5,7 @@
 //! reply is made.
 
 use super::payload::SendCommand;
+use crate::document::Step;
 use std::path::Path;
 
 /// One run of a plugin over one property set, as a destination sees it.
@@ -18,6 +19,19 @@ pub struct RunFiles<'a> {
     pub run_path: &'a str,
     pub stdout: &'a Path,
     pub stderr: &'a Path,
+}
+
+impl<'a> RunFiles<'a> {
+    /// The files of a run of `step` in `run_path`.
+    pub fn of(step: &'a Step, run_path: &'a str, stdout: &'a Path, stderr: &'a Path) -> Self {
+        RunFiles {
+            plugin: &step.plugin,
+            step_id: &step.id,
+            run_path,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 /// Where one command's output goes.

@@ -1,6 +1,7 @@
 //! Send-command and cancel-command payloads (docs/protocol.md §2.4, §2.5), decoded as Go does:
 //! keys matched case-insensitively, unknown keys ignored.
 
+use crate::document::go_kind;
 use serde_json::{Map, Value};
 
 /// The largest payload ssm-lite accepts. SSM documents are limited to 64 KB and parameters to a
@@ -55,7 +56,7 @@ fn string_field(obj: &Map<String, Value>, field: &'static str) -> Result<String,
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Err(PayloadError::NotString {
             field,
-            found: kind(other),
+            found: go_kind(other),
         }),
     }
 }
@@ -66,19 +67,8 @@ fn object_field(field: &'static str, value: &Value) -> Result<Map<String, Value>
         Value::Object(m) => Ok(m.clone()),
         other => Err(PayloadError::NotObject {
             field,
-            found: kind(other),
+            found: go_kind(other),
         }),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

@@ -14,7 +14,7 @@ use super::output::RunFiles;
 use super::reply::{Head, PluginResult, Status};
 use super::steps::{self, Output, Run, StepEnv, Uploads};
 use crate::document::parameter_store::Resolver;
-use crate::document::{self, Document, References, Step, Verdict, field, go_value, yaml};
+use crate::document::{self, Document, References, Step, Verdict, field, go_kind, go_value, yaml};
 use crate::exec::Captured;
 use crate::state::{ensure_private_dir, write_atomic};
 use crate::sys::Pid;
@@ -60,13 +60,7 @@ pub(super) fn run(
         ));
     }
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let files = RunFiles {
-        plugin: &step.plugin,
-        step_id: &step.id,
-        run_path: &run_path,
-        stdout: &out_path,
-        stderr: &err_path,
-    };
+    let files = RunFiles::of(step, &run_path, &out_path, &err_path);
     let uploads = Uploads::start(env, &files);
     let mut outcome = Outcome {
         status: None,
@@ -169,18 +163,6 @@ fn decode(inputs: &Value) -> Result<Input, String> {
         path,
         parameters: field(map, "documentParameters").cloned(),
     })
-}
-
-/// The JSON type as Go's decoding errors name it.
-fn go_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// Upstream `ParseDocumentNameAndVersion`: a version follows the first `:` of the path's last

@@ -250,23 +250,13 @@ pub(super) fn run_path(step: &Step, index: usize, id: &str) -> String {
 /// destinations, as upstream's IOHandler gives every plugin: `<plugin>/<run name>/stdout` and
 /// `stderr` under the command directory, uploaded like a script's.
 fn in_agent(step: &Step, index: usize, env: &StepEnv<'_>, body: impl FnOnce() -> Run) -> Run {
-    let name = match step.inputs.len() > 1 {
-        true => format!("{index}.{}", step.id),
-        false => step.id.clone(),
-    };
-    let run_path = format!("{}/{}", step_dir_name(&step.plugin), step_dir_name(&name));
+    let run_path = run_path(step, index, "");
     let dir = env.command_dir.join(&run_path);
     let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
     if let Err(e) = ensure_private_dir(&dir) {
         log::warn!("step {}: {e}", step.id);
     }
-    let files = RunFiles {
-        plugin: &step.plugin,
-        step_id: &step.id,
-        run_path: &run_path,
-        stdout: &stdout,
-        stderr: &stderr,
-    };
+    let files = RunFiles::of(step, &run_path, &stdout, &stderr);
     let uploads = Uploads::start(env, &files);
     let mut run = body();
     append(&stdout, &String::from_utf8_lossy(&run.stdout.bytes));
@@ -393,13 +383,7 @@ fn run_shell(
             head_bytes: STREAM_CAPACITY,
         },
     };
-    let files = RunFiles {
-        plugin: &step.plugin,
-        step_id: &step.id,
-        run_path: &run_path,
-        stdout: &stdout,
-        stderr: &stderr,
-    };
+    let files = RunFiles::of(step, &run_path, &stdout, &stderr);
     let uploads = Uploads::start(env, &files);
     let s3 = uploads.s3.clone();
     let end = run_script(&spec, env.stop, on_start);

@@ -436,3 +436,32 @@ pub fn assert_clock_corrected_once(
         "{said:?}"
     );
 }
+
+/// An agent whose identity is on-prem only (no IMDS to fall back on), with `extra` sections
+/// added to its config; prepared, not started.
+pub fn onprem_agent_with(emu: &Emulator, extra: Value) -> Agent {
+    let mut config = json!({ "Identity": { "ConsumptionOrder": ["OnPrem"] } });
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    Agent::prepare(emu, config, &[("AWS_EC2_METADATA_DISABLED", "true")])
+}
+
+/// Registers `agent` with a new activation of `emu`: its managed-instance id and what
+/// `register` said on stderr.
+pub fn register_agent(agent: &Agent, emu: &Emulator) -> (String, String) {
+    let (id, code) = emu.create_activation();
+    let (status, out, err) = agent.cli(&[
+        "register",
+        "--code",
+        &code,
+        "--id",
+        &id,
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(status, 0, "register failed: {err}");
+    let mi = out.trim().to_owned();
+    assert!(mi.starts_with("mi-"), "{out:?}");
+    (mi, err)
+}

@@ -11,7 +11,7 @@ mod s3;
 mod web;
 
 use super::sources::{SecretSource, Sources};
-use crate::document::field;
+use crate::document::{field, go_kind};
 use regex_lite::Regex;
 use serde_json::{Map, Value};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -86,18 +86,6 @@ fn parse_input(inputs: &Value) -> Result<Input, String> {
         }
         "Git" | "HTTP" | "GitHub" | "S3" | "SSMDocument" => Ok(input),
         _ => invalid("Unsupported source type"),
-    }
-}
-
-/// Go's name for the JSON kind of `v`, as its decoder's errors say it.
-fn go_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 

@@ -40,7 +40,7 @@ fn parse(info: &str) -> Result<HttpInfo, String> {
         Some(v) => {
             return Err(format!(
                 "json: cannot unmarshal {} into Go struct field HTTPInfo.allowInsecureDownload of type bool",
-                super::go_kind(v)
+                crate::document::go_kind(v)
             ));
         }
     };
