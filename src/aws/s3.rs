@@ -265,7 +265,7 @@ impl S3Client {
         let mut token: Option<String> = None;
         loop {
             // One more than the limit is asked for: it tells "exactly `limit`" from "more".
-            let page = LIST_PAGE.min(limit + 1 - keys.len());
+            let page = LIST_PAGE.min(limit.saturating_add(1) - keys.len());
             let mut query = format!(
                 "list-type=2&max-keys={page}&prefix={}",
                 encode_query_value(prefix)
