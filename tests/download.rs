@@ -5,119 +5,17 @@
 mod common;
 
 use common::*;
-use serde_json::{Value, json};
-use ssm_emulator::{Emulator, FILES_CA_PEM, ParameterType};
-use std::collections::BTreeMap;
+use serde_json::json;
+use ssm_emulator::ParameterType;
 use std::fs;
-use std::time::Duration;
 
-const FINAL_WAIT: Duration = Duration::from_secs(30);
 const SCRIPT: &[u8] =
     b"#!/bin/sh\necho \"hello from $(basename \"$0\") in $(basename \"$(pwd)\")\"\n";
-
-/// The agent, trusting the file server's CA (in the returned directory) and sent to its GitHub
-/// double.
-fn agent_for(emu: &Emulator) -> (Agent, TempDir) {
-    let dir = TempDir::new("download-ca");
-    let ca = dir.path().join("ca.pem");
-    fs::write(&ca, FILES_CA_PEM).unwrap();
-    let agent = Agent::start_with_env(
-        emu,
-        json!({}),
-        &[
-            ("SSL_CERT_FILE", ca.to_str().unwrap()),
-            ("SSM_LITE_GITHUB_API_URL", &emu.files().url()),
-        ],
-    );
-    (agent, dir)
-}
-
-/// AWS-RunRemoteScript as the service publishes it (schema 2.2): downloadContent into the
-/// working directory, then the command line run there with the directory on PATH.
-fn remote_script_document(source_types: &[&str]) -> Value {
-    json!({
-        "schemaVersion": "2.2",
-        "description": "Execute scripts stored in a remote location. The following remote locations are currently supported: GitHub (public and private) and Amazon S3 (S3).",
-        "parameters": {
-            "sourceType": {"description": "(Required) Specify the source type.", "type": "String",
-                           "allowedValues": source_types},
-            "sourceInfo": {"description": "(Required) Specify the information required to access the resource from the source.",
-                           "type": "StringMap", "displayType": "textarea", "default": {}},
-            "commandLine": {"description": "(Required) Specify the command line to be executed.", "type": "String"},
-            "workingDirectory": {"type": "String", "default": "",
-                                 "description": "(Optional) The path where the content will be downloaded and executed from on your instance.",
-                                 "maxChars": 4096},
-            "executionTimeout": {"description": "(Optional) The time in seconds for a command to complete before it is considered to have failed. Default is 3600 (1 hour). Maximum is 172800 (48 hours).",
-                                 "type": "String", "default": "3600",
-                                 "allowedPattern": "([1-9][0-9]{0,4})|(1[0-6][0-9]{4})|(17[0-1][0-9]{3})|(172[0-7][0-9]{2})|(172800)"}
-        },
-        "mainSteps": [
-            {"action": "aws:downloadContent", "name": "downloadContent",
-             "inputs": {"sourceType": "{{ sourceType }}", "sourceInfo": "{{ sourceInfo }}",
-                        "destinationPath": "{{ workingDirectory }}"}},
-            {"precondition": {"StringEquals": ["platformType", "Windows"]},
-             "action": "aws:runPowerShellScript", "name": "runPowerShellScript",
-             "inputs": {"runCommand": ["", "$directory = Convert-Path .", "$env:PATH += \";$directory\"",
-                                       " {{ commandLine }}", "if ($?) {", "    exit $LASTEXITCODE", "} else {", "    exit 255", "}", ""],
-                        "workingDirectory": "{{ workingDirectory }}", "timeoutSeconds": "{{ executionTimeout }}"}},
-            {"precondition": {"StringEquals": ["platformType", "Linux"]},
-             "action": "aws:runShellScript", "name": "runShellScript",
-             "inputs": {"runCommand": ["", "directory=$(pwd)", "export PATH=$PATH:$directory",
-                                       " {{ commandLine }} ", ""],
-                        "workingDirectory": "{{ workingDirectory }}", "timeoutSeconds": "{{ executionTimeout }}"}}
-        ]
-    })
-}
-
-fn send(emu: &Emulator, id: &str, name: &str, document: Value, parameters: Value) -> String {
-    emu.send_command(&json!({
-        "CommandId": id,
-        "DocumentName": name,
-        "Parameters": parameters,
-        "DocumentContent": document,
-        "OutputS3KeyPrefix": "",
-        "OutputS3BucketName": "",
-        "CloudWatchLogGroupName": "",
-        "CloudWatchOutputEnabled": "false"
-    }))
-}
-
-/// The final reply, and each step's last reported result by step name.
-fn outcome(emu: &Emulator, msg: &str) -> (Value, BTreeMap<String, Value>) {
-    let last = emu
-        .wait_final(msg, FINAL_WAIT)
-        .unwrap_or_else(|| panic!("no final reply for {msg}: {:?}", emu.replies(msg)));
-    let mut steps = BTreeMap::new();
-    for reply in emu.replies(msg) {
-        if let Some(map) = reply.payload["runtimeStatus"].as_object() {
-            steps.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-    }
-    (last.payload, steps)
-}
-
-fn downloads(agent: &Agent, command_id: &str) -> std::path::PathBuf {
-    agent
-        .state_dir()
-        .join("i-0123456789abcdef0/document/orchestration")
-        .join(command_id)
-        .join("downloads")
-}
-
-fn download_step(source_type: &str, source_info: Value, destination: &str) -> Value {
-    json!({
-        "schemaVersion": "2.2",
-        "description": "one download",
-        "mainSteps": [{"action": "aws:downloadContent", "name": "download",
-                       "inputs": {"sourceType": source_type, "sourceInfo": source_info,
-                                  "destinationPath": destination}}]
-    })
-}
 
 #[test]
 fn a_script_downloaded_over_https_runs_in_the_next_step() {
     let emu = emulator();
-    let (agent, _ca) = agent_for(&emu);
+    let (agent, _ca) = agent_for(&emu, json!({}));
     emu.put_file("/scripts/hello.sh", SCRIPT);
     let id = "d0000000-0000-4000-8000-000000000001";
     let document = json!({
@@ -153,7 +51,7 @@ fn a_script_downloaded_over_https_runs_in_the_next_step() {
 #[test]
 fn missing_files_and_plain_http_fail_with_upstreams_texts() {
     let emu = emulator();
-    let (_agent, _ca) = agent_for(&emu);
+    let (_agent, _ca) = agent_for(&emu, json!({}));
     let cases = [
         (
             "d0000000-0000-4000-8000-000000000002",
@@ -194,7 +92,7 @@ fn missing_files_and_plain_http_fail_with_upstreams_texts() {
 #[test]
 fn aws_run_remote_script_runs_a_public_github_file() {
     let emu = emulator();
-    let (agent, _ca) = agent_for(&emu);
+    let (agent, _ca) = agent_for(&emu, json!({}));
     emu.files()
         .put_github_file("acme", "tools", "master", "scripts/hello.sh", SCRIPT);
     let id = "d0000000-0000-4000-8000-000000000004";
@@ -230,7 +128,7 @@ fn aws_run_remote_script_runs_a_public_github_file() {
 #[test]
 fn a_private_repository_is_read_with_a_secure_string_token() {
     let emu = emulator();
-    let (agent, _ca) = agent_for(&emu);
+    let (agent, _ca) = agent_for(&emu, json!({}));
     emu.put_parameter("/github/token", ParameterType::SecureString, "ghp_emulated");
     let files = emu.files();
     files.put_github_file("acme", "secret", "release", "deploy/run.sh", SCRIPT);

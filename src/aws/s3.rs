@@ -48,6 +48,8 @@ const REGION_CACHE: usize = 64;
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// Error bodies and XML answers are read at most this far.
 const MAX_XML: usize = 64 * 1024;
+/// The most keys S3 returns in one ListObjectsV2 page.
+const LIST_PAGE: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
@@ -88,6 +90,14 @@ pub enum S3Error {
         bucket: String,
         key: String,
         limit: u64,
+    },
+    #[error(
+        "s3://{bucket}/{prefix} holds more than the {limit} objects allowed; name a narrower folder"
+    )]
+    TooManyKeys {
+        bucket: String,
+        prefix: String,
+        limit: usize,
     },
 }
 
@@ -241,6 +251,56 @@ impl S3Client {
             other => other,
         })?;
         Ok(written)
+    }
+
+    /// The keys under `prefix`, in S3's order (ListObjectsV2, page by page: upstream's
+    /// `ListS3Directory` lists the same keys with ListObjects), refusing more than `limit`.
+    pub fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // One more than the limit is asked for: it tells "exactly `limit`" from "more".
+            let page = LIST_PAGE.min(limit.saturating_add(1) - keys.len());
+            let mut query = format!(
+                "list-type=2&max-keys={page}&prefix={}",
+                encode_query_value(prefix)
+            );
+            if let Some(token) = &token {
+                query.push_str("&continuation-token=");
+                query.push_str(&encode_query_value(token));
+            }
+            let call = self.call("GET", bucket, "", &query, Vec::new(), EMPTY_SHA256);
+            let answer = self.retrying(bucket, || self.send_bytes(&call, &[]))?;
+            let listing = Listing::parse(&String::from_utf8_lossy(&answer.body));
+            let listed = listing.keys.len();
+            keys.extend(listing.keys);
+            if keys.len() > limit {
+                return Err(S3Error::TooManyKeys {
+                    bucket: bucket.into(),
+                    prefix: prefix.into(),
+                    limit,
+                });
+            }
+            if !listing.truncated {
+                return Ok(keys);
+            }
+            // A truncated page that lists nothing or names no next page would loop forever.
+            token =
+                Some(
+                    listing
+                        .next_token
+                        .filter(|_| listed > 0)
+                        .ok_or_else(|| S3Error::Decode {
+                            url: format!("s3://{bucket}/{prefix}"),
+                            what: "keys and a NextContinuationToken on a truncated page",
+                        })?,
+                );
+        }
     }
 
     /// The bucket's default encryption as upstream's `getSSEAlgorithm` names it on uploads:
@@ -560,6 +620,39 @@ impl crate::runcommand::sources::ObjectSource for S3Client {
         S3Client::get_object(self, bucket, key, out, limit)
             .map_err(|e| format!("cannot download s3://{bucket}/{key}: {e}"))
     }
+
+    fn list_keys(&self, bucket: &str, prefix: &str, limit: usize) -> Result<Vec<String>, String> {
+        S3Client::list_keys(self, bucket, prefix, limit)
+            .map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {e}"))
+    }
+}
+
+/// One ListObjectsV2 page (`ListBucketResult`).
+#[derive(Debug, PartialEq)]
+struct Listing {
+    keys: Vec<String>,
+    truncated: bool,
+    next_token: Option<String>,
+}
+
+impl Listing {
+    /// The whole body is scanned (the HTTP layer bounds it): a page of 1000 long keys is far
+    /// beyond [`MAX_XML`], and S3 does not promise where `NextContinuationToken` stands.
+    fn parse(xml: &str) -> Listing {
+        let keys = xml
+            .split("<Contents>")
+            .skip(1)
+            .filter_map(|contents| {
+                let contents = contents.split("</Contents>").next()?;
+                xml_texts(contents, "Key").next()
+            })
+            .collect();
+        Listing {
+            keys,
+            truncated: xml_texts(xml, "IsTruncated").next().as_deref() == Some("true"),
+            next_token: xml_texts(xml, "NextContinuationToken").next(),
+        }
+    }
 }
 
 /// A `Write` that counts what went through.
@@ -691,18 +784,66 @@ fn refusal(url: &str, response: &HttpResponse) -> S3Error {
 /// S3's answers need no more than that (`UploadId`, `Code`, `Message`, `SSEAlgorithm`).
 fn xml_field(xml: &str, tag: &str) -> Option<String> {
     let xml = xml.get(..xml.len().min(MAX_XML)).unwrap_or(xml);
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{tag}>"))?;
-    Some(xml_unescape(xml[start..end].trim()))
+    xml_texts(xml, tag).next()
 }
 
+/// The text of every `<tag>…</tag>` in `xml`, in order, trimmed and decoded.
+fn xml_texts<'a>(xml: &'a str, tag: &str) -> impl Iterator<Item = String> + 'a {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let end = start + rest[start..].find(&close)?;
+        let text = xml_unescape(rest[start..end].trim());
+        rest = &rest[end + close.len()..];
+        Some(text)
+    })
+}
+
+/// XML's five named entities and numeric references (S3 writes a key's control characters as
+/// `&#13;`); anything else stays as written.
 fn xml_unescape(text: &str) -> String {
-    text.replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        // The longest entity is `&#x10FFFF;`: a `;` further on ends something else.
+        let end = rest.bytes().take(10).position(|b| b == b';');
+        let entity = end.map(|end| (&rest[1..end], end));
+        let decoded = entity.and_then(|(name, end)| Some((entity_char(name)?, end)));
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn entity_char(name: &str) -> Option<char> {
+    let number = |digits: &str, radix| {
+        u32::from_str_radix(digits, radix)
+            .ok()
+            .and_then(char::from_u32)
+    };
+    match name {
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "amp" => Some('&'),
+        _ => match name.strip_prefix("#x").or_else(|| name.strip_prefix("#X")) {
+            Some(hex) => number(hex, 16),
+            None => number(name.strip_prefix('#')?, 10),
+        },
+    }
 }
 
 fn xml_escape(text: &str) -> String {
@@ -782,6 +923,76 @@ mod tests {
         assert_eq!(xml_field("<Code>unterminated", "Code"), None);
         let far = format!("{}<UploadId>x</UploadId>", " ".repeat(MAX_XML));
         assert_eq!(xml_field(&far, "UploadId"), None, "beyond the bound");
+        assert_eq!(
+            xml_unescape("a&amp;lt;b &#13;&#x41;&#X1F600; &bogus; & &#xZZ; &amp"),
+            "a&lt;b \rA\u{1F600} &bogus; & &#xZZ; &amp"
+        );
+    }
+
+    #[test]
+    fn a_listing_page_gives_its_keys_and_where_the_next_page_starts() {
+        let page = |truncated: &str, tail: &str| {
+            format!(
+                "<ListBucketResult><Name>b</Name><Prefix>d/</Prefix><KeyCount>2</KeyCount>\
+                 <IsTruncated>{truncated}</IsTruncated><Contents><Key>d/a &amp; b.sh</Key>\
+                 <Size>3</Size></Contents><Contents><Key>d/sub/</Key></Contents>{tail}\
+                 </ListBucketResult>"
+            )
+        };
+        let listing = Listing::parse(&page(
+            "true",
+            "<NextContinuationToken>1/x+=</NextContinuationToken>",
+        ));
+        assert_eq!(listing.keys, ["d/a & b.sh", "d/sub/"]);
+        assert!(listing.truncated);
+        assert_eq!(listing.next_token.as_deref(), Some("1/x+="));
+        let last = Listing::parse(&page("false", ""));
+        assert!(!last.truncated && last.next_token.is_none());
+    }
+
+    #[test]
+    fn listings_follow_continuation_tokens_within_their_limit() {
+        use crate::aws::http::test_server::{response, serve};
+        // Five keys, two a page, whatever max-keys asks; the token is the next key's index.
+        let server = serve(|r| {
+            let line = &r.request_line;
+            if line.starts_with("HEAD") {
+                return Some(response(200, &[("x-amz-bucket-region", "us-east-1")], b""));
+            }
+            let from = line
+                .split_once("continuation-token=t%2B")
+                .map_or(0, |(_, rest)| rest.as_bytes()[0] - b'0');
+            let keys: String = (from..5.min(from + 2))
+                .map(|i| format!("<Contents><Key>dir/k{i}</Key></Contents>"))
+                .collect();
+            let more = from + 2 < 5;
+            let next = format!(
+                "<NextContinuationToken>t+{}</NextContinuationToken>",
+                from + 2
+            );
+            let body = format!(
+                "<ListBucketResult><IsTruncated>{more}</IsTruncated>{keys}{}</ListBucketResult>",
+                if more { next.as_str() } else { "" }
+            );
+            Some(response(200, &[], body.as_bytes()))
+        });
+        let client = client_at(&server.url());
+        let keys = client.list_keys("bkt", "dir/", 5).unwrap();
+        assert_eq!(keys, ["dir/k0", "dir/k1", "dir/k2", "dir/k3", "dir/k4"]);
+        let lines: Vec<String> = server.requests.try_iter().map(|r| r.request_line).collect();
+        assert_eq!(
+            lines[1..],
+            [
+                "GET /bkt?list-type=2&max-keys=6&prefix=dir%2F HTTP/1.1",
+                "GET /bkt?list-type=2&max-keys=4&prefix=dir%2F&continuation-token=t%2B2 HTTP/1.1",
+                "GET /bkt?list-type=2&max-keys=2&prefix=dir%2F&continuation-token=t%2B4 HTTP/1.1",
+            ]
+        );
+        let err = client.list_keys("bkt", "dir/", 4).unwrap_err();
+        assert!(
+            matches!(err, S3Error::TooManyKeys { limit: 4, .. }),
+            "{err}"
+        );
     }
 
     #[test]

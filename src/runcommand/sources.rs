@@ -38,8 +38,8 @@ pub trait ObjectSource: Send + Sync {
         limit: u64,
     ) -> Result<u64, String>;
 
-    /// The keys under `prefix` (a "folder" download), at most `limit` of them. `Err` is the text
-    /// the step reports; a source that cannot list says so, and a key without a trailing `/` is
+    /// The keys under `prefix` (a "folder" download); more than `limit` of them is an `Err`.
+    /// `Err` is the text the step reports; a source that cannot list says so, and a key without a trailing `/` is
     /// then fetched as one object, as upstream does when its listing fails.
     fn list_keys(&self, bucket: &str, prefix: &str, _limit: usize) -> Result<Vec<String>, String> {
         Err(format!(

@@ -447,6 +447,11 @@ impl Emulator {
             .update(|st| st.s3.set_encryption(name, algorithm));
     }
 
+    /// Stores `body` at `s3://bucket/key` (the bucket made with [`Emulator::create_bucket`]).
+    pub fn put_s3_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.shared.update(|st| st.s3.put_object(bucket, key, body));
+    }
+
     /// The bytes stored at `s3://bucket/key`.
     pub fn s3_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         self.s3_object_with_headers(bucket, key).map(|o| o.body)

@@ -7,10 +7,12 @@
 //! `X-Amz-Content-Sha256` against the body, and `Content-MD5` against it where sent (PutObject
 //! and UploadPart require it, as the agent always sends it). Operations: HeadBucket,
 //! GetBucketEncryption (404 `ServerSideEncryptionConfigurationNotFoundError` unless set),
-//! PutObject, GetObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
+//! PutObject, GetObject, ListObjectsV2 (`max-keys` honoured up to S3's 1000, opaque continuation
+//! tokens), CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
 //! AbortMultipartUpload.
 
 use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -84,6 +86,18 @@ impl S3State {
     pub(crate) fn set_encryption(&mut self, bucket: &str, algorithm: &str) {
         if let Some(b) = self.buckets.get_mut(bucket) {
             b.encryption = Some(algorithm.to_owned());
+        }
+    }
+
+    /// Stores `body` at `s3://bucket/key`, as a PutObject without headers would.
+    pub(crate) fn put_object(&mut self, bucket: &str, key: &str, body: &[u8]) {
+        if let Some(b) = self.buckets.get_mut(bucket) {
+            let headers = BTreeMap::new();
+            let object = S3Object {
+                body: body.to_vec(),
+                headers,
+            };
+            b.objects.insert(key.to_owned(), object);
         }
     }
 
@@ -188,6 +202,9 @@ fn operation(s3: &mut S3State, req: &Request, bucket: &str, key: &str) -> Respon
             Response::new(200, "application/xml", "").with_header("x-amz-bucket-region", region)
         }
         ("GET", true, _) if req.query_param("encryption").is_some() => encryption(s3, bucket),
+        ("GET", true, _) if req.query_param("list-type").as_deref() == Some("2") => {
+            list_objects_v2(s3, req, bucket)
+        }
         ("PUT", false, None) => {
             if req.header("Content-MD5").is_none() {
                 return error(400, "InvalidRequest", "the agent always sends Content-MD5");
@@ -241,6 +258,68 @@ fn encryption(s3: &S3State, bucket: &str) -> Response {
              </Rule></ServerSideEncryptionConfiguration>"
         )),
     }
+}
+
+/// ListObjectsV2: the keys under `prefix` in key order, `max-keys` (at most 1000) a page; the
+/// continuation token is the hex of the last key returned, opaque to the agent as S3's is.
+fn list_objects_v2(s3: &S3State, req: &Request, bucket: &str) -> Response {
+    let prefix = req.query_param("prefix").unwrap_or_default();
+    let max_keys = match req.query_param("max-keys").map(|n| n.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) => n.min(1000),
+        Some(Err(_)) => return error(400, "InvalidArgument", "max-keys is not a number"),
+    };
+    let after = match req.query_param("continuation-token") {
+        None => None,
+        Some(token) => match unhex(&token) {
+            Some(key) => Some(key),
+            None => {
+                return error(
+                    400,
+                    "InvalidArgument",
+                    "The continuation token provided is incorrect",
+                );
+            }
+        },
+    };
+    let mut keys = s3.buckets[bucket]
+        .objects
+        .range::<String, _>((after.as_ref().map_or(Unbounded, Excluded), Unbounded))
+        .map(|(key, object)| (key, object.body.len()))
+        .filter(|(key, _)| key.starts_with(&prefix));
+    let page: Vec<(&String, usize)> = keys.by_ref().take(max_keys).collect();
+    let truncated = keys.next().is_some();
+    let contents: String = page
+        .iter()
+        .map(|(key, size)| {
+            format!(
+                "<Contents><Key>{}</Key><Size>{size}</Size></Contents>",
+                escape(key)
+            )
+        })
+        .collect();
+    let next = match (truncated, page.last()) {
+        (true, Some((key, _))) => format!(
+            "<NextContinuationToken>{}</NextContinuationToken>",
+            hex(key.as_bytes())
+        ),
+        _ => String::new(),
+    };
+    xml(&format!(
+        "<ListBucketResult><Name>{bucket}</Name><Prefix>{}</Prefix><KeyCount>{}</KeyCount>\
+         <MaxKeys>{max_keys}</MaxKeys><IsTruncated>{truncated}</IsTruncated>{contents}{next}\
+         </ListBucketResult>",
+        escape(&prefix),
+        page.len()
+    ))
+}
+
+fn unhex(text: &str) -> Option<String> {
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn multipart(
@@ -353,12 +432,15 @@ fn xml(body: &str) -> Response {
     Response::new(200, "application/xml", text)
 }
 
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// S3's XML error body.
 fn error(status: u16, code: &str, message: &str) -> Response {
-    let message = message
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let message = escape(message);
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
          <Message>{message}</Message><RequestId>{}</RequestId></Error>",
