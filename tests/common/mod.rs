@@ -465,6 +465,8 @@ pub fn register_agent(agent: &Agent, emu: &Emulator) -> (String, String) {
     let mi = out.trim().to_owned();
     assert!(mi.starts_with("mi-"), "{out:?}");
     (mi, err)
+}
+
 /// AWS-RunRemoteScript as the service publishes it (schema 2.2): downloadContent into the
 /// working directory, then the command line run there with the directory on PATH.
 pub fn remote_script_document(source_types: &[&str]) -> Value {
