@@ -251,6 +251,11 @@ mod tests {
             ),
             ("8080", "LocalPortForwarding", "")
         );
+        assert_eq!(
+            p.properties,
+            json!({ "portNumber": "8080", "type": "LocalPortForwarding" }),
+            "kept whole for the handshake"
+        );
     }
 
     #[test]

@@ -1461,3 +1461,31 @@ impl Emulator {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_parameters_are_read_as_go_decodes_them() {
+        let p = PortParameters::from_properties(&json!({
+            "PortNumber": "22", "localportnumber": "8080", "type": "LocalPortForwarding",
+            "localUnixSocket": 7, "host": "db"
+        }));
+        assert_eq!(
+            p,
+            PortParameters {
+                port_number: "22".into(),
+                local_port_number: "8080".into(),
+                local_unix_socket: String::new(),
+                local_connection_type: String::new(),
+                port_type: "LocalPortForwarding".into(),
+            },
+            "keys in any case; a non-string is absent"
+        );
+        assert_eq!(
+            PortParameters::from_properties(&Value::Null),
+            PortParameters::default()
+        );
+    }
+}
