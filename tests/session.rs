@@ -951,3 +951,159 @@ fn a_session_shell_inherits_default_signals_and_only_fds_0_to_2() {
         "the agent itself holds fd 7"
     );
 }
+
+/// A port nothing listens on now (the kernel's pick, released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes `sent` on `writer` while reading as many bytes from `reader`; whether they match.
+fn echoes<S: Read + Write + Send + 'static>(mut reader: S, mut writer: S, sent: &[u8]) -> bool {
+    let data = sent.to_vec();
+    let writing = std::thread::spawn(move || writer.write_all(&data));
+    let mut echoed = vec![0u8; sent.len()];
+    reader.read_exact(&mut echoed).expect("the echo comes back");
+    writing.join().unwrap().expect("all bytes written");
+    echoed == sent
+}
+
+fn handshake_properties(s: &ssm_emulator::Session) -> serde_json::Value {
+    let request = s.handshake_request().expect("a HandshakeRequest");
+    request["RequestedClientActions"][0]["ActionParameters"]["Properties"].clone()
+}
+
+/// `AWS-StartPortForwardingSession` with `localPortNumber`: the client, knowing only the
+/// handshake, listens on that port, and ten connections through it are ten smux streams.
+#[test]
+fn port_forwarding_listens_on_the_handshakes_local_port_and_carries_ten_connections() {
+    const CONNECTIONS: usize = 10;
+    const LEN: usize = 256 * 1024;
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let (echo, local) = (echo_server(), free_port());
+    let s = emu
+        .start_session(SessionSpec::port_forwarding_session(echo, Some(local)))
+        .unwrap();
+    let forwarder = ssm_emulator::LocalForwarder::start(&s, WAIT).expect("the client listens");
+    assert_eq!(
+        handshake_properties(&s),
+        json!({ "portNumber": echo.to_string(), "type": "LocalPortForwarding",
+            "localPortNumber": local.to_string() }),
+        "the document's properties, resolved, whole"
+    );
+    assert_eq!(forwarder.local_port(), Some(local));
+    std::thread::scope(|scope| {
+        for k in 0..CONNECTIONS {
+            scope.spawn(move || {
+                let conn = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+                conn.set_read_timeout(Some(WAIT)).unwrap();
+                let sent: Vec<u8> = (0..LEN).map(|i| (i * (2 * k + 1) + k) as u8).collect();
+                assert!(
+                    echoes(conn.try_clone().unwrap(), conn.try_clone().unwrap(), &sent),
+                    "connection {k} echoed other bytes"
+                );
+                conn.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                (&conn).read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty(), "the stream ends with the FIN");
+            });
+        }
+    });
+    let stats = s.smux_stats();
+    assert_eq!(
+        (stats.streams_opened, stats.fins_received),
+        (CONNECTIONS as u32, CONNECTIONS as u64)
+    );
+    s.send_flag(ssm_emulator::port_flags::TERMINATE_SESSION);
+    let done = emu
+        .wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
+    assert_eq!(done.final_status, "Success");
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+}
+
+/// The plugin's other listeners: a free port when `localPortNumber` is "0" (the document's
+/// default), and a Unix socket when `localConnectionType` is `unix`.
+#[test]
+fn port_forwarding_listens_on_a_free_port_or_the_handshakes_unix_socket() {
+    let emu = emulator();
+    let agent = connected_agent(&emu);
+    let echo = echo_server();
+    let s = emu
+        .start_session(SessionSpec::port_forwarding_session(echo, None))
+        .unwrap();
+    let forwarder = ssm_emulator::LocalForwarder::start(&s, WAIT).expect("the client listens");
+    assert_eq!(handshake_properties(&s)["localPortNumber"], "0");
+    let port = forwarder.local_port().expect("a TCP listener");
+    assert_ne!(port, 0);
+    let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(echoes(conn.try_clone().unwrap(), conn, b"over a free port"));
+
+    let socket = agent.scratch().join("forward.sock");
+    let mut spec = SessionSpec::port(echo, None, true);
+    spec.properties["localConnectionType"] = json!("unix");
+    spec.properties["localUnixSocket"] = json!(socket.display().to_string());
+    let u = emu.start_session(spec).unwrap();
+    let forwarder = ssm_emulator::LocalForwarder::start(&u, WAIT).expect("the client listens");
+    assert_eq!(forwarder.local_port(), None);
+    let conn = std::os::unix::net::UnixStream::connect(&socket).expect("the socket listens");
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(echoes(
+        conn.try_clone().unwrap(),
+        conn,
+        b"over a unix socket"
+    ));
+    drop(forwarder);
+    assert!(!socket.exists(), "the socket goes with the forwarder");
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+}
+
+/// Output written just before a command exits reaches the client before the session ends:
+/// both pipes are read to their end and acknowledged before `agent_task_complete` (at which
+/// the service closes the client's channel), fifty times, ten at a time for load; every other
+/// session keeps the streams apart and must also deliver the exit code.
+#[test]
+fn a_commands_last_output_on_both_streams_always_arrives_before_the_end() {
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    for round in 0..5 {
+        let sessions: Vec<_> = (0..10)
+            .map(|i| {
+                let separate = i % 2 == 1;
+                let command = "echo out; echo err >&2; exit 3";
+                let spec = SessionSpec::non_interactive_commands(command, separate);
+                (separate, emu.open_session(spec))
+            })
+            .collect();
+        for (separate, s) in sessions {
+            let done = emu
+                .wait_task_complete(s.id(), WAIT)
+                .expect("agent_task_complete");
+            assert_eq!(done.final_status, "Success");
+            let seen = if separate {
+                let stderr = String::from_utf8_lossy(&s.stderr()).into_owned();
+                (s.output_string(), stderr, s.exit_code())
+            } else {
+                let mut lines: Vec<_> = s.output_string().lines().map(String::from).collect();
+                lines.sort_unstable();
+                (lines.concat(), String::new(), s.exit_code())
+            };
+            let expected = match separate {
+                true => ("out\n".to_string(), "err\n".to_string(), Some(3)),
+                false => ("errout".to_string(), String::new(), None),
+            };
+            assert_eq!(seen, expected, "round {round}, session {}", s.id());
+            let stats = s.stats();
+            assert_eq!(
+                stats.output_after_task_complete, 0,
+                "round {round}: {stats:?}"
+            );
+        }
+    }
+    assert!(emu.mgs_errors().is_empty(), "{:?}", emu.mgs_errors());
+}

@@ -335,11 +335,12 @@ fn handshake_request(
     agent_version: &str,
     kms_challenge: Option<&str>,
 ) -> Vec<u8> {
+    // Upstream's `GetPluginParameters` (§4.6.3): Port passes the resolved document properties
+    // through whole, since the client takes its local listener from them; the shell and
+    // command plugins pass nil.
     let properties = match task.session_type {
-        SessionType::Port => {
-            json!({ "portNumber": task.port_number, "type": task.port_type, "host": task.host })
-        }
-        _ => Value::Null,
+        SessionType::Port => &task.properties,
+        _ => &Value::Null,
     };
     let mut actions = vec![json!({
         "ActionType": "SessionType",
@@ -822,5 +823,49 @@ mod tests {
         let bad = br#"{"ProcessedClientActions":[{"ActionType":"SessionType","ActionStatus":3,"Error":"unsupported"}]}"#;
         assert!(handshake_response(bad).unwrap_err().contains("unsupported"));
         assert!(handshake_response(b"[").is_err());
+    }
+
+    fn task(document: Value, parameters: Value) -> SessionTask {
+        let content =
+            json!({ "SessionId": "s-1", "DocumentContent": document, "Parameters": parameters });
+        let payload = json!({ "Content": content.to_string() }).to_string();
+        super::super::task::parse(payload.as_bytes()).unwrap()
+    }
+
+    fn handshake_properties(task: &SessionTask) -> Value {
+        let request: Value =
+            serde_json::from_slice(&handshake_request(task, "3.3.0", None)).unwrap();
+        request["RequestedClientActions"][0]["ActionParameters"]["Properties"].clone()
+    }
+
+    #[test]
+    fn the_handshake_carries_a_port_documents_resolved_properties_whole() {
+        // AWS-StartPortForwardingSessionToSocket's shape: the client listens where these say.
+        let port = task(
+            json!({ "schemaVersion": "1.0", "sessionType": "Port",
+                "parameters": {
+                    "portNumber": { "type": "String", "default": "80" },
+                    "localPortNumber": { "type": "String", "default": "0" },
+                    "localUnixSocket": { "type": "String", "default": "" } },
+                "properties": { "portNumber": "{{ portNumber }}", "type": "LocalPortForwarding",
+                    "localPortNumber": "{{ localPortNumber }}", "localUnixSocket": "{{ localUnixSocket }}",
+                    "localConnectionType": "unix" } }),
+            json!({ "portNumber": "5432", "localUnixSocket": "/tmp/db.sock" }),
+        );
+        assert_eq!(
+            handshake_properties(&port),
+            json!({ "portNumber": "5432", "type": "LocalPortForwarding", "localPortNumber": "0",
+                "localUnixSocket": "/tmp/db.sock", "localConnectionType": "unix" })
+        );
+        let commands = task(
+            json!({ "schemaVersion": "1.0", "sessionType": "NonInteractiveCommands",
+                "properties": { "linux": { "commands": "date" } } }),
+            json!({}),
+        );
+        assert_eq!(
+            handshake_properties(&commands),
+            Value::Null,
+            "upstream sends nil"
+        );
     }
 }

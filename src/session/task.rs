@@ -61,6 +61,10 @@ pub struct SessionTask {
     pub port_number: String,
     pub host: String,
     pub port_type: String,
+    /// The document's `properties` with the parameters substituted, whole: upstream's Port
+    /// plugin hands them to the client in the handshake (`GetPluginParameters`), which reads
+    /// `localPortNumber`, `localUnixSocket` and `localConnectionType` from them (§4.6.3).
+    pub properties: Value,
 }
 
 /// Go's lenient bool: true, "true", "True", "1"…
@@ -149,7 +153,7 @@ pub fn parse(payload: &[u8]) -> Result<SessionTask, TaskError> {
     let (empty, none) = (Value::Object(Map::new()), Value::Null);
     let inputs = field(doc, "inputs").unwrap_or(&empty);
     let properties = field(doc, "properties").unwrap_or(&none);
-    let resolved =
+    let mut resolved =
         substitute_parameters(field(doc, "parameters"), &supplied, &[inputs, properties])?;
     let inputs = resolved[0].as_object();
     let properties = match &resolved[1] {
@@ -181,6 +185,7 @@ pub fn parse(payload: &[u8]) -> Result<SessionTask, TaskError> {
         port_number: text(properties, "portNumber"),
         host: text(properties, "host"),
         port_type: text(properties, "type"),
+        properties: std::mem::take(&mut resolved[1]),
     })
 }
 
@@ -245,6 +250,11 @@ mod tests {
                 p.host.as_str()
             ),
             ("8080", "LocalPortForwarding", "")
+        );
+        assert_eq!(
+            p.properties,
+            json!({ "portNumber": "8080", "type": "LocalPortForwarding" }),
+            "kept whole for the handshake"
         );
     }
 

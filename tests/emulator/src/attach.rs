@@ -6,18 +6,27 @@
 //!   changes, checked once a second). Ends when the shell exits.
 //! * `port --agent PATH --local-port L --remote-port R`: every connection to 127.0.0.1:L gets
 //!   its own Port session to the agent's localhost:R (basic mode, no smux).
-//! * `port … --mux`: one multiplexed (LocalPortForwarding) Port session; every connection to
-//!   127.0.0.1:L is one smux stream in it.
+//! * `port … --mux`: one `AWS-StartPortForwardingSession` with `localPortNumber=L`; a
+//!   [`LocalForwarder`] listens where the handshake says, and every connection is one smux
+//!   stream in the session.
+//!
+//! [`LocalForwarder`] is session-manager-plugin's local end of a multiplexed Port session: like
+//! the plugin, it knows nothing of the session document and takes its listener from the
+//! handshake's Properties only ([`PortParameters`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::demo::AgentRun;
+use crate::session::PortParameters;
 use crate::{Emulator, Session, SessionSpec};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,8 +177,169 @@ fn forward_connection(emu: &Emulator, local: TcpStream, remote_port: u16) -> Res
     Ok(())
 }
 
+/// A connection to the forwarder's listener.
+enum Local {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Local {
+    fn try_clone(&self) -> io::Result<Local> {
+        Ok(match self {
+            Local::Tcp(s) => Local::Tcp(s.try_clone()?),
+            Local::Unix(s) => Local::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Local::Tcp(s) => s.shutdown(Shutdown::Both),
+            Local::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Local {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Local::Tcp(s) => s.read(buf),
+            Local::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Local {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Local::Tcp(s) => s.write(buf),
+            Local::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where the forwarder listens.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// The plugin's `getListener`: the Unix socket when `localConnectionType` is `unix`, else
+    /// `localhost:<localPortNumber>`, a free port when that is empty.
+    fn bind(p: &PortParameters) -> Result<Listener, String> {
+        if p.local_connection_type == "unix" {
+            let path = PathBuf::from(&p.local_unix_socket);
+            return UnixListener::bind(&path)
+                .map(|l| Listener::Unix(l, path))
+                .map_err(|e| format!("listening on {}: {e}", p.local_unix_socket));
+        }
+        let port = if p.local_port_number.is_empty() {
+            "0"
+        } else {
+            &p.local_port_number
+        };
+        TcpListener::bind(format!("127.0.0.1:{port}"))
+            .map(Listener::Tcp)
+            .map_err(|e| format!("listening on 127.0.0.1:{port}: {e}"))
+    }
+
+    fn accept(&self) -> io::Result<Local> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Local::Tcp(s)),
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Local::Unix(s)),
+        }
+    }
+
+    /// Unblocks `accept` (by connecting to it).
+    fn wake(&self) {
+        let _ = match self {
+            Listener::Tcp(l) => l.local_addr().and_then(TcpStream::connect).map(drop),
+            Listener::Unix(_, path) => UnixStream::connect(path).map(drop),
+        };
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The local end of a multiplexed Port session: listens where the handshake's Properties say
+/// and relays every connection through its own smux stream, until dropped.
+pub struct LocalForwarder {
+    listener: Arc<Listener>,
+    stopping: Arc<AtomicBool>,
+    accepting: Option<thread::JoinHandle<()>>,
+}
+
+impl LocalForwarder {
+    /// Waits up to `timeout` for the session's HandshakeRequest, then listens.
+    pub fn start(session: &Session, timeout: Duration) -> Result<LocalForwarder, String> {
+        let params = session
+            .wait_port_parameters(timeout)
+            .ok_or_else(|| format!("session {}: no Port handshake", session.id()))?;
+        if !session.multiplexed() {
+            return Err(format!(
+                "session {}: the handshake did not make it multiplexed ({params:?})",
+                session.id()
+            ));
+        }
+        let listener = Arc::new(Listener::bind(&params)?);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (l, stop, s) = (listener.clone(), stopping.clone(), session.clone());
+        let accepting = thread::Builder::new()
+            .name("port-forwarder".into())
+            .spawn(move || accept_loop(&l, &stop, &s))
+            .map_err(|e| format!("cannot start the forwarder: {e}"))?;
+        Ok(LocalForwarder {
+            listener,
+            stopping,
+            accepting: Some(accepting),
+        })
+    }
+
+    /// The TCP port listened on (None for a Unix socket).
+    pub fn local_port(&self) -> Option<u16> {
+        match &*self.listener {
+            Listener::Tcp(l) => l.local_addr().ok().map(|a| a.port()),
+            Listener::Unix(..) => None,
+        }
+    }
+}
+
+impl Drop for LocalForwarder {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.listener.wake();
+        if let Some(t) = self.accepting.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &Listener, stopping: &AtomicBool, session: &Session) {
+    while let Ok(conn) = listener.accept() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let session = session.clone();
+        thread::spawn(move || {
+            if let Err(e) = forward_over_smux(&session, conn) {
+                eprintln!("port: {e}");
+            }
+        });
+    }
+}
+
 /// Relays one local connection through its own smux stream of `session`.
-fn forward_over_smux(session: &Session, local: TcpStream) -> Result<(), String> {
+fn forward_over_smux(session: &Session, local: Local) -> Result<(), String> {
     let mut to_agent = session.smux_open()?;
     let mut from_agent = to_agent.try_clone();
     let mut reader = local.try_clone().map_err(|e| e.to_string())?;
@@ -179,7 +349,7 @@ fn forward_over_smux(session: &Session, local: TcpStream) -> Result<(), String> 
     });
     let mut writer = local;
     let _ = io::copy(&mut from_agent, &mut writer);
-    let _ = writer.shutdown(Shutdown::Both);
+    writer.shutdown();
     let _ = upstream.join();
     Ok(())
 }
@@ -187,43 +357,50 @@ fn forward_over_smux(session: &Session, local: TcpStream) -> Result<(), String> 
 /// `ssm-emulator port`: serves until the process is interrupted. With `mux`, one multiplexed
 /// session carries every connection.
 pub fn port(agent: &Path, local_port: u16, remote_port: u16, mux: bool) -> Result<bool, String> {
-    let listener = TcpListener::bind(("127.0.0.1", local_port))
-        .map_err(|e| format!("listening on 127.0.0.1:{local_port}: {e}"))?;
-    let run = AgentRun::start(agent, "port")?;
-    if let Err(e) = await_control_channel(&run) {
-        run.stop("port");
-        return Err(e);
-    }
-    eprintln!(
-        "port: forwarding 127.0.0.1:{local_port} to the agent's localhost:{remote_port}; Ctrl-C stops"
-    );
-    let emu = &run.emu;
-    let session = if mux {
-        match emu.start_session(SessionSpec::port(remote_port, None, true)) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                run.stop("port");
-                return Err(e);
-            }
-        }
-    } else {
-        None
+    // Without smux the emulator listens itself; with it, the handshake says where.
+    let listener = match mux {
+        false => Some(
+            TcpListener::bind(("127.0.0.1", local_port))
+                .map_err(|e| format!("listening on 127.0.0.1:{local_port}: {e}"))?,
+        ),
+        true => None,
     };
+    let run = AgentRun::start(agent, "port")?;
+    let served = await_control_channel(&run).and_then(|()| {
+        eprintln!(
+            "port: forwarding 127.0.0.1:{local_port} to the agent's localhost:{remote_port}; Ctrl-C stops"
+        );
+        match listener {
+            Some(l) => {
+                serve_basic(&run.emu, &l, remote_port);
+                Ok(())
+            }
+            None => serve_multiplexed(&run.emu, local_port, remote_port),
+        }
+    });
+    run.stop("port");
+    served.map(|()| true)
+}
+
+/// Every connection gets its own (basic) Port session.
+fn serve_basic(emu: &Emulator, listener: &TcpListener, remote_port: u16) {
     thread::scope(|scope| {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let session = session.as_ref();
             scope.spawn(move || {
-                let relayed = match session {
-                    Some(s) => forward_over_smux(s, conn),
-                    None => forward_connection(emu, conn, remote_port),
-                };
-                if let Err(e) = relayed {
+                if let Err(e) = forward_connection(emu, conn, remote_port) {
                     eprintln!("port: {e}");
                 }
             });
         }
     });
-    run.stop("port");
-    Ok(true)
+}
+
+/// One AWS-StartPortForwardingSession, served until it ends.
+fn serve_multiplexed(emu: &Emulator, local_port: u16, remote_port: u16) -> Result<(), String> {
+    let spec = SessionSpec::port_forwarding_session(remote_port, Some(local_port));
+    let session = emu.start_session(spec)?;
+    let _forwarder = LocalForwarder::start(&session, CONNECT_TIMEOUT)?;
+    while !session.wait_over(CONNECT_TIMEOUT) {}
+    Ok(())
 }

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
+pub use attach::LocalForwarder;
 pub use documents::GetDocumentCall;
 pub use faults::{FaultTarget, FaultWindow};
 pub use files::{FILES_CA_PEM, FileRequest, FileServer};
@@ -67,7 +68,9 @@ pub use onprem::{
 };
 pub use parameters::{GetParametersCall, ParameterType};
 pub use s3::{S3Call, S3Object};
-pub use session::{PortStream, Session, SessionSpec, SessionStats, flags as port_flags};
+pub use session::{
+    PortParameters, PortStream, Session, SessionSpec, SessionStats, flags as port_flags,
+};
 pub use smux::{SmuxStats, SmuxStream};
 pub use state::{FailRecord, HealthPing, Reply, RequestRecord, SigCheck, State};
 pub use sts::CallerIdentityCall;

@@ -50,6 +50,8 @@ pub const INPUT_CHUNK: usize = 1024;
 pub const DEFAULT_CLIENT_VERSION: &str = "1.2.707.0";
 /// Clients from this version on multiplex `LocalPortForwarding` sessions with smux.
 pub const SMUX_MIN_CLIENT_VERSION: &str = "1.1.70";
+/// Agents from this version on multiplex (the plugin's `TCPMultiplexingSupported`).
+pub const SMUX_MIN_AGENT_VERSION: &str = "3.0.196.0";
 /// Input messages (sent or held) beyond which smux writes wait for acknowledgements.
 pub const SMUX_WINDOW: usize = 32;
 /// Unacknowledged input messages (the lowest-numbered ones) sent and re-sent at most.
@@ -64,6 +66,43 @@ pub mod flags {
     pub const CONNECT_TO_PORT_ERROR: u32 = 3;
 }
 
+/// The Port session settings session-manager-plugin takes from the `Properties` of the
+/// handshake's SessionType action (its `PortParameters`), and from nowhere else: the client
+/// never sees the session document. Keys match in any case, as Go's JSON decoding does; a
+/// value that is not a string reads as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortParameters {
+    pub port_number: String,
+    /// Where the client listens: `127.0.0.1:<localPortNumber>`, any free port when it is
+    /// empty or "0"…
+    pub local_port_number: String,
+    /// … or this Unix socket when `localConnectionType` is `unix`.
+    pub local_unix_socket: String,
+    pub local_connection_type: String,
+    /// `LocalPortForwarding` makes the session multiplexed (smux).
+    pub port_type: String,
+}
+
+impl PortParameters {
+    fn from_properties(properties: &Value) -> PortParameters {
+        let get = |key: &str| {
+            properties
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        PortParameters {
+            port_number: get("portNumber"),
+            local_port_number: get("localPortNumber"),
+            local_unix_socket: get("localUnixSocket"),
+            local_connection_type: get("localConnectionType"),
+            port_type: get("type"),
+        }
+    }
+}
+
 /// What `start_session` sends in `interactive_shell`.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
@@ -73,6 +112,8 @@ pub struct SessionSpec {
     pub session_type: String,
     /// `DocumentContent.inputs` (SessionInputs).
     pub inputs: Value,
+    /// `DocumentContent.parameters` (the declarations).
+    pub declarations: Value,
     /// `DocumentContent.properties`.
     pub properties: Value,
     /// The payload's `Parameters`.
@@ -125,6 +166,7 @@ impl SessionSpec {
             document_name: document_name.into(),
             session_type: session_type.into(),
             inputs: default_inputs(),
+            declarations: json!({}),
             properties,
             parameters: json!({}),
             run_as_user: String::new(),
@@ -173,6 +215,29 @@ impl SessionSpec {
         SessionSpec::new("Port", "AWS-StartPortForwardingSession", props)
     }
 
+    /// `aws ssm start-session --document-name AWS-StartPortForwardingSession --parameters
+    /// portNumber=R[,localPortNumber=L]`: AWS's document, its properties templated on its
+    /// parameters, so only the agent's resolution puts `localPortNumber` into the handshake
+    /// (where [`crate::attach::LocalForwarder`] reads it).
+    pub fn port_forwarding_session(remote_port: u16, local_port: Option<u16>) -> SessionSpec {
+        let pattern = "^([0-9]|[1-9][0-9]{1,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+        let props = json!({
+            "portNumber": "{{ portNumber }}",
+            "type": "LocalPortForwarding",
+            "localPortNumber": "{{ localPortNumber }}",
+        });
+        let mut spec = SessionSpec::new("Port", "AWS-StartPortForwardingSession", props);
+        spec.declarations = json!({
+            "portNumber": {"type": "String", "allowedPattern": pattern, "default": "80"},
+            "localPortNumber": {"type": "String", "allowedPattern": pattern, "default": "0"},
+        });
+        spec.parameters = json!({"portNumber": remote_port.to_string()});
+        if let Some(local) = local_port {
+            spec.parameters["localPortNumber"] = json!(local.to_string());
+        }
+        spec
+    }
+
     /// Sets `inputs.kmsKeyId` (the agent then asks for KMS encryption, except for Port).
     pub fn kms_key_id(mut self, key_id: &str) -> SessionSpec {
         self.inputs["kmsKeyId"] = json!(key_id);
@@ -196,8 +261,9 @@ impl SessionSpec {
         self
     }
 
-    /// Whether the session carries smux: Port with `type: LocalPortForwarding` and a client
-    /// version ≥ [`SMUX_MIN_CLIENT_VERSION`].
+    /// Whether a session with these literal properties carries smux: Port with `type:
+    /// LocalPortForwarding` and a client version ≥ [`SMUX_MIN_CLIENT_VERSION`]. The client
+    /// itself decides from the handshake (`SessionState::answer_handshake`).
     pub fn multiplexed(&self) -> bool {
         self.session_type == "Port"
             && self.properties["type"] == "LocalPortForwarding"
@@ -225,7 +291,7 @@ impl SessionSpec {
                 "description": format!("{} session started by ssm-emulator", self.session_type),
                 "sessionType": self.session_type,
                 "inputs": self.inputs,
-                "parameters": {},
+                "parameters": self.declarations,
                 "properties": self.properties,
             },
             "Parameters": self.parameters,
@@ -272,6 +338,10 @@ pub struct SessionStats {
     pub output_expected: i64,
     /// The highest output sequence number seen (processed or not); -1 before any.
     pub output_highest: i64,
+    /// Session data (types 1, 11, 12) delivered after the agent's `agent_task_complete`: the
+    /// service closes the client's channel at the completion, so a real client may never see
+    /// it. The agent must wait for the acknowledgement of its last output first.
+    pub output_after_task_complete: u64,
 }
 
 /// The client's view of one session, kept in the emulator's state.
@@ -286,7 +356,11 @@ pub(crate) struct SessionState {
     exit_code: Option<i32>,
     states: Vec<String>,
     handshake_request: Option<Value>,
+    /// A Port session's settings, from the handshake.
+    port_parameters: Option<PortParameters>,
     handshake_complete: Option<Value>,
+    /// The agent had sent `agent_task_complete` when the frame being handled arrived.
+    task_completed: bool,
     /// Set once the client accepted a KMSEncryption action.
     cipher: Option<Cipher>,
     /// An EncChallengeResponse was queued.
@@ -308,7 +382,7 @@ pub(crate) struct SessionState {
     burst: bool,
     pub(crate) closed_by_service: bool,
     stats: SessionStats,
-    /// The smux client of a multiplexed session.
+    /// The smux client of a multiplexed session, made when the handshake says so.
     smux: Option<Arc<smux::Client>>,
 }
 
@@ -333,7 +407,7 @@ impl SessionState {
             held.push_back((pt::SIZE, size_payload(cols, rows)));
         }
         SessionState {
-            smux: spec.multiplexed().then(Arc::default),
+            smux: None,
             spec,
             conn: None,
             open_message: None,
@@ -344,7 +418,9 @@ impl SessionState {
             exit_code: None,
             states: Vec::new(),
             handshake_request: None,
+            port_parameters: None,
             handshake_complete: None,
+            task_completed: false,
             cipher: None,
             challenge_answered: false,
             drop_every: 0,
@@ -575,6 +651,10 @@ impl SessionState {
             },
             _ => m.payload,
         };
+        if self.task_completed && matches!(m.payload_type, pt::OUTPUT | pt::STDERR | pt::EXIT_CODE)
+        {
+            self.stats.output_after_task_complete += 1;
+        }
         match m.payload_type {
             pt::OUTPUT => match &self.smux {
                 Some(client) => errors.extend(client.receive(&payload)),
@@ -637,6 +717,10 @@ impl SessionState {
                             self.spec.session_type
                         ));
                     }
+                    if asked == "Port" {
+                        let agent = req["AgentVersion"].as_str().unwrap_or_default();
+                        self.take_port_parameters(&a["ActionParameters"]["Properties"], agent);
+                    }
                     (1, Value::Null, String::new())
                 }
                 "KMSEncryption" => match self.accept_kms(&a["ActionParameters"], kms) {
@@ -662,6 +746,19 @@ impl SessionState {
         });
         self.handshake_request = Some(req);
         self.sequence(pt::HANDSHAKE_RESPONSE, response.to_string().into_bytes());
+    }
+
+    /// Settles the Port session as the plugin's `PortSession.Initialize` does: multiplexed
+    /// when the properties say `LocalPortForwarding` and both sides are recent enough.
+    fn take_port_parameters(&mut self, properties: &Value, agent_version: &str) {
+        let params = PortParameters::from_properties(properties);
+        if params.port_type == "LocalPortForwarding"
+            && version_at_least(agent_version, SMUX_MIN_AGENT_VERSION)
+            && version_at_least(&self.spec.client_version, SMUX_MIN_CLIENT_VERSION)
+        {
+            self.smux = Some(Arc::default());
+        }
+        self.port_parameters = Some(params);
     }
 
     /// The agent must ask for encryption exactly when the session has a KMS key and is not Port
@@ -842,7 +939,9 @@ fn on_data_frame(st: &mut State, sid: &str, bytes: &[u8]) {
         state: &mut st.kms,
         target_id: &target_id,
     };
+    let completed = !st.mgs.task_completes(sid).is_empty();
     if let Some(s) = st.mgs.sessions.get_mut(sid) {
+        s.task_completed = completed;
         s.on_message(m, &mut kms, &mut errors);
     }
     for e in errors {
@@ -1098,10 +1197,40 @@ impl Session {
         })
     }
 
-    /// Opens an smux stream on a multiplexed Port session ([`SessionSpec::multiplexed`]): a
-    /// SYN with the next odd stream id goes out (after the handshake). Streams work from any
-    /// thread, many at once.
+    /// A Port session's settings from the handshake; waits up to `timeout` for the
+    /// HandshakeRequest. None for other sessions, and for one that ended without it.
+    pub fn wait_port_parameters(&self, timeout: Duration) -> Option<PortParameters> {
+        self.wait(timeout, |st, s| {
+            let settled = s.spec.session_type != "Port"
+                || s.handshake_request.is_some()
+                || session_over(st, &self.id);
+            match (&s.port_parameters, settled) {
+                (Some(p), _) => Some(Some(p.clone())),
+                (None, true) => Some(None),
+                (None, false) => None,
+            }
+        })
+        .flatten()
+    }
+
+    /// Unit tests without an agent: takes `properties` as if a recent agent had sent them in
+    /// a Port session's HandshakeRequest.
+    #[cfg(test)]
+    pub(crate) fn receive_port_handshake(&self, properties: &Value) {
+        self.change(|s| s.take_port_parameters(properties, SMUX_MIN_AGENT_VERSION));
+    }
+
+    /// Whether the handshake made this a multiplexed (smux) Port session.
+    pub fn multiplexed(&self) -> bool {
+        self.view(|s| s.smux.is_some()) == Some(true)
+    }
+
+    /// Opens an smux stream on a Port session the handshake made multiplexed (first waiting
+    /// for the handshake, up to the spec's `connect_timeout`): a SYN with the next odd stream
+    /// id goes out. Streams work from any thread, many at once.
     pub fn smux_open(&self) -> Result<SmuxStream, String> {
+        let timeout = self.view(|s| s.spec.connect_timeout).unwrap_or_default();
+        self.wait_port_parameters(timeout);
         let opened = self.shared.update(|st| {
             if session_over(st, &self.id) {
                 return Err(format!("session {} is over", self.id));
@@ -1113,10 +1242,11 @@ impl Session {
                 .ok_or_else(|| format!("no session {}", self.id))?;
             let client = s.smux.clone().ok_or_else(|| {
                 format!(
-                    "session {} is not multiplexed: smux needs a Port session with \
-                     LocalPortForwarding (SessionSpec::port(_, _, true)) and client version ≥ \
-                     {SMUX_MIN_CLIENT_VERSION} (it has {})",
-                    self.id, s.spec.client_version
+                    "session {} is not multiplexed: smux needs a Port session whose handshake \
+                     says LocalPortForwarding (SessionSpec::port(_, _, true)), an agent ≥ \
+                     {SMUX_MIN_AGENT_VERSION} and client version ≥ {SMUX_MIN_CLIENT_VERSION} \
+                     (it has {}); handshake properties: {:?}",
+                    self.id, s.spec.client_version, s.port_parameters
                 )
             })?;
             let id = client.open()?;
@@ -1278,7 +1408,10 @@ impl Emulator {
             "SchemaVersion": 1,
         });
         let m = AgentMessage::new(types::INTERACTIVE_SHELL, payload.to_string().into_bytes());
-        let keepalive = spec.multiplexed().then_some(spec.smux_keepalive);
+        // The handshake comes after the connection, which may take `connect_timeout`; the
+        // agent gives up on the handshake after 15 s.
+        let settled = spec.connect_timeout + Duration::from_secs(15);
+        let keepalive = (spec.session_type == "Port").then_some((spec.smux_keepalive, settled));
         self.shared.update(|st| {
             st.mgs.sessions.insert(id.clone(), SessionState::new(spec));
             st.mgs.send_control(m);
@@ -1287,11 +1420,16 @@ impl Emulator {
             shared: self.shared.clone(),
             id,
         };
-        if let Some(every) = keepalive {
+        if let Some((every, timeout)) = keepalive {
             let s = session.clone();
             std::thread::Builder::new()
                 .name("smux-keepalive".into())
-                .spawn(move || smux::keepalive(&s, every))
+                .spawn(move || {
+                    // Only a session the handshake made multiplexed has smux to keep alive.
+                    if s.wait_port_parameters(timeout).is_some() && s.multiplexed() {
+                        smux::keepalive(&s, every);
+                    }
+                })
                 .expect("cannot start the smux keep-alive thread");
         }
         session
@@ -1321,5 +1459,33 @@ impl Emulator {
                 shared: self.shared.clone(),
                 id: session_id.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_parameters_are_read_as_go_decodes_them() {
+        let p = PortParameters::from_properties(&json!({
+            "PortNumber": "22", "localportnumber": "8080", "type": "LocalPortForwarding",
+            "localUnixSocket": 7, "host": "db"
+        }));
+        assert_eq!(
+            p,
+            PortParameters {
+                port_number: "22".into(),
+                local_port_number: "8080".into(),
+                local_unix_socket: String::new(),
+                local_connection_type: String::new(),
+                port_type: "LocalPortForwarding".into(),
+            },
+            "keys in any case; a non-string is absent"
+        );
+        assert_eq!(
+            PortParameters::from_properties(&Value::Null),
+            PortParameters::default()
+        );
     }
 }

@@ -542,8 +542,12 @@ mod tests {
         held.into_iter().flat_map(|(_, m)| m).collect()
     }
 
+    /// A Port session whose (absent) agent's handshake carried the spec's properties.
     fn port_session(emu: &crate::Emulator, spec: crate::SessionSpec) -> Session {
-        emu.open_session(spec)
+        let properties = spec.properties.clone();
+        let session = emu.open_session(spec);
+        session.receive_port_handshake(&properties);
+        session
     }
 
     #[test]
