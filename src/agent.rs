@@ -5,6 +5,7 @@ use crate::aws::credentials::Env;
 use crate::aws::endpoint::{self, EndpointError};
 use crate::aws::http::{HttpClient, HttpError};
 use crate::aws::jsonrpc::JsonClient;
+use crate::aws::logs::LogsClient;
 use crate::aws::s3::{S3Client, S3Settings};
 use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
@@ -22,7 +23,6 @@ use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::s3output::S3Destinations;
 use crate::runcommand::sources::Sources;
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
-use crate::aws::logs::LogsClient;
 use crate::session::logging::LoggingEnv;
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
@@ -234,18 +234,32 @@ fn session_logging(ctx: &Context<'_>) -> LoggingEnv {
     let logs = config
         .endpoint(&endpoint::LOGS, &identity.region)
         .map(|at| {
-            let json = JsonClient::new(ctx.http.clone(), at, endpoint::LOGS, identity.credentials.clone());
+            let json = JsonClient::new(
+                ctx.http.clone(),
+                at,
+                endpoint::LOGS,
+                identity.credentials.clone(),
+            );
             LogsClient::new(json)
         })
         .map_err(|e| format!("the logs endpoint is not usable: {e}"));
     LoggingEnv {
-        s3: Arc::new(S3Client::new(ctx.http.clone(), identity.credentials.clone(), s3)),
+        s3: Arc::new(S3Client::new(
+            ctx.http.clone(),
+            identity.credentials.clone(),
+            s3,
+        )),
         logs,
         region: ctx.region.to_owned(),
         instance_id: identity.instance_id.clone(),
         dir: ctx.session_logs.clone(),
         keep_on_disk: config.ssm.session_logs_destination == "disk",
-        retention: Duration::from_secs(config.ssm.session_logs_retention_duration_hours.saturating_mul(3600)),
+        retention: Duration::from_secs(
+            config
+                .ssm
+                .session_logs_retention_duration_hours
+                .saturating_mul(3600),
+        ),
     }
 }
 

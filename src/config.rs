@@ -776,7 +776,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.ssm.session_logs_destination.as_str(), c.ssm.session_logs_retention_duration_hours),
+            (
+                c.ssm.session_logs_destination.as_str(),
+                c.ssm.session_logs_retention_duration_hours
+            ),
             ("disk", 1)
         );
         let c = Config::from_json(r#"{"Ssm":{"SessionLogsDestination":"tape"}}"#).unwrap();

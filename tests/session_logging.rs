@@ -27,11 +27,15 @@ fn logged_shell(emu: &Emulator, inputs: Value) -> (String, Value) {
     }
     let s = emu.start_session(spec).expect("session starts");
     s.send_input(b"echo one-$((40+2))\r");
-    s.read_output_until("one-42", WAIT).expect("the shell answers");
+    s.read_output_until("one-42", WAIT)
+        .expect("the shell answers");
     s.send_input(b"printf 'two\\t%s\\n' $((6*7)); exit\r");
-    s.read_output_until("two\t42", WAIT).expect("the shell answers");
+    s.read_output_until("two\t42", WAIT)
+        .expect("the shell answers");
     assert!(s.wait_closed(WAIT), "exit ends the session");
-    let done = emu.wait_task_complete(s.id(), WAIT).expect("agent_task_complete");
+    let done = emu
+        .wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
     assert_eq!(done.final_status, "Success", "{}", done.payload);
     (s.id().to_owned(), done.payload)
 }
@@ -49,7 +53,10 @@ fn a_shell_transcript_lands_at_upstreams_key_and_the_completion_names_it() {
     let key = format!("fleet/{id}.log");
     assert_eq!(done["S3Bucket"], "session-logs");
     assert_eq!(done["S3UrlSuffix"], key.as_str());
-    assert_eq!((done["CwlGroup"].as_str(), done["CwlStream"].as_str()), (Some(""), Some("")));
+    assert_eq!(
+        (done["CwlGroup"].as_str(), done["CwlStream"].as_str()),
+        (Some(""), Some(""))
+    );
     let object = emu
         .s3_object_with_headers("session-logs", &key)
         .unwrap_or_else(|| panic!("no transcript at {key}; log:\n{}", agent.log()));
@@ -77,28 +84,59 @@ fn a_streamed_session_sends_upstreams_json_events_to_its_stream() {
         json!({ "cloudWatchLogGroupName": "/ssm/sessions", "cloudWatchEncryptionEnabled": false,
                 "cloudWatchStreamingEnabled": true }),
     );
-    assert_eq!((done["CwlGroup"].as_str(), done["CwlStream"].as_str()), (Some("/ssm/sessions"), Some(id.as_str())));
+    assert_eq!(
+        (done["CwlGroup"].as_str(), done["CwlStream"].as_str()),
+        (Some("/ssm/sessions"), Some(id.as_str()))
+    );
     let events = emu
         .log_events("/ssm/sessions", &id)
         .unwrap_or_else(|| panic!("no stream {id}; log:\n{}", agent.log()));
-    let events: Vec<Value> = events.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
     let first = &events[0];
     assert_eq!(first["eventVersion"], "1.0");
     assert_eq!(first["sessionId"], id.as_str());
     assert_eq!(first["target"]["id"], "i-0123456789abcdef0");
-    assert_eq!(first["userIdentity"]["arn"], "arn:aws:iam::123456789012:user/emulator");
-    assert!(first["awsRegion"].as_str().is_some_and(|r| !r.is_empty()), "{first}");
-    assert!(first["runAsUser"].as_str().is_some_and(|u| !u.is_empty()), "{first}");
-    assert!(first["eventTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{first}");
+    assert_eq!(
+        first["userIdentity"]["arn"],
+        "arn:aws:iam::123456789012:user/emulator"
+    );
+    assert!(
+        first["awsRegion"].as_str().is_some_and(|r| !r.is_empty()),
+        "{first}"
+    );
+    assert!(
+        first["runAsUser"].as_str().is_some_and(|u| !u.is_empty()),
+        "{first}"
+    );
+    assert!(
+        first["eventTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{first}"
+    );
     let lines: Vec<&str> = events
         .iter()
-        .flat_map(|e| e["sessionData"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()))
+        .flat_map(|e| {
+            e["sessionData"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+        })
         .collect();
     // A prompt may come before the shell's answer on its line, depending on the echo's timing.
     assert!(lines.iter().any(|l| l.ends_with("one-42")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.ends_with("two 42")), "tabs become spaces: {lines:?}");
     assert!(
-        lines.iter().all(|l| !l.contains('\r') && !l.contains('\u{1b}') && !l.contains("Script ")),
+        lines.iter().any(|l| l.ends_with("two 42")),
+        "tabs become spaces: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| !l.contains('\r') && !l.contains('\u{1b}') && !l.contains("Script ")),
         "{lines:?}"
     );
 }
@@ -115,7 +153,9 @@ fn an_unencrypted_bucket_refuses_the_session_once_with_upstreams_text() {
     spec.inputs["shellProfile"]["linux"] = json!(format!("touch {}", marker.display()));
     let id = spec.session_id.clone();
     let _ = emu.start_session(spec);
-    let done = emu.wait_task_complete(&id, WAIT).expect("agent_task_complete");
+    let done = emu
+        .wait_task_complete(&id, WAIT)
+        .expect("agent_task_complete");
     assert_eq!(done.final_status, "Failed");
     let output = done.payload["Output"].as_str().unwrap();
     assert!(
@@ -125,7 +165,15 @@ fn an_unencrypted_bucket_refuses_the_session_once_with_upstreams_text() {
         "{output}"
     );
     assert!(!marker.exists(), "no shell started");
-    assert!(emu.s3_object("plain-bucket", &format!("{id}.log")).is_none());
+    assert_eq!(
+        emu.task_completes(&id).len(),
+        1,
+        "sent once (upstream sends it twice)"
+    );
+    assert!(
+        emu.s3_object("plain-bucket", &format!("{id}.log"))
+            .is_none()
+    );
 }
 
 #[test]
@@ -138,7 +186,9 @@ fn a_log_group_without_a_kms_key_refuses_an_encrypted_session() {
     spec.inputs["cloudWatchEncryptionEnabled"] = json!(true);
     let id = spec.session_id.clone();
     let _ = emu.start_session(spec);
-    let done = emu.wait_task_complete(&id, WAIT).expect("agent_task_complete");
+    let done = emu
+        .wait_task_complete(&id, WAIT)
+        .expect("agent_task_complete");
     assert_eq!(done.final_status, "Failed");
     assert_eq!(
         done.payload["Output"],

@@ -284,16 +284,28 @@ mod tests {
     #[test]
     fn a_group_is_found_by_its_exact_name_across_pages() {
         let (logs, server) = client(|r| {
-            assert_eq!(r.header("x-amz-target"), Some("Logs_20140328.DescribeLogGroups"));
+            assert_eq!(
+                r.header("x-amz-target"),
+                Some("Logs_20140328.DescribeLogGroups")
+            );
             let body: Value = serde_json::from_slice(&r.body).unwrap();
             let page = match body["nextToken"].as_str() {
-                None => json!({ "logGroups": [{ "logGroupName": "/s/sessions-old" }], "nextToken": "p2" }),
-                Some(_) => json!({ "logGroups": [{ "logGroupName": "/s/sessions", "kmsKeyId": "arn:aws:kms:k" }] }),
+                None => {
+                    json!({ "logGroups": [{ "logGroupName": "/s/sessions-old" }], "nextToken": "p2" })
+                }
+                Some(_) => {
+                    json!({ "logGroups": [{ "logGroupName": "/s/sessions", "kmsKeyId": "arn:aws:kms:k" }] })
+                }
             };
             Some(response(200, &[], page.to_string().as_bytes()))
         });
         let found = logs.describe_log_group("/s/sessions").unwrap();
-        assert_eq!(found, Some(LogGroup { kms_key_id: Some("arn:aws:kms:k".into()) }));
+        assert_eq!(
+            found,
+            Some(LogGroup {
+                kms_key_id: Some("arn:aws:kms:k".into())
+            })
+        );
         let first: Value = serde_json::from_slice(&server.requests.recv().unwrap().body).unwrap();
         assert_eq!(first, json!({ "logGroupNamePrefix": "/s/sessions" }));
         assert_eq!(logs.describe_log_group("/s/other").unwrap(), None);

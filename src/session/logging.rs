@@ -215,7 +215,10 @@ impl SessionLog {
             "\nScript done on {} [COMMAND_EXIT_CODE=\"0\"]\n",
             script_time(SystemTime::now())
         );
-        if let Err(e) = file.write_all(footer.as_bytes()).and_then(|()| file.flush()) {
+        if let Err(e) = file
+            .write_all(footer.as_bytes())
+            .and_then(|()| file.flush())
+        {
             log::warn!("session {}: transcript write failed: {e}", self.session_id);
         }
         drop(file);
@@ -224,7 +227,10 @@ impl SessionLog {
         if !inputs.s3_bucket.is_empty() {
             let key = s3_key(&inputs.s3_key_prefix, &format!("{}.log", self.session_id));
             if let Err(e) = self.s3.put_file(&inputs.s3_bucket, &key, &self.path) {
-                log::error!("session {}: failed to upload the transcript to S3: {e}", self.session_id);
+                log::error!(
+                    "session {}: failed to upload the transcript to S3: {e}",
+                    self.session_id
+                );
             }
             logged.s3_bucket = inputs.s3_bucket.clone();
             logged.s3_url_suffix = key;
@@ -382,7 +388,13 @@ fn pieces(bytes: &[u8], limit: usize) -> Vec<&[u8]> {
 
 /// Sends `events` in calls of [`EVENTS_PER_CALL`], creating the stream first; false once the
 /// stream cannot take them.
-fn send(logs: &LogsClient, group: &str, stream: &str, events: &[Event], token: &mut Option<String>) -> bool {
+fn send(
+    logs: &LogsClient,
+    group: &str,
+    stream: &str,
+    events: &[Event],
+    token: &mut Option<String>,
+) -> bool {
     for batch in events.chunks(EVENTS_PER_CALL) {
         match logs.put_log_events(group, stream, batch, token.take()) {
             Ok(next) => *token = next,
@@ -398,7 +410,9 @@ fn send(logs: &LogsClient, group: &str, stream: &str, events: &[Event], token: &
 /// Logging without streaming: the whole transcript at the end, as plain events.
 fn upload_whole(logs: &LogsClient, group: &str, session_id: &str, path: &Path) {
     let mut bytes = Vec::new();
-    if let Err(e) = File::open(path).and_then(|f| f.take(TRANSCRIPT_LIMIT + 4096).read_to_end(&mut bytes)) {
+    if let Err(e) =
+        File::open(path).and_then(|f| f.take(TRANSCRIPT_LIMIT + 4096).read_to_end(&mut bytes))
+    {
         return log::warn!("session {session_id}: cannot read the transcript: {e}");
     }
     if let Err(e) = logs.create_log_stream(group, session_id) {
@@ -448,7 +462,14 @@ impl Streamer {
         };
         let shared = end.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("cwl-{}", tail.identity.session_id.chars().take(12).collect::<String>()))
+            .name(format!(
+                "cwl-{}",
+                tail.identity
+                    .session_id
+                    .chars()
+                    .take(12)
+                    .collect::<String>()
+            ))
             .spawn(move || tail.run(&shared))?;
         Ok(Streamer { end, thread })
     }
@@ -504,7 +525,10 @@ impl Tail {
                 .seek(SeekFrom::Start(self.at))
                 .and_then(|_| (&mut self.file).take(limit).read_to_end(&mut chunk));
             if let Err(e) = read {
-                log::warn!("session {}: cannot read the transcript: {e}", self.identity.session_id);
+                log::warn!(
+                    "session {}: cannot read the transcript: {e}",
+                    self.identity.session_id
+                );
                 return false;
             }
             let complete = end.is_some() || chunk.len() == want;
@@ -570,7 +594,10 @@ pub fn prune(env: &LoggingEnv) {
             .and_then(|m| m.modified())
             .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > env.retention);
         if old && let Err(e) = std::fs::remove_dir_all(entry.path()) {
-            log::warn!("session logs: cannot remove {}: {e}", entry.path().display());
+            log::warn!(
+                "session logs: cannot remove {}: {e}",
+                entry.path().display()
+            );
         }
     }
 }
@@ -591,7 +618,9 @@ mod tests {
             event_time: rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             aws_region: "us-east-1".into(),
             target: Target { id: "i-1".into() },
-            user_identity: UserIdentity { arn: "arn:aws:iam::1:user/u".into() },
+            user_identity: UserIdentity {
+                arn: "arn:aws:iam::1:user/u".into(),
+            },
             run_as_user: "ssm-user".into(),
             session_id: "s-1".into(),
             session_data: vec!["hi".into()],

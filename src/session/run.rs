@@ -287,7 +287,11 @@ pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> (Ended, Logged)
         log,
     };
     let ended = session.start();
-    let logged = session.log.take().map(SessionLog::finish).unwrap_or_default();
+    let logged = session
+        .log
+        .take()
+        .map(SessionLog::finish)
+        .unwrap_or_default();
     (ended, logged)
 }
 

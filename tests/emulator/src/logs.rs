@@ -85,7 +85,9 @@ impl LogsState {
     /// Groups named `prefix…` in name order, a page after the group `after` (the token).
     fn describe(&self, prefix: &str, after: Option<&str>) -> Response {
         let names = self.groups.keys().filter(|g| g.starts_with(prefix));
-        let names: Vec<&String> = names.filter(|g| after.is_none_or(|a| g.as_str() > a)).collect();
+        let names: Vec<&String> = names
+            .filter(|g| after.is_none_or(|a| g.as_str() > a))
+            .collect();
         let page: Vec<Value> = names
             .iter()
             .take(DESCRIBE_PAGE)
@@ -258,10 +260,18 @@ mod tests {
             &json!({ "logGroupNamePrefix": "/g/", "nextToken": token }),
         );
         let rest: Value = serde_json::from_slice(&rest.body).unwrap();
-        let names: Vec<&str> = rest["logGroups"].as_array().unwrap().iter().map(|g| g["logGroupName"].as_str().unwrap()).collect();
+        let names: Vec<&str> = rest["logGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["logGroupName"].as_str().unwrap())
+            .collect();
         assert_eq!(names.len(), 11);
         assert_eq!(names.last(), Some(&"/g/kms"));
-        assert_eq!(rest["logGroups"][10]["kmsKeyId"], "arn:aws:kms:us-east-1:1:key/k");
+        assert_eq!(
+            rest["logGroups"][10]["kmsKeyId"],
+            "arn:aws:kms:us-east-1:1:key/k"
+        );
         assert!(rest.get("nextToken").is_none());
     }
 
