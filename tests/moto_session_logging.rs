@@ -1,4 +1,4 @@
-//! Session logging (docs/protocol.md §4.12) judged by moto's server (tests/moto/server.rs): a
+//! Session logging (docs/protocol.md §4.9) judged by moto's server (tests/moto/server.rs): a
 //! shell session with `S3.Endpoint` and `CloudWatchLogs.Endpoint` at moto leaves its transcript
 //! in moto's bucket at upstream's key and its streamed events in moto's log group, read back
 //! with boto3. The data channel, IMDS and the rest are the emulator's, which runs the session.

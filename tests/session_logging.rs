@@ -1,4 +1,4 @@
-//! Session logging end to end (docs/protocol.md §4.12): the real agent and a real PTY, the
+//! Session logging end to end (docs/protocol.md §4.9): the real agent and a real PTY, the
 //! emulator as service, client, S3 and CloudWatch Logs.
 
 mod common;
@@ -193,5 +193,58 @@ fn a_log_group_without_a_kms_key_refuses_an_encrypted_session() {
     assert_eq!(
         done.payload["Output"],
         "We couldn't start the session because encryption is not set up on the selected CloudWatch Logs log group. Either encrypt the log group or choose an option to enable logging without encryption."
+    );
+}
+
+#[test]
+fn a_command_session_uploads_its_whole_transcript_to_an_unstreamed_group() {
+    let emu = emulator();
+    emu.create_log_group("/ssm/commands", None);
+    let _agent = logging_agent(&emu);
+    let mut spec = SessionSpec::non_interactive_commands("echo out; echo err >&2; exit 3", true);
+    spec.inputs["cloudWatchLogGroupName"] = json!("/ssm/commands");
+    spec.inputs["cloudWatchEncryptionEnabled"] = json!(false);
+    spec.inputs["cloudWatchStreamingEnabled"] = json!(false);
+    let s = emu.start_session(spec).expect("session starts");
+    assert_eq!(s.wait_exit_code(WAIT), Some(3));
+    let done = emu
+        .wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
+    assert_eq!(done.payload["CwlStream"], s.id());
+    let events = emu
+        .log_events("/ssm/commands", s.id())
+        .expect("the session's stream");
+    let text = events.join("\n");
+    assert!(text.starts_with("Script started on "), "{text}");
+    // Upstream logs what the client got: both streams and the exit code payload.
+    assert!(text.contains("out\n") && text.contains("err\n"), "{text:?}");
+    assert!(text.contains("EXIT_CODE: 3"), "{text:?}");
+    assert!(text.ends_with("[COMMAND_EXIT_CODE=\"0\"]"), "{text:?}");
+}
+
+#[test]
+fn port_sessions_are_not_logged() {
+    let emu = emulator();
+    emu.create_bucket("session-logs", "us-east-1");
+    let _agent = logging_agent(&emu);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut spec = SessionSpec::port(port, None, false);
+    spec.inputs["s3BucketName"] = json!("session-logs");
+    spec.inputs["s3EncryptionEnabled"] = json!(false);
+    let s = emu.start_session(spec).expect("session starts");
+    s.send_input(b"hello");
+    let (mut conn, _) = listener.accept().unwrap();
+    let mut got = [0u8; 5];
+    std::io::Read::read_exact(&mut conn, &mut got).unwrap();
+    assert_eq!(&got, b"hello");
+    s.send_channel_closed();
+    let done = emu
+        .wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
+    assert_eq!(done.payload["S3Bucket"], "", "{}", done.payload);
+    assert!(
+        emu.s3_object("session-logs", &format!("{}.log", s.id()))
+            .is_none()
     );
 }

@@ -1,6 +1,6 @@
 //! CloudWatch Logs over JSON 1.1 (`Logs_20140328.<Operation>`, signed for `logs`): the three
 //! calls Run Command output needs (docs/protocol.md §3.11) and the DescribeLogGroups session
-//! logging checks a group with (§4.12), each retried on throttling and transient failures as
+//! logging checks a group with (§4.9), each retried on throttling and transient failures as
 //! upstream's SDK client is (`maxRetries = 5`).
 
 use super::jsonrpc::{AwsError, JsonClient};

@@ -1,4 +1,4 @@
-//! Session logging (docs/protocol.md §4.12), as upstream's shell plugin does it: the terminal
+//! Session logging (docs/protocol.md §4.9), as upstream's shell plugin does it: the terminal
 //! stream of a shell or command session, byte for byte as it went to the client, in a
 //! transcript that reads like util-linux `script`'s; at the end it goes to S3 at
 //! `<s3KeyPrefix>/<SessionId>.log`, and to CloudWatch Logs — streamed while the session runs
@@ -72,6 +72,8 @@ pub struct SessionLog {
     /// Where the stream starts in the file (after the "Script started" line).
     start: u64,
     written: u64,
+    /// Bytes of the stream kept ([`TRANSCRIPT_LIMIT`]).
+    limit: u64,
     streamer: Option<Streamer>,
 }
 
@@ -145,6 +147,7 @@ impl SessionLog {
             file: None,
             start: 0,
             written: 0,
+            limit: TRANSCRIPT_LIMIT,
             streamer: None,
         }))
     }
@@ -185,12 +188,13 @@ impl SessionLog {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        let room = TRANSCRIPT_LIMIT.saturating_sub(self.written) as usize;
+        let room = self.limit.saturating_sub(self.written) as usize;
         let kept = &bytes[..bytes.len().min(room)];
         if kept.len() < bytes.len() && room > 0 {
             log::warn!(
-                "session {}: the transcript reached {TRANSCRIPT_LIMIT} bytes; the rest is not logged",
-                self.session_id
+                "session {}: the transcript reached {} bytes; the rest is not logged",
+                self.session_id,
+                self.limit
             );
         }
         self.written += bytes.len() as u64;
@@ -207,7 +211,7 @@ impl SessionLog {
         let Some(mut file) = self.file.take() else {
             return Logged::default();
         };
-        let end = TRANSCRIPT_LIMIT.min(self.written);
+        let end = self.limit.min(self.written);
         if let Some(streamer) = self.streamer.take() {
             streamer.finish(self.start + end);
         }
@@ -605,6 +609,95 @@ pub fn prune(env: &LoggingEnv) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::credentials::{Credentials, StaticCredentials};
+    use crate::aws::http::{HttpClient, HttpConfig};
+    use crate::state::testdir::TestDir;
+
+    /// Sessions logged to disk only (`Ssm.SessionLogsDestination` = `disk`) under `dir`.
+    fn disk_only(dir: &Path) -> LoggingEnv {
+        let config = HttpConfig {
+            user_agent: "ssm-lite-test".into(),
+            extra_ca_files: vec![],
+        };
+        let http = Arc::new(HttpClient::with_proxies(&config, &Default::default()).unwrap());
+        let credentials = Arc::new(StaticCredentials(Credentials {
+            access_key_id: "AKIDTEST".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+            expires_at: None,
+        }));
+        let settings = crate::aws::s3::S3Settings {
+            endpoint: "http://127.0.0.1:9".into(),
+            service_domain: "amazonaws.com".into(),
+            region: "us-east-1".into(),
+        };
+        LoggingEnv {
+            s3: Arc::new(S3Client::new(http, credentials, settings)),
+            logs: Err("not in this test".into()),
+            region: "us-east-1".into(),
+            instance_id: "i-1".into(),
+            dir: dir.to_owned(),
+            keep_on_disk: true,
+            retention: Duration::from_secs(3600),
+        }
+    }
+
+    fn task(kind: &str) -> SessionTask {
+        let content = serde_json::json!({ "SessionId": "s-log", "DocumentContent": {
+            "schemaVersion": "1.0", "sessionType": kind } });
+        let payload = serde_json::json!({ "Content": content.to_string() }).to_string();
+        super::super::task::parse(payload.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_transcript_on_disk_reads_like_scripts_and_is_bounded() {
+        let dir = TestDir::new("session-log");
+        let env = disk_only(dir.path());
+        assert!(
+            SessionLog::open(&env, &task("Port")).unwrap().is_none(),
+            "ports are not logged"
+        );
+        let mut log = SessionLog::open(&env, &task("Standard_Stream"))
+            .unwrap()
+            .unwrap();
+        log.limit = 10;
+        log.begin("ops");
+        log.record(b"$ ls\r\n");
+        log.record(b"a.txt b.txt\r\n");
+        assert_eq!(
+            log.finish(),
+            Logged::default(),
+            "logged nowhere but on disk"
+        );
+        let text = std::fs::read_to_string(dir.path().join("s-log/s-log.log")).unwrap();
+        let (head, rest) = text.split_once('\n').unwrap();
+        assert!(
+            head.starts_with("Script started on ") && head.ends_with(" [COMMAND=\"sh\"]"),
+            "{head}"
+        );
+        let (body, foot) = rest.split_once("\nScript done on ").unwrap();
+        assert_eq!(
+            body, "$ ls\r\na.tx",
+            "the first 10 bytes of the stream, as they were"
+        );
+        assert!(foot.ends_with(" [COMMAND_EXIT_CODE=\"0\"]\n"), "{foot}");
+    }
+
+    #[test]
+    fn sessions_past_the_retention_are_pruned() {
+        let dir = TestDir::new("session-prune");
+        let env = disk_only(dir.path());
+        for name in ["s-old", "s-new"] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::open(dir.path().join("s-old"))
+            .and_then(|d| d.set_modified(two_hours_ago))
+            .unwrap();
+        prune(&env);
+        assert!(!dir.path().join("s-old").exists(), "past the retention");
+        assert!(dir.path().join("s-new").exists(), "within the retention");
+    }
 
     #[test]
     fn events_carry_the_lines_without_terminal_controls() {

@@ -44,7 +44,7 @@ pub struct SessionEnv {
     pub kms: crate::aws::jsonrpc::JsonClient,
     /// `Kms.RequireKMSChallengeResponse`.
     pub require_kms_challenge: bool,
-    /// Session logging to S3 and CloudWatch Logs (§4.12).
+    /// Session logging to S3 and CloudWatch Logs (§4.9).
     pub logging: super::logging::LoggingEnv,
 }
 

@@ -64,7 +64,7 @@ pub struct SessionTask {
     pub logging: LoggingInputs,
 }
 
-/// Where a session's transcript goes (the document's logging inputs, docs/protocol.md §4.12).
+/// Where a session's transcript goes (the document's logging inputs, docs/protocol.md §4.9).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoggingInputs {
     pub s3_bucket: String,
