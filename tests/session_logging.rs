@@ -20,7 +20,8 @@ fn logging_agent(emu: &Emulator) -> Agent {
 }
 
 /// A shell session logging to `inputs`; runs `echo` twice, then exits. Its task-complete payload.
-fn logged_shell(emu: &Emulator, inputs: Value) -> (String, Value) {
+/// With `streamed_to` (a group), the first answer must reach the group while the shell still runs.
+fn logged_shell(emu: &Emulator, inputs: Value, streamed_to: Option<&str>) -> (String, Value) {
     let mut spec = SessionSpec::standard_stream();
     for (k, v) in inputs.as_object().unwrap() {
         spec.inputs[k] = v.clone();
@@ -49,6 +50,7 @@ fn a_shell_transcript_lands_at_upstreams_key_and_the_completion_names_it() {
     let (id, done) = logged_shell(
         &emu,
         json!({ "s3BucketName": "session-logs", "s3KeyPrefix": "fleet/", "s3EncryptionEnabled": true }),
+        None,
     );
     let key = format!("fleet/{id}.log");
     assert_eq!(done["S3Bucket"], "session-logs");
@@ -83,6 +85,7 @@ fn a_streamed_session_sends_upstreams_json_events_to_its_stream() {
         &emu,
         json!({ "cloudWatchLogGroupName": "/ssm/sessions", "cloudWatchEncryptionEnabled": false,
                 "cloudWatchStreamingEnabled": true }),
+        Some("/ssm/sessions"),
     );
     assert_eq!(
         (done["CwlGroup"].as_str(), done["CwlStream"].as_str()),

@@ -147,7 +147,7 @@ impl LogsState {
     }
 
     /// The messages of `stream` in `group`, in order (`None` when there is no such stream).
-    pub(crate) fn messages(&self, group: &str, stream: &str) -> Option<Vec<String>> {
+    pub fn messages(&self, group: &str, stream: &str) -> Option<Vec<String>> {
         let stream = self.groups.get(group)?.get(stream)?;
         Some(stream.events.iter().map(|(_, m)| m.clone()).collect())
     }
