@@ -30,6 +30,13 @@ fn logged_shell(emu: &Emulator, inputs: Value, streamed_to: Option<&str>) -> (St
     s.send_input(b"echo one-$((40+2))\r");
     s.read_output_until("one-42", WAIT)
         .expect("the shell answers");
+    if let Some(group) = streamed_to {
+        let live = emu.wait_until(WAIT, |st| {
+            let events = st.logs().messages(group, s.id()).unwrap_or_default();
+            events.iter().any(|e| e.contains("one-42"))
+        });
+        assert!(live, "streamed while the session runs");
+    }
     s.send_input(b"printf 'two\\t%s\\n' $((6*7)); exit\r");
     s.read_output_until("two\t42", WAIT)
         .expect("the shell answers");
