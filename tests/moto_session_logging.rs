@@ -1,7 +1,8 @@
 //! Session logging (docs/protocol.md §4.9) judged by moto's server (tests/moto/server.rs): a
 //! shell session with `S3.Endpoint` and `CloudWatchLogs.Endpoint` at moto leaves its transcript
 //! in moto's bucket at upstream's key and its streamed events in moto's log group, read back
-//! with boto3. The data channel, IMDS and the rest are the emulator's, which runs the session.
+//! with boto3; moto's bucket without default encryption refuses a session that asks for it. The
+//! data channel, IMDS and the rest are the emulator's, which runs the session.
 
 mod common;
 #[path = "moto/server.rs"]
@@ -94,4 +95,33 @@ fn a_logged_shell_session_reaches_motos_bucket_and_log_group() {
         .map(|l| l.as_str().unwrap().to_owned())
         .collect();
     assert!(lines.iter().any(|l| l.ends_with("moto-42")), "{lines:?}");
+}
+
+#[test]
+fn motos_bucket_without_default_encryption_refuses_an_encrypted_session() {
+    let Some(venv) = moto::installed() else {
+        return;
+    };
+    let scratch = TempDir::new("moto-session-refusal");
+    let moto = moto::Moto::start(&venv, scratch.path().join("moto.log"));
+    let create = [moto.url(), "create", "plain-session-logs", "us-east-1"];
+    moto.python(&venv, "read_s3.py", &create, "");
+    let emu = emulator();
+    let agent = Agent::start(&emu, json!({ "S3": { "Endpoint": moto.url() } }));
+    assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
+    let mut spec = SessionSpec::standard_stream();
+    spec.inputs["s3BucketName"] = json!("plain-session-logs");
+    spec.inputs["s3EncryptionEnabled"] = json!(true);
+    let id = spec.session_id.clone();
+    let _ = emu.start_session(spec);
+    let done = emu
+        .wait_task_complete(&id, WAIT)
+        .expect("agent_task_complete");
+    assert_eq!(done.final_status, "Failed");
+    let output = done.payload["Output"].as_str().unwrap();
+    assert!(
+        output.starts_with("Couldn't start the session because we are unable to validate encryption on Amazon S3 bucket. Error: ")
+            && output.contains("ServerSideEncryptionConfigurationNotFoundError"),
+        "{output}"
+    );
 }
