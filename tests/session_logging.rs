@@ -258,3 +258,34 @@ fn port_sessions_are_not_logged() {
             .is_none()
     );
 }
+
+#[test]
+fn streamed_lines_refused_once_are_sent_again() {
+    let emu = emulator();
+    emu.create_log_group("/ssm/flaky", None);
+    let agent = logging_agent(&emu);
+    emu.refuse_put_log_events(Some((400, "AccessDeniedException")));
+    let mut spec = SessionSpec::standard_stream();
+    spec.inputs["cloudWatchLogGroupName"] = json!("/ssm/flaky");
+    spec.inputs["cloudWatchEncryptionEnabled"] = json!(false);
+    spec.inputs["cloudWatchStreamingEnabled"] = json!(true);
+    let s = emu.start_session(spec).expect("session starts");
+    s.send_input(b"echo flaky-$((40+2))\r");
+    s.read_output_until("flaky-42", WAIT)
+        .expect("the shell answers");
+    assert!(
+        agent.wait_log("failed to upload session data to CloudWatch", WAIT),
+        "a put was refused"
+    );
+    emu.refuse_put_log_events(None);
+    s.send_input(b"exit\r");
+    assert!(s.wait_closed(WAIT), "exit ends the session");
+    emu.wait_task_complete(s.id(), WAIT)
+        .expect("agent_task_complete");
+    let events = emu.log_events("/ssm/flaky", s.id()).unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e.contains("flaky-42")),
+        "{events:?}; log:\n{}",
+        agent.log()
+    );
+}

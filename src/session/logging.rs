@@ -6,7 +6,8 @@
 //! logged. A session that asks for encrypted logging where there is none does not start.
 
 use super::task::{LoggingInputs, SessionTask, SessionType};
-use crate::aws::logs::{Event, LogsClient};
+use crate::aws::jsonrpc::AwsError;
+use crate::aws::logs::{Event, LogsClient, LogsError};
 use crate::aws::s3::S3Client;
 use crate::sync::{lock, wait_until};
 use crate::timefmt::Utc;
@@ -390,25 +391,25 @@ fn pieces(bytes: &[u8], limit: usize) -> Vec<&[u8]> {
     out
 }
 
-/// Sends `events` in calls of [`EVENTS_PER_CALL`], creating the stream first; false once the
-/// stream cannot take them.
+/// Sends `events` in calls of [`EVENTS_PER_CALL`].
 fn send(
     logs: &LogsClient,
     group: &str,
     stream: &str,
     events: &[Event],
     token: &mut Option<String>,
-) -> bool {
+) -> Result<(), LogsError> {
     for batch in events.chunks(EVENTS_PER_CALL) {
-        match logs.put_log_events(group, stream, batch, token.take()) {
-            Ok(next) => *token = next,
-            Err(e) => {
-                log::warn!("session {stream}: failed to upload session data to CloudWatch: {e}");
-                return false;
-            }
-        }
+        *token = logs.put_log_events(group, stream, batch, token.take())?;
     }
-    true
+    Ok(())
+}
+
+/// A failure that ends streaming (upstream `StreamData`): the stream could not be made, or the
+/// group or stream is gone. Others are tried again at the next tick.
+fn ends_streaming(e: &LogsError) -> bool {
+    e.operation == "CreateLogStream"
+        || matches!(&e.source, AwsError::Service { code, .. } if code == "ResourceNotFoundException")
 }
 
 /// Logging without streaming: the whole transcript at the end, as plain events.
@@ -434,7 +435,9 @@ fn upload_whole(logs: &LogsClient, group: &str, session_id: &str, path: &Path) {
         })
         .filter(|e| !e.message.is_empty())
         .collect();
-    send(logs, group, session_id, &events, &mut None);
+    if let Err(e) = send(logs, group, session_id, &events, &mut None) {
+        log::warn!("session {session_id}: failed to upload session data to CloudWatch: {e}");
+    }
 }
 
 /// Streams the transcript to CloudWatch Logs while the session runs (upstream `StreamData`):
@@ -518,7 +521,7 @@ impl Tail {
     }
 
     /// Sends what was written since the last call: whole lines, or all of it up to `end`.
-    /// False once streaming has failed for good.
+    /// False once streaming has failed for good; what failed otherwise is sent again next time.
     fn send_new(&mut self, end: Option<u64>) -> bool {
         loop {
             let want = EVENTS_PER_CALL * STREAM_EVENT_BYTES;
@@ -544,8 +547,10 @@ impl Tail {
             if used == 0 {
                 return true;
             }
-            if !self.put(&chunk[..used]) {
-                return false;
+            if let Err(e) = self.put(&chunk[..used]) {
+                let id = &self.identity.session_id;
+                log::warn!("session {id}: failed to upload session data to CloudWatch: {e}");
+                return !ends_streaming(&e);
             }
             self.at += used as u64;
             if used < want {
@@ -554,13 +559,10 @@ impl Tail {
         }
     }
 
-    fn put(&mut self, bytes: &[u8]) -> bool {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), LogsError> {
         let stream = self.identity.session_id.clone();
         if !self.created {
-            if let Err(e) = self.logs.create_log_stream(&self.group, &stream) {
-                log::warn!("session {stream}: {e}");
-                return false;
-            }
+            self.logs.create_log_stream(&self.group, &stream)?;
             self.created = true;
         }
         let now = SystemTime::now();
