@@ -72,8 +72,9 @@ pub struct SessionLog {
     file: Option<File>,
     /// Where the stream starts in the file (after the "Script started" line).
     start: u64,
-    written: u64,
-    /// Bytes of the stream kept ([`TRANSCRIPT_LIMIT`]).
+    /// Bytes of the stream in the file.
+    kept: u64,
+    /// Bytes of the stream kept at most ([`TRANSCRIPT_LIMIT`]; what was kept when a write failed).
     limit: u64,
     streamer: Option<Streamer>,
 }
@@ -147,7 +148,7 @@ impl SessionLog {
                 .join(format!("{}.log", task.session_id)),
             file: None,
             start: 0,
-            written: 0,
+            kept: 0,
             limit: TRANSCRIPT_LIMIT,
             streamer: None,
         }))
@@ -189,7 +190,7 @@ impl SessionLog {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        let room = self.limit.saturating_sub(self.written) as usize;
+        let room = self.limit.saturating_sub(self.kept) as usize;
         let kept = &bytes[..bytes.len().min(room)];
         if kept.len() < bytes.len() && room > 0 {
             log::warn!(
@@ -198,12 +199,13 @@ impl SessionLog {
                 self.limit
             );
         }
-        self.written += bytes.len() as u64;
-        if !kept.is_empty()
-            && let Err(e) = file.write_all(kept)
-        {
-            log::warn!("session {}: transcript write failed: {e}", self.session_id);
-            self.file = None;
+        match file.write_all(kept) {
+            Ok(()) => self.kept += kept.len() as u64,
+            Err(e) => {
+                // What is in the file still goes out at the end; nothing more is written.
+                log::warn!("session {}: transcript write failed: {e}", self.session_id);
+                self.limit = self.kept;
+            }
         }
     }
 
@@ -212,9 +214,8 @@ impl SessionLog {
         let Some(mut file) = self.file.take() else {
             return Logged::default();
         };
-        let end = self.limit.min(self.written);
         if let Some(streamer) = self.streamer.take() {
-            streamer.finish(self.start + end);
+            streamer.finish(self.start + self.kept);
         }
         let footer = format!(
             "\nScript done on {} [COMMAND_EXIT_CODE=\"0\"]\n",
