@@ -5,6 +5,7 @@ use crate::aws::credentials::Env;
 use crate::aws::endpoint::{self, EndpointError};
 use crate::aws::http::{HttpClient, HttpError};
 use crate::aws::jsonrpc::JsonClient;
+use crate::aws::logs::LogsClient;
 use crate::aws::s3::{S3Client, S3Settings};
 use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
@@ -22,6 +23,7 @@ use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::s3output::S3Destinations;
 use crate::runcommand::sources::Sources;
 use crate::runcommand::{Engine, EngineConfig, ReplySink, Transport};
+use crate::session::logging::LoggingEnv;
 use crate::session::run::SessionEnv;
 use crate::session::{Sessions, crypto, runas};
 use crate::shutdown::Shutdown;
@@ -181,6 +183,8 @@ struct Context<'a> {
     region: &'a str,
     channel: &'a ChannelHandle,
     shutdown: &'a Shutdown,
+    /// Where session transcripts are kept.
+    session_logs: PathBuf,
 }
 
 /// ec2messages: the reply sender thread (returned, joined at shutdown) and the poll thread.
@@ -223,6 +227,42 @@ fn start_mds(
     Ok(sender)
 }
 
+/// S3 and CloudWatch Logs for session transcripts, as for command output.
+fn session_logging(ctx: &Context<'_>) -> LoggingEnv {
+    let (config, identity) = (ctx.config, ctx.identity);
+    let s3 = S3Settings::from_config(config, ctx.region);
+    let logs = config
+        .endpoint(&endpoint::LOGS, &identity.region)
+        .map(|at| {
+            let json = JsonClient::new(
+                ctx.http.clone(),
+                at,
+                endpoint::LOGS,
+                identity.credentials.clone(),
+            );
+            LogsClient::new(json)
+        })
+        .map_err(|e| format!("the logs endpoint is not usable: {e}"));
+    LoggingEnv {
+        s3: Arc::new(S3Client::new(
+            ctx.http.clone(),
+            identity.credentials.clone(),
+            s3,
+        )),
+        logs,
+        region: ctx.region.to_owned(),
+        instance_id: identity.instance_id.clone(),
+        dir: ctx.session_logs.clone(),
+        keep_on_disk: config.ssm.session_logs_destination == "disk",
+        retention: Duration::from_secs(
+            config
+                .ssm
+                .session_logs_retention_duration_hours
+                .saturating_mul(3600),
+        ),
+    }
+}
+
 /// ssmmessages: the control channel thread, carrying Run Command jobs and sessions.
 fn start_mgs(
     ctx: &Context<'_>,
@@ -255,6 +295,7 @@ fn start_mgs(
         )
         .map_err(endpoint_of("kms"))?,
         require_kms_challenge: config.kms.require_kms_challenge_response,
+        logging: session_logging(ctx),
     };
     let sessions = Arc::new(Sessions::new(
         env,
@@ -379,6 +420,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     };
     let state = StateDir::open(&args.state_dir, &identity.instance_id)?
         .with_orchestration_root(&config.agent.orchestration_root_dir)?;
+    let session_logs_dir = state.session_orchestration_root();
     let host = HostFacts::gather(&health::OS_RELEASE_PATHS.map(PathBuf::from));
 
     let channel = ChannelHandle::default();
@@ -439,6 +481,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
         region: &region,
         channel: &channel,
         shutdown: &shutdown,
+        session_logs: session_logs_dir,
     };
     let sender = start_mds(&ctx, &engine, &outbox)?;
     let sessions = start_mgs(&ctx, jobs, control)?;

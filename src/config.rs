@@ -65,6 +65,10 @@ pub struct SsmConfig {
     pub endpoint: String,
     pub health_frequency_minutes: u64,
     pub run_command_logs_retention_duration_hours: u64,
+    /// Hours a session's orchestration directory (its transcript) is kept after it ends.
+    pub session_logs_retention_duration_hours: u64,
+    /// `disk`: transcripts are kept on disk even when the session logs nowhere else; `none`.
+    pub session_logs_destination: String,
     /// ssm-lite's own: MiB of each step's stdout and of its stderr kept on disk.
     pub run_command_logs_max_step_output_mib: u64,
     /// ssm-lite's own: MiB all finished commands may keep on disk (oldest pruned first).
@@ -182,6 +186,8 @@ impl Default for Config {
                 endpoint: String::new(),
                 health_frequency_minutes: 5,
                 run_command_logs_retention_duration_hours: 336,
+                session_logs_retention_duration_hours: 336,
+                session_logs_destination: "none".into(),
                 run_command_logs_max_step_output_mib: DEFAULT_STEP_OUTPUT_MIB,
                 run_command_logs_max_total_mib: DEFAULT_TOTAL_MIB,
                 plugin_local_output_cleanup: "default".into(),
@@ -322,6 +328,11 @@ impl Config {
             &mut self.ssm.orchestration_directory_cleanup,
             &["default", "clean-success", "clean-success-failed"],
         );
+        fix_enum(
+            "Ssm.SessionLogsDestination",
+            &mut self.ssm.session_logs_destination,
+            &["none", "disk"],
+        );
         if self.agent.version.len() < 5 {
             log::warn!(
                 "config: Agent.Version {:?} is shorter than the 5 characters the service requires; using {COMPATIBLE_AGENT_VERSION}",
@@ -389,6 +400,9 @@ const STRINGS: &[Slot<String>] = &[
     }),
     ("Ssm", "OrchestrationDirectoryCleanup", |c| {
         &mut c.ssm.orchestration_directory_cleanup
+    }),
+    ("Ssm", "SessionLogsDestination", |c| {
+        &mut c.ssm.session_logs_destination
     }),
     ("Mgs", "Region", |c| &mut c.mgs.region),
     ("Mgs", "Endpoint", |c| &mut c.mgs.endpoint),
@@ -529,6 +543,15 @@ const U64S: &[Uint<u64>] = &[
             &mut c.ssm.run_command_logs_retention_duration_hours
         }),
         min: 8,
+        max: u64::MAX,
+        default: 336,
+    },
+    // Upstream does not bound this one.
+    Uint {
+        slot: ("Ssm", "SessionLogsRetentionDurationHours", |c| {
+            &mut c.ssm.session_logs_retention_duration_hours
+        }),
+        min: 0,
         max: u64::MAX,
         default: 336,
     },
@@ -744,6 +767,24 @@ mod tests {
         assert_eq!(c.ssm.health_frequency_minutes, 5);
         assert_eq!(c.ssm.run_command_logs_retention_duration_hours, 336);
         assert_eq!(c.agent.version, COMPATIBLE_AGENT_VERSION);
+    }
+
+    #[test]
+    fn session_log_settings_as_upstream() {
+        let c = Config::from_json(
+            r#"{"Ssm":{"SessionLogsDestination":"disk","SessionLogsRetentionDurationHours":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.ssm.session_logs_destination.as_str(),
+                c.ssm.session_logs_retention_duration_hours
+            ),
+            ("disk", 1)
+        );
+        let c = Config::from_json(r#"{"Ssm":{"SessionLogsDestination":"tape"}}"#).unwrap();
+        assert_eq!(c.ssm.session_logs_destination, "none");
+        assert_eq!(c.ssm.session_logs_retention_duration_hours, 336);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CloudWatch Logs over JSON 1.1 (`Logs_20140328.<Operation>`, signed for `logs`): the three
-//! calls Run Command output needs (docs/protocol.md §3.11), each retried on throttling and
-//! transient failures as upstream's SDK client is (`maxRetries = 5`).
+//! calls Run Command output needs (docs/protocol.md §3.11) and the DescribeLogGroups session
+//! logging checks a group with (§4.9), each retried on throttling and transient failures as
+//! upstream's SDK client is (`maxRetries = 5`).
 
 use super::jsonrpc::{AwsError, JsonClient};
 use serde_json::{Value, json};
@@ -14,6 +15,8 @@ const BACKOFF_FIRST_MS: u64 = 200;
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Sends of one batch with the token a refusal named, before giving up on the stream.
 const TOKEN_RETRIES: u32 = 3;
+/// DescribeLogGroups pages read looking for one group (50 groups a page) before giving up.
+const DESCRIBE_PAGES: usize = 100;
 
 /// One log event: milliseconds since the epoch and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,13 @@ pub struct LogsError {
     pub target: String,
     #[source]
     pub source: AwsError,
+}
+
+/// What DescribeLogGroups tells of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogGroup {
+    /// The KMS key the group is encrypted with.
+    pub kms_key_id: Option<String>,
 }
 
 /// A CloudWatch Logs client; cheap to clone.
@@ -54,6 +64,35 @@ impl LogsClient {
     pub fn create_log_stream(&self, group: &str, stream: &str) -> Result<(), LogsError> {
         let input = json!({ "logGroupName": group, "logStreamName": stream });
         self.create("CreateLogStream", format!("{group}/{stream}"), &input)
+    }
+
+    /// The group named exactly `group`, or `None` when there is none: DescribeLogGroups by
+    /// prefix, page after page, as upstream's `getLogGroupDetails`.
+    pub fn describe_log_group(&self, group: &str) -> Result<Option<LogGroup>, LogsError> {
+        let mut token: Option<String> = None;
+        for _ in 0..DESCRIBE_PAGES {
+            let mut input = json!({ "logGroupNamePrefix": group });
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let answer = self
+                .call("DescribeLogGroups", &input)
+                .map_err(|source| LogsError {
+                    operation: "DescribeLogGroups",
+                    target: group.to_owned(),
+                    source,
+                })?;
+            let groups = answer["logGroups"].as_array().into_iter().flatten();
+            if let Some(found) = groups.into_iter().find(|g| g["logGroupName"] == group) {
+                let kms_key_id = found["kmsKeyId"].as_str().map(str::to_owned);
+                return Ok(Some(LogGroup { kms_key_id }));
+            }
+            match answer["nextToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Sends `events` (in time order, within the batch limits) with the stream's sequence
@@ -240,6 +279,36 @@ mod tests {
             err.contains("CreateLogStream") && err.contains("g/s") && err.contains("not allowed"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_group_is_found_by_its_exact_name_across_pages() {
+        let (logs, server) = client(|r| {
+            assert_eq!(
+                r.header("x-amz-target"),
+                Some("Logs_20140328.DescribeLogGroups")
+            );
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            let page = match body["nextToken"].as_str() {
+                None => {
+                    json!({ "logGroups": [{ "logGroupName": "/s/sessions-old" }], "nextToken": "p2" })
+                }
+                Some(_) => {
+                    json!({ "logGroups": [{ "logGroupName": "/s/sessions", "kmsKeyId": "arn:aws:kms:k" }] })
+                }
+            };
+            Some(response(200, &[], page.to_string().as_bytes()))
+        });
+        let found = logs.describe_log_group("/s/sessions").unwrap();
+        assert_eq!(
+            found,
+            Some(LogGroup {
+                kms_key_id: Some("arn:aws:kms:k".into())
+            })
+        );
+        let first: Value = serde_json::from_slice(&server.requests.recv().unwrap().body).unwrap();
+        assert_eq!(first, json!({ "logGroupNamePrefix": "/s/sessions" }));
+        assert_eq!(logs.describe_log_group("/s/other").unwrap(), None);
     }
 
     #[test]

@@ -303,30 +303,39 @@ impl S3Client {
         }
     }
 
+    /// The bucket's default encryption rule: its `SSEAlgorithm` (`aws:kms`, `AES256`, or empty
+    /// when the rule names none) and KMS key, from `GET /?encryption=`. A bucket without one
+    /// is an error (404 `ServerSideEncryptionConfigurationNotFoundError`), as upstream's
+    /// `IsBucketEncrypted` sees it.
+    pub fn default_encryption(&self, bucket: &str) -> Result<(String, Option<String>), S3Error> {
+        let call = self.call("GET", bucket, "", "encryption=", Vec::new(), EMPTY_SHA256);
+        let answer = self.retrying(bucket, || self.send_bytes(&call, &[]))?;
+        let body = String::from_utf8_lossy(&answer.body);
+        let key = xml_field(&body, "KMSMasterKeyID").filter(|k| !k.is_empty());
+        Ok((xml_field(&body, "SSEAlgorithm").unwrap_or_default(), key))
+    }
+
     /// The bucket's default encryption as upstream's `getSSEAlgorithm` names it on uploads:
     /// `aws:kms` (with its key, when the rule names one) or `AES256`; nothing when
-    /// `GET /?encryption=` fails for any reason (404 `ServerSideEncryptionConfigurationNotFoundError`
-    /// is a bucket without default encryption).
+    /// `GET /?encryption=` fails for any reason.
     fn encryption_headers(&self, bucket: &str) -> Vec<(String, String)> {
-        let call = self.call("GET", bucket, "", "encryption=", Vec::new(), EMPTY_SHA256);
-        let answer = match self.retrying(bucket, || self.send_bytes(&call, &[])) {
-            Ok(answer) => answer,
+        let (algorithm, key) = match self.default_encryption(bucket) {
+            Ok(rule) => rule,
             Err(e) => {
                 log::info!("s3://{bucket}: no default encryption ({e})");
                 return Vec::new();
             }
         };
-        let body = String::from_utf8_lossy(&answer.body);
         let header = |name: &str, value: &str| (name.to_string(), value.to_string());
-        match xml_field(&body, "SSEAlgorithm").as_deref() {
-            Some("aws:kms") => {
+        match algorithm.as_str() {
+            "aws:kms" => {
                 let mut headers = vec![header("x-amz-server-side-encryption", "aws:kms")];
-                if let Some(key) = xml_field(&body, "KMSMasterKeyID").filter(|k| !k.is_empty()) {
+                if let Some(key) = key {
                     headers.push(header("x-amz-server-side-encryption-aws-kms-key-id", &key));
                 }
                 headers
             }
-            Some("AES256") => vec![header("x-amz-server-side-encryption", "AES256")],
+            "AES256" => vec![header("x-amz-server-side-encryption", "AES256")],
             _ => Vec::new(),
         }
     }

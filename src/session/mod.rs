@@ -5,6 +5,7 @@
 pub mod commands;
 pub mod crypto;
 pub mod datachannel;
+pub mod logging;
 pub mod plugin;
 pub mod port;
 pub mod run;
@@ -30,10 +31,12 @@ const COMPLETE_TRIES: u32 = 3;
 const COMPLETE_RETRY: Duration = Duration::from_secs(1);
 
 /// Starts the plugin of `task`; `client_version` comes from the handshake when there was one.
+/// A logged session's transcript begins once its user is known.
 pub fn start_plugin(
     env: &SessionEnv,
     task: &SessionTask,
     client_version: Option<&str>,
+    log: Option<&mut logging::SessionLog>,
 ) -> Result<Box<dyn Plugin>, String> {
     let user = || {
         let req = runas::Request {
@@ -42,7 +45,11 @@ pub fn start_plugin(
             run_as_default_user: &task.run_as_default_user,
             run_as_elevated: task.run_as_elevated,
         };
-        runas::resolve(&req, &env.users).map_err(|e| e.to_string())
+        let user = runas::resolve(&req, &env.users).map_err(|e| e.to_string())?;
+        if let Some(log) = log {
+            log.begin(&user.name);
+        }
+        Ok::<_, String>(user)
     };
     Ok(match task.session_type {
         SessionType::StandardStream => {
@@ -104,6 +111,7 @@ struct Completion {
     session_id: String,
     status: &'static str,
     output: String,
+    logged: logging::Logged,
     tries: u32,
     last_sent: Instant,
 }
@@ -195,14 +203,15 @@ impl Sessions {
         let thread_shared = Arc::clone(&shared);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let t0 = Instant::now();
-            let ended = run::run(&thread_shared.env, &task, &stop);
+            let (ended, logged) = run::run(&thread_shared.env, &task, &stop);
             log::info!(
                 "session {}: ended {} after {} s",
                 task.session_id,
                 ended,
                 t0.elapsed().as_secs()
             );
-            thread_shared.complete(&task.session_id, &ended);
+            thread_shared.complete_logged(&task.session_id, &ended, logged);
+            logging::prune(&thread_shared.env.logging);
             lock(&thread_shared.active).remove(&task.session_id);
             thread_shared.ended.notify_all();
         });
@@ -233,6 +242,11 @@ impl Sessions {
 impl Shared {
     /// Queues `agent_task_complete` for `session_id` and sends it the first time.
     fn complete(&self, session_id: &str, ended: &Ended) {
+        self.complete_logged(session_id, ended, logging::Logged::default());
+    }
+
+    /// [`Shared::complete`] of a session logged to `logged`.
+    fn complete_logged(&self, session_id: &str, ended: &Ended, logged: logging::Logged) {
         let (status, output) = match ended {
             Ended::Success => ("Success", String::new()),
             Ended::Failed(why) => ("Failed", why.clone()),
@@ -241,6 +255,7 @@ impl Shared {
             session_id: session_id.to_owned(),
             status,
             output,
+            logged,
             tries: 0,
             last_sent: Instant::now(),
         };
@@ -281,10 +296,10 @@ impl Shared {
             "AwsAccountId": "",
             "InstanceId": self.env.instance_id,
             "Output": c.output,
-            "S3Bucket": "",
-            "S3UrlSuffix": "",
-            "CwlGroup": "",
-            "CwlStream": "",
+            "S3Bucket": c.logged.s3_bucket,
+            "S3UrlSuffix": c.logged.s3_url_suffix,
+            "CwlGroup": c.logged.cwl_group,
+            "CwlStream": c.logged.cwl_stream,
             "RetryNumber": c.tries,
         });
         self.sender.send(&AgentMessage::new(

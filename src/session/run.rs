@@ -5,6 +5,7 @@
 
 use super::crypto::{self, SessionCipher};
 use super::datachannel::{self, Ack, Incoming, Outgoing, payload_type};
+use super::logging::{Logged, SessionLog};
 use super::plugin::{Ended, Event, Plugin};
 use super::task::{SessionTask, SessionType};
 use crate::aws::credentials::CredentialsProvider;
@@ -43,6 +44,8 @@ pub struct SessionEnv {
     pub kms: crate::aws::jsonrpc::JsonClient,
     /// `Kms.RequireKMSChallengeResponse`.
     pub require_kms_challenge: bool,
+    /// Session logging to S3 and CloudWatch Logs (§4.9).
+    pub logging: super::logging::LoggingEnv,
 }
 
 /// Why a session is being ended from outside.
@@ -253,17 +256,24 @@ enum Phase {
     },
 }
 
-/// Runs a session to its end and says how it ended.
-pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
+/// Runs a session to its end and says how it ended and where it was logged.
+pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> (Ended, Logged) {
     let mut ch = match DataChannel::open(env, &task.session_id) {
         Ok(ch) => ch,
-        Err(e) => return Ended::Failed(format!("cannot open the data channel: {e}")),
+        Err(e) => {
+            let why = format!("cannot open the data channel: {e}");
+            return (Ended::Failed(why), Logged::default());
+        }
     };
     ch.send_state("Connected");
-    let encrypt = !task.kms_key_id.is_empty() && task.session_type != SessionType::Port;
-    let challenge = match encrypt.then(crypto::random_challenge).transpose() {
-        Ok(c) => c,
-        Err(e) => return Ended::Failed(e),
+    // As upstream's `validate`: a refused destination fails the session before it runs.
+    let log = match SessionLog::open(&env.logging, task) {
+        Ok(log) => log,
+        Err(why) => {
+            log::warn!("session {}: {why}", task.session_id);
+            ch.send_state("Terminating");
+            return (Ended::Failed(why), Logged::default());
+        }
     };
     let mut session = Session {
         ch,
@@ -272,20 +282,40 @@ pub fn run(env: &SessionEnv, task: &SessionTask, stop: &Stop) -> Ended {
         stop,
         plugin: None,
         phase: Phase::Running,
-        challenge,
+        challenge: None,
         events: Vec::new(),
+        log,
     };
-    if task.session_type.needs_handshake() || encrypt {
-        if let Err(e) = session.start_handshake() {
-            return Ended::Failed(e.to_string());
+    let ended = session.start();
+    let logged = session
+        .log
+        .take()
+        .map(SessionLog::finish)
+        .unwrap_or_default();
+    (ended, logged)
+}
+
+impl Session<'_> {
+    /// The handshake, or the plugin straight away; then the session to its end.
+    fn start(&mut self) -> Ended {
+        let task = self.task;
+        let encrypt = !task.kms_key_id.is_empty() && task.session_type != SessionType::Port;
+        self.challenge = match encrypt.then(crypto::random_challenge).transpose() {
+            Ok(c) => c,
+            Err(e) => return Ended::Failed(e),
+        };
+        if task.session_type.needs_handshake() || encrypt {
+            if let Err(e) = self.start_handshake() {
+                return Ended::Failed(e.to_string());
+            }
+        } else {
+            match super::start_plugin(self.env, task, None, self.log.as_mut()) {
+                Ok(p) => self.plugin = Some(p),
+                Err(e) => return fail_visibly(&mut self.ch, e),
+            }
         }
-    } else {
-        match super::start_plugin(env, task, None) {
-            Ok(p) => session.plugin = Some(p),
-            Err(e) => return fail_visibly(&mut session.ch, e),
-        }
+        self.run()
     }
-    session.run()
 }
 
 /// Tells the client why the session cannot run, then fails it.
@@ -434,8 +464,9 @@ fn complete_handshake(
     env: &SessionEnv,
     task: &SessionTask,
     client_version: &str,
+    log: Option<&mut SessionLog>,
 ) -> Result<Box<dyn Plugin>, String> {
-    let plugin = super::start_plugin(env, task, Some(client_version))?;
+    let plugin = super::start_plugin(env, task, Some(client_version), log)?;
     let message = if ch.cipher.is_some() {
         "This session is encrypted using AWS KMS."
     } else {
@@ -467,6 +498,8 @@ struct Session<'a> {
     /// The KMS challenge of an encrypted session's handshake.
     challenge: Option<String>,
     events: Vec<Event>,
+    /// The transcript of a logged session.
+    log: Option<SessionLog>,
 }
 
 /// `Break` ends the session with how it ended.
@@ -485,7 +518,7 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn run(mut self) -> Ended {
+    fn run(&mut self) -> Ended {
         let ended = loop {
             if let ControlFlow::Break(ended) = self.step() {
                 break ended;
@@ -756,6 +789,7 @@ impl Session<'_> {
             self.env,
             self.task,
             client_version,
+            self.log.as_mut(),
         )?);
         self.phase = Phase::Running;
         Ok(())
@@ -795,6 +829,9 @@ impl Session<'_> {
             match event {
                 Event::Output(output) => {
                     let (kind, bytes) = datachannel::output(output);
+                    if let Some(log) = self.log.as_mut() {
+                        log.record(&bytes);
+                    }
                     if let Err(e) = self.ch.stream(kind, bytes) {
                         log::warn!("session {}: cannot send output: {e}", self.task.session_id);
                     }

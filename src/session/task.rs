@@ -65,6 +65,35 @@ pub struct SessionTask {
     /// plugin hands them to the client in the handshake (`GetPluginParameters`), which reads
     /// `localPortNumber`, `localUnixSocket` and `localConnectionType` from them (§4.6.3).
     pub properties: Value,
+    pub logging: LoggingInputs,
+}
+
+/// Where a session's transcript goes (the document's logging inputs, docs/protocol.md §4.9).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoggingInputs {
+    pub s3_bucket: String,
+    pub s3_key_prefix: String,
+    pub s3_encryption: bool,
+    pub cloudwatch_group: String,
+    pub cloudwatch_encryption: bool,
+    pub cloudwatch_streaming: bool,
+    /// The start message's `SessionOwner` (an ARN), for the CloudWatch events' `userIdentity`.
+    pub session_owner: String,
+}
+
+impl LoggingInputs {
+    fn parse(task: &Map<String, Value>, inputs: Option<&Map<String, Value>>) -> LoggingInputs {
+        let flag = |key| truthy(inputs.and_then(|i| field(i, key)));
+        LoggingInputs {
+            s3_bucket: text(inputs, "s3BucketName"),
+            s3_key_prefix: text(inputs, "s3KeyPrefix"),
+            s3_encryption: flag("s3EncryptionEnabled"),
+            cloudwatch_group: text(inputs, "cloudWatchLogGroupName"),
+            cloudwatch_encryption: flag("cloudWatchEncryptionEnabled"),
+            cloudwatch_streaming: flag("cloudWatchStreamingEnabled"),
+            session_owner: text(Some(task), "SessionOwner"),
+        }
+    }
 }
 
 /// Go's lenient bool: true, "true", "True", "1"…
@@ -185,6 +214,7 @@ pub fn parse(payload: &[u8]) -> Result<SessionTask, TaskError> {
         port_number: text(properties, "portNumber"),
         host: text(properties, "host"),
         port_type: text(properties, "type"),
+        logging: LoggingInputs::parse(task, inputs),
         properties: std::mem::take(&mut resolved[1]),
     })
 }
@@ -219,6 +249,31 @@ mod tests {
         assert_eq!(
             (t.run_as_default_user.as_str(), t.shell_profile.as_str()),
             ("ops", "cd /tmp")
+        );
+        assert_eq!(t.logging, LoggingInputs::default());
+    }
+
+    #[test]
+    fn logging_inputs_as_the_console_writes_them() {
+        let t = parse(&wrap(json!({
+            "SessionId": "s-4", "SessionOwner": "arn:aws:iam::123456789012:user/ops",
+            "DocumentContent": { "schemaVersion": "1.0", "sessionType": "Standard_Stream",
+                "inputs": { "s3BucketName": "logs-bucket", "s3KeyPrefix": "sessions/", "s3EncryptionEnabled": true,
+                    "cloudWatchLogGroupName": "/ssm/sessions", "cloudWatchEncryptionEnabled": "false",
+                    "cloudWatchStreamingEnabled": "true" } }
+        })))
+        .unwrap();
+        assert_eq!(
+            t.logging,
+            LoggingInputs {
+                s3_bucket: "logs-bucket".into(),
+                s3_key_prefix: "sessions/".into(),
+                s3_encryption: true,
+                cloudwatch_group: "/ssm/sessions".into(),
+                cloudwatch_encryption: false,
+                cloudwatch_streaming: true,
+                session_owner: "arn:aws:iam::123456789012:user/ops".into(),
+            }
         );
     }
 

@@ -239,6 +239,11 @@ impl StateDir {
         self.root.join("document").join(&self.orchestration)
     }
 
+    /// Upstream's session orchestration directory: one directory per session (its transcript).
+    pub fn session_orchestration_root(&self) -> PathBuf {
+        self.root.join("session").join(&self.orchestration)
+    }
+
     pub fn command_record(&self, command_id: &str) -> PathBuf {
         self.commands_dir().join(format!("{command_id}.json"))
     }

@@ -505,6 +505,12 @@ impl Emulator {
         self.read(|st| st.logs.puts(group, stream))
     }
 
+    /// Creates CloudWatch Logs group `group`, encrypted with `kms_key` when one is given.
+    pub fn create_log_group(&self, group: &str, kms_key: Option<&str>) {
+        self.shared
+            .update(|st| st.logs.create_group_with_key(group, kms_key));
+    }
+
     pub fn log_streams(&self, group: &str) -> Vec<String> {
         self.read(|st| st.logs.streams(group))
     }

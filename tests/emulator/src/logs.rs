@@ -3,6 +3,8 @@
 //! the service's checks — the group and stream exist, at most 10,000 events and 1,048,576 bytes
 //! (26 a event) a call, no empty or oversized event, chronological order within 24 hours, and
 //! the sequence token when one is sent. Tests read streams with [`crate::Emulator::log_events`].
+//! DescribeLogGroups (by prefix, 50 a page) answers the agent's session logging, which checks a
+//! group and its KMS key (set with [`crate::Emulator::create_log_group`]) before a session.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +14,14 @@ use crate::http::Response;
 
 pub const TARGET_PREFIX: &str = "Logs_20140328";
 pub const SERVICE: &str = "logs";
-pub const OPERATIONS: &[&str] = &["CreateLogGroup", "CreateLogStream", "PutLogEvents"];
+pub const OPERATIONS: &[&str] = &[
+    "CreateLogGroup",
+    "CreateLogStream",
+    "PutLogEvents",
+    "DescribeLogGroups",
+];
+/// Groups in one DescribeLogGroups answer (the service's default `limit`).
+const DESCRIBE_PAGE: usize = 50;
 
 const MAX_EVENTS: usize = 10_000;
 const MAX_BATCH_BYTES: usize = 1_048_576;
@@ -26,6 +35,8 @@ pub struct LogsState {
     groups: BTreeMap<String, BTreeMap<String, LogStream>>,
     /// Every PutLogEvents is refused with this `(status, error type)` while set.
     refuse_puts: Option<(u16, String)>,
+    /// Group → the KMS key it is encrypted with.
+    kms_keys: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -38,6 +49,9 @@ struct LogStream {
 impl LogsState {
     pub(crate) fn handle(&mut self, op: &str, body: &Value) -> Response {
         let text = |field: &str| body[field].as_str().filter(|s| !s.is_empty());
+        if op == "DescribeLogGroups" {
+            return self.describe(text("logGroupNamePrefix").unwrap_or(""), text("nextToken"));
+        }
         let (Some(group), stream) = (text("logGroupName"), text("logStreamName")) else {
             return invalid("logGroupName is required");
         };
@@ -58,6 +72,38 @@ impl LogsState {
         }
         self.groups.insert(group.to_owned(), BTreeMap::new());
         Response::json(200, &json!({}))
+    }
+
+    /// A test's group, encrypted with `kms_key` when one is given.
+    pub(crate) fn create_group_with_key(&mut self, group: &str, kms_key: Option<&str>) {
+        self.groups.entry(group.to_owned()).or_default();
+        if let Some(key) = kms_key {
+            self.kms_keys.insert(group.to_owned(), key.to_owned());
+        }
+    }
+
+    /// Groups named `prefix…` in name order, a page after the group `after` (the token).
+    fn describe(&self, prefix: &str, after: Option<&str>) -> Response {
+        let names = self.groups.keys().filter(|g| g.starts_with(prefix));
+        let names: Vec<&String> = names
+            .filter(|g| after.is_none_or(|a| g.as_str() > a))
+            .collect();
+        let page: Vec<Value> = names
+            .iter()
+            .take(DESCRIBE_PAGE)
+            .map(|g| {
+                let mut group = json!({ "logGroupName": g, "storedBytes": 0 });
+                if let Some(key) = self.kms_keys.get(*g) {
+                    group["kmsKeyId"] = json!(key);
+                }
+                group
+            })
+            .collect();
+        let mut answer = json!({ "logGroups": page });
+        if names.len() > DESCRIBE_PAGE {
+            answer["nextToken"] = json!(names[DESCRIBE_PAGE - 1]);
+        }
+        Response::json(200, &answer)
     }
 
     fn create_stream(&mut self, group: &str, stream: &str) -> Response {
@@ -101,7 +147,7 @@ impl LogsState {
     }
 
     /// The messages of `stream` in `group`, in order (`None` when there is no such stream).
-    pub(crate) fn messages(&self, group: &str, stream: &str) -> Option<Vec<String>> {
+    pub fn messages(&self, group: &str, stream: &str) -> Option<Vec<String>> {
         let stream = self.groups.get(group)?.get(stream)?;
         Some(stream.events.iter().map(|(_, m)| m.clone()).collect())
     }
@@ -195,6 +241,38 @@ mod tests {
             body["sequenceToken"] = json!(t);
         }
         st.handle("PutLogEvents", &body)
+    }
+
+    #[test]
+    fn groups_are_described_by_prefix_a_page_at_a_time() {
+        let mut st = LogsState::default();
+        for n in 0..60 {
+            st.create_group_with_key(&format!("/g/{n:02}"), None);
+        }
+        st.create_group_with_key("/g/kms", Some("arn:aws:kms:us-east-1:1:key/k"));
+        st.create_group_with_key("/other", None);
+        let first = st.handle("DescribeLogGroups", &json!({ "logGroupNamePrefix": "/g/" }));
+        let first: Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(first["logGroups"].as_array().unwrap().len(), 50);
+        let token = first["nextToken"].as_str().unwrap();
+        let rest = st.handle(
+            "DescribeLogGroups",
+            &json!({ "logGroupNamePrefix": "/g/", "nextToken": token }),
+        );
+        let rest: Value = serde_json::from_slice(&rest.body).unwrap();
+        let names: Vec<&str> = rest["logGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["logGroupName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 11);
+        assert_eq!(names.last(), Some(&"/g/kms"));
+        assert_eq!(
+            rest["logGroups"][10]["kmsKeyId"],
+            "arn:aws:kms:us-east-1:1:key/k"
+        );
+        assert!(rest.get("nextToken").is_none());
     }
 
     #[test]
