@@ -92,6 +92,9 @@ const CLOCK_GRANULARITY: Duration = Duration::from_millis(10);
 const INITIAL_WINDOW: usize = 16 * 1024;
 const MIN_WINDOW: usize = 4 * 1024;
 pub const MAX_WINDOW: usize = 1024 * 1024;
+/// What one session keeps for a client that acknowledges nothing: the frames a timeout set
+/// aside (see [`Outgoing`]) and a window of new ones probing past them.
+const MAX_HELD: usize = 2 * MAX_WINDOW;
 
 /// `AcknowledgeContent`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +195,8 @@ pub struct Outgoing {
     in_flight: usize,
     /// Bytes not on the wire yet.
     waiting: usize,
+    /// Bytes of all unacknowledged frames: with those a timeout set aside, up to [`MAX_HELD`].
+    held: usize,
     /// The last decrease of the window, and the window and threshold before it.
     decreased: Option<Instant>,
     undo: Option<(usize, usize)>,
@@ -212,6 +217,7 @@ impl Default for Outgoing {
             threshold: MAX_WINDOW,
             in_flight: 0,
             waiting: 0,
+            held: 0,
             decreased: None,
             undo: None,
             resent: 0,
@@ -229,6 +235,7 @@ impl Outgoing {
         let frame =
             AgentMessage::new(OUTPUT_STREAM_DATA, sequence, flags, payload_type, payload).encode();
         let len = frame.len();
+        self.held += len;
         let send_now = !self.paused && self.waiting == 0 && self.fits(len);
         self.unacked.push_back(Unacked {
             sequence,
@@ -255,7 +262,7 @@ impl Outgoing {
     /// room beyond what already waits. Stopping here is the backpressure that reaches the PTY
     /// or the socket: nothing queues beyond the window.
     pub fn has_room(&self) -> bool {
-        !self.paused && self.in_flight + self.waiting < self.window
+        !self.paused && self.in_flight + self.waiting < self.window && self.held < MAX_HELD
     }
 
     /// Puts the frame at `index` on the wire: counts it, arms the timer, returns its bytes.
@@ -284,6 +291,7 @@ impl Outgoing {
         };
         let acked = self.unacked.remove(pos).expect("position is in range");
         let len = acked.frame.len();
+        self.held -= len;
         if acked.counted {
             self.in_flight -= len;
         } else if acked.last_sent.is_none() {
@@ -778,6 +786,19 @@ mod tests {
             sent[1..=again.len()],
             "shown lost, they go again in order"
         );
+    }
+
+    #[test]
+    fn a_client_that_acknowledges_nothing_gets_a_bounded_queue() {
+        let mut out = Outgoing::default();
+        let mut now = Instant::now();
+        for _ in 0..50 {
+            fill(&mut out, now);
+            now = out.next_deadline(now).unwrap();
+            out.due(now);
+        }
+        assert!(out.held <= MAX_HELD + 1200, "{}", out.held);
+        assert_eq!(out.resent(), 50, "one frame per timeout");
     }
 
     #[test]
