@@ -379,19 +379,21 @@ impl Outgoing {
             return Vec::new();
         }
         let mut frames = Vec::new();
-        if self.timer.is_some_and(|t| now >= t)
-            && let Some(i) = self.unacked.iter().position(|u| u.last_sent.is_some())
-        {
-            let sent = self.unacked[i].last_sent.expect("found as sent");
-            self.decrease(sent, now);
-            for u in self.unacked.iter_mut().filter(|u| u.counted) {
-                u.counted = false;
-                self.in_flight -= u.frame.len();
-            }
-            // RFC 6298 5.5, 5.6: back off, restart the timer for the frame sent again.
-            self.rto = (self.rto * 2).min(MAX_RTO);
+        if self.timer.is_some_and(|t| now >= t) {
+            // Sending re-arms it; with nothing on the wire it stays off.
             self.timer = None;
-            frames.push(self.mark_sent(i, now));
+            let mut sent = self.unacked.iter().enumerate();
+            let oldest = sent.find_map(|(i, u)| u.last_sent.map(|t| (i, t)));
+            if let Some((i, sent)) = oldest {
+                self.decrease(sent, now);
+                for u in self.unacked.iter_mut().filter(|u| u.counted) {
+                    u.counted = false;
+                    self.in_flight -= u.frame.len();
+                }
+                // RFC 6298 5.5, 5.6: back off, restart the timer for the frame sent again.
+                self.rto = (self.rto * 2).min(MAX_RTO);
+                frames.push(self.mark_sent(i, now));
+            }
         }
         let mut i = 0;
         while self.waiting > 0 && i < self.unacked.len() {
