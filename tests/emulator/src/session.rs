@@ -18,6 +18,9 @@
 //!   a 64-byte data key and its "ciphertext", which the emulator's KMS (`kms.rs`) decrypts for
 //!   the agent, answers the EncChallengeRequest, and from then on decrypts output (PayloadTypes
 //!   1, 11, 12) with bytes 0..32 and encrypts input (PayloadType 1) with bytes 32..64;
+//! * with [`Session::set_link`] the output crosses a slower link first (`link.rs`: round trip,
+//!   bandwidth, loss) and every ack goes back late, as from a real client on a real network;
+//!   without one, output is taken and acknowledged as soon as it arrives;
 //! * a multiplexed Port session ([`SessionSpec::multiplexed`]) carries smux v1 in its type-1
 //!   payloads (`smux.rs`): output goes to the streams' inboxes instead of [`Session::output`],
 //!   writes on a [`SmuxStream`] wait while [`SMUX_WINDOW`] input messages are in flight (the
