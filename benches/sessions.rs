@@ -8,7 +8,9 @@
 
 use serde_json::json;
 use ssm_emulator::agentmessage::{payload_types, types};
-use ssm_emulator::{Emulator, MgsRecord, Options, Session, SessionSpec, SmuxStream, State};
+use ssm_emulator::{
+    Emulator, LinkSpec, MgsRecord, Options, Session, SessionSpec, SmuxStream, State,
+};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -25,6 +27,10 @@ const BULK_WAIT: Duration = Duration::from_secs(600);
 const STARTS: usize = 50;
 const IDLE_SESSIONS: usize = 100;
 const BULK: usize = 50 << 20;
+/// Per flow-control row: enough for the window to settle, few seconds on the slowest link.
+const FLOW_BULK: usize = 10 << 20;
+/// The link of the round-trip rows, bytes per second.
+const LINK_BANDWIDTH: u64 = 4 << 20;
 /// Port upload: bytes queued before waiting for the agent's acks. The emulator's client has no
 /// send window and re-sends everything unacknowledged every 200 ms, so it is given one here.
 const UPLOAD_WINDOW: usize = 1 << 20;
@@ -375,12 +381,12 @@ fn session_starts(b: &mut Bench) {
     }
 }
 
-/// A `BULK`-byte text file of 100-byte lines (text, so a terminal passes it unchanged but for
-/// CR before LF).
-fn bulk_file(dir: &Path) -> PathBuf {
+/// A text file of 100-byte lines, `size` bytes (text, so a terminal passes it unchanged but
+/// for CR before LF).
+fn text_file(dir: &Path, name: &str, size: usize) -> PathBuf {
     let line = format!("{:099}\n", 0).replace('0', "x");
-    let path = dir.join("bulk.txt");
-    let text = line.repeat(BULK / line.len());
+    let path = dir.join(name);
+    let text = line.repeat(size / line.len());
     fs::write(&path, text).expect("writing the bulk file");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod of the bulk file");
     path
@@ -414,18 +420,25 @@ fn cat_raw(b: &mut Bench, file: &Path) {
     retransmissions(&s);
 }
 
-/// 2b. `cat` typed into a Standard_Stream shell: the same bytes through the PTY.
-fn cat_shell(b: &mut Bench, file: &Path) {
-    let s = b.shell();
-    let before = output_len(&s);
-    let since = Instant::now();
+/// Types `cat <file>` into shell `s` and waits until all `size` bytes of it are at the client;
+/// the output length before.
+fn cat_in(b: &mut Bench, s: &Session, file: &Path, size: usize) -> usize {
+    let before = output_len(s);
     s.send_input(format!("cat {}; echo END-$((6*7))\r", file.display()).as_bytes());
     // The typed line echoes `END-$((6*7))`; only the shell's answer reads END-42.
     b.poll(BULK_WAIT, "the whole file through the shell", || {
         s.wait_output(Duration::ZERO, |out| {
-            out.len() >= before + BULK && out[out.len() - 64..].windows(6).any(|w| w == b"END-42")
+            out.len() >= before + size && out[out.len() - 64..].windows(6).any(|w| w == b"END-42")
         })
     });
+    before
+}
+
+/// 2b. `cat` typed into a Standard_Stream shell: the same bytes through the PTY.
+fn cat_shell(b: &mut Bench, file: &Path) {
+    let s = b.shell();
+    let since = Instant::now();
+    let before = cat_in(b, &s, file, BULK);
     let span = b.span(s.id(), since, output_len(&s) - before);
     b.end_shell(&s);
     row(
@@ -434,6 +447,67 @@ fn cat_shell(b: &mut Bench, file: &Path) {
         "Standard_Stream (LF → CRLF)",
     );
     retransmissions(&s);
+}
+
+/// Section 5, flow control: `cat` of `FLOW_BULK` in a shell whose client sits behind `link`,
+/// timed from typing the command to the last byte at the client (the link delays it past the
+/// emulator's records). `limit` is what the link allows at most, MB/s.
+fn flow(b: &mut Bench, file: &Path, what: &str, link: Option<LinkSpec>, limit: Option<f64>) {
+    let s = b.shell();
+    if let Some(spec) = link {
+        s.set_link(spec);
+    }
+    let since = Instant::now();
+    let before = cat_in(b, &s, file, FLOW_BULK);
+    let secs = since.elapsed().as_secs_f64();
+    let bytes = output_len(&s) - before;
+    b.end_shell(&s);
+    let rate = bytes as f64 / MB / secs;
+    let st = s.stats();
+    let frames = st.output_highest + 1;
+    let resent = st.output_frames.saturating_sub(frames as u64);
+    let share = 100.0 * resent as f64 / frames.max(1) as f64;
+    let value = format!("{rate:.1} MB/s, re-sent {resent} of {frames} ({share:.2} %)");
+    let note = limit.map_or_else(String::new, |l| {
+        format!("limit {l:.1} MB/s, {:.0} % of it", 100.0 * rate / l)
+    });
+    row(what, &value, &note);
+    if s.link_lost() > 0 {
+        row("  frames the link lost", &s.link_lost().to_string(), "");
+    }
+}
+
+/// The flow-control rows of issue 12: a fast client, late acks, round trips, loss.
+fn flow_rows(b: &mut Bench) {
+    let file = text_file(&b.dir, "flow.txt", FLOW_BULK);
+    let window = 1024.0 * 1024.0 / MB; // the agent's send window, MB
+    let bw = LINK_BANDWIDTH as f64 / MB;
+    let ms = Duration::from_millis;
+    let link = |rtt, loss| LinkSpec {
+        rtt: ms(rtt),
+        bandwidth: LINK_BANDWIDTH,
+        loss,
+        ..LinkSpec::default()
+    };
+    flow(b, &file, "flow: fast local client", None, None);
+    let late = LinkSpec {
+        ack_delay: ms(100),
+        ..LinkSpec::default()
+    };
+    flow(
+        b,
+        &file,
+        "flow: acks 100 ms late",
+        Some(late),
+        Some(window / 0.1),
+    );
+    for rtt in [50, 200] {
+        let what = format!("flow: {rtt} ms round trip, {bw:.0} MB/s");
+        let limit = bw.min(window / (rtt as f64 / 1e3));
+        flow(b, &file, &what, Some(link(rtt, 0.0)), Some(limit));
+    }
+    let what = format!("flow: 1 % loss, 50 ms, {bw:.0} MB/s");
+    flow(b, &file, &what, Some(link(50, 0.01)), Some(bw));
 }
 
 fn retransmissions(s: &Session) {
@@ -599,19 +673,28 @@ fn smux_upload(b: &mut Bench) {
     row("  input messages the client re-sent", &re, "");
 }
 
+/// Sections 1 to 4.
+fn everything_but_flow(b: &mut Bench) {
+    memory(b);
+    session_starts(b);
+    let file = text_file(&b.dir, "bulk.txt", BULK);
+    cat_raw(b, &file);
+    cat_shell(b, &file);
+    port_download(b);
+    port_upload(b);
+    smux_download(b);
+    smux_upload(b);
+}
+
 fn main() {
     println!("ssm-lite session bench: {BIN}\n");
     row("measurement", "value", "note");
     let mut b = Bench::start();
-    memory(&mut b);
-    session_starts(&mut b);
-    let file = bulk_file(&b.dir);
-    cat_raw(&mut b, &file);
-    cat_shell(&mut b, &file);
-    port_download(&mut b);
-    port_upload(&mut b);
-    smux_download(&mut b);
-    smux_upload(&mut b);
+    // `cargo bench --bench sessions -- flow`: only the flow-control rows.
+    if !env::args().any(|a| a == "flow") {
+        everything_but_flow(&mut b);
+    }
+    flow_rows(&mut b);
     let errors = b.emu.mgs_errors();
     row(
         "protocol errors seen by the emulator",
@@ -630,6 +713,11 @@ up to ~10 ms of (a) is the emulator's, not the agent's. Throughput runs from the
 last output frame at the client (1 KB payloads, each acknowledged by the client); the client is
 this process, sharing the 2 CPUs; uploads and smux are timed where the bytes are read (sink or
 smux stream). MB = 2^20 bytes. The shells are separate processes, not
-counted in the agent's VmRSS; their sum double-counts shared pages, PSS does not."
+counted in the agent's VmRSS; their sum double-counts shared pages, PSS does not. Flow rows
+(issue 12): {FLOW_BULK_MB} MB `cat` in a shell whose client sits behind the emulator's link
+(`LinkSpec`: ack delay, round trip, bandwidth, loss), timed from typing the command to the last
+byte at the client; the limit is the link's bandwidth or the agent's 1 MiB window per round
+trip; re-sent = frames beyond one per sequence number.",
+        FLOW_BULK_MB = FLOW_BULK >> 20
     );
 }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use ssm_emulator::SessionSpec;
+use ssm_emulator::{LinkSpec, SessionSpec};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -94,6 +94,51 @@ fn twenty_megabytes_arrive_whole_through_drops_and_a_pause() {
         emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
         "Success"
     );
+}
+
+#[test]
+fn a_slow_or_lossy_client_gets_its_output_whole_without_a_resend_storm() {
+    // Issue 12: late acks drew a re-send of nearly every frame. The window, not re-sends, must
+    // pace the output; a lost frame goes again once, when a later ack shows it missing.
+    const SIZE: usize = 3_000_000;
+    let emu = emulator();
+    let _agent = connected_agent(&emu);
+    let late = LinkSpec {
+        ack_delay: Duration::from_millis(100),
+        rtt: Duration::from_millis(50),
+        bandwidth: 4 << 20,
+        ..LinkSpec::default()
+    };
+    let lossy = LinkSpec { loss: 0.01, ..late };
+    for link in [late, lossy] {
+        let cmd = format!("yes 0123456789 | head -c {SIZE}");
+        let s = emu
+            .start_session(SessionSpec::non_interactive_commands(&cmd, false))
+            .unwrap();
+        s.set_link(link);
+        assert!(
+            s.wait_output(Duration::from_secs(60), |out| out.len() >= SIZE),
+            "{link:?}: got {} of {SIZE} bytes; {:?}",
+            s.output().len(),
+            s.stats()
+        );
+        let out = s.output();
+        assert_eq!(out.len(), SIZE);
+        assert!(out.chunks(11).all(|l| l == &b"0123456789\n"[..l.len()]));
+        let st = s.stats();
+        let frames = st.output_highest as u64 + 1;
+        let resent = st.output_frames - frames;
+        assert!(
+            resent <= s.link_lost() + frames / 100,
+            "{link:?}: {resent} of {frames} frames re-sent, {} lost",
+            s.link_lost()
+        );
+        assert_eq!(
+            emu.wait_task_complete(s.id(), WAIT).unwrap().final_status,
+            "Success"
+        );
+    }
+    assert_eq!(emu.mgs_errors(), Vec::<String>::new());
 }
 
 #[test]

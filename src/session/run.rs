@@ -25,10 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a finished session waits for the client to acknowledge the last output.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// Output frames in flight before the plugin is no longer read (bounds memory per session;
-/// twice as many stop its input as well).
-const WINDOW: usize = 512;
-const RESENDS_PER_SCAN: usize = 64;
+/// Unacknowledged output frames beyond which input is no longer delivered (input can make
+/// output, see `deliver_input`): twice the full frames of the send window.
+const MAX_UNACKED: usize = 2 * datachannel::MAX_WINDOW / super::plugin::CHUNK;
 const RECONNECT_ATTEMPTS: u32 = 5;
 
 /// What the session needs from the agent.
@@ -327,14 +326,14 @@ fn fail_visibly(ch: &mut DataChannel<'_>, message: String) -> Ended {
     Ended::Failed(message)
 }
 
-/// Sends again what the client has not acknowledged in time, unless earlier bytes still wait in
-/// the socket's queue: then the client has not even had the first copy, and re-sending would
-/// only pile duplicates onto a slow connection.
-fn resend_due(ch: &mut DataChannel<'_>, now: Instant) {
+/// Sends what the window lets go now (waiting frames, the oldest one when its timer fired),
+/// unless earlier bytes still wait in the socket's queue: then the client has not even had the
+/// first copy, and re-sending would only pile duplicates onto a slow connection.
+fn send_due(ch: &mut DataChannel<'_>, now: Instant) {
     if ch.conn.wants_write() {
         return;
     }
-    for frame in ch.out.due_resends(now, RESENDS_PER_SCAN) {
+    for frame in ch.out.due(now) {
         if ch.conn.send_binary(frame).is_err() {
             break;
         }
@@ -356,7 +355,7 @@ fn drain(ch: &mut DataChannel<'_>, until: Instant) {
                 ch.out.acknowledged(a.sequence_number, Instant::now());
             }
         }
-        resend_due(ch, Instant::now());
+        send_due(ch, Instant::now());
     }
 }
 
@@ -486,8 +485,8 @@ fn complete_handshake(
 
 /// One running session: the channel, the plugin once started, where the handshake is, and the
 /// plugin's output not yet sent. Each `on_*` method handles one event; `step` is one turn of
-/// the poll loop. Flow control (window, resends) is decided in `reading`, `deadline` and
-/// `resend_due` only.
+/// the poll loop. Flow control (window, resends) is decided in `Outgoing`; the loop asks it in
+/// `reading`, `deadline` and `send_due` only.
 struct Session<'a> {
     ch: DataChannel<'a>,
     env: &'a SessionEnv,
@@ -529,6 +528,11 @@ impl Session<'_> {
         }
         self.ch.send_state("Terminating");
         let _ = self.ch.conn.flush();
+        log::debug!(
+            "session {}: {} output frames re-sent",
+            self.task.session_id,
+            self.ch.out.resent()
+        );
         ended
     }
 
@@ -538,7 +542,7 @@ impl Session<'_> {
         self.on_stop()?;
         let now = Instant::now();
         self.on_timer(now)?;
-        resend_due(&mut self.ch, now);
+        send_due(&mut self.ch, now);
         let mut fds = self.poll_fds();
         let timeout = self
             .deadline()
@@ -590,11 +594,10 @@ impl Session<'_> {
         ControlFlow::Break(fail_visibly(&mut self.ch, message.into()))
     }
 
-    /// Whether the plugin's output is read now: not while the client cannot take more.
+    /// Whether the plugin's output is read now: not while publication is paused or the send
+    /// window is full, so a slow client slows the PTY or socket read instead of a queue.
     fn reading(&self) -> bool {
-        matches!(self.phase, Phase::Running)
-            && !self.ch.out.is_paused()
-            && self.ch.out.unacked() < WINDOW
+        matches!(self.phase, Phase::Running) && self.ch.out.has_room()
     }
 
     /// The websocket, the stop waker, then the plugin's fds.
@@ -619,12 +622,12 @@ impl Session<'_> {
 
     /// The next resend, handshake timeout or end of draining.
     fn deadline(&self) -> Option<Instant> {
-        // While bytes wait in the socket's queue nothing is re-sent (see `resend_due`): the
-        // socket becoming writable wakes the loop, not a resend deadline that has passed.
+        // While bytes wait in the socket's queue nothing is sent (see `send_due`): the socket
+        // becoming writable wakes the loop, not a deadline that has passed.
         let resend = if self.ch.conn.wants_write() {
             None
         } else {
-            self.ch.out.next_deadline()
+            self.ch.out.next_deadline(Instant::now())
         };
         let phase = match &self.phase {
             Phase::Handshake { since } | Phase::Challenge { since, .. } => {
@@ -715,12 +718,12 @@ impl Session<'_> {
     }
 
     /// Input in sequence, as far as the plugin takes it; the rest waits in the window. Input
-    /// can make output too (an smux FIN for each refused SYN), beyond the `WINDOW` that stops
-    /// reading the plugin: a client that acknowledges none of it gets no further either, which
-    /// bounds what waits for its acknowledgement. (Output from reading stops at `WINDOW`, so a
-    /// busy shell still takes its Ctrl-C.)
+    /// can make output too (an smux FIN for each refused SYN), beyond the send window that
+    /// stops reading the plugin: a client that acknowledges none of it gets no further than
+    /// `MAX_UNACKED` either, which bounds what waits for its acknowledgement. (Output from
+    /// reading stops at the window, so a busy shell still takes its Ctrl-C.)
     fn deliver_input(&mut self) -> Step {
-        while self.ch.out.unacked() + self.events.len() < 2 * WINDOW
+        while self.ch.out.unacked() + self.events.len() < MAX_UNACKED
             && self.plugin.as_ref().is_none_or(|p| p.wants_input())
         {
             let Some(m) = self.ch.inc.take_next() else {

@@ -30,6 +30,7 @@ mod files;
 mod http;
 mod imds;
 mod kms;
+pub mod link;
 mod logs;
 mod mds;
 mod mgs;
@@ -61,6 +62,7 @@ pub use documents::GetDocumentCall;
 pub use faults::{FaultTarget, FaultWindow};
 pub use files::{FILES_CA_PEM, FileRequest, FileServer};
 pub use kms::KmsDecrypt;
+pub use link::LinkSpec;
 pub use logs::LogsState;
 pub use mgs::{AckPolicy, JobAck, MgsRecord, MgsState, TaskComplete};
 pub use onprem::{

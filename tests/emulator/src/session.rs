@@ -18,6 +18,9 @@
 //!   a 64-byte data key and its "ciphertext", which the emulator's KMS (`kms.rs`) decrypts for
 //!   the agent, answers the EncChallengeRequest, and from then on decrypts output (PayloadTypes
 //!   1, 11, 12) with bytes 0..32 and encrypts input (PayloadType 1) with bytes 32..64;
+//! * with [`Session::set_link`] the output crosses a slower link first (`link.rs`: round trip,
+//!   bandwidth, loss) and every ack goes back late, as from a real client on a real network;
+//!   without one, output is taken and acknowledged as soon as it arrives;
 //! * a multiplexed Port session ([`SessionSpec::multiplexed`]) carries smux v1 in its type-1
 //!   payloads (`smux.rs`): output goes to the streams' inboxes instead of [`Session::output`],
 //!   writes on a [`SmuxStream`] wait while [`SMUX_WINDOW`] input messages are in flight (the
@@ -36,6 +39,7 @@ use crate::Emulator;
 use crate::agentmessage::{AgentMessage, FLAG_FIN, FLAG_SYN, payload_types as pt, types};
 use crate::cipher::{Cipher, b64, unb64};
 use crate::kms::KmsState;
+use crate::link::{Link, LinkSpec};
 use crate::mgs::{self, TaskComplete};
 use crate::smux::{self, SmuxStats, SmuxStream};
 use crate::state::{Shared, State};
@@ -384,6 +388,8 @@ pub(crate) struct SessionState {
     stats: SessionStats,
     /// The smux client of a multiplexed session, made when the handshake says so.
     smux: Option<Arc<smux::Client>>,
+    /// A slower client (see [`Session::set_link`]).
+    link: Option<Link>,
 }
 
 /// The emulator's KMS as the session client uses it: where its data keys are registered, and
@@ -438,6 +444,7 @@ impl SessionState {
                 output_highest: -1,
                 ..SessionStats::default()
             },
+            link: None,
         }
     }
 
@@ -533,6 +540,9 @@ impl SessionState {
             self.sequence(t, bytes);
         }
         let mut out = std::mem::take(&mut self.outbox);
+        if let Some(link) = &mut self.link {
+            link.acks_due(now, &mut out);
+        }
         if self.input_ready() && std::mem::take(&mut self.burst) {
             self.send_burst(now, &mut out);
         }
@@ -577,7 +587,7 @@ impl SessionState {
 
     fn on_message(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
         match m.message_type.as_str() {
-            types::OUTPUT_STREAM_DATA => self.on_output(m, kms, errors),
+            types::OUTPUT_STREAM_DATA => self.on_output_frame(m, kms, errors),
             types::ACKNOWLEDGE => self.on_ack(&m, errors),
             types::AGENT_SESSION_STATE => {
                 expect_flags(&m, 0, FLAG_SYN | FLAG_FIN, errors);
@@ -596,12 +606,25 @@ impl SessionState {
         }
     }
 
-    fn on_output(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
+    /// An output frame as the agent sent it: counted, then across the link if there is one.
+    fn on_output_frame(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
         let seq = m.sequence_number;
         let syn = if seq == 0 { FLAG_SYN } else { 0 };
         expect_flags(&m, seq, syn, errors);
         self.stats.output_frames += 1;
         self.stats.output_highest = self.stats.output_highest.max(seq);
+        match &mut self.link {
+            Some(link) => {
+                let wire = crate::agentmessage::PAYLOAD_OFFSET + m.payload.len();
+                link.send(Instant::now(), m, wire);
+            }
+            None => self.on_output(m, kms, errors),
+        }
+    }
+
+    /// An output frame as the client takes it.
+    fn on_output(&mut self, m: AgentMessage, kms: &mut KmsClient, errors: &mut Vec<String>) {
+        let seq = m.sequence_number;
         if self.ignore_output {
             return;
         }
@@ -618,7 +641,10 @@ impl SessionState {
         });
         let ack = AgentMessage::new(types::ACKNOWLEDGE, ack.to_string().into_bytes())
             .with_sequence(0, FLAG_SYN | FLAG_FIN);
-        self.outbox.push(ack);
+        match &mut self.link {
+            Some(link) => link.ack(Instant::now(), ack),
+            None => self.outbox.push(ack),
+        }
         if seq < self.expected || self.early.contains_key(&seq) {
             self.stats.output_duplicates += 1;
             return;
@@ -886,6 +912,9 @@ pub(crate) fn data_loop(shared: &Shared, mut conn: WsConn, conn_id: u64, sid: &s
         }
         let next = {
             let mut st = shared.lock();
+            if link_arrivals(&mut st, sid, Instant::now()) {
+                shared.touch(&mut st);
+            }
             let stopping = st.stopping;
             let next = match st.mgs.sessions.get_mut(sid) {
                 Some(s) if !stopping => s.tick(conn_id, Instant::now()),
@@ -947,6 +976,29 @@ fn on_data_frame(st: &mut State, sid: &str, bytes: &[u8]) {
     for e in errors {
         st.mgs.error(format!("data channel {sid}: {e}"));
     }
+}
+
+/// Output frames that crossed the session's link by `now` reach its client; whether any did.
+fn link_arrivals(st: &mut State, sid: &str, now: Instant) -> bool {
+    if st.mgs.sessions.get(sid).is_none_or(|s| s.link.is_none()) {
+        return false;
+    }
+    let target_id = st.mgs.instance_id(&st.options.instance_id);
+    let mut kms = KmsClient {
+        state: &mut st.kms,
+        target_id: &target_id,
+    };
+    let (mut errors, mut any) = (Vec::new(), false);
+    if let Some(s) = st.mgs.sessions.get_mut(sid) {
+        while let Some(m) = s.link.as_mut().and_then(|l| l.arrived(now)) {
+            s.on_output(m, &mut kms, &mut errors);
+            any = true;
+        }
+    }
+    for e in errors {
+        st.mgs.error(format!("data channel {sid}: {e}"));
+    }
+    any
 }
 
 /// No more data will come: the emulator stops, the agent reported the task complete, or the
@@ -1163,6 +1215,18 @@ impl Session {
     /// client that stopped reading; off again, the agent's re-sends are taken as usual.
     pub fn withhold_output_acks(&self, on: bool) {
         self.change(|s| s.ignore_output = on);
+    }
+
+    /// From now on the session's output crosses a slower link to a client that acks late
+    /// ([`LinkSpec`]); frames already on their way are not affected.
+    pub fn set_link(&self, spec: LinkSpec) {
+        self.change(|s| s.link = Some(Link::new(spec)));
+    }
+
+    /// Output frames the link lost so far.
+    pub fn link_lost(&self) -> u64 {
+        self.view(|s| s.link.as_ref().map_or(0, |l| l.lost))
+            .unwrap_or_default()
     }
 
     /// Sequence numbers of the output frames dropped so far.
