@@ -109,14 +109,10 @@ fn motos_bucket_without_default_encryption_refuses_an_encrypted_session() {
     let emu = emulator();
     let agent = Agent::start(&emu, json!({ "S3": { "Endpoint": moto.url() } }));
     assert!(emu.wait_mgs_connected(WAIT), "log:\n{}", agent.log());
-    let mut spec = SessionSpec::standard_stream();
-    spec.inputs["s3BucketName"] = json!("plain-session-logs");
-    spec.inputs["s3EncryptionEnabled"] = json!(true);
-    let id = spec.session_id.clone();
-    let _ = emu.start_session(spec);
-    let done = emu
-        .wait_task_complete(&id, WAIT)
-        .expect("agent_task_complete");
+    let (_, done) = refused_session(
+        &emu,
+        json!({"s3BucketName": "plain-session-logs", "s3EncryptionEnabled": true}),
+    );
     assert_eq!(done.final_status, "Failed");
     let output = done.payload["Output"].as_str().unwrap();
     assert!(

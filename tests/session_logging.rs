@@ -156,16 +156,15 @@ fn an_unencrypted_bucket_refuses_the_session_once_with_upstreams_text() {
     let emu = emulator();
     emu.create_bucket("plain-bucket", "us-east-1");
     let agent = logging_agent(&emu);
-    let mut spec = SessionSpec::standard_stream();
-    spec.inputs["s3BucketName"] = json!("plain-bucket");
-    spec.inputs["s3EncryptionEnabled"] = json!(true);
     let marker = agent.scratch().join("shell-ran");
-    spec.inputs["shellProfile"]["linux"] = json!(format!("touch {}", marker.display()));
-    let id = spec.session_id.clone();
-    let _ = emu.start_session(spec);
-    let done = emu
-        .wait_task_complete(&id, WAIT)
-        .expect("agent_task_complete");
+    let (id, done) = refused_session(
+        &emu,
+        json!({
+            "s3BucketName": "plain-bucket",
+            "s3EncryptionEnabled": true,
+            "shellProfile": {"linux": format!("touch {}", marker.display())},
+        }),
+    );
     assert_eq!(done.final_status, "Failed");
     let output = done.payload["Output"].as_str().unwrap();
     assert!(
@@ -191,14 +190,10 @@ fn a_log_group_without_a_kms_key_refuses_an_encrypted_session() {
     let emu = emulator();
     emu.create_log_group("/ssm/plain", None);
     let _agent = logging_agent(&emu);
-    let mut spec = SessionSpec::standard_stream();
-    spec.inputs["cloudWatchLogGroupName"] = json!("/ssm/plain");
-    spec.inputs["cloudWatchEncryptionEnabled"] = json!(true);
-    let id = spec.session_id.clone();
-    let _ = emu.start_session(spec);
-    let done = emu
-        .wait_task_complete(&id, WAIT)
-        .expect("agent_task_complete");
+    let (_, done) = refused_session(
+        &emu,
+        json!({"cloudWatchLogGroupName": "/ssm/plain", "cloudWatchEncryptionEnabled": true}),
+    );
     assert_eq!(done.final_status, "Failed");
     assert_eq!(
         done.payload["Output"],

@@ -565,3 +565,18 @@ pub fn download_step(source_type: &str, source_info: Value, destination: &str) -
                                   "destinationPath": destination}}]
     })
 }
+
+/// Starts a standard-stream session with `inputs` set in its document's inputs and waits for its
+/// `agent_task_complete`: the end of a session the agent must refuse. Its id and the completion.
+pub fn refused_session(emu: &Emulator, inputs: Value) -> (String, ssm_emulator::TaskComplete) {
+    let mut spec = ssm_emulator::SessionSpec::standard_stream();
+    for (key, value) in inputs.as_object().into_iter().flatten() {
+        spec.inputs[key] = value.clone();
+    }
+    let id = spec.session_id.clone();
+    let _ = emu.start_session(spec);
+    let done = emu
+        .wait_task_complete(&id, Duration::from_secs(30))
+        .expect("agent_task_complete");
+    (id, done)
+}
