@@ -245,6 +245,16 @@ fn min_max_chars(parameter: &Declared, value: &Value) -> Result<(), String> {
             None => Ok(()),
         }
     };
+    each_text(parameter, value, check)
+}
+
+/// Applies `check` as upstream's text validators see a value: a string as it is, each element of
+/// a list (non-strings as JSON), a map as JSON; other kinds are the wrong type.
+fn each_text(
+    parameter: &Declared,
+    value: &Value,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<(), String> {
     match value {
         Value::String(text) => check(text),
         Value::Array(items) => items.iter().try_for_each(|item| match item {
@@ -316,15 +326,7 @@ fn allowed_value(parameter: &Declared, value: &Value) -> Result<(), String> {
             allowed.join(" ")
         )),
     };
-    match value {
-        Value::String(text) => check(text),
-        Value::Array(items) => items.iter().try_for_each(|item| match item {
-            Value::String(text) => check(text),
-            other => check(&go_json(other)),
-        }),
-        Value::Object(_) => check(&go_json(value)),
-        other => Err(invalid_type(parameter, other)),
-    }
+    each_text(parameter, value, check)
 }
 
 /// Upstream `isIntegerParamValueSetToDefault`: a number within int32, printed as the default is.
