@@ -185,6 +185,10 @@ struct Context<'a> {
     shutdown: &'a Shutdown,
     /// Where session transcripts are kept.
     session_logs: PathBuf,
+    /// The one S3 client (command output, downloads, session transcripts).
+    s3: Arc<S3Client>,
+    /// The one CloudWatch Logs client, or why there is none.
+    logs: Result<LogsClient, String>,
 }
 
 /// ec2messages: the reply sender thread (returned, joined at shutdown) and the poll thread.
@@ -227,29 +231,35 @@ fn start_mds(
     Ok(sender)
 }
 
-/// S3 and CloudWatch Logs for session transcripts, as for command output.
+/// The CloudWatch Logs client of command output and session transcripts, signed with the
+/// identity's credentials, at `logs.<region>.<domain>` or `CloudWatchLogs.Endpoint`; or why
+/// there is none, which each command or session that asks for CloudWatch is told.
+fn logs_client(
+    http: &Arc<HttpClient>,
+    identity: &Identity,
+    config: &Config,
+) -> Result<LogsClient, String> {
+    let at = config
+        .endpoint(&endpoint::LOGS, &identity.region)
+        .map_err(|e| {
+            log::error!("logs endpoint: {e}; nothing goes to CloudWatch Logs");
+            format!("the logs endpoint is not usable: {e}")
+        })?;
+    let credentials = identity.credentials.clone();
+    Ok(LogsClient::new(JsonClient::new(
+        http.clone(),
+        at,
+        endpoint::LOGS,
+        credentials,
+    )))
+}
+
+/// S3 and CloudWatch Logs for session transcripts: the clients command output uses.
 fn session_logging(ctx: &Context<'_>) -> LoggingEnv {
     let (config, identity) = (ctx.config, ctx.identity);
-    let s3 = S3Settings::from_config(config, ctx.region);
-    let logs = config
-        .endpoint(&endpoint::LOGS, &identity.region)
-        .map(|at| {
-            let json = JsonClient::new(
-                ctx.http.clone(),
-                at,
-                endpoint::LOGS,
-                identity.credentials.clone(),
-            );
-            LogsClient::new(json)
-        })
-        .map_err(|e| format!("the logs endpoint is not usable: {e}"));
     LoggingEnv {
-        s3: Arc::new(S3Client::new(
-            ctx.http.clone(),
-            identity.credentials.clone(),
-            s3,
-        )),
-        logs,
+        s3: ctx.s3.clone(),
+        logs: ctx.logs.clone(),
         region: ctx.region.to_owned(),
         instance_id: identity.instance_id.clone(),
         dir: ctx.session_logs.clone(),
@@ -454,9 +464,11 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             None
         }
     };
-    let logs = CloudWatchDestinations::new(http.clone(), &identity, &config);
-    engine_cfg.destinations.push(Arc::new(logs));
-    // One S3 client uploads command output and serves downloads; buckets find their region.
+    let logs = logs_client(&http, &identity, &config);
+    let cloudwatch = CloudWatchDestinations::new(logs.clone(), &identity.instance_id);
+    engine_cfg.destinations.push(Arc::new(cloudwatch));
+    // One S3 client uploads command output and transcripts and serves downloads; buckets find
+    // their region once.
     let s3 = S3Settings::from_config(&config, &region);
     let s3 = Arc::new(S3Client::new(
         http.clone(),
@@ -465,7 +477,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     ));
     let s3_output = S3Destinations::new(s3.clone(), &identity.instance_id);
     engine_cfg.destinations.push(Arc::new(s3_output));
-    engine_cfg.sources.objects = s3;
+    engine_cfg.sources.objects = s3.clone();
     engine_cfg.sources.parameters = engine_cfg.parameter_store.clone();
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
@@ -482,6 +494,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
         channel: &channel,
         shutdown: &shutdown,
         session_logs: session_logs_dir,
+        s3,
+        logs,
     };
     let sender = start_mds(&ctx, &engine, &outbox)?;
     let sessions = start_mgs(&ctx, jobs, control)?;

@@ -5,12 +5,7 @@
 
 use super::output::{Destination, Destinations, RunFiles, Upload};
 use super::payload::SendCommand;
-use crate::aws::endpoint;
-use crate::aws::http::HttpClient;
-use crate::aws::jsonrpc::JsonClient;
 use crate::aws::logs::{Event, LogsClient};
-use crate::config::Config;
-use crate::identity::Identity;
 use crate::sync::{lock, wait_until};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -49,22 +44,12 @@ pub struct CloudWatchDestinations {
 }
 
 impl CloudWatchDestinations {
-    /// Output signed with the identity's credentials, to `logs.<region>.<domain>` or
-    /// `CloudWatchLogs.Endpoint`.
-    pub fn new(http: Arc<HttpClient>, identity: &Identity, config: &Config) -> Self {
-        let client = |at| {
-            let credentials = identity.credentials.clone();
-            LogsClient::new(JsonClient::new(http, at, endpoint::LOGS, credentials))
-        };
-        let logs = (config.endpoint(&endpoint::LOGS, &identity.region))
-            .map(client)
-            .map_err(|e| {
-                log::error!("logs endpoint: {e}; no command output goes to CloudWatch Logs");
-                format!("the logs endpoint is not usable: {e}")
-            });
+    /// Output sent with `logs` (or, where the endpoint is unusable, the reason in each step's
+    /// stderr), naming streams after `instance_id`.
+    pub fn new(logs: Result<LogsClient, String>, instance_id: &str) -> Self {
         CloudWatchDestinations {
             logs,
-            instance_id: identity.instance_id.clone(),
+            instance_id: instance_id.to_owned(),
         }
     }
 }
