@@ -9,6 +9,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod agent;
+pub(crate) mod association;
 pub mod aws;
 pub(crate) mod base64;
 pub mod config;
@@ -17,6 +18,7 @@ pub(crate) mod exec;
 pub mod fuzzing;
 pub(crate) mod health;
 pub(crate) mod identity;
+pub(crate) mod inventory;
 pub mod logging;
 pub(crate) mod mds;
 pub(crate) mod mgs;

@@ -106,7 +106,11 @@ fn a_registered_agent_resolves_parameter_store_references() {
         "echo {{ssm:/app/site}} $AWS_SSM_INSTANCE_ID",
     );
     assert_eq!(reply["documentStatus"], "Success", "{reply}");
-    assert_eq!(plugin(&reply)["standardOutput"], format!("on-prem {mi}\n"));
+    assert_eq!(
+        plugin(&reply)["standardOutput"],
+        format!("on-prem {mi}\n"),
+        "{reply}"
+    );
     assert_eq!(emu.get_parameters_calls().len(), 1);
     assert!(
         emu.signature_failures().is_empty(),

@@ -1,0 +1,3 @@
+//! State Manager: the association scheduler (issue 13, being built).
+
+pub(crate) mod schedule;

@@ -1,0 +1,3 @@
+//! Inventory: `aws:softwareInventory` (issue 13, being built).
+
+pub(crate) mod gather;
