@@ -1,6 +1,8 @@
 //! The daemon: wires identity → transports → engine, then waits for SIGTERM/SIGINT and shuts
 //! everything down in order (stop polling, let running steps finish or stop them, flush replies).
 
+use crate::association::scheduler::{Mailbox, Scheduler, Settings as AssociationSettings};
+use crate::association::service::SsmAssociations;
 use crate::aws::credentials::Env;
 use crate::aws::endpoint::{self, EndpointError};
 use crate::aws::http::{HttpClient, HttpError};
@@ -445,6 +447,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     };
     let jobs = MgsJobs::new(control.clone(), mgs_spool, mgs_leftovers, builder);
     let mut engine_cfg = EngineConfig::from_config(&config, script_env(&identity, &host));
+    let mailbox = Arc::new(Mailbox::default());
     engine_cfg.sources.http = Some(http.clone());
     // One ssm client serves health pings, Parameter Store lookups and SSM documents.
     let ssm = match health::ssm_client(http.clone(), &identity, &config) {
@@ -454,6 +457,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             engine_cfg.parameter_store = store.clone();
             engine_cfg.sources.secrets = store;
             engine_cfg.sources.documents = Arc::new(SsmDocuments::new(client.clone()));
+            engine_cfg.sources.associations = Some(mailbox.clone());
             Some(client)
         }
         Err(e) => {
@@ -482,9 +486,28 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let sinks: Vec<(Transport, Arc<dyn ReplySink>)> = vec![
         (Transport::Mds, outbox.clone()),
         (Transport::Mgs, jobs.clone()),
+        (Transport::Association, mailbox.clone()),
     ];
+    let associations = AssociationSettings {
+        instance_id: identity.instance_id.clone(),
+        frequency: Duration::from_secs(config.ssm.association_frequency_minutes * 60),
+        jitter: AssociationSettings::jitter_from_env(),
+        dir: state.associations_dir(),
+    };
+    let documents = engine_cfg.sources.documents.clone();
     let engine = Arc::new(Engine::start(engine_cfg, state, sinks));
     jobs.attach(engine.clone());
+    if let Some(client) = &ssm {
+        let service = Arc::new(SsmAssociations::new(client.clone()));
+        let scheduler = Scheduler::new(
+            service,
+            documents,
+            engine.clone(),
+            mailbox.clone(),
+            associations,
+        )?;
+        spawn("associations", move || scheduler.run())?;
+    }
 
     let ctx = Context {
         config: &config,
@@ -510,6 +533,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
 
     let running = Running {
         sessions,
+        associations: mailbox,
         engine,
         outbox,
         sender,
@@ -523,6 +547,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
 /// What runs once the agent is up, stopped in this order at shutdown.
 struct Running {
     sessions: Arc<Sessions>,
+    associations: Arc<Mailbox>,
     engine: Arc<Engine>,
     outbox: Arc<Outbox>,
     /// The ec2messages reply sender, joined once the outbox is closed.
@@ -536,6 +561,7 @@ impl Running {
         // joined. Anything it receives from now on is refused by the closed engine and
         // redelivered later.
         self.sessions.shutdown(grace);
+        self.associations.close();
         self.engine.shutdown(grace);
         self.outbox.close(Instant::now() + REPLY_FLUSH);
         let _ = self.sender.join();

@@ -75,6 +75,15 @@ pub struct SsmConfig {
     pub run_command_logs_max_total_mib: u64,
     pub plugin_local_output_cleanup: String,
     pub orchestration_directory_cleanup: String,
+    /// Minutes between ListInstanceAssociations polls (5–60, upstream's default 10).
+    pub association_frequency_minutes: u64,
+    /// How many agent starts an association run may see before it is given up.
+    pub association_retry_limit: u32,
+    /// Hours an association run's orchestration directory is kept.
+    pub association_logs_retention_duration_hours: u64,
+    /// Where custom inventory files are read; `""`: `<state dir>/inventory/custom`, upstream's
+    /// `/var/lib/amazon/ssm/inventory/custom` under the default state directory.
+    pub custom_inventory_default_location: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +201,10 @@ impl Default for Config {
                 run_command_logs_max_total_mib: DEFAULT_TOTAL_MIB,
                 plugin_local_output_cleanup: "default".into(),
                 orchestration_directory_cleanup: "default".into(),
+                association_frequency_minutes: 10,
+                association_retry_limit: 5,
+                association_logs_retention_duration_hours: 24,
+                custom_inventory_default_location: String::new(),
             },
             mgs: MgsConfig {
                 region: String::new(),
@@ -404,6 +417,9 @@ const STRINGS: &[Slot<String>] = &[
     ("Ssm", "SessionLogsDestination", |c| {
         &mut c.ssm.session_logs_destination
     }),
+    ("Ssm", "CustomInventoryDefaultLocation", |c| {
+        &mut c.ssm.custom_inventory_default_location
+    }),
     ("Mgs", "Region", |c| &mut c.mgs.region),
     ("Mgs", "Endpoint", |c| &mut c.mgs.endpoint),
     ("Agent", "Name", |c| &mut c.agent.name),
@@ -477,6 +493,14 @@ fn read_all<T: TryFrom<u64>>(
 
 const U32S: &[Uint<u32>] = &[
     Uint {
+        slot: ("Ssm", "AssociationRetryLimit", |c| {
+            &mut c.ssm.association_retry_limit
+        }),
+        min: 1,
+        max: u32::MAX,
+        default: 5,
+    },
+    Uint {
         slot: ("Profile", "KeyAutoRotateDays", |c| {
             &mut c.profile.key_auto_rotate_days
         }),
@@ -537,6 +561,22 @@ const U64S: &[Uint<u64>] = &[
         min: 5,
         max: 60,
         default: 5,
+    },
+    Uint {
+        slot: ("Ssm", "AssociationFrequencyMinutes", |c| {
+            &mut c.ssm.association_frequency_minutes
+        }),
+        min: 5,
+        max: 60,
+        default: 10,
+    },
+    Uint {
+        slot: ("Ssm", "AssociationLogsRetentionDurationHours", |c| {
+            &mut c.ssm.association_logs_retention_duration_hours
+        }),
+        min: 8,
+        max: u64::MAX,
+        default: 24,
     },
     Uint {
         slot: ("Ssm", "RunCommandLogsRetentionDurationHours", |c| {

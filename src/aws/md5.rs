@@ -43,6 +43,13 @@ impl Default for Md5 {
     }
 }
 
+/// The MD5 of `data` in one call.
+pub fn digest(data: &[u8]) -> [u8; 16] {
+    let mut md5 = Md5::default();
+    md5.update(data);
+    md5.finish()
+}
+
 impl Md5 {
     pub fn update(&mut self, mut data: &[u8]) {
         self.total = self.total.wrapping_add(data.len() as u64);

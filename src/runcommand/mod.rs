@@ -33,6 +33,8 @@ pub enum Transport {
     Mgs,
     /// `ssm-lite run-document`.
     Local,
+    /// A State Manager association run, started by the association scheduler.
+    Association,
 }
 
 /// A reply on its way out: spooled (when the sink keeps a spool), not yet handed to the sender.

@@ -20,6 +20,9 @@ pub struct SendCommand {
     /// `Some(CloudWatchLogGroupName)` when `CloudWatchOutputEnabled` is true (the name may be
     /// empty: the default group then applies, docs/protocol.md §3.11).
     pub cloudwatch_log_group: Option<String>,
+    /// `(AssociationId, RunId)` of a State Manager run (the scheduler's own payload fields):
+    /// its S3 output goes under `<prefix>/<InstanceId>/<AssociationId>/<RunId>`.
+    pub association_run: Option<(String, String)>,
 }
 
 pub use crate::document::field as get_ci;
@@ -110,6 +113,11 @@ impl SendCommand {
             cloudwatch_log_group: cloudwatch_enabled(&m)
                 .then(|| string_field(&m, "CloudWatchLogGroupName"))
                 .transpose()?,
+            association_run: Some((
+                string_field(&m, "AssociationId")?,
+                string_field(&m, "RunId")?,
+            ))
+            .filter(|(id, run)| !id.is_empty() && !run.is_empty()),
         })
     }
 }

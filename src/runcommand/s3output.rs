@@ -30,12 +30,21 @@ impl Destinations for S3Destinations {
         if command.output_s3_bucket_name.is_empty() {
             return Vec::new();
         }
-        // Upstream `parseSendCommandMessage`: path.Join(prefix, CommandId, destination).
-        let prefix = s3_join(&[
-            &command.output_s3_key_prefix,
-            &command.command_id,
-            &self.instance_id,
-        ]);
+        // Upstream `parseSendCommandMessage`: path.Join(prefix, CommandId, destination); an
+        // association's `InitializeDocumentState`: path.Join(prefix, instance, association, run).
+        let prefix = match &command.association_run {
+            None => s3_join(&[
+                &command.output_s3_key_prefix,
+                &command.command_id,
+                &self.instance_id,
+            ]),
+            Some((association, run)) => s3_join(&[
+                &command.output_s3_key_prefix,
+                &self.instance_id,
+                association,
+                run,
+            ]),
+        };
         vec![Box::new(S3Destination {
             client: self.client.clone(),
             bucket: command.output_s3_bucket_name.clone(),
@@ -190,6 +199,7 @@ mod tests {
             output_s3_bucket_name: String::new(),
             output_s3_key_prefix: "out".into(),
             cloudwatch_log_group: None,
+            association_run: None,
         };
         assert!(destinations.for_command(&command).is_empty(), "no bucket");
         command.output_s3_bucket_name = "bkt".into();
@@ -213,6 +223,13 @@ mod tests {
                 key_prefix: "out/cmd-1/i-0abc/awsrunShellScript".into(),
                 step_name: "0.awsrunShellScript".into(),
             })
+        );
+        // An association run: upstream's `<prefix>/<InstanceId>/<AssociationId>/<RunId>`.
+        command.association_run = Some(("a-1".into(), "2026-12-03T12-00-00-000Z".into()));
+        let all = destinations.for_command(&command);
+        assert_eq!(
+            all[0].location(&run).unwrap().key_prefix,
+            "out/i-0abc/a-1/2026-12-03T12-00-00-000Z/awsrunShellScript"
         );
     }
 }

@@ -65,6 +65,8 @@ pub struct Sources {
     pub http: Option<Arc<HttpClient>>,
     /// The engine's Parameter Store, for sub-documents.
     pub parameters: Arc<dyn ParameterSource + Send + Sync>,
+    /// The association scheduler `aws:refreshAssociation` signals; `None` without one.
+    pub associations: Option<Arc<crate::association::scheduler::Mailbox>>,
 }
 
 impl Sources {
@@ -77,6 +79,7 @@ impl Sources {
             secrets: none.clone(),
             http: None,
             parameters: none,
+            associations: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use super::reply::{
 };
 use super::rundocument;
 use super::sources::Sources;
+use crate::association::refresh;
 use crate::document::{ShellScriptInput, Step, shell_script_input};
 use crate::exec::capture::Limits;
 use crate::exec::{Captured, Outcome, ScriptSpec, StopReason, StopToken, run_script};
@@ -148,6 +149,12 @@ pub(super) fn run_nested(
                 }
             }),
             rundocument::PLUGIN => rundocument::run(step, i, inputs, env, on_start, depth),
+            refresh::PLUGIN => in_agent(step, i, env, || {
+                match refresh::run(inputs, env.sources.associations.as_deref()) {
+                    Ok(stdout) => Run::succeeded(stdout),
+                    Err(message) => Run::failed(message),
+                }
+            }),
             _ => Run::failed(format!(
                 "Plugin with name {} not found. Step name: {}",
                 step.plugin, step.id

@@ -235,6 +235,11 @@ impl StateDir {
         self.root.join("replies_mgs")
     }
 
+    /// The association scheduler's record of runs and compliance.
+    pub fn associations_dir(&self) -> PathBuf {
+        self.root.join("associations")
+    }
+
     pub fn orchestration_root(&self) -> PathBuf {
         self.root.join("document").join(&self.orchestration)
     }
