@@ -53,7 +53,7 @@ impl DocumentState {
         versions.len()
     }
 
-    fn answer(&self, body: &Value) -> Result<Value, (String, String)> {
+    pub(crate) fn answer(&self, body: &Value) -> Result<Value, (String, String)> {
         let Some(asked) = body["Name"].as_str() else {
             let msg = "1 validation error detected: Value null at 'name' failed to satisfy \
                        constraint: Member must not be null";

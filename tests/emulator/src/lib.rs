@@ -1,7 +1,7 @@
 //! `ssm-emulator`: a test double of the AWS services ssm-lite talks to — IMDS, `ssm`
 //! (UpdateInstanceInformation), ec2messages, ssmmessages (MGS REST + WebSockets, see `mgs.rs`
 //! and `session.rs`; smux for multiplexed port forwarding in `smux.rs`) and `kms` (Decrypt of
-//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), SSM documents (GetDocument, see `documents.rs`), STS GetCallerIdentity (`sts.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
+//! session data keys, see `kms.rs`), Parameter Store (GetParameters, see `parameters.rs`), SSM documents (GetDocument, see `documents.rs`), State Manager associations, their statuses and compliance (`associations.rs`), Inventory (PutInventory with content-hash checks, `inventory.rs`), STS GetCallerIdentity (`sts.rs`) — on one plain-HTTP port on 127.0.0.1. Point the agent's
 //! `Mgs.Endpoint` at [`Emulator::url`] *with* its `http://` scheme (a bare host means https/wss).
 //!
 //! Every JSON 1.1 call is SigV4-verified with the emulator's own verifier against the credentials
@@ -19,6 +19,7 @@
 //! ```
 
 pub mod agentmessage;
+pub mod associations;
 pub mod attach;
 mod cipher;
 mod control;
@@ -29,6 +30,7 @@ mod faults;
 mod files;
 mod http;
 mod imds;
+mod inventory;
 mod kms;
 pub mod link;
 mod logs;
@@ -57,6 +59,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use agentmessage::AgentMessage;
+pub use associations::{Association, S3OutputLocation};
 pub use attach::LocalForwarder;
 pub use documents::GetDocumentCall;
 pub use faults::{FaultTarget, FaultWindow};
@@ -94,6 +97,11 @@ pub mod targets {
     pub const UPDATE_MANAGED_INSTANCE_PUBLIC_KEY: &str = "AmazonSSM.UpdateManagedInstancePublicKey";
     pub const GET_PARAMETERS: &str = "AmazonSSM.GetParameters";
     pub const GET_DOCUMENT: &str = "AmazonSSM.GetDocument";
+    pub const LIST_INSTANCE_ASSOCIATIONS: &str = "AmazonSSM.ListInstanceAssociations";
+    pub const UPDATE_INSTANCE_ASSOCIATION_STATUS: &str =
+        "AmazonSSM.UpdateInstanceAssociationStatus";
+    pub const PUT_COMPLIANCE_ITEMS: &str = "AmazonSSM.PutComplianceItems";
+    pub const PUT_INVENTORY: &str = "AmazonSSM.PutInventory";
 }
 
 /// Long-lived keys accepted in addition to IMDS-issued ones (a custom identity's credentials).
@@ -489,6 +497,62 @@ impl Emulator {
     /// `AmazonSSM.GetDocument` calls that reached the operation, in order.
     pub fn get_document_calls(&self) -> Vec<GetDocumentCall> {
         self.read(|st| st.documents.calls.clone())
+    }
+
+    /// Adds State Manager association `a` for `ListInstanceAssociations`, or replaces the one
+    /// with its id. Its document comes from [`Emulator::put_document`].
+    pub fn add_association(&self, a: Association) {
+        self.shared.update(|st| st.associations.add(a));
+    }
+
+    /// Removes association `id` (later status updates for it are `AssociationDoesNotExist`);
+    /// false when there was none.
+    pub fn remove_association(&self, id: &str) -> bool {
+        self.shared.update(|st| st.associations.remove(id))
+    }
+
+    /// Association `id` as the service has it now (`DetailedStatus` and `LastExecutionDate`
+    /// move with status updates).
+    pub fn association(&self, id: &str) -> Option<Association> {
+        self.read(|st| st.associations.get(id).cloned())
+    }
+
+    /// Caps every `ListInstanceAssociations` page at `n` associations (below `MaxResults`), so
+    /// tests exercise `NextToken`; `None` lifts the cap.
+    pub fn set_association_page_size(&self, n: Option<usize>) {
+        self.shared.update(|st| st.associations.page_size = n);
+    }
+
+    /// `ListInstanceAssociations` bodies that reached the operation, with when they arrived.
+    pub fn list_associations_calls(&self) -> Vec<(Instant, Value)> {
+        self.read(|st| st.list_associations_calls().to_vec())
+    }
+
+    /// The `ExecutionResult`s `UpdateInstanceAssociationStatus` accepted for association `id`,
+    /// in order.
+    pub fn association_statuses(&self, id: &str) -> Vec<Value> {
+        self.read(|st| st.association_statuses(id).to_vec())
+    }
+
+    /// Accepted `PutComplianceItems` bodies, in order.
+    pub fn compliance_puts(&self) -> Vec<Value> {
+        self.read(|st| st.compliance_puts().to_vec())
+    }
+
+    /// `PutInventory` bodies that reached the operation, in order, refused ones included.
+    pub fn inventory_puts(&self) -> Vec<Value> {
+        self.read(|st| st.inventory_puts().to_vec())
+    }
+
+    /// The last inventory item of type `type_name` stored with its `Content`.
+    pub fn inventory_of(&self, type_name: &str) -> Option<Value> {
+        self.read(|st| st.inventory_of(type_name).cloned())
+    }
+
+    /// Forgets inventory type `type_name`, so the next hash-only put of it is refused with
+    /// `ItemContentMismatchException`; true if it was stored.
+    pub fn forget_inventory(&self, type_name: &str) -> bool {
+        self.shared.update(|st| st.inventory.forget(type_name))
     }
 
     /// Every STS `GetCallerIdentity`, in order.

@@ -10,7 +10,10 @@ use crate::faults::{Api, Fault};
 use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
-use crate::{control, documents, imds, kms, logs, mds, mgs, onprem, parameters, s3, sigv4, sts};
+use crate::{
+    associations, control, documents, imds, inventory, kms, logs, mds, mgs, onprem, parameters, s3,
+    sigv4, sts,
+};
 
 const SSM_PREFIX: &str = "AmazonSSM";
 
@@ -119,7 +122,13 @@ fn classify(target: &str) -> Option<(Api, &str, &'static str, Auth)> {
         SSM_PREFIX
             if matches!(
                 op,
-                "UpdateInstanceInformation" | "GetParameters" | "GetDocument"
+                "UpdateInstanceInformation"
+                    | "GetParameters"
+                    | "GetDocument"
+                    | "ListInstanceAssociations"
+                    | "UpdateInstanceAssociationStatus"
+                    | "PutComplianceItems"
+                    | "PutInventory"
             ) =>
         {
             Some((Api::Ssm, op, "ssm", Auth::Hmac))
@@ -224,6 +233,16 @@ fn operation(shared: &Shared, api: Api, op: &str, caller: &str, body: &[u8]) -> 
             shared.update(|st| parameters::get_parameters(st, &body))
         }
         Api::Ssm if op == "GetDocument" => shared.update(|st| documents::get_document(st, &body)),
+        Api::Ssm if op == "ListInstanceAssociations" => {
+            shared.update(|st| associations::list(st, &body))
+        }
+        Api::Ssm if op == "UpdateInstanceAssociationStatus" => {
+            shared.update(|st| associations::update_status(st, &body))
+        }
+        Api::Ssm if op == "PutComplianceItems" => {
+            shared.update(|st| associations::put_compliance_items(st, &body))
+        }
+        Api::Ssm if op == "PutInventory" => shared.update(|st| inventory::put_inventory(st, &body)),
         Api::Ssm => onprem::handle(shared, op, caller, &body),
         Api::Kms => shared.update(|st| kms::decrypt(st, &body)),
         Api::Logs => shared.update(|st| st.logs.handle(op, &body)),

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::Options;
+use crate::associations::AssociationState;
 use crate::documents::DocumentState;
 use crate::faults::Faults;
 use crate::imds::ImdsState;
+use crate::inventory::InventoryState;
 use crate::kms::{KmsDecrypt, KmsState};
 use crate::mds::MdsState;
 use crate::mgs::MgsState;
@@ -113,6 +115,8 @@ pub struct State {
     pub(crate) parameters: ParameterState,
     pub(crate) s3: crate::s3::S3State,
     pub(crate) documents: DocumentState,
+    pub(crate) associations: AssociationState,
+    pub(crate) inventory: InventoryState,
     pub(crate) sts: Vec<crate::sts::CallerIdentityCall>,
     pub(crate) logs: crate::logs::LogsState,
     pub(crate) faults: Faults,
@@ -270,6 +274,8 @@ impl Shared {
             parameters: ParameterState::default(),
             s3: Default::default(),
             documents: DocumentState::default(),
+            associations: AssociationState::default(),
+            inventory: InventoryState::default(),
             sts: Vec::new(),
             logs: Default::default(),
             faults: Faults::new(options.fault_target),
