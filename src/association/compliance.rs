@@ -1,4 +1,4 @@
-//! Association compliance (docs/protocol.md §6.3): after each final status, one
+//! Association compliance (docs/protocol.md §7.3): after each final status, one
 //! PutComplianceItems of type `Association` with an item per association that has run here and
 //! is still listed; the items' hash alone when they have not changed since the last call the
 //! service took.

@@ -1,5 +1,5 @@
 //! State Manager: associations polled, scheduled and run through the command engine, their
-//! status and compliance reported (docs/protocol.md §6).
+//! status and compliance reported (docs/protocol.md §7).
 
 pub(crate) mod compliance;
 pub(crate) mod refresh;

@@ -1,5 +1,5 @@
 //! `aws:refreshAssociation` (AWS-RefreshAssociation): asks the scheduler to run the named
-//! associations now, all of them when none is named (docs/protocol.md §6.4). Upstream runs every
+//! associations now, all of them when none is named (docs/protocol.md §7.4). Upstream runs every
 //! association whatever the ids; this agent runs only those named.
 
 use super::scheduler::Mailbox;

@@ -1,6 +1,6 @@
 //! The association scheduler: one thread that polls ListInstanceAssociations, decides what is
 //! due, runs it through the command engine (the same workers, records and crash recovery as Run
-//! Command) and reports its status and compliance (docs/protocol.md §6).
+//! Command) and reports its status and compliance (docs/protocol.md §7).
 //!
 //! Runs go one at a time, as upstream's. What ran and when is kept in `associations/book.json`,
 //! written before a run is handed to the engine, so that a restart neither runs an association

@@ -1,4 +1,4 @@
-//! The State Manager calls the agent makes (docs/protocol.md §6.1): ListInstanceAssociations,
+//! The State Manager calls the agent makes (docs/protocol.md §7.1): ListInstanceAssociations,
 //! UpdateInstanceAssociationStatus and PutComplianceItems, through the agent's one ssm client.
 
 use crate::aws::jsonrpc::{AwsError, JsonClient};

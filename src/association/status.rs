@@ -1,5 +1,5 @@
 //! What an association run reports: the engine's reply payloads turned into
-//! UpdateInstanceAssociationStatus results with upstream's texts (docs/protocol.md §6.2).
+//! UpdateInstanceAssociationStatus results with upstream's texts (docs/protocol.md §7.2).
 
 use super::service::ExecutionResult;
 use serde_json::{Map, Value};

@@ -668,6 +668,7 @@ impl Inner {
             cleanup: self.cfg.output_cleanup,
             outputs: &job.outputs,
             sources: &self.cfg.sources,
+            in_association: job.transport == Transport::Association,
         };
         let mut on_start = |pgid: crate::sys::Pid| {
             if let Some(r) = rec.running.as_mut() {

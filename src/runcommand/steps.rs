@@ -41,6 +41,8 @@ pub struct StepEnv<'a> {
     pub outputs: &'a [Box<dyn Destination>],
     /// What plugins fetch while they run (SSM documents, S3 objects).
     pub sources: &'a Sources,
+    /// The command is a State Manager association run (`aws:softwareInventory` runs only there).
+    pub in_association: bool,
 }
 
 /// One finished run of a plugin over one property set, before it is merged and rendered.
@@ -608,6 +610,7 @@ mod tests {
             cleanup: OutputCleanup::Keep,
             outputs: &[],
             sources: &Sources::unavailable("tests"),
+            in_association: false,
         };
         run_step(step, &env, &mut |_| {})
     }
@@ -809,6 +812,7 @@ mod tests {
             cleanup: OutputCleanup::Keep,
             outputs: &outputs,
             sources: &Sources::unavailable("tests"),
+            in_association: false,
         };
         let step = Step {
             id: "fetch".into(),
