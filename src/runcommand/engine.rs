@@ -32,8 +32,12 @@ pub struct EngineConfig {
     pub queue_limit: usize,
     /// `Mds.CommandRetryLimit`: how many agent starts a command may see before it is given up.
     pub retry_limit: u32,
+    /// `Ssm.AssociationRetryLimit`: the same for association runs.
+    pub association_retry_limit: u32,
     /// `Ssm.RunCommandLogsRetentionDurationHours`.
     pub retention: Duration,
+    /// `Ssm.AssociationLogsRetentionDurationHours`, for association runs.
+    pub association_retention: Duration,
     /// `Ssm.RunCommandLogsMaxStepOutputMiB`, in bytes: each step's stdout and stderr file.
     pub max_step_output: u64,
     /// `Ssm.RunCommandLogsMaxTotalMiB`, in bytes: every finished command's files together.
@@ -65,8 +69,12 @@ impl EngineConfig {
             workers: config.mds.command_workers_limit,
             queue_limit: config.mds.command_worker_buffer_limit,
             retry_limit: config.mds.command_retry_limit,
+            association_retry_limit: config.ssm.association_retry_limit,
             retention: Duration::from_secs(
                 config.ssm.run_command_logs_retention_duration_hours * 3600,
+            ),
+            association_retention: Duration::from_secs(
+                config.ssm.association_logs_retention_duration_hours * 3600,
             ),
             max_step_output: config.ssm.run_command_logs_max_step_output_mib << 20,
             max_total_output: config.ssm.run_command_logs_max_total_mib << 20,
@@ -821,7 +829,11 @@ impl Inner {
                 }
             };
             let too_old = now_secs().saturating_sub(rec.received_at) > MAX_RESUME_AGE_SECS;
-            if too_old || rec.run_count >= self.cfg.retry_limit {
+            let limit = match rec.transport {
+                Transport::Association => self.cfg.association_retry_limit,
+                _ => self.cfg.retry_limit,
+            };
+            if too_old || rec.run_count >= limit {
                 log::error!(
                     "command {}: not resumed ({}); reporting it Failed",
                     rec.message_id,
@@ -883,16 +895,22 @@ impl Inner {
             }
             *last = Some(Instant::now());
         }
-        let cutoff = now_secs().saturating_sub(self.cfg.retention.as_secs());
+        let cutoff = |transport: Transport| {
+            let retention = match transport {
+                Transport::Association => self.cfg.association_retention,
+                _ => self.cfg.retention,
+            };
+            now_secs().saturating_sub(retention.as_secs())
+        };
         // Oldest finished first: a Done record is last written when its command finishes.
-        let mut finished: Vec<(Option<std::time::SystemTime>, u64, String)> =
+        let mut finished: Vec<(Option<std::time::SystemTime>, bool, String)> =
             list_records(&self.dir)
                 .into_iter()
                 .filter(|r| r.phase == Phase::Done)
                 .map(|r| {
                     let path = self.dir.command_record(&r.command_id);
                     let at = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-                    (at, r.received_at, r.command_id)
+                    (at, r.received_at < cutoff(r.transport), r.command_id)
                 })
                 .collect();
         finished.sort();
@@ -904,8 +922,8 @@ impl Inner {
         let cap = self.cfg.max_total_output;
         let target = if total > cap { cap / 10 * 9 } else { cap };
         let mut trimmed = 0usize;
-        for ((_, received_at, id), size) in finished.iter().zip(sizes) {
-            let expired = *received_at < cutoff;
+        for ((_, expired, id), size) in finished.iter().zip(sizes) {
+            let expired = *expired;
             if !expired && total <= target {
                 continue;
             }
@@ -1022,7 +1040,9 @@ mod tests {
             workers: 2,
             queue_limit: 5,
             retry_limit: 15,
+            association_retry_limit: 5,
             retention: Duration::from_secs(3600),
+            association_retention: Duration::from_secs(3600),
             max_step_output: 1 << 20,
             max_total_output: 1 << 30,
             output_cleanup: OutputCleanup::Keep,
