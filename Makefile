@@ -110,10 +110,16 @@ lint:
 	rustup toolchain install $(MSRV) --profile minimal
 	$(CARGO) +$(MSRV) check -p ssm-lite --lib --bins --locked
 
-bench:
+# The host build, then the memory rows again for the static musl build devices run (glibc's
+# per-thread malloc arenas make the host build's per-session figure vary by ±25 KB).
+MUSL_AGENT := $(CURDIR)/$(DIST)/ssm-lite-$(VERSION)-x86_64
+bench: tools
 	$(CARGO) build --release --bin ssm-lite
 	$(CARGO) bench -p ssm-lite --bench agent
 	$(CARGO) bench -p ssm-lite --bench sessions
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-x86_64
+	SSM_BENCH_AGENT=$(MUSL_AGENT) SSM_BENCH_IDLE_SECS=10 $(CARGO) bench -p ssm-lite --bench agent
+	SSM_BENCH_AGENT=$(MUSL_AGENT) $(CARGO) bench -p ssm-lite --bench sessions -- memory
 
 # The full soak (10,000 commands and 200 sessions under windowed faults) and crash loop (100
 # SIGKILLs), not in CI; their two-minute variants run in `make test`. Sizes and the seed from

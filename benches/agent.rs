@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use std::{env, fs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ssm-lite");
+
+/// The agent run: `SSM_BENCH_AGENT` (say, the static musl build in `dist/`, the binary devices
+/// run) or the host build cargo made.
+fn agent_bin() -> String {
+    env::var("SSM_BENCH_AGENT").unwrap_or_else(|_| BIN.to_owned())
+}
 const WAIT: Duration = Duration::from_secs(60);
 const RUNS: usize = 200;
 const BURST: usize = 500;
@@ -42,7 +48,7 @@ impl Bench {
         }
         fs::write(dir.join("config.json"), config.to_string()).expect("writing the agent config");
         let log = fs::File::create(dir.join("agent.log")).expect("creating the agent log");
-        let agent = Command::new(BIN)
+        let agent = Command::new(agent_bin())
             .args(["run", "--config"])
             .arg(dir.join("config.json"))
             .arg("--state-dir")
@@ -54,7 +60,7 @@ impl Bench {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e} (build it with `make bench`)"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with `make bench`)", agent_bin()));
         Bench {
             emu,
             agent,
@@ -303,7 +309,7 @@ fn emulator_round_trip(url: &str) -> io::Result<Duration> {
 
 fn main() {
     let idle = env::var("SSM_BENCH_IDLE_SECS").map_or(60, |s| s.parse().unwrap_or(60));
-    println!("ssm-lite bench: {BIN}\n");
+    println!("ssm-lite bench: {}\n", agent_bin());
     row("measurement", "value", "goal");
     binary_sizes();
 

@@ -20,7 +20,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use std::{env, fs, thread};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ssm-lite");
+const BUILT: &str = env!("CARGO_BIN_EXE_ssm-lite");
+
+/// The agent measured: `SSM_BENCH_AGENT` (say, the static musl build in `dist/`, the binary
+/// devices run) or the host build cargo made.
+fn bin() -> String {
+    env::var("SSM_BENCH_AGENT").unwrap_or_else(|_| BUILT.to_owned())
+}
 const WAIT: Duration = Duration::from_secs(60);
 /// Bulk transfers may take long: a slow run should print a slow number, not die.
 const BULK_WAIT: Duration = Duration::from_secs(600);
@@ -66,7 +72,7 @@ impl Bench {
         fs::write(dir.join("config.json"), config.to_string()).expect("writing the agent config");
         let log = fs::File::create(dir.join("agent.log")).expect("creating the agent log");
         // RUST_LOG, if set, reaches the agent: `RUST_LOG=debug` for timestamps of its steps.
-        let agent = Command::new(BIN)
+        let agent = Command::new(bin())
             .args(["run", "--config"])
             .arg(dir.join("config.json"))
             .arg("--state-dir")
@@ -76,7 +82,7 @@ impl Bench {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e} (build it with `make bench`)"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with `make bench`)", bin()));
         let mut b = Bench { emu, agent, dir };
         b.wait(WAIT, "the control channel and the first health ping", |s| {
             s.mgs().control_connected() && !s.health_pings().is_empty()
@@ -687,14 +693,19 @@ fn everything_but_flow(b: &mut Bench) {
 }
 
 fn main() {
-    println!("ssm-lite session bench: {BIN}\n");
+    println!("ssm-lite session bench: {}\n", bin());
     row("measurement", "value", "note");
     let mut b = Bench::start();
-    // `cargo bench --bench sessions -- flow`: only the flow-control rows.
-    if !env::args().any(|a| a == "flow") {
-        everything_but_flow(&mut b);
+    // `cargo bench --bench sessions -- flow` (or `memory`): only those rows.
+    let only = |name: &str| env::args().any(|a| a == name);
+    match (only("flow"), only("memory")) {
+        (true, _) => flow_rows(&mut b),
+        (_, true) => memory(&mut b),
+        _ => {
+            everything_but_flow(&mut b);
+            flow_rows(&mut b);
+        }
     }
-    flow_rows(&mut b);
     let errors = b.emu.mgs_errors();
     row(
         "protocol errors seen by the emulator",
