@@ -21,8 +21,8 @@ RUNNER_armhf := qemu-arm-static
 QEMU_CPU_armhf := arm1176
 DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
 
-.PHONY: all build release tools binaries demo demo-shell demo-port test test-native test-release \
-	test-artifacts lint bench soak fuzz clean FORCE
+.PHONY: all build release tools binaries demo demo-association demo-shell demo-port test test-native \
+	test-release test-artifacts lint bench soak fuzz clean FORCE
 
 all: build
 
@@ -32,6 +32,12 @@ build:
 demo:
 	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
 	$(CARGO) run --quiet -p ssm-emulator -- demo --agent target/debug/ssm-lite
+
+# A shell and a software inventory association run by the agent; prints their statuses and the
+# inventory the emulator received. Exits 1 unless both succeed.
+demo-association:
+	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
+	$(CARGO) run --quiet -p ssm-emulator -- demo-association --agent target/debug/ssm-lite
 
 # An interactive shell on this machine through the agent and the emulator's Session Manager.
 demo-shell:

@@ -58,7 +58,13 @@ fn write_config(dir: &Path, emu: &Emulator, region: &str) -> Result<PathBuf, Str
     Ok(path)
 }
 
-fn spawn_agent(agent: &Path, config: &Path, state: &Path, emu: &Emulator) -> Result<Child, String> {
+fn spawn_agent(
+    agent: &Path,
+    config: &Path,
+    state: &Path,
+    emu: &Emulator,
+    env: &[(&str, &str)],
+) -> Result<Child, String> {
     let mut cmd = Command::new(agent);
     cmd.arg("run")
         .arg("--config")
@@ -66,6 +72,7 @@ fn spawn_agent(agent: &Path, config: &Path, state: &Path, emu: &Emulator) -> Res
         .arg("--state-dir")
         .arg(state);
     cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", emu.url());
+    cmd.envs(env.iter().copied());
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
@@ -135,6 +142,17 @@ pub(crate) struct AgentRun {
 impl AgentRun {
     /// Starts the emulator and the agent at `agent`, configured to use only the emulator.
     pub fn start(agent: &Path, tag: &str) -> Result<AgentRun, String> {
+        AgentRun::start_with(agent, tag, &[], |_| ())
+    }
+
+    /// [`AgentRun::start`] with `env` added to the agent's environment and `prepare` run on the
+    /// emulator before the agent starts (what must be there at the agent's first call).
+    pub fn start_with(
+        agent: &Path,
+        tag: &str,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Emulator),
+    ) -> Result<AgentRun, String> {
         // A short hold so the agent's poll ends soon after SIGTERM.
         let options = Options {
             poll_hold: Duration::from_secs(5),
@@ -145,7 +163,8 @@ impl AgentRun {
             Emulator::try_start(options).map_err(|e| format!("starting the emulator: {e}"))?;
         let dir = TempDir::new()?;
         let config = write_config(&dir.0, &emu, &region)?;
-        let mut child = spawn_agent(agent, &config, &dir.0.join("state"), &emu)?;
+        prepare(&emu);
+        let mut child = spawn_agent(agent, &config, &dir.0.join("state"), &emu, env)?;
         let pid = child.id();
         let (tx, exited) = mpsc::channel();
         thread::spawn(move || {

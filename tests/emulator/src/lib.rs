@@ -24,6 +24,7 @@ pub mod attach;
 mod cipher;
 mod control;
 pub mod demo;
+pub mod demo_association;
 mod documents;
 mod fault_windows;
 mod faults;

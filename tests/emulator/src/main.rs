@@ -1,14 +1,15 @@
-//! `ssm-emulator serve|demo|shell|port …`; see `usage()`.
+//! `ssm-emulator serve|demo|demo-association|shell|port …`; see `usage()`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ssm_emulator::{Emulator, Options, attach, demo};
+use ssm_emulator::{Emulator, Options, attach, demo, demo_association};
 
 fn usage() -> &'static str {
     "usage:\n  ssm-emulator serve [--port N] [--region R] [--instance-id I] [--state-file F]\n  \
      ssm-emulator demo --agent PATH [--command CMD]\n  \
+     ssm-emulator demo-association --agent PATH\n  \
      ssm-emulator shell --agent PATH\n  \
      ssm-emulator port --agent PATH --local-port L --remote-port R [--mux]"
 }
@@ -82,6 +83,12 @@ fn run_demo(args: &[String]) -> Result<bool, String> {
     demo::run(std::path::Path::new(&agent), &command)
 }
 
+fn run_demo_association(args: &[String]) -> Result<bool, String> {
+    let flags = parse_flags(args, &["--agent"])?;
+    let agent = flag(&flags, "--agent").ok_or("demo-association needs --agent PATH")?;
+    demo_association::run(std::path::Path::new(&agent))
+}
+
 /// The value of `name` among parsed flags.
 fn flag(flags: &[(String, String)], name: &str) -> Option<String> {
     flags
@@ -124,6 +131,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]).map(|()| true),
         Some("demo") => run_demo(&args[1..]),
+        Some("demo-association") => run_demo_association(&args[1..]),
         Some(mode @ ("shell" | "port")) => run_attach(mode, &args[1..]),
         _ => Err(usage().to_string()),
     };

@@ -164,7 +164,7 @@ fn verified(st: &mut State, req: &Request) -> (Response, SigCheck) {
 }
 
 /// `/bucket/key…` → (bucket, key), both decoded.
-fn split_path(path: &str) -> (String, String) {
+pub(crate) fn split_path(path: &str) -> (String, String) {
     let rest = path.strip_prefix('/').unwrap_or(path);
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     (percent_decode_path(bucket), percent_decode_path(key))
