@@ -60,7 +60,12 @@ impl Bench {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with `make bench`)", agent_bin()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it with `make bench`)",
+                    agent_bin()
+                )
+            });
         Bench {
             emu,
             agent,

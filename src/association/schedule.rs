@@ -5,12 +5,12 @@
 //! `cron(…)` takes 5, 6 or 7 fields as cronexpr does: `Minutes Hours Day-of-month Month
 //! Day-of-week`, then `Year` (the 6 fields State Manager sends), or `Seconds` first and `Year`
 //! last (the agent's own `cron(0 0/5 * 1/1 * ? *)`); fields past the 7th are ignored. Day-of-week
-//! numbers are cronexpr's, 0–7 with 0 and 7 Sunday: AWS documents 1–7 with 1 Sunday, but upstream
-//! agents evaluate what the service sends with cronexpr, so `2#1` is the first Tuesday on them and
-//! here alike. Names (`SUN`–`SAT`, `JAN`–`DEC`) mean the same to both. Years run 1970–2099.
-//! Where cronexpr would panic, never fire or misread (a field that selects nothing, `01` as a
-//! month, `5-7` as weekdays), this refuses or reads what was written.
-#![allow(dead_code)]
+//! numbers are AWS's, 1 (Sunday) to 7 (Saturday), as the State Manager documentation and console
+//! give them: `2#1` is the first Monday, `6L` the last Friday. Upstream hands them to cronexpr,
+//! which counts 0 (Sunday) to 6 and so runs such an association a day late; names (`SUN`–`SAT`,
+//! `JAN`–`DEC`) mean the same to both. Years run 1970–2099. Where cronexpr would panic, never
+//! fire or misread (a field that selects nothing, `01` as a month), this refuses or reads what
+//! was written.
 
 use crate::timefmt::{civil_from_days, days_from_civil};
 
@@ -175,7 +175,7 @@ const DOW: Field = Field {
     name: "day-of-week",
     min: 0,
     max: 6,
-    top: 7,
+    top: 6,
     names: &[
         "sunday",
         "monday",
@@ -218,7 +218,11 @@ impl Field {
         if !width.contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let v = s.parse().ok()?;
+        let v: u32 = s.parse().ok()?;
+        if self.name == DOW.name {
+            // AWS numbers days 1 (Sunday) to 7 (Saturday); bits count from 0 = Sunday.
+            return (1..=7).contains(&v).then(|| v - 1);
+        }
         (self.min..=self.top).contains(&v).then_some(v)
     }
 
@@ -322,7 +326,7 @@ const ALIASES: [(&str, &str); 6] = [
     ("@yearly", "0 0 0 1 1 * *"),
     ("@annually", "0 0 0 1 1 * *"),
     ("@monthly", "0 0 0 1 * * *"),
-    ("@weekly", "0 0 0 * * 0 *"),
+    ("@weekly", "0 0 0 * * 1 *"),
     ("@daily", "0 0 0 * * * *"),
     ("@hourly", "0 0 * * * * *"),
 ];
@@ -392,21 +396,16 @@ impl Cron {
         Ok(())
     }
 
-    /// Day-of-week: values, ranges, `5L`, `5#3`; 7 is Sunday as 0 is.
+    /// Day-of-week: values (1 Sunday to 7 Saturday, as AWS documents them), ranges, `6L`, `6#3`.
     fn days_of_week(&mut self, text: &str) -> Result<(), String> {
         self.dow_restricted = true;
         for (raw, entry) in DOW.entries(text)? {
             match entry {
                 Some(Entry::All) => self.dow_restricted = false,
                 Some(Entry::One(v)) => self.dow |= 1 << (v % 7),
-                Some(Entry::Span(a, b, step)) => {
-                    // A range from 7 starts at Sunday (cronexpr reads its 7 as 0); one to 7
-                    // ends on Sunday (where cronexpr's `5-7` would be empty).
-                    let a = if a == 7 && b < 7 { 0 } else { a };
-                    (a..=b)
-                        .step_by(step as usize)
-                        .for_each(|v| self.dow |= 1 << (v % 7))
-                }
+                Some(Entry::Span(a, b, step)) => (a..=b)
+                    .step_by(step as usize)
+                    .for_each(|v| self.dow |= 1 << (v % 7)),
                 None => {
                     let s = raw.to_ascii_lowercase();
                     if let Some(v) = s.strip_suffix('l').and_then(|v| DOW.value(v)) {
@@ -591,15 +590,15 @@ mod tests {
             next("cron(0/10 * ? * MON-FRI *)", "2026-12-04T23:55:00Z"),
             "2026-12-07T00:00:00"
         );
-        // cronexpr's numbering (1 = Monday): the first Tuesday; Dec 1st, a Tuesday, is past.
-        assert_eq!(next("cron(0 9 ? * 2#1 *)", THU_NOON), "2027-01-05T09:00:00");
+        // AWS's numbering (1 = Sunday): the first Monday.
+        assert_eq!(next("cron(0 9 ? * 2#1 *)", THU_NOON), "2026-12-07T09:00:00");
         assert_eq!(
             next("cron(0 9 ? * MON#1 *)", THU_NOON),
             "2026-12-07T09:00:00"
         );
         assert_eq!(next("cron(0 23 L * ? *)", THU_NOON), "2026-12-31T23:00:00");
-        // 6L is the last Saturday with cronexpr's numbering, FRIL the last Friday.
-        assert_eq!(next("cron(0 0 ? * 6L *)", THU_NOON), "2026-12-26T00:00:00");
+        // 6L and FRIL: the last Friday.
+        assert_eq!(next("cron(0 0 ? * 6L *)", THU_NOON), "2026-12-25T00:00:00");
         assert_eq!(
             next("cron(0 0 ? * FRIL *)", THU_NOON),
             "2026-12-25T00:00:00"
@@ -686,7 +685,7 @@ mod tests {
         );
         assert_eq!(
             next("cron(0 0 ? * 1L *)", "2027-02-01T00:00:00Z"),
-            "2027-02-22T00:00:00"
+            "2027-02-28T00:00:00"
         );
     }
 
@@ -773,17 +772,18 @@ mod tests {
             next("cron(0 0 13 * FRI *)", "2026-12-11T00:00:00Z"),
             "2026-12-13T00:00:00"
         );
-        // 0 and 7 are Sunday; a range may end on 7.
-        assert_eq!(next("cron(0 0 ? * 7 *)", THU_NOON), "2026-12-06T00:00:00");
-        assert_eq!(next("cron(0 0 ? * 0 *)", THU_NOON), "2026-12-06T00:00:00");
-        assert_eq!(next("cron(0 0 ? * 6-7 *)", THU_NOON), "2026-12-05T00:00:00");
+        // 1 is Sunday and 7 Saturday; 0 is no day.
+        assert_eq!(next("cron(0 0 ? * 1 *)", THU_NOON), "2026-12-06T00:00:00");
+        assert_eq!(next("cron(0 0 ? * 7 *)", THU_NOON), "2026-12-05T00:00:00");
+        assert!(Schedule::parse("cron(0 0 ? * 0 *)").is_err());
+        assert_eq!(next("cron(0 0 ? * 6-7 *)", THU_NOON), "2026-12-04T00:00:00");
         assert_eq!(
-            next("cron(0 0 ? * 6-7 *)", "2026-12-05T00:00:00Z"),
-            "2026-12-06T00:00:00"
+            next("cron(0 0 ? * 6-7 *)", "2026-12-04T00:00:00Z"),
+            "2026-12-05T00:00:00"
         );
         assert_eq!(
-            next("cron(0 0 ? * 6-7 *)", "2026-12-06T00:00:00Z"),
-            "2026-12-12T00:00:00"
+            next("cron(0 0 ? * 6-7 *)", "2026-12-05T00:00:00Z"),
+            "2026-12-11T00:00:00"
         );
         assert_eq!(next("cron(0 0 ? * SAT-SUN *)", THU_NOON), "never");
         // `*` takes the whole field, whatever follows it (cronexpr returns at once).

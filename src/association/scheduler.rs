@@ -290,6 +290,7 @@ impl Scheduler {
                 Ok(schedule) => {
                     let ours = self.book.last_runs.get(&association.id).copied();
                     let next = next_run(&association, &schedule, ours, now);
+                    log::info!("association {}: {}", association.id, when(next, now));
                     planned.push(Planned {
                         association,
                         schedule,
@@ -475,7 +476,9 @@ impl Scheduler {
                 self.unreported.push_front((command_id, result, reply));
                 return;
             }
-            release(&reply);
+            // The book (written by `record_compliance`) is the run's home from here on: the
+            // command record lets go only after it, so a crash in between sends the status
+            // again rather than never.
             self.book.runs.remove(&command_id);
             self.record_compliance(
                 &run.association_id,
@@ -483,6 +486,7 @@ impl Scheduler {
                 &run.document_version,
                 &result.status,
             );
+            release(&reply);
         }
     }
 
@@ -524,23 +528,35 @@ impl Scheduler {
         }
     }
 
-    /// Records a final status in the compliance items and sends them (their hash alone when
-    /// unchanged); the book is written either way.
+    /// Records a final status in the compliance items, writes the book, then sends the items
+    /// (their hash alone when unchanged).
     fn record_compliance(&mut self, id: &str, name: &str, version: &str, final_status: &str) {
         let now_ms = crate::timefmt::unix_millis(std::time::SystemTime::now());
-        if let Some(item) = compliance::item(id, name, version, final_status, now_ms) {
+        let item = compliance::item(id, name, version, final_status, now_ms);
+        if let Some(item) = item.clone() {
             compliance::record(&mut self.book.compliance, item);
-            let (body, hash) = compliance::body(
-                &self.settings.instance_id,
-                &self.book.compliance,
-                &self.book.compliance_hash,
-                now_ms,
-            );
-            match self.service.put_compliance(&body) {
-                Ok(()) => self.book.compliance_hash = hash,
-                Err(e) => log::warn!("association compliance not taken: {e}"),
-            }
         }
+        self.save_or_log();
+        if item.is_none() {
+            return;
+        }
+        let (body, hash) = compliance::body(
+            &self.settings.instance_id,
+            &self.book.compliance,
+            &self.book.compliance_hash,
+            now_ms,
+        );
+        match self.service.put_compliance(&body) {
+            Ok(()) if hash != self.book.compliance_hash => {
+                self.book.compliance_hash = hash;
+                self.save_or_log();
+            }
+            Ok(()) => {}
+            Err(e) => log::warn!("association compliance not taken: {e}"),
+        }
+    }
+
+    fn save_or_log(&self) {
         if let Err(e) = self.save() {
             log::error!("{e}");
         }
@@ -549,6 +565,18 @@ impl Scheduler {
     fn save(&self) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(&self.book).unwrap_or_default();
         write_atomic(&self.settings.dir.join("book.json"), &bytes, true)
+    }
+}
+
+/// When a planned run comes, for the log.
+fn when(next: Option<u64>, now: u64) -> String {
+    match next {
+        None => "not due again".into(),
+        Some(t) if t <= now => "due now".into(),
+        Some(t) => format!(
+            "next run at {}",
+            crate::timefmt::iso8601_ms(std::time::UNIX_EPOCH + Duration::from_secs(t))
+        ),
     }
 }
 
