@@ -12,6 +12,7 @@ use crate::aws::s3::{S3Client, S3Settings};
 use crate::config::{COMPATIBLE_AGENT_VERSION, Config, ConfigError};
 use crate::health::{self, ChannelHandle, Health, HostFacts};
 use crate::identity::{self, Identity, IdentityError};
+use crate::inventory::{Inventory, SsmInventory};
 use crate::mds::client::MdsClient;
 use crate::mds::{Poller, outbox::Outbox};
 use crate::mgs::Dispatcher;
@@ -412,6 +413,35 @@ fn start_health(ctx: &Context<'_>, ssm: Option<JsonClient>, env: Env) -> Result<
     Ok(())
 }
 
+/// `aws:softwareInventory` over the agent's ssm client: the host's own files, custom inventory
+/// from `Ssm.CustomInventoryDefaultLocation` (default `<state dir>/inventory/custom`), upstream's
+/// random wait of up to 29 s before PutInventory (`SSM_LITE_INVENTORY_MAX_WAIT_SECS` for tests).
+fn inventory(
+    client: &JsonClient,
+    config: &Config,
+    identity: &Identity,
+    state: &StateDir,
+    state_root: &Path,
+) -> Inventory {
+    let custom = match config.ssm.custom_inventory_default_location.as_str() {
+        "" => state_root.join("inventory/custom"),
+        dir => PathBuf::from(dir),
+    };
+    let max_wait = std::env::var("SSM_LITE_INVENTORY_MAX_WAIT_SECS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(29);
+    Inventory::new(
+        Arc::new(SsmInventory::new(client.clone())),
+        identity.instance_id.clone(),
+        state.inventory_dir(),
+        PathBuf::from("/"),
+        custom,
+        config.agent.version.clone(),
+        Duration::from_secs(max_wait),
+    )
+}
+
 /// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
 pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let config = Config::load(args.config.as_deref())?;
@@ -458,6 +488,13 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             engine_cfg.sources.secrets = store;
             engine_cfg.sources.documents = Arc::new(SsmDocuments::new(client.clone()));
             engine_cfg.sources.associations = Some(mailbox.clone());
+            engine_cfg.sources.inventory = Some(Arc::new(inventory(
+                &client,
+                &config,
+                &identity,
+                &state,
+                &args.state_dir,
+            )));
             Some(client)
         }
         Err(e) => {

@@ -51,6 +51,20 @@ impl StopToken {
         *lock(&self.inner.0)
     }
 
+    /// Waits up to `limit` for a stop; its reason, or `None` when the time passed first.
+    pub fn wait_for_stop(&self, limit: Duration) -> Option<StopReason> {
+        let deadline = Instant::now() + limit;
+        let mut reason = lock(&self.inner.0);
+        while reason.is_none() {
+            let (guard, timed_out) = crate::sync::wait_until(&self.inner.1, reason, deadline);
+            reason = guard;
+            if timed_out {
+                break;
+            }
+        }
+        *reason
+    }
+
     /// Sets `exited` under the token's lock, so a runner between its check and its wait cannot
     /// miss the wake-up.
     fn mark_exited(&self, exited: &AtomicBool) {

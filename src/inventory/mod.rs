@@ -1,8 +1,6 @@
 //! `aws:softwareInventory`: gathers the inventory types a step enables and reports them with
 //! `ssm:PutInventory`, as upstream's `agent/plugins/inventory/inventory.go` does. Only inside an
 //! association; a type whose content the service already holds goes as its hash alone.
-// Until the agent builds the plugin and the engine runs its steps (issue 13's merge).
-#![allow(dead_code, unused_imports)]
 
 pub(crate) mod gather;
 mod upload;
@@ -14,7 +12,7 @@ use gather::{GatherError, Host, Item};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use upload::{Hashes, WireItem};
 
 pub const PLUGIN: &str = "aws:softwareInventory";
@@ -32,8 +30,6 @@ const TOTAL_LIMIT: usize = 10240 * 1024;
 /// Above this, upstream sends `AWS:File` in a call of its own (`largeSizeItem`).
 const SPLIT_FILES_ABOVE: usize = 1024 * 1024;
 const FILE_TYPE: &str = "AWS:File";
-/// How often the random wait looks at the step's stop token (it has no public wait).
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// The plugin's inputs as upstream's `PluginInput` takes them. Go matches the keys without
 /// regard to case and ignores unknown ones; a value that is not a string fails the step.
@@ -256,23 +252,15 @@ impl Inventory {
     /// at the same second; a cancel or the agent's stop ends it and fails the step.
     fn random_wait(&self, stop: &StopToken) -> Result<(), String> {
         let max_ms = u64::try_from(self.max_wait.as_millis()).unwrap_or(u64::MAX);
-        let deadline = Instant::now() + Duration::from_millis(crate::random::between(0, max_ms));
-        loop {
-            if let Some(reason) = stop.reason() {
-                let why = match reason {
-                    StopReason::Cancelled => "the step was cancelled",
-                    StopReason::Shutdown => "the agent is stopping",
-                };
-                return Err(format!(
-                    "{PLUGIN} did not upload inventory data to Systems Manager: {why}"
-                ));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            std::thread::sleep(left.min(STOP_POLL));
-        }
+        let wait = Duration::from_millis(crate::random::between(0, max_ms));
+        let why = match stop.wait_for_stop(wait) {
+            None => return Ok(()),
+            Some(StopReason::Cancelled) => "the step was cancelled",
+            Some(StopReason::Shutdown) => "the agent is stopping",
+        };
+        Err(format!(
+            "{PLUGIN} did not upload inventory data to Systems Manager: {why}"
+        ))
     }
 }
 
@@ -496,7 +484,7 @@ mod tests {
         assert!(err.ends_with("the agent is stopping"), "{err}");
 
         let stop = StopToken::new();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let err = std::thread::scope(|s| {
             let waiting = s.spawn(|| inv.upload(&items, &stop));
             stop.stop(StopReason::Cancelled);

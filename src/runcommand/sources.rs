@@ -67,6 +67,8 @@ pub struct Sources {
     pub parameters: Arc<dyn ParameterSource + Send + Sync>,
     /// The association scheduler `aws:refreshAssociation` signals; `None` without one.
     pub associations: Option<Arc<crate::association::scheduler::Mailbox>>,
+    /// `aws:softwareInventory`'s gatherers and PutInventory; `None` without an ssm client.
+    pub inventory: Option<Arc<crate::inventory::Inventory>>,
 }
 
 impl Sources {
@@ -80,6 +82,7 @@ impl Sources {
             http: None,
             parameters: none,
             associations: None,
+            inventory: None,
         }
     }
 }

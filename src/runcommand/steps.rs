@@ -151,6 +151,17 @@ pub(super) fn run_nested(
                 }
             }),
             rundocument::PLUGIN => rundocument::run(step, i, inputs, env, on_start, depth),
+            crate::inventory::PLUGIN => in_agent(step, i, env, || {
+                let Some(inventory) = env.sources.inventory.as_deref() else {
+                    return Run::failed(
+                        "this agent has no usable ssm endpoint to report inventory to".into(),
+                    );
+                };
+                match inventory.run(inputs, env.in_association, env.stop) {
+                    Ok(stdout) => Run::succeeded(stdout),
+                    Err(message) => Run::failed(message),
+                }
+            }),
             refresh::PLUGIN => in_agent(step, i, env, || {
                 match refresh::run(inputs, env.sources.associations.as_deref()) {
                     Ok(stdout) => Run::succeeded(stdout),

@@ -240,6 +240,11 @@ impl StateDir {
         self.root.join("associations")
     }
 
+    /// What the inventory plugin keeps: the content hashes the service last took.
+    pub fn inventory_dir(&self) -> PathBuf {
+        self.root.join("inventory")
+    }
+
     pub fn orchestration_root(&self) -> PathBuf {
         self.root.join("document").join(&self.orchestration)
     }
