@@ -126,15 +126,17 @@ fn apk(text: &str, apps: &mut Vec<Entry>) {
 
 /// `rpm -qa` with upstream's fields; no rpm on the host is no error, a failing one is logged.
 fn rpm(apps: &mut Vec<Entry>) {
-    match rpm_query() {
+    match rpm_query("rpm") {
         Ok(Some(out)) => rpm_records(&out, apps),
         Ok(None) => {}
         Err(e) => log::warn!("inventory: rpm packages not listed: {e}"),
     }
 }
 
-fn rpm_query() -> Result<Option<String>, String> {
-    let mut cmd = crate::sys::child::command("rpm");
+/// The output of `program` (rpm, or a stand-in in tests) run as `rpm -qa`; `None` when there is
+/// no such program.
+fn rpm_query(program: &str) -> Result<Option<String>, String> {
+    let mut cmd = crate::sys::child::command(program);
     cmd.args(["-qa", "--queryformat", RPM_FORMAT]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -447,6 +449,20 @@ Description: time zone and daylight-saving time data
         );
         assert_eq!(apps[1]["Epoch"], "2");
         assert_eq!(apps[1]["Summary"], "The GNU Bourne Again shell");
+    }
+
+    /// `echo` stands in for rpm (a script written here could meet ETXTBSY from another test's
+    /// fork): it prints the arguments, which makes one record of the format's 11 fields.
+    #[test]
+    fn rpm_runs_as_a_process_and_its_absence_is_no_error() {
+        let out = rpm_query("echo").unwrap().unwrap();
+        let mut apps = Vec::new();
+        rpm_records(&out, &mut apps);
+        assert_eq!(apps.len(), 1, "{out:?}");
+        assert_eq!(apps[0]["Name"], "-qa --queryformat %{NAME}");
+        assert_eq!(apps[0]["PackageId"], "%{SOURCERPM}");
+        let missing = root("rpm").join("no-such-rpm");
+        assert_eq!(rpm_query(missing.to_str().unwrap()), Ok(None));
     }
 
     /// Every package dpkg-query calls installed, with its version, when this machine has dpkg.
