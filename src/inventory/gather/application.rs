@@ -89,14 +89,15 @@ fn installed(status: &str) -> bool {
     matches!(words.as_slice(), [_, flag, "installed"] if *flag != "reinstreq")
 }
 
-/// The first line of field `key` of a dpkg-style stanza (continuation lines start with a blank).
+/// The first line of field `key` of a dpkg-style stanza (continuation lines start with a blank),
+/// trailing blanks kept as dpkg-query prints them.
 fn field<'a>(stanza: &'a str, key: &str) -> &'a str {
     stanza
         .lines()
         .filter(|l| !l.starts_with([' ', '\t']))
         .filter_map(|l| l.split_once(':'))
         .find(|(k, _)| *k == key)
-        .map_or("", |(_, v)| v.trim())
+        .map_or("", |(_, v)| v.trim_start())
 }
 
 /// Alpine's `lib/apk/db/installed`: one `X:value` line per field, packages apart by a blank line.
@@ -494,5 +495,41 @@ Description: time zone and daylight-saving time data
         assert!(missing.is_empty(), "missing from ours: {missing:?}");
         let extra: Vec<_> = ours.difference(&dpkg).collect();
         assert!(extra.is_empty(), "not dpkg's: {extra:?}");
+    }
+
+    /// Every attribute as upstream's dpkg-query format would give it, package by package.
+    #[test]
+    fn this_machine_attributes_match_dpkg_querys_fields() {
+        let format = "${db:Status-Status}\x1f${Package}\x1f${Maintainer}\x1f${Version}\x1f\
+                      ${Section}\x1f${Architecture}\x1f${Homepage}\x1f${Description}\x1e";
+        let Ok(out) = std::process::Command::new("dpkg-query")
+            .args(["-W", "-f", format])
+            .output()
+        else {
+            return;
+        };
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut want: Vec<Entry> = Vec::new();
+        for record in text.split('\x1e') {
+            let f: Vec<&str> = record.split('\x1f').collect();
+            let ["installed", name, maint, version, section, arch, home, desc] = f.as_slice()
+            else {
+                continue;
+            };
+            let mut e = entry(name, maint, version, arch);
+            put(&mut e, "ApplicationType", section);
+            put(&mut e, "URL", home);
+            put(&mut e, "Summary", desc);
+            put(&mut e, "PackageId", &format!("{name}_{version}_{arch}.deb"));
+            want.push(e);
+        }
+        assert!(!want.is_empty(), "dpkg-query listed no installed package");
+        let mut got = gather(&host(Path::new("/"))).unwrap();
+        got.sort();
+        want.sort();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w);
+        }
     }
 }
