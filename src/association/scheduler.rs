@@ -372,7 +372,7 @@ impl Scheduler {
             }
         };
         let steps = step_count(&content);
-        let run_id = run_id(now);
+        let run_id = run_id(crate::timefmt::unix_millis(std::time::SystemTime::now()));
         let command_id = format!("{}_{run_id}", a.id);
         let payload = payload(a, content, &command_id, &run_id);
         self.book.last_runs.insert(a.id.clone(), now);
@@ -393,17 +393,29 @@ impl Scheduler {
             &status::now("InProgress", "", status::EXECUTING.into()),
         );
         let message_id = format!("aws.ssm.{command_id}.{}", self.settings.instance_id);
-        self.offer(&message_id, &payload.to_string(), a)
+        self.offer(&message_id, &payload.to_string(), a, &command_id)
     }
 
     /// Offers the run, waiting for room in the queue; a refusal arrives as its final reply.
-    fn offer(&mut self, message_id: &str, payload: &str, a: &Association) -> bool {
+    fn offer(
+        &mut self,
+        message_id: &str,
+        payload: &str,
+        a: &Association,
+        command_id: &str,
+    ) -> bool {
         loop {
             match self
                 .engine
                 .offer(Transport::Association, message_id, payload)
             {
-                Offer::Accepted | Offer::Rejected | Offer::Duplicate { .. } => return true,
+                Offer::Accepted | Offer::Rejected => return true,
+                // Never for a fresh RunId; were it so, no reply would ever come for it.
+                Offer::Duplicate { .. } => {
+                    self.book.runs.remove(command_id);
+                    let text = format!("run {command_id} exists already");
+                    return self.refuse_run(a, "SubmitAssocError", text);
+                }
                 Offer::Full => {
                     if !self.engine.wait_for_room(Duration::from_secs(60)) {
                         log::warn!("association {}: the engine is stopping", a.id);
@@ -597,10 +609,10 @@ fn random_up_to(limit: Duration) -> Duration {
     Duration::from_millis(crate::random::between(0, limit.as_millis() as u64))
 }
 
-/// Upstream's RunId: the start time as `2006-01-02T15-04-05.000Z` without the dot (a CommandId
-/// holds no `.`).
-fn run_id(now: u64) -> String {
-    crate::timefmt::iso8601_ms(std::time::UNIX_EPOCH + Duration::from_secs(now))
+/// Upstream's RunId: the start time as `2006-01-02T15-04-05.000Z`, the dot made a dash (a
+/// CommandId holds no `.`); milliseconds keep two runs of one second apart.
+fn run_id(now_ms: u64) -> String {
+    crate::timefmt::iso8601_ms(std::time::UNIX_EPOCH + Duration::from_millis(now_ms))
         .replace([':', '.'], "-")
 }
 
@@ -748,6 +760,7 @@ mod tests {
         );
         assert_eq!(p["AssociationId"], "a-1");
         assert_eq!(step_count(&content), 2);
-        assert!(!run_id(1764765000).contains(['.', ':']));
+        assert!(!run_id(1764765000123).contains(['.', ':']));
+        assert_ne!(run_id(1764765000123), run_id(1764765000124));
     }
 }

@@ -2,7 +2,6 @@
 //! `agent/plugins/inventory/gatherers` does (attribute names and omitempty rules of its
 //! `model.go`), but reading package databases and /proc directly instead of running tools.
 // The inventory plugin (being built alongside) is their only caller.
-#![allow(dead_code)]
 
 mod application;
 mod component;
