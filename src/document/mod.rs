@@ -1004,12 +1004,12 @@ mod tests {
             ]
         );
         let v12 = parsed(
-            json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:softwareInventory": {"properties": {}}}}),
+            json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:configurePackage": {"properties": {}}}}),
             json!({}),
         );
         assert_eq!(
             v12.steps[0].verdict,
-            missing("aws:softwareInventory", "aws:softwareInventory")
+            missing("aws:configurePackage", "aws:configurePackage")
         );
         // Not a plugin name upstream knows, though its registry comment mentions it.
         let v22 = parsed(
