@@ -220,6 +220,47 @@ fn a_restart_neither_reruns_before_the_schedule_nor_skips_a_missed_run() {
     assert_eq!(runs(&marks, "daily"), 2, "the missed run ran once");
 }
 
+#[test]
+fn an_association_resolves_parameter_store_and_writes_its_output_to_s3_at_upstreams_key() {
+    let emu = emulator();
+    emu.create_bucket("assoc-output", "us-east-1");
+    emu.put_parameter(
+        "/fleet/greeting",
+        ssm_emulator::ParameterType::String,
+        "hello fleet",
+    );
+    emu.put_document("Custom-Shell", "JSON", &shell_document());
+    emu.add_association(
+        Association::new("Custom-Shell")
+            .id("a-s3")
+            .detailed_status("Associated")
+            .parameter("commands", &["echo {{ssm:/fleet/greeting}}"])
+            .output_to_s3("us-east-1", "assoc-output", "runs"),
+    );
+    let agent = Agent::start_with_env(
+        &emu,
+        json!({ "S3": { "Endpoint": emu.url() } }),
+        &[("SSM_LITE_ASSOCIATION_JITTER_SECS", "1")],
+    );
+    wait_statuses(&emu, &agent, "a-s3", 4);
+    let last = emu.association_statuses("a-s3").pop().unwrap();
+    assert_eq!(last["Status"], "Success", "{last}");
+    // `<bucket>/<prefix>/<InstanceId>/<AssociationId>/<RunId>`.
+    let url = last["OutputUrl"]["S3OutputUrl"]["OutputUrl"]
+        .as_str()
+        .unwrap();
+    let run = url
+        .strip_prefix("assoc-output/runs/i-0123456789abcdef0/a-s3/")
+        .unwrap_or_else(|| panic!("{url}"));
+    assert!(!run.is_empty() && !run.contains('/'), "{url}");
+    let key =
+        format!("runs/i-0123456789abcdef0/a-s3/{run}/awsrunShellScript/runShellScript/stdout");
+    let stdout = emu
+        .s3_object("assoc-output", &key)
+        .unwrap_or_else(|| panic!("no {key}"));
+    assert_eq!(String::from_utf8_lossy(&stdout), "hello fleet\n");
+}
+
 /// Waits until the log of the agent's latest start has a line with `text`; that log.
 fn wait_last_start_log(agent: &Agent, text: &str) -> String {
     let latest = || {
