@@ -1,6 +1,7 @@
 //! `aws:softwareInventory`: gathers the inventory types a step enables and reports them with
 //! `ssm:PutInventory`, as upstream's `agent/plugins/inventory/inventory.go` does. Only inside an
-//! association; a type whose content the service already holds goes as its hash alone.
+//! association; a type whose content the service already holds goes as its hash alone
+//! (docs/protocol.md §8).
 
 pub(crate) mod gather;
 mod upload;
