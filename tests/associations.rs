@@ -106,7 +106,7 @@ fn an_association_runs_once_with_upstreams_statuses_and_not_again_within_its_rat
     assert_eq!(compliance["Items"][0]["Status"], "COMPLIANT");
     // A refresh naming another association makes the agent poll again: a-rate is not due.
     let polls = emu.list_associations_calls().len();
-    let reply = refresh(&emu, "11111111-0000-4000-8000-000000000001", &["a-other"]);
+    let reply = refresh_associations(&emu, "11111111-0000-4000-8000-000000000001", &["a-other"]);
     assert_eq!(reply["documentStatus"], "Success", "{reply}");
     assert!(emu.wait_until(WAIT, |st| st.list_associations_calls().len() > polls));
     assert_eq!(statuses(&emu, "a-rate").len(), 4, "ran once only");
@@ -157,7 +157,7 @@ fn a_refresh_runs_the_named_association_and_not_the_others() {
                 .parameter("commands", &[&counting(&marks, id)]),
         );
     }
-    let reply = refresh(&emu, "11111111-0000-4000-8000-000000000002", &["a-named"]);
+    let reply = refresh_associations(&emu, "11111111-0000-4000-8000-000000000002", &["a-named"]);
     assert_eq!(
         plugin(&reply)["standardOutput"],
         "Associations [a-named] have been requested to execute immediately"
@@ -299,23 +299,4 @@ fn rewrite_last_run(agent: &Agent, id: &str, at: u64) {
     let mut book: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     book["last_runs"][id] = json!(at);
     std::fs::write(&path, serde_json::to_vec(&book).unwrap()).unwrap();
-}
-
-fn refresh(emu: &Emulator, command_id: &str, ids: &[&str]) -> Value {
-    let document = json!({
-        "schemaVersion": "1.2",
-        "description": "Refresh associations",
-        "parameters": {"associationIds": {"type": "StringList", "default": [],
-                                          "description": "ids"}},
-        "runtimeConfig": {"aws:refreshAssociation": {"properties": [
-            {"associationIds": "{{ associationIds }}"}]}}
-    });
-    let msg = send(
-        emu,
-        command_id,
-        "AWS-RefreshAssociation",
-        document,
-        json!({ "associationIds": ids }),
-    );
-    outcome(emu, &msg).0
 }

@@ -71,24 +71,6 @@ fn last_put(emu: &Emulator) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn refresh(emu: &Emulator, command_id: &str, id: &str) {
-    let document = json!({
-        "schemaVersion": "1.2",
-        "description": "Refresh associations",
-        "parameters": {"associationIds": {"type": "StringList", "default": [], "description": "ids"}},
-        "runtimeConfig": {"aws:refreshAssociation": {"properties": [
-            {"associationIds": "{{ associationIds }}"}]}}
-    });
-    let msg = send(
-        emu,
-        command_id,
-        "AWS-RefreshAssociation",
-        document,
-        json!({"associationIds": [id]}),
-    );
-    assert_eq!(outcome(emu, &msg).0["documentStatus"], "Success");
-}
-
 /// `dpkg-query`'s packages and versions, when this machine has dpkg.
 fn dpkg_packages() -> Option<BTreeMap<String, String>> {
     let out = Command::new("dpkg-query")
@@ -165,7 +147,10 @@ fn an_inventory_association_reports_this_machine_then_hashes_only() {
     );
 
     // The next run: nothing changed, so hashes only.
-    refresh(&emu, "22222222-0000-4000-8000-000000000001", "a-inv");
+    assert_eq!(
+        refresh_associations(&emu, "22222222-0000-4000-8000-000000000001", &["a-inv"])["documentStatus"],
+        "Success"
+    );
     assert_eq!(wait_finals(&emu, &agent, "a-inv", 2)["Status"], "Success");
     let again = last_put(&emu);
     assert_eq!(again.len(), items.len());
@@ -180,7 +165,10 @@ fn an_inventory_association_reports_this_machine_then_hashes_only() {
     // The service lost one type: it refuses the hash, and the agent sends everything again.
     assert!(emu.forget_inventory("AWS:Network"));
     let puts = emu.inventory_puts().len();
-    refresh(&emu, "22222222-0000-4000-8000-000000000002", "a-inv");
+    assert_eq!(
+        refresh_associations(&emu, "22222222-0000-4000-8000-000000000002", &["a-inv"])["documentStatus"],
+        "Success"
+    );
     assert_eq!(wait_finals(&emu, &agent, "a-inv", 3)["Status"], "Success");
     assert_eq!(
         emu.inventory_puts().len(),

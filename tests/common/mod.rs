@@ -580,3 +580,23 @@ pub fn refused_session(emu: &Emulator, inputs: Value) -> (String, ssm_emulator::
         .expect("agent_task_complete");
     (id, done)
 }
+
+/// AWS-RefreshAssociation (schema 1.2) for `ids` sent over ec2messages: its final reply.
+pub fn refresh_associations(emu: &Emulator, command_id: &str, ids: &[&str]) -> Value {
+    let document = json!({
+        "schemaVersion": "1.2",
+        "description": "Refresh associations",
+        "parameters": {"associationIds": {"type": "StringList", "default": [],
+                                          "description": "ids"}},
+        "runtimeConfig": {"aws:refreshAssociation": {"properties": [
+            {"associationIds": "{{ associationIds }}"}]}}
+    });
+    let msg = send(
+        emu,
+        command_id,
+        "AWS-RefreshAssociation",
+        document,
+        json!({ "associationIds": ids }),
+    );
+    outcome(emu, &msg).0
+}
