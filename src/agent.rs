@@ -530,6 +530,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
         frequency: Duration::from_secs(config.ssm.association_frequency_minutes * 60),
         jitter: AssociationSettings::jitter_from_env(),
         dir: state.associations_dir(),
+        commands_dir: state.commands_dir(),
     };
     let documents = engine_cfg.sources.documents.clone();
     let engine = Arc::new(Engine::start(engine_cfg, state, sinks));

@@ -44,6 +44,9 @@ pub struct Settings {
     pub jitter: Duration,
     /// `associations/` under the state directory.
     pub dir: PathBuf,
+    /// The engine's command records: a run the book holds but the engine never stored (the
+    /// agent stopped in between) is forgotten at start, and due again.
+    pub commands_dir: PathBuf,
 }
 
 impl Settings {
@@ -171,6 +174,28 @@ impl Book {
     }
 }
 
+impl Book {
+    /// Drops the runs whose command record does not exist: the engine never took them, so no
+    /// reply will come; their association is due again.
+    fn forget_unstored(&mut self, commands_dir: &std::path::Path) {
+        let unstored: Vec<String> = (self.runs.keys())
+            .filter(|id| !commands_dir.join(format!("{id}.json")).exists())
+            .cloned()
+            .collect();
+        for id in unstored {
+            if let Some(run) = self.runs.remove(&id) {
+                log::warn!(
+                    "association {}: run {id} was never handed to the engine; it is due again",
+                    run.association_id
+                );
+                if self.last_runs.get(&run.association_id) == Some(&run.started) {
+                    self.last_runs.remove(&run.association_id);
+                }
+            }
+        }
+    }
+}
+
 /// An association as listed, with its parsed schedule and when it runs next.
 struct Planned {
     association: Association,
@@ -203,7 +228,8 @@ impl Scheduler {
         settings: Settings,
     ) -> Result<Scheduler, StateError> {
         crate::state::ensure_private_dir(&settings.dir)?;
-        let book = Book::load(&settings.dir.join("book.json"));
+        let mut book = Book::load(&settings.dir.join("book.json"));
+        book.forget_unstored(&settings.commands_dir);
         Ok(Scheduler {
             service,
             documents,
@@ -737,6 +763,29 @@ mod tests {
         assert_eq!(next_run(&a, &Schedule::Once, Some(4), 5), None);
         let done = association("", Some(3), "Success");
         assert_eq!(next_run(&done, &Schedule::Once, None, 5), None);
+    }
+
+    #[test]
+    fn a_run_the_engine_never_stored_is_forgotten_and_due_again() {
+        let t = crate::state::testdir::TestDir::new("book");
+        let run = |started| Run {
+            association_id: "a-1".into(),
+            document_name: "d".into(),
+            document_version: "1".into(),
+            steps: 1,
+            started,
+        };
+        let mut book = Book::default();
+        book.runs.insert("a-1_stored".into(), run(5));
+        book.runs.insert("a-1_lost".into(), run(9));
+        book.last_runs.insert("a-1".into(), 9);
+        std::fs::write(t.path().join("a-1_stored.json"), "{}").unwrap();
+        book.forget_unstored(t.path());
+        assert_eq!(book.runs.keys().collect::<Vec<_>>(), ["a-1_stored"]);
+        assert!(
+            book.last_runs.is_empty(),
+            "the lost run's start no longer counts"
+        );
     }
 
     #[test]
