@@ -22,7 +22,9 @@ QEMU_CPU_armhf := arm1176
 DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
 
 .PHONY: all build release tools binaries demo demo-association demo-shell demo-port test test-native \
-	test-release test-artifacts lint bench soak fuzz clean FORCE
+	test-release test-artifacts lint bench soak fuzz clean help FORCE \
+	build-linux build-arm build-arm64 build-linux-386 \
+	package-deb package-deb-arm package-deb-arm64 package-deb-386 quick-test checkstyle coverage
 
 all: build
 
@@ -160,3 +162,54 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+# The names amazon-ssm-agent's README gives its make targets, doing the same for ssm-lite: one
+# static binary (or .deb) per architecture into dist/, the native suite alone, the style checks,
+# and line coverage of the native suite.
+build-linux: tools
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-x86_64
+build-arm: tools
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-armhf
+build-arm64: tools
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-aarch64
+build-linux-386: tools
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-i686
+package-deb: build-linux
+	$(MAKE) $(DIST)/ssm-lite_$(VERSION)-1_amd64.deb
+package-deb-arm: build-arm
+	$(MAKE) $(DIST)/ssm-lite_$(VERSION)-1_armhf.deb
+package-deb-arm64: build-arm64
+	$(MAKE) $(DIST)/ssm-lite_$(VERSION)-1_arm64.deb
+package-deb-386: build-linux-386
+	$(MAKE) $(DIST)/ssm-lite_$(VERSION)-1_i386.deb
+quick-test: test-native
+checkstyle: lint
+
+# Line coverage of the native suite (cargo-llvm-cov, installed when missing); the summary is
+# printed and the HTML report left in target/llvm-cov/html.
+coverage:
+	command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
+	rustup component add llvm-tools-preview
+	SSM_LITE_TEST_VENV=$(TEST_VENV) $(CARGO) llvm-cov --workspace --html
+	$(CARGO) llvm-cov report --summary-only
+
+# Every target, a line each.
+help:
+	@echo 'make demo               a command through the agent against the bundled emulator'
+	@echo 'make demo-association   a shell and an inventory association, their statuses and inventory'
+	@echo 'make demo-shell         your terminal in a shell session through the agent'
+	@echo 'make demo-port          LOCAL=8022 REMOTE=22: a local port forwarded through a Port session'
+	@echo 'make test               the whole suite: native, then the release artifacts'
+	@echo 'make quick-test         the native suite only (test-native)'
+	@echo 'make lint / checkstyle  rustfmt, clippy -D warnings, the MSRV check'
+	@echo 'make coverage           line coverage of the native suite (cargo-llvm-cov)'
+	@echo 'make bench              size, memory, latency and throughput figures'
+	@echo 'make fuzz / soak        long runs: fuzz targets, the full soak and crash loop'
+	@echo 'make build              the host release build'
+	@echo 'make release            static binaries for every architecture, their .debs, SHA256SUMS'
+	@echo 'make build-linux | build-arm | build-arm64 | build-linux-386'
+	@echo '                        one static binary: x86_64, armhf, aarch64, i686'
+	@echo 'make package-deb | package-deb-arm | package-deb-arm64 | package-deb-386'
+	@echo '                        one .deb: amd64, armhf, arm64, i386'
+	@echo 'make tools              the pinned cross toolchain and the release tests packages'
+	@echo 'make clean              cargo clean'
