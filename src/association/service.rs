@@ -156,7 +156,7 @@ impl SsmAssociations {
 
     fn call(&self, operation: &str, input: &Value) -> Result<Value, String> {
         self.client
-            .call(operation, input, CALL_TIMEOUT)
+            .call_retried(operation, input, CALL_TIMEOUT)
             .map_err(|e| refused(operation, &e))
     }
 }

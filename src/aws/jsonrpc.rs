@@ -151,6 +151,35 @@ impl JsonClient {
     }
 }
 
+/// Retries after the first attempt of [`JsonClient::call_retried`] (the SDK's default for SSM).
+const RETRIES: u32 = 3;
+const BACKOFF_FIRST_MS: u64 = 200;
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+impl JsonClient {
+    /// [`JsonClient::call`], tried again on throttling and transient failures only (3 retries,
+    /// 200 ms doubling back-off, as the SDK upstream links does); a refusal is final at once.
+    pub fn call_retried(
+        &self,
+        operation: &str,
+        input: &Value,
+        timeout: Duration,
+    ) -> Result<Value, AwsError> {
+        let mut attempt = 0;
+        loop {
+            match self.call(operation, input, timeout) {
+                Err(e) if attempt < RETRIES && e.kind().is_retried() => {
+                    attempt += 1;
+                    log::warn!("{operation}: {e}; retry {attempt} of {RETRIES}");
+                    let pause = crate::random::backoff(BACKOFF_FIRST_MS, attempt, BACKOFF_CAP);
+                    std::thread::sleep(pause);
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
 /// One JSON 1.1 call (`POST /`, `X-Amz-Target: <target>`) to one endpoint, each attempt
 /// signed with the key its caller holds: the one request path of every JSON 1.1 service,
 /// whatever signs it.

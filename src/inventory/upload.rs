@@ -13,10 +13,6 @@ use std::time::{Duration, SystemTime};
 
 /// Per attempt.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Retries after the first attempt (the SDK's default for SSM).
-const RETRIES: u32 = 3;
-const BACKOFF_FIRST_MS: u64 = 200;
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Upstream's file name under its inventory directory.
 const HASH_FILE: &str = "contentHash";
 /// A hash file is a few dozen short lines; anything larger is not ours and is ignored.
@@ -52,22 +48,10 @@ impl InventoryService for SsmInventory {
     /// Retried on throttling and transient failures only, as the SDK upstream links does.
     fn put_inventory(&self, instance_id: &str, items: &[Value]) -> Result<(), PutError> {
         let input = json!({ "InstanceId": instance_id, "Items": items });
-        let mut attempt = 0;
-        loop {
-            match self.client.call("PutInventory", &input, CALL_TIMEOUT) {
-                Ok(_) => return Ok(()),
-                Err(e) if attempt < RETRIES && e.kind().is_retried() => {
-                    attempt += 1;
-                    log::warn!("PutInventory: {e}; retry {attempt} of {RETRIES}");
-                    std::thread::sleep(crate::random::backoff(
-                        BACKOFF_FIRST_MS,
-                        attempt,
-                        BACKOFF_CAP,
-                    ));
-                }
-                Err(e) => return Err(refused(&e)),
-            }
-        }
+        self.client
+            .call_retried("PutInventory", &input, CALL_TIMEOUT)
+            .map(drop)
+            .map_err(|e| refused(&e))
     }
 }
 

@@ -10,10 +10,6 @@ use std::time::Duration;
 
 /// Per attempt; a worker waits at most about four of these before the step fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-/// Retries after the first attempt (the SDK's default for SSM).
-const RETRIES: u32 = 3;
-const BACKOFF_FIRST_MS: u64 = 200;
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 pub struct SsmDocuments {
     client: JsonClient,
@@ -28,21 +24,12 @@ impl SsmDocuments {
 impl DocumentSource for SsmDocuments {
     fn get_document(&self, name: &str, version: Option<&str>) -> Result<RemoteDocument, String> {
         let input = request(name, version);
-        let mut attempt = 0;
-        loop {
-            match self.client.call("GetDocument", &input, CALL_TIMEOUT) {
-                Ok(answer) => return document(&answer, name),
-                Err(e) if attempt < RETRIES && e.kind().is_retried() => {
-                    attempt += 1;
-                    log::warn!("GetDocument {name}: {e}; retry {attempt} of {RETRIES}");
-                    std::thread::sleep(crate::random::backoff(
-                        BACKOFF_FIRST_MS,
-                        attempt,
-                        BACKOFF_CAP,
-                    ));
-                }
-                Err(e) => return Err(refused(&e)),
-            }
+        match self
+            .client
+            .call_retried("GetDocument", &input, CALL_TIMEOUT)
+        {
+            Ok(answer) => document(&answer, name),
+            Err(e) => Err(refused(&e)),
         }
     }
 }

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 /// Per attempt; a worker waits at most about four of these before the command fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-/// Retries after the first attempt (the SDK's default for SSM).
-const RETRIES: u32 = 3;
-const BACKOFF_FIRST_MS: u64 = 200;
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 pub struct SsmParameterStore {
     client: JsonClient,
@@ -30,23 +26,12 @@ impl SsmParameterStore {
     /// One `GetParameters` call of `names`, retried.
     fn get(&self, names: &[String], decrypt: bool) -> Result<Found, String> {
         let input = json!({"Names": names, "WithDecryption": decrypt});
-        let mut attempt = 0;
-        loop {
-            match self.client.call("GetParameters", &input, CALL_TIMEOUT) {
-                Ok(answer) => {
-                    return Found::from_answer(&answer).map_err(|e| refused(&AwsError::Decode(e)));
-                }
-                Err(e) if attempt < RETRIES && e.kind().is_retried() => {
-                    attempt += 1;
-                    log::warn!("GetParameters: {e}; retry {attempt} of {RETRIES}");
-                    std::thread::sleep(crate::random::backoff(
-                        BACKOFF_FIRST_MS,
-                        attempt,
-                        BACKOFF_CAP,
-                    ));
-                }
-                Err(e) => return Err(refused(&e)),
-            }
+        match self
+            .client
+            .call_retried("GetParameters", &input, CALL_TIMEOUT)
+        {
+            Ok(answer) => Found::from_answer(&answer).map_err(|e| refused(&AwsError::Decode(e))),
+            Err(e) => Err(refused(&e)),
         }
     }
 }
