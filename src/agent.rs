@@ -427,10 +427,6 @@ fn inventory(
         "" => state_root.join("inventory/custom"),
         dir => PathBuf::from(dir),
     };
-    let max_wait = std::env::var("SSM_LITE_INVENTORY_MAX_WAIT_SECS")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(29);
     Inventory::new(
         Arc::new(SsmInventory::new(client.clone())),
         identity.instance_id.clone(),
@@ -438,8 +434,15 @@ fn inventory(
         PathBuf::from("/"),
         custom,
         config.agent.version.clone(),
-        Duration::from_secs(max_wait),
+        env_secs("SSM_LITE_INVENTORY_MAX_WAIT_SECS", 29),
     )
+}
+
+/// Seconds from the environment variable `name` (tests and demos shorten upstream's random
+/// waits), else `default`.
+fn env_secs(name: &str, default: u64) -> Duration {
+    let secs = std::env::var(name).ok().and_then(|s| s.trim().parse().ok());
+    Duration::from_secs(secs.unwrap_or(default))
 }
 
 /// Runs the agent until SIGTERM or SIGINT; `Ok` is a clean stop (exit code 0).
@@ -528,9 +531,8 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let associations = AssociationSettings {
         instance_id: identity.instance_id.clone(),
         frequency: Duration::from_secs(config.ssm.association_frequency_minutes * 60),
-        jitter: AssociationSettings::jitter_from_env(),
-        dir: state.associations_dir(),
-        commands_dir: state.commands_dir(),
+        jitter: env_secs("SSM_LITE_ASSOCIATION_JITTER_SECS", 30),
+        state: state.clone(),
     };
     let documents = engine_cfg.sources.documents.clone();
     let engine = Arc::new(Engine::start(engine_cfg, state, sinks));

@@ -194,7 +194,9 @@ fn a_restart_neither_reruns_before_the_schedule_nor_skips_a_missed_run() {
         ..lagging
     });
     agent.restart();
-    let planned = wait_last_start_log(&agent, "association a-daily: ");
+    let planned = agent
+        .wait_latest_log("association a-daily: ", WAIT)
+        .unwrap_or_else(|| panic!("the restarted agent's plan:\n{}", agent.log()));
     assert!(
         planned.contains("association a-daily: next run at "),
         "{planned}"
@@ -259,36 +261,6 @@ fn an_association_resolves_parameter_store_and_writes_its_output_to_s3_at_upstre
         .s3_object("assoc-output", &key)
         .unwrap_or_else(|| panic!("no {key}"));
     assert_eq!(String::from_utf8_lossy(&stdout), "hello fleet\n");
-}
-
-/// Waits until the log of the agent's latest start has a line with `text`; that log.
-fn wait_last_start_log(agent: &Agent, text: &str) -> String {
-    let latest = || {
-        agent
-            .log()
-            .rsplit("--- restart ---")
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
-    assert!(
-        wait_for(|| latest().contains(text)),
-        "{text:?} in the latest start's log:\n{}",
-        agent.log()
-    );
-    latest()
-}
-
-/// Waits (bounded) until `ready`.
-fn wait_for(ready: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !ready() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 /// Sets the agent's own record of `id`'s last start, as if it had run `at`.

@@ -39,27 +39,23 @@ fn inventory_document() -> String {
     .to_string()
 }
 
-fn final_statuses(emu: &Emulator, id: &str) -> Vec<Value> {
-    emu.association_statuses(id)
-        .into_iter()
+/// The final statuses among `statuses` (neither Pending nor InProgress).
+fn finals(statuses: &[Value]) -> Vec<&Value> {
+    statuses
+        .iter()
         .filter(|r| !matches!(r["Status"].as_str(), Some("Pending" | "InProgress")))
         .collect()
 }
 
 fn wait_finals(emu: &Emulator, agent: &Agent, id: &str, n: usize) -> Value {
     assert!(
-        emu.wait_until(WAIT, |st| {
-            st.association_statuses(id)
-                .iter()
-                .filter(|r| !matches!(r["Status"].as_str(), Some("Pending" | "InProgress")))
-                .count()
-                >= n
-        }),
+        emu.wait_until(WAIT, |st| finals(st.association_statuses(id)).len() >= n),
         "{n} final statuses of {id}: {:?}\nlog:\n{}",
         emu.association_statuses(id),
         agent.log()
     );
-    final_statuses(emu, id).pop().unwrap()
+    let all = emu.association_statuses(id);
+    finals(&all).last().map(|r| (*r).clone()).unwrap()
 }
 
 /// The items of the latest PutInventory, by TypeName.

@@ -27,16 +27,13 @@ pub fn run(inputs: &Value, scheduler: Option<&Mailbox>) -> Result<String, String
 
 /// `associationIds`: a list of strings (or one string); `[]` and `[""]` mean all.
 fn association_ids(inputs: &Value) -> Result<Vec<String>, String> {
-    let value = crate::document::field(
-        inputs.as_object().unwrap_or(&Default::default()),
-        "associationIds",
-    )
-    .cloned()
-    .unwrap_or(Value::Null);
-    let ids: Vec<String> = match &value {
-        Value::Null => Vec::new(),
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
+    let value = inputs
+        .as_object()
+        .and_then(|m| crate::document::field(m, "associationIds"));
+    let ids: Vec<String> = match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
             .iter()
             .map(|v| v.as_str().map(str::to_owned))
             .collect::<Option<_>>()

@@ -13,7 +13,7 @@ use super::service::{Association, AssociationService, ExecutionResult};
 use super::status;
 use crate::runcommand::sources::DocumentSource;
 use crate::runcommand::{Engine, Offer, OutgoingReply, ReplySink, Transport};
-use crate::state::{StateError, write_atomic};
+use crate::state::{StateDir, StateError, write_atomic};
 use crate::sync::{lock, wait_until};
 use crate::timefmt::unix_now;
 use serde::{Deserialize, Serialize};
@@ -42,20 +42,15 @@ pub struct Settings {
     /// poll when the first found nothing. `SSM_LITE_ASSOCIATION_JITTER_SECS` sets it (tests,
     /// demos).
     pub jitter: Duration,
-    /// `associations/` under the state directory.
-    pub dir: PathBuf,
-    /// The engine's command records: a run the book holds but the engine never stored (the
-    /// agent stopped in between) is forgotten at start, and due again.
-    pub commands_dir: PathBuf,
+    /// Where the book lives (`associations/`), and the engine's command records: a run the
+    /// book holds but the engine never stored (the agent stopped in between) is forgotten at
+    /// start, and due again.
+    pub state: StateDir,
 }
 
 impl Settings {
-    pub fn jitter_from_env() -> Duration {
-        let secs = std::env::var("SSM_LITE_ASSOCIATION_JITTER_SECS")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(30u64);
-        Duration::from_secs(secs)
+    fn book_path(&self) -> PathBuf {
+        self.state.associations_dir().join("book.json")
     }
 }
 
@@ -177,9 +172,9 @@ impl Book {
 impl Book {
     /// Drops the runs whose command record does not exist: the engine never took them, so no
     /// reply will come; their association is due again.
-    fn forget_unstored(&mut self, commands_dir: &std::path::Path) {
+    fn forget_unstored(&mut self, state: &StateDir) {
         let unstored: Vec<String> = (self.runs.keys())
-            .filter(|id| !commands_dir.join(format!("{id}.json")).exists())
+            .filter(|id| !state.command_record(id).exists())
             .cloned()
             .collect();
         for id in unstored {
@@ -227,9 +222,9 @@ impl Scheduler {
         mailbox: Arc<Mailbox>,
         settings: Settings,
     ) -> Result<Scheduler, StateError> {
-        crate::state::ensure_private_dir(&settings.dir)?;
-        let mut book = Book::load(&settings.dir.join("book.json"));
-        book.forget_unstored(&settings.commands_dir);
+        crate::state::ensure_private_dir(&settings.state.associations_dir())?;
+        let mut book = Book::load(&settings.book_path());
+        book.forget_unstored(&settings.state);
         Ok(Scheduler {
             service,
             documents,
@@ -570,14 +565,12 @@ impl Scheduler {
     /// (their hash alone when unchanged).
     fn record_compliance(&mut self, id: &str, name: &str, version: &str, final_status: &str) {
         let now_ms = crate::timefmt::unix_millis(std::time::SystemTime::now());
-        let item = compliance::item(id, name, version, final_status, now_ms);
-        if let Some(item) = item.clone() {
-            compliance::record(&mut self.book.compliance, item);
-        }
-        self.save_or_log();
-        if item.is_none() {
+        let Some(item) = compliance::item(id, name, version, final_status, now_ms) else {
+            self.save_or_log();
             return;
-        }
+        };
+        compliance::record(&mut self.book.compliance, item);
+        self.save_or_log();
         let (body, hash) = compliance::body(
             &self.settings.instance_id,
             &self.book.compliance,
@@ -602,7 +595,7 @@ impl Scheduler {
 
     fn save(&self) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(&self.book).unwrap_or_default();
-        write_atomic(&self.settings.dir.join("book.json"), &bytes, true)
+        write_atomic(&self.settings.book_path(), &bytes, true)
     }
 }
 
@@ -768,6 +761,7 @@ mod tests {
     #[test]
     fn a_run_the_engine_never_stored_is_forgotten_and_due_again() {
         let t = crate::state::testdir::TestDir::new("book");
+        let state = StateDir::open(t.path(), "i-1").unwrap();
         let run = |started| Run {
             association_id: "a-1".into(),
             document_name: "d".into(),
@@ -779,8 +773,8 @@ mod tests {
         book.runs.insert("a-1_stored".into(), run(5));
         book.runs.insert("a-1_lost".into(), run(9));
         book.last_runs.insert("a-1".into(), 9);
-        std::fs::write(t.path().join("a-1_stored.json"), "{}").unwrap();
-        book.forget_unstored(t.path());
+        std::fs::write(state.command_record("a-1_stored"), "{}").unwrap();
+        book.forget_unstored(&state);
         assert_eq!(book.runs.keys().collect::<Vec<_>>(), ["a-1_stored"]);
         assert!(
             book.last_runs.is_empty(),

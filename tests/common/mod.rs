@@ -231,14 +231,13 @@ impl Agent {
 
     /// Waits until the log (of every start so far) contains `text`.
     pub fn wait_log(&self, text: &str, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while !self.log().contains(text) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        true
+        poll_until(limit, || self.log().contains(text))
+    }
+
+    /// Waits until the log of the latest start contains `text`; that log.
+    pub fn wait_latest_log(&self, text: &str, limit: Duration) -> Option<String> {
+        let latest = || fs::read_to_string(self.log_path(self.starts)).unwrap_or_default();
+        poll_until(limit, || latest().contains(text)).then(latest)
     }
 
     /// SIGKILL: the crash case.
@@ -289,6 +288,19 @@ impl Drop for Agent {
         }
         self.kill9();
     }
+}
+
+/// Polls `ready` every 50 ms until it holds (true) or `limit` passes (false): for what has
+/// nothing to wait on, such as a log file another process writes.
+fn poll_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 pub fn signal(pid: u32, sig: &str) {
