@@ -35,16 +35,20 @@ flags="$flags --remap-path-prefix=$sysroot=/rust"
 flags="$flags -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/cross/no-unwind-tables.ld"
 export CARGO_TARGET_DIR="$PWD/target/cross/$arch"
 
+# std is rebuilt from rust-src with the release profile (opt-level "z", LTO with the agent) and
+# `optimize_for_size`, which also leaves out std's backtrace symbolizer (gimli, addr2line,
+# miniz_oxide): with no unwind tables there is no backtrace to symbolize. That takes the x86_64
+# binary from 2,959,488 to 2,649,904 bytes (measured). RUSTC_BOOTSTRAP unlocks -Zbuild-std on the
+# pinned stable toolchain; rustup has no prebuilt std for 32-bit ARM musl at all.
+std="-Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size"
 if [ "$arch" = armhf ]; then
-    # rustup has no prebuilt std for 32-bit ARM musl: build it from rust-src (RUSTC_BOOTSTRAP
-    # unlocks -Zbuild-std on stable). With no rustup self-contained dir for this target, zig
-    # brings musl's crt objects and libc, hence link-self-contained=no.
-    RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags -C link-self-contained=no" \
-        cargo zigbuild --locked --release --target "$triple" --bin ssm-lite \
-        -Zbuild-std=std,panic_abort
-else
-    RUSTFLAGS="$flags" cargo zigbuild --locked --release --target "$triple" --bin ssm-lite
+    # With no rustup self-contained dir for this target, zig brings musl's crt objects and libc,
+    # hence link-self-contained=no.
+    flags="$flags -C link-self-contained=no"
 fi
+# shellcheck disable=SC2086 # $std is two flags
+RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" \
+    cargo zigbuild --locked --release --target "$triple" --bin ssm-lite $std
 
 mkdir -p "$(dirname "$out")"
 cp "$CARGO_TARGET_DIR/$triple/release/ssm-lite" "$out"

@@ -5,7 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 . cross/versions.env
 
-# The musl std libraries rustup serves; 32-bit ARM has none, so its std is built from rust-src.
+# std is built from rust-src for every target (cross/build.sh); the musl targets rustup serves
+# still bring the crt objects and libc the self-contained link uses (32-bit ARM has none: zig's).
 rustup target add x86_64-unknown-linux-musl aarch64-unknown-linux-musl i686-unknown-linux-musl >/dev/null
 rustup component add rust-src >/dev/null
 

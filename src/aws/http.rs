@@ -16,7 +16,7 @@
 use log::{debug, warn};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime, pem::PemObject};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
     StreamOwned,
@@ -350,6 +350,10 @@ impl HttpClient {
     }
 }
 
+const INPUT_BUFFER: usize = 20 * 1024;
+const OUTPUT_BUFFER: usize = 16 * 1024;
+const MAX_RESPONSE_HEADER: usize = 16 * 1024;
+
 fn build_agent(user_agent: &str, proxy: Option<Proxy>, tls: Arc<ClientConfig>) -> Agent {
     let config = Agent::config_builder()
         .http_status_as_error(false)
@@ -357,6 +361,14 @@ fn build_agent(user_agent: &str, proxy: Option<Proxy>, tls: Arc<ClientConfig>) -
         // A redirect would carry a signature made for another host; callers see the 3xx instead.
         .max_redirects(0)
         .proxy(proxy)
+        // Every pooled connection keeps its buffers, and an HTTPS one has two pairs (TCP and
+        // TLS): at ureq's 128 KiB defaults an idle agent held about 0.5 MiB per connection. A TLS
+        // record is at most 16 KiB, so bigger buffers buy nothing; AWS response headers are a
+        // few KiB, and the header limit stays under the input buffer so an oversized header is
+        // refused as one instead of filling the buffer.
+        .input_buffer_size(INPUT_BUFFER)
+        .output_buffer_size(OUTPUT_BUFFER)
+        .max_response_header_size(MAX_RESPONSE_HEADER)
         .build();
     let connector =
         ().chain(ConnectProxyConnector::default())
@@ -405,6 +417,9 @@ fn classify(e: ureq::Error, what: &str, timeout: Duration) -> HttpError {
         E::BodyExceedsLimit(_) => {
             HttpError::TooLarge(format!("{what}: response body exceeds {MAX_BODY} bytes"))
         }
+        E::LargeResponseHeader(..) => HttpError::TooLarge(format!(
+            "{what}: response header exceeds {MAX_RESPONSE_HEADER} bytes"
+        )),
         E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => tls_error(what, &e),
         E::Io(io) => classify_io(io, what, timeout),
         E::Other(inner) if inner.is::<HandshakeFailed>() => tls_error(what, &inner),
@@ -561,22 +576,42 @@ fn add_pem_file(roots: &mut RootCertStore, path: &Path) {
             return;
         }
     };
-    let (mut added, mut bad) = (0, 0);
+    let (mut added, mut known, mut bad) = (0, 0, 0);
     for cert in CertificateDer::pem_slice_iter(&pem) {
         match cert.map(|c| roots.add(c)) {
+            Ok(Ok(())) if is_known(&roots.roots) => {
+                // A system bundle repeats most built-in roots: keeping a second, owned copy of
+                // each cost every agent about 60 KB of heap for nothing.
+                roots.roots.pop();
+                known += 1;
+            }
             Ok(Ok(())) => added += 1,
             _ => bad += 1,
         }
     }
-    if added == 0 || bad > 0 {
+    roots.roots.shrink_to_fit();
+    if added + known == 0 || bad > 0 {
         warn!(
-            "CA file {}: {added} certificate(s) trusted, {bad} unusable (expected PEM \
-             'BEGIN CERTIFICATE' blocks)",
+            "CA file {}: {added} certificate(s) trusted, {known} already trusted, {bad} unusable \
+             (expected PEM 'BEGIN CERTIFICATE' blocks)",
             path.display()
         );
     } else {
-        debug!("CA file {}: {added} certificate(s) trusted", path.display());
+        debug!(
+            "CA file {}: {added} certificate(s) trusted, {known} already trusted",
+            path.display()
+        );
     }
+}
+
+/// Whether the last root of `roots` (just added) is one of the others: same subject and key.
+fn is_known(roots: &[TrustAnchor<'_>]) -> bool {
+    let Some((new, others)) = roots.split_last() else {
+        return false;
+    };
+    others.iter().any(|r| {
+        r.subject == new.subject && r.subject_public_key_info == new.subject_public_key_info
+    })
 }
 
 /// Wraps the TCP (or proxy tunnel) transport in TLS with our client config.
@@ -1123,6 +1158,34 @@ mod tests {
     }
 
     #[test]
+    fn headers_up_to_the_limit_pass_and_bigger_ones_are_refused_at_once() {
+        let header = |len: usize| ("X-Amz-Meta-Big".to_string(), "v".repeat(len));
+        let (fits, over) = (
+            header(MAX_RESPONSE_HEADER - 1024),
+            header(MAX_RESPONSE_HEADER),
+        );
+        let server = serve(move |r| {
+            let (name, value) = if r.request_line.contains("/over") {
+                &over
+            } else {
+                &fits
+            };
+            Some(response(200, &[(name.as_str(), value.as_str())], b"body"))
+        });
+        let c = client(&ProxySettings::default());
+        let ok = get(&c, &format!("{}/fits", server.url()), 5 * SECOND).unwrap();
+        assert_eq!((ok.status, ok.body.as_slice()), (200, &b"body"[..]));
+        let started = Instant::now();
+        let err = get(&c, &format!("{}/over", server.url()), 5 * SECOND).unwrap_err();
+        assert!(matches!(err, HttpError::TooLarge(_)), "{err}");
+        assert!(
+            started.elapsed() < 5 * SECOND,
+            "{err} after {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
     fn failed_handshakes_are_tls_errors() {
         let held = Arc::new(Mutex::new(Vec::new()));
         let keep = held.clone();
@@ -1313,7 +1376,7 @@ mod tests {
     }
 
     #[test]
-    fn ca_files_add_roots_and_bad_files_are_skipped() {
+    fn ca_files_add_roots_once_and_bad_files_are_skipped() {
         let dir = std::env::temp_dir().join(format!("ssm-lite-ca-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let garbage = dir.join("garbage.pem");
@@ -1321,19 +1384,13 @@ mod tests {
         let builtin = webpki_roots::TLS_SERVER_ROOTS.len();
         let bad = [garbage, dir.join("missing.pem"), dir.clone()];
         assert_eq!(root_store(&bad).roots.len(), builtin);
-        // The system bundle supplies real certificates when the test host has one.
-        if let Some(system) = SYSTEM_BUNDLES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-        {
-            let pem = std::fs::read(&system).unwrap();
-            let count = CertificateDer::pem_slice_iter(&pem)
-                .filter(Result::is_ok)
-                .count();
-            assert!(count > 0);
-            assert_eq!(root_store(&[system]).roots.len(), builtin + count);
-        }
+        // The same CA twice in one file and once more in another is one root more.
+        let (twice, again) = (dir.join("twice.pem"), dir.join("again.pem"));
+        std::fs::write(&twice, format!("{TEST_CA}{TEST_CA}")).unwrap();
+        std::fs::write(&again, TEST_CA).unwrap();
+        let store = root_store(&[twice, again]);
+        assert_eq!(store.roots.len(), builtin + 1);
+        assert_eq!(store.roots.capacity(), builtin + 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
