@@ -174,3 +174,62 @@ fn an_inventory_association_reports_this_machine_then_hashes_only() {
     assert!(last_put(&emu)["AWS:Network"]["Content"].is_array());
     assert!(emu.inventory_of("AWS:Network").is_some());
 }
+
+#[test]
+fn two_inventory_associations_fail_as_upstream_once_both_have_run() {
+    let emu = emulator();
+    emu.put_document("AWS-GatherSoftwareInventory", "JSON", &inventory_document());
+    for id in ["a-one", "a-two"] {
+        emu.add_association(
+            Association::new("AWS-GatherSoftwareInventory")
+                .id(id)
+                .schedule("rate(30 minutes)")
+                .parameter("applications", &["Disabled"])
+                .detailed_status("Associated"),
+        );
+    }
+    let agent = Agent::start_with_env(
+        &emu,
+        json!({}),
+        &[
+            ("SSM_LITE_ASSOCIATION_JITTER_SECS", "1"),
+            ("SSM_LITE_INVENTORY_MAX_WAIT_SECS", "0"),
+        ],
+    );
+    let (one, two) = (
+        wait_finals(&emu, &agent, "a-one", 1),
+        wait_finals(&emu, &agent, "a-two", 1),
+    );
+    // One at a time: the first to run is alone, the second meets the first.
+    let (first, second, failed) = match (one["Status"].as_str(), two["Status"].as_str()) {
+        (Some("Success"), Some("Failed")) => ("a-one", "a-two", two),
+        (Some("Failed"), Some("Success")) => ("a-two", "a-one", one),
+        other => panic!(
+            "one Success and one Failed, got {other:?}\nlog:\n{}",
+            agent.log()
+        ),
+    };
+    let conflict = format!(
+        "aws:softwareInventory detected multiple inventory configurations associated with one instance. Each instance can be associated with just one inventory configuration. Conflicting inventory configuration IDs: {second} and {first}"
+    );
+    assert_eq!(failed["ErrorCode"], "ExecutionError", "{failed}");
+    assert!(
+        failed["ExecutionSummary"]
+            .as_str()
+            .is_some_and(|s| s.contains(&conflict)),
+        "{failed}"
+    );
+    // Now the first fails as well, naming the second.
+    assert_eq!(
+        refresh_associations(&emu, "22222222-0000-4000-8000-000000000003", &[first])["documentStatus"],
+        "Success"
+    );
+    let again = wait_finals(&emu, &agent, first, 2);
+    assert_eq!(again["Status"], "Failed", "{again}");
+    assert!(
+        again["ExecutionSummary"]
+            .as_str()
+            .is_some_and(|s| s.contains(&format!("IDs: {first} and {second}"))),
+        "{again}"
+    );
+}

@@ -212,6 +212,9 @@ pub struct Scheduler {
     unreported: VecDeque<(String, ExecutionResult, OutgoingReply)>,
     /// (association id, checksum) pairs whose bad schedule was reported already.
     refused: HashSet<(String, String)>,
+    /// Associations with an inventory step that ran since start, the latest first (upstream
+    /// keeps this in memory too).
+    inventory_runs: Vec<String>,
 }
 
 impl Scheduler {
@@ -236,6 +239,7 @@ impl Scheduler {
             documents_cache: HashMap::new(),
             unreported: VecDeque::new(),
             refused: HashSet::new(),
+            inventory_runs: Vec::new(),
         })
     }
 
@@ -395,7 +399,8 @@ impl Scheduler {
         let steps = step_count(&content);
         let run_id = run_id(crate::timefmt::unix_millis(std::time::SystemTime::now()));
         let command_id = format!("{}_{run_id}", a.id);
-        let payload = payload(a, content, &command_id, &run_id);
+        let inventory = self.inventory_associations(a, &content);
+        let payload = payload(a, content, &command_id, &run_id, &inventory);
         self.book.last_runs.insert(a.id.clone(), now);
         let run = Run {
             association_id: a.id.clone(),
@@ -455,6 +460,25 @@ impl Scheduler {
         self.send_status(&a.id, &status::now("Failed", code, text));
         self.record_compliance(&a.id, &a.name, &a.document_version, "Failed");
         false
+    }
+
+    /// Upstream `updatePluginAssociationInstances` for the inventory plugin: this association,
+    /// then the others with an inventory step that ran here and are still listed. Empty when
+    /// the document has no inventory step.
+    fn inventory_associations(&mut self, a: &Association, content: &Value) -> Vec<String> {
+        if !uses_plugin(content, crate::inventory::PLUGIN) {
+            return Vec::new();
+        }
+        let listed = |id: &String| self.planned.iter().any(|p| p.association.id == *id);
+        let others = self
+            .inventory_runs
+            .iter()
+            .filter(|id| **id != a.id && listed(id));
+        let ids: Vec<String> = std::iter::once(a.id.clone())
+            .chain(others.cloned())
+            .collect();
+        self.inventory_runs.clone_from(&ids);
+        ids
     }
 
     /// The association's document, from the cache while its checksum holds.
@@ -666,7 +690,13 @@ pub fn next_run(a: &Association, schedule: &Schedule, ours: Option<u64>, now: u6
 /// Upstream `ParseDocumentForPayload`: the association's parameters (lists of strings) typed by
 /// the document's definitions: String and StringMap take the first value, StringList the list;
 /// others are passed as their first value for the document's own validation.
-fn payload(a: &Association, content: Value, command_id: &str, run_id: &str) -> Value {
+fn payload(
+    a: &Association,
+    content: Value,
+    command_id: &str,
+    run_id: &str,
+    inventory_associations: &[String],
+) -> Value {
     let definitions = content["parameters"]
         .as_object()
         .cloned()
@@ -699,7 +729,17 @@ fn payload(a: &Association, content: Value, command_id: &str, run_id: &str) -> V
         "OutputS3KeyPrefix": prefix,
         "AssociationId": a.id,
         "RunId": run_id,
+        "InventoryAssociations": inventory_associations,
     })
+}
+
+/// Whether a step of the document (`mainSteps` of 2.x, `runtimeConfig` of 1.x) is `plugin`.
+fn uses_plugin(content: &Value, plugin: &str) -> bool {
+    let mut steps = content["mainSteps"].as_array().into_iter().flatten();
+    steps.any(|s| s["action"] == plugin)
+        || content["runtimeConfig"]
+            .as_object()
+            .is_some_and(|c| c.contains_key(plugin))
 }
 
 /// Steps of a document: `mainSteps` (2.x) or `runtimeConfig` entries (1.x).
@@ -796,7 +836,7 @@ mod tests {
             "commands": {"type": "StringList"}, "workingDirectory": {"type": "String"},
             "empty": {"type": "String"}
         }, "mainSteps": [{}, {}]});
-        let p = payload(&a, content.clone(), "a-1_r", "r");
+        let p = payload(&a, content.clone(), "a-1_r", "r", &[]);
         assert_eq!(
             p["Parameters"],
             json!({"commands": ["echo a", "echo b"], "workingDirectory": "/tmp"})

@@ -9,6 +9,7 @@ mod upload;
 pub use upload::{InventoryService, PutError, SsmInventory};
 
 use crate::exec::{StopReason, StopToken};
+use crate::runcommand::payload::AssociationRun;
 use gather::{GatherError, Host, Item};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -131,12 +132,23 @@ impl Inventory {
     pub fn run(
         &self,
         inputs: &Value,
-        in_association: bool,
+        association: Option<&AssociationRun>,
         stop: &StopToken,
     ) -> Result<String, String> {
-        if !in_association {
+        let Some(association) = association else {
             return Err(format!(
                 "{PLUGIN} plugin can only be invoked via ssm-associate"
+            ));
+        };
+        // Upstream `IsMulitpleAssociationPresent`: two inventory policies would overwrite each
+        // other's data, so while both exist each of their runs fails.
+        let mut ids = association.inventory_associations.iter();
+        if let Some(other) = ids.find(|id| **id != association.id) {
+            return Err(format!(
+                "{PLUGIN} detected multiple inventory configurations associated with one \
+                 instance. Each instance can be associated with just one inventory \
+                 configuration. Conflicting inventory configuration IDs: {} and {other}",
+                association.id
             ));
         }
         let inputs = Inputs::parse(inputs)?;
@@ -505,8 +517,33 @@ mod tests {
         let (inv, service, _dir) = plugin("not-assoc", Duration::ZERO);
         let inputs = json!({"applications": "Enabled"});
         assert_eq!(
-            inv.run(&inputs, false, &StopToken::new()),
+            inv.run(&inputs, None, &StopToken::new()),
             Err("aws:softwareInventory plugin can only be invoked via ssm-associate".into())
+        );
+        assert!(service.calls().is_empty());
+    }
+
+    fn association(id: &str, inventory: &[&str]) -> AssociationRun {
+        AssociationRun {
+            id: id.into(),
+            run_id: "2026-12-03T12:00:00.000Z".into(),
+            inventory_associations: inventory.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_second_inventory_association_fails_with_upstreams_text() {
+        let (inv, service, _dir) = plugin("two", Duration::ZERO);
+        let inputs = json!({"applications": "Disabled"});
+        let two = association("a-2", &["a-2", "a-1"]);
+        assert_eq!(
+            inv.run(&inputs, Some(&two), &StopToken::new()),
+            Err("aws:softwareInventory detected multiple inventory configurations associated with one instance. Each instance can be associated with just one inventory configuration. Conflicting inventory configuration IDs: a-2 and a-1".into())
+        );
+        let one = association("a-1", &["a-1"]);
+        assert_eq!(
+            inv.run(&inputs, Some(&one), &StopToken::new()),
+            Ok(NO_DATA.into())
         );
         assert!(service.calls().is_empty());
     }
@@ -553,11 +590,17 @@ mod tests {
         let stop = StopToken::new();
         let off =
             json!({"applications": "enabled", "windowsRoles": "Enabled", "services": "Enabled"});
-        assert_eq!(inv.run(&off, true, &stop), Ok(NO_DATA.into()));
+        assert_eq!(
+            inv.run(&off, Some(&association("a-1", &[])), &stop),
+            Ok(NO_DATA.into())
+        );
         assert!(service.calls().is_empty());
 
         let on = json!({"applications": "Enabled", "windowsUpdates": "Enabled"});
-        assert_eq!(inv.run(&on, true, &stop), Ok(UPLOADED.into()));
+        assert_eq!(
+            inv.run(&on, Some(&association("a-1", &[])), &stop),
+            Ok(UPLOADED.into())
+        );
         let types: Vec<_> = service.sent(0).into_iter().map(|(t, _)| t).collect();
         assert_eq!(types, ["AWS:Application"]);
     }

@@ -2,7 +2,7 @@
 //! worker threads, handles cancel, crash recovery and shutdown, and hands replies to a sink.
 
 use super::output::{Destination, Destinations, OutputCleanup};
-use super::payload::{PayloadError, SendCommand, command_id_of};
+use super::payload::{AssociationRun, PayloadError, SendCommand, command_id_of};
 use super::record::{CommandRecord, Phase, RunningStep, now_secs};
 use super::reply::{AgentInfo, PluginResult, ReplyBuilder, Status, document_status};
 use super::sources::Sources;
@@ -147,6 +147,8 @@ struct Job {
     env: Vec<(String, String)>,
     /// Where each step's output goes besides its files.
     outputs: Vec<Box<dyn Destination>>,
+    /// The association of a State Manager run.
+    association: Option<AssociationRun>,
     stop: StopToken,
     record: Mutex<CommandRecord>,
 }
@@ -435,6 +437,7 @@ impl Inner {
             outputs: (self.cfg.destinations.iter())
                 .flat_map(|d| d.for_command(command))
                 .collect(),
+            association: command.association.clone(),
             stop: StopToken::new(),
             record: Mutex::new(record),
         }
@@ -676,7 +679,7 @@ impl Inner {
             cleanup: self.cfg.output_cleanup,
             outputs: &job.outputs,
             sources: &self.cfg.sources,
-            in_association: job.transport == Transport::Association,
+            association: job.association.as_ref(),
         };
         let mut on_start = |pgid: crate::sys::Pid| {
             if let Some(r) = rec.running.as_mut() {

@@ -20,9 +20,19 @@ pub struct SendCommand {
     /// `Some(CloudWatchLogGroupName)` when `CloudWatchOutputEnabled` is true (the name may be
     /// empty: the default group then applies, docs/protocol.md §3.11).
     pub cloudwatch_log_group: Option<String>,
-    /// `(AssociationId, RunId)` of a State Manager run (the scheduler's own payload fields):
-    /// its S3 output goes under `<prefix>/<InstanceId>/<AssociationId>/<RunId>`.
-    pub association_run: Option<(String, String)>,
+    /// A State Manager run (the scheduler's own payload fields).
+    pub association: Option<AssociationRun>,
+}
+
+/// What a State Manager run's payload says of its association.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssociationRun {
+    /// Its S3 output goes under `<prefix>/<InstanceId>/<AssociationId>/<RunId>`.
+    pub id: String,
+    pub run_id: String,
+    /// Upstream's `CurrentAssociations` of the inventory plugin: this association and every
+    /// other one with an inventory step that ran here and still exists (docs/protocol.md §8).
+    pub inventory_associations: Vec<String>,
 }
 
 pub use crate::document::field as get_ci;
@@ -113,13 +123,24 @@ impl SendCommand {
             cloudwatch_log_group: cloudwatch_enabled(&m)
                 .then(|| string_field(&m, "CloudWatchLogGroupName"))
                 .transpose()?,
-            association_run: Some((
-                string_field(&m, "AssociationId")?,
-                string_field(&m, "RunId")?,
-            ))
-            .filter(|(id, run)| !id.is_empty() && !run.is_empty()),
+            association: Some(AssociationRun {
+                id: string_field(&m, "AssociationId")?,
+                run_id: string_field(&m, "RunId")?,
+                inventory_associations: string_list(&m, "InventoryAssociations"),
+            })
+            .filter(|a| !a.id.is_empty() && !a.run_id.is_empty()),
         })
     }
+}
+
+/// The strings of a list field; anything else in it, or another kind, counts as none.
+fn string_list(m: &Map<String, Value>, field: &str) -> Vec<String> {
+    let list = get_ci(m, field).and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect()
 }
 
 /// `CloudWatchOutputEnabled`: upstream's field is a string read with Go's `strconv.ParseBool`

@@ -473,7 +473,7 @@ mod tests {
             cleanup: crate::runcommand::output::OutputCleanup::Keep,
             outputs: &[],
             sources: &sources,
-            in_association: false,
+            association: None,
         };
         steps::run_step(&step, &env, &mut |_| {})
     }

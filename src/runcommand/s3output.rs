@@ -32,17 +32,17 @@ impl Destinations for S3Destinations {
         }
         // Upstream `parseSendCommandMessage`: path.Join(prefix, CommandId, destination); an
         // association's `InitializeDocumentState`: path.Join(prefix, instance, association, run).
-        let prefix = match &command.association_run {
+        let prefix = match &command.association {
             None => s3_join(&[
                 &command.output_s3_key_prefix,
                 &command.command_id,
                 &self.instance_id,
             ]),
-            Some((association, run)) => s3_join(&[
+            Some(association) => s3_join(&[
                 &command.output_s3_key_prefix,
                 &self.instance_id,
-                association,
-                run,
+                &association.id,
+                &association.run_id,
             ]),
         };
         vec![Box::new(S3Destination {
@@ -154,6 +154,7 @@ fn s3_join(parts: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runcommand::payload::AssociationRun;
 
     #[test]
     fn keys_join_as_gos_path_join() {
@@ -199,7 +200,7 @@ mod tests {
             output_s3_bucket_name: String::new(),
             output_s3_key_prefix: "out".into(),
             cloudwatch_log_group: None,
-            association_run: None,
+            association: None,
         };
         assert!(destinations.for_command(&command).is_empty(), "no bucket");
         command.output_s3_bucket_name = "bkt".into();
@@ -225,7 +226,11 @@ mod tests {
             })
         );
         // An association run: upstream's `<prefix>/<InstanceId>/<AssociationId>/<RunId>`.
-        command.association_run = Some(("a-1".into(), "2026-12-03T12-00-00-000Z".into()));
+        command.association = Some(AssociationRun {
+            id: "a-1".into(),
+            run_id: "2026-12-03T12-00-00-000Z".into(),
+            inventory_associations: Vec::new(),
+        });
         let all = destinations.for_command(&command);
         assert_eq!(
             all[0].location(&run).unwrap().key_prefix,

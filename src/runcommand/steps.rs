@@ -2,6 +2,7 @@
 //! process, exit-code semantics (§3.5, §3.6, §9.1) and the output fields (§2.8).
 
 use super::output::{Destination, OutputCleanup, OutputLocation, RunFiles, Upload};
+use super::payload::AssociationRun;
 use super::reply::{
     Head, OUTPUT_CAPACITY, PluginResult, STREAM_CAPACITY, Status, truncate_output, truncate_stream,
 };
@@ -41,8 +42,9 @@ pub struct StepEnv<'a> {
     pub outputs: &'a [Box<dyn Destination>],
     /// What plugins fetch while they run (SSM documents, S3 objects).
     pub sources: &'a Sources,
-    /// The command is a State Manager association run (`aws:softwareInventory` runs only there).
-    pub in_association: bool,
+    /// The association when the command is a State Manager run (`aws:softwareInventory` runs
+    /// only there).
+    pub association: Option<&'a AssociationRun>,
 }
 
 /// One finished run of a plugin over one property set, before it is merged and rendered.
@@ -157,7 +159,7 @@ pub(super) fn run_nested(
                         "this agent has no usable ssm endpoint to report inventory to".into(),
                     );
                 };
-                match inventory.run(inputs, env.in_association, env.stop) {
+                match inventory.run(inputs, env.association, env.stop) {
                     Ok(stdout) => Run::succeeded(stdout),
                     Err(message) => Run::failed(message),
                 }
@@ -621,7 +623,7 @@ mod tests {
             cleanup: OutputCleanup::Keep,
             outputs: &[],
             sources: &Sources::unavailable("tests"),
-            in_association: false,
+            association: None,
         };
         run_step(step, &env, &mut |_| {})
     }
@@ -823,7 +825,7 @@ mod tests {
             cleanup: OutputCleanup::Keep,
             outputs: &outputs,
             sources: &Sources::unavailable("tests"),
-            in_association: false,
+            association: None,
         };
         let step = Step {
             id: "fetch".into(),
