@@ -131,7 +131,7 @@ fn a_script_outlives_a_killed_agent_and_the_next_start_reports_its_code_and_outp
 #[test]
 fn a_graceful_stop_leaves_the_script_running_and_the_next_start_reports_it() {
     let emu = emulator();
-    let mut agent = Agent::start(&emu, json!({ "Mds": { "StopTimeoutMillis": 500 } }));
+    let mut agent = Agent::start(&emu, json!({ "Mds": { "StopTimeoutMillis": 10000 } }));
     let (script, mark, go) = gated_script(&agent, 0);
     let id = "5a000000-0000-4000-8000-000000000002";
     let msg = send(&emu, id, &script, 3600);

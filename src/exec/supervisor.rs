@@ -212,7 +212,7 @@ pub(super) fn run(
         Err(e) => return ScriptEnd::without_output(Outcome::FailedToStart(e)),
     };
     let pid = Pid::from_raw(supervised.pid);
-    let piped = child.stdout.take().map(read_status_pipe);
+    let piped = child.stdout.take().and_then(read_status_pipe);
     stop.set_supervised(supervised);
     on_start(pid);
     let cancelled = match follow(Watch::Child(pid), stop) {
@@ -235,15 +235,21 @@ pub(super) fn run(
 
 /// Reads what the supervisor writes on stdout (its status, at its end) in a thread of its own:
 /// while the agent waits for the supervisor's exit, a status larger than the pipe's buffer
-/// must not block it. Bounded; the rest is drained unread.
-fn read_status_pipe(pipe: std::process::ChildStdout) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut pipe = pipe;
-        let mut bytes = Vec::new();
-        let _ = (&mut pipe).take(MAX_RUN_FILE).read_to_end(&mut bytes);
-        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
-        bytes
-    })
+/// must not block it. Bounded; the rest is drained unread. `None` when no thread could be
+/// started: the status is then read from its file.
+fn read_status_pipe(pipe: std::process::ChildStdout) -> Option<thread::JoinHandle<Vec<u8>>> {
+    let reader = thread::Builder::new()
+        .name("supervisor-status".into())
+        .spawn(move || {
+            let mut pipe = pipe;
+            let mut bytes = Vec::new();
+            let _ = (&mut pipe).take(MAX_RUN_FILE).read_to_end(&mut bytes);
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            bytes
+        });
+    reader
+        .map_err(|e| log::warn!("cannot start a thread to read a supervisor's status: {e}"))
+        .ok()
 }
 
 /// Follows a supervisor an earlier agent started to its end, and reads how its script ended.
