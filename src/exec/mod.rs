@@ -199,7 +199,11 @@ pub enum ExecError {
         script: PathBuf,
         error: String,
     },
-    #[error("the supervisor of script {} ended without saying how the script ended ({error}); see {}", script.display(), log.display())]
+    #[error(
+        "the supervisor of script {} ended without saying how the script ended ({error}); see {}",
+        script.display(),
+        log.display()
+    )]
     Unreported {
         script: PathBuf,
         log: PathBuf,
@@ -219,9 +223,9 @@ enum End {
     Unwatched(std::io::Error),
 }
 
-/// Runs the script to its end: under a supervisor once [`supervisor::enable`] was called (`on_start`
-/// gets the supervisor's pid; a `Shutdown` stop leaves it running and returns at once), else in
-/// this process ([`run_here`]).
+/// Runs the script to its end: under a supervisor once [`supervisor::enable`] was called
+/// (`on_start` gets the supervisor's pid; a `Shutdown` stop leaves it running and returns at
+/// once), else in this process ([`run_here`]).
 pub fn run_script(
     spec: &ScriptSpec<'_>,
     stop: &StopToken,

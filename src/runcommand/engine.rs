@@ -264,8 +264,8 @@ impl Engine {
 
     /// Stops taking work, lets running steps go on for up to `grace`, then stops what is left
     /// and joins the workers: a shell step's script is left running under its supervisor, for
-    /// the next start to report; any other is killed (reported as the agent stopping). Queued commands stay on disk and
-    /// run after the next start.
+    /// the next start to report; any other is killed (reported as the agent stopping). Queued
+    /// commands stay on disk and run after the next start.
     pub fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         let running: Vec<Arc<Job>> = {
@@ -709,8 +709,8 @@ impl Inner {
     }
 
     /// The result of the step an earlier agent left running: its script followed to its end when
-    /// it still runs under its supervisor or left a status (shell steps); otherwise upstream has
-    /// no outcome to give, and the step is reported interrupted.
+    /// it still runs under its supervisor or left a status (shell steps); otherwise nothing says
+    /// how it ended, and the step is reported interrupted.
     fn recover_step(
         &self,
         job: &Job,
