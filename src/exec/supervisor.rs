@@ -10,7 +10,8 @@ use super::capture::{Captured, Limits};
 use super::{End, ExecError, Outcome, ScriptEnd, ScriptSpec, StopReason, StopToken};
 use crate::state::write_atomic;
 use crate::sys::{self, Pid, process};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,8 +57,9 @@ pub struct Supervised {
     pub run_dir: PathBuf,
 }
 
-/// What the agent hands its supervisor.
-#[derive(Debug, Serialize, Deserialize)]
+/// What the agent hands its supervisor. `job.json` and `status.json` go through
+/// `serde_json::Value` by hand: derived impls would cost the binary several KB each.
+#[derive(Debug)]
 struct Job {
     script: PathBuf,
     working_dir: Option<PathBuf>,
@@ -71,8 +73,7 @@ struct Job {
 }
 
 /// How the script ended, as the supervisor reports it.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, PartialEq)]
 enum Ended {
     Exited(i32),
     Signaled(i32),
@@ -81,21 +82,114 @@ enum Ended {
     FailedToStart(String),
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq)]
 struct StreamStatus {
     total: u64,
     truncated: bool,
     write_error: Option<String>,
     /// The reply's share in base64, when a write error kept it from the file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     head: Option<String>,
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq)]
 struct Status {
     ended: Ended,
     stdout: StreamStatus,
     stderr: StreamStatus,
+}
+
+/// A run file's JSON form.
+trait RunFile: Sized {
+    fn to_value(&self) -> Option<Value>;
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl RunFile for Job {
+    fn to_value(&self) -> Option<Value> {
+        let path = |p: &Path| p.to_str().map(Value::from);
+        Some(json!({
+            "script": path(&self.script)?,
+            "working_dir": match &self.working_dir {
+                Some(dir) => path(dir)?,
+                None => Value::Null,
+            },
+            "stdout": path(&self.stdout)?,
+            "stderr": path(&self.stderr)?,
+            "deadline_ms": self.deadline_ms,
+            "file_bytes": self.file_bytes,
+            "head_bytes": self.head_bytes,
+        }))
+    }
+
+    fn from_value(v: &Value) -> Option<Job> {
+        let path = |key: &str| v[key].as_str().map(PathBuf::from);
+        Some(Job {
+            script: path("script")?,
+            working_dir: path("working_dir"),
+            stdout: path("stdout")?,
+            stderr: path("stderr")?,
+            deadline_ms: v["deadline_ms"].as_u64()?,
+            file_bytes: v["file_bytes"].as_u64()?,
+            head_bytes: usize::try_from(v["head_bytes"].as_u64()?).ok()?,
+        })
+    }
+}
+
+impl StreamStatus {
+    fn to_value(&self) -> Value {
+        json!({
+            "total": self.total,
+            "truncated": self.truncated,
+            "write_error": self.write_error,
+            "head": self.head,
+        })
+    }
+
+    fn from_value(v: &Value) -> Option<StreamStatus> {
+        let text = |key: &str| v[key].as_str().map(str::to_owned);
+        Some(StreamStatus {
+            total: v["total"].as_u64()?,
+            truncated: v["truncated"].as_bool()?,
+            write_error: text("write_error"),
+            head: text("head"),
+        })
+    }
+}
+
+impl RunFile for Status {
+    fn to_value(&self) -> Option<Value> {
+        let (ended, code, error) = match &self.ended {
+            Ended::Exited(c) => ("exited", Some(*c), None),
+            Ended::Signaled(s) => ("signaled", Some(*s), None),
+            Ended::TimedOut => ("timed_out", None, None),
+            Ended::Cancelled => ("cancelled", None, None),
+            Ended::FailedToStart(e) => ("failed_to_start", None, Some(e)),
+        };
+        Some(json!({
+            "ended": ended,
+            "code": code,
+            "error": error,
+            "stdout": self.stdout.to_value(),
+            "stderr": self.stderr.to_value(),
+        }))
+    }
+
+    fn from_value(v: &Value) -> Option<Status> {
+        let code = || v["code"].as_i64().and_then(|c| i32::try_from(c).ok());
+        let ended = match v["ended"].as_str()? {
+            "exited" => Ended::Exited(code()?),
+            "signaled" => Ended::Signaled(code()?),
+            "timed_out" => Ended::TimedOut,
+            "cancelled" => Ended::Cancelled,
+            "failed_to_start" => Ended::FailedToStart(v["error"].as_str()?.to_owned()),
+            _ => return None,
+        };
+        Some(Status {
+            ended,
+            stdout: StreamStatus::from_value(&v["stdout"])?,
+            stderr: StreamStatus::from_value(&v["stderr"])?,
+        })
+    }
 }
 
 impl Status {
@@ -155,8 +249,8 @@ fn supervise(run_dir: &Path) -> Result<(), ExecError> {
         },
     };
     let end = super::run_here(&spec, &stop, &mut |_| {});
-    let bytes = serde_json::to_vec(&Status::of(&end)).expect("a status always serialises");
     let path = run_dir.join(STATUS);
+    let bytes = encode(&Status::of(&end), &path)?;
     let saved = write_atomic(&path, &bytes, true).map_err(|e| run_file("write", &path, e));
     let mut out = std::io::stdout().lock();
     let piped = out.write_all(&bytes).and_then(|()| out.flush());
@@ -306,7 +400,7 @@ fn start(
         head_bytes: spec.limits.head_bytes,
     };
     let path = run_dir.join(JOB);
-    let bytes = serde_json::to_vec(&job).map_err(|e| run_file("encode", &path, e))?;
+    let bytes = encode(&job, &path)?;
     write_atomic(&path, &bytes, false).map_err(|e| run_file("write", &path, e))?;
     let log_path = run_dir.join(LOG);
     let log = OpenOptions::new()
@@ -410,7 +504,7 @@ fn follow(watch: Watch, stop: &StopToken) -> Followed {
 fn read_end(run_dir: &Path, job: &Job, piped: Option<Vec<u8>>, cancelled: bool) -> ScriptEnd {
     let path = run_dir.join(STATUS);
     let status = match piped {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| run_file("parse", &path, e)),
+        Some(bytes) => decode(&bytes, &path),
         None => read_json::<Status>(&path),
     };
     let status = match status {
@@ -463,12 +557,25 @@ fn read_head(path: &Path, limit: usize) -> Vec<u8> {
     head
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ExecError> {
+fn read_json<T: RunFile>(path: &Path) -> Result<T, ExecError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|f| f.take(MAX_RUN_FILE).read_to_end(&mut bytes))
         .map_err(|e| run_file("read", path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| run_file("parse", path, e))
+    decode(&bytes, path)
+}
+
+/// `bytes` (the content of `path`, or the same sent on a pipe) as a `T`.
+fn decode<T: RunFile>(bytes: &[u8], path: &Path) -> Result<T, ExecError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| run_file("parse", path, e))?;
+    T::from_value(&value).ok_or_else(|| run_file("read", path, "missing or mistyped fields"))
+}
+
+fn encode<T: RunFile>(file: &T, path: &Path) -> Result<Vec<u8>, ExecError> {
+    let value = file
+        .to_value()
+        .ok_or_else(|| run_file("write", path, "a path in it is not UTF-8"))?;
+    serde_json::to_vec(&value).map_err(|e| run_file("encode", path, e))
 }
 
 fn run_file(action: &'static str, path: &Path, error: impl std::fmt::Display) -> ExecError {
@@ -510,7 +617,7 @@ mod tests {
                 write_error: Some("cannot write stderr: full".into()),
             },
         };
-        let bytes = serde_json::to_vec(&Status::of(&end)).unwrap();
+        let bytes = encode(&Status::of(&end), run_dir).unwrap();
         let job = Job {
             script: run_dir.join("_script.sh"),
             working_dir: None,
@@ -571,7 +678,7 @@ mod tests {
             file_bytes: 1 << 20,
             head_bytes: 8,
         };
-        std::fs::write(dir.path().join(JOB), serde_json::to_vec(&job).unwrap()).unwrap();
+        std::fs::write(dir.path().join(JOB), encode(&job, dir.path()).unwrap()).unwrap();
         // Our own pid with another start time: a recycled pid, not the supervisor.
         let me = Pid::from_raw(std::process::id() as i32);
         let sup = Supervised {
@@ -598,7 +705,7 @@ mod tests {
         };
         std::fs::write(
             dir.path().join(STATUS),
-            serde_json::to_vec(&status).unwrap(),
+            encode(&status, dir.path()).unwrap(),
         )
         .unwrap();
         let end = reattach(&sup, &StopToken::new()).expect("the status says how it ended");
