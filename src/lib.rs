@@ -15,6 +15,8 @@ pub(crate) mod base64;
 pub mod config;
 pub(crate) mod document;
 pub(crate) mod exec;
+/// The hidden `__supervise` subcommand, and turning it on for the agent's scripts.
+pub use exec::supervisor;
 pub mod fuzzing;
 pub(crate) mod health;
 pub(crate) mod identity;

@@ -4,11 +4,18 @@
 
 use cli::{Command, USAGE};
 use ssm_lite::config::COMPATIBLE_AGENT_VERSION;
+use ssm_lite::supervisor;
 use std::process::ExitCode;
 
 mod cli;
 
 fn main() -> ExitCode {
+    // A script's supervisor (`__supervise <run dir>`): before any logging or config.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == supervisor::SUBCOMMAND) {
+        let run_dir = std::path::PathBuf::from(args.next().unwrap_or_default());
+        return ExitCode::from(supervisor::main(&run_dir));
+    }
     let command = match cli::parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
@@ -45,6 +52,10 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             ssm_lite::logging::init();
+            // Resolved once now: a self-update may rename the file later.
+            if let Err(e) = supervisor::enable() {
+                log::warn!("cannot find this program's path ({e}); scripts stop with the agent");
+            }
             match ssm_lite::agent::run(&args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

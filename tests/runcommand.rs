@@ -494,7 +494,7 @@ fn a_crash_loses_nothing_and_runs_nothing_twice() {
     let a = run(
         &emu,
         "cccccccc-0000-4000-8000-000000000001",
-        &[&format!("echo run >> {}; sleep 60", runs_a.display())],
+        &[&format!("echo run >> {}; sleep 5", runs_a.display())],
         3600,
     );
     let b = run(
@@ -510,8 +510,9 @@ fn a_crash_loses_nothing_and_runs_nothing_twice() {
     );
     agent.kill9();
     agent.start_again();
+    // The step outlived the crash under its supervisor: the next start reports it, not re-run.
     let ra = final_of(&emu, &a);
-    assert_interrupted(&ra);
+    assert_eq!(ra["documentStatus"], "Success", "{ra}");
     assert_eq!(final_of(&emu, &b)["documentStatus"], "Success");
     // The service delivers the finished command again: it is acked and answered, not re-run.
     emu.enqueue_raw(
@@ -557,15 +558,17 @@ fn sigterm_stops_cleanly_and_reports_the_running_step() {
     let msg = run(
         &emu,
         "dddddddd-0000-4000-8000-000000000001",
-        &[&format!("touch {}; sleep 60", mark.display())],
+        &[&format!("touch {}; sleep 3; echo done", mark.display())],
         3600,
     );
     wait_file_exists_within(WAIT_FOR_FILE, &mark);
     let status = agent.terminate(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "clean exit");
+    // The step ended within the stop's grace (one still running then is left to its
+    // supervisor and reported by the next start: tests/supervisor.rs).
     let reply = final_of(&emu, &msg);
-    assert_eq!(reply["documentStatus"], "Failed");
-    assert_eq!(plugin(&reply)["code"], 137);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+    assert_eq!(plugin(&reply)["standardOutput"], "done\n");
 }
 
 #[test]

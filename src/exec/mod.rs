@@ -1,14 +1,17 @@
 //! Runs one script step: `sh <script>` in its own process group, stdout/stderr through pipes into
 //! capped files ([`capture`]), ended by exit, timeout, cancel or shutdown (the whole group gets
-//! SIGKILL).
+//! SIGKILL). In the agent, the script runs so under a [`supervisor`] process that outlives the
+//! agent; a shutdown then leaves it running.
 //!
 //! A helper thread blocks until the shell exits (leaving it unreaped, so its group id stays
 //! reserved) and reports through the step's `StopToken`, whose condvar also wakes on `stop()`; the
 //! runner sleeps on that condvar until the deadline. No polling.
 
 pub mod capture;
+pub mod supervisor;
 
 pub use capture::Captured;
+pub use supervisor::Supervised;
 
 use crate::sync::{lock, wait, wait_until};
 use crate::sys::{self, Pid, Signal};
@@ -34,6 +37,8 @@ pub enum StopReason {
 #[derive(Clone, Default)]
 pub struct StopToken {
     inner: Arc<(Mutex<Option<StopReason>>, Condvar)>,
+    /// The supervisor of the script started last, for the runner's `on_start` to record.
+    supervised: Arc<Mutex<Option<Supervised>>>,
 }
 
 impl StopToken {
@@ -65,6 +70,23 @@ impl StopToken {
         *reason
     }
 
+    /// The supervisor of the script this token's job started last, if it had one.
+    pub fn supervised(&self) -> Option<Supervised> {
+        lock(&self.supervised).clone()
+    }
+
+    fn set_supervised(&self, supervised: Supervised) {
+        *lock(&self.supervised) = Some(supervised);
+    }
+
+    /// Sleeps until `exited` is set, whatever stop is requested.
+    fn wait_exited(&self, exited: &AtomicBool) {
+        let mut guard = lock(&self.inner.0);
+        while !exited.load(Ordering::SeqCst) {
+            guard = wait(&self.inner.1, guard);
+        }
+    }
+
     /// Sets `exited` under the token's lock, so a runner between its check and its wait cannot
     /// miss the wake-up.
     fn mark_exited(&self, exited: &AtomicBool) {
@@ -94,6 +116,8 @@ impl StopToken {
     }
 }
 
+/// One script to run. Its directory holds the supervisor's files (`job.json`, `status.json`,
+/// `supervisor.log`): one script per directory.
 pub struct ScriptSpec<'a> {
     pub script: &'a Path,
     pub working_dir: Option<&'a Path>,
@@ -163,6 +187,31 @@ pub enum ExecError {
     OddStatus { script: PathBuf, status: String },
     #[error("cannot collect the exit status of script {}: {error}", script.display())]
     NoStatus { script: PathBuf, error: String },
+    #[error("cannot {action} {}: {error}", path.display())]
+    RunFile {
+        action: &'static str,
+        path: PathBuf,
+        error: String,
+    },
+    #[error("cannot start the supervisor {} for script {}: {error}", exe.display(), script.display())]
+    Supervisor {
+        exe: PathBuf,
+        script: PathBuf,
+        error: String,
+    },
+    #[error(
+        "the supervisor of script {} ended without saying how the script ended ({error}); see {}",
+        script.display(),
+        log.display()
+    )]
+    Unreported {
+        script: PathBuf,
+        log: PathBuf,
+        error: String,
+    },
+    /// The supervisor's own text of why the script did not start.
+    #[error("{0}")]
+    Relayed(String),
 }
 
 /// How the wait ended, before the child is reaped.
@@ -174,11 +223,9 @@ enum End {
     Unwatched(std::io::Error),
 }
 
-/// Runs the script to its end. `on_start` gets the process-group id right after the spawn.
-///
-/// On timeout or stop the whole group gets SIGKILL (also when the shell itself has just exited
-/// and only background children remain); the shell is always reaped before returning. Background
-/// children still running after a normal exit are left alone (their output is still drained).
+/// Runs the script to its end: under a supervisor once [`supervisor::enable`] was called
+/// (`on_start` gets the supervisor's pid; a `Shutdown` stop leaves it running and returns at
+/// once), else in this process ([`run_here`]).
 pub fn run_script(
     spec: &ScriptSpec<'_>,
     stop: &StopToken,
@@ -187,6 +234,18 @@ pub fn run_script(
     if let Some(reason) = stop.reason() {
         return ScriptEnd::without_output(Outcome::Stopped(reason));
     }
+    match supervisor::exe() {
+        Some(exe) => supervisor::run(exe, spec, stop, on_start),
+        None => run_here(spec, stop, on_start),
+    }
+}
+
+/// Runs the script in this process. `on_start` gets the process-group id right after the spawn.
+///
+/// On timeout or stop the whole group gets SIGKILL (also when the shell itself has just exited
+/// and only background children remain); the shell is always reaped before returning. Background
+/// children still running after a normal exit are left alone (their output is still drained).
+fn run_here(spec: &ScriptSpec<'_>, stop: &StopToken, on_start: &mut dyn FnMut(Pid)) -> ScriptEnd {
     let (mut child, capture) = match start(spec) {
         Ok(started) => started,
         Err(message) => return ScriptEnd::without_output(Outcome::FailedToStart(message)),

@@ -264,9 +264,10 @@ impl Engine {
         self.inner.wait_until(timeout, |q| q.active.is_empty())
     }
 
-    /// Stops taking work, lets running steps go on for up to `grace`, then kills what is left
-    /// (reported as the agent stopping) and joins the workers. Queued commands stay on disk and
-    /// run after the next start.
+    /// Stops taking work, lets running steps go on for up to `grace`, then stops what is left
+    /// and joins the workers: a shell step's script is left running under its supervisor, for
+    /// the next start to report; any other is killed (reported as the agent stopping). Queued
+    /// commands stay on disk and run after the next start.
     pub fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         let running: Vec<Arc<Job>> = {
@@ -558,18 +559,15 @@ impl Inner {
         // Not flushed: the step about to start is (with this phase in it); lost to a power cut,
         // the command is merely still queued, and nothing has run yet.
         self.save(&rec, false);
-        if let Some(interrupted) = rec.running.take() {
+        let dir = self.dir.orchestration_dir(&rec.command_id);
+        if let Some(interrupted) = rec.running.clone() {
             let step = &job.document.steps[interrupted.index.min(job.document.steps.len() - 1)];
-            let result =
-                steps::without_running(step, Status::Failed, 1, &interrupted_message(&interrupted));
-            log::warn!(
-                "command {}: step {} was interrupted by an agent stop; reporting it Failed",
-                job.message_id,
-                step.id
-            );
+            let result = self.recover_step(job, &mut rec, step, &interrupted, &dir);
+            if self.left_running(job, &rec, step) {
+                return;
+            }
             self.step_finished(job, &mut rec, step, result);
         }
-        let dir = self.dir.orchestration_dir(&rec.command_id);
         let resolved;
         let document = match self.resolve(job) {
             Ok(None) => &job.document,
@@ -591,6 +589,9 @@ impl Inner {
             let index = rec.next_step;
             let step = &document.steps[index];
             let result = self.run_one(job, &mut rec, document, index, &dir);
+            if self.left_running(job, &rec, step) {
+                return;
+            }
             if result.status == Status::SuccessAndReboot {
                 self.step_finished(job, &mut rec, step, result);
                 rec.results.pop();
@@ -659,6 +660,7 @@ impl Inner {
             index,
             process_group: None,
             started,
+            supervisor: None,
         });
         self.save(rec, true);
         log::info!(
@@ -668,7 +670,21 @@ impl Inner {
             step.plugin
         );
         let t0 = Instant::now();
-        let env = StepEnv {
+        let env = self.step_env(job, dir);
+        let result = steps::run_step(step, &env, &mut |pid| self.note_start(job, rec, pid));
+        log::info!(
+            "command {}: step {} finished: {} (code {}) in {} ms",
+            job.message_id,
+            step.id,
+            result.status.as_str(),
+            result.code,
+            t0.elapsed().as_millis()
+        );
+        result
+    }
+
+    fn step_env<'a>(&'a self, job: &'a Job, dir: &'a std::path::Path) -> StepEnv<'a> {
+        StepEnv {
             command_dir: dir,
             env: &job.env,
             stop: &job.stop,
@@ -680,23 +696,81 @@ impl Inner {
             outputs: &job.outputs,
             sources: &self.cfg.sources,
             association: job.association.as_ref(),
-        };
-        let mut on_start = |pgid: crate::sys::Pid| {
-            if let Some(r) = rec.running.as_mut() {
-                r.process_group = Some(pgid.as_raw());
+        }
+    }
+
+    /// Records the process a step started: its script's supervisor (followed after a restart)
+    /// or, for a script run inside this process, its group.
+    fn note_start(&self, job: &Job, rec: &mut CommandRecord, pid: crate::sys::Pid) {
+        if let Some(r) = rec.running.as_mut() {
+            match job.stop.supervised().filter(|s| s.pid == pid.as_raw()) {
+                Some(supervised) => r.supervisor = Some(supervised),
+                None => r.process_group = Some(pid.as_raw()),
             }
-            self.save(rec, false);
+        }
+        self.save(rec, false);
+    }
+
+    /// The result of the step an earlier agent left running: its script followed to its end when
+    /// it still runs under its supervisor or left a status (shell steps); otherwise nothing says
+    /// how it ended, and the step is reported interrupted.
+    fn recover_step(
+        &self,
+        job: &Job,
+        rec: &mut CommandRecord,
+        step: &Step,
+        interrupted: &RunningStep,
+        dir: &std::path::Path,
+    ) -> PluginResult {
+        if let Some(supervised) = &interrupted.supervisor {
+            if step.plugin == steps::SHELL_PLUGIN {
+                log::info!(
+                    "command {}: following step {} under its supervisor (pid {})",
+                    job.message_id,
+                    step.id,
+                    supervised.pid
+                );
+                let env = self.step_env(job, dir);
+                let started = interrupted.started.clone();
+                if let Some(result) = steps::reattach(step, supervised, started, &env, &mut |pid| {
+                    self.note_start(job, rec, pid)
+                }) {
+                    return result;
+                }
+            } else {
+                crate::exec::supervisor::cancel(supervised);
+            }
+        }
+        log::warn!(
+            "command {}: step {} was interrupted by an agent stop; reporting it Failed",
+            job.message_id,
+            step.id
+        );
+        steps::without_running(step, Status::Failed, 1, &interrupted_message(interrupted))
+    }
+
+    /// After a step ended by the agent's shutdown: true when it is a shell step whose script
+    /// was left to its supervisor, which the record (saved here) keeps for the next start. Only
+    /// shell steps are followed after a restart: the script of any other step is cancelled.
+    fn left_running(&self, job: &Job, rec: &CommandRecord, step: &Step) -> bool {
+        if job.stop.reason() != Some(StopReason::Shutdown) {
+            return false;
+        }
+        let Some(supervised) = rec.running.as_ref().and_then(|r| r.supervisor.as_ref()) else {
+            return false;
         };
-        let result = steps::run_step(step, &env, &mut on_start);
+        if step.plugin != steps::SHELL_PLUGIN {
+            crate::exec::supervisor::cancel(supervised);
+            return false;
+        }
         log::info!(
-            "command {}: step {} finished: {} (code {}) in {} ms",
+            "command {}: step {} left running under its supervisor (pid {}); the next start reports it",
             job.message_id,
             step.id,
-            result.status.as_str(),
-            result.code,
-            t0.elapsed().as_millis()
+            supervised.pid
         );
-        result
+        self.save(rec, true);
+        true
     }
 
     /// Records a step's result, applies the document's control flow, sends the step reply.
@@ -1374,6 +1448,7 @@ mod tests {
             index: 0,
             process_group: Some(4242),
             started: "2026-01-01T00:00:00.000Z".into(),
+            supervisor: None,
         });
         rec.save(&dir, true).unwrap();
         let replies = run(&dir, config(&[]), "", "");

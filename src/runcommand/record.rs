@@ -4,6 +4,7 @@
 
 use super::Transport;
 use super::reply::PluginResult;
+use crate::exec::Supervised;
 use crate::state::{StateDir, StateError, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -20,12 +21,16 @@ pub enum Phase {
     Done,
 }
 
-/// The step that had a process running, so a restart can report it.
+/// The step that had a process running, so a restart can report it, or follow its script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningStep {
     pub index: usize,
     pub process_group: Option<i32>,
     pub started: String,
+    /// The supervisor of the script the step started last: a restarted agent follows it to its
+    /// end. Absent in records written before supervisors, and for steps run in the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<Supervised>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

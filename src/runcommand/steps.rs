@@ -11,7 +11,9 @@ use super::sources::Sources;
 use crate::association::refresh;
 use crate::document::{ShellScriptInput, Step, shell_script_input};
 use crate::exec::capture::Limits;
-use crate::exec::{Captured, Outcome, ScriptSpec, StopReason, StopToken, run_script};
+use crate::exec::{
+    Captured, Outcome, ScriptEnd, ScriptSpec, StopReason, StopToken, Supervised, run_script,
+};
 use crate::state::{StateError, ensure_private_dir, err as state_err, step_dir_name};
 use crate::sys::Pid;
 use crate::timefmt::iso8601_ms;
@@ -373,6 +375,34 @@ fn annotate(out: &Output<'_>, err: &mut Output<'_>, note: Option<Note>) {
     }
 }
 
+/// The files of one run of a shell step, under `<command dir>/<plugin>/<run name>/`.
+struct ShellFiles {
+    run_path: String,
+    script: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl ShellFiles {
+    fn of(step: &Step, index: usize, input: &ShellScriptInput, command_dir: &Path) -> ShellFiles {
+        let run_path = run_path(step, index, &input.id);
+        let dir = command_dir.join(&run_path);
+        ShellFiles {
+            run_path,
+            script: dir.join("_script.sh"),
+            stdout: dir.join("stdout"),
+            stderr: dir.join("stderr"),
+        }
+    }
+
+    fn uploads<'e>(&self, step: &Step, env: &'e StepEnv<'_>) -> Uploads<'e> {
+        Uploads::start(
+            env,
+            &RunFiles::of(step, &self.run_path, &self.stdout, &self.stderr),
+        )
+    }
+}
+
 fn run_shell(
     step: &Step,
     index: usize,
@@ -380,42 +410,48 @@ fn run_shell(
     env: &StepEnv<'_>,
     on_start: &mut dyn FnMut(Pid),
 ) -> Run {
-    let run_path = run_path(step, index, &input.id);
-    let dir = env.command_dir.join(&run_path);
-    let (script, stdout, stderr) = (
-        dir.join("_script.sh"),
-        dir.join("stdout"),
-        dir.join("stderr"),
-    );
-    if let Err(e) = write_script(&dir, &script, &input.run_command) {
+    let files = ShellFiles::of(step, index, input, env.command_dir);
+    let dir = files.script.parent().unwrap_or(env.command_dir);
+    if let Err(e) = write_script(dir, &files.script, &input.run_command) {
         return Run::failed(format!("cannot write the script for step {}: {e}", step.id));
     }
     let working_dir = working_dir(&input.working_directory, env.command_dir);
     let mut vars: Vec<(String, String)> = input.environment.clone();
     vars.extend(env.env.iter().cloned());
     let spec = ScriptSpec {
-        script: &script,
+        script: &files.script,
         working_dir: working_dir.as_deref(),
         env: &vars,
-        stdout: &stdout,
-        stderr: &stderr,
+        stdout: &files.stdout,
+        stderr: &files.stderr,
         timeout: Duration::from_secs(input.timeout_seconds),
         limits: Limits {
             file_bytes: env.max_output_bytes,
             head_bytes: STREAM_CAPACITY,
         },
     };
-    let files = RunFiles::of(step, &run_path, &stdout, &stderr);
-    let uploads = Uploads::start(env, &files);
-    let s3 = uploads.s3.clone();
+    let uploads = files.uploads(step, env);
     let end = run_script(&spec, env.stop, on_start);
+    finish_shell(step, env, &files, uploads, end)
+}
+
+/// Turns a script's end into the run's result, live or re-attached after a restart: exit-code
+/// semantics, notes on stderr, uploads, cleanup.
+fn finish_shell(
+    step: &Step,
+    env: &StepEnv<'_>,
+    files: &ShellFiles,
+    uploads: Uploads<'_>,
+    end: ScriptEnd,
+) -> Run {
+    let s3 = uploads.s3.clone();
     let (status, code, note) = classify(&end.outcome);
-    let out = Output::new(&stdout, end.stdout);
-    let mut err = Output::new(&stderr, end.stderr);
+    let out = Output::new(&files.stdout, end.stdout);
+    let mut err = Output::new(&files.stderr, end.stderr);
     annotate(&out, &mut err, note);
     let uploaded = uploads.finish(step, |line| err.own_line(line));
     if code != EXIT_REBOOT {
-        clean_up(env, uploaded, &[&stdout, &stderr]);
+        clean_up(env, uploaded, &[&files.stdout, &files.stderr]);
     }
     Run {
         status,
@@ -424,6 +460,37 @@ fn run_shell(
         stderr: err.head,
         s3,
     }
+}
+
+/// A shell step whose script an earlier agent left running under `supervised`: that run ends as
+/// a live one would, then the step's later property sets run (the reply has no room for the
+/// results of earlier ones: they are not kept). `started` is the step's start. `None` when the
+/// supervisor is gone without a status (the machine restarted) or runs no script of this step.
+pub fn reattach(
+    step: &Step,
+    supervised: &Supervised,
+    started: String,
+    env: &StepEnv<'_>,
+    on_start: &mut dyn FnMut(Pid),
+) -> Option<PluginResult> {
+    let inputs: Vec<ShellScriptInput> = step
+        .inputs
+        .iter()
+        .map(shell_script_input)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let index = (0..inputs.len()).find(|&i| {
+        let files = ShellFiles::of(step, i, &inputs[i], env.command_dir);
+        files.script.parent() == Some(supervised.run_dir.as_path())
+    })?;
+    let end = crate::exec::supervisor::reattach(supervised, env.stop)?;
+    let files = ShellFiles::of(step, index, &inputs[index], env.command_dir);
+    let uploads = files.uploads(step, env);
+    let mut run = finish_shell(step, env, &files, uploads, end);
+    for (i, input) in inputs.iter().enumerate().skip(index + 1) {
+        run = merge(Some(run), run_shell(step, i, input, env, on_start));
+    }
+    Some(render(step, run, started))
 }
 
 /// One stream of a finished script: its file, and the reply's share of it.

@@ -4,6 +4,7 @@ pub mod child;
 pub mod net;
 pub mod oom;
 pub mod poll;
+pub mod process;
 pub mod pty;
 
 use std::io;
