@@ -466,6 +466,16 @@ mod tests {
 
         /// Runs to the end; returns the outcome and what was captured.
         fn end(&self, stop: &StopToken, on_start: &mut dyn FnMut(Pid)) -> ScriptEnd {
+            self.end_under(None, stop, on_start)
+        }
+
+        /// [`Run::end`] under the supervisor `supervisor` (`None`: in this process).
+        fn end_under(
+            &self,
+            supervisor: Option<&Path>,
+            stop: &StopToken,
+            on_start: &mut dyn FnMut(Pid),
+        ) -> ScriptEnd {
             let (stdout, stderr) = (self.scratch.0.join("stdout"), self.scratch.0.join("stderr"));
             let spec = ScriptSpec {
                 script: &self.script,
@@ -476,7 +486,10 @@ mod tests {
                 timeout: self.timeout,
                 limits: self.limits,
             };
-            run_script(&spec, stop, on_start)
+            match supervisor {
+                Some(exe) => supervisor::run(exe, &spec, stop, on_start),
+                None => run_script(&spec, stop, on_start),
+            }
         }
 
         fn outcome(&self) -> (Outcome, Pid) {
@@ -484,6 +497,23 @@ mod tests {
             let outcome = self.go(&StopToken::new(), &mut |pid| group = Some(pid));
             (outcome, group.expect("on_start was not called"))
         }
+    }
+
+    #[test]
+    fn a_supervisor_that_cannot_start_leaves_the_script_to_run_here() {
+        let scratch = Scratch::new("nosupervisor");
+        let run = Run::new(&scratch, "echo ran; exit 3");
+        let missing = scratch.0.join("no-such-ssm-lite");
+        let mut started = None;
+        let end = run.end_under(Some(&missing), &StopToken::new(), &mut |pid| {
+            started = Some(pid)
+        });
+        assert_eq!(end.outcome, Outcome::Exited(3), "{:?}", end.outcome);
+        assert_eq!(end.stdout.head, b"ran\n");
+        assert!(
+            started.is_some(),
+            "on_start was called for the script's group"
+        );
     }
 
     /// Polls `cond` (every 20 ms, for up to 10 s). Only for facts the kernel signals to nobody but

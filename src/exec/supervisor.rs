@@ -303,6 +303,7 @@ pub(super) fn run(
     let run_dir = spec.script.parent().unwrap_or(Path::new("."));
     let (mut child, job, supervised) = match start(exe, spec, run_dir) {
         Ok(started) => started,
+        Err(e @ ExecError::Supervisor { .. }) => return run_unsupervised(&e, spec, stop, on_start),
         Err(e) => return ScriptEnd::without_output(Outcome::FailedToStart(e)),
     };
     let pid = Pid::from_raw(supervised.pid);
@@ -325,6 +326,26 @@ pub(super) fn run(
         .and_then(|reader| reader.join().ok())
         .filter(|b| !b.is_empty());
     read_end(run_dir, &job, piped, cancelled)
+}
+
+/// A supervisor that cannot be started (under qemu-user the binary is a foreign one that the
+/// kernel cannot run without binfmt; or the file is gone) must not fail the command: the script
+/// runs inside the agent as before supervisors, only it ends with the agent. Said once as a
+/// warning, then at debug level.
+fn run_unsupervised(
+    why: &ExecError,
+    spec: &ScriptSpec<'_>,
+    stop: &StopToken,
+    on_start: &mut dyn FnMut(Pid),
+) -> ScriptEnd {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let text = "the script runs inside the agent instead and ends if the agent stops";
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::debug!("{why}; {text}");
+    } else {
+        log::warn!("{why}; {text} (said once)");
+    }
+    super::run_here(spec, stop, on_start)
 }
 
 /// Reads what the supervisor writes on stdout (its status, at its end) in a thread of its own:
