@@ -13,6 +13,7 @@ pub(crate) mod association;
 pub mod aws;
 pub(crate) mod base64;
 pub mod config;
+pub mod diagnose;
 pub(crate) mod document;
 pub(crate) mod exec;
 pub mod fuzzing;

@@ -5,6 +5,7 @@ pub mod net;
 pub mod oom;
 pub mod poll;
 pub mod pty;
+pub mod statvfs;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
