@@ -9,14 +9,17 @@ use std::collections::BTreeMap;
 
 /// Every endpoint at the emulator, and the region given, so that the endpoints are checked even
 /// when IMDS (the emulator too) is gone.
-fn agent_for_diagnose(emu: &Emulator) -> Agent {
+fn endpoints(emu: &Emulator) -> Value {
     let url = emu.url();
-    let extra = json!({
+    json!({
         "S3": { "Endpoint": url },
         "CloudWatchLogs": { "Endpoint": url },
         "Agent": { "Region": "us-east-1" },
-    });
-    let agent = Agent::prepare(emu, extra, &[]);
+    })
+}
+
+fn agent_for_diagnose(emu: &Emulator) -> Agent {
+    let agent = Agent::prepare(emu, endpoints(emu), &[]);
     std::fs::create_dir_all(agent.state_dir()).unwrap();
     agent
 }
@@ -147,4 +150,35 @@ fn a_twenty_minute_clock_skew_fails_the_clock_check() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(failed, ["Clock skew"], "{checks:#?}");
+}
+
+#[test]
+fn a_hybrid_node_is_checked_by_its_registration_and_not_by_imds() {
+    let emu = emulator();
+    let agent = onprem_agent_with(&emu, endpoints(&emu));
+    let (mi, _) = register_agent(&agent, &emu);
+    let (code, checks) = diagnose(&agent, &emu);
+    let registration = &checks["Hybrid instance registration"];
+    assert_eq!(registration.0, "Success", "{registration:?}");
+    let want =
+        format!("Instance has hybrid registration with instance id {mi} in region us-east-1");
+    assert!(registration.1.starts_with(&want), "{registration:?}");
+    assert_eq!(
+        checks["EC2 IMDS"],
+        ("Skipped".into(), "Instance has hybrid registration".into())
+    );
+    let creds = &checks["AWS Credentials"];
+    assert_eq!(creds.0, "Success", "{creds:?}");
+    assert!(
+        creds.1.starts_with(&format!(
+            "Credentials are for the OnPrem identity {mi} in region us-east-1 and will expire at "
+        )),
+        "{creds:?}"
+    );
+    assert_eq!(code, 0, "{checks:#?}");
+    let shared = agent.dir.path().join(".aws/credentials");
+    assert!(
+        !shared.exists(),
+        "diagnose must not share credentials with scripts"
+    );
 }

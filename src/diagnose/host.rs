@@ -8,7 +8,7 @@ use crate::aws::imds::{ImdsClient, ImdsError};
 use crate::config::{COMPATIBLE_AGENT_VERSION, CONFIG_SEARCH_PATH, Config};
 use crate::identity::IdentityKind;
 use crate::onprem::store::RegistrationStore;
-use crate::sys::statvfs::fs_space;
+use crate::sys::statvfs::{FsSpace, fs_space};
 use crate::timefmt;
 use std::io::{Read, Write};
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,9 +17,9 @@ use std::time::{Duration, UNIX_EPOCH};
 const IMDS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Below this much free space the state directory fails: command output alone may take
 /// `Ssm.RunCommandLogsMaxTotalMiB` (200 MiB by default), but 64 MiB keeps commands running.
-pub(super) const MIN_FREE_MIB: u64 = 64;
+const MIN_FREE_MIB: u64 = 64;
 /// Below this many free inodes it fails: every command takes a handful of files.
-pub(super) const MIN_FREE_INODES: u64 = 1000;
+const MIN_FREE_INODES: u64 = 1000;
 /// The most unused configuration keys named in the note.
 const KEYS_SHOWN: usize = 20;
 /// A configuration file larger than this is not read for its keys.
@@ -155,13 +155,7 @@ pub(super) fn state_dir(ctx: &Context) -> Outcome {
         Ok(space) => space,
         Err(e) => return (Status::Failed, e.to_string()),
     };
-    let (mib, inodes) = (space.free_bytes >> 20, space.free_inodes);
-    let left = if space.total_inodes == 0 {
-        format!("{mib} MiB free (the file system has no inode limit)")
-    } else {
-        format!("{mib} MiB and {inodes} inodes free")
-    };
-    let short = mib < MIN_FREE_MIB || (space.total_inodes > 0 && inodes < MIN_FREE_INODES);
+    let (left, short) = room(&space);
     if short {
         let why = format!(
             "{shown} is writable but only {left}; the agent needs at least {MIN_FREE_MIB} MiB \
@@ -171,6 +165,17 @@ pub(super) fn state_dir(ctx: &Context) -> Outcome {
         return (Status::Failed, why);
     }
     (Status::Success, format!("{shown} is writable; {left}"))
+}
+
+/// What is left, and whether it is below [`MIN_FREE_MIB`] or [`MIN_FREE_INODES`].
+fn room(space: &FsSpace) -> (String, bool) {
+    let (mib, inodes) = (space.free_bytes >> 20, space.free_inodes);
+    if space.total_inodes == 0 {
+        let left = format!("{mib} MiB free (the file system has no inode limit)");
+        return (left, mib < MIN_FREE_MIB);
+    }
+    let left = format!("{mib} MiB and {inodes} inodes free");
+    (left, mib < MIN_FREE_MIB || inodes < MIN_FREE_INODES)
 }
 
 /// "Configuration": which file the agent reads, whether it loads, and the keys in it that
@@ -232,4 +237,104 @@ pub(super) fn version(ctx: &Context) -> Outcome {
             ctx.config.agent.version
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::credentials::Env;
+    use std::path::{Path, PathBuf};
+
+    fn context(state_dir: &Path, config_file: Option<PathBuf>) -> Context {
+        Context {
+            config: Config::default(),
+            config_file,
+            config_error: None,
+            state_dir: state_dir.to_owned(),
+            env: Env::from_pairs(&[]),
+            http: Err("none in this test".into()),
+            identity: Err("none in this test".into()),
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ssm-lite-diag-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn too_little_space_or_too_few_inodes_fail() {
+        let space = |mib: u64, free_inodes, total_inodes| FsSpace {
+            free_bytes: mib << 20,
+            free_inodes,
+            total_inodes,
+        };
+        assert_eq!(
+            room(&space(64, 1000, 5000)),
+            ("64 MiB and 1000 inodes free".into(), false)
+        );
+        assert!(room(&space(63, 1000, 5000)).1);
+        assert!(room(&space(1 << 10, 999, 5000)).1);
+        let (left, short) = room(&space(100, 0, 0));
+        assert!(!short && left.contains("no inode limit"), "{left}");
+    }
+
+    #[test]
+    fn the_state_dir_is_checked_where_it_is() {
+        let dir = temp_dir("state");
+        let (status, note) = state_dir(&context(&dir, None));
+        assert_eq!(status, Status::Success, "{note}");
+        assert!(
+            note.starts_with(&format!("{} is writable; ", dir.display())),
+            "{note}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the probe file is gone"
+        );
+        let (status, note) = state_dir(&context(&dir.join("new"), None));
+        assert_eq!(status, Status::Skipped, "{note}");
+        assert!(
+            note.contains("the agent creates it when it starts"),
+            "{note}"
+        );
+        std::fs::write(dir.join("file"), "x").unwrap();
+        let (status, note) = state_dir(&context(&dir.join("file"), None));
+        assert_eq!(status, Status::Failed, "{note}");
+        assert!(note.contains("is not a directory"), "{note}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_configuration_check_names_the_file_and_its_unused_keys() {
+        let dir = temp_dir("config");
+        let file = dir.join("amazon-ssm-agent.json");
+        std::fs::write(&file, r#"{"Mds":{"CommandWorkersLimit":2}}"#).unwrap();
+        let (status, note) = configuration(&context(&dir, Some(file.clone())));
+        assert_eq!(status, Status::Success, "{note}");
+        assert!(note.ends_with("ssm-lite uses every key in it"), "{note}");
+        std::fs::write(
+            &file,
+            r#"{"Agent":{"ContainerMode":true},"Mgs":{"StopTimeoutMillis":1}}"#,
+        )
+        .unwrap();
+        let (status, note) = configuration(&context(&dir, Some(file.clone())));
+        assert_eq!(status, Status::Success, "{note}");
+        assert!(
+            note.ends_with("ignores 2 of its keys (upstream settings it has no use for, or misspelled): Agent.ContainerMode, Mgs.StopTimeoutMillis"),
+            "{note}"
+        );
+        let mut broken = context(&dir, Some(file));
+        broken.config_error = Some("config file x is not valid JSON".into());
+        let (status, note) = configuration(&broken);
+        assert_eq!(status, Status::Failed, "{note}");
+        assert!(
+            note.contains("the agent does not start with this file"),
+            "{note}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
