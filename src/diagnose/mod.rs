@@ -104,9 +104,7 @@ impl Context {
     /// The region `service` is reached in, as the agent picks it (`Mgs.Region` for
     /// ssmmessages), or why there is none.
     fn region(&self, service: &Service) -> Result<&str, String> {
-        if service.endpoint_prefix == endpoint::SSMMESSAGES.endpoint_prefix
-            && !self.config.mgs.region.is_empty()
-        {
+        if *service == endpoint::SSMMESSAGES && !self.config.mgs.region.is_empty() {
             return Ok(&self.config.mgs.region);
         }
         match &self.identity {
