@@ -47,10 +47,8 @@ pub struct Check {
 /// A check's outcome before its name is attached.
 type Outcome = (Status, String);
 
-/// How long the identity chain may take to choose (IMDS and the on-prem token call have their
-/// own, shorter, timeouts; this bounds their retries).
-const IDENTITY_DEADLINE: Duration = Duration::from_secs(20);
-/// How long all checks together may take once the identity is known.
+/// How long all checks together may take once the identity is known (the identity chain and
+/// each check bound their own requests; only a hanging DNS lookup has no limit of its own).
 const CHECKS_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The endpoints the agent uses, in upstream's order (its `monitoring` is not used by ssm-lite).
@@ -129,45 +127,7 @@ fn select_identity(
 ) -> Result<Identity, String> {
     let mut config = config.clone();
     config.profile.share_creds = false;
-    let (http, env, state_dir) = (http.clone(), env.clone(), state_dir.to_owned());
-    within(IDENTITY_DEADLINE, move || {
-        identity::select(&config, http, &env, &state_dir).map_err(|e| e.to_string())
-    })
-    .and_then(|chosen| chosen)
-}
-
-/// `f` on a thread of its own, waited for at most `limit`; a thread still running then is left
-/// to finish on its own (the process exits soon after the report).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    wait(start(f), Instant::now() + limit, limit)
-}
-
-/// Starts `f` on a thread; its result arrives on the receiver.
-fn start<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<mpsc::Receiver<T>, String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("diagnose".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    Ok(rx)
-}
-
-/// The result of a thread `start` gave, waited for until `until`, the end of a `budget`.
-fn wait<T>(
-    started: Result<mpsc::Receiver<T>, String>,
-    until: Instant,
-    budget: Duration,
-) -> Result<T, String> {
-    started?
-        .recv_timeout(until.saturating_duration_since(Instant::now()))
-        .map_err(|_| format!("did not finish within {} s", budget.as_secs()))
+    identity::select(&config, http.clone(), env, state_dir).map_err(|e| e.to_string())
 }
 
 type Probe = Box<dyn FnOnce(&Context) -> Outcome + Send>;
@@ -206,15 +166,21 @@ pub fn run(config_path: Option<&Path>, state_dir: &Path) -> Vec<Check> {
     let deadline = Instant::now() + CHECKS_DEADLINE;
     let started: Vec<_> = probes()
         .into_iter()
-        .map(|(name, probe)| {
-            let ctx = ctx.clone();
-            (name, start(move || probe(&ctx)))
-        })
+        .map(|(name, probe)| (name, start(probe, ctx.clone())))
         .collect();
     started
         .into_iter()
-        .map(|(check, rx)| {
-            let outcome = wait(rx, deadline, CHECKS_DEADLINE);
+        .map(|(check, outcome)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = outcome.and_then(|rx| {
+                rx.recv_timeout(left).map_err(|_| {
+                    format!(
+                        "did not finish within {} s: a DNS lookup or a connection hangs; check \
+                         /etc/resolv.conf, the network and the proxy settings",
+                        CHECKS_DEADLINE.as_secs()
+                    )
+                })
+            });
             let (status, note) = outcome.unwrap_or_else(|e| (Status::Failed, e));
             Check {
                 check,
@@ -223,4 +189,17 @@ pub fn run(config_path: Option<&Path>, state_dir: &Path) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// Starts `probe` on a thread of its own; its outcome arrives on the receiver. A thread still
+/// running at the deadline is left to finish (the process exits soon after the report).
+fn start(probe: Probe, ctx: Arc<Context>) -> Result<mpsc::Receiver<Outcome>, String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("diagnose".into())
+        .spawn(move || {
+            let _ = tx.send(probe(&ctx));
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    Ok(rx)
 }

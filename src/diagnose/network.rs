@@ -2,7 +2,7 @@
 //! which only dials TCP), the clock against a service's `Date`, and the proxy settings
 //! (`proxy_check.go`).
 
-use super::{Context, Outcome, Status, within};
+use super::{Context, Outcome, Status};
 use crate::aws::endpoint::{Endpoint, SSM, Service};
 use crate::aws::http::{HttpClient, HttpRequest, ProxySettings};
 use crate::mgs::websocket::{Target, Tcp, tcp_connect, tunnel};
@@ -86,18 +86,12 @@ fn reach(http: &HttpClient, target: &Target) -> Result<String, String> {
     Ok(how)
 }
 
-/// The first address of `host`, looked up within [`STEP_TIMEOUT`] (the resolver has no
-/// timeout of its own to give).
+/// The first address of `host` (no timeout of its own: a hanging resolver makes the whole
+/// check time out, and the report says so).
 fn lookup(host: &str, port: u16) -> Result<String, String> {
-    let name = host.to_owned();
-    let found = within(STEP_TIMEOUT, move || {
-        (name.as_str(), port)
-            .to_socket_addrs()
-            .map(|mut addrs| addrs.next())
-    });
     let dns =
         |why: String| format!("DNS lookup of {host} {why}; check /etc/resolv.conf and the network");
-    match found.map_err(dns)? {
+    match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(addr)) => Ok(addr.ip().to_string()),
         Ok(None) => Err(dns("gave no address".into())),
         Err(e) => Err(dns(format!("failed: {e}"))),
