@@ -11,10 +11,10 @@ use crate::aws::endpoint::{self, Service};
 use crate::aws::http::HttpClient;
 use crate::config::Config;
 use crate::identity::{self, Identity};
+use crate::sync::{lock, wait_until};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Upstream's `DiagnosticsStatus*` values.
@@ -163,25 +163,44 @@ fn probes() -> Vec<(String, Probe)> {
 /// and the state under `state_dir`; the report, in a fixed order.
 pub fn run(config_path: Option<&Path>, state_dir: &Path) -> Vec<Check> {
     let ctx = Arc::new(Context::gather(config_path, state_dir));
+    let (names, probes): (Vec<String>, Vec<Probe>) = probes().into_iter().unzip();
+    let board = Arc::new(Board {
+        outcomes: Mutex::new(vec![None; probes.len()]),
+        arrived: Condvar::new(),
+    });
+    for (slot, probe) in probes.into_iter().enumerate() {
+        let (ctx, on_board) = (ctx.clone(), board.clone());
+        let started = std::thread::Builder::new()
+            .name("diagnose".into())
+            .spawn(move || on_board.post(slot, probe(&ctx)));
+        if let Err(e) = started {
+            board.post(
+                slot,
+                (Status::Failed, format!("cannot start a thread: {e}")),
+            );
+        }
+    }
     let deadline = Instant::now() + CHECKS_DEADLINE;
-    let started: Vec<_> = probes()
-        .into_iter()
-        .map(|(name, probe)| (name, start(probe, ctx.clone())))
-        .collect();
-    started
-        .into_iter()
+    let mut outcomes = lock(&board.outcomes);
+    while outcomes.iter().any(Option::is_none) {
+        let late;
+        (outcomes, late) = wait_until(&board.arrived, outcomes, deadline);
+        if late {
+            break;
+        }
+    }
+    let hung = || {
+        let why = format!(
+            "did not finish within {} s: a DNS lookup or a connection hangs; check \
+             /etc/resolv.conf, the network and the proxy settings",
+            CHECKS_DEADLINE.as_secs()
+        );
+        (Status::Failed, why)
+    };
+    let report = names.into_iter().zip(outcomes.iter_mut());
+    report
         .map(|(check, outcome)| {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = outcome.and_then(|rx| {
-                rx.recv_timeout(left).map_err(|_| {
-                    format!(
-                        "did not finish within {} s: a DNS lookup or a connection hangs; check \
-                         /etc/resolv.conf, the network and the proxy settings",
-                        CHECKS_DEADLINE.as_secs()
-                    )
-                })
-            });
-            let (status, note) = outcome.unwrap_or_else(|e| (Status::Failed, e));
+            let (status, note) = outcome.take().unwrap_or_else(hung);
             Check {
                 check,
                 status,
@@ -191,15 +210,16 @@ pub fn run(config_path: Option<&Path>, state_dir: &Path) -> Vec<Check> {
         .collect()
 }
 
-/// Starts `probe` on a thread of its own; its outcome arrives on the receiver. A thread still
+/// Where the checks' threads leave their outcomes, by position in the report. A thread still
 /// running at the deadline is left to finish (the process exits soon after the report).
-fn start(probe: Probe, ctx: Arc<Context>) -> Result<mpsc::Receiver<Outcome>, String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("diagnose".into())
-        .spawn(move || {
-            let _ = tx.send(probe(&ctx));
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    Ok(rx)
+struct Board {
+    outcomes: Mutex<Vec<Option<Outcome>>>,
+    arrived: Condvar,
+}
+
+impl Board {
+    fn post(&self, slot: usize, outcome: Outcome) {
+        lock(&self.outcomes)[slot] = Some(outcome);
+        self.arrived.notify_all();
+    }
 }
