@@ -40,7 +40,7 @@ fn diagnose(agent: &Agent, emu: &Emulator) -> (i32, BTreeMap<String, (String, St
         "https_proxy",
         "HTTP_PROXY",
         "http_proxy",
-        "ALL_PROXY",
+        "AWS_EC2_METADATA_DISABLED",
     ] {
         cmd.env_remove(var);
     }
