@@ -20,11 +20,19 @@ RUNNER_aarch64 := qemu-aarch64-static
 RUNNER_armhf := qemu-arm-static
 QEMU_CPU_armhf := arm1176
 DEBS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite_$(VERSION)-1_$(DEBARCH_$(a)).deb)
+# RPM's name for each architecture (armv6hl: the armhf binary is ARMv6 + VFP; armv7hl systems
+# install it too), and back.
+RPMARCH_x86_64 := x86_64
+RPMARCH_aarch64 := aarch64
+RPMARCH_armhf := armv6hl
+RPMARCH_i686 := i686
+RPMS := $(foreach a,$(ARCHES),$(DIST)/ssm-lite-$(VERSION)-1.$(RPMARCH_$(a)).rpm)
 
 .PHONY: all build release tools binaries demo demo-association demo-shell demo-port test test-native \
 	test-release test-artifacts lint bench soak fuzz clean help FORCE \
 	build-linux build-arm build-arm64 build-linux-386 \
-	package-deb package-deb-arm package-deb-arm64 package-deb-386 quick-test checkstyle coverage
+	package-deb package-deb-arm package-deb-arm64 package-deb-386 quick-test checkstyle coverage \
+	package-rpm package-rpm-arm package-rpm-arm64 package-rpm-386
 
 all: build
 
@@ -53,11 +61,11 @@ demo-port:
 	$(CARGO) build --quiet --bin ssm-lite -p ssm-lite
 	$(CARGO) run --quiet -p ssm-emulator -- port --agent target/debug/ssm-lite --local-port $(LOCAL) --remote-port $(REMOTE)
 
-# Static musl binaries for every architecture, their .debs and SHA256SUMS, into dist/.
+# Static musl binaries for every architecture, their .debs and .rpms and SHA256SUMS, into dist/.
 release: tools
 	$(MAKE) binaries
-	$(MAKE) $(DEBS)
-	cd $(DIST) && sha256sum $(notdir $(BINARIES) $(DEBS)) > SHA256SUMS
+	$(MAKE) $(DEBS) $(RPMS)
+	cd $(DIST) && sha256sum $(notdir $(BINARIES) $(DEBS) $(RPMS)) > SHA256SUMS
 
 # The pinned cross toolchain and the Debian packages the release tests use (cross/versions.env).
 tools:
@@ -77,9 +85,19 @@ ARCH_arm64 := aarch64
 ARCH_armhf := armhf
 ARCH_i386 := i686
 
+# (Also matched by the binaries' pattern above; make takes the rule with the shorter stem.)
+$(DIST)/ssm-lite-$(VERSION)-1.%.rpm: FORCE
+	packaging/build-rpm.sh $* $(DIST)/ssm-lite-$(VERSION)-$(ARCH_$*) $(DIST)
+
+ARCH_x86_64 := x86_64
+ARCH_aarch64 := aarch64
+ARCH_armv6hl := armhf
+ARCH_i686 := i686
+
 # Everything: the native suite and the release build run side by side (the suite mostly waits on
 # child processes and sockets, the release build wants the CPU), then the release artifacts are
-# tested: static binaries under qemu, the .debs installed into a Debian root, the init script.
+# tested: static binaries under qemu, the .debs installed into a Debian root
+# and the .rpms into an empty one, the init script.
 test: tools
 	$(MAKE) -j2 test-native release
 	$(MAKE) test-release
@@ -93,7 +111,7 @@ test-release:
 	$(MAKE) -j5 test-artifacts $(addprefix test-e2e-,$(ARCHES))
 
 test-artifacts:
-	$(CARGO) test --test release --test package -- --ignored
+	$(CARGO) test --test release --test package --test rpm -- --ignored
 
 # The Run Command end-to-end suite again, with the agent being a release binary (under qemu-user
 # for the foreign ones). These runs and the artifact tests mostly wait, so they run side by side.
@@ -182,6 +200,14 @@ package-deb-arm64: build-arm64
 	$(MAKE) $(DIST)/ssm-lite_$(VERSION)-1_arm64.deb
 package-deb-386: build-linux-386
 	$(MAKE) $(DIST)/ssm-lite_$(VERSION)-1_i386.deb
+package-rpm: build-linux
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-1.x86_64.rpm
+package-rpm-arm: build-arm
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-1.armv6hl.rpm
+package-rpm-arm64: build-arm64
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-1.aarch64.rpm
+package-rpm-386: build-linux-386
+	$(MAKE) $(DIST)/ssm-lite-$(VERSION)-1.i686.rpm
 quick-test: test-native
 checkstyle: lint
 
@@ -206,10 +232,12 @@ help:
 	@echo 'make bench              size, memory, latency and throughput figures'
 	@echo 'make fuzz / soak        long runs: fuzz targets, the full soak and crash loop'
 	@echo 'make build              the host release build'
-	@echo 'make release            static binaries for every architecture, their .debs, SHA256SUMS'
+	@echo 'make release            static binaries for every architecture, their .debs and .rpms, SHA256SUMS'
 	@echo 'make build-linux | build-arm | build-arm64 | build-linux-386'
 	@echo '                        one static binary: x86_64, armhf, aarch64, i686'
 	@echo 'make package-deb | package-deb-arm | package-deb-arm64 | package-deb-386'
 	@echo '                        one .deb: amd64, armhf, arm64, i386'
+	@echo 'make package-rpm | package-rpm-arm | package-rpm-arm64 | package-rpm-386'
+	@echo '                        one .rpm: x86_64, armv6hl, aarch64, i686'
 	@echo 'make tools              the pinned cross toolchain and the release tests packages'
 	@echo 'make clean              cargo clean'

@@ -249,9 +249,13 @@ impl Config {
         Config::load_searching(path, &CONFIG_SEARCH_PATH.map(Path::new))
     }
 
+    /// The file [`Config::load`] reads for `path`; `None`: the built-in defaults.
+    pub fn file_in_use(path: Option<&Path>) -> Option<PathBuf> {
+        chosen(path, &CONFIG_SEARCH_PATH.map(Path::new)).map(Path::to_path_buf)
+    }
+
     fn load_searching(path: Option<&Path>, search: &[&Path]) -> Result<Config, ConfigError> {
-        let chosen = path.or_else(|| search.iter().copied().find(|p| p.exists()));
-        match chosen {
+        match chosen(path, search) {
             Some(p) => {
                 log::info!("configuration: {}", p.display());
                 Config::from_file(p)
@@ -370,6 +374,55 @@ impl Config {
             self.identity.consumption_order = Config::default().identity.consumption_order;
         }
     }
+}
+
+/// `path` if given, else the first file of `search` that exists.
+fn chosen<'a>(path: Option<&'a Path>, search: &[&'a Path]) -> Option<&'a Path> {
+    path.or_else(|| search.iter().copied().find(|p| p.exists()))
+}
+
+/// Keys read into a field that nothing uses (README, "Read but ignored").
+const NO_EFFECT: &[(&str, &str)] = &[("Mgs", "StopTimeoutMillis")];
+
+impl Config {
+    /// `Section.Key` of every key of the file `text` that changes nothing in ssm-lite: keys it
+    /// does not read (upstream settings it has no use for, misspellings) and the few it reads
+    /// to no effect, so that `ssm-lite diagnose` can name them. Text that is not a JSON object
+    /// has none (loading it fails and says why).
+    pub fn keys_without_effect(text: &str) -> Vec<String> {
+        let Ok(Value::Object(root)) = serde_json::from_str::<Value>(text) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (section, value) in &root {
+            let Some(keys) = value.as_object() else {
+                out.push(section.clone());
+                continue;
+            };
+            let unused = keys.keys().filter(|key| !has_effect(section, key));
+            out.extend(unused.map(|key| format!("{section}.{key}")));
+        }
+        out
+    }
+}
+
+/// Whether `section.key` (any case, as Go's decoder matches) sets something ssm-lite uses.
+fn has_effect(section: &str, key: &str) -> bool {
+    let is = |(s, k): (&str, &str)| s.eq_ignore_ascii_case(section) && k.eq_ignore_ascii_case(key);
+    let mut read = STRINGS
+        .iter()
+        .map(names)
+        .chain(BOOLS.iter().map(names))
+        .chain(STRING_LISTS.iter().map(names))
+        .chain(U32S.iter().map(|u| names(&u.slot)))
+        .chain(USIZES.iter().map(|u| names(&u.slot)))
+        .chain(U64S.iter().map(|u| names(&u.slot)))
+        .chain([("Identity", "CustomIdentities")]);
+    read.any(is) && !NO_EFFECT.iter().copied().any(is)
+}
+
+fn names<T>(slot: &Slot<T>) -> (&'static str, &'static str) {
+    (slot.0, slot.1)
 }
 
 impl Config {
@@ -892,6 +945,24 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(err.contains("Mds.CommandWorkersLimit"), "{err}");
+    }
+
+    #[test]
+    fn keys_without_effect_are_the_unread_and_the_ignored_ones() {
+        let text = r#"{"mds":{"commandworkerslimit":3,"Bogus":1},"Mgs":{"StopTimeoutMillis":5},
+            "Agent":{"Region":"eu-west-1","TelemetryMetricsToCloudWatch":true},"Extra":[1],
+            "Identity":{"CustomIdentities":[]}}"#;
+        assert_eq!(
+            Config::keys_without_effect(text),
+            [
+                "Agent.TelemetryMetricsToCloudWatch",
+                "Extra",
+                "Mgs.StopTimeoutMillis",
+                "mds.Bogus"
+            ]
+        );
+        assert!(Config::keys_without_effect("[1]").is_empty());
+        assert!(Config::keys_without_effect("{").is_empty());
     }
 
     #[test]

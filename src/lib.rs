@@ -13,6 +13,7 @@ pub(crate) mod association;
 pub mod aws;
 pub(crate) mod base64;
 pub mod config;
+pub mod diagnose;
 pub(crate) mod document;
 pub(crate) mod exec;
 /// The hidden `__supervise` subcommand, and turning it on for the agent's scripts.

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Diagnose(args) => ExitCode::from(cli::diagnose(&args)),
         Command::Register(args) => {
             ssm_lite::logging::init();
             ExitCode::from(cli::register(&args))

@@ -4,9 +4,11 @@ use ssm_lite::agent::RunArgs;
 use ssm_lite::onprem::register::{Activation, RegisterArgs, RoleRegistration, parse_tags};
 use std::path::PathBuf;
 
+mod diagnose;
 mod register;
 mod run_document;
 
+pub use diagnose::diagnose;
 pub use register::register;
 pub use run_document::run_document;
 
@@ -15,6 +17,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/ssm-lite";
 pub const USAGE: &str = "\
 usage: ssm-lite [run] [--config PATH] [--state-dir DIR]
        ssm-lite run-document FILE [--parameters JSON] [--config PATH] [--state-dir DIR]
+       ssm-lite diagnose [--json] [--config PATH] [--state-dir DIR]
        ssm-lite register --code CODE --id ID --region REGION [--yes] [--clear]
                 [--disable-similarity-check] [--config PATH] [--state-dir DIR]
        ssm-lite register --role ROLE --region REGION [--tags JSON] [--yes] [--clear]
@@ -31,6 +34,10 @@ Commands:
   run            run the agent in the foreground (the default)
   run-document   run an SSM document locally through the same engine (no AWS) and print the
                  final reply JSON; FILE holds a document or a whole send-command payload
+  diagnose       check what the agent needs, like `ssm-cli get-diagnostics`: each endpoint's
+                 DNS, TCP and TLS, proxy, IMDS, registration, identity and credentials, clock
+                 skew, state dir space, configuration; a table, or upstream's JSON with --json;
+                 exit status 1 when a check failed
   register       register this machine as a managed instance (mi-…) with a hybrid activation,
                  print its id; --clear removes the registration (before registering again, when
                  given with an activation); --import-amazon-ssm-agent takes over the registration
@@ -63,9 +70,17 @@ pub struct RunDocumentArgs {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnoseArgs {
+    pub json: bool,
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(RunArgs),
     RunDocument(RunDocumentArgs),
+    Diagnose(DiagnoseArgs),
     Register(RegisterArgs),
     Version,
     Help,
@@ -100,12 +115,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
     }
     let mut args = args.into_iter().peekable();
     let subcommand = match args.peek().map(String::as_str) {
-        Some("run") | Some("run-document") => args.next(),
+        Some("run") | Some("run-document") | Some("diagnose") => args.next(),
         _ => None,
     };
     let mut config = None;
     let mut state_dir = None;
     let mut parameters = None;
+    let mut json = false;
     let mut positional = Vec::new();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
@@ -118,9 +134,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
             "--config" => config = Some(PathBuf::from(flag_value(&name, inline, &mut args)?)),
             "--state-dir" => state_dir = Some(PathBuf::from(flag_value(&name, inline, &mut args)?)),
             "--parameters" => parameters = Some(flag_value(&name, inline, &mut args)?),
+            "--json" => json = true,
             s if s.starts_with('-') => return Err(UsageError(format!("unknown option {s}"))),
             _ => positional.push(arg),
         }
+    }
+    if json && subcommand.as_deref() != Some("diagnose") {
+        return Err(UsageError("--json goes with diagnose".into()));
     }
     match subcommand.as_deref() {
         Some("run-document") => {
@@ -141,6 +161,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
                 return Err(UsageError("--parameters goes with run-document".into()));
             }
             let state_dir = state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+            if subcommand.as_deref() == Some("diagnose") {
+                return Ok(Command::Diagnose(DiagnoseArgs {
+                    json,
+                    config,
+                    state_dir,
+                }));
+            }
             Ok(Command::Run(RunArgs { config, state_dir }))
         }
     }
@@ -398,6 +425,44 @@ mod tests {
                 config: None,
                 state_dir: None
             })
+        );
+    }
+
+    #[test]
+    fn diagnose_takes_json_config_and_state_dir() {
+        assert_eq!(
+            p(&[
+                "diagnose",
+                "--json",
+                "--config",
+                "/c.json",
+                "--state-dir=/s"
+            ])
+            .unwrap(),
+            Command::Diagnose(DiagnoseArgs {
+                json: true,
+                config: Some("/c.json".into()),
+                state_dir: "/s".into()
+            })
+        );
+        let plain = p(&["diagnose"]).unwrap();
+        let want = DiagnoseArgs {
+            json: false,
+            config: None,
+            state_dir: DEFAULT_STATE_DIR.into(),
+        };
+        assert_eq!(plain, Command::Diagnose(want));
+        assert!(
+            p(&["run", "--json"])
+                .unwrap_err()
+                .0
+                .contains("goes with diagnose")
+        );
+        assert!(
+            p(&["diagnose", "x"])
+                .unwrap_err()
+                .0
+                .contains("unexpected argument")
         );
     }
 

@@ -215,15 +215,15 @@ fn write_error(e: WsLibError) -> WsError {
 }
 
 /// Where a `ws://`/`wss://` URL points.
-struct Target {
-    tls: bool,
+pub(crate) struct Target {
+    pub(crate) tls: bool,
     /// Without IPv6 brackets.
-    host: String,
-    port: u16,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Target, WsError> {
+    pub(crate) fn parse(url: &str) -> Result<Target, WsError> {
         let uri: Uri = url
             .parse()
             .map_err(|e| WsError(format!("not a URL ({e}); expected wss://host/path")))?;
@@ -257,7 +257,7 @@ impl Target {
 
 /// The TCP socket. While connecting, each blocking read or write is bounded by what is left of
 /// the connect deadline, so a peer that trickles bytes cannot stretch the connect.
-struct Tcp {
+pub(crate) struct Tcp {
     socket: TcpStream,
     deadline: Option<Instant>,
 }
@@ -345,7 +345,7 @@ impl Write for Stream {
     }
 }
 
-fn tcp_connect(host: &str, port: u16, deadline: Instant) -> Result<Tcp, WsError> {
+pub(crate) fn tcp_connect(host: &str, port: u16, deadline: Instant) -> Result<Tcp, WsError> {
     let addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| WsError(format!("cannot resolve {host}: {e} (check DNS)")))?;
@@ -374,7 +374,11 @@ fn tcp_connect(host: &str, port: u16, deadline: Instant) -> Result<Tcp, WsError>
 }
 
 /// A TCP connection to `target` through an HTTP CONNECT proxy.
-fn tunnel(proxy: &ureq::Proxy, target: &Target, deadline: Instant) -> Result<Tcp, WsError> {
+pub(crate) fn tunnel(
+    proxy: &ureq::Proxy,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Tcp, WsError> {
     let shown = format!("proxy {}:{}", proxy.host(), proxy.port());
     if proxy.protocol() != ureq::ProxyProtocol::Http {
         return Err(WsError(format!(

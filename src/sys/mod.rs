@@ -6,6 +6,7 @@ pub mod oom;
 pub mod poll;
 pub mod process;
 pub mod pty;
+pub mod statvfs;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
