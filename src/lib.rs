@@ -32,3 +32,4 @@ pub(crate) mod sync;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 pub mod timefmt;
+pub mod update;

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Command::Version => {
             println!(
                 "ssm-lite {} (protocol-compatible with amazon-ssm-agent {COMPATIBLE_AGENT_VERSION})",
-                env!("CARGO_PKG_VERSION")
+                ssm_lite::update::version()
             );
             ExitCode::SUCCESS
         }
@@ -45,7 +45,11 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             ssm_lite::logging::init();
-            match ssm_lite::agent::run(&args) {
+            // Before anything else: a new binary that crashed on its first start is rolled back.
+            ssm_lite::update::at_start(&args.state_dir);
+            let result = ssm_lite::agent::run(&args);
+            ssm_lite::update::exec_if_requested();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");
