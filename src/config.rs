@@ -839,6 +839,19 @@ mod tests {
     }
 
     #[test]
+    fn update_settings_are_read_and_the_timeout_kept_in_range() {
+        let c = Config::from_json(
+            r#"{"Update":{"Channel":"s3://b/stable","PublicKey":"k","RollbackTimeoutSeconds":60}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.update.channel, "s3://b/stable");
+        assert_eq!(c.update.public_key, "k");
+        assert_eq!(c.update.rollback_timeout_seconds, 60);
+        let c = Config::from_json(r#"{"Update":{"RollbackTimeoutSeconds":5}}"#).unwrap();
+        assert_eq!(c.update.rollback_timeout_seconds, 300);
+    }
+
+    #[test]
     fn session_log_settings_as_upstream() {
         let c = Config::from_json(
             r#"{"Ssm":{"SessionLogsDestination":"disk","SessionLogsRetentionDurationHours":1}}"#,
