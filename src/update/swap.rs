@@ -118,8 +118,9 @@ impl Staged {
     }
 
     /// Makes the staged binary executable and durable, keeps the running one as
-    /// `<binary>.previous` (a hard link: the running path never disappears) and renames the new
-    /// one over `binary`.
+    /// `<binary>.previous` (a hard link: the running path never disappears; a copy as fallback
+    /// for filesystems without links cost 3 KB of binary, and Linux root filesystems have them)
+    /// and renames the new one over `binary`.
     pub fn swap_into(mut self, binary: &Path) -> Result<(), StateError> {
         self.file
             .sync_all()
@@ -128,10 +129,7 @@ impl Staged {
             .map_err(state_err("make executable", &self.path))?;
         let previous = previous_of(binary);
         let _ = fs::remove_file(&previous);
-        if fs::hard_link(binary, &previous).is_err() {
-            // A filesystem without hard links: a copy keeps the old binary just as well.
-            fs::copy(binary, &previous).map_err(state_err("keep the old binary at", &previous))?;
-        }
+        fs::hard_link(binary, &previous).map_err(state_err("keep the old binary at", &previous))?;
         fs::rename(&self.path, binary).map_err(state_err("move the new binary to", binary))?;
         // Closed on return: a binary still open for writing cannot be executed (ETXTBSY).
         self.swapped = true;
