@@ -62,10 +62,14 @@ demo-port:
 	$(CARGO) run --quiet -p ssm-emulator -- port --agent target/debug/ssm-lite --local-port $(LOCAL) --remote-port $(REMOTE)
 
 # Static musl binaries for every architecture, their .debs and .rpms and SHA256SUMS, into dist/.
+# With SSM_LITE_SIGNING_KEY (an Ed25519 PKCS#8 key from `ssm-lite-release genkey`), dist/ is also
+# an update channel: its manifest.json signs each binary for aws:updateSsmAgent.
 release: tools
 	$(MAKE) binaries
 	$(MAKE) $(DEBS) $(RPMS)
 	cd $(DIST) && sha256sum $(notdir $(BINARIES) $(DEBS) $(RPMS)) > SHA256SUMS
+	$(if $(SSM_LITE_SIGNING_KEY),$(CARGO) run --quiet --release -p ssm-lite-release -- \
+	  sign "$(SSM_LITE_SIGNING_KEY)" $(VERSION) $(DIST))
 
 # The pinned cross toolchain and the Debian packages the release tests use (cross/versions.env).
 tools:

@@ -367,7 +367,7 @@ fn denied_ips(ctx: &Context<'_>) -> Vec<String> {
 fn announce(config: &Config) {
     log::info!(
         "ssm-lite {} starting (advertised as {} {}; upstream-compatible with {COMPATIBLE_AGENT_VERSION})",
-        env!("CARGO_PKG_VERSION"),
+        crate::update::version(),
         config.agent.name,
         config.agent.version
     );
@@ -450,6 +450,7 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
     let config = Config::load(args.config.as_deref())?;
     announce(&config);
     let shutdown = Shutdown::new();
+    crate::update::configure(&config, &args.state_dir, &shutdown);
     let signal_handle = watch_signals(&shutdown)?;
     let http = Arc::new(HttpClient::for_agent(&config)?);
     let env = Env::capture();

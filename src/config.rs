@@ -86,6 +86,19 @@ pub struct SsmConfig {
     pub custom_inventory_default_location: String,
 }
 
+/// ssm-lite's own section: where `aws:updateSsmAgent` takes ssm-lite releases from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateConfig {
+    /// `Update.Channel`: an `https://` or `s3://` location holding `manifest.json` and the
+    /// binaries it names (a published `dist/`).
+    pub channel: String,
+    /// `Update.PublicKey`: standard base64 of the Ed25519 key the channel's releases are signed
+    /// with; without it nothing is installed.
+    pub public_key: String,
+    /// `Update.RollbackTimeoutSeconds`: how long a new binary has to reach the service.
+    pub rollback_timeout_seconds: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MgsConfig {
     pub region: String,
@@ -155,6 +168,7 @@ pub struct Config {
     /// and tests.
     pub cloudwatch_logs: EndpointConfig,
     pub identity: IdentityConfig,
+    pub update: UpdateConfig,
 }
 
 /// Per step and stream: far above the reply's 24,000 bytes, small beside a small device's disk.
@@ -237,6 +251,11 @@ impl Default for Config {
             identity: IdentityConfig {
                 consumption_order: vec!["OnPrem".into(), "EC2".into(), "CustomIdentity".into()],
                 custom_identities: Vec::new(),
+            },
+            update: UpdateConfig {
+                channel: String::new(),
+                public_key: String::new(),
+                rollback_timeout_seconds: 300,
             },
         }
     }
@@ -490,6 +509,8 @@ const STRINGS: &[Slot<String>] = &[
     ("CloudWatchLogs", "Endpoint", |c| {
         &mut c.cloudwatch_logs.endpoint
     }),
+    ("Update", "Channel", |c| &mut c.update.channel),
+    ("Update", "PublicKey", |c| &mut c.update.public_key),
 ];
 
 const BOOLS: &[Slot<bool>] = &[
@@ -599,6 +620,14 @@ const USIZES: &[Uint<usize>] = &[
 ];
 
 const U64S: &[Uint<u64>] = &[
+    Uint {
+        slot: ("Update", "RollbackTimeoutSeconds", |c| {
+            &mut c.update.rollback_timeout_seconds
+        }),
+        min: 30,
+        max: 3600,
+        default: 300,
+    },
     Uint {
         slot: ("Mds", "StopTimeoutMillis", |c| {
             &mut c.mds.stop_timeout_millis
@@ -860,6 +889,19 @@ mod tests {
         assert_eq!(c.ssm.health_frequency_minutes, 5);
         assert_eq!(c.ssm.run_command_logs_retention_duration_hours, 336);
         assert_eq!(c.agent.version, COMPATIBLE_AGENT_VERSION);
+    }
+
+    #[test]
+    fn update_settings_are_read_and_the_timeout_kept_in_range() {
+        let c = Config::from_json(
+            r#"{"Update":{"Channel":"s3://b/stable","PublicKey":"k","RollbackTimeoutSeconds":60}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.update.channel, "s3://b/stable");
+        assert_eq!(c.update.public_key, "k");
+        assert_eq!(c.update.rollback_timeout_seconds, 60);
+        let c = Config::from_json(r#"{"Update":{"RollbackTimeoutSeconds":5}}"#).unwrap();
+        assert_eq!(c.update.rollback_timeout_seconds, 300);
     }
 
     #[test]

@@ -317,7 +317,11 @@ impl Health {
             placement,
             self.channel.get(),
         );
-        match self.sender.update_instance_information(&request) {
+        let sent = self.sender.update_instance_information(&request);
+        if sent.is_ok() {
+            crate::update::reached_service();
+        }
+        match sent {
             Ok(()) if was_failing => {
                 log::info!("health: UpdateInstanceInformation succeeded again");
                 false

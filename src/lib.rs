@@ -35,3 +35,4 @@ pub(crate) mod sync;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
 pub mod timefmt;
+pub mod update;

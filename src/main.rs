@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Command::Version => {
             println!(
                 "ssm-lite {} (protocol-compatible with amazon-ssm-agent {COMPATIBLE_AGENT_VERSION})",
-                env!("CARGO_PKG_VERSION")
+                ssm_lite::update::version()
             );
             ExitCode::SUCCESS
         }
@@ -53,11 +53,15 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             ssm_lite::logging::init();
+            // Before anything else: a new binary that crashed on its first start is rolled back.
+            ssm_lite::update::at_start(&args.state_dir);
             // Resolved once now: a self-update may rename the file later.
             if let Err(e) = supervisor::enable() {
                 log::warn!("cannot find this program's path ({e}); scripts stop with the agent");
             }
-            match ssm_lite::agent::run(&args) {
+            let result = ssm_lite::agent::run(&args);
+            ssm_lite::update::exec_if_requested();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

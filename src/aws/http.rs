@@ -165,7 +165,7 @@ impl HttpClient {
         HttpClient::new(&HttpConfig {
             user_agent: format!(
                 "ssm-lite/{} ({}; {}) amazon-ssm-agent/{}",
-                env!("CARGO_PKG_VERSION"),
+                crate::update::version(),
                 std::env::consts::OS,
                 std::env::consts::ARCH,
                 config.agent.version

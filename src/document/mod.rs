@@ -97,12 +97,13 @@ const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.
 /// The first schema with preconditions and cross-platform skipping.
 const PRECONDITION_SCHEMA: &str = "2.2";
 /// The plugins ssm-lite implements.
-const IMPLEMENTED_PLUGINS: [&str; 5] = [
+const IMPLEMENTED_PLUGINS: [&str; 6] = [
     "aws:runShellScript",
     "aws:runDocument",
     "aws:downloadContent",
     "aws:refreshAssociation",
     "aws:softwareInventory",
+    "aws:updateSsmAgent",
 ];
 /// The plugins upstream registers on Linux (`RegisteredWorkerPlugins`): it runs steps using them,
 /// so where it would, ssm-lite fails those it does not implement rather than skip them.

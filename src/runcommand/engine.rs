@@ -601,6 +601,14 @@ impl Inner {
                 request_reboot(&self.cfg.reboot_command, &job.message_id);
                 return;
             }
+            if result.status == Status::InProgress {
+                // aws:updateSsmAgent swapped the binary: the step runs again after the restart.
+                rec.running = None;
+                rec.phase = Phase::RestartPending;
+                self.save(&rec, true);
+                crate::update::restart(&format!("command {}", job.message_id));
+                return;
+            }
             self.step_finished(job, &mut rec, step, result);
         }
         self.finish(&mut rec);

@@ -17,6 +17,8 @@ pub enum Phase {
     Running,
     /// A step exited 194 and asked for a reboot; the step runs again after the restart.
     RebootPending,
+    /// `aws:updateSsmAgent` swapped the binary; the step runs again in the restarted agent.
+    RestartPending,
     /// The final reply was made; the record stays for duplicate detection until retention ends.
     Done,
 }

@@ -166,6 +166,17 @@ pub(super) fn run_nested(
                     Err(message) => Run::failed(message),
                 }
             }),
+            crate::update::PLUGIN => in_agent(step, i, env, || {
+                let command_id = env.env.iter().find(|(k, _)| k == "SSM_COMMAND_ID");
+                let r = crate::update::run(inputs, command_id.map_or("", |(_, v)| v), env.sources);
+                Run {
+                    code: i32::from(r.status == Status::Failed),
+                    status: r.status,
+                    stdout: Head::whole(r.stdout.as_bytes()),
+                    stderr: Head::whole(r.stderr.as_bytes()),
+                    s3: None,
+                }
+            }),
             refresh::PLUGIN => in_agent(step, i, env, || {
                 match refresh::run(inputs, env.sources.associations.as_deref()) {
                     Ok(stdout) => Run::succeeded(stdout),

@@ -1,6 +1,7 @@
 //! Every `unsafe` block and libc call of ssm-lite, behind small typed, safe functions.
 
 pub mod child;
+pub mod exec;
 pub mod net;
 pub mod oom;
 pub mod poll;
