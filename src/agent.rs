@@ -21,6 +21,7 @@ use crate::mgs::jobs::MgsJobs;
 use crate::runcommand::cloudwatch::CloudWatchDestinations;
 use crate::runcommand::documents::SsmDocuments;
 use crate::runcommand::engine::NoParameterStore;
+use crate::runcommand::package::{Distributor, Ec2Facts};
 use crate::runcommand::parameters::SsmParameterStore;
 use crate::runcommand::reply::{AgentInfo, ReplyBuilder};
 use crate::runcommand::s3output::S3Destinations;
@@ -492,6 +493,17 @@ pub fn run(args: &RunArgs) -> Result<(), AgentError> {
             engine_cfg.sources.secrets = store;
             engine_cfg.sources.documents = Arc::new(SsmDocuments::new(client.clone()));
             engine_cfg.sources.associations = Some(mailbox.clone());
+            engine_cfg.sources.packages = Some(Arc::new(Distributor::new(
+                client.clone(),
+                http.clone(),
+                state.instance_dir(),
+                Ec2Facts {
+                    instance_id: identity.instance_id.clone(),
+                    instance_type: identity.instance_type.clone(),
+                    region: identity.region.clone(),
+                    availability_zone: identity.availability_zone.clone(),
+                },
+            )));
             engine_cfg.sources.inventory = Some(Arc::new(inventory(
                 &client,
                 &config,

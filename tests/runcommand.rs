@@ -1256,17 +1256,17 @@ fn allowed_patterns_fail_closed_and_a_hostile_one_freezes_nothing() {
 fn unimplemented_plugins_fail_and_windows_only_ones_are_skipped() {
     let emu = emulator();
     let _agent = Agent::start(&emu, json!({}));
-    // AWS-ConfigureAWSPackage's shape, plus a plugin upstream does not register on Linux.
+    // AWS-JoinDirectoryServiceDomain's plugin, plus one upstream does not register on Linux.
     let msg = emu.send_command(&json!({
         "CommandId": "cccccccc-0000-4000-8000-000000000001",
-        "DocumentName": "AWS-ConfigureAWSPackage",
-        "Parameters": { "name": ["AmazonCloudWatchAgent"] },
+        "DocumentName": "AWS-JoinDirectoryServiceDomain",
+        "Parameters": { "directoryId": ["d-1234567890"] },
         "DocumentContent": {
             "schemaVersion": "2.2",
-            "parameters": { "name": { "type": "String" } },
+            "parameters": { "directoryId": { "type": "String" } },
             "mainSteps": [
-                { "action": "aws:configurePackage", "name": "configurePackage",
-                  "inputs": { "name": "{{ name }}", "action": "Install" } },
+                { "action": "aws:domainJoin", "name": "domainJoin",
+                  "inputs": { "directoryId": "{{ directoryId }}" } },
                 { "action": "aws:psModule", "name": "windowsOnly",
                   "inputs": { "runCommand": ["Get-Module"] } }
             ]
@@ -1283,8 +1283,8 @@ fn unimplemented_plugins_fail_and_windows_only_ones_are_skipped() {
     assert_eq!(steps[0]["status"], "Failed");
     assert_eq!(
         steps[0]["output"],
-        "ssm-lite does not implement plugin aws:configurePackage yet, so this step did not run. \
-         Step name: configurePackage"
+        "ssm-lite does not implement plugin aws:domainJoin yet, so this step did not run. \
+         Step name: domainJoin"
     );
     assert_eq!(steps[1]["status"], "Skipped");
     assert_eq!(

@@ -101,6 +101,7 @@ const IMPLEMENTED_PLUGINS: [&str; 6] = [
     "aws:runShellScript",
     "aws:runDocument",
     "aws:downloadContent",
+    "aws:configurePackage",
     "aws:refreshAssociation",
     "aws:softwareInventory",
     "aws:updateSsmAgent",
@@ -966,8 +967,8 @@ mod tests {
     fn plugins_upstream_runs_on_linux_fail_unless_implemented() {
         let document = parsed(
             v22(json!([
-                {"action": "aws:configurePackage", "name": "install",
-                 "inputs": {"name": "AmazonCloudWatchAgent", "action": "Install"}},
+                {"action": "aws:domainJoin", "name": "install",
+                 "inputs": {"directoryId": "d-1234567890"}},
                 {"action": "aws:runPowerShellScript", "name": "pwsh", "inputs": {"runCommand": ["echo"]}},
                 {"action": "aws:downloadContent", "name": "linux",
                  "precondition": {"StringEquals": ["platformType", "Linux"]}},
@@ -987,7 +988,7 @@ mod tests {
         assert_eq!(
             verdicts(&document),
             [
-                &missing("aws:configurePackage", "install"),
+                &missing("aws:domainJoin", "install"),
                 &missing("aws:runPowerShellScript", "pwsh"),
                 &Verdict::Run,
                 &Verdict::Skip(
@@ -1005,12 +1006,12 @@ mod tests {
             ]
         );
         let v12 = parsed(
-            json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:configurePackage": {"properties": {}}}}),
+            json!({"schemaVersion": "1.2", "runtimeConfig": {"aws:domainJoin": {"properties": {}}}}),
             json!({}),
         );
         assert_eq!(
             v12.steps[0].verdict,
-            missing("aws:configurePackage", "aws:configurePackage")
+            missing("aws:domainJoin", "aws:domainJoin")
         );
         // Not a plugin name upstream knows, though its registry comment mentions it.
         let v22 = parsed(

@@ -8,6 +8,7 @@ mod download;
 pub(crate) mod engine;
 pub mod local;
 pub(crate) mod output;
+pub(crate) mod package;
 pub(crate) mod parameters;
 pub mod payload;
 pub(crate) mod record;

@@ -69,6 +69,8 @@ pub struct Sources {
     pub associations: Option<Arc<crate::association::scheduler::Mailbox>>,
     /// `aws:softwareInventory`'s gatherers and PutInventory; `None` without an ssm client.
     pub inventory: Option<Arc<crate::inventory::Inventory>>,
+    /// `aws:configurePackage`'s Distributor; `None` without an ssm client.
+    pub packages: Option<Arc<super::package::Distributor>>,
 }
 
 impl Sources {
@@ -83,6 +85,7 @@ impl Sources {
             parameters: none,
             associations: None,
             inventory: None,
+            packages: None,
         }
     }
 }

@@ -155,6 +155,9 @@ pub(super) fn run_nested(
                 }
             }),
             rundocument::PLUGIN => rundocument::run(step, i, inputs, env, on_start, depth),
+            super::package::PLUGIN => in_agent(step, i, env, || {
+                super::package::run(step, i, inputs, env, on_start)
+            }),
             crate::inventory::PLUGIN => in_agent(step, i, env, || {
                 let Some(inventory) = env.sources.inventory.as_deref() else {
                     return Run::failed(

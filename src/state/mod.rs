@@ -222,6 +222,11 @@ impl StateDir {
         Ok(self)
     }
 
+    /// `<state dir>/<instance id>`: where aws:configurePackage keeps its `packages/`.
+    pub fn instance_dir(&self) -> &Path {
+        &self.root
+    }
+
     pub fn commands_dir(&self) -> PathBuf {
         self.root.join("commands")
     }

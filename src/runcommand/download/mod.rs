@@ -240,6 +240,28 @@ fn make_dirs(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))
 }
 
+/// An HTTPS GET of `url` into `dest` for another plugin (`aws:configurePackage`): redirects
+/// followed, at most [`MAX_FILE_BYTES`], and put in place only when its SHA-256 is `sha256`
+/// (lower-case hex). `Err` says what failed.
+pub(super) fn fetch_verified(
+    http: &crate::aws::http::HttpClient,
+    url: &str,
+    dest: &Path,
+    sha256: &str,
+) -> Result<(), String> {
+    let mut staged = Staged::create(dest, MAX_FILE_BYTES)?;
+    web::get(http, url, &[], &mut staged).map_err(|e| match e {
+        web::Failure::Request(m) | web::Failure::Transfer(m) => m,
+    })?;
+    let got = crate::aws::sigv4::hex(staged.hash.clone().finish().as_ref());
+    if got != sha256 {
+        return Err(format!(
+            "the file has SHA-256 {got}, not {sha256} as the package manifest says; it was not kept"
+        ));
+    }
+    staged.commit(None)
+}
+
 /// A file on its way to `dest`: written beside it under a temporary name, at most `limit` bytes,
 /// SHA-256 hashed as it goes; [`Staged::commit`] renames it into place, dropping it removes it.
 struct Staged {

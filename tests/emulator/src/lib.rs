@@ -25,6 +25,7 @@ mod cipher;
 mod control;
 pub mod demo;
 pub mod demo_association;
+mod distributor;
 mod documents;
 mod fault_windows;
 mod faults;
@@ -62,6 +63,7 @@ use serde_json::{Value, json};
 pub use agentmessage::AgentMessage;
 pub use associations::{Association, S3OutputLocation};
 pub use attach::LocalForwarder;
+pub use distributor::Attachment;
 pub use documents::GetDocumentCall;
 pub use faults::{FaultTarget, FaultWindow};
 pub use files::{FILES_CA_PEM, FileRequest, FileServer};
@@ -493,6 +495,26 @@ impl Emulator {
             let now = st.now();
             st.documents.put(name, format, content, now)
         })
+    }
+
+    /// Adds version `version_name` of Distributor package document `name`, whose `Content` is
+    /// `manifest` and whose attachments are `attachments`; returns its document version.
+    pub fn put_package(
+        &self,
+        name: &str,
+        version_name: &str,
+        manifest: &str,
+        attachments: Vec<Attachment>,
+    ) -> usize {
+        self.shared.update(|st| {
+            st.distributor
+                .put(name, version_name, manifest, attachments)
+        })
+    }
+
+    /// `PutConfigurePackageResult` requests, in order.
+    pub fn package_results(&self) -> Vec<Value> {
+        self.read(|st| st.distributor.results.clone())
     }
 
     /// `AmazonSSM.GetDocument` calls that reached the operation, in order.

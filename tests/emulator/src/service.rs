@@ -11,8 +11,8 @@ use crate::http::{Outcome, Request, Response};
 use crate::state::{HealthPing, RequestRecord, Shared, SigCheck};
 use crate::util::http_date;
 use crate::{
-    associations, control, documents, imds, inventory, kms, logs, mds, mgs, onprem, parameters, s3,
-    sigv4, sts,
+    associations, control, distributor, documents, imds, inventory, kms, logs, mds, mgs, onprem,
+    parameters, s3, sigv4, sts,
 };
 
 const SSM_PREFIX: &str = "AmazonSSM";
@@ -125,6 +125,9 @@ fn classify(target: &str) -> Option<(Api, &str, &'static str, Auth)> {
                 "UpdateInstanceInformation"
                     | "GetParameters"
                     | "GetDocument"
+                    | "DescribeDocument"
+                    | "GetManifest"
+                    | "PutConfigurePackageResult"
                     | "ListInstanceAssociations"
                     | "UpdateInstanceAssociationStatus"
                     | "PutComplianceItems"
@@ -232,7 +235,17 @@ fn operation(shared: &Shared, api: Api, op: &str, caller: &str, body: &[u8]) -> 
         Api::Ssm if op == "GetParameters" => {
             shared.update(|st| parameters::get_parameters(st, &body))
         }
-        Api::Ssm if op == "GetDocument" => shared.update(|st| documents::get_document(st, &body)),
+        Api::Ssm if op == "GetDocument" => shared.update(|st| match st.distributor.has(&body) {
+            true => distributor::get_document(st, &body),
+            false => documents::get_document(st, &body),
+        }),
+        Api::Ssm if op == "DescribeDocument" => {
+            shared.update(|st| distributor::describe_document(st, &body))
+        }
+        Api::Ssm if op == "GetManifest" => distributor::get_manifest(&body),
+        Api::Ssm if op == "PutConfigurePackageResult" => {
+            shared.update(|st| distributor::put_result(st, &body))
+        }
         Api::Ssm if op == "ListInstanceAssociations" => {
             shared.update(|st| associations::list(st, &body))
         }
