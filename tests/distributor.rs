@@ -64,13 +64,22 @@ fn publish(emu: &Emulator, name: &str, version: &str, manifest_sha: Option<&str>
 
 /// Runs AWS-ConfigureAWSPackage's step for `name` with `action`; the reply and the step.
 fn configure(emu: &Emulator, id: &str, name: &str, action: &str, marker: &Path) -> (Value, Value) {
+    configure_with(emu, id, json!({"name": name, "action": action}), marker)
+}
+
+/// [`configure`] with `inputs` over the defaults (the latest version, uninstall and reinstall).
+fn configure_with(emu: &Emulator, id: &str, inputs: Value, marker: &Path) -> (Value, Value) {
     let arguments = json!({"SSM_COLOR": "blue", "SSM_MARKER": marker}).to_string();
+    let mut step_inputs = json!({"installationType": "Uninstall and reinstall", "version": "",
+                                 "additionalArguments": arguments});
+    for (k, v) in inputs.as_object().unwrap() {
+        step_inputs[k] = v.clone();
+    }
     let document = json!({
         "schemaVersion": "2.2",
         "description": "Install or uninstall a Distributor package",
         "mainSteps": [{"action": "aws:configurePackage", "name": "configurePackage",
-            "inputs": {"name": name, "action": action, "installationType": "Uninstall and reinstall",
-                       "version": "", "additionalArguments": arguments}}]
+                       "inputs": step_inputs}]
     });
     let msg = send(emu, id, "AWS-ConfigureAWSPackage", document, json!({}));
     let (last, mut steps) = outcome(emu, &msg);
@@ -261,4 +270,71 @@ fn uninstalling_a_package_that_is_not_installed_succeeds() {
     );
     assert_eq!(last["documentStatus"], "Success", "{last}");
     assert_eq!(step["standardOutput"], "version:  is not installed\n");
+}
+
+/// Uninstall and reinstall: the old version's uninstall.sh, then the new one's install.sh, in
+/// upstream's nesting (the uninstall section closes last); In-place update without update.sh
+/// fails with upstream's text and leaves the installed version alone.
+#[test]
+fn installation_types_upgrade_as_upstream_does() {
+    let emu = emulator();
+    let (agent, ca) = agent_for(&emu, json!({}));
+    publish(&emu, "TestPkg", "1.0.0", None);
+    publish(&emu, "TestPkg", "2.0.0", None);
+    publish(&emu, "TestPkg", "3.0.0", None);
+    let marker = ca.path().join("marker");
+    let install = |id: &str, version: &str, kind: &str| {
+        let inputs = json!({"name": "TestPkg", "action": "Install", "version": version,
+                            "installationType": kind});
+        configure_with(&emu, id, inputs, &marker)
+    };
+    let (last, _) = install(
+        "e0000000-0000-4000-8000-000000000011",
+        "1.0.0",
+        "Uninstall and reinstall",
+    );
+    assert_eq!(last["documentStatus"], "Success", "{last}");
+
+    let (last, step) = install(
+        "e0000000-0000-4000-8000-000000000012",
+        "2.0.0",
+        "Uninstall and reinstall",
+    );
+    assert_eq!(last["documentStatus"], "Success", "{last} {step}");
+    let out = step["standardOutput"].as_str().unwrap();
+    let order = [
+        "Initiating TestPkg 1.0.0 uninstall",
+        "Initiating TestPkg 2.0.0 install",
+        "Successfully installed TestPkg 2.0.0",
+        "Successfully uninstalled TestPkg 1.0.0",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|l| out.find(l).unwrap_or_else(|| panic!("{l}: {out}")))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert_eq!(fs::read_to_string(&marker).unwrap(), "blue install 2.0.0\n");
+    let dir = package_dir(&agent, "TestPkg");
+    assert!(!dir.join("1.0.0").exists() && dir.join("2.0.0").exists());
+    let results = emu.package_results();
+    assert_eq!(
+        (
+            &results[1]["PackageVersion"],
+            &results[1]["PreviousPackageVersion"]
+        ),
+        (&json!("2.0.0"), &json!("1.0.0"))
+    );
+
+    let (last, step) = install(
+        "e0000000-0000-4000-8000-000000000013",
+        "3.0.0",
+        "In-place update",
+    );
+    assert_eq!(last["documentStatus"], "Failed", "{last}");
+    let err = step["standardError"].as_str().unwrap();
+    assert!(
+        err.contains("missing update script required for in-place update\nPlease create a Distributor package with update script"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&marker).unwrap(), "blue install 2.0.0\n");
 }
