@@ -568,7 +568,7 @@ impl Plugin<'_, '_> {
     fn download_artifact(&mut self) -> Result<PathBuf, String> {
         let s = self.t.begin("download artifact");
         let mut result = self.fetch_file();
-        if let Err(Fetch::Manifest(first) | Fetch::Download(first)) = &result {
+        if let Err(Fetch::Download(first)) = &result {
             log::info!(
                 "{first}; there was an error downloading the installation reliably; fetching the manifest again and retrying"
             );
@@ -933,7 +933,7 @@ impl Plugin<'_, '_> {
             cleanup: self.env.cleanup,
             outputs: &[],
             sources: self.env.sources,
-            in_association: self.env.in_association,
+            association: self.env.association,
         };
         run_step(&step, &env, &mut *self.on_start)
     }
