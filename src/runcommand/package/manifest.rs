@@ -2,40 +2,24 @@
 //! host's file in it (`birdwatcherservice.extractPackageInfo`), with the platform, version and
 //! architecture names upstream's `envdetect` gives this host.
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde_json::{Map, Value};
 
-/// platform → platform version → architecture → `{"file": name}`.
-type Packages = BTreeMap<String, BTreeMap<String, BTreeMap<String, PackageInfo>>>;
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The fields ssm-lite reads; `packages` (platform → platform version → architecture →
+/// `{"file": name}`) and `files` (name → `{"checksums": {"sha256": …}, "downloadLocation": …}`)
+/// stay JSON and are looked into when a file is chosen.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
-    #[serde(rename = "schemaVersion", default)]
-    pub schema_version: String,
-    #[serde(rename = "packageArn", default)]
     pub package_arn: String,
-    #[serde(default)]
     pub version: String,
-    #[serde(default)]
-    pub packages: Packages,
-    #[serde(default)]
-    pub files: BTreeMap<String, FileInfo>,
+    packages: Value,
+    files: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PackageInfo {
-    #[serde(default)]
-    pub file: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One entry of `files`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileInfo {
-    #[serde(default)]
-    pub checksums: BTreeMap<String, String>,
-    #[serde(rename = "downloadLocation", default)]
+    pub sha256: Option<String>,
     pub download_location: String,
-    #[serde(default)]
-    pub size: u64,
 }
 
 /// What upstream's `envdetect` reports of this host, for the manifest and the scripts.
@@ -49,41 +33,67 @@ pub struct Host {
 
 /// Upstream `archive.ParseManifest`.
 pub fn parse(text: &str) -> Result<Manifest, String> {
-    serde_json::from_str(text).map_err(|e| format!("failed to decode manifest: {e}"))
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("failed to decode manifest: {e}"))?;
+    let Value::Object(mut map) = value else {
+        return Err(format!(
+            "failed to decode manifest: json: cannot unmarshal {} into Go value of type birdwatcher.Manifest",
+            crate::document::go_kind(&value)
+        ));
+    };
+    let text = |v: Option<Value>| match v {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    Ok(Manifest {
+        package_arn: text(map.remove("packageArn")),
+        version: text(map.remove("version")),
+        packages: map.remove("packages").unwrap_or_default(),
+        files: map.remove("files").unwrap_or_default(),
+    })
 }
 
 impl Manifest {
     /// The file for `host` and its entry in `files` (upstream `findFileFromManifest`).
-    pub fn file_for(&self, host: &Host) -> Result<(&str, &FileInfo), String> {
-        let info = self.package_for(host).ok_or_else(|| {
+    pub fn file_for(&self, host: &Host) -> Result<(String, FileInfo), String> {
+        let name = self.package_for(host).ok_or_else(|| {
             format!(
                 "failed to find platform: no manifest found for platform: {}, version {}, architecture {}",
                 host.platform, host.platform_version, host.architecture
             )
         })?;
-        self.files
-            .get_key_value(&info.file)
-            .map(|(name, file)| (name.as_str(), file))
-            .ok_or_else(|| format!("failed to find file for &{{FileName:{}}}", info.file))
+        let Some(file) = self.files.get(name).filter(|f| f.is_object()) else {
+            return Err(format!("failed to find file for &{{FileName:{name}}}"));
+        };
+        let info = FileInfo {
+            sha256: file["checksums"]["sha256"].as_str().map(str::to_owned),
+            download_location: file["downloadLocation"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        Ok((name.to_owned(), info))
     }
 
-    fn package_for(&self, host: &Host) -> Option<&PackageInfo> {
-        let versions = by_key_or_any(&self.packages, &host.platform)?;
-        let arches = versions.get(match_version(&host.platform_version, versions)?)?;
-        by_key_or_any(arches, &host.architecture)
+    fn package_for(&self, host: &Host) -> Option<&str> {
+        let versions = by_key_or_any(self.packages.as_object()?, &host.platform)?.as_object()?;
+        let arches = versions
+            .get(&match_version(&host.platform_version, versions)?)?
+            .as_object()?;
+        by_key_or_any(arches, &host.architecture)?["file"].as_str()
     }
 }
 
 /// Upstream `matchPackageSelectorPlatform` / `…Arch`: the key itself, else `_any`.
-fn by_key_or_any<'a, V>(map: &'a BTreeMap<String, V>, key: &str) -> Option<&'a V> {
+fn by_key_or_any<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).or_else(|| map.get("_any"))
 }
 
 /// Upstream `matchPackageSelectorVersion`: the version itself, else the longest `a.b.*` prefix
 /// match (Windows' `nano` suffix handled as upstream does), else `_any`, else `*`.
-fn match_version<'a, V>(key: &str, map: &'a BTreeMap<String, V>) -> Option<&'a str> {
-    if let Some((k, _)) = map.get_key_value(key) {
-        return Some(k);
+fn match_version(key: &str, map: &Map<String, Value>) -> Option<String> {
+    if map.contains_key(key) {
+        return Some(key.to_owned());
     }
     let key_parts: Vec<&str> = key.split('.').collect();
     let mut best: Option<(usize, &str)> = None;
@@ -109,8 +119,8 @@ fn match_version<'a, V>(key: &str, map: &'a BTreeMap<String, V>) -> Option<&'a s
         }
     }
     best.map(|(_, k)| k)
-        .or_else(|| map.get_key_value("_any").map(|(k, _)| k.as_str()))
-        .or_else(|| map.get_key_value("*").map(|(k, _)| k.as_str()))
+        .or_else(|| ["_any", "*"].into_iter().find(|k| map.contains_key(*k)))
+        .map(str::to_owned)
 }
 
 /// Upstream `osdetect.CollectOSData`: Go's `runtime.GOARCH` with `amd64` renamed `x86_64`, which
@@ -194,7 +204,7 @@ mod tests {
                        "20.*": {"_any": {"file": "c.zip"}}},
             "_any": {"_any": {"arm": {"file": "d.zip"}, "386": {"file": "d.zip"}}}
         }));
-        let pick = |p, v, a| m.file_for(&host(p, v, a)).map(|(name, _)| name.to_owned());
+        let pick = |p, v, a| m.file_for(&host(p, v, a)).map(|(name, _)| name);
         assert_eq!(pick("ubuntu", "22.04", "x86_64").unwrap(), "a.zip");
         assert_eq!(pick("ubuntu", "22.04", "arm64").unwrap(), "b.zip");
         assert_eq!(pick("ubuntu", "20.04", "arm").unwrap(), "c.zip");

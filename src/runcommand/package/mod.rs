@@ -598,17 +598,16 @@ impl Plugin<'_, '_> {
             .as_ref()
             .ok_or_else(|| Fetch::Manifest("failed to download the manifest".into()))?;
         let (file, info) = r.manifest.file_for(&self.d.host).map_err(Fetch::Manifest)?;
-        let url = r.url_of(file, info).map_err(Fetch::Download)?;
+        let url = r.url_of(&file, &info).map_err(Fetch::Download)?;
         let sha256 = info
-            .checksums
-            .get("sha256")
+            .sha256
             .map(|s| s.to_ascii_lowercase())
             .ok_or_else(|| {
                 Fetch::Download(format!(
                     "the manifest names no sha256 checksum for {file}; ssm-lite installs only files it can check"
                 ))
             })?;
-        let dest = self.run_dir.join("download").join(normalize(file));
+        let dest = self.run_dir.join("download").join(normalize(&file));
         super::download::fetch_verified(&self.d.http, &url, &dest, &sha256).map_err(|e| {
             Fetch::Download(format!(
                 "failed to download installation package reliably, {url}, {e}"

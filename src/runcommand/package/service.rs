@@ -249,9 +249,8 @@ mod tests {
     #[test]
     fn attachments_are_matched_by_file_name() {
         let info = manifest::FileInfo {
-            checksums: Default::default(),
+            sha256: None,
             download_location: "https://bucket/x.zip".into(),
-            size: 0,
         };
         let mut r = Resolved {
             arn: "Pkg".into(),
