@@ -5,7 +5,7 @@
 //! that are not plain directory names are normalized as upstream's `normalizeDirectory` does.
 
 use crate::state::{ensure_private_dir, write_atomic};
-use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -49,20 +49,51 @@ impl State {
 }
 
 /// Upstream `PackageInstallState`, as its JSON file holds it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct InstallStateFile {
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     version: String,
-    #[serde(default)]
     state: u32,
-    #[serde(default)]
     time: String,
-    #[serde(rename = "lastinstalledversion", default)]
     last_installed_version: String,
-    #[serde(rename = "retrycount", default)]
     retry_count: u32,
+}
+
+impl InstallStateFile {
+    /// The file's JSON; a field of another type reads as empty, as nothing else reads it.
+    fn parse(text: &str) -> Result<InstallStateFile, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if !v.is_object() {
+            return Err("not a JSON object".into());
+        }
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let number = |k: &str| {
+            v[k].as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        Ok(InstallStateFile {
+            name: text("name"),
+            version: text("version"),
+            state: number("state"),
+            time: text("time"),
+            last_installed_version: text("lastinstalledversion"),
+            retry_count: number("retrycount"),
+        })
+    }
+
+    fn to_json(&self) -> Vec<u8> {
+        json!({
+            "name": self.name,
+            "version": self.version,
+            "state": self.state,
+            "time": self.time,
+            "lastinstalledversion": self.last_installed_version,
+            "retrycount": self.retry_count,
+        })
+        .to_string()
+        .into_bytes()
+    }
 }
 
 /// The most bytes of an installstate or cached manifest file read back.
@@ -104,7 +135,7 @@ impl Repository {
             ..InstallStateFile::default()
         };
         match read_bounded(&path) {
-            Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            Some(text) => InstallStateFile::parse(&text).unwrap_or_else(|e| {
                 log::warn!("InstallState file for package {name} is invalid: {e}");
                 unknown(String::new())
             }),
@@ -178,7 +209,7 @@ impl Repository {
             _ => {}
         }
         let root = self.package_root(name);
-        let text = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
+        let text = s.to_json();
         ensure_private_dir(&root)
             .and_then(|()| write_atomic(&self.state_path(name), &text, true))
             .map_err(|e| e.to_string())
