@@ -97,7 +97,7 @@ const SUPPORTED_SCHEMAS: [&str; 7] = ["1.0", "1.2", "2.0", "2.0.1", "2.0.2", "2.
 /// The first schema with preconditions and cross-platform skipping.
 const PRECONDITION_SCHEMA: &str = "2.2";
 /// The plugins ssm-lite implements.
-const IMPLEMENTED_PLUGINS: [&str; 6] = [
+const IMPLEMENTED_PLUGINS: [&str; 7] = [
     "aws:runShellScript",
     "aws:runDocument",
     "aws:downloadContent",
