@@ -350,9 +350,10 @@ impl HttpClient {
     }
 }
 
-const INPUT_BUFFER: usize = 20 * 1024;
-const OUTPUT_BUFFER: usize = 16 * 1024;
-const MAX_RESPONSE_HEADER: usize = 16 * 1024;
+const INPUT_BUFFER: usize = 12 * 1024;
+/// A request's line and headers must fit (a presigned URL with a session token is about 2 KiB).
+const OUTPUT_BUFFER: usize = 8 * 1024;
+const MAX_RESPONSE_HEADER: usize = 8 * 1024;
 
 fn build_agent(user_agent: &str, proxy: Option<Proxy>, tls: Arc<ClientConfig>) -> Agent {
     let config = Agent::config_builder()
@@ -362,10 +363,11 @@ fn build_agent(user_agent: &str, proxy: Option<Proxy>, tls: Arc<ClientConfig>) -
         .max_redirects(0)
         .proxy(proxy)
         // Every pooled connection keeps its buffers, and an HTTPS one has two pairs (TCP and
-        // TLS): at ureq's 128 KiB defaults an idle agent held about 0.5 MiB per connection. A TLS
-        // record is at most 16 KiB, so bigger buffers buy nothing; AWS response headers are a
-        // few KiB, and the header limit stays under the input buffer so an oversized header is
-        // refused as one instead of filling the buffer.
+        // TLS): at ureq's 128 KiB defaults an idle agent held about 0.5 MiB per connection.
+        // Bodies stream through them in pieces, so small ones cost only syscalls; AWS response
+        // headers are well under 8 KiB (the limit of most web servers), and the header limit
+        // stays under the input buffer so an oversized header is refused as one instead of
+        // filling the buffer.
         .input_buffer_size(INPUT_BUFFER)
         .output_buffer_size(OUTPUT_BUFFER)
         .max_response_header_size(MAX_RESPONSE_HEADER)
