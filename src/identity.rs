@@ -717,13 +717,8 @@ mod tests {
             }
         );
 
-        // Nothing listens on this port any more: connection refused, no retry.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://127.0.0.1:{port}");
+        // Port 0: nobody can listen there, so the connection is refused; no retry.
+        let url = "http://127.0.0.1:0".to_string();
         let env = Env::from_pairs(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", url.as_str())]);
         let started = std::time::Instant::now();
         assert_eq!(probe_placement(http(), &env), None);

@@ -818,11 +818,8 @@ mod tests {
             header("x-amzn-errortype"),
             Some("InvalidSignatureException")
         );
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let url = format!("ws://127.0.0.1:{}/x", closed.port());
+        // Port 0: nobody can listen there, so the connection is refused.
+        let url = "ws://127.0.0.1:0/x".to_string();
         let (_, refused) = Connection::open(&client(ProxySettings::default()), &url, &[], WAIT)
             .err()
             .unwrap();
