@@ -200,12 +200,14 @@ can be found in "/usr/share/common-licenses/Apache-2.0"."""
 # Where each text is taken from: a license file of a bundled crate (any version), or a file of
 # the Rust toolchain. Copyright lines and comment marks are dropped: the text is generic.
 TEXT_FROM = {
+    "0BSD": ("adler2", "LICENSE-0BSD"),
     "BSD-3-Clause": ("subtle", "LICENSE"),
     "CDLA-Permissive-2.0": ("webpki-roots", "LICENSE"),
     "ISC": ("untrusted", "LICENSE.txt"),
     "MIT": ("cfg-if", "LICENSE-MIT"),
     "Unlicense": ("memchr", "UNLICENSE"),
     "Unicode-3.0": (None, "Unicode-3.0.txt"),
+    "Zlib": ("miniz_oxide", "LICENSE-ZLIB.md"),
 }
 
 def text(name):
