@@ -1034,12 +1034,14 @@ fn crash_loop(kills: usize) {
         load.refresh(&emu, Duration::from_secs(3));
     }
     let mut reboots = 0;
+    // Each reboot command asks for at most one reboot; each restart serves every pending one.
+    let reboot_commands = cmds.iter().filter(|c| c.steps.iter().any(|s| s.1)).count();
     let drain_end = Instant::now() + Duration::from_secs(120);
     while Instant::now() < drain_end && {
         load.refresh(&emu, Duration::from_secs(3));
         load.open() > 0
     } {
-        if reboots < 5 && current_log(&agent).contains("asked for a reboot") {
+        if reboots < reboot_commands && current_log(&agent).contains("asked for a reboot") {
             // The reboot command ran (`true` in tests): this restart is the machine's reboot.
             agent.restart();
             reboots += 1;

@@ -250,3 +250,37 @@ fn a_cancel_reaches_a_script_followed_after_a_restart() {
     assert_eq!(reply["documentStatus"], "Cancelled", "{reply}");
     assert_eq!(plugin(&reply)["standardOutput"], "before\n");
 }
+
+#[test]
+fn a_reboot_asked_while_the_agent_was_down_still_happens_and_the_step_runs_again() {
+    let emu = emulator();
+    let mut agent = Agent::start(&emu, json!({}));
+    let flag = agent.scratch().join("rebooted");
+    let (gated, mark, go) = gated_script(&agent, 0);
+    // The first run exits 194 (reboot); the run after the reboot succeeds.
+    let script = gated.replace(
+        "exit 0",
+        &format!(
+            "[ -e {f} ] && exit 0; touch {f}; exit 194",
+            f = flag.display()
+        ),
+    );
+    let id = "5a000000-0000-4000-8000-000000000007";
+    let msg = send(&emu, id, &script, 3600);
+    wait_file_exists_within(Duration::from_secs(20), &mark);
+    recorded_supervisor(&agent, id);
+    agent.kill9();
+    fs::write(&go, "").unwrap();
+    wait_status(&agent);
+    agent.start_again();
+    assert!(
+        agent
+            .wait_latest_log("asked for a reboot", FINAL_WAIT)
+            .is_some(),
+        "the 194 the supervisor recorded asks for the reboot:\n{}",
+        agent.log()
+    );
+    agent.restart(); // the machine's reboot
+    let reply = final_of(&emu, &msg);
+    assert_eq!(reply["documentStatus"], "Success", "{reply}");
+}

@@ -561,12 +561,15 @@ impl Inner {
         self.save(&rec, false);
         let dir = self.dir.orchestration_dir(&rec.command_id);
         if let Some(interrupted) = rec.running.clone() {
-            let step = &job.document.steps[interrupted.index.min(job.document.steps.len() - 1)];
+            let index = interrupted.index.min(job.document.steps.len() - 1);
+            let step = &job.document.steps[index];
             let result = self.recover_step(job, &mut rec, step, &interrupted, &dir);
-            if self.left_running(job, &rec, step) {
+            // A script that exited 194 while the agent was down still asks for its reboot.
+            if self.left_running(job, &rec, step)
+                || !self.conclude(job, &mut rec, step, index, result)
+            {
                 return;
             }
-            self.step_finished(job, &mut rec, step, result);
         }
         let resolved;
         let document = match self.resolve(job) {
@@ -592,15 +595,6 @@ impl Inner {
             if self.left_running(job, &rec, step) {
                 return;
             }
-            if result.status == Status::SuccessAndReboot {
-                self.step_finished(job, &mut rec, step, result);
-                rec.results.pop();
-                rec.next_step = index;
-                rec.phase = Phase::RebootPending;
-                self.save(&rec, true);
-                request_reboot(&self.cfg.reboot_command, &job.message_id);
-                return;
-            }
             if result.status == Status::InProgress {
                 // aws:updateSsmAgent swapped the binary: the step runs again after the restart.
                 rec.running = None;
@@ -609,9 +603,33 @@ impl Inner {
                 crate::update::restart(&format!("command {}", job.message_id));
                 return;
             }
-            self.step_finished(job, &mut rec, step, result);
+            if !self.conclude(job, &mut rec, step, index, result) {
+                return;
+            }
         }
         self.finish(&mut rec);
+    }
+
+    /// Records the result of step `index`; false when the command stops there for a reboot
+    /// (exit 194: the step runs again after it, as upstream does).
+    fn conclude(
+        &self,
+        job: &Job,
+        rec: &mut CommandRecord,
+        step: &Step,
+        index: usize,
+        result: PluginResult,
+    ) -> bool {
+        let reboot = result.status == Status::SuccessAndReboot;
+        self.step_finished(job, rec, step, result);
+        if reboot {
+            rec.results.pop();
+            rec.next_step = index;
+            rec.phase = Phase::RebootPending;
+            self.save(rec, true);
+            request_reboot(&self.cfg.reboot_command, &job.message_id);
+        }
+        !reboot
     }
 
     /// The document with its Parameter Store references resolved (`None`: it holds none), as
