@@ -1005,7 +1005,6 @@ mod tests {
     };
     use super::*;
     use std::io::BufReader;
-    use std::net::TcpListener;
     use std::sync::Mutex;
     use std::time::Instant;
 
