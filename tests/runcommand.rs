@@ -1479,10 +1479,16 @@ fn twenty_three_names_take_three_get_parameters_calls() {
 #[test]
 fn a_throttled_get_parameters_is_retried_and_a_refused_one_reported() {
     let emu = emulator();
-    let agent = Agent::start(&emu, json!({}));
+    let agent = Agent::start_with_env(
+        &emu,
+        json!({}),
+        &[("SSM_LITE_ASSOCIATION_JITTER_SECS", "1")],
+    );
     emu.put_parameter("/app/greeting", ParameterType::String, "hello");
-    // After the start's health ping the only ssm calls are the lookups.
-    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()));
+    // After the start's health ping and the two association polls (both due within 2 s here,
+    // then not for 10 minutes) the only ssm calls are the lookups.
+    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()
+        && s.list_associations_calls().len() >= 2));
     emu.set_fault_target(FaultTarget::Ssm);
     emu.fail_next(2, 400, "ThrottlingException");
     let throttled = run(

@@ -312,10 +312,16 @@ fn parameter_store_references_in_a_sub_document_are_resolved() {
 #[test]
 fn a_throttled_get_document_is_retried_and_a_refused_one_reported() {
     let emu = emulator();
-    let _agent = Agent::start(&emu, json!({}));
+    let _agent = Agent::start_with_env(
+        &emu,
+        json!({}),
+        &[("SSM_LITE_ASSOCIATION_JITTER_SECS", "1")],
+    );
     emu.put_document("Greeter", "YAML", GREETER_YAML);
-    // After the start's health ping the only ssm calls are the documents'.
-    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()));
+    // After the start's health ping and the two association polls (both due within 2 s here,
+    // then not for 10 minutes) the only ssm calls are the documents'.
+    assert!(emu.wait_until(FINAL_WAIT, |s| !s.health_pings().is_empty()
+        && s.list_associations_calls().len() >= 2));
     emu.set_fault_target(FaultTarget::Ssm);
     emu.fail_next(2, 400, "ThrottlingException");
     let greet = json!([run_document(
