@@ -680,8 +680,9 @@ fn report_soak(
                 finals += 1;
                 let n = s.payload["CommandId"].as_str().unwrap_or_default();
                 let n = usize::from_str_radix(n.rsplit('-').next().unwrap_or("0"), 16).unwrap();
-                if !output.unwrap_or_default().contains(&format!("soak-{n}\n")) {
-                    problems.push(format!("wrong output for {what}"));
+                let output = output.unwrap_or_default();
+                if !output.contains(&format!("soak-{n}\n")) {
+                    problems.push(format!("wrong output for {what}: stdout {output:?}"));
                 }
             }
             [one] => {
