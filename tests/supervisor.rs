@@ -31,6 +31,21 @@ fn send(emu: &Emulator, id: &str, script: &str, timeout: u64) -> String {
     emu.send_command(&shell_payload(id, &[script], timeout))
 }
 
+/// Sends `script` as command `id`, waits until it runs (it creates `mark`) and the record names
+/// its supervisor; returns the message id.
+fn start_under_supervisor(
+    emu: &Emulator,
+    agent: &Agent,
+    id: &str,
+    script: &str,
+    mark: &Path,
+) -> String {
+    let msg = send(emu, id, script, 3600);
+    wait_file_exists_within(Duration::from_secs(20), mark);
+    recorded_supervisor(agent, id);
+    msg
+}
+
 fn final_of(emu: &Emulator, msg: &str) -> Value {
     emu.wait_final(msg, FINAL_WAIT)
         .unwrap_or_else(|| panic!("no final reply for {msg}; replies: {:?}", emu.replies(msg)))
@@ -104,9 +119,7 @@ fn a_script_outlives_a_killed_agent_and_the_next_start_reports_its_code_and_outp
     let mut agent = Agent::start(&emu, json!({}));
     let (script, mark, go) = gated_script(&agent, 3);
     let id = "5a000000-0000-4000-8000-000000000001";
-    let msg = send(&emu, id, &script, 3600);
-    wait_file_exists_within(Duration::from_secs(20), &mark);
-    recorded_supervisor(&agent, id);
+    let msg = start_under_supervisor(&emu, &agent, id, &script, &mark);
     agent.kill9();
     agent.start_again();
     assert!(
@@ -155,9 +168,7 @@ fn a_script_that_ended_while_the_agent_was_down_is_reported_at_start() {
     let mut agent = Agent::start(&emu, json!({}));
     let (script, mark, go) = gated_script(&agent, 3);
     let id = "5a000000-0000-4000-8000-000000000003";
-    let msg = send(&emu, id, &script, 3600);
-    wait_file_exists_within(Duration::from_secs(20), &mark);
-    recorded_supervisor(&agent, id);
+    let msg = start_under_supervisor(&emu, &agent, id, &script, &mark);
     agent.kill9();
     fs::write(&go, "").unwrap();
     wait_status(&agent);
@@ -229,9 +240,7 @@ fn a_cancel_reaches_a_script_followed_after_a_restart() {
     let mut agent = Agent::start(&emu, json!({}));
     let (script, mark, _go) = gated_script(&agent, 0);
     let id = "5a000000-0000-4000-8000-000000000006";
-    let msg = send(&emu, id, &script, 3600);
-    wait_file_exists_within(Duration::from_secs(20), &mark);
-    recorded_supervisor(&agent, id);
+    let msg = start_under_supervisor(&emu, &agent, id, &script, &mark);
     agent.kill9();
     agent.start_again();
     assert!(
@@ -266,9 +275,7 @@ fn a_reboot_asked_while_the_agent_was_down_still_happens_and_the_step_runs_again
         ),
     );
     let id = "5a000000-0000-4000-8000-000000000007";
-    let msg = send(&emu, id, &script, 3600);
-    wait_file_exists_within(Duration::from_secs(20), &mark);
-    recorded_supervisor(&agent, id);
+    let msg = start_under_supervisor(&emu, &agent, id, &script, &mark);
     agent.kill9();
     fs::write(&go, "").unwrap();
     wait_status(&agent);
