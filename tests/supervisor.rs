@@ -291,3 +291,50 @@ fn a_reboot_asked_while_the_agent_was_down_still_happens_and_the_step_runs_again
     let reply = final_of(&emu, &msg);
     assert_eq!(reply["documentStatus"], "Success", "{reply}");
 }
+
+/// A supervisor runs its script only after the agent's go-ahead, which the agent sends once its
+/// command record names it: an agent killed in between leaves no script that no record names.
+#[test]
+fn a_supervisor_runs_nothing_until_the_agent_has_recorded_it() {
+    let dir = TempDir::new("supervise");
+    let run_dir = dir.path();
+    let mark = run_dir.join("ran");
+    fs::write(
+        run_dir.join("_script.sh"),
+        format!("echo ran > {}\n", mark.display()),
+    )
+    .unwrap();
+    let path = |name: &str| run_dir.join(name).to_str().unwrap().to_owned();
+    let job = json!({
+        "script": path("_script.sh"), "working_dir": null,
+        "stdout": path("stdout"), "stderr": path("stderr"),
+        "deadline_ms": 4_102_444_800_000u64, "file_bytes": 1 << 20, "head_bytes": 2500,
+    });
+    fs::write(run_dir.join("job.json"), job.to_string()).unwrap();
+    let supervise = |go: &[u8]| {
+        let mut child = agent_command()
+            .args(["__supervise", run_dir.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), go).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The agent went away (its end of the pipe closed) without a go-ahead.
+    let gone = supervise(b"");
+    assert_eq!(gone.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&gone.stderr);
+    assert!(said.contains("went away before it recorded"), "{said}");
+    assert!(!mark.exists(), "the script ran without a go-ahead");
+    assert!(!run_dir.join("status.json").exists());
+    // With it, the script runs and its status comes back on stdout and in status.json.
+    let ran = supervise(b"1");
+    assert_eq!(ran.status.code(), Some(0));
+    assert_eq!(fs::read_to_string(&mark).unwrap(), "ran\n");
+    let status: Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(status["ended"], "exited", "{status}");
+    assert_eq!(status["code"], 0);
+    assert!(run_dir.join("status.json").exists());
+}

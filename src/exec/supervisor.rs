@@ -235,6 +235,7 @@ fn supervise(run_dir: &Path) -> Result<(), ExecError> {
     let job: Job = read_json(&run_dir.join(JOB))?;
     let stop = StopToken::new();
     cancel_on_sigterm(&stop)?;
+    wait_for_go(&job)?;
     let left = job.deadline_ms.saturating_sub(now_ms());
     let spec = ScriptSpec {
         script: &job.script,
@@ -260,6 +261,18 @@ fn supervise(run_dir: &Path) -> Result<(), ExecError> {
         (Ok(()), _) => {}
     }
     Ok(())
+}
+
+/// Waits for the agent's go-ahead, one byte on stdin, which it sends once its command record
+/// names this supervisor. A script started before that would be lost to an agent killed in
+/// between: the next start would find no supervisor to follow and report the step interrupted
+/// while the script ran on unseen. End of input first means that agent is gone: nothing runs.
+fn wait_for_go(job: &Job) -> Result<(), ExecError> {
+    let mut go = [0u8; 1];
+    std::io::stdin().read_exact(&mut go).map_err(|e| {
+        let why = format!("the agent went away before it recorded this supervisor ({e}); not run");
+        run_file("run", &job.script, why)
+    })
 }
 
 /// SIGTERM (from the agent) cancels the script. Before it is installed, SIGTERM ends the
@@ -310,6 +323,11 @@ pub(super) fn run(
     let piped = child.stdout.take().and_then(read_status_pipe);
     stop.set_supervised(supervised);
     on_start(pid);
+    // Recorded: the script may start. A supervisor already gone fails the write (EPIPE) and is
+    // followed to its end like any other.
+    if let Some(mut go) = child.stdin.take() {
+        let _ = go.write_all(b"1");
+    }
     let cancelled = match follow(Watch::Child(pid), stop) {
         Followed::LeftRunning => {
             return ScriptEnd::without_output(Outcome::Stopped(StopReason::Shutdown));
@@ -435,7 +453,7 @@ fn start(
     cmd.arg(SUBCOMMAND)
         .arg(run_dir)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log);
     process::new_session(&mut cmd);
