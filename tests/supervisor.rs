@@ -144,12 +144,19 @@ fn a_script_outlives_a_killed_agent_and_the_next_start_reports_its_code_and_outp
 #[test]
 fn a_graceful_stop_leaves_the_script_running_and_the_next_start_reports_it() {
     let emu = emulator();
-    let mut agent = Agent::start(&emu, json!({ "Mds": { "StopTimeoutMillis": 10000 } }));
+    // A grace far longer than the wait for the agent's exit: it leaves the script at once (an
+    // upgrade run by the script, `dpkg -i`, waits for this stop).
+    let mut agent = Agent::start(&emu, json!({ "Mds": { "StopTimeoutMillis": 600_000 } }));
     let (script, mark, go) = gated_script(&agent, 0);
     let id = "5a000000-0000-4000-8000-000000000002";
     let msg = send(&emu, id, &script, 3600);
     wait_file_exists_within(Duration::from_secs(20), &mark);
     assert_eq!(agent.terminate(FINAL_WAIT).code(), Some(0), "clean exit");
+    assert!(
+        agent.log().contains("leaving the script of command"),
+        "{}",
+        agent.log()
+    );
     assert!(
         !emu.replies(&msg).iter().any(|r| r.is_final()),
         "the stopped agent made no final reply"

@@ -14,6 +14,7 @@ use crate::exec::{StopReason, StopToken};
 use crate::state::{StateDir, disk_usage, safe_file_name};
 use crate::sync::{lock, wait, wait_until};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -150,6 +151,10 @@ struct Job {
     /// The association of a State Manager run.
     association: Option<AssociationRun>,
     stop: StopToken,
+    /// A shell step's script runs under its supervisor now: a shutdown leaves it at once, for
+    /// the next start to report, instead of waiting for it. Set and cleared under the queue's
+    /// lock, which `shutdown` waits on.
+    leavable: AtomicBool,
     record: Mutex<CommandRecord>,
 }
 
@@ -264,37 +269,48 @@ impl Engine {
         self.inner.wait_until(timeout, |q| q.active.is_empty())
     }
 
-    /// Stops taking work, lets running steps go on for up to `grace`, then stops what is left
-    /// and joins the workers: a shell step's script is left running under its supervisor, for
-    /// the next start to report; any other is killed (reported as the agent stopping). Queued
-    /// commands stay on disk and run after the next start.
+    /// Stops taking work and joins the workers. A shell step whose script runs under its
+    /// supervisor is left to it at once, for the next start to report: waiting would hold up an
+    /// upgrade that the script itself runs (`dpkg -i` stops the agent and waits for it). Other
+    /// running steps get up to `grace`, then are stopped too: a script of theirs is killed
+    /// (reported as the agent stopping). Queued commands stay on disk and run after the next
+    /// start.
     pub fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
-        let running: Vec<Arc<Job>> = {
+        let running = {
             let mut q = lock(&inner.queue);
             q.closed = true;
             let queued: Vec<Arc<Job>> = q.waiting.drain(..).collect();
             for job in queued {
                 q.active.remove(&job.message_id);
             }
-            q.active.values().cloned().collect()
+            q.active.len()
         };
         inner.changed.notify_all();
-        if !running.is_empty() {
+        let leavable = |q: &Queue| q.active.values().all(|j| j.leavable.load(Ordering::SeqCst));
+        if !leavable(&lock(&inner.queue)) {
             log::info!(
                 "shutdown: waiting up to {} ms for {} running command(s)",
                 grace.as_millis(),
-                running.len()
+                running
             );
-            if !self.wait_idle(grace) {
-                for job in lock(&inner.queue).active.values() {
-                    log::warn!(
-                        "shutdown: stopping command {} that is still running",
-                        job.message_id
-                    );
-                    job.stop.stop(StopReason::Shutdown);
-                }
+        }
+        let settled = inner.wait_until(grace, leavable);
+        for job in lock(&inner.queue).active.values() {
+            if job.leavable.load(Ordering::SeqCst) {
+                log::info!(
+                    "shutdown: leaving the script of command {} to its supervisor",
+                    job.message_id
+                );
+            } else if settled {
+                continue;
+            } else {
+                log::warn!(
+                    "shutdown: stopping command {} that is still running",
+                    job.message_id
+                );
             }
+            job.stop.stop(StopReason::Shutdown);
         }
         for h in lock(&self.workers).drain(..) {
             let _ = h.join();
@@ -440,6 +456,7 @@ impl Inner {
                 .collect(),
             association: command.association.clone(),
             stop: StopToken::new(),
+            leavable: AtomicBool::new(false),
             record: Mutex::new(record),
         }
     }
@@ -697,7 +714,8 @@ impl Inner {
         );
         let t0 = Instant::now();
         let env = self.step_env(job, dir);
-        let result = steps::run_step(step, &env, &mut |pid| self.note_start(job, rec, pid));
+        let result = steps::run_step(step, &env, &mut |pid| self.note_start(job, rec, step, pid));
+        self.set_leavable(job, false);
         log::info!(
             "command {}: step {} finished: {} (code {}) in {} ms",
             job.message_id,
@@ -726,15 +744,28 @@ impl Inner {
     }
 
     /// Records the process a step started: its script's supervisor (followed after a restart)
-    /// or, for a script run inside this process, its group.
-    fn note_start(&self, job: &Job, rec: &mut CommandRecord, pid: crate::sys::Pid) {
+    /// or, for a script run inside this process, its group. A shell step's supervised script
+    /// may be left running from then on.
+    fn note_start(&self, job: &Job, rec: &mut CommandRecord, step: &Step, pid: crate::sys::Pid) {
+        let mut supervised = false;
         if let Some(r) = rec.running.as_mut() {
             match job.stop.supervised().filter(|s| s.pid == pid.as_raw()) {
-                Some(supervised) => r.supervisor = Some(supervised),
+                Some(s) => {
+                    r.supervisor = Some(s);
+                    supervised = true;
+                }
                 None => r.process_group = Some(pid.as_raw()),
             }
         }
         self.save(rec, false);
+        self.set_leavable(job, supervised && step.plugin == steps::SHELL_PLUGIN);
+    }
+
+    /// Marks whether a shutdown may leave the job's running script to its supervisor.
+    fn set_leavable(&self, job: &Job, leavable: bool) {
+        let _q = lock(&self.queue);
+        job.leavable.store(leavable, Ordering::SeqCst);
+        self.changed.notify_all();
     }
 
     /// The result of the step an earlier agent left running: its script followed to its end when
@@ -758,9 +789,12 @@ impl Inner {
                 );
                 let env = self.step_env(job, dir);
                 let started = interrupted.started.clone();
-                if let Some(result) = steps::reattach(step, supervised, started, &env, &mut |pid| {
-                    self.note_start(job, rec, pid)
-                }) {
+                self.set_leavable(job, true);
+                let result = steps::reattach(step, supervised, started, &env, &mut |pid| {
+                    self.note_start(job, rec, step, pid)
+                });
+                self.set_leavable(job, false);
+                if let Some(result) = result {
                     return result;
                 }
             } else {
