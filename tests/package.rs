@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{TempDir, dist, emulator, release_artifact, release_binary};
+use common::{TempDir, dist, emulator, plugin, release_artifact, release_binary, restamped};
 use serde_json::{Value, json};
 use ssm_emulator::{Emulator, aws_run_shell_script_payload};
 use std::collections::{BTreeMap, BTreeSet};
@@ -857,6 +857,30 @@ impl Drop for Stranger {
     }
 }
 
+/// Configures the installed agent for `emu`, an EC2 instance there, with a 10 s stop timeout
+/// in the init script. The proxy is a closed port: a call meant for anything but the emulator
+/// fails, and never reaches AWS (the agent reads /etc/ssm-lite/amazon-ssm-agent.json, or it
+/// cannot work).
+fn point_at(c: &Chroot, emu: &Emulator) {
+    let url = emu.url();
+    let config = json!({
+        "Mds": { "Endpoint": url }, "Ssm": { "Endpoint": url }, "Mgs": { "Endpoint": url },
+        "Kms": { "Endpoint": url }, "Identity": { "ConsumptionOrder": ["EC2"] }
+    });
+    fs::write(
+        c.path("/etc/ssm-lite/amazon-ssm-agent.json"),
+        config.to_string(),
+    )
+    .unwrap();
+    c.append(
+        "/etc/default/ssm-lite",
+        &format!(
+            "STOP_TIMEOUT=10\nexport AWS_EC2_METADATA_SERVICE_ENDPOINT={url}\n\
+             export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1\n"
+        ),
+    );
+}
+
 /// Sends `echo <word>` through the emulator; asserts the agent ran it.
 fn run_command_succeeds(emu: &Emulator, c: &Chroot, id: &str, word: &str) {
     let msg = emu.send_command(&aws_run_shell_script_payload(
@@ -881,25 +905,7 @@ fn sysv_init_script_starts_stops_and_reports_the_real_agent() {
     let mut c = Chroot::new("sysv");
     c.install();
     c.mount_proc();
-    let url = emu.url();
-    let config = json!({
-        "Mds": { "Endpoint": url }, "Ssm": { "Endpoint": url }, "Mgs": { "Endpoint": url },
-        "Kms": { "Endpoint": url }, "Identity": { "ConsumptionOrder": ["EC2"] }
-    });
-    fs::write(
-        c.path("/etc/ssm-lite/amazon-ssm-agent.json"),
-        config.to_string(),
-    )
-    .unwrap();
-    // The proxy is a closed port: a call meant for anything but the emulator fails, and never
-    // reaches AWS (the agent reads /etc/ssm-lite/amazon-ssm-agent.json, or it cannot work).
-    c.append(
-        "/etc/default/ssm-lite",
-        &format!(
-            "STOP_TIMEOUT=10\nexport AWS_EC2_METADATA_SERVICE_ENDPOINT={url}\n\
-             export HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1\n"
-        ),
-    );
+    point_at(&c, &emu);
 
     let (code, out) = init_script(&c, "start");
     assert_eq!(code, 0, "start: {out}");
@@ -964,7 +970,108 @@ fn sysv_init_script_starts_stops_and_reports_the_real_agent() {
     assert_eq!(mode(&c.path(LOGFILE)), 0o640);
 }
 
-// ---- e. the systemd unit ----
+// ---- e. an upgrade run as a command ----
+
+/// The amd64 .deb of `make release` made again as `version`: its binary restamped (it says it
+/// is `version`), its control file's Version and its md5sums changed to match. Returns its
+/// path inside the root.
+fn newer_deb(c: &Chroot, version: &str) -> &'static str {
+    let work = c.dir.join("newer");
+    ok(Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb("amd64"))
+        .arg(&work));
+    let bin = work.join("usr/bin/ssm-lite");
+    fs::write(&bin, restamped(&bin, version)).unwrap();
+    let control = work.join("DEBIAN/control");
+    let text = fs::read_to_string(&control).unwrap();
+    let from = format!("\nVersion: {}\n", deb_version());
+    assert!(text.contains(&from), "{text}");
+    fs::write(
+        &control,
+        text.replace(&from, &format!("\nVersion: {version}-1\n")),
+    )
+    .unwrap();
+    let sum = ok(Command::new("md5sum")
+        .arg("usr/bin/ssm-lite")
+        .current_dir(&work));
+    let md5sums = work.join("DEBIAN/md5sums");
+    let kept: String = (fs::read_to_string(&md5sums).unwrap().lines())
+        .filter(|l| !l.ends_with(" usr/bin/ssm-lite"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&md5sums, kept + &sum).unwrap();
+    let inside = "/tmp/ssm-lite-newer.deb";
+    ok(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&work)
+        .arg(c.path(inside)));
+    inside
+}
+
+/// An operator upgrades the agent with a Run Command: `dpkg -i` of a newer .deb stops the
+/// agent running it (prerm) and starts the new one (postinst). The script goes on under its
+/// supervisor, and the new agent reports the command's real result.
+#[test]
+#[ignore = "needs `make release` (dist/) and root; run by `make test`"]
+fn an_upgrade_by_dpkg_in_a_command_ends_with_its_result_reported_by_the_new_agent() {
+    let emu = emulator();
+    let mut c = Chroot::new("upgrade");
+    // A SysV-init system: an init is installed, and invoke-rc.d runs the init script (the real
+    // one looks up a runlevel, which a chroot does not have).
+    for (file, text) in [
+        ("/sbin/init", "#!/bin/sh\n"),
+        (
+            "/usr/local/sbin/invoke-rc.d",
+            "#!/bin/sh\nexec /etc/init.d/\"$1\" \"$2\"\n",
+        ),
+    ] {
+        fs::write(c.path(file), text).unwrap();
+        fs::set_permissions(c.path(file), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    c.install();
+    c.mount_proc();
+    point_at(&c, &emu);
+    // No registration, not EC2 by DMI: the package starts the agent only when told to.
+    c.append("/etc/default/ssm-lite", "SSM_LITE_START_ON_INSTALL=yes\n");
+    let (code, out) = init_script(&c, "start");
+    assert_eq!(code, 0, "start: {out}");
+    let old = pidfile_pid(&c);
+    let newer = newer_deb(&c, "0.1.1");
+
+    let msg = emu.send_command(&aws_run_shell_script_payload(
+        "7a000000-0000-4000-8000-0000000000f1",
+        &[&format!("dpkg -i {newer}"), "ssm-lite --version"],
+        600,
+    ));
+    let reply = emu.wait_final(&msg, Duration::from_secs(120));
+    let log = fs::read_to_string(c.path(LOGFILE)).unwrap_or_default();
+    let reply = reply.unwrap_or_else(|| panic!("no final reply for {msg}; agent log:\n{log}"));
+    assert_eq!(
+        reply.payload["documentStatus"], "Success",
+        "{}",
+        reply.payload
+    );
+    let stdout = plugin(&reply.payload)["standardOutput"]
+        .as_str()
+        .unwrap_or_default();
+    let unpacking = format!("Unpacking ssm-lite (0.1.1-1) over ({})", deb_version());
+    assert!(stdout.contains(&unpacking), "{stdout}");
+    assert!(stdout.contains("\nssm-lite 0.1.1 ("), "{stdout}");
+    // The old agent left the script at its stop; the new one followed it and replied.
+    let new = pidfile_pid(&c);
+    assert_ne!(new, old);
+    assert!(!alive(old), "the old agent still runs");
+    assert_eq!(c.agents(), [new]);
+    let (before, after) = log
+        .split_once("ssm-lite 0.1.1 starting")
+        .unwrap_or_else(|| panic!("the new version never started:\n{log}"));
+    assert!(before.contains("leaving the script of command"), "{log}");
+    assert!(after.contains("under its supervisor"), "{log}");
+    assert_eq!(init_script(&c, "stop").0, 0);
+}
+
+// ---- f. the systemd unit ----
 
 #[test]
 #[ignore = "needs `make release` (dist/) and root; run by `make test`"]

@@ -715,15 +715,21 @@ impl Inner {
         let t0 = Instant::now();
         let env = self.step_env(job, dir);
         let result = steps::run_step(step, &env, &mut |pid| self.note_start(job, rec, step, pid));
+        // Left to its supervisor at a shutdown: `left_running` says so, and the next start
+        // reports how it ended.
+        let left =
+            job.leavable.load(Ordering::SeqCst) && job.stop.reason() == Some(StopReason::Shutdown);
         self.set_leavable(job, false);
-        log::info!(
-            "command {}: step {} finished: {} (code {}) in {} ms",
-            job.message_id,
-            step.id,
-            result.status.as_str(),
-            result.code,
-            t0.elapsed().as_millis()
-        );
+        if !left {
+            log::info!(
+                "command {}: step {} finished: {} (code {}) in {} ms",
+                job.message_id,
+                step.id,
+                result.status.as_str(),
+                result.code,
+                t0.elapsed().as_millis()
+            );
+        }
         result
     }
 

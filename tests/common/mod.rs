@@ -612,3 +612,27 @@ pub fn refresh_associations(emu: &Emulator, command_id: &str, ids: &[&str]) -> V
     );
     outcome(emu, &msg).0
 }
+
+/// The agent binary at `binary` (of this crate's version) with its version stamp
+/// (`SSMLITE-VERSION:`, src/update/mod.rs) rewritten to `version`, of the same length.
+pub fn restamped(binary: &Path, version: &str) -> Vec<u8> {
+    const STAMP: &str = "SSMLITE-VERSION:";
+    let bytes = fs::read(binary).unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+    let from = format!("{STAMP}{}\0", env!("CARGO_PKG_VERSION")).into_bytes();
+    let to = format!("{STAMP}{version}\0").into_bytes();
+    assert_eq!(from.len(), to.len(), "the versions have the same length");
+    // The first byte's positions, then a memcmp each: quick even in a debug build.
+    let at: Vec<usize> = (bytes.iter().enumerate())
+        .filter(|&(i, &b)| b == from[0] && bytes[i..].starts_with(&from))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "exactly one version stamp in {}",
+        binary.display()
+    );
+    let mut out = bytes;
+    out[at[0]..at[0] + to.len()].copy_from_slice(&to);
+    out
+}
