@@ -682,7 +682,17 @@ fn report_soak(
                 let n = usize::from_str_radix(n.rsplit('-').next().unwrap_or("0"), 16).unwrap();
                 let output = output.unwrap_or_default();
                 if !output.contains(&format!("soak-{n}\n")) {
-                    problems.push(format!("wrong output for {what}: stdout {output:?}"));
+                    let replies: Vec<String> = emu.read(|st| {
+                        (s.via.replies(st).iter())
+                            .map(|r| r.payload.to_string().chars().take(1500).collect())
+                            .collect()
+                    });
+                    let log = agent.log();
+                    let lines: Vec<&str> =
+                        (log.lines()).filter(|l| l.contains(s.via.id())).collect();
+                    problems.push(format!(
+                        "wrong output for {what}: stdout {output:?}\n    its replies: {replies:#?}\n    its log lines: {lines:#?}"
+                    ));
                 }
             }
             [one] => {
