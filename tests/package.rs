@@ -881,14 +881,17 @@ fn point_at(c: &Chroot, emu: &Emulator) {
     );
 }
 
-/// Sends `echo <word>` through the emulator; asserts the agent ran it.
-fn run_command_succeeds(emu: &Emulator, c: &Chroot, id: &str, word: &str) {
-    let msg = emu.send_command(&aws_run_shell_script_payload(
-        id,
-        &[&format!("echo {word}")],
-        600,
-    ));
-    let reply = emu.wait_final(&msg, Duration::from_secs(30));
+/// Sends `commands` through the emulator; asserts that the command ends Success within `limit`
+/// and returns its final reply.
+fn run_command_succeeds(
+    emu: &Emulator,
+    c: &Chroot,
+    id: &str,
+    commands: &[&str],
+    limit: Duration,
+) -> Value {
+    let msg = emu.send_command(&aws_run_shell_script_payload(id, commands, 600));
+    let reply = emu.wait_final(&msg, limit);
     let log = fs::read_to_string(c.path(LOGFILE)).unwrap_or_default();
     let reply = reply.unwrap_or_else(|| panic!("no final reply for {msg}; agent log:\n{log}"));
     assert_eq!(
@@ -896,6 +899,7 @@ fn run_command_succeeds(emu: &Emulator, c: &Chroot, id: &str, word: &str) {
         "{}",
         reply.payload
     );
+    reply.payload
 }
 
 #[test]
@@ -912,7 +916,8 @@ fn sysv_init_script_starts_stops_and_reports_the_real_agent() {
     let pid = pidfile_pid(&c);
     assert_eq!(c.agents(), [pid], "the pidfile names the agent");
     assert_eq!(init_script(&c, "status").0, 0);
-    run_command_succeeds(&emu, &c, "7a000000-0000-4000-8000-000000000001", "first");
+    let id = "7a000000-0000-4000-8000-000000000001";
+    run_command_succeeds(&emu, &c, id, &["echo first"], Duration::from_secs(30));
 
     let (code, out) = init_script(&c, "start");
     assert_eq!((code, pidfile_pid(&c)), (0, pid), "start again: {out}");
@@ -938,7 +943,8 @@ fn sysv_init_script_starts_stops_and_reports_the_real_agent() {
     assert_ne!(before, after, "restart kept the old agent");
     assert!(!alive(before));
     assert_eq!(c.agents(), [after]);
-    run_command_succeeds(&emu, &c, "7a000000-0000-4000-8000-000000000002", "again");
+    let id = "7a000000-0000-4000-8000-000000000002";
+    run_command_succeeds(&emu, &c, id, &["echo again"], Duration::from_secs(30));
 
     // A crash: the pidfile stays behind.
     ok(Command::new("kill").args(["-KILL", &after.to_string()]));
@@ -1039,20 +1045,15 @@ fn an_upgrade_by_dpkg_in_a_command_ends_with_its_result_reported_by_the_new_agen
     let old = pidfile_pid(&c);
     let newer = newer_deb(&c, "0.1.1");
 
-    let msg = emu.send_command(&aws_run_shell_script_payload(
+    let reply = run_command_succeeds(
+        &emu,
+        &c,
         "7a000000-0000-4000-8000-0000000000f1",
         &[&format!("dpkg -i {newer}"), "ssm-lite --version"],
-        600,
-    ));
-    let reply = emu.wait_final(&msg, Duration::from_secs(120));
-    let log = fs::read_to_string(c.path(LOGFILE)).unwrap_or_default();
-    let reply = reply.unwrap_or_else(|| panic!("no final reply for {msg}; agent log:\n{log}"));
-    assert_eq!(
-        reply.payload["documentStatus"], "Success",
-        "{}",
-        reply.payload
+        Duration::from_secs(120),
     );
-    let stdout = plugin(&reply.payload)["standardOutput"]
+    let log = fs::read_to_string(c.path(LOGFILE)).unwrap();
+    let stdout = plugin(&reply)["standardOutput"]
         .as_str()
         .unwrap_or_default();
     let unpacking = format!("Unpacking ssm-lite (0.1.1-1) over ({})", deb_version());
