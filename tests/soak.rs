@@ -20,7 +20,6 @@ use common::*;
 use serde_json::{Value, json};
 use ssm_emulator::{
     Emulator, FaultWindow, Options, Reply, SessionSpec, State, aws_run_shell_script_payload,
-    targets,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -206,16 +205,12 @@ impl Via {
     }
 }
 
-/// Whether the agent is polling ec2messages: a poll is held, or one ended a moment ago. (It
-/// stops polling once the control channel has been up for a minute.)
+/// Whether the agent holds a poll of ec2messages now, which a message sent then answers at once.
+/// Between two polls a message could wait for good: once the control channel has been up for a
+/// minute the agent stops polling and only an AccessDenied from MGS starts it again
+/// (docs/protocol.md §0), while the service routes Run Command over MGS.
 fn polling_mds(st: &State) -> bool {
     st.held_polls() > 0
-        || st
-            .requests()
-            .iter()
-            .rev()
-            .take_while(|r| r.at.elapsed() < Duration::from_secs(3))
-            .any(|r| r.target == targets::GET_MESSAGES)
 }
 
 /// Sends `payload` over ec2messages when `prefer_mds` and the agent is polling it, else over
@@ -355,9 +350,6 @@ const STALLED: Duration = Duration::from_secs(30);
 struct Load {
     sent: Vec<Sent>,
     open: Vec<usize>,
-    /// Times the control channel was closed to make the agent poll ec2messages again.
-    nudges: u32,
-    last_nudge: Option<Instant>,
 }
 
 impl Load {
@@ -392,7 +384,6 @@ impl Load {
                 s.resends += 1;
             }
         }
-        self.nudge_stalled_mds(emu);
         self.open
             .iter()
             .filter(|&&i| self.sent[i].at.elapsed() < STALLED)
@@ -402,28 +393,6 @@ impl Load {
     /// How many have no final reply yet.
     fn open(&self) -> usize {
         self.open.len()
-    }
-
-    /// A message enqueued just as the agent stopped polling ec2messages (MGS up for a minute)
-    /// waits for the next poll; the service would not have routed it there. Closing the control
-    /// channel makes the agent poll again (at most every 10 s).
-    fn nudge_stalled_mds(&mut self, emu: &Emulator) {
-        if self
-            .last_nudge
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-        {
-            return;
-        }
-        let stalled = self.open.iter().any(|&i| {
-            let s = &self.sent[i];
-            matches!(&s.via, Via::Mds(id) if s.at.elapsed() > Duration::from_secs(15)
-                && emu.read(|st| st.deliveries(id).is_empty() && !polling_mds(st)))
-        });
-        if stalled {
-            emu.drop_control_channel();
-            self.nudges += 1;
-            self.last_nudge = Some(Instant::now());
-        }
     }
 }
 
@@ -637,7 +606,7 @@ fn report_soak(
         started,
         ended,
     } = run;
-    let (sent, nudges, base, started, ended) = (&load.sent, load.nudges, *base, *started, *ended);
+    let (sent, base, started, ended) = (&load.sent, *base, *started, *ended);
     let mut problems = Vec::new();
     let mut finals = 0;
     let at = |t: Instant| format!("+{:.1} s", t.duration_since(started).as_secs_f64());
@@ -767,10 +736,7 @@ fn report_soak(
     }
     eprintln!("soak: the agent's log says: {}", dropped_replies(agent));
     let sig = emu.signature_failures().len();
-    eprintln!(
-        "soak: {sig} signed calls refused by the verifier (the clock jump's window); control \
-         channel closed {nudges} time(s) to resume ec2messages polling for a stalled message",
-    );
+    eprintln!("soak: {sig} signed calls refused by the verifier (the clock jump's window)",);
     verdict("soak", &problems, agent)
 }
 
