@@ -39,6 +39,19 @@ fn inventory_document() -> String {
     .to_string()
 }
 
+/// An agent that polls its associations within a second and sends inventory without
+/// upstream's random wait.
+fn inventory_agent(emu: &Emulator) -> Agent {
+    Agent::start_with_env(
+        emu,
+        json!({}),
+        &[
+            ("SSM_LITE_ASSOCIATION_JITTER_SECS", "1"),
+            ("SSM_LITE_INVENTORY_MAX_WAIT_SECS", "0"),
+        ],
+    )
+}
+
 /// The final statuses among `statuses` (neither Pending nor InProgress).
 fn finals(statuses: &[Value]) -> Vec<&Value> {
     statuses
@@ -93,14 +106,7 @@ fn an_inventory_association_reports_this_machine_then_hashes_only() {
             .schedule("rate(30 minutes)")
             .detailed_status("Associated"),
     );
-    let agent = Agent::start_with_env(
-        &emu,
-        json!({}),
-        &[
-            ("SSM_LITE_ASSOCIATION_JITTER_SECS", "1"),
-            ("SSM_LITE_INVENTORY_MAX_WAIT_SECS", "0"),
-        ],
-    );
+    let agent = inventory_agent(&emu);
     let first = wait_finals(&emu, &agent, "a-inv", 1);
     assert_eq!(first["Status"], "Success", "{first}");
     let items = last_put(&emu);
@@ -188,14 +194,7 @@ fn two_inventory_associations_fail_as_upstream_once_both_have_run() {
                 .detailed_status("Associated"),
         );
     }
-    let agent = Agent::start_with_env(
-        &emu,
-        json!({}),
-        &[
-            ("SSM_LITE_ASSOCIATION_JITTER_SECS", "1"),
-            ("SSM_LITE_INVENTORY_MAX_WAIT_SECS", "0"),
-        ],
-    );
+    let agent = inventory_agent(&emu);
     let (one, two) = (
         wait_finals(&emu, &agent, "a-one", 1),
         wait_finals(&emu, &agent, "a-two", 1),
